@@ -1,0 +1,69 @@
+"""LocalResponseNorm (spec/local_response_norm.md): divide by a power of the sum of squares in a
+window of neighbouring channels.
+
+    y_c = x_c * (k + a * sum_{j in W(c)} x_j^2) ^ -beta,   a = alpha / size  or  alpha  (LRN.N2)
+
+W(c) holds `size` channels around c; channels past either end count as zeros (LRN.N4).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _common as c
+
+# LRN.N3: for an even size the window cannot be centred; `extra` says on which side of c the
+# one extra channel lies. Odd sizes are centred whatever `extra` says.
+EXTRA_SIDES = ("before", "after")
+
+
+def window(size: int, extra: str) -> tuple[int, int]:
+    """(channels before c, channels after c) in W(c)."""
+    longer, shorter = size // 2, (size - 1) // 2
+    return (longer, shorter) if extra == "before" else (shorter, longer)
+
+
+def _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra):
+    x = c.as_input(x, "LRN.C1", min_rank=2)
+    axis = c.as_axis(channel_axis, x.ndim, "LRN.C2", "channel_axis")
+    size = c.as_count(size, "LRN.C3", "size")
+    alpha = c.as_real(alpha, "LRN.C4", "alpha", low=0.0)
+    beta = c.as_real(beta, "LRN.C4", "beta")
+    k = c.as_real(k, "LRN.C4", "k", low=0.0, low_open=True)
+    if not isinstance(alpha_over_size, bool):
+        raise c.ClauseError("LRN.C5", "alpha_over_size", f"must be True or False, got {alpha_over_size!r}")
+    c.as_choice(extra, EXTRA_SIDES, "LRN.C5", "extra")
+    a = alpha / size if alpha_over_size else alpha
+    return x, axis, window(size, extra), a, beta, k
+
+
+def window_sum(v: np.ndarray, axis: int, before: int, after: int) -> np.ndarray:
+    """s_c = sum of v_j for j in [c - before, c + after] along `axis`, zeros past the ends."""
+    moved = np.moveaxis(v, axis, 0)
+    padded = np.concatenate([np.zeros((before,) + moved.shape[1:]), moved, np.zeros((after,) + moved.shape[1:])])
+    total = np.zeros_like(moved)
+    for shift in range(before + after + 1):
+        total += padded[shift : shift + moved.shape[0]]
+    return np.moveaxis(total, 0, axis)
+
+
+def _base(x, axis, win, a, k):
+    return k + a * window_sum(x * x, axis, *win)
+
+
+@c.ieee
+def local_response_norm(x, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                        channel_axis: int = 1, alpha_over_size: bool = True, extra: str = "before") -> np.ndarray:
+    x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
+    return x * _base(x, axis, win, a, k) ** -beta
+
+
+@c.ieee
+def local_response_norm_vjp(g, x, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                            channel_axis: int = 1, alpha_over_size: bool = True, extra: str = "before") -> c.Grads:
+    x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
+    g = c.as_cotangent(g, x, "LRN.C1")
+    base = _base(x, axis, win, a, k)
+    # x_j feeds base_c for every c whose window holds j, i.e. c in [j - after, j + before]:
+    # the transposed window.
+    through_base = window_sum(g * x * -beta * base ** (-beta - 1.0), axis, win[1], win[0])
+    return c.Grads(g * base**-beta + 2.0 * a * x * through_base)
