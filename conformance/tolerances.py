@@ -6,6 +6,7 @@ one badly placed eps cannot hide behind large values elsewhere in the array.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,3 +49,76 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     if scale == 0.0 or not np.isfinite(scale):
         scale = 1.0
     return float(np.max(np.abs(actual - expected)) / scale) if expected.size else 0.0
+
+
+def conditioning(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """NUM.N5: kappa = 1 + |mean| / std over `axes` (keepdims); inf where the spread is zero."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.mean(x, axis=axes, keepdims=True)
+    std = np.sqrt(np.mean((x - mean) ** 2, axis=axes, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(std > 0, 1.0 + np.abs(mean) / std, np.where(mean == 0, 1.0, np.inf))
+
+
+def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_ref) -> np.ndarray:
+    """NUM.N5: the elementwise budget of a standardizing norm (BN, LN, IN, GN); kappa = 1 without centring."""
+    scale = 1.0 if scale is None else np.abs(scale)
+    first_order = unit_roundoff(acc_dtype) * growth(n) * (kappa + np.abs(xhat)) * scale
+    return SAFETY * (first_order + unit_roundoff(out_dtype) * np.abs(y_ref))
+
+
+def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype) -> np.ndarray:
+    """NUM.N6: (x - mean) / sqrt(var + eps) computed two-pass in `dtype`, as the spec writes it.
+
+    The honest-arithmetic yardstick: the float64 reference's equations with every operation rounded
+    to `dtype`, returned as float64.
+    """
+    dtype = np.dtype(dtype)
+    with np.errstate(all="ignore"):  # overflow in a narrow dtype is part of the honest answer
+        xd = np.asarray(x).astype(dtype)
+        n = dtype.type(np.prod([xd.shape[a] for a in axes]))
+        mean = (np.sum(xd, axis=axes, keepdims=True, dtype=dtype) / n).astype(dtype)
+        centred = (xd - mean).astype(dtype)
+        var = (np.sum(centred * centred, axis=axes, keepdims=True, dtype=dtype) / n).astype(dtype)
+        return (centred / np.sqrt(var + dtype.type(eps))).astype(np.float64)
+
+
+def ulps(actual: np.ndarray, expected: np.ndarray, dtype) -> np.ndarray:
+    """NUM.N7: |actual - expected| in units of the last place of `dtype` at the expected value."""
+    expected = np.asarray(expected, dtype=np.float64)
+    tiny = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+    spacing = np.maximum(np.abs(expected), float(np.finfo(np.dtype(dtype)).tiny)) * unit_roundoff(dtype) * 2.0
+    spacing = np.maximum(spacing, tiny)
+    return np.abs(np.asarray(actual, dtype=np.float64) - expected) / spacing
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """NUM.N7: the worst element of a comparison: its error, its budget, their ratio and its ulps."""
+
+    worst_error: float
+    budget: float
+    ratio: float
+    ulps: float
+    index: tuple[int, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= 1.0
+
+
+def compare(actual, expected, budget, dtype) -> Comparison:
+    """Elementwise |actual - expected| against an elementwise budget; NaN must match NaN (same place)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    budget = np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape)
+    error = np.abs(actual - expected)
+    same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
+    error = np.where(same_nonfinite, 0.0, np.where(np.isnan(error), np.inf, error))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(error == 0, 0.0, error / budget)
+    if ratio.size == 0:
+        return Comparison(0.0, 0.0, 0.0, 0.0, ())
+    index = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return Comparison(float(error[index]), float(budget[index]), float(ratio[index]),
+                      float(ulps(actual[index], expected[index], dtype)), tuple(int(i) for i in index))
