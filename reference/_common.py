@@ -199,7 +199,7 @@ def root_mean_square(v: np.ndarray, axes: tuple[int, ...], eps: float, mean_sq: 
     """
     if mean_sq is None:
         mean_sq = np.mean(v * v, axis=axes, keepdims=True)
-    risky = (mean_sq < _SQUARES_SAFE_LOW) & (mean_sq != 0) | (mean_sq == np.inf)
+    risky = (mean_sq < _SQUARES_SAFE_LOW) | (mean_sq == np.inf)
     if not np.any(risky):
         return np.sqrt(mean_sq + eps)
     big = np.max(np.abs(v), axis=axes, keepdims=True)

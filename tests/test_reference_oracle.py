@@ -19,7 +19,7 @@ def _inputs(case, kind, seed, plant_constant):
 
 
 def _cases(clauses):
-    return [pytest.param(case, id=case.name, marks=pytest.mark.clause(clauses[case.clause_prefix])) for case in CASES]
+    return [pytest.param(case, id=case.name, marks=pytest.mark.clause(clauses[case.clause_prefix], "NUM.N4")) for case in CASES]
 
 
 def _assert_close(actual, exact, n, what):

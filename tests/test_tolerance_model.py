@@ -1,0 +1,72 @@
+"""NUM-clauses: the tolerance model's pieces behave as spec/numerics.md says, and its budgets separate
+honest rounding from a changed formula."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from normconf import reference as R
+from normconf.conformance import tolerances as T
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.mark.clause("NUM.N1")
+def test_unit_roundoff_of_each_dtype():
+    assert [T.unit_roundoff(d) for d in (np.float64, np.float32, np.float16)] == [2.0**-53, 2.0**-24, 2.0**-11]
+
+
+@pytest.mark.clause("NUM.N2")
+def test_growth_depends_on_reduction_length_not_array_size():
+    assert T.growth(1) == 2.0
+    assert T.growth(10_000) == 101.0
+    assert all(T.growth(n) >= math.log2(n) for n in (2, 16, 1024, 2**20))
+
+
+@pytest.mark.clause("NUM.N5", "NUM.N3")
+def test_budget_admits_honest_float32_and_rejects_a_changed_formula():
+    x = RNG.normal(50.0, 1.0, size=(16, 256))
+    reference = R.layer_norm(x, eps=1e-5)
+    kappa = T.conditioning(x, (1,))
+    budget = T.standardizing_budget(acc_dtype=np.float32, out_dtype=np.float32, n=256, kappa=kappa,
+                                    xhat=reference, scale=None, y_ref=reference)
+    honest = T.standardized_in_dtype(x, (1,), 1e-5, np.float32)
+    assert T.compare(honest, reference, budget, np.float32).passed
+    unbiased = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, ddof=1, keepdims=True) + 1e-5)
+    assert not T.compare(unbiased, reference, budget, np.float32).passed
+    small = 1e-3 * RNG.normal(size=(16, 256))  # variance 1e-6 against eps 1e-5
+    ref_small = R.layer_norm(small, eps=1e-5)
+    budget_small = T.standardizing_budget(acc_dtype=np.float32, out_dtype=np.float32, n=256,
+                                          kappa=T.conditioning(small, (1,)), xhat=ref_small, scale=None, y_ref=ref_small)
+    eps_outside = (small - small.mean(1, keepdims=True)) / (small.std(1, keepdims=True) + 1e-5)
+    assert not T.compare(eps_outside, ref_small, budget_small, np.float32).passed
+
+
+@pytest.mark.clause("NUM.N5")
+def test_conditioning_grows_with_offset_over_spread():
+    x = RNG.normal(size=(1, 100))
+    assert T.conditioning(x + 1e6, (1,)).item() > 1e5 * T.conditioning(x, (1,)).item() / 10
+    assert T.conditioning(np.full((1, 4), 3.0), (1,)).item() == np.inf
+
+
+@pytest.mark.clause("NUM.N6")
+def test_honest_float16_arithmetic_can_exceed_the_first_order_budget_on_offsets():
+    """Why NUM.N6 exists: at kappa*u*growth ~ 1 the first-order model says nothing useful."""
+    x = RNG.normal(200.0, 0.5, size=(2, 64))
+    reference = R.layer_norm(x, eps=1e-5)
+    honest16 = T.standardized_in_dtype(x, (1,), 1e-5, np.float16)
+    assert T.relative_error(honest16, reference) > 1e-2
+
+
+@pytest.mark.clause("NUM.N7")
+def test_comparison_records_worst_element_budget_and_ulps():
+    expected = np.array([1.0, 2.0, 4.0])
+    actual = expected + np.array([0.0, 2.0**-22, 2.0**-21])
+    result = T.compare(actual, expected, np.array([1e-6, 1e-6, 1e-6]), np.float32)
+    assert result.index == (2,) and result.worst_error == 2.0**-21 and result.budget == 1e-6
+    assert result.ulps == pytest.approx(1.0) and result.passed
+    nan_mismatch = T.compare(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 1.0, np.float32)
+    assert not nan_mismatch.passed
+    assert T.compare(np.array([np.nan]), np.array([np.nan]), 0.0, np.float32).passed
