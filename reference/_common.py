@@ -22,6 +22,9 @@ class ClauseError(ValueError):
         super().__init__(f"[{clause}] {parameter}: {message}")
 
 
+ClauseError.__module__ = "normconf.reference"  # its public home, as tracebacks should show it
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation. Each helper takes the clause it enforces, so an error always cites the spec.
 

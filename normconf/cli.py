@@ -1,0 +1,37 @@
+"""The `normconf` command. Subcommands arrive with the features that fill them; none is a stub."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from normconf import __version__
+
+
+def _clauses(args) -> int:
+    from normconf import spec
+
+    found = [c for c in spec.clauses().values() if not args.prefix or c.id.startswith(args.prefix.upper() + ".")]
+    if not found:
+        print(f"no clause starts with {args.prefix!r}", file=sys.stderr)
+        return 2
+    for c in found:
+        print(f"{c.id:<8} {c.title}  ({c.page})")
+        if args.text:
+            print("    " + c.text.replace("\n", "\n    ") + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="normconf", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"normconf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("clauses", help="list the spec's clauses (optionally one norm's, e.g. BN)")
+    listing.add_argument("prefix", nargs="?", default="", help="a norm prefix: BN, LN, IN, GN, RMS, LRN, LP, CN, NUM")
+    listing.add_argument("--text", action="store_true", help="print each clause's text too")
+    listing.set_defaults(run=_clauses)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
