@@ -35,7 +35,9 @@ class Result:
 
 
 @dataclass(frozen=True)
-class _Checked:
+class Checked:
+    """Validated arguments of a norm with running statistics (BatchNorm here, InstanceNorm too)."""
+
     x: np.ndarray
     axis: int
     reduced: tuple[int, ...]
@@ -59,60 +61,64 @@ def check_state(state, channels: int, clause: str) -> RunningStats | None:
     )
 
 
-def check_momentum(momentum, clause: str) -> float | None:
-    """None is the cumulative average (BN.S5); otherwise the weight on the new batch (BN.N4)."""
-    return None if momentum is None else c.as_real(momentum, clause, "momentum", low=0.0, high=1.0)
+def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
+                       *, batch_is_statistic: bool) -> Checked:
+    """The C-clauses BN.C1-C7 (and IN.C1-C7, numbered alike); `prefix` says whose.
 
-
-def _check(x, channel_axis, eps, scale, offset, state, momentum, running_var, training) -> _Checked:
-    x = c.as_input(x, "BN.C1", min_rank=2)
-    axis = c.as_axis(channel_axis, x.ndim, "BN.C2", "channel_axis")
+    BatchNorm reduces every axis but the channel axis; InstanceNorm (`batch_is_statistic`) also keeps
+    the batch axis 0, so each instance has its own statistics.
+    """
+    x = c.as_input(x, f"{prefix}.C1", min_rank=3 if batch_is_statistic else 2)
+    axis = c.as_axis(channel_axis, x.ndim, f"{prefix}.C2", "channel_axis")
+    if batch_is_statistic and axis == 0:
+        raise c.ClauseError(f"{prefix}.C2", "channel_axis", "must not be the batch axis 0")
     channels = x.shape[axis]
-    reduced = c.other_axes(x.ndim, (axis,))
-    eps = c.as_real(eps, "BN.C3", "eps", low=0.0)
-    momentum = check_momentum(momentum, "BN.C4")
-    scale = c.as_param(scale, (channels,), "BN.C5", "scale")
-    offset = c.as_param(offset, (channels,), "BN.C5", "offset")
-    state = check_state(state, channels, "BN.C5")
-    c.as_choice(running_var, RUNNING_VAR_ESTIMATORS, "BN.C6", "running_var")
+    reduced = c.other_axes(x.ndim, (0, axis) if batch_is_statistic else (axis,))
+    eps = c.as_real(eps, f"{prefix}.C3", "eps", low=0.0)
+    momentum = None if momentum is None else c.as_real(momentum, f"{prefix}.C4", "momentum", low=0.0, high=1.0)
+    scale = c.as_param(scale, (channels,), f"{prefix}.C5", "scale")
+    offset = c.as_param(offset, (channels,), f"{prefix}.C5", "offset")
+    state = check_state(state, channels, f"{prefix}.C5")
+    c.as_choice(running_var, RUNNING_VAR_ESTIMATORS, f"{prefix}.C6", "running_var")
     if not isinstance(training, bool):
-        raise c.ClauseError("BN.C6", "training", f"must be True or False, got {training!r}")
+        raise c.ClauseError(f"{prefix}.C6", "training", f"must be True or False, got {training!r}")
     n = c.count(x.shape, reduced)
-    if n == 0:
-        raise c.ClauseError("BN.C1", "x", f"has no values per channel (shape {x.shape})")
+    if n == 0 or x.shape[0] == 0:
+        raise c.ClauseError(f"{prefix}.C1", "x", f"has no values per statistic (shape {x.shape})")
     if training and state is not None and running_var == "unbiased" and n < 2:
-        raise c.ClauseError(
-            "BN.C7", "x", f"an unbiased running-variance update needs >= 2 values per channel, got {n}"
-        )
-    return _Checked(x, axis, reduced, eps, scale, offset, state, momentum, running_var)
+        raise c.ClauseError(f"{prefix}.C7", "x", f"an unbiased running-variance update needs >= 2 values per statistic, got {n}")
+    return Checked(x, axis, reduced, eps, scale, offset, state, momentum, running_var)
 
 
-def update_running_stats(state: RunningStats, mean, var_biased, n: int, momentum, running_var) -> RunningStats:
-    """BN.S2 / BN.S5: blend the batch statistics into the running ones.
+def update_running_stats(state: RunningStats, mean, var, momentum) -> RunningStats:
+    """BN.S2 / BN.S5: blend a batch's per-channel statistics into the running ones.
 
-    `momentum` is the weight on the new batch (BN.N4); None averages all batches so far equally.
+    `var` is already the estimator BN.P4 asks for. `momentum` is the weight on the new batch (BN.N4);
+    None averages all batches so far equally.
     """
     tracked = state.num_batches_tracked + 1
     weight = 1.0 / tracked if momentum is None else momentum
-    batch_var = c.bessel(var_biased, n) if running_var == "unbiased" else var_biased
-    return RunningStats(
-        (1.0 - weight) * state.mean + weight * mean,
-        (1.0 - weight) * state.var + weight * batch_var,
-        tracked,
-    )
+    return RunningStats((1.0 - weight) * state.mean + weight * mean, (1.0 - weight) * state.var + weight * var, tracked)
 
 
-def _uses_batch_stats(training: bool, state) -> bool:
-    """BN.S1/S3/S4: batch statistics in training, and in eval when no running stats are tracked."""
-    return training or state is None
+def normalized(k: Checked, training: bool):
+    """(xhat, sqrt(var + eps), batch moments or None when the running stats normalize).
 
-
-def _normalized(k: _Checked, training: bool):
-    """(xhat, sqrt(var + eps), batch moments or None when the running stats normalize)."""
-    if _uses_batch_stats(training, k.state):
+    BN.S1/S3/S4: batch statistics in training, and in eval when no running stats are tracked.
+    """
+    if training or k.state is None:
         return c.standardized(k.x, k.reduced, k.eps)
     std = np.sqrt(c.along(k.state.var, k.x.ndim, k.axis) + k.eps)
     return (k.x - c.along(k.state.mean, k.x.ndim, k.axis)) / std, std, None
+
+
+def running_norm_vjp(k: Checked, g, training: bool, prefix: str) -> c.Grads:
+    """BN.S6 / IN.S4: the VJP of either norm; the state update is not differentiated."""
+    g = c.as_cotangent(g, k.x, f"{prefix}.C1")
+    xhat, std, m = normalized(k, training)
+    g_hat, dscale, doffset = c.affine_vjp(g, xhat, k.scale, k.offset, k.axis)
+    dx = g_hat / std if m is None else c.standardized_vjp(g_hat, xhat, std, k.reduced)
+    return c.Grads(dx, dscale, doffset)
 
 
 @c.ieee
@@ -129,13 +135,13 @@ def batch_norm(
     running_var: str = "unbiased",
 ) -> Result:
     """One BatchNorm call: output, and the new running state (None when none is tracked)."""
-    k = _check(x, channel_axis, eps, scale, offset, state, momentum, running_var, training)
-    xhat, _, m = _normalized(k, training)
+    k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
+                           batch_is_statistic=False)
+    xhat, _, m = normalized(k, training)
     new_state = k.state
     if training and k.state is not None:
-        new_state = update_running_stats(
-            k.state, m.mean.reshape(-1), m.var.reshape(-1), m.n, k.momentum, k.running_var
-        )
+        var = c.bessel(m.var, m.n) if k.running_var == "unbiased" else m.var
+        new_state = update_running_stats(k.state, m.mean.reshape(-1), var.reshape(-1), k.momentum)
     return Result(c.affine(xhat, k.scale, k.offset, k.axis), new_state)
 
 
@@ -154,9 +160,6 @@ def batch_norm_vjp(
     running_var: str = "unbiased",
 ) -> c.Grads:
     """Cotangents of the output y w.r.t. x, scale and offset (the state update is not differentiated)."""
-    k = _check(x, channel_axis, eps, scale, offset, state, momentum, running_var, training)
-    g = c.as_cotangent(g, k.x, "BN.C1")
-    xhat, std, m = _normalized(k, training)
-    g_hat, dscale, doffset = c.affine_vjp(g, xhat, k.scale, k.offset, k.axis)
-    dx = g_hat / std if m is None else c.standardized_vjp(g_hat, xhat, std, k.reduced)
-    return c.Grads(dx, dscale, doffset)
+    k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
+                           batch_is_statistic=False)
+    return running_norm_vjp(k, g, training, "BN")
