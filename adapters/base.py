@@ -1,0 +1,143 @@
+"""The adapter protocol: one framework implementation behind canonical parameters.
+
+An adapter declares, as data, what it supports and how the framework's conventions map onto the
+spec's (each fact with the source it was read from), and runs the framework the way a user would:
+NumPy arrays and canonical parameters in, NumPy float64 outputs (and new state, and gradients) out.
+A configuration the framework cannot express raises `Unsupported` with the reason; nothing is
+approximated.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from normconf.reference import Grads, RunningStats
+
+NORMS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm", "local_response_norm",
+         "lp_normalize", "channel_normalize")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+class Unsupported(Exception):
+    """The framework cannot express this canonical configuration; the message says why."""
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One declared fact: a canonical parameter or behaviour, the framework's name for it, the value
+    the framework uses expressed canonically, and where that was read."""
+
+    key: str  # canonical parameter or behaviour: "eps", "momentum", "running_var", "eps_placement", ...
+    framework_name: str  # the framework's own name for it ("epsilon", "decay_rate", "—" where implicit)
+    value: Any  # the framework's default or fixed behaviour, in canonical terms
+    source: str  # URL of the source or docs it was read from
+    clause: str | None = None  # the divergence clause explaining a difference from the canonical default
+    note: str = ""  # how the mapping works, when it is not a rename ("canonical = 1 - momentum")
+
+
+@dataclass(frozen=True)
+class NormDeclaration:
+    """What one adapter offers for one norm."""
+
+    norm: str  # one of NORMS
+    api: str  # what a user calls: "torch.nn.BatchNorm2d"
+    dtypes: tuple[str, ...]  # input dtypes the framework accepts for it
+    conventions: tuple[Convention, ...]
+    accumulation: dict[str, str] = field(default_factory=dict)  # input dtype -> dtype the statistics use
+    gradients: bool = False  # gradients via the framework's autodiff
+    stateful: bool = False  # keeps running statistics
+
+    def defaults(self) -> dict[str, Any]:
+        """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""
+        return {c.key: c.value for c in self.conventions if c.key in CANONICAL_PARAMETERS.get(self.norm, ())}
+
+    def convention(self, key: str) -> Convention:
+        for c in self.conventions:
+            if c.key == key:
+                return c
+        raise KeyError(f"{self.api} declares no convention {key!r}")
+
+
+# The canonical keyword parameters of each reference function that a framework default can set.
+CANONICAL_PARAMETERS = {
+    "batch_norm": ("channel_axis", "eps", "momentum", "running_var"),
+    "instance_norm": ("channel_axis", "eps", "momentum", "running_var"),
+    "layer_norm": ("axes", "eps"),
+    "group_norm": ("groups", "channel_axis", "eps", "assignment"),
+    "rms_norm": ("axes", "eps"),
+    "local_response_norm": ("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
+    "lp_normalize": ("p", "axes", "eps", "eps_placement"),
+    "channel_normalize": ("channel_axis", "std_floor"),
+}
+
+
+@dataclass
+class Outcome:
+    """What a framework returned, converted to float64 NumPy."""
+
+    y: np.ndarray
+    state: RunningStats | None = None
+    grads: Grads | None = None
+
+
+class Adapter:
+    """Base class: subclasses set the class attributes and implement `_run_<norm>` methods.
+
+    `_run_<norm>(x, params, dtype, cotangent)` gets x as float64 NumPy, the canonical parameters of the
+    reference function, the input dtype name, and an optional output cotangent; it returns an Outcome.
+    """
+
+    name: str = ""  # unique, e.g. "torch.functional"
+    family: str = ""  # the extra that installs it: "torch", "tensorflow", "jax", "onnx"
+    requires: tuple[str, ...] = ()  # importable module names the adapter needs
+    declarations: dict[str, NormDeclaration] = {}
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when every required module is importable, else (False, reason). Imports nothing."""
+        missing = [m for m in self.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+        if missing:
+            return False, f"{', '.join(missing)} not installed (pip install 'normconf[{self.family}]')"
+        return True, ""
+
+    def environment(self) -> dict[str, Any]:
+        """Framework version, device and precision flags; subclasses add what they know."""
+        return {"adapter": self.name}
+
+    def supports(self, norm: str) -> bool:
+        return norm in self.declarations
+
+    def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
+        """Run `norm` on x with canonical `params`, computing in `dtype`; gradients when given a cotangent."""
+        declaration = self.declarations.get(norm)
+        if declaration is None:
+            raise Unsupported(f"{self.name} has no {norm}")
+        if dtype not in declaration.dtypes:
+            raise Unsupported(f"{declaration.api} does not take {dtype} inputs")
+        if cotangent is not None and not declaration.gradients:
+            raise Unsupported(f"{declaration.api} has no gradients here")
+        x = np.asarray(x, dtype=np.float64)
+        return getattr(self, f"_run_{norm}")(x, dict(params), dtype, cotangent)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Raise Unsupported(reason) unless `condition`: a canonical configuration the framework lacks."""
+    if not condition:
+        raise Unsupported(reason)
+
+
+def channel_axis_of(x: np.ndarray, params: dict, default: int = 1) -> int:
+    """The non-negative channel axis of canonical `params` for input x."""
+    return params.get("channel_axis", default) % x.ndim
+
+
+def trailing(axes, ndim: int) -> int | None:
+    """How many trailing axes `axes` names, or None when they are not exactly the trailing ones."""
+    normalized = sorted(a % ndim for a in ((axes,) if isinstance(axes, int) else axes))
+    return len(normalized) if normalized == list(range(ndim - len(normalized), ndim)) else None
+
+
+def as_float64(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)
