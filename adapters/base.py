@@ -37,6 +37,11 @@ class Convention:
     clause: str | None = None  # the divergence clause explaining a difference from the canonical default
     note: str = ""  # how the mapping works, when it is not a rename ("canonical = 1 - momentum")
 
+    @property
+    def fixed(self) -> bool:
+        """A behaviour the framework fixes, with no parameter to change it (framework_name "— ...")."""
+        return self.framework_name.startswith("—")
+
 
 @dataclass(frozen=True)
 class NormDeclaration:
@@ -53,6 +58,10 @@ class NormDeclaration:
     def defaults(self) -> dict[str, Any]:
         """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""
         return {c.key: c.value for c in self.conventions if c.key in CANONICAL_PARAMETERS.get(self.norm, ())}
+
+    def fixed(self) -> dict[str, Any]:
+        """Canonical parameters the framework pins to one value (a strategy must draw exactly these)."""
+        return {c.key: c.value for c in self.conventions if c.fixed and c.key in CANONICAL_PARAMETERS.get(self.norm, ())}
 
     def convention(self, key: str) -> Convention:
         for c in self.conventions:

@@ -21,8 +21,12 @@ SRC_RMS = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/lay
 SRC_TV = "https://github.com/pytorch/vision/blob/main/torchvision/transforms/_functional_tensor.py"
 
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
-# CPU kernels accumulate half-precision statistics in float32 (spec BN.N5, LN.N2, RMS.N2, GN.N1).
+# CPU kernels accumulate half-precision statistics in float32 (spec LN.N2, RMS.N2, GN.N1).
 HALF_IN_FLOAT32 = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
+# BatchNorm (and InstanceNorm, which runs through it) sums in float32 but stores mean and invstd as
+# `param_t`, the parameters' dtype: in a pure half module they are rounded to half before use
+# (batch_norm_kernel.cpp, `batch_norm_cpu_collect_stats_contiguous_impl`), so their precision is half.
+STATS_IN_PARAM_DTYPE = {d: d for d in ALL_DTYPES}
 
 BN_CONVENTIONS = (
     Convention("channel_axis", "— (dim 1)", 1, SRC_BN_CPP),
@@ -151,9 +155,9 @@ class TorchFunctional(TorchBase):
     name = "torch.functional"
     declarations = {
         "batch_norm": NormDeclaration("batch_norm", "torch.nn.functional.batch_norm", ALL_DTYPES, BN_CONVENTIONS,
-                                      HALF_IN_FLOAT32, gradients=True, stateful=True),
+                                      STATS_IN_PARAM_DTYPE, gradients=True, stateful=True),
         "instance_norm": NormDeclaration("instance_norm", "torch.nn.functional.instance_norm", ALL_DTYPES,
-                                         IN_CONVENTIONS, HALF_IN_FLOAT32, gradients=True, stateful=True),
+                                         IN_CONVENTIONS, STATS_IN_PARAM_DTYPE, gradients=True, stateful=True),
         "layer_norm": NormDeclaration("layer_norm", "torch.nn.functional.layer_norm", ALL_DTYPES, LN_CONVENTIONS,
                                       HALF_IN_FLOAT32, gradients=True),
         "group_norm": NormDeclaration("group_norm", "torch.nn.functional.group_norm", ALL_DTYPES, GN_CONVENTIONS,
@@ -247,9 +251,9 @@ class TorchModules(TorchBase):
     name = "torch.nn"
     declarations = {
         "batch_norm": NormDeclaration("batch_norm", "torch.nn.BatchNorm{1,2,3}d", ALL_DTYPES, BN_CONVENTIONS,
-                                      HALF_IN_FLOAT32, gradients=True, stateful=True),
+                                      STATS_IN_PARAM_DTYPE, gradients=True, stateful=True),
         "instance_norm": NormDeclaration("instance_norm", "torch.nn.InstanceNorm{1,2,3}d", ALL_DTYPES, IN_CONVENTIONS,
-                                         HALF_IN_FLOAT32, gradients=True, stateful=True),
+                                         STATS_IN_PARAM_DTYPE, gradients=True, stateful=True),
         "layer_norm": NormDeclaration("layer_norm", "torch.nn.LayerNorm", ALL_DTYPES, LN_CONVENTIONS,
                                       HALF_IN_FLOAT32, gradients=True),
         "group_norm": NormDeclaration("group_norm", "torch.nn.GroupNorm", ALL_DTYPES, GN_CONVENTIONS,

@@ -17,9 +17,18 @@ import numpy as np
 SAFETY = 4.0
 
 
+def finfo(dtype):
+    """np.finfo, including bfloat16 (which NumPy knows only through ml_dtypes)."""
+    if str(dtype) == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(ml_dtypes.bfloat16)
+    return np.finfo(np.dtype(dtype))
+
+
 def unit_roundoff(dtype) -> float:
     """u = 2^-p for a p-bit significand: half the gap between 1 and the next number (NUM.N1)."""
-    return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+    return float(finfo(dtype).eps) / 2.0
 
 
 def growth(n: int) -> float:
@@ -73,6 +82,10 @@ def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtyp
     The honest-arithmetic yardstick: the float64 reference's equations with every operation rounded
     to `dtype`, returned as float64.
     """
+    if str(dtype) == "bfloat16":
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
     dtype = np.dtype(dtype)
     with np.errstate(all="ignore"):  # overflow in a narrow dtype is part of the honest answer
         xd = np.asarray(x).astype(dtype)
@@ -86,8 +99,8 @@ def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtyp
 def ulps(actual: np.ndarray, expected: np.ndarray, dtype) -> np.ndarray:
     """NUM.N7: |actual - expected| in units of the last place of `dtype` at the expected value."""
     expected = np.asarray(expected, dtype=np.float64)
-    tiny = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
-    spacing = np.maximum(np.abs(expected), float(np.finfo(np.dtype(dtype)).tiny)) * unit_roundoff(dtype) * 2.0
+    tiny = float(finfo(dtype).smallest_subnormal)
+    spacing = np.maximum(np.abs(expected), float(finfo(dtype).tiny)) * unit_roundoff(dtype) * 2.0
     spacing = np.maximum(spacing, tiny)
     return np.abs(np.asarray(actual, dtype=np.float64) - expected) / spacing
 

@@ -21,6 +21,34 @@ def _clauses(args) -> int:
     return 0
 
 
+def _adapters(args) -> int:
+    from normconf import adapters
+
+    for name in adapters.names():
+        adapter = adapters.get(name)
+        ok, reason = adapter.available()
+        status = "available" if ok else f"skipped: {reason}"
+        print(f"{name:<20} {status}")
+        print(f"{'':<20} {', '.join(adapter.declarations)}")
+    return 0
+
+
+def _conventions(args) -> int:
+    from normconf.adapters import conventions
+
+    if args.write:
+        print(f"wrote {conventions.write()}")
+        return 0
+    if args.check:
+        if conventions.current() != conventions.generated():
+            print("spec/conventions.md disagrees with the adapters' declarations; run `normconf conventions --write`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    print(conventions.generated())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="normconf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"normconf {__version__}")
@@ -29,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("prefix", nargs="?", default="", help="a norm prefix: BN, LN, IN, GN, RMS, LRN, LP, CN, NUM")
     listing.add_argument("--text", action="store_true", help="print each clause's text too")
     listing.set_defaults(run=_clauses)
+    listing = commands.add_parser("adapters", help="list the adapters, whether each can run here, and their norms")
+    listing.set_defaults(run=_adapters)
+    table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
+    mode = table.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="regenerate the tables in spec/conventions.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 if spec/conventions.md disagrees")
+    table.set_defaults(run=_conventions)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,852 @@
+"""JAX family: flax.linen, flax.nnx, dm-haiku and equinox normalization layers.
+
+Conventions are declared per norm with the source line each fact was read from (flax v0.12.7,
+dm-haiku main @ f4d858a, equinox main @ 9336d82 = v0.13.8 for these files). JAX is imported only
+when a layer runs. float64 needs JAX's 64-bit mode: the adapters switch `jax_enable_x64` on before
+creating any array (a process-wide flag, recorded by `environment()`); lower dtypes are always
+requested explicitly, so the flag changes nothing for them.
+
+Each run builds the layer fresh, loads the canonical scale, offset and running statistics into the
+framework's own variables, and calls it the way a user would; gradients come from `jax.vjp` w.r.t.
+x and the parameters as loaded.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from normconf.reference import Grads, RunningStats
+
+from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+
+LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
+SRC_LINEN_STATS = LINEN + "#L107-L150"  # _compute_stats: float32 promotion, fast (one-pass) variance
+SRC_LINEN_FAST_VAR = LINEN + "#L137-L142"
+SRC_LINEN_NORMALIZE = LINEN + "#L203-L226"  # _normalize: (x - mean) * (rsqrt(var + eps) * scale) + bias
+SRC_LINEN_BN = LINEN + "#L308-L321"
+SRC_LINEN_BN_AXIS = LINEN + "#L354-L356"
+SRC_LINEN_BN_STATE = LINEN + "#L358-L375"
+SRC_LINEN_BN_UPDATE = LINEN + "#L389-L404"
+SRC_LINEN_LN = LINEN + "#L486-L498"
+SRC_LINEN_RMS = LINEN + "#L588-L598"
+SRC_LINEN_RMS_CALL = LINEN + "#L612-L639"
+SRC_LINEN_GN = LINEN + "#L711-L724"
+SRC_LINEN_GN_AXES = LINEN + "#L743-L755"
+SRC_LINEN_GN_GROUPS = LINEN + "#L785-L819"
+SRC_LINEN_IN = LINEN + "#L887-L898"
+SRC_LINEN_IN_AXES = LINEN + "#L912-L927"
+
+NNX = "https://github.com/google/flax/blob/v0.12.7/flax/nnx/nn/normalization.py"
+SRC_NNX_STATS = NNX + "#L50-L131"
+SRC_NNX_PROMOTE = NNX + "#L93-L98"
+SRC_NNX_NORMALIZE = NNX + "#L134-L183"
+SRC_NNX_BN = NNX + "#L289-L310"
+SRC_NNX_BN_STATE = NNX + "#L312-L313"
+SRC_NNX_BN_PROMOTE = NNX + "#L382-L387"
+SRC_NNX_BN_UPDATE = NNX + "#L388-L409"
+SRC_NNX_LN = NNX + "#L500-L519"
+SRC_NNX_RMS = NNX + "#L645-L661"
+SRC_NNX_RMS_CALL = NNX + "#L693-L719"
+SRC_NNX_GN = NNX + "#L802-L853"
+SRC_NNX_GN_REPEAT = NNX + "#L922-L923"
+SRC_NNX_IN = NNX + "#L1158-L1176"
+SRC_NNX_IN_AXES = NNX + "#L1216-L1248"
+
+HAIKU = "https://github.com/google-deepmind/dm-haiku/blob/f4d858a5cbb29140855d68f81f5fd625e078a5ae/haiku/_src/"
+SRC_HK_BN = HAIKU + "batch_norm.py#L64-L125"
+SRC_HK_BN_CALL = HAIKU + "batch_norm.py#L127-L167"
+SRC_HK_BN_STATS = HAIKU + "batch_norm.py#L169-L181"
+SRC_HK_BN_EVAL = HAIKU + "batch_norm.py#L182-L188"
+SRC_HK_BN_AFFINE = HAIKU + "batch_norm.py#L190-L205"
+SRC_HK_EMA = HAIKU + "moving_averages.py#L113-L134"
+SRC_HK_EMA_DEFAULTS = HAIKU + "moving_averages.py#L47-L52"
+SRC_HK_SET_STATE = HAIKU + "base.py#L1397-L1401"
+SRC_HK_LN = HAIKU + "layer_norm.py#L78-L128"
+SRC_HK_LN_CALL = HAIKU + "layer_norm.py#L160-L208"
+SRC_HK_IN = HAIKU + "layer_norm.py#L211-L261"
+SRC_HK_GN = HAIKU + "group_norm.py#L72-L141"
+SRC_HK_GN_STATS = HAIKU + "group_norm.py#L189-L217"
+SRC_HK_GN_GROUPS = HAIKU + "group_norm.py#L219-L238"
+SRC_HK_RMS = HAIKU + "rms_norm.py#L54-L98"
+SRC_HK_RMS_CALL = HAIKU + "rms_norm.py#L109-L133"
+
+EQX = "https://github.com/patrick-kidger/equinox/blob/9336d820b2ef66b360fc6cb3611b3da5cefbb14d/equinox/nn/"
+SRC_EQX_LN = EQX + "_normalisation.py#L61-L99"
+SRC_EQX_LN_CALL = EQX + "_normalisation.py#L133-L161"
+SRC_EQX_GN = EQX + "_normalisation.py#L200-L232"
+SRC_EQX_GN_CALL = EQX + "_normalisation.py#L263-L283"
+SRC_EQX_RMS = EQX + "_normalisation.py#L321-L350"
+SRC_EQX_RMS_CALL = EQX + "_normalisation.py#L384-L407"
+SRC_EQX_BN = EQX + "_batch_norm.py#L97-L171"
+SRC_EQX_BN_VMAP = EQX + "_batch_norm.py#L35-L44"
+SRC_EQX_BN_STATS = EQX + "_batch_norm.py#L210-L222"
+SRC_EQX_BN_EMA = EQX + "_batch_norm.py#L224-L240"
+
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# flax (force_float32_reductions=True; nnx always) and equinox's LayerNorm/GroupNorm/RMSNorm reduce in
+# promote_types(dtype, float32): half precision in float32, float64 kept.
+AT_LEAST_FLOAT32 = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
+# haiku (and equinox's BatchNorm) keep the statistics in the input dtype.
+INPUT_DTYPE = {d: d for d in ALL_DTYPES}
+
+FAST_VARIANCE = "one-pass E[x²]-E[x]², clipped at 0"
+TWO_PASS = "two-pass mean((x - mean)²)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Declarations. flax.linen and flax.nnx share every fact; only the source lines differ.
+
+
+def _flax_bn(defaults, update, stats, normalize, state_dtype: Convention):
+    return (
+        Convention("channel_axis", "axis", -1, defaults, note="the feature axis; every other axis is reduced"),
+        Convention("eps", "epsilon", 1e-5, defaults),
+        Convention("momentum", "momentum", 0.01, update, clause="BN.D2",
+                   note="canonical = 1 - flax momentum (0.99): flax weights the old value"),
+        Convention("running_var", "— (fixed)", "biased", update, clause="BN.D1",
+                   note="the biased batch variance that normalizes also updates the running variance"),
+        Convention("variance", "use_fast_variance", FAST_VARIANCE, stats, clause="BN.D8"),
+        Convention("eps_placement", "—", "inside sqrt", normalize),
+        Convention("training", "use_running_average", "training = not use_running_average", defaults),
+        state_dtype,
+    )
+
+
+def _flax_ln(defaults, stats):
+    return (
+        Convention("axes", "reduction_axes", (-1,), defaults,
+                   note="the adapter sets feature_axes to the same axes, so the scale has shape x.shape[axes]"),
+        Convention("eps", "epsilon", 1e-6, defaults, clause="LN.D1"),
+        Convention("variance", "use_fast_variance", FAST_VARIANCE, stats, clause="LN.D4"),
+    )
+
+
+def _flax_gn(defaults, axes, groups, stats):
+    return (
+        Convention("groups", "num_groups", 32, defaults, clause="GN.D2", note="or group_size; exactly one is set"),
+        Convention("channel_axis", "— (last axis)", -1, axes, note="channels last only"),
+        Convention("eps", "epsilon", 1e-6, defaults, clause="GN.D2"),
+        Convention("assignment", "— (reshape to (..., G, C/G))", "contiguous", groups),
+        Convention("variance", "use_fast_variance", FAST_VARIANCE, stats, clause="NUM.N6",
+                   note="the same _compute_stats as LayerNorm (LN.D4)"),
+    )
+
+
+def _flax_in(defaults, axes, stats):
+    return (
+        Convention("channel_axis", "feature_axes", -1, defaults,
+                   note="reduces every axis but 0 (batch) and the feature axes"),
+        Convention("eps", "epsilon", 1e-6, defaults),
+        Convention("affine", "use_scale, use_bias", True, defaults, clause="IN.D1"),
+        Convention("track_running_stats", "— (none)", False, axes,
+                   note="no running statistics: a canonical state is unsupported"),
+        Convention("variance", "use_fast_variance", FAST_VARIANCE, stats, clause="NUM.N6",
+                   note="the same _compute_stats as LayerNorm (LN.D4)"),
+    )
+
+
+def _flax_rms(defaults, call):
+    return (
+        Convention("axes", "reduction_axes", (-1,), defaults,
+                   note="the adapter sets feature_axes to the same axes, so the scale has shape x.shape[axes]"),
+        Convention("eps", "epsilon", 1e-6, defaults, clause="RMS.D2"),
+        Convention("offset", "— (no bias)", "absent", call, note="use_mean=False and no bias: a canonical offset is unsupported"),
+    )
+
+
+LINEN_BN_CONVENTIONS = _flax_bn(
+    SRC_LINEN_BN, SRC_LINEN_BN_UPDATE, SRC_LINEN_FAST_VAR, SRC_LINEN_NORMALIZE,
+    Convention("running_stats_dtype", "— (batch_stats)", "float32 at init, then the statistics' dtype",
+               SRC_LINEN_BN_STATE, note="force_float32_reductions=True creates them float32; an update "
+                                        "assigns the promoted result (float64 for float64 inputs)"))
+LINEN_LN_CONVENTIONS = _flax_ln(SRC_LINEN_LN, SRC_LINEN_FAST_VAR)
+LINEN_GN_CONVENTIONS = _flax_gn(SRC_LINEN_GN, SRC_LINEN_GN_AXES, SRC_LINEN_GN_GROUPS, SRC_LINEN_FAST_VAR)
+LINEN_IN_CONVENTIONS = _flax_in(SRC_LINEN_IN, SRC_LINEN_IN_AXES, SRC_LINEN_FAST_VAR)
+LINEN_RMS_CONVENTIONS = _flax_rms(SRC_LINEN_RMS, SRC_LINEN_RMS_CALL)
+
+NNX_BN_CONVENTIONS = _flax_bn(
+    SRC_NNX_BN, SRC_NNX_BN_UPDATE, SRC_NNX_STATS, SRC_NNX_NORMALIZE,
+    Convention("running_stats_dtype", "— (nnx.BatchStat)", "float32", SRC_NNX_BN_STATE,
+               note="created float32 and updated in place (`self.mean[...] = ...`), which casts back: "
+                    "float64 models keep float32 running statistics"))
+NNX_LN_CONVENTIONS = _flax_ln(SRC_NNX_LN, SRC_NNX_STATS)
+NNX_GN_CONVENTIONS = _flax_gn(SRC_NNX_GN, SRC_NNX_GN, SRC_NNX_GN_REPEAT, SRC_NNX_STATS)
+NNX_IN_CONVENTIONS = _flax_in(SRC_NNX_IN, SRC_NNX_IN_AXES, SRC_NNX_STATS)
+NNX_RMS_CONVENTIONS = _flax_rms(SRC_NNX_RMS, SRC_NNX_RMS_CALL)
+
+HK_BN_CONVENTIONS = (
+    Convention("channel_axis", "data_format", -1, SRC_HK_BN, note="'channels_last' (-1, default) or 'channels_first' (1)"),
+    Convention("eps", "eps", 1e-5, SRC_HK_BN),
+    Convention("running_var", "— (fixed)", "biased", SRC_HK_BN_STATS, clause="BN.D1"),
+    Convention("momentum_schedule", "decay_rate (required); ExponentialMovingAverage(zero_debias=True)",
+               "w_t = (1 - d) / (1 - d^t)", SRC_HK_EMA, clause="BN.D9",
+               note="a constant canonical momentum w is expressible only as w = 1 (decay_rate = 0); "
+                    "every other training step with running statistics is unsupported"),
+    Convention("variance", "— (fixed)", "one-pass E[x²]-E[x]², unclipped, in the input dtype", SRC_HK_BN_STATS,
+               clause="BN.D8"),
+    Convention("initial_state", "— (set_state at init)", "the init batch's statistics, counter 0", SRC_HK_SET_STATE,
+               note="not mean 0, variance 1 (BN.P7)"),
+    Convention("eps_placement", "—", "inside sqrt", SRC_HK_BN_AFFINE),
+    Convention("training", "is_training, test_local_stats", "training = is_training", SRC_HK_BN_CALL,
+               note="test_local_stats=True normalizes eval batches by their own statistics (BN.S4)"),
+)
+HK_LN_CONVENTIONS = (
+    Convention("axes", "axis (required)", (-1,), SRC_HK_LN,
+               note="no default; param_axis is set to the same axes so the scale has shape x.shape[axes]"),
+    Convention("eps", "eps", 1e-5, SRC_HK_LN),
+    Convention("variance", "use_fast_variance", TWO_PASS + ", in the input dtype", SRC_HK_LN_CALL,
+               note="use_fast_variance=True would be one-pass and unclipped"),
+    Convention("affine", "create_scale, create_offset (required)", "—", SRC_HK_LN),
+)
+HK_IN_CONVENTIONS = (
+    Convention("channel_axis", "data_format", -1, SRC_HK_IN, note="'channels_last' (-1, default) or 'channels_first' (1)"),
+    Convention("eps", "eps", 1e-5, SRC_HK_IN),
+    Convention("affine", "create_scale, create_offset (required)", "—", SRC_HK_IN),
+    Convention("track_running_stats", "— (none)", False, SRC_HK_IN,
+               note="a LayerNorm over the spatial axes: a canonical state is unsupported"),
+    Convention("variance", "— (LayerNorm)", TWO_PASS + ", in the input dtype", SRC_HK_LN_CALL),
+)
+HK_GN_CONVENTIONS = (
+    Convention("channel_axis", "data_format", -1, SRC_HK_GN, note="'channels_last' (-1, default) or 'channels_first' (1)"),
+    Convention("eps", "eps", 1e-5, SRC_HK_GN),
+    Convention("assignment", "— (reshape to (groups, C // groups))", "contiguous", SRC_HK_GN_GROUPS),
+    Convention("variance", "— (jnp.var)", TWO_PASS + ", in the input dtype", SRC_HK_GN_STATS),
+)
+HK_RMS_CONVENTIONS = (
+    Convention("axes", "axis (required)", (-1,), SRC_HK_RMS,
+               note="no default; param_axis is set to the same axes so the scale has shape x.shape[axes]"),
+    Convention("eps", "eps", 1e-5, SRC_HK_RMS, clause="RMS.D2"),
+    Convention("offset", "— (no create_offset)", "absent", SRC_HK_RMS,
+               note="hk.RMSNorm has create_scale only: a canonical offset is unsupported"),
+)
+
+EQX_BN_CONVENTIONS = (
+    Convention("channel_axis", "— (axis 0 of each vmapped sample)", 1, SRC_EQX_BN_VMAP,
+               note="runs per sample under jax.vmap(axis_name=...); statistics are pmean-ed over that axis"),
+    Convention("eps", "eps", 1e-5, SRC_EQX_BN),
+    Convention("momentum", "momentum", 0.01, SRC_EQX_BN_EMA, clause="BN.D2",
+               note="canonical = 1 - equinox momentum (0.99): equinox weights the old value"),
+    Convention("running_var", "— (fixed)", "biased", SRC_EQX_BN_STATS, clause="BN.D1"),
+    Convention("mode", "mode", "ema", SRC_EQX_BN, clause="BN.D10",
+               note="the default 'legacy' means 'ema': after the first step, training batches are normalized "
+                    "by the updated running averages, not by their own statistics; the first step "
+                    "(first_time, canonical num_batches_tracked = 0) replaces the running state"),
+    Convention("variance", "— (fixed)", TWO_PASS + ", clipped at 0, in the input dtype", SRC_EQX_BN_STATS),
+    Convention("initial_state", "— (jnp.empty buffers, first_time=True)", "zeros, unused until the first step",
+               SRC_EQX_BN, note="not mean 0, variance 1 (BN.P7)"),
+)
+EQX_LN_CONVENTIONS = (
+    Convention("axes", "shape (required)", (-1,), SRC_EQX_LN,
+               note="the trailing axes: shape = x.shape[axes], vmapped over the leading axes"),
+    Convention("eps", "eps", 1e-5, SRC_EQX_LN),
+    Convention("variance", "— (jnp.var)", TWO_PASS + ", clipped at 0", SRC_EQX_LN_CALL),
+)
+EQX_GN_CONVENTIONS = (
+    Convention("channel_axis", "— (axis 0 of each vmapped sample)", 1, SRC_EQX_GN_CALL),
+    Convention("eps", "eps", 1e-5, SRC_EQX_GN),
+    Convention("assignment", "— (reshape to (groups, C // groups, ...))", "contiguous", SRC_EQX_GN_CALL),
+    Convention("variance", "— (jnp.var)", TWO_PASS + ", clipped at 0", SRC_EQX_GN_CALL),
+)
+EQX_RMS_CONVENTIONS = (
+    Convention("axes", "shape (required)", (-1,), SRC_EQX_RMS,
+               note="the trailing axes: shape = x.shape[axes], vmapped over the leading axes"),
+    Convention("eps", "eps", 1e-5, SRC_EQX_RMS, clause="RMS.D2"),
+    Convention("offset", "use_bias", "zeros (use_bias=True)", SRC_EQX_RMS,
+               note="equinox's RMSNorm adds a bias by default; absent canonical offset = use_bias=False"),
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# JAX plumbing.
+
+
+def _jax():
+    import jax
+
+    if not jax.config.jax_enable_x64:  # float64 arrays need it; set before any array is created
+        jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _jnp():
+    _jax()
+    import jax.numpy as jnp
+
+    return jnp
+
+
+def _array(value, dtype):
+    """A JAX array of `dtype` from float64 values, rounded once."""
+    return _jnp().asarray(np.asarray(value, dtype=np.float64)).astype(dtype)
+
+
+def _numpy(a) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def _affine(params, dtype) -> dict:
+    """The canonical scale and offset present in `params`, as arrays of `dtype` (canonical shapes)."""
+    return {k: _array(params[k], dtype) for k in ("scale", "offset") if params.get(k) is not None}
+
+
+def _vjp(fn, x, affine: dict, cotangent):
+    """(y, aux, grads) of `fn(x, affine) -> (y, aux)`; grads via jax.vjp when a cotangent is given.
+
+    `fn` reshapes the canonical affine arrays into the framework's own parameter shapes itself, so the
+    cotangents come back in canonical shapes.
+    """
+    if cotangent is None:
+        y, aux = fn(x, affine)
+        return y, aux, None
+    y, pullback, aux = _jax().vjp(fn, x, affine, has_aux=True)
+    dx, daffine = pullback(_array(cotangent, y.dtype))
+    return y, aux, Grads(_numpy(dx), *(_numpy(daffine[k]) if k in daffine else None for k in ("scale", "offset")))
+
+
+def _axes(x, params) -> tuple[int, ...]:
+    axes = params.get("axes", (-1,))
+    return tuple(sorted({a % x.ndim for a in ((axes,) if isinstance(axes, int) else axes)}))
+
+
+def _running(api: str, params) -> tuple[RunningStats | None, bool]:
+    """(state, training); checks what a running-statistics update needs when one happens."""
+    state, training = params.get("state"), params.get("training", True)
+    if training and state is not None:
+        require(params.get("momentum", 0.1) is not None,
+                f"{api} has no cumulative average: momentum=None is unsupported (BN.D7)")
+        require(params.get("running_var", "unbiased") == "biased",
+                f"{api} updates the running variance with the biased batch variance: running_var='biased' only (BN.D1)")
+    return state, training
+
+
+def _no_state(api: str, params) -> None:
+    require(params.get("state") is None, f"{api} keeps no running statistics: state must be None (IN.P4)")
+
+
+def _rms_eps(api: str, params) -> float:
+    """RMSNorm's eps has no canonical default (RMS.P3); None (PyTorch's dtype epsilon) has no counterpart."""
+    eps = params.get("eps")
+    require(eps is not None, f"{api} needs an explicit eps (RMS.P3)")
+    return eps
+
+
+class JaxBase(Adapter):
+    family = "jax"
+    framework = ""  # the importable module whose version environment() reports
+
+    def environment(self):
+        jax = _jax()
+        import importlib
+
+        import jaxlib
+
+        module = importlib.import_module(self.framework)
+        return {
+            "adapter": self.name,
+            "framework": self.framework,
+            "version": getattr(module, "__version__", "unknown"),
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "device": jax.devices()[0].platform,
+            "x64": bool(jax.config.jax_enable_x64),
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# flax.linen
+
+
+def _linen():
+    _jax()
+    import flax.linen as nn
+
+    return nn
+
+
+def _linen_run(module, x, affine, cotangent, init_kwargs=None, call_kwargs=None, batch_stats=None):
+    """Init `module` on x, load the canonical affine (and batch_stats), apply; aux = new batch_stats."""
+    jax = _jax()
+    variables = module.init(jax.random.key(0), x, **(init_kwargs or {}))
+    shapes = {name: v.shape for name, v in variables.get("params", {}).items()}
+    if batch_stats is not None:
+        variables = {**variables, "batch_stats": batch_stats}
+
+    def fn(xj, aff):
+        params = {name: aff[key].reshape(shapes[name]) for key, name in (("scale", "scale"), ("offset", "bias"))
+                  if key in aff}
+        full = {**variables, "params": params}
+        if "batch_stats" in variables:
+            y, updates = module.apply(full, xj, mutable=["batch_stats"], **(call_kwargs or {}))
+            return y, updates["batch_stats"]
+        return module.apply(full, xj, **(call_kwargs or {})), None
+
+    return _vjp(fn, x, affine, cotangent)
+
+
+class FlaxLinen(JaxBase):
+    """`flax.linen` modules, initialized and applied functionally (`init` / `apply`)."""
+
+    name = "flax.linen"
+    framework = "flax"
+    requires = ("jax", "flax")
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "flax.linen.BatchNorm", ALL_DTYPES, LINEN_BN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True, stateful=True),
+        "layer_norm": NormDeclaration("layer_norm", "flax.linen.LayerNorm", ALL_DTYPES, LINEN_LN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "group_norm": NormDeclaration("group_norm", "flax.linen.GroupNorm", ALL_DTYPES, LINEN_GN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "instance_norm": NormDeclaration("instance_norm", "flax.linen.InstanceNorm", ALL_DTYPES, LINEN_IN_CONVENTIONS,
+                                         AT_LEAST_FLOAT32, gradients=True),
+        "rms_norm": NormDeclaration("rms_norm", "flax.linen.RMSNorm", ALL_DTYPES, LINEN_RMS_CONVENTIONS,
+                                    AT_LEAST_FLOAT32, gradients=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        state, training = _running("flax BatchNorm", params)
+        affine = _affine(params, dtype)
+        axis = channel_axis_of(x, params)
+        momentum = params.get("momentum", 0.1)
+        module = _linen().BatchNorm(axis=axis, momentum=0.99 if momentum is None else 1.0 - momentum,
+                                    epsilon=params.get("eps", 1e-5), use_scale="scale" in affine,
+                                    use_bias="offset" in affine, param_dtype=dtype)
+        stats = None
+        if state is not None:
+            # flax holds the statistics' dtype after any update (float32 for half, float64 for float64).
+            acc = AT_LEAST_FLOAT32[dtype]
+            stats = {"mean": _array(state.mean, acc), "var": _array(state.var, acc)}
+        # Without running statistics the batch statistics normalize in eval too (BN.S4).
+        use_running_average = not training and state is not None
+        y, new, grads = _linen_run(module, _array(x, dtype), affine, cotangent, {"use_running_average": False},
+                                   {"use_running_average": use_running_average}, stats)
+        new_state = None
+        if state is not None:
+            new_state = RunningStats(_numpy(new["mean"]), _numpy(new["var"]), state.num_batches_tracked + int(training))
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+        module = _linen().LayerNorm(epsilon=params.get("eps", 1e-5), reduction_axes=axes, feature_axes=axes,
+                                    use_scale="scale" in affine, use_bias="offset" in affine, param_dtype=dtype)
+        y, _, grads = _linen_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        require(channel_axis_of(x, params) == x.ndim - 1, "flax GroupNorm takes channels last only (GN.P2)")
+        require(params.get("assignment", "contiguous") == "contiguous", "flax GroupNorm groups contiguous channels (GN.D1)")
+        affine = _affine(params, dtype)
+        module = _linen().GroupNorm(num_groups=params["groups"], group_size=None, epsilon=params.get("eps", 1e-5),
+                                    use_scale="scale" in affine, use_bias="offset" in affine, param_dtype=dtype)
+        y, _, grads = _linen_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_instance_norm(self, x, params, dtype, cotangent):
+        _no_state("flax InstanceNorm", params)
+        affine = _affine(params, dtype)
+        module = _linen().InstanceNorm(epsilon=params.get("eps", 1e-5), feature_axes=channel_axis_of(x, params),
+                                       use_scale="scale" in affine, use_bias="offset" in affine, param_dtype=dtype)
+        y, _, grads = _linen_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        require(params.get("offset") is None, "flax RMSNorm has no bias (RMS.P2)")
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+        module = _linen().RMSNorm(epsilon=_rms_eps("flax RMSNorm", params), reduction_axes=axes,
+                                  feature_axes=axes, use_scale="scale" in affine, param_dtype=dtype)
+        y, _, grads = _linen_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+
+# ------------------------------------------------------------------------------------------------
+# flax.nnx
+
+
+def _nnx():
+    _jax()
+    from flax import nnx
+
+    return nnx
+
+
+def _nnx_run(module, x, affine, cotangent, call=lambda m, xj: m(xj), aux=lambda m: None):
+    """Split `module`, then per call merge a copy, load the canonical affine into it and call it."""
+    nnx = _nnx()
+    graphdef, state = nnx.split(module)
+
+    def fn(xj, aff):
+        m = nnx.merge(graphdef, state, copy=True)
+        for key, attr in (("scale", "scale"), ("offset", "bias")):
+            if key in aff:
+                variable = getattr(m, attr)
+                variable.set_value(aff[key].reshape(variable.get_value().shape))
+        return call(m, xj), aux(m)
+
+    return _vjp(fn, x, affine, cotangent)
+
+
+class FlaxNnx(JaxBase):
+    """`flax.nnx` modules (stateful objects; running statistics are `nnx.BatchStat` variables)."""
+
+    name = "flax.nnx"
+    framework = "flax"
+    requires = ("jax", "flax")
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "flax.nnx.BatchNorm", ALL_DTYPES, NNX_BN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True, stateful=True),
+        "layer_norm": NormDeclaration("layer_norm", "flax.nnx.LayerNorm", ALL_DTYPES, NNX_LN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "group_norm": NormDeclaration("group_norm", "flax.nnx.GroupNorm", ALL_DTYPES, NNX_GN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "instance_norm": NormDeclaration("instance_norm", "flax.nnx.InstanceNorm", ALL_DTYPES, NNX_IN_CONVENTIONS,
+                                         AT_LEAST_FLOAT32, gradients=True),
+        "rms_norm": NormDeclaration("rms_norm", "flax.nnx.RMSNorm", ALL_DTYPES, NNX_RMS_CONVENTIONS,
+                                    AT_LEAST_FLOAT32, gradients=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        nnx = _nnx()
+        state, training = _running("nnx BatchNorm", params)
+        affine = _affine(params, dtype)
+        axis = channel_axis_of(x, params)
+        momentum = params.get("momentum", 0.1)
+        module = nnx.BatchNorm(x.shape[axis], axis=axis, momentum=0.99 if momentum is None else 1.0 - momentum,
+                               epsilon=params.get("eps", 1e-5), use_scale="scale" in affine,
+                               use_bias="offset" in affine, param_dtype=dtype, rngs=nnx.Rngs(0))
+        if state is not None:
+            # Loaded in the BatchStat's own dtype (float32, fixed by nnx), as the layer stores them.
+            for variable, value in ((module.mean, state.mean), (module.var, state.var)):
+                variable.set_value(_array(value, variable.get_value().dtype))
+        # Without running statistics the batch statistics normalize in eval too (BN.S4).
+        use_running_average = not training and state is not None
+        y, new, grads = _nnx_run(module, _array(x, dtype), affine, cotangent,
+                                 call=lambda m, xj: m(xj, use_running_average=use_running_average),
+                                 aux=lambda m: (m.mean.get_value(), m.var.get_value()))
+        new_state = None
+        if state is not None:
+            new_state = RunningStats(_numpy(new[0]), _numpy(new[1]), state.num_batches_tracked + int(training))
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        nnx = _nnx()
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+        module = nnx.LayerNorm(math.prod(x.shape[a] for a in axes), epsilon=params.get("eps", 1e-5),
+                               reduction_axes=axes, feature_axes=axes, use_scale="scale" in affine,
+                               use_bias="offset" in affine, param_dtype=dtype, rngs=nnx.Rngs(0))
+        y, _, grads = _nnx_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        nnx = _nnx()
+        require(channel_axis_of(x, params) == x.ndim - 1, "nnx GroupNorm takes channels last only (GN.P2)")
+        require(params.get("assignment", "contiguous") == "contiguous", "nnx GroupNorm groups contiguous channels (GN.D1)")
+        affine = _affine(params, dtype)
+        module = nnx.GroupNorm(x.shape[-1], num_groups=params["groups"], group_size=None,
+                               epsilon=params.get("eps", 1e-5), use_scale="scale" in affine,
+                               use_bias="offset" in affine, param_dtype=dtype, rngs=nnx.Rngs(0))
+        y, _, grads = _nnx_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_instance_norm(self, x, params, dtype, cotangent):
+        nnx = _nnx()
+        _no_state("nnx InstanceNorm", params)
+        affine = _affine(params, dtype)
+        axis = channel_axis_of(x, params)
+        module = nnx.InstanceNorm(x.shape[axis], epsilon=params.get("eps", 1e-5), feature_axes=axis,
+                                  use_scale="scale" in affine, use_bias="offset" in affine, param_dtype=dtype,
+                                  rngs=nnx.Rngs(0))
+        y, _, grads = _nnx_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        nnx = _nnx()
+        require(params.get("offset") is None, "nnx RMSNorm has no bias (RMS.P2)")
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+        module = nnx.RMSNorm(math.prod(x.shape[a] for a in axes), epsilon=_rms_eps("nnx RMSNorm", params),
+                             reduction_axes=axes, feature_axes=axes, use_scale="scale" in affine,
+                             param_dtype=dtype, rngs=nnx.Rngs(0))
+        y, _, grads = _nnx_run(module, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+
+# ------------------------------------------------------------------------------------------------
+# dm-haiku
+
+
+def _haiku():
+    _jax()
+    import haiku as hk
+
+    return hk
+
+
+def _haiku_run(make, x, affine, cotangent, init_args=(), call_args=(), load_state=None):
+    """transform_with_state(make()(x, *args)): init on x, load the canonical affine (reshaped to the
+    parameters' shapes) and, via `load_state(state)`, the running statistics; apply. aux = new state."""
+    hk = _haiku()
+    f = hk.transform_with_state(lambda xj, *args: make()(xj, *args))
+    params, state = f.init(None, x, *init_args)
+    if load_state is not None:
+        state = load_state(state)
+    (module_name,) = params.keys() if params else ("",)
+    shapes = {name: v.shape for name, v in params.get(module_name, {}).items()}
+
+    def fn(xj, aff):
+        loaded = {module_name: {key: aff[key].reshape(shapes[key]) for key in ("scale", "offset") if key in aff}}
+        return f.apply(loaded if aff else {}, state, None, xj, *call_args)
+
+    return _vjp(fn, x, affine, cotangent)
+
+
+def _haiku_format(api: str, x, params, norm_clause: str) -> str:
+    axis = channel_axis_of(x, params)
+    require(axis in (1, x.ndim - 1),
+            f"{api} takes channels_first (axis 1) or channels_last (axis -1) only ({norm_clause})")
+    return "channels_last" if axis == x.ndim - 1 else "channels_first"
+
+
+class Haiku(JaxBase):
+    """dm-haiku modules under `hk.transform_with_state`."""
+
+    name = "haiku"
+    framework = "haiku"
+    requires = ("jax", "haiku")
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "haiku.BatchNorm", ALL_DTYPES, HK_BN_CONVENTIONS, INPUT_DTYPE,
+                                      gradients=True, stateful=True),
+        "layer_norm": NormDeclaration("layer_norm", "haiku.LayerNorm", ALL_DTYPES, HK_LN_CONVENTIONS, INPUT_DTYPE,
+                                      gradients=True),
+        "instance_norm": NormDeclaration("instance_norm", "haiku.InstanceNorm", ALL_DTYPES, HK_IN_CONVENTIONS,
+                                         INPUT_DTYPE, gradients=True),
+        "group_norm": NormDeclaration("group_norm", "haiku.GroupNorm", ALL_DTYPES, HK_GN_CONVENTIONS, INPUT_DTYPE,
+                                      gradients=True),
+        "rms_norm": NormDeclaration("rms_norm", "haiku.RMSNorm", ALL_DTYPES, HK_RMS_CONVENTIONS, INPUT_DTYPE,
+                                    gradients=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        """hk.BatchNorm's EMAs are zero-debiased (BN.D9): with decay_rate d the update at haiku step t
+        weights the new batch by w_t = (1 - d) / (1 - d^t). The canonical update has one constant
+        momentum w; with the direct mapping d = 1 - w, w_t = w exactly only when w = 1 (d = 0; at
+        t = 1 every d gives w_1 = 1). Any other momentum in a training step with running statistics
+        is unsupported: choosing d per call to hit w would model a user who changes decay_rate every
+        step, which hides the divergence instead of reporting it.
+        """
+        hk = _haiku()
+        jnp = _jnp()
+        data_format = _haiku_format("haiku BatchNorm", x, params, "BN.P1")
+        state, training = _running("haiku BatchNorm", params)
+        decay = 0.0  # unused unless running statistics are updated
+        if training and state is not None:
+            momentum = params.get("momentum", 0.1)
+            decay = 1.0 - momentum
+            step = state.num_batches_tracked + 1
+            weight = (1.0 - decay) / (1.0 - decay**step) if decay < 1.0 else math.nan
+            require(weight == momentum,
+                    f"haiku BatchNorm zero-debiases its running averages (BN.D9): with decay_rate {decay:g} its "
+                    f"step {step} weights the new batch by (1 - d)/(1 - d^t) = {weight:.6g}, not the constant "
+                    f"momentum {momentum:g}; only momentum=1 (decay_rate=0) is expressible")
+        affine = _affine(params, dtype)
+        channel = channel_axis_of(x, params)
+        stat_shape = tuple(x.shape[i] if i == channel else 1 for i in range(x.ndim))
+
+        def load_state(hk_state):
+            if state is None:
+                return hk_state
+            k = state.num_batches_tracked
+            loaded = dict(hk_state)
+            for ema, value in (("mean_ema", state.mean), ("var_ema", state.var)):
+                (key,) = [name for name in hk_state if name.endswith(ema)]
+                average = _array(value, dtype).reshape(stat_shape)
+                counter = hk_state[key]["counter"]
+                # haiku's invariant: average = hidden / (1 - d^counter); hidden = 0 before any update.
+                hidden = average * (1.0 - decay**k) if k else jnp.zeros_like(average)
+                loaded[key] = {"counter": jnp.asarray(k, counter.dtype), "hidden": hidden, "average": average}
+            return loaded
+
+        def make():
+            return hk.BatchNorm(create_scale="scale" in affine, create_offset="offset" in affine, decay_rate=decay,
+                                eps=params.get("eps", 1e-5), data_format=data_format)
+
+        # training: is_training; eval with state: the EMAs; eval without state: the batch's own
+        # statistics, not updating anything (test_local_stats, BN.S4).
+        call_args = (training, not training and state is None)
+        y, new, grads = _haiku_run(make, _array(x, dtype), affine, cotangent, (True, False), call_args, load_state)
+        new_state = None
+        if state is not None:
+            mean_key, var_key = ([name for name in new if name.endswith(ema)][0] for ema in ("mean_ema", "var_ema"))
+            new_state = RunningStats(_numpy(new[mean_key]["average"]).reshape(-1),
+                                     _numpy(new[var_key]["average"]).reshape(-1), int(new[mean_key]["counter"]))
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        hk = _haiku()
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+
+        def make():
+            return hk.LayerNorm(axis=axes, create_scale="scale" in affine, create_offset="offset" in affine,
+                                eps=params.get("eps", 1e-5), param_axis=axes)
+
+        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_instance_norm(self, x, params, dtype, cotangent):
+        hk = _haiku()
+        _no_state("haiku InstanceNorm", params)
+        data_format = _haiku_format("haiku InstanceNorm", x, params, "IN.P1")
+        affine = _affine(params, dtype)
+
+        def make():
+            return hk.InstanceNorm(create_scale="scale" in affine, create_offset="offset" in affine,
+                                   eps=params.get("eps", 1e-5), data_format=data_format)
+
+        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        hk = _haiku()
+        data_format = _haiku_format("haiku GroupNorm", x, params, "GN.P2")
+        require(params.get("assignment", "contiguous") == "contiguous", "haiku GroupNorm groups contiguous channels (GN.D1)")
+        affine = _affine(params, dtype)
+
+        def make():
+            return hk.GroupNorm(params["groups"], create_scale="scale" in affine, create_offset="offset" in affine,
+                                eps=params.get("eps", 1e-5), data_format=data_format)
+
+        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        hk = _haiku()
+        require(params.get("offset") is None, "haiku RMSNorm has no offset (create_scale only; RMS.P2)")
+        eps = _rms_eps("haiku RMSNorm", params)
+        affine = _affine(params, dtype)
+        axes = _axes(x, params)
+
+        def make():
+            return hk.RMSNorm(axis=axes, eps=eps, create_scale="scale" in affine, param_axis=axes)
+
+        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+
+# ------------------------------------------------------------------------------------------------
+# equinox
+
+
+def _eqx():
+    _jax()
+    import equinox as eqx
+
+    return eqx
+
+
+def _with_affine(model, aff):
+    """`model` with its weight / bias replaced by the canonical scale / offset (absent ones keep 1 / 0)."""
+    eqx = _eqx()
+    for key, attr in (("scale", "weight"), ("offset", "bias")):
+        if key in aff:
+            model = eqx.tree_at(lambda m, attr=attr: getattr(m, attr), model, aff[key])
+    return model
+
+
+def _per_sample(model, xj, lead: int):
+    """Apply a per-sample equinox layer over the `lead` leading axes of xj (flattened, then vmapped)."""
+    if lead == 0:
+        return model(xj)
+    rows = xj.reshape((-1,) + xj.shape[lead:])
+    return _jax().vmap(model)(rows).reshape(xj.shape)
+
+
+class Equinox(JaxBase):
+    """equinox layers, which take one unbatched sample: batches go through `jax.vmap`."""
+
+    name = "equinox"
+    framework = "equinox"
+    requires = ("jax", "equinox")
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "equinox.nn.BatchNorm", ALL_DTYPES, EQX_BN_CONVENTIONS,
+                                      INPUT_DTYPE, gradients=True, stateful=True),
+        "layer_norm": NormDeclaration("layer_norm", "equinox.nn.LayerNorm", ALL_DTYPES, EQX_LN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "group_norm": NormDeclaration("group_norm", "equinox.nn.GroupNorm", ALL_DTYPES, EQX_GN_CONVENTIONS,
+                                      AT_LEAST_FLOAT32, gradients=True),
+        "rms_norm": NormDeclaration("rms_norm", "equinox.nn.RMSNorm", ALL_DTYPES, EQX_RMS_CONVENTIONS,
+                                    AT_LEAST_FLOAT32, gradients=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        """mode="ema" (the default): a canonical state maps to the running buffers, and
+        num_batches_tracked = 0 to equinox's `first_time` flag. A first training step normalizes by
+        the batch statistics and *replaces* the running state by them (canonical momentum 1); later
+        steps normalize by (1 - m)·batch + m·running, the updated running averages (BN.D10), which
+        is reported as it comes out. Without a canonical state (BN.S4) every call is a first step on
+        a fresh state, which normalizes by the batch statistics; its state is dropped.
+        """
+        eqx = _eqx()
+        jax = _jax()
+        jnp = _jnp()
+        require(channel_axis_of(x, params) == 1,
+                "equinox BatchNorm normalizes axis 0 of each vmapped sample: channel_axis=1 only (BN.P1)")
+        state, training = _running("equinox BatchNorm", params)
+        affine = _affine(params, dtype)
+        momentum = params.get("momentum", 0.1)
+        model, eqx_state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(
+            x.shape[1], axis_name="batch", eps=params.get("eps", 1e-5), channelwise_affine=bool(affine),
+            momentum=0.99 if momentum is None else 1.0 - momentum, mode="ema", dtype=dtype)
+        if state is not None:
+            eqx_state = eqx_state.set(model.ema_state_index, (_array(state.mean, dtype), _array(state.var, dtype)))
+            eqx_state = eqx_state.set(model.ema_first_time_index, jnp.array(state.num_batches_tracked == 0))
+        inference = not training and state is not None
+
+        def fn(xj, aff):
+            m = _with_affine(model, aff)
+            return jax.vmap(lambda xi, s: m(xi, s, inference=inference), axis_name="batch",
+                            in_axes=(0, None), out_axes=(0, None))(xj, eqx_state)
+
+        y, new, grads = _vjp(fn, _array(x, dtype), affine, cotangent)
+        new_state = None
+        if state is not None:
+            mean, var = new.get(model.ema_state_index)
+            new_state = RunningStats(_numpy(mean), _numpy(var), state.num_batches_tracked + int(training))
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _trailing(self, cls, api, x, params, dtype, cotangent, **kwargs):
+        """LayerNorm / RMSNorm: shape = the trailing normalized axes, vmapped over the leading ones."""
+        count = trailing(params.get("axes", (-1,)), x.ndim)
+        require(count is not None, f"{api} normalizes each whole (vmapped) sample: trailing axes only (LN.D3)")
+        affine = _affine(params, dtype)
+        lead = x.ndim - count
+        model = cls(x.shape[lead:], use_weight="scale" in affine, use_bias="offset" in affine, dtype=dtype, **kwargs)
+        y, _, grads = _vjp(lambda xj, aff: (_per_sample(_with_affine(model, aff), xj, lead), None),
+                           _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        return self._trailing(_eqx().nn.LayerNorm, "equinox LayerNorm", x, params, dtype, cotangent,
+                              eps=params.get("eps", 1e-5))
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        eps = _rms_eps("equinox RMSNorm", params)
+        return self._trailing(_eqx().nn.RMSNorm, "equinox RMSNorm", x, params, dtype, cotangent, eps=eps)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        eqx = _eqx()
+        require(channel_axis_of(x, params) == 1,
+                "equinox GroupNorm takes channels first per sample: channel_axis=1 only (GN.P2)")
+        require(params.get("assignment", "contiguous") == "contiguous", "equinox GroupNorm groups contiguous channels (GN.D1)")
+        affine = _affine(params, dtype)
+        # channelwise_affine creates both weight and bias; an absent one keeps its 1 or 0, exactly.
+        model = eqx.nn.GroupNorm(params["groups"], x.shape[1], eps=params.get("eps", 1e-5),
+                                 channelwise_affine=bool(affine), dtype=dtype)
+        y, _, grads = _vjp(lambda xj, aff: (_per_sample(_with_affine(model, aff), xj, 1), None),
+                           _array(x, dtype), affine, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+
+__all__ = ["Equinox", "FlaxLinen", "FlaxNnx", "Haiku"]

@@ -1,0 +1,447 @@
+"""Keras 3: the normalization layers, on each of Keras' backends (tensorflow, jax, torch, numpy).
+
+Keras picks its backend once per process, when it is first imported (`KERAS_BACKEND`). An adapter
+runs in this process when this process can use its backend (Keras not imported yet and
+`KERAS_BACKEND` unset or equal, or Keras already imported with that backend); otherwise its calls go
+to a persistent child process started with `KERAS_BACKEND=<backend>` (`_isolated`).
+
+Layers are built as a user would build them (`dtype=` the input dtype), their weights and moving
+statistics loaded from the canonical parameters, and called; gradients come from the backend's own
+autodiff (`tf.GradientTape`, `jax.vjp` over `Layer.stateless_call`, torch autograd). The NumPy
+backend has none. Facts and sources: /work/research/tf_keras.md and the spec's D clauses.
+
+Parameters are canonical: one a caller leaves out means the canonical default (the reference
+function's), not Keras'; Keras' defaults are declared, in canonical terms, as Conventions.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+
+import numpy as np
+
+from normconf.reference import Grads, RunningStats
+
+from . import _isolated
+from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
+
+K = "https://github.com/keras-team/keras/blob/v3.15.1"
+SRC_BN = f"{K}/keras/src/layers/normalization/batch_normalization.py"
+SRC_BN_DEFAULTS = f"{SRC_BN}#L160-L180"
+SRC_BN_AXIS = f"{SRC_BN}#L182-L189"
+SRC_BN_UPCAST = f"{SRC_BN}#L345-L361"
+SRC_BN_TRAINING = f"{SRC_BN}#L363"
+SRC_BN_UPDATE = f"{SRC_BN}#L385-L391"
+SRC_BN_MOMENTS = f"{SRC_BN}#L434-L440"
+SRC_OPS_BN = f"{K}/keras/src/ops/nn.py#L2428-L2478"
+SRC_LN = f"{K}/keras/src/layers/normalization/layer_normalization.py"
+SRC_LN_DEFAULTS = f"{SRC_LN}#L105-L151"
+SRC_OPS_LN = f"{K}/keras/src/ops/nn.py#L3137-L3151"
+SRC_OPS_LN_FORM = f"{K}/keras/src/ops/nn.py#L3183-L3195"
+SRC_OPS_LN_TORCH = f"{K}/keras/src/ops/nn.py#L3177-L3182"
+SRC_GN = f"{K}/keras/src/layers/normalization/group_normalization.py"
+SRC_GN_DEFAULTS = f"{SRC_GN}#L67-L101"
+SRC_GN_GROUPS = f"{SRC_GN}#L166-L177"
+SRC_GN_UPCAST = f"{SRC_GN}#L179-L184"
+SRC_RMS = f"{K}/keras/src/layers/normalization/rms_normalization.py#L45-L62"
+SRC_OPS_RMS = f"{K}/keras/src/ops/nn.py#L3024-L3055"
+SRC_RMS_PR = "https://github.com/keras-team/keras/pull/20911"
+SRC_UNIT = f"{K}/keras/src/layers/normalization/unit_normalization.py#L27-L44"
+SRC_OPS_NORMALIZE = f"{K}/keras/src/ops/nn.py#L2679-L2733"
+SRC_NORMALIZATION = f"{K}/keras/src/layers/preprocessing/normalization.py"
+SRC_NORMALIZATION_ARGS = f"{SRC_NORMALIZATION}#L110-L151"
+SRC_NORMALIZATION_CALL = f"{SRC_NORMALIZATION}#L410-L443"
+SRC_EPSILON = f"{K}/keras/src/backend/config.py#L10"
+# Keras' type promotion maps float64 to float32 on every backend but TensorFlow ("to be aligned with
+# JAX's default behavior"), so `result_type(float64, "float32")` is float32 there. Line numbers read
+# from the 3.15.1 wheel.
+SRC_64_TO_32 = f"{K}/keras/src/backend/common/dtypes.py#L235-L242"
+SRC_JAX_X64 = "https://github.com/jax-ml/jax#current-gotchas"
+SRC_MOMENTS = {
+    "tensorflow": f"{K}/keras/src/backend/tensorflow/nn.py#L1492-L1548",
+    "jax": f"{K}/keras/src/backend/jax/nn.py#L1039-L1069",
+    "torch": f"{K}/keras/src/backend/torch/nn.py#L959-L1001",
+    "numpy": f"{K}/keras/src/backend/numpy/nn.py#L932-L964",
+}
+SRC_BATCH_NORMALIZATION = {
+    "tensorflow": f"{K}/keras/src/backend/tensorflow/nn.py#L1551-L1571",
+    "jax": f"{K}/keras/src/backend/jax/nn.py#L1072-L1090",
+    "torch": f"{K}/keras/src/backend/torch/nn.py#L1004-L1031",
+    "numpy": f"{K}/keras/src/backend/numpy/nn.py#L967-L985",
+}
+SRC_BACKEND = f"{K}/keras/src/backend/config.py#L353-L357"
+SRC_NUMPY_BACKEND = f"{K}/keras/src/backend/numpy/math.py#L5-L6"
+
+# backend -> (family: the extra that installs it, modules the adapter needs)
+BACKENDS = {
+    "tensorflow": ("tensorflow", ("keras", "tensorflow")),
+    "jax": ("jax", ("keras", "jax")),
+    "torch": ("torch", ("keras", "torch")),
+    "numpy": ("jax", ("keras", "jax")),  # Keras 3.15's NumPy backend imports jax
+}
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _declarations(backend: str) -> dict[str, NormDeclaration]:
+    """What keras[backend] offers. The layers accept all four dtypes on every backend; what differs is
+    where float64 is computed (float32 except on TensorFlow), the variance formula, and autodiff."""
+    tf = backend == "tensorflow"
+    f64 = "float64" if tf else "float32"
+    # BN, LN, GN and RMS compute in result_type(x.dtype, "float32"): half -> float32; float64 ->
+    # float64 on TensorFlow, float32 elsewhere.
+    upcast = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": f64}
+    # UnitNormalization and Normalization compute in the input dtype; their float64 survives on
+    # TensorFlow and JAX (x64) but meets a Python-float operand on torch/numpy and drops to float32.
+    plain_f64 = "float64" if backend in ("tensorflow", "jax") else "float32"
+    plain = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": plain_f64}
+    gradients = backend != "numpy"
+    one_pass = backend in ("torch", "numpy")
+
+    precision: tuple[Convention, ...] = ()
+    if not tf:
+        precision += (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
+                                 note="float64 inputs are accepted, computed in float32 and cast back"),)
+    if backend == "jax":
+        precision += (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
+                                 note="float64 runs are made under jax.enable_x64(True), as a float64 user "
+                                      "must; without it every array is float32"),)
+    variance = Convention("variance", "— (ops.moments)", "biased, one-pass" if one_pass else "biased, two-pass",
+                          SRC_MOMENTS[backend], clause="BN.D4" if one_pass else None,
+                          note="E[x^2] - E[x]^2, unclamped" if one_pass else "")
+    bn = (
+        Convention("channel_axis", "axis", -1, SRC_BN_DEFAULTS),
+        Convention("eps", "epsilon", 1e-3, SRC_BN_DEFAULTS, clause="BN.D3"),
+        Convention("momentum", "momentum", 0.01, SRC_BN_UPDATE, clause="BN.D2",
+                   note="canonical = 1 - keras momentum (0.99); Keras weights the old value"),
+        Convention("running_var", "—", "biased", SRC_BN_MOMENTS, clause="BN.D1"),
+        Convention("eps_placement", "—", "inside sqrt", SRC_OPS_BN),
+        Convention("training", "training", False, SRC_BN_TRAINING,
+                   note="a call without training= is inference; training also needs layer.trainable"),
+        Convention("algebraic_form", "— (ops.batch_normalization)",
+                   "(x - mean)*inv + offset" if backend == "torch" else "x*inv + (offset - mean*inv)",
+                   SRC_BATCH_NORMALIZATION[backend], clause=None if backend == "torch" else "BN.D5"),
+        variance,
+        Convention("single_axis", "axis", True, SRC_BN_AXIS, note="one int axis only"),
+    ) + precision
+    ln = (
+        Convention("axes", "axis", (-1,), SRC_LN_DEFAULTS, note="any int or list of axes"),
+        Convention("eps", "epsilon", 1e-3, SRC_LN_DEFAULTS, clause="LN.D1"),
+        Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_LN),
+        Convention("algebraic_form", "— (ops.layer_normalization)",
+                   "torch.nn.functional.layer_norm for contiguous axes" if backend == "torch"
+                   else "x*inv + (-mean*inv + beta)",
+                   SRC_OPS_LN_TORCH if backend == "torch" else SRC_OPS_LN_FORM),
+        variance,
+    ) + precision
+    gn = (
+        Convention("groups", "groups", 32, SRC_GN_DEFAULTS, clause="GN.D2", note="-1 = one group per channel"),
+        Convention("channel_axis", "axis", -1, SRC_GN_DEFAULTS),
+        Convention("eps", "epsilon", 1e-3, SRC_GN_DEFAULTS, clause="GN.D2"),
+        Convention("assignment", "— (reshape to (groups, C // groups))", "contiguous", SRC_GN_GROUPS,
+                   clause="GN.D1"),
+        Convention("accumulation", "—", "float32 for half inputs", SRC_GN_UPCAST),
+        variance,
+    ) + precision
+    rms = (
+        Convention("axes", "axis", (-1,), SRC_RMS),
+        Convention("eps", "epsilon", 1e-6, SRC_RMS, clause="RMS.D2",
+                   note="the layer's default; keras.ops.rms_normalization defaults to backend.epsilon() = 1e-7"),
+        Convention("scale", "scale (always created, ones)", "always", SRC_RMS, note="no offset"),
+        Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_RMS),
+        Convention("since", "—", "3.9.0", SRC_RMS_PR),
+    ) + precision
+    lp = (
+        Convention("p", "— (order=2 fixed)", 2.0, SRC_UNIT),
+        Convention("axes", "axis", (-1,), SRC_UNIT),
+        Convention("eps", "— (epsilon=1e-12 fixed)", 1e-12, SRC_UNIT),
+        Convention("eps_placement", "— (min(rsqrt(sum x^2), 1/eps))", "max_norm", SRC_OPS_NORMALIZE, clause="LP.D1"),
+    ) + precision
+    cn = (
+        Convention("channel_axis", "axis", -1, SRC_NORMALIZATION_ARGS),
+        Convention("std_floor", "— (backend.epsilon())", 1e-7, SRC_EPSILON, clause="CN.D2",
+                   note="keras.config.epsilon(); set_epsilon changes it"),
+        Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
+    ) + precision
+
+    def declare(norm, api, conventions, accumulation, stateful=False):
+        return NormDeclaration(norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients,
+                               stateful=stateful)
+
+    return {
+        "batch_norm": declare("batch_norm", "keras.layers.BatchNormalization", bn, upcast, stateful=True),
+        "layer_norm": declare("layer_norm", "keras.layers.LayerNormalization", ln, upcast),
+        "group_norm": declare("group_norm", "keras.layers.GroupNormalization", gn, upcast),
+        "rms_norm": declare("rms_norm", "keras.layers.RMSNormalization", rms, upcast),
+        "lp_normalize": declare("lp_normalize", "keras.layers.UnitNormalization", lp, plain),
+        "channel_normalize": declare("channel_normalize", "keras.layers.Normalization", cn, plain),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Which process runs a backend.
+
+_import_lock = threading.Lock()
+
+
+def _usable_here(backend: str) -> bool:
+    """Whether this process can run Keras with `backend`; imports Keras (with it) when nothing else
+    has chosen a backend yet."""
+    with _import_lock:
+        if "keras" not in sys.modules:
+            chosen = os.environ.get("KERAS_BACKEND") or backend
+            if chosen != backend:
+                return False
+            os.environ["KERAS_BACKEND"] = backend
+        import keras
+
+        return keras.backend.backend() == backend
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _precision(backend: str, dtype: str):
+    """float64 on JAX needs x64, which a float64 user turns on; scoped to this call."""
+    if backend == "jax" and dtype == "float64":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors and calls, per backend.
+
+
+def _tensor(value, dtype: str):
+    return _keras().ops.convert_to_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
+
+
+def _numpy(t) -> np.ndarray:
+    keras = _keras()
+    if keras.backend.standardize_dtype(t.dtype) in ("float16", "bfloat16"):
+        t = keras.ops.cast(t, "float32")
+    return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64)
+
+
+def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
+    """y = layer(x, **kwargs) and, given a cotangent, the gradients of sum(y * cotangent) w.r.t. x
+    and the layer variables in `wrt` (canonical name -> variable); variables the call updates
+    (moving statistics) hold their new values afterwards."""
+    xt = _tensor(x, dtype)
+    grads = {}
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def forward(x_, trainable_):
+            return layer.stateless_call(trainable_, non_trainable, x_, **kwargs)
+
+        if cotangent is None:
+            y, updated = forward(xt, trainable)
+        else:
+            y, vjp, updated = jax.vjp(forward, xt, trainable, has_aux=True)
+            dx, dtrainable = vjp(_tensor(cotangent, dtype).astype(y.dtype))
+            grads["x"] = dx
+            for key, var in wrt.items():
+                grads[key] = dtrainable[next(i for i, v in enumerate(layer.trainable_variables) if v is var)]
+        for var, value in zip(layer.non_trainable_variables, updated):
+            var.assign(value)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xt)
+            for var in wrt.values():
+                tape.watch(var.value)
+            y = layer(xt, **kwargs)
+        if cotangent is not None:
+            keys = ["x", *wrt]
+            values = tape.gradient(y, [xt, *(v.value for v in wrt.values())],
+                                   output_gradients=tf.cast(_tensor(cotangent, "float64"), y.dtype))
+            grads = dict(zip(keys, values))
+    elif backend == "torch":
+        if cotangent is not None:
+            xt.requires_grad_(True)
+        y = layer(xt, **kwargs)
+        if cotangent is not None:
+            y.backward(_tensor(cotangent, dtype).to(y.dtype))
+            grads["x"] = xt.grad
+            grads.update({key: var.value.grad for key, var in wrt.items()})
+    else:  # numpy: no autodiff (declared gradients=False)
+        y = layer(xt, **kwargs)
+    out = None
+    if cotangent is not None:
+        out = Grads(_numpy(grads["x"]), *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")))
+    return _numpy(y), out
+
+
+def _load(var, value) -> None:
+    var.assign(_tensor(value, var.dtype))
+
+
+def _affine(layer, params, scale_attr="gamma", offset_attr="beta") -> dict:
+    """Load canonical scale/offset into the layer's weights; the variables to differentiate."""
+    wrt = {}
+    for key, attr in (("scale", scale_attr), ("offset", offset_attr)):
+        if params.get(key) is not None:
+            var = getattr(layer, attr)
+            _load(var, params[key])
+            wrt[key] = var
+    return wrt
+
+
+def _sorted_axes(axes, ndim: int) -> list[int]:
+    return sorted({int(a) % ndim for a in ((axes,) if isinstance(axes, int) else axes)})
+
+
+class Keras(Adapter):
+    """The `keras.layers` normalization layers on one Keras backend."""
+
+    def __init__(self, backend: str = "tensorflow"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown Keras backend {backend!r}; one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.name = f"keras[{backend}]"
+        self.family, self.requires = BACKENDS[backend]
+        self.declarations = _declarations(backend)
+
+    # -- where to run ---------------------------------------------------------------------------
+
+    def _here(self) -> bool:
+        if _usable_here(self.backend):
+            return True
+        if _isolated.in_child():
+            raise RuntimeError(f"{self.name}: this isolated child imported Keras with backend "
+                               f"{_keras().backend.backend()!r}")
+        return False
+
+    def _child(self) -> _isolated.Isolated:
+        env = {"KERAS_BACKEND": self.backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        return _isolated.isolated(self.name, env)
+
+    def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
+        declaration = self.declarations.get(norm)
+        if declaration is None:  # answered here, without starting a child
+            raise Unsupported(f"{self.name} has no {norm}")
+        if dtype not in declaration.dtypes:
+            raise Unsupported(f"{declaration.api} does not take {dtype} inputs")
+        if cotangent is not None and not declaration.gradients:
+            raise Unsupported(f"{declaration.api} has no gradients on the {self.backend} backend")
+        if not self._here():
+            return self._child().run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        with _precision(self.backend, dtype):
+            return super().run(norm, x, params, dtype=dtype, cotangent=cotangent)
+
+    def environment(self):
+        if not self._here():
+            return self._child().environment()
+        keras = _keras()
+        env = {
+            "adapter": self.name,
+            "framework": "keras",
+            "version": keras.__version__,
+            "backend": keras.backend.backend(),
+            "floatx": keras.config.floatx(),
+            "epsilon": keras.config.epsilon(),
+            "device": "cpu",
+            "process": f"pid {os.getpid()}",
+        }
+        module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}[self.backend]
+        env[f"{module}_version"] = sys.modules[module].__version__ if module in sys.modules else None
+        if self.backend == "jax":
+            env["jax_enable_x64"] = "only for float64 runs (jax.enable_x64)"
+        if self.backend == "tensorflow":
+            env["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)")
+        return env
+
+    # -- norms ----------------------------------------------------------------------------------
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        require(params.get("running_var", "unbiased") == "biased",
+                "Keras updates moving_variance with the biased batch variance (BN.D1)")
+        momentum = params.get("momentum", 0.1)
+        require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
+        layers = _keras().layers
+        axis = channel_axis_of(x, params)
+        state, training = params.get("state"), params.get("training", True)
+        layer = layers.BatchNormalization(axis=axis, momentum=1.0 - momentum, epsilon=params.get("eps", 1e-5),
+                                          center=params.get("offset") is not None,
+                                          scale=params.get("scale") is not None, dtype=dtype)
+        layer.build(x.shape)
+        wrt = _affine(layer, params)
+        if state is not None:
+            _load(layer.moving_mean, state.mean)
+            _load(layer.moving_variance, state.var)
+        # No state: the batch statistics normalize in either mode (BN.S4); the moving ones are dropped.
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt, training=training or state is None)
+        new_state = state
+        if state is not None and training:
+            new_state = RunningStats(_numpy(layer.moving_mean.value), _numpy(layer.moving_variance.value),
+                                     state.num_batches_tracked + 1)
+        return Outcome(y, new_state, grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        layer = _keras().layers.LayerNormalization(axis=_sorted_axes(params.get("axes", (-1,)), x.ndim),
+                                                   epsilon=params.get("eps", 1e-5),
+                                                   center=params.get("offset") is not None,
+                                                   scale=params.get("scale") is not None, dtype=dtype)
+        layer.build(x.shape)
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
+        return Outcome(y, grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        require(params.get("assignment", "contiguous") == "contiguous", "Keras groups contiguous channels (GN.D1)")
+        axis = channel_axis_of(x, params)
+        layer = _keras().layers.GroupNormalization(groups=params["groups"], axis=axis, epsilon=params.get("eps", 1e-5),
+                                                   center=params.get("offset") is not None,
+                                                   scale=params.get("scale") is not None, dtype=dtype)
+        layer.build(x.shape)
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
+        return Outcome(y, grads=grads)
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        require(params.get("offset") is None, "keras.layers.RMSNormalization has no offset")
+        axes = _sorted_axes(params.get("axes", (-1,)), x.ndim)
+        layer = _keras().layers.RMSNormalization(axis=axes, epsilon=params["eps"], dtype=dtype)
+        layer.build(x.shape)
+        scale = params.get("scale")
+        # The layer always has a scale: absent canonically means ones (exactly x1), not differentiated.
+        _load(layer.scale, np.ones(tuple(x.shape[a] for a in axes)) if scale is None else scale)
+        wrt = {} if scale is None else {"scale": layer.scale}
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt)
+        return Outcome(y, grads=grads)
+
+    def _run_lp_normalize(self, x, params, dtype, cotangent):
+        require(params.get("p", 2.0) == 2, "keras.layers.UnitNormalization is p = 2 only")
+        require(params.get("eps_placement", "max_norm") == "max_norm",
+                "UnitNormalization bounds the norm: eps_placement='max_norm' only (LP.D1)")
+        require(params.get("eps", 1e-12) == 1e-12, "UnitNormalization hard-codes epsilon=1e-12")
+        axes = params.get("axes", (1,))
+        axes = list(range(x.ndim)) if axes is None else _sorted_axes(axes, x.ndim)
+        layer = _keras().layers.UnitNormalization(axis=axes, dtype=dtype)
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
+        return Outcome(y, grads=grads)
+
+    def _run_channel_normalize(self, x, params, dtype, cotangent):
+        keras = _keras()
+        floor = keras.config.epsilon()
+        require(params.get("std_floor", 0.0) == floor,
+                f"keras.layers.Normalization floors the std at keras.config.epsilon() = {floor} (CN.D2)")
+        axis = channel_axis_of(x, params, -3)
+        channels = x.shape[axis]
+        mean = np.broadcast_to(np.ravel(np.asarray(params["mean"], dtype=np.float64)), (channels,))
+        std = np.broadcast_to(np.ravel(np.asarray(params["std"], dtype=np.float64)), (channels,))
+        layer = keras.layers.Normalization(axis=axis, mean=mean, variance=std ** 2, dtype=dtype)
+        y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
+        return Outcome(y, grads=grads)
+
+
+__all__ = ["Keras", "Unsupported"]

@@ -1,0 +1,254 @@
+"""TensorFlow: the `tf.nn` / `tf.math` functions (and the v1 fused BatchNorm kernel, the only TF op
+with running statistics).
+
+`tf.nn.moments` + `tf.nn.batch_normalization` is TF's own BatchNorm without running statistics;
+`tf.compat.v1.nn.fused_batch_norm` (`FusedBatchNormV3`) is the stateful one, kept as its own adapter
+because its dtypes, layouts and running-variance estimator differ. Gradients come from
+`tf.GradientTape`. Facts and sources: /work/research/tf_keras.md, spec BN/LRN/LP clauses.
+
+Parameters are canonical: one a caller leaves out means the canonical default (the reference
+function's), not TF's; TF's defaults are declared, in canonical terms, as Conventions.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from normconf.reference import Grads, RunningStats
+
+from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require
+
+TF = "https://github.com/tensorflow/tensorflow/blob/v2.21.0"
+SRC_MOMENTS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1239-L1285"
+SRC_MOMENTS_V2 = f"{TF}/tensorflow/python/ops/nn_impl.py#L1290-L1324"
+SRC_BN_REQUIRED_EPS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1431-L1437"
+SRC_BN_PARAMS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1445-L1463"
+SRC_BN_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L1490-L1497"
+SRC_FUSED_SIGNATURE = f"{TF}/tensorflow/python/ops/nn_impl.py#L1502-L1512"
+SRC_FUSED_LAYOUT = f"{TF}/tensorflow/python/ops/nn_impl.py#L1547-L1548"
+SRC_FUSED_FACTOR = f"{TF}/tensorflow/python/ops/nn_impl.py#L1552-L1567"
+SRC_FUSED_KERNEL = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/fused_batch_norm_op.cc"
+SRC_FUSED_OP = "https://www.tensorflow.org/api_docs/python/tf/raw_ops/FusedBatchNormV3"
+SRC_LRN_OP = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/ops/nn_ops.cc"
+SRC_LRN_DOC = "https://www.tensorflow.org/api_docs/python/tf/nn/local_response_normalization"
+SRC_LRN_KERNEL = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/lrn_op.cc"
+SRC_L2_SIGNATURE = f"{TF}/tensorflow/python/ops/nn_impl.py#L541-L545"
+SRC_L2_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L575-L576"
+
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+SAME = {d: d for d in ALL_DTYPES}
+# tf.nn.moments upcasts float16 only: bfloat16 statistics stay bfloat16 (research §1a, verified 2.21).
+MOMENTS_ACCUMULATION = {"float16": "float32", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"}
+
+BN_CONVENTIONS = (
+    Convention("channel_axis", "axes (the reduced ones)", -1, SRC_BN_PARAMS,
+               note="any axis: moments reduces every other one; 1-D parameters broadcast only with depth last"),
+    Convention("eps_required", "variance_epsilon", True, SRC_BN_REQUIRED_EPS,
+               note="no default: a required argument, passed the canonical eps"),
+    Convention("eps_placement", "—", "inside sqrt", SRC_BN_FORM),
+    Convention("algebraic_form", "—", "x*inv + (offset - mean*inv)", SRC_BN_FORM, clause="BN.D5"),
+    Convention("variance", "— (moments)", "biased, two-pass", SRC_MOMENTS),
+    Convention("shift", "shift", "ignored", SRC_MOMENTS_V2),
+    Convention("running_stats", "—", None, SRC_MOMENTS_V2, note="none: use tf.compat.v1.nn.fused_batch_norm"),
+)
+FUSED_CONVENTIONS = (
+    Convention("channel_axis", "data_format", -1, SRC_FUSED_LAYOUT,
+               note="'NHWC'/'NDHWC' (default) = -1; 'NCHW'/'NCDHW' = 1; 4-D and 5-D only"),
+    Convention("eps", "epsilon", 1e-3, SRC_FUSED_SIGNATURE, clause="BN.D3",
+               note="the Python wrapper's default; the raw op's attribute default is 1e-4"),
+    Convention("momentum", "exponential_avg_factor", 1.0, SRC_FUSED_FACTOR,
+               note="weight on the new batch, as canonical; 1.0 = the running stats become the batch stats"),
+    Convention("running_var", "— (fixed)", "unbiased", SRC_FUSED_KERNEL, clause="BN.D1"),
+    Convention("eps_placement", "—", "inside sqrt", SRC_FUSED_KERNEL),
+    Convention("parameter_dtype", "scale, offset, mean, variance", "float32", SRC_FUSED_OP,
+               note="U = float32 only on CPU; x may be float16/bfloat16/float32, float64 is rejected"),
+)
+LRN_CONVENTIONS = (
+    Convention("size", "depth_radius", 11, SRC_LRN_OP, note="size = 2*depth_radius + 1; depth_radius=5; odd sizes only"),
+    Convention("alpha", "alpha", 1.0, SRC_LRN_OP),
+    Convention("beta", "beta", 0.5, SRC_LRN_OP),
+    Convention("k", "bias", 1.0, SRC_LRN_OP),
+    Convention("channel_axis", "— (last axis of 4-D NHWC)", -1, SRC_LRN_KERNEL),
+    Convention("alpha_over_size", "—", False, SRC_LRN_DOC, clause="LRN.D1"),
+)
+LP_CONVENTIONS = (
+    Convention("p", "— (l2 only)", 2.0, SRC_L2_SIGNATURE),
+    Convention("axes", "axis", None, SRC_L2_SIGNATURE, note="None = all axes"),
+    Convention("eps", "epsilon", 1e-12, SRC_L2_SIGNATURE),
+    Convention("eps_placement", "— (maximum on the squared sum)", "max_power_sum", SRC_L2_FORM, clause="LP.D1"),
+)
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _tensor(value, dtype: str):
+    tf = _tf()
+    return tf.cast(tf.constant(np.asarray(value, dtype=np.float64)), getattr(tf, dtype))
+
+
+def _numpy(t) -> np.ndarray:
+    return _tf().cast(t, _tf().float64).numpy()
+
+
+def _gradients(tape, y, leaves: dict, cotangent) -> Grads:
+    """Gradients of sum(y * cotangent) w.r.t. the named watched tensors (absent ones stay None)."""
+    present = {k: t for k, t in leaves.items() if t is not None}
+    g = _tf().cast(_tf().constant(np.asarray(cotangent, dtype=np.float64)), y.dtype)
+    values = tape.gradient(y, list(present.values()), output_gradients=g)
+    grad = {k: _numpy(v) for k, v in zip(present, values)}
+    return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
+
+
+def _along(t, ndim: int, axis: int):
+    """A (C,) tensor reshaped to broadcast along `axis` of a rank-`ndim` input."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return _tf().reshape(t, shape)
+
+
+class TfBase(Adapter):
+    family = "tensorflow"
+    requires = ("tensorflow",)
+
+    def environment(self):
+        tf = _tf()
+        return {
+            "adapter": self.name,
+            "framework": "tensorflow",
+            "version": tf.__version__,
+            "device": "cpu" if not tf.config.list_physical_devices("GPU") else "gpu available (ops placed by TF)",
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)"),
+        }
+
+
+class TfNn(TfBase):
+    """`tf.nn.moments` + `tf.nn.batch_normalization`, `tf.nn.local_response_normalization`,
+    `tf.math.l2_normalize`."""
+
+    name = "tf.nn"
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "tf.nn.moments + tf.nn.batch_normalization", ALL_DTYPES,
+                                      BN_CONVENTIONS, MOMENTS_ACCUMULATION, gradients=True, stateful=False),
+        # CPU kernels are registered for float and half only (bfloat16: NotFoundError, float64 rejected).
+        "local_response_norm": NormDeclaration("local_response_norm", "tf.nn.local_response_normalization",
+                                               ("float16", "float32"), LRN_CONVENTIONS,
+                                               {"float16": "float16", "float32": "float32"}, gradients=True),
+        "lp_normalize": NormDeclaration("lp_normalize", "tf.math.l2_normalize", ALL_DTYPES, LP_CONVENTIONS, SAME,
+                                        gradients=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        require(params.get("state") is None, "tf.nn.batch_normalization keeps no running statistics "
+                                             "(tf.compat.v1.nn.fused_batch_norm does)")
+        tf = _tf()
+        axis = channel_axis_of(x, params)
+        reduced = [a for a in range(x.ndim) if a != axis]
+        xt = _tensor(x, dtype)
+        scale = None if params.get("scale") is None else _along(_tensor(params["scale"], dtype), x.ndim, axis)
+        offset = None if params.get("offset") is None else _along(_tensor(params["offset"], dtype), x.ndim, axis)
+        # With no state the batch statistics normalize in either mode (BN.S4).
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for t in (xt, scale, offset):
+                if t is not None:
+                    tape.watch(t)
+            mean, var = tf.nn.moments(xt, axes=reduced, keepdims=True)
+            y = tf.nn.batch_normalization(xt, mean, var, offset, scale, params.get("eps", 1e-5))
+        grads = None
+        if cotangent is not None:
+            grads = _gradients(tape, y, {"x": xt, "scale": scale, "offset": offset}, cotangent)
+            grads = Grads(grads.x, None if grads.scale is None else grads.scale.reshape(-1),
+                          None if grads.offset is None else grads.offset.reshape(-1))
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_local_response_norm(self, x, params, dtype, cotangent):
+        require(x.ndim == 4, "tf.nn.local_response_normalization takes 4-D (NHWC) input only")
+        require(channel_axis_of(x, params) == 3, "tf.nn.local_response_normalization windows over the last axis")
+        require(not params.get("alpha_over_size", True), "TF does not divide alpha by the window size (LRN.D1)")
+        size = params["size"]
+        require(size % 2 == 1, "TF's window is 2*depth_radius + 1: odd sizes only")
+        tf = _tf()
+        xt = _tensor(x, dtype)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xt)
+            y = tf.nn.local_response_normalization(xt, depth_radius=(size - 1) // 2, bias=params.get("k", 1.0),
+                                                   alpha=params.get("alpha", 1e-4), beta=params.get("beta", 0.75))
+        grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_lp_normalize(self, x, params, dtype, cotangent):
+        require(params.get("p", 2.0) == 2, "tf.math.l2_normalize is p = 2 only")
+        require(params.get("eps_placement", "max_norm") == "max_power_sum",
+                "tf.math.l2_normalize floors the squared sum: eps_placement='max_power_sum' only (LP.D1)")
+        tf = _tf()
+        axes = params.get("axes", (1,))
+        axis = None if axes is None else [int(a) for a in ((axes,) if isinstance(axes, int) else axes)]
+        xt = _tensor(x, dtype)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xt)
+            y = tf.math.l2_normalize(xt, axis=axis, epsilon=params.get("eps", 1e-12))
+        grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
+        return Outcome(_numpy(y), grads=grads)
+
+
+FUSED_LAYOUTS = {(4, -1): "NHWC", (4, 1): "NCHW", (5, -1): "NDHWC", (5, 1): "NCDHW"}
+
+
+class TfFusedBatchNorm(TfBase):
+    """`tf.compat.v1.nn.fused_batch_norm` (op `FusedBatchNormV3`): TF's BatchNorm with running statistics."""
+
+    name = "tf.fused_batch_norm"
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "tf.compat.v1.nn.fused_batch_norm",
+                                      ("float16", "bfloat16", "float32"), FUSED_CONVENTIONS,
+                                      {"float16": "float32", "bfloat16": "float32", "float32": "float32"},
+                                      gradients=True, stateful=True),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        require(x.ndim in (4, 5), "fused_batch_norm takes 4-D or 5-D input only")
+        axis = channel_axis_of(x, params)
+        layout = FUSED_LAYOUTS.get((x.ndim, 1 if axis == 1 else -1 if axis == x.ndim - 1 else None))
+        require(layout is not None, "fused_batch_norm's channel axis is 1 (NC...) or the last (N...C)")
+        require(params.get("running_var", "unbiased") == "unbiased",
+                "fused_batch_norm's running variance is Bessel-corrected (BN.D1)")
+        momentum = params.get("momentum", 0.1)
+        require(momentum is not None, "fused_batch_norm has no cumulative average (BN.D7)")
+        state, training = params.get("state"), params.get("training", True)
+        tf = _tf()
+        channels = x.shape[axis]
+        xt = _tensor(x, dtype)
+        # scale and offset are float32 inputs of the op; absent = ones and zeros (exactly x1 and +0).
+        scale = _tensor(np.ones(channels) if params.get("scale") is None else params["scale"], "float32")
+        offset = _tensor(np.zeros(channels) if params.get("offset") is None else params["offset"], "float32")
+        is_training = training or state is None  # no state: batch statistics in either mode (BN.S4)
+        mean = var = None
+        factor = 1.0
+        if state is not None:
+            mean, var = _tensor(state.mean, "float32"), _tensor(state.var, "float32")
+            factor = float(momentum)
+        if is_training and factor == 1.0:
+            mean = var = None  # the wrapper requires None here; the batch statistics replace the state
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for t in (xt, scale, offset):
+                tape.watch(t)
+            y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
+                xt, scale, offset, mean=mean, variance=var, epsilon=params.get("eps", 1e-5), data_format=layout,
+                is_training=is_training, exponential_avg_factor=factor)
+        new_state = state
+        if state is not None and training:
+            new_state = RunningStats(_numpy(new_mean), _numpy(new_var), state.num_batches_tracked + 1)
+        grads = None
+        if cotangent is not None:
+            leaves = {"x": xt, "scale": scale if params.get("scale") is not None else None,
+                      "offset": offset if params.get("offset") is not None else None}
+            grads = _gradients(tape, y, leaves, cotangent)
+        return Outcome(_numpy(y), new_state, grads)
+
+
+__all__ = ["TfFusedBatchNorm", "TfNn"]

@@ -1,0 +1,127 @@
+"""pytest configuration of the conformance suite: adapter selection, profiles, seed, results file.
+
+    pytest conformance/ --adapters torch.nn,flax.linen --profile quick --seed 1 --results out.jsonl
+
+`NORMCONF_ADAPTERS`, `NORMCONF_PROFILE` and `NORMCONF_SEED` do the same from the environment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from normconf import adapters
+
+PROFILES = {
+    # examples per property: quick runs in CI, default locally, thorough nightly with a saved database
+    "quick": dict(max_examples=8, deadline=None, derandomize=True, database=None),
+    "default": dict(max_examples=40, deadline=None),
+    "thorough": dict(max_examples=300, deadline=None),
+}
+for _name, _options in PROFILES.items():
+    # `cell` is function-scoped on purpose: it accumulates one result over all examples of a test.
+    settings.register_profile(_name, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                             HealthCheck.function_scoped_fixture,
+                                                             HealthCheck.data_too_large], **_options)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("normconf")
+    group.addoption("--adapters", default=os.environ.get("NORMCONF_ADAPTERS", ""),
+                    help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS")
+    group.addoption("--profile", default=os.environ.get("NORMCONF_PROFILE", "default"), choices=sorted(PROFILES),
+                    help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE")
+    group.addoption("--results", default=os.environ.get("NORMCONF_RESULTS"),
+                    help="append one JSON line per result to this file; NORMCONF_RESULTS")
+    group.addoption("--seed", default=os.environ.get("NORMCONF_SEED"), type=int,
+                    help="fixed seed: the same examples every run; NORMCONF_SEED")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "targets(norms=None, need=None): which matrix cells a property runs on")
+    settings.load_profile(config.getoption("profile"))
+    seed = config.getoption("seed")
+    if seed is not None:
+        # the same switch as hypothesis' own --hypothesis-seed: every property starts from this seed
+        import hypothesis.core
+
+        hypothesis.core.global_force_seed = seed
+
+
+@dataclass(frozen=True)
+class Target:
+    """One adapter x norm x dtype cell of the conformance matrix."""
+
+    adapter: str
+    norm: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.adapter}-{self.norm}-{self.dtype}"
+
+
+def selected_adapters(config) -> list[str]:
+    chosen = [n.strip() for n in config.getoption("adapters").split(",") if n.strip()]
+    for name in chosen:
+        adapters.get(name)  # raises UnknownAdapter, naming the known ones
+    return chosen or adapters.names()
+
+
+def targets(config, norms=None, need=None) -> list:
+    """pytest params for every selected adapter x declared norm x declared dtype (skips carry reasons)."""
+    params = []
+    for name in selected_adapters(config):
+        adapter = adapters.get(name)
+        ok, reason = adapter.available()
+        for norm, declaration in adapter.declarations.items():
+            if norms is not None and norm not in norms:
+                continue
+            if need and not all(getattr(declaration, flag) for flag in need):
+                continue
+            for dtype in declaration.dtypes:
+                target = Target(name, norm, dtype)
+                marks = [] if ok else [pytest.mark.skip(reason=f"{name}: {reason}")]
+                params.append(pytest.param(target, id=target.id, marks=marks))
+    return params
+
+
+def pytest_generate_tests(metafunc):
+    if "target" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("targets")
+        options = marker.kwargs if marker else {}
+        metafunc.parametrize("target", targets(metafunc.config, options.get("norms"), options.get("need")))
+
+
+@pytest.fixture(scope="session")
+def recorder(pytestconfig):
+    from .results import Recorder
+
+    return Recorder(pytestconfig.getoption("results"))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        item.stash[_OUTCOME] = report.outcome
+    return report
+
+
+_OUTCOME = pytest.StashKey[str]()
+
+
+@pytest.fixture
+def cell(request, target, recorder):
+    """The result cell of this test: adapter x norm x dtype x property (the test's name)."""
+    from normconf import adapters
+
+    from .harness import Cell
+
+    prop = request.node.originalname.removeprefix("test_")
+    current = Cell(target.adapter, target.norm, target.dtype, prop)
+    recorder.environment(adapters.get(target.adapter))
+    yield current
+    recorder.cell(request.node.nodeid, current, request.node.stash.get(_OUTCOME, "failed"))

@@ -1,0 +1,111 @@
+"""Running one drawn example through the reference and an adapter, and settling the verdict.
+
+`Cell` follows one test (adapter x norm x dtype x property) across all its hypothesis examples: it
+keeps the worst passing comparison and the last failing one (after shrinking, the minimal example),
+and writes one result record when the test ends (see results.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import math
+
+import numpy as np
+from hypothesis import reject
+
+from normconf import adapters
+from normconf import reference as R
+
+from . import divergences
+from . import tolerances as T
+from .checks import Verdict
+from .strategies import Case
+
+
+def reference_or_reject(case: Case, vjp_of=None):
+    """The reference's answer, or hypothesis.reject() when the drawn parameters break a C-clause."""
+    try:
+        if vjp_of is not None:
+            return getattr(R, f"{case.norm}_vjp")(vjp_of, case.x, **case.params)
+        return getattr(R, case.norm)(case.x, **case.params)
+    except R.ClauseError:
+        reject()
+
+
+def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None):
+    """The adapter's outcome; reject() when the framework cannot express the example (counted); and a
+    settled failure when the framework raises on an input the spec defines."""
+    try:
+        return adapters.get(cell.adapter).run(cell.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
+    except adapters.Unsupported as exc:
+        cell.unsupported[str(exc)] = cell.unsupported.get(str(exc), 0) + 1
+        reject()
+    except Exception as exc:  # the framework refused a valid input: that is a result, not a crash of the suite
+        raised = T.Comparison(math.inf, 0.0, math.inf, math.nan, ())
+        cell.settle(Verdict(clause, cell.adapter, cell.norm, cell.dtype, f"raised {type(exc).__name__}: {exc}", raised,
+                            "the spec defines this input", case.describe()), case)
+        reject()  # reached only when a known divergence explains the error
+
+
+def repro(cell: "Cell", case: Case) -> str:
+    """A standalone script that replays the example through the adapter and prints both answers."""
+    lines = [
+        "import numpy as np",
+        "from normconf import adapters, reference as R",
+        "nan, inf = float('nan'), float('inf')",
+        f"x = np.array({case.x.tolist()!r})",
+    ]
+    params = []
+    for key, value in case.params.items():
+        if isinstance(value, R.RunningStats):
+            params.append(f"{key!r}: R.RunningStats(np.array({value.mean.tolist()!r}), np.array({value.var.tolist()!r}), "
+                          f"{value.num_batches_tracked})")
+        elif isinstance(value, np.ndarray):
+            params.append(f"{key!r}: np.array({value.tolist()!r})")
+        else:
+            params.append(f"{key!r}: {value!r}")
+    lines += [
+        "params = {" + ", ".join(params) + "}",
+        f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r})",
+        f"expected = R.{cell.norm}(x, **params)",
+        "print('framework:', framework.y)",
+        "print('reference:', getattr(expected, 'y', expected))",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class Cell:
+    adapter: str
+    norm: str
+    dtype: str
+    prop: str
+    worst_pass: Verdict | None = None
+    failure: Verdict | None = None
+    failure_case: Case | None = None
+    expected: tuple | None = None  # (divergence, verdict, case)
+    unsupported: dict = field(default_factory=dict)
+    examples: int = 0
+
+    def settle(self, verdict: Verdict, case: Case) -> None:
+        """Record the verdict; a failure no known divergence explains fails the test with a repro."""
+        self.examples += 1
+        if verdict.passed:
+            if self.worst_pass is None or verdict.comparison.ratio > self.worst_pass.comparison.ratio:
+                self.worst_pass = verdict
+            return
+        known = divergences.explaining(self.adapter, self.norm, case, self.dtype)
+        if known is not None:
+            self.expected = (known, verdict, case)
+            return
+        self.failure, self.failure_case = verdict, case
+        raise AssertionError(f"{verdict.message()}\nexample: {case.describe()}\nrepro:\n{repro(self, case)}")
+
+    def status(self) -> str:
+        if self.failure is not None:
+            return "finding"
+        if self.expected is not None:
+            return "expected divergence"
+        if self.examples == 0 and self.unsupported:
+            return "unsupported"
+        return "pass"

@@ -1,0 +1,251 @@
+"""Hypothesis strategies: labelled draws of shapes, layouts, parameters and values for each norm.
+
+Every draw is labelled (`draw(..., label=...)`) so a failing example reads as its parameters. Shapes
+break symmetry (N != C, odd sizes, size-1 axes) and values include what numerics fear: offsets large
+relative to spread, tiny or zero variance, constant channels, magnitudes near the dtype's range, mixed
+signs. A strategy draws only what the adapter's declaration allows for parameters the framework fixes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+
+from normconf.reference import RunningStats
+from normconf.reference.rms_norm import default_eps
+
+SIZES = st.integers(1, 5)
+EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0])
+MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0])
+VALUE_KINDS = ("standard", "offset", "tiny_spread", "constant_channel", "large", "integers", "positive")
+
+
+@dataclass
+class Case:
+    """One drawn example: the input in float64 (already representable in the tested dtype) and params."""
+
+    norm: str
+    x: np.ndarray
+    params: dict
+    kind: str
+
+    def describe(self) -> dict:
+        return {"norm": self.norm, "shape": list(self.x.shape), "values": self.kind,
+                "params": {k: _plain(v) for k, v in self.params.items()}}
+
+
+def _plain(value):
+    if isinstance(value, RunningStats):
+        return {"mean": value.mean.tolist(), "var": value.var.tolist(), "num_batches_tracked": value.num_batches_tracked}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def representable(a: np.ndarray, dtype: str) -> np.ndarray:
+    """a rounded to `dtype` and back, so the framework and the reference see the same numbers."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.asarray(a, dtype=np.float64).astype(ml_dtypes.bfloat16).astype(np.float64)
+    with np.errstate(over="ignore"):
+        return np.asarray(a, dtype=np.float64).astype(dtype).astype(np.float64)
+
+
+def _dtype_max(dtype: str) -> float:
+    if dtype == "bfloat16":
+        return 3.38e38
+    return float(np.finfo(np.dtype(dtype)).max)
+
+
+@st.composite
+def values(draw, shape, dtype: str, channel_axis: int | None, n: int):
+    """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled)."""
+    kind = draw(st.sampled_from(VALUE_KINDS), label="values")
+    seed = draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    if kind == "standard":
+        x = rng.normal(size=shape)
+    elif kind == "offset":
+        x = draw(st.sampled_from([1e2, 1e4, -3e3]), label="offset") + rng.normal(size=shape)
+    elif kind == "tiny_spread":
+        x = 1.0 + draw(st.sampled_from([1e-3, 1e-5]), label="spread") * rng.normal(size=shape)
+    elif kind == "constant_channel":
+        x = rng.normal(size=shape)
+        if channel_axis is not None and x.size:
+            index = [slice(None)] * len(shape)
+            index[channel_axis] = 0
+            x[tuple(index)] = 1.5
+    elif kind == "large":
+        # as large as the dtype allows without the sum of n squares overflowing in float32 statistics
+        top = min(_dtype_max(dtype), 3.4e38) ** 0.5 / math.sqrt(max(n, 1)) / 4
+        x = top * rng.uniform(-1, 1, size=shape)
+    elif kind == "integers":
+        x = rng.integers(-3, 4, size=shape).astype(float)
+    else:
+        x = rng.uniform(0.1, 2.0, size=shape)
+    return kind, representable(x, dtype)
+
+
+@st.composite
+def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
+    """A shape of rank in [min_rank, max_rank]; the channel size (if any) drawn to differ from N often."""
+    rank = draw(st.integers(min_rank, max_rank), label="rank")
+    shape = [draw(SIZES, label=f"dim{i}") for i in range(rank)]
+    if channels_at is not None:
+        channels = draw(st.integers(1, 7), label="channels")
+        shape[channels_at % rank] = channels
+    return tuple(shape)
+
+
+def _channel_axis(draw, declaration, rank):
+    fixed = declaration.fixed() if declaration else {}
+    if "channel_axis" in fixed:
+        return fixed["channel_axis"] % rank
+    default = declaration.defaults().get("channel_axis", 1) if declaration else 1
+    return draw(st.sampled_from(sorted({1, rank - 1, default % rank})), label="channel_axis")
+
+
+@st.composite
+def running_state(draw, channels: int):
+    kind = draw(st.sampled_from(["initial", "drawn"]), label="state")
+    if kind == "initial":
+        return RunningStats.initial(channels)
+    seed = draw(st.integers(0, 2**32 - 1), label="state_seed")
+    rng = np.random.default_rng(seed)
+    return RunningStats(rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(st.integers(0, 5)))
+
+
+def _affine(draw, rng_seed, shape, label="affine"):
+    if not draw(st.booleans(), label=label):
+        return {}
+    rng = np.random.default_rng(rng_seed)
+    return {"scale": rng.normal(size=shape) + 1.0, "offset": rng.normal(size=shape)}
+
+
+def _pick(draw, declaration, key, strategy, label=None):
+    fixed = declaration.fixed() if declaration else {}
+    return fixed[key] if key in fixed else draw(strategy, label=label or key)
+
+
+@st.composite
+def case(draw, norm: str, declaration, dtype: str) -> Case:
+    """One example for `norm`, respecting what the adapter's declaration fixes. Every array parameter
+    (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
+    framework and the reference start from the same numbers."""
+    drawn = draw(_BUILDERS[norm](declaration, dtype))
+    for key, value in drawn.params.items():
+        if isinstance(value, np.ndarray):
+            drawn.params[key] = representable(value, dtype)
+        elif isinstance(value, RunningStats):
+            drawn.params[key] = RunningStats(representable(value.mean, dtype), representable(value.var, dtype),
+                                             value.num_batches_tracked)
+    return drawn
+
+
+@st.composite
+def _running_norm(draw, norm, declaration, dtype):
+    min_rank = 2 if norm == "batch_norm" else 3
+    rank = draw(st.integers(min_rank, 5), label="rank")
+    axis = _channel_axis(draw, declaration, rank)
+    shape = draw(shapes(rank, rank, axis))
+    params = {"channel_axis": axis, "eps": draw(EPS.filter(lambda e: e > 0), label="eps")}
+    params["running_var"] = _pick(draw, declaration, "running_var", st.sampled_from(["biased", "unbiased"]))
+    params["momentum"] = _pick(draw, declaration, "momentum", MOMENTA)
+    params["training"] = draw(st.booleans(), label="training")
+    if declaration is None or declaration.stateful:
+        if draw(st.booleans(), label="tracked"):
+            params["state"] = draw(running_state(shape[axis]))
+    params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
+    n = math.prod(shape) // shape[axis] if norm == "batch_norm" else math.prod(shape) // (shape[axis] * shape[0])
+    kind, x = draw(values(shape, dtype, axis, n))
+    return Case(norm, x, params, kind)
+
+
+@st.composite
+def _axes_norm(draw, norm, declaration, dtype):
+    rank = draw(st.integers(1, 4), label="rank")
+    shape = draw(shapes(rank, rank, None))
+    count = draw(st.integers(1, rank), label="normalized_axes")
+    trailing = draw(st.booleans(), label="trailing")
+    axes = tuple(range(rank - count, rank)) if trailing else tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+    params = {"axes": axes}
+    n = math.prod(shape[a] for a in axes)
+    if norm == "lp_normalize":
+        params["p"] = _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0]))
+        params["eps_placement"] = _pick(draw, declaration, "eps_placement",
+                                        st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none"]))
+        params["eps"] = draw(st.sampled_from([0.0, 1e-12, 1e-6]), label="eps")
+    else:
+        params["eps"] = draw(EPS.filter(lambda e: e > 0), label="eps")
+        param_shape = tuple(shape[a] for a in axes)
+        seed = draw(st.integers(0, 2**16))
+        affine = _affine(draw, seed, param_shape)
+        if norm == "rms_norm":
+            affine.pop("offset", None)
+        params.update(affine)
+    kind, x = draw(values(shape, dtype, None, n))
+    return Case(norm, x, params, kind)
+
+
+@st.composite
+def _group_norm(draw, declaration, dtype):
+    rank = draw(st.integers(2, 5), label="rank")
+    axis = _channel_axis(draw, declaration, rank)
+    groups = draw(st.integers(1, 4), label="groups")
+    per_group = draw(st.integers(1, 3), label="channels_per_group")
+    shape = list(draw(shapes(rank, rank, None)))
+    shape[axis] = groups * per_group
+    shape = tuple(shape)
+    params = {"groups": groups, "channel_axis": axis, "eps": draw(EPS.filter(lambda e: e > 0), label="eps"),
+              "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"]))}
+    params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
+    kind, x = draw(values(shape, dtype, axis, math.prod(shape) // (shape[0] * groups)))
+    return Case("group_norm", x, params, kind)
+
+
+@st.composite
+def _lrn(draw, declaration, dtype):
+    rank = draw(st.integers(3, 4), label="rank")
+    axis = _channel_axis(draw, declaration, rank)
+    shape = draw(shapes(rank, rank, axis))
+    size = draw(st.integers(1, 6), label="size")
+    params = {"size": size, "channel_axis": axis,
+              "alpha": draw(st.sampled_from([1e-4, 0.1, 1.0, 2.0]), label="alpha"),
+              "beta": draw(st.sampled_from([0.5, 0.75, 1.0]), label="beta"),
+              "k": draw(st.sampled_from([1.0, 2.0, 0.5]), label="k"),
+              "alpha_over_size": _pick(draw, declaration, "alpha_over_size", st.booleans()),
+              "extra": _pick(draw, declaration, "extra", st.sampled_from(["before", "after"]))}
+    kind, x = draw(values(shape, dtype, axis, size))
+    return Case("local_response_norm", x, params, kind)
+
+
+@st.composite
+def _channel_normalize(draw, declaration, dtype):
+    rank = draw(st.integers(3, 4), label="rank")
+    default_axis = declaration.defaults().get("channel_axis", -3) if declaration else -3
+    axis = default_axis % rank
+    shape = draw(shapes(rank, rank, axis))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    params = {"channel_axis": axis, "mean": rng.normal(size=shape[axis]),
+              "std": rng.uniform(0.05, 2.0, size=shape[axis]),
+              "std_floor": _pick(draw, declaration, "std_floor", st.sampled_from([0.0, 1e-7]))}
+    kind, x = draw(values(shape, dtype, axis, 1))
+    return Case("channel_normalize", x, params, kind)
+
+
+_BUILDERS = {
+    "batch_norm": lambda d, t: _running_norm("batch_norm", d, t),
+    "instance_norm": lambda d, t: _running_norm("instance_norm", d, t),
+    "layer_norm": lambda d, t: _axes_norm("layer_norm", d, t),
+    "rms_norm": lambda d, t: _axes_norm("rms_norm", d, t),
+    "lp_normalize": lambda d, t: _axes_norm("lp_normalize", d, t),
+    "group_norm": _group_norm,
+    "local_response_norm": _lrn,
+    "channel_normalize": _channel_normalize,
+}
+
+__all__ = ["Case", "case", "representable", "default_eps"]
