@@ -1,24 +1,30 @@
 """Run a registered adapter in a persistent child process.
 
 Some frameworks fix process-wide choices at import (Keras picks its backend once per process), and
-some can crash the interpreter; a child started with its own environment variables holds the
-adapter instead, and its calls are forwarded over a pipe. The parent gets the adapter's return
-values; `Unsupported` and other exceptions are re-raised in the parent with the child's traceback
-attached as their cause. Children are cached per (adapter, environment), restarted after a crash,
-and shut down at interpreter exit.
+some can crash the interpreter; a child interpreter started with its own environment variables holds
+the adapter instead, and calls are forwarded to it over a pair of pipes (pickled, as
+`multiprocessing.connection` frames them). The parent gets the adapter's return values; `Unsupported`
+and other exceptions are re-raised in the parent with the child's traceback attached as their cause.
+Children are cached per (adapter, environment), restarted after a crash, and shut down at exit.
+
+The child is a fresh `python -c` interpreter rather than a `multiprocessing` spawn: spawn re-imports
+the parent's `__main__` (re-running an unguarded script, with its argv, inside the child before the
+child serves anything) and inherits the environment only through the parent's `os.environ`, which
+would have to be changed while the child starts.
 """
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util  # noqa: F401 - its exit handler must be registered before ours (below)
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import traceback
 
-CHILD_FLAG = "NORMCONF_ISOLATED_CHILD"  # set in every child's environment
+CHILD_FLAG = "NORMCONF_ISOLATED_CHILD"  # set to "1" in every child's environment
 
-_lock = threading.Lock()  # guards the cache and the temporary environment of a starting child
+_lock = threading.Lock()  # guards the cache
 _children: dict[tuple, "Isolated"] = {}
 
 
@@ -28,7 +34,7 @@ def in_child() -> bool:
 
 
 class ChildTraceback(Exception):
-    """The traceback text of an exception raised in the child (set as the re-raised one's cause)."""
+    """The traceback text of an exception raised in the child (the re-raised exception's cause)."""
 
     def __str__(self):
         return "\n" + self.args[0]
@@ -47,17 +53,19 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
 
 
-def _serve(conn, name: str, env: dict) -> None:
-    """The child's loop: build the adapter on first use, answer (method, args, kwargs) requests."""
-    os.environ.update(env)
-    adapter = None
+def _main() -> None:
+    """The child: `python -c ... <read fd> <write fd> <adapter name>`; answers (method, args, kwargs)
+    requests until it reads None or the parent goes away."""
+    from multiprocessing.connection import Connection
+
+    requests, replies = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+    name, adapter = sys.argv[3], None
     while True:
         try:
-            request = conn.recv()
+            request = requests.recv()
         except (EOFError, OSError):  # the parent is gone
             return
         if request is None:
-            conn.close()
             return
         method, args, kwargs = request
         try:
@@ -68,7 +76,7 @@ def _serve(conn, name: str, env: dict) -> None:
             reply = ("ok", getattr(adapter, method)(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             reply = ("error", _portable(exc), traceback.format_exc())
-        conn.send(reply)
+        replies.send(reply)
 
 
 class Isolated:
@@ -77,45 +85,43 @@ class Isolated:
     def __init__(self, name: str, env: dict[str, str] | None = None):
         self.name = name
         self.env = {**(env or {}), CHILD_FLAG: "1"}
-        self._process = None
-        self._conn = None
+        self._process = self._requests = self._replies = None
         self._call_lock = threading.Lock()
 
-    def _start(self):
-        import multiprocessing
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=_serve, args=(child_conn, self.name, self.env), daemon=True,
-                              name=f"normconf-isolated[{self.name}]")
-        with _lock:  # a spawned child inherits os.environ as it is at start()
-            saved = {k: os.environ.get(k) for k in self.env}
-            os.environ.update(self.env)
-            try:
-                process.start()
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-        child_conn.close()
-        self._process, self._conn = process, parent_conn
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        child_reads, parent_writes = os.pipe()
+        parent_reads, child_writes = os.pipe()
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        code = "from normconf.adapters._isolated import _main; _main()"
+        try:
+            self._process = subprocess.Popen([sys.executable, "-c", code, str(child_reads), str(child_writes), self.name],
+                                             env=env, stdin=subprocess.DEVNULL, pass_fds=(child_reads, child_writes))
+        finally:
+            os.close(child_reads)
+            os.close(child_writes)
+        self._requests = Connection(parent_writes, readable=False)
+        self._replies = Connection(parent_reads, writable=False)
 
     def call(self, method: str, *args, **kwargs):
         """Call `adapter.<method>(*args, **kwargs)` in the child and return its result."""
         with self._call_lock:
-            if self._process is None or not self._process.is_alive():
+            if self._process is None or self._process.poll() is not None:
+                self._discard()
                 self._start()
             try:
-                self._conn.send((method, args, kwargs))
-                reply = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
+                self._requests.send((method, args, kwargs))
+                reply = self._replies.recv()
+            except (EOFError, OSError):
                 process = self._process
-                process.join(timeout=5)
-                self._process = self._conn = None
+                self._discard()
                 raise ChildDied(f"{self.name}: the isolated child (pid {process.pid}) died with exit code "
-                                f"{process.exitcode} during {method}()") from None
+                                f"{process.returncode} during {method}()") from None
         if reply[0] == "ok":
             return reply[1]
         _, exc, text = reply
@@ -125,24 +131,31 @@ class Isolated:
         return self.call("run", norm, x, params, dtype=dtype, cotangent=cotangent)
 
     def environment(self) -> dict:
-        return {**self.call("environment"), "process": f"isolated child pid {self._process.pid}"}
+        return {**self.call("environment"), "process": f"isolated child pid {self.pid}"}
+
+    def _discard(self, timeout: float = 5.0) -> None:
+        """Forget the current child, reaping it (killed if it does not exit within `timeout`)."""
+        process, self._process = self._process, None
+        for conn in (self._requests, self._replies):
+            if conn is not None:
+                conn.close()
+        self._requests = self._replies = None
+        if process is not None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Ask the child to exit; terminate it if it does not within `timeout` seconds."""
+        """Ask the child to exit (it also exits when its pipe closes); kill it after `timeout` seconds."""
         with self._call_lock:
-            process, conn = self._process, self._conn
-            self._process = self._conn = None
-        if process is None:
-            return
-        try:
-            conn.send(None)
-        except (OSError, BrokenPipeError):
-            pass
-        process.join(timeout)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout)
-        conn.close()
+            if self._requests is not None:
+                try:
+                    self._requests.send(None)
+                except OSError:
+                    pass
+            self._discard(timeout)
 
 
 def isolated(name: str, env: dict[str, str] | None = None) -> Isolated:
@@ -156,8 +169,6 @@ def isolated(name: str, env: dict[str, str] | None = None) -> Isolated:
 
 @atexit.register
 def _shutdown() -> None:
-    # atexit runs handlers last-in first-out: this one runs before multiprocessing's, which would
-    # otherwise terminate the (daemonic) children instead of letting them exit.
     for child in list(_children.values()):
         child.close()
 

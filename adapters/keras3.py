@@ -427,6 +427,7 @@ class Keras(Adapter):
         axes = params.get("axes", (1,))
         axes = list(range(x.ndim)) if axes is None else _sorted_axes(axes, x.ndim)
         layer = _keras().layers.UnitNormalization(axis=axes, dtype=dtype)
+        layer.build(x.shape)
         y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
         return Outcome(y, grads=grads)
 
@@ -440,6 +441,7 @@ class Keras(Adapter):
         mean = np.broadcast_to(np.ravel(np.asarray(params["mean"], dtype=np.float64)), (channels,))
         std = np.broadcast_to(np.ravel(np.asarray(params["std"], dtype=np.float64)), (channels,))
         layer = keras.layers.Normalization(axis=axis, mean=mean, variance=std ** 2, dtype=dtype)
+        layer.build(x.shape)
         y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
         return Outcome(y, grads=grads)
 

@@ -12,6 +12,7 @@ not a float32 number cannot be expressed and is reported unsupported, not rounde
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from fractions import Fraction
 from functools import lru_cache
 
@@ -42,7 +43,10 @@ SRC_REF_LN = f"{ONNX_VERSION}/onnx/reference/ops/op_layer_normalization.py#L11-L
 SRC_REF_RMS = f"{ONNX_VERSION}/onnx/reference/ops/op_rms_normalization.py#L11-L49"
 SRC_ORT_LRN = ("https://github.com/microsoft/onnxruntime/blob/bffa98a41265a164694ed48010a6cefa0a7c8c4e/"
                "onnxruntime/core/providers/cpu/nn/lrn.h")
+SRC_ORT_LRN_CC = ("https://github.com/microsoft/onnxruntime/blob/0c2d8019c9731fe2e21727c53a046ad56814abb6/"
+                  "onnxruntime/core/providers/cpu/nn/lrn.cc")
 SRC_ORT_GN = "https://github.com/microsoft/onnxruntime/issues/24538"
+SRC_ORT_LN = "https://github.com/microsoft/onnxruntime/pull/28743"
 
 # The newest opset of each operator that onnxruntime 1.32 runs on CPU (every one of them is also the
 # newest in onnx 1.23.2). GroupNormalization-21 has per-channel scale/bias (18 had per-group, GN.D3).
@@ -94,7 +98,6 @@ LN_CONVENTIONS = (
     Convention("axes", "axis", (-1,), SRC_LN, clause="LN.D3", note="normalizes [axis, rank): trailing axes only"),
     Convention("eps", "epsilon", EPS_DEFAULT, SRC_LN, note="1e-5 as a float32 attribute"),
     Convention("affine", "Scale (required), B (optional)", True, SRC_LN, note="absent canonical scale passes ones, exactly"),
-    Convention("variance", "— (function body)", "one-pass", SRC_LN_BODY, clause="LN.D4"),
     ATTRIBUTE_PRECISION,
 )
 GN_CONVENTIONS = (
@@ -131,16 +134,29 @@ LP_CONVENTIONS = (
 )
 
 # Behaviours of onnxruntime's CPU provider that differ from the operator spec.
-ORT_LRN = Convention("kernel_limits", "—", "odd size", SRC_ORT_LRN, note="onnxruntime's kernel enforces an odd size, alpha > 0, beta > 0, 4-D input")
+ORT_LRN = Convention("kernel_limits", "—", "odd size", SRC_ORT_LRN,
+                     note="onnxruntime's kernel enforces an odd size, alpha > 0, beta > 0, 4-D input")
+ORT_LN = Convention("variance", "— (CPU kernel)", "two-pass", SRC_ORT_LN, clause="LN.D4",
+                    note=f"the spec's function body is one-pass ({SRC_LN_BODY}); onnxruntime's kernel centres first "
+                         "since this PR (float32 rows offset by 1e4: error 5e-4, no NaN)")
+ORT_LRN_SUM = Convention("window_sum", "— (running sum: add head, subtract tail)", "sliding", SRC_ORT_LRN_CC,
+                         note="Caffe's algorithm: a channel's window sum inherits the cancellation error of its "
+                              "neighbours' larger squares (float32 |x| ~ 1e18: 40 ulps)")
 ORT_GN = Convention("kernel", "—", "function-expanded", SRC_ORT_GN, clause="GN.D4",
-                    note="no CPU GroupNormalization kernel: the ONNX function body runs (one-pass, float32 stage one)")
+                    note="no CPU GroupNormalization kernel: the ONNX function body runs (one-pass, float32 stage one); "
+                         "float16 Mul/Add get Casts to float32, so the affine step rounds once")
 # Known bugs of onnx.reference, kept as they are (the adapter is faithful).
 REF_LRN = Convention("window", "— (loops over x.shape[0])", "batch axis", SRC_REF_LRN, clause="LRN.D4",
                      note="channels >= N get no window (onnx #7805)")
 REF_LP = Convention("norm", "— (no abs)", "(sum x**p)**(1/p)", SRC_REF_LP, clause="LP.D3",
                     note="for p = 1 the 'norm' is a signed sum (fixed upstream by onnx #8427)")
 REF_LN = Convention("stash_type", "stash_type", "ignored", SRC_REF_LN, clause="LN.N2",
-                    note="computes two-pass in the input dtype, not float32")
+                    note="computes in the input dtype, not float32")
+REF_LN_VARIANCE = Convention("variance", "— (op_layer_normalization.py)", "two-pass", SRC_REF_LN, clause="LN.D4",
+                             note="its own NumPy op, not the spec's one-pass function body")
+REF_GN = Convention("affine_precision", "— (function body, stage two in T)", "input dtype", SRC_GN_BODY,
+                    note="the normalized values are cast back to T before scale and bias: three roundings in "
+                         "float16/bfloat16, which cancel where scale*xhat ~ -bias")
 REF_RMS = Convention("stash_type", "stash_type", "ignored", SRC_REF_RMS, clause="RMS.N2",
                      note="computes in the input dtype, not float32")
 
@@ -166,7 +182,24 @@ def _array(value, dtype: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).astype(_np_dtype(dtype))
 
 
-@lru_cache(maxsize=None)
+class _Cache:
+    """A bounded least-recently-used map: conformance runs draw many shapes, and sessions hold memory."""
+
+    def __init__(self, size: int = 256):
+        self._items: OrderedDict = OrderedDict()
+        self._size = size
+
+    def get(self, key, make):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = self._items[key] = make()
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
+
+
+@lru_cache(maxsize=512)
 def build_model(op: str, attributes: tuple, inputs: tuple, outputs: tuple, dtype: str):
     """A checked one-node ModelProto: `op` at OPSET[op] with `attributes` ((name, value), ...), graph
     inputs `inputs` and outputs `outputs` ((name, shape), ...; an input named "" is an omitted optional
@@ -219,7 +252,7 @@ class OnnxBase(Adapter):
         the named outputs as float64 arrays. Models (and sessions) are cached by op, attributes, shapes
         and dtype, so repeated runs do not rebuild."""
         spec = tuple((name, tuple(np.shape(value))) if value is not None else ("", ()) for name, value in inputs.items())
-        key = (op, tuple(sorted(attributes.items())), spec, tuple(zip(outputs, map(tuple, output_shapes))), dtype)
+        key = (op, tuple(sorted(attributes.items())), spec, tuple(zip(outputs, map(tuple, output_shapes), strict=True)), dtype)
         model = build_model(*key)
         feeds = {name: _array(value, dtype) for name, value in inputs.items() if value is not None}
         results = self._execute(model, key, feeds, tuple(outputs), dtype, output_shapes)
@@ -348,19 +381,20 @@ class OnnxRuntime(OnnxBase):
                                    BN_CONVENTIONS, HALF_IN_FLOAT32, stateful=True),
         "instance_norm": _declaration("instance_norm", "InstanceNormalization", ("float16", "float32"),
                                       IN_CONVENTIONS, HALF_IN_FLOAT32),
-        "layer_norm": _declaration("layer_norm", "LayerNormalization", ALL_DTYPES, LN_CONVENTIONS, HALF_IN_FLOAT32),
+        "layer_norm": _declaration("layer_norm", "LayerNormalization", ALL_DTYPES, LN_CONVENTIONS + (ORT_LN,),
+                                   HALF_IN_FLOAT32),
         "group_norm": _declaration("group_norm", "GroupNormalization", ("float16", "float32", "float64"),
                                    GN_CONVENTIONS + (ORT_GN,), STASH_FLOAT32),
         "rms_norm": _declaration("rms_norm", "RMSNormalization", ("float16", "float32", "float64"), RMS_CONVENTIONS,
                                  HALF_IN_FLOAT32),
         "local_response_norm": _declaration("local_response_norm", "LRN", ("float16", "float32"),
-                                            LRN_CONVENTIONS + (ORT_LRN,), HALF_IN_FLOAT32),
+                                            LRN_CONVENTIONS + (ORT_LRN, ORT_LRN_SUM), HALF_IN_FLOAT32),
         "lp_normalize": _declaration("lp_normalize", "LpNormalization", ("float16", "float32", "float64"),
                                      LP_CONVENTIONS, HALF_IN_FLOAT32),
     }
 
     def __init__(self):
-        self._sessions = {}
+        self._sessions = _Cache()
 
     @staticmethod
     def _options():
@@ -390,25 +424,18 @@ class OnnxRuntime(OnnxBase):
     def _lrn_limits(self, x, params, dtype):
         require(x.ndim == 4, "onnxruntime's CPU LRN takes 4-D NCHW input only")
         require(int(params["size"]) % 2 == 1, "onnxruntime's CPU LRN enforces an odd size (LRN.D2)")
-        require(params.get("alpha", 1e-4) > 0 and params.get("beta", 0.75) > 0,
-                "onnxruntime's CPU LRN enforces alpha > 0 and beta > 0")
-
-    def _session(self, model, key):
-        session = self._sessions.get(key)
-        if session is None:
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(model.SerializeToString(), self._options(), providers=["CPUExecutionProvider"])
-            self._sessions[key] = session
-        return session
+        require(_f32(params.get("alpha", 1e-4)) > 0 and _f32(params.get("beta", 0.75)) > 0,
+                "onnxruntime's CPU LRN enforces alpha > 0 and beta > 0 (as float32 attributes)")
 
     def _execute(self, model, key, feeds, outputs, dtype, output_shapes):
-        session = self._session(model, key)
+        import onnxruntime as ort
+
+        session = self._sessions.get(key, lambda: ort.InferenceSession(
+            model.SerializeToString(), self._options(), providers=["CPUExecutionProvider"]))
         if dtype != "bfloat16":
             return session.run(list(outputs), feeds)
         # onnxruntime's Python binding has no NumPy bfloat16: hand it the bits as uint16 OrtValues and
         # bind preallocated uint16 output buffers of the known shapes.
-        import onnxruntime as ort
         from onnx import TensorProto
 
         binding = session.io_binding()
@@ -416,7 +443,7 @@ class OnnxRuntime(OnnxBase):
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
                 np.ascontiguousarray(value).view(np.uint16), TensorProto.BFLOAT16))
         buffers = []
-        for name, shape in zip(outputs, output_shapes):
+        for name, shape in zip(outputs, output_shapes, strict=True):
             buffer = np.empty(shape, dtype=np.uint16)
             binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buffer, TensorProto.BFLOAT16))
             buffers.append(buffer)
@@ -435,8 +462,10 @@ class OnnxReference(OnnxBase):
         "batch_norm": _declaration("batch_norm", "BatchNormalization", ALL_DTYPES, BN_CONVENTIONS, SAME,
                                    stateful=True),
         "instance_norm": _declaration("instance_norm", "InstanceNormalization", ALL_DTYPES, IN_CONVENTIONS, SAME),
-        "layer_norm": _declaration("layer_norm", "LayerNormalization", ALL_DTYPES, LN_CONVENTIONS + (REF_LN,), SAME),
-        "group_norm": _declaration("group_norm", "GroupNormalization", ALL_DTYPES, GN_CONVENTIONS, STASH_FLOAT32),
+        "layer_norm": _declaration("layer_norm", "LayerNormalization", ALL_DTYPES,
+                                   LN_CONVENTIONS + (REF_LN_VARIANCE, REF_LN), SAME),
+        "group_norm": _declaration("group_norm", "GroupNormalization", ALL_DTYPES, GN_CONVENTIONS + (REF_GN,),
+                                   STASH_FLOAT32),
         "rms_norm": _declaration("rms_norm", "RMSNormalization", ALL_DTYPES, RMS_CONVENTIONS + (REF_RMS,), SAME),
         "local_response_norm": _declaration("local_response_norm", "LRN", ALL_DTYPES, LRN_CONVENTIONS + (REF_LRN,),
                                             SAME),
@@ -444,7 +473,7 @@ class OnnxReference(OnnxBase):
     }
 
     def __init__(self):
-        self._evaluators = {}
+        self._evaluators = _Cache()
 
     def environment(self):
         import onnx
@@ -462,12 +491,9 @@ class OnnxReference(OnnxBase):
         require(x.ndim == 4, "onnx.reference's LRN takes 4-D input only")
 
     def _execute(self, model, key, feeds, outputs, dtype, output_shapes):
-        evaluator = self._evaluators.get(key)
-        if evaluator is None:
-            from onnx.reference import ReferenceEvaluator
+        from onnx.reference import ReferenceEvaluator
 
-            evaluator = self._evaluators[key] = ReferenceEvaluator(model)
-        return evaluator.run(list(outputs), feeds)
+        return self._evaluators.get(key, lambda: ReferenceEvaluator(model)).run(list(outputs), feeds)
 
 
-__all__ = ["OnnxRuntime", "OnnxReference", "build_model", "OPSET"]
+__all__ = ["OPSET", "OnnxReference", "OnnxRuntime", "build_model"]

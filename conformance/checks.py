@@ -82,17 +82,29 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
     if norm in STANDARDIZING and uses_batch_stats:
         view, axes, back = statistic_view(norm, x, params)
         eps = params.get("eps", 1e-5)
-        kappa = back(T.conditioning(view, axes))
+        kappa = back(T.conditioning(view, axes, eps))
         xhat = back(R.layer_norm(view, axes=axes, eps=eps))
         first_order = T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=kappa, xhat=xhat,
                                              scale=_affine_magnitude(params), y_ref=y_ref)
         honest = back(T.standardized_in_dtype(view, axes, eps, acc_dtype))
         with np.errstate(invalid="ignore"):
             honest_error = T.SAFETY * np.abs(honest - xhat) * _affine_magnitude(params)
-        honest_error = np.where(np.isfinite(honest_error), honest_error, np.inf)
+        # where honest arithmetic in that dtype breaks down entirely (0/0, overflow) it excuses nothing
+        honest_error = np.where(np.isfinite(honest_error), honest_error, 0.0)
         if np.any(honest_error > first_order):
             return np.maximum(first_order, honest_error), "NUM.N6"
         return first_order, "NUM.N5"
+    if norm in STANDARDIZING:
+        # eval with running statistics: (x - running_mean) / sqrt(running_var + eps) rounds |x| and
+        # |running_mean| before dividing, so their size over the divisor is the conditioning
+        state, axis = params["state"], params.get("channel_axis", 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        divisor = np.sqrt(state.var.reshape(shape) + params.get("eps", 1e-5))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kappa = (np.abs(x) + np.abs(state.mean.reshape(shape))) / divisor
+        return T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=1, kappa=kappa, xhat=y_ref,
+                                      scale=_affine_magnitude(params), y_ref=y_ref), "NUM.N5"
     first_order = T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=1.0, xhat=y_ref,
                                          scale=None, y_ref=y_ref)
     return first_order, "NUM.N5"

@@ -79,3 +79,36 @@ KNOWN += [
         lambda: (Case("group_norm", np.array([[0.5, -1.0]]), {"groups": 2}, "standard"), "float64"),
     ),
 ]
+
+
+def _max_abs(case: Case) -> float:
+    return float(np.max(np.abs(case.x))) if case.x.size else 0.0
+
+
+KNOWN += [
+    Divergence(
+        "torch.*", "local_response_norm", "LRN.D3",
+        "PyTorch squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+        lambda case, dtype: dtype == "float16" and _max_abs(case) > 255.9,
+        lambda: (Case("local_response_norm", np.array([[[300.0], [1.0]]]), {"size": 2}, "large"), "float16"),
+    ),
+    Divergence(
+        "torch.functional", "lp_normalize", "LP.D4",
+        "PyTorch's p-norm raises |x| to p in the input dtype without rescaling: it over- or underflows",
+        lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > 1e37
+                                                    or 0 < _max_abs(case) ** case.params.get("p", 2.0) < 1e-37),
+        lambda: (Case("lp_normalize", np.array([3e19, 4e19]), {"axes": (0,), "eps": 0.0}, "large"), "float32"),
+    ),
+    Divergence(
+        "torch.*", "batch_norm", "BN.D11",
+        "PyTorch half-precision BatchNorm stores invstd in float16: inf when var + eps < 2^-32",
+        lambda case, dtype: dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32,
+        lambda: (Case("batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"), "float16"),
+    ),
+]
+KNOWN.append(Divergence(
+    "torch.*", "instance_norm", "BN.D11",
+    "PyTorch's InstanceNorm runs the BatchNorm kernel: in float16 invstd overflows when var + eps < 2^-32",
+    lambda case, dtype: dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32,
+    lambda: (Case("instance_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"), "float16"),
+))

@@ -60,13 +60,14 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(actual - expected)) / scale) if expected.size else 0.0
 
 
-def conditioning(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """NUM.N5: kappa = 1 + |mean| / std over `axes` (keepdims); inf where the spread is zero."""
+def conditioning(x: np.ndarray, axes: tuple[int, ...], eps: float = 0.0) -> np.ndarray:
+    """NUM.N5: kappa = 1 + |mean| / sqrt(var + eps) over `axes` (keepdims): how much an error in the
+    mean is magnified in the output; inf only where the divisor is exactly zero."""
     x = np.asarray(x, dtype=np.float64)
     mean = np.mean(x, axis=axes, keepdims=True)
-    std = np.sqrt(np.mean((x - mean) ** 2, axis=axes, keepdims=True))
+    divisor = np.sqrt(np.mean((x - mean) ** 2, axis=axes, keepdims=True) + eps)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(std > 0, 1.0 + np.abs(mean) / std, np.where(mean == 0, 1.0, np.inf))
+        return np.where(divisor > 0, 1.0 + np.abs(mean) / divisor, np.where(mean == 0, 1.0, np.inf))
 
 
 def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_ref) -> np.ndarray:
@@ -74,6 +75,12 @@ def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_
     scale = 1.0 if scale is None else np.abs(scale)
     first_order = unit_roundoff(acc_dtype) * growth(n) * (kappa + np.abs(xhat)) * scale
     return SAFETY * (first_order + unit_roundoff(out_dtype) * np.abs(y_ref))
+
+
+def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_ref) -> np.ndarray:
+    """NUM.N5 for running statistics: the batch statistic's error (u_acc * growth(n) times its natural
+    scale: max|x| for a mean, kappa * max (x - mean)^2 for a variance) plus the final rounding."""
+    return SAFETY * (unit_roundoff(acc_dtype) * growth(n) * batch_error_scale + unit_roundoff(out_dtype) * np.abs(y_ref))
 
 
 def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype) -> np.ndarray:

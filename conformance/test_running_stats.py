@@ -1,0 +1,57 @@
+"""BatchNorm and InstanceNorm running statistics: several training steps, then eval (BN.S2-S5, IN.S3)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normconf import adapters
+from normconf import reference as R
+
+from . import checks, strategies
+from .harness import reference_or_reject, run_or_reject
+
+STEPS = 3
+
+
+@pytest.mark.targets(norms=("batch_norm", "instance_norm"), need=("stateful",))
+@pytest.mark.clause("BN.S2", "BN.S3", "BN.S5", "BN.N3", "BN.N4", "IN.S3", "IN.S2")
+@given(data=st.data())
+def test_state_after_steps_then_eval(target, cell, data):
+    declaration = adapters.get(target.adapter).declarations[target.norm]
+    first = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
+    if "state" not in first.params:
+        first.params["state"] = R.RunningStats.initial(first.x.shape[first.params["channel_axis"]])
+    first.params["training"] = True
+    clause = "BN.S2" if target.norm == "batch_norm" else "IN.S3"
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    ref_state = fw_state = first.params["state"]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
+    for step in range(STEPS):
+        x = first.x if step == 0 else strategies.representable(first.x + rng.normal(size=first.x.shape), target.dtype)
+        ref_case = strategies.Case(target.norm, x, {**first.params, "state": ref_state}, first.kind)
+        fw_case = strategies.Case(target.norm, x, {**first.params, "state": fw_state}, first.kind)
+        expected = reference_or_reject(ref_case)
+        outcome = run_or_reject(cell, fw_case, clause)
+        n = checks.reduction_length(target.norm, x, first.params)
+        view, axes, _ = checks.statistic_view(target.norm, x, first.params)
+        centred, big = view - view.mean(axis=axes, keepdims=True), np.max(np.abs(x))
+        # a mean off by d moves each (x - mean)^2 by about 2 |x - mean| d, d ~ u * growth(n) * max|x|
+        scales = {"mean": big, "var": 2 * np.max(np.abs(centred)) * big + checks.T.unit_roundoff(acc) * big * big}
+        for what in ("mean", "var"):
+            want, got = getattr(expected.state, what), getattr(outcome.state, what)
+            bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
+                                                  batch_error_scale=scales[what], y_ref=want), "NUM.N5")
+            cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, f"step {step + 1} state.{what}",
+                                     got, want, bound, ref_case.describe()), ref_case)
+        ref_state, fw_state = expected.state, outcome.state
+    # eval from the same (reference) state on both sides, so only the eval arithmetic is judged
+    state = R.RunningStats(strategies.representable(ref_state.mean, target.dtype),
+                           strategies.representable(ref_state.var, target.dtype), ref_state.num_batches_tracked)
+    ref_case = strategies.Case(target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind)
+    expected = reference_or_reject(ref_case)
+    outcome = run_or_reject(cell, ref_case, "BN.S3")
+    bound = checks.budget(target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype)
+    cell.settle(checks.check("BN.S3" if target.norm == "batch_norm" else "IN.S2", target.adapter, target.norm,
+                             target.dtype, "eval y", outcome.y, expected.y, bound, ref_case.describe()), ref_case)
