@@ -71,8 +71,11 @@ SRC_BATCH_NORMALIZATION = {
     "torch": f"{K}/keras/src/backend/torch/nn.py#L1004-L1031",
     "numpy": f"{K}/keras/src/backend/numpy/nn.py#L967-L985",
 }
+SRC_OPS_RMS_TORCH = f"{K}/keras/src/ops/nn.py#L3035"
+SRC_CONTINUOUS = f"{K}/keras/src/utils/python_utils.py#L8-L17"
 SRC_BACKEND = f"{K}/keras/src/backend/config.py#L353-L357"
 SRC_NUMPY_BACKEND = f"{K}/keras/src/backend/numpy/math.py#L5-L6"
+SRC_NUMPY_TRAINER = f"{K}/keras/src/backend/numpy/trainer.py#L151-L170"
 
 # backend -> (family: the extra that installs it, modules the adapter needs)
 BACKENDS = {
@@ -99,7 +102,13 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
     gradients = backend != "numpy"
     one_pass = backend in ("torch", "numpy")
 
-    precision: tuple[Convention, ...] = ()
+    precision: tuple[Convention, ...] = (
+        Convention("backend", "KERAS_BACKEND", backend, SRC_BACKEND,
+                   note="fixed once per process at import; another process runs it when this one cannot"),
+    )
+    if backend == "numpy":
+        precision += (Convention("requires_jax", "—", True, SRC_NUMPY_BACKEND, note="the NumPy backend imports jax"),
+                      Convention("gradients", "—", False, SRC_NUMPY_TRAINER, note="no autodiff: inference only"))
     if not tf:
         precision += (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
                                  note="float64 inputs are accepted, computed in float32 and cast back"),)
@@ -107,6 +116,15 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         precision += (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
                                  note="float64 runs are made under jax.enable_x64(True), as a float64 user "
                                       "must; without it every array is float32"),)
+    def trailing_only(source, kernel):
+        """torch backend: contiguous axes go to the torch kernel, which needs them trailing."""
+        if backend != "torch":
+            return ()
+        return (Convention("contiguous_axes", "axis", "trailing only", source,
+                           note=f"contiguous axes (is_continuous_axis, {SRC_CONTINUOUS}) are passed to {kernel}, "
+                                "which raises RuntimeError unless they are the trailing ones, e.g. axis=[1] of a "
+                                "rank-4 input; non-contiguous axes take the generic path"),)
+
     variance = Convention("variance", "— (ops.moments)", "biased, one-pass" if one_pass else "biased, two-pass",
                           SRC_MOMENTS[backend], clause="BN.D4" if one_pass else None,
                           note="E[x^2] - E[x]^2, unclamped" if one_pass else "")
@@ -134,7 +152,7 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
                    else "x*inv + (-mean*inv + beta)",
                    SRC_OPS_LN_TORCH if backend == "torch" else SRC_OPS_LN_FORM),
         variance,
-    ) + precision
+    ) + precision + trailing_only(SRC_OPS_LN_TORCH, "F.layer_norm")
     gn = (
         Convention("groups", "groups", 32, SRC_GN_DEFAULTS, clause="GN.D2", note="-1 = one group per channel"),
         Convention("channel_axis", "axis", -1, SRC_GN_DEFAULTS),
@@ -151,7 +169,7 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         Convention("scale", "scale (always created, ones)", "always", SRC_RMS, note="no offset"),
         Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_RMS),
         Convention("since", "—", "3.9.0", SRC_RMS_PR),
-    ) + precision
+    ) + precision + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
     lp = (
         Convention("p", "— (order=2 fixed)", 2.0, SRC_UNIT),
         Convention("axes", "axis", (-1,), SRC_UNIT),
@@ -226,6 +244,8 @@ def _numpy(t) -> np.ndarray:
     keras = _keras()
     if keras.backend.standardize_dtype(t.dtype) in ("float16", "bfloat16"):
         t = keras.ops.cast(t, "float32")
+    if hasattr(t, "detach"):  # torch: Keras' convert_to_numpy goes through np.array(tensor), which warns
+        return t.detach().cpu().numpy().astype(np.float64)
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64)
 
 
@@ -281,6 +301,12 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     if cotangent is not None:
         out = Grads(_numpy(grads["x"]), *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")))
     return _numpy(y), out
+
+
+def _read(var):
+    """A Keras variable's value as a backend tensor (a tf.Variable is read, not wrapped)."""
+    value = var.value
+    return value.read_value() if hasattr(value, "read_value") else value
 
 
 def _load(var, value) -> None:
@@ -384,7 +410,7 @@ class Keras(Adapter):
         y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt, training=training or state is None)
         new_state = state
         if state is not None and training:
-            new_state = RunningStats(_numpy(layer.moving_mean.value), _numpy(layer.moving_variance.value),
+            new_state = RunningStats(_numpy(_read(layer.moving_mean)), _numpy(_read(layer.moving_variance)),
                                      state.num_batches_tracked + 1)
         return Outcome(y, new_state, grads)
 

@@ -127,10 +127,9 @@ LRN_CONVENTIONS = (
 LP_CONVENTIONS = (
     Convention("p", "p", 2.0, SRC_LP, note="1 or 2 only"),
     Convention("axes", "axis", (-1,), SRC_LP, note="a single axis"),
-    Convention("eps", "— (none)", 0.0, SRC_LP, clause="LP.D2", note="no eps: unused with eps_placement 'none'"),
-    Convention("eps_placement", "—", "none", SRC_LP, clause="LP.D2"),
-    Convention("zero_norm", "—", 0.0, SRC_LP_ZERO, clause="LP.D2",
-               note="a zero-norm row gives 0 (ONNX >= 1.21), not the 0/0 = NaN of eps_placement 'none'"),
+    Convention("eps", "— (none)", 0.0, SRC_LP, clause="LP.D2", note="no eps"),
+    Convention("eps_placement", "—", "none_or_zero", SRC_LP_ZERO, clause="LP.D2",
+               note="x / norm, and a zero-norm row gives 0 (ONNX >= 1.21)"),
 )
 
 # Behaviours of onnxruntime's CPU provider that differ from the operator spec.
@@ -356,8 +355,8 @@ class OnnxBase(Adapter):
         return Outcome(y)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
-        require(params.get("eps_placement", "max_norm") == "none",
-                "ONNX LpNormalization has no eps: eps_placement='none' only (LP.D2)")
+        require(params.get("eps_placement", "max_norm") == "none_or_zero",
+                "ONNX LpNormalization has no eps and maps a zero row to 0: eps_placement='none_or_zero' only (LP.D2)")
         p = float(params.get("p", 2.0))
         require(p in (1.0, 2.0), f"ONNX LpNormalization takes p = 1 or 2, not {p!r} (LP.P1)")
         axes = params.get("axes", (1,))

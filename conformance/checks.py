@@ -69,6 +69,11 @@ def reduction_length(norm: str, x: np.ndarray, params: dict) -> int:
     return max(1, math.prod(view.shape[a] for a in axes))
 
 
+def uses_batch_stats(params: dict) -> bool:
+    """BN.S1/S4: statistics come from the input unless eval mode has running statistics."""
+    return params.get("training", True) or params.get("state") is None
+
+
 def _affine_magnitude(params: dict) -> float:
     scale = params.get("scale")
     return 1.0 if scale is None else float(np.max(np.abs(scale), initial=0.0))
@@ -78,8 +83,7 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
     """(elementwise budget, basis): NUM.N5, raised to NUM.N6 where honest arithmetic in the accumulation
     dtype is worse than the first-order model (ill-conditioned inputs of standardizing norms)."""
     n = reduction_length(norm, x, params)
-    uses_batch_stats = not (params.get("training") is False and params.get("state") is not None)
-    if norm in STANDARDIZING and uses_batch_stats:
+    if norm in STANDARDIZING and uses_batch_stats(params):
         view, axes, back = statistic_view(norm, x, params)
         eps = params.get("eps", 1e-5)
         kappa = back(T.conditioning(view, axes, eps))
@@ -115,3 +119,86 @@ def check(clause: str, adapter: str, norm: str, dtype: str, what: str, actual, e
     bound, basis = budget_and_basis
     comparison = T.compare(actual, expected, bound, dtype)
     return Verdict(clause, adapter, norm, dtype, what, comparison, basis, example)
+
+
+def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: int = 0) -> dict:
+    """NUM.N8: how far fn's outputs move when every input array is perturbed elementwise by a relative
+    `rel` (random signs), maximized over a few samples: the first-order error of any backward-stable
+    implementation whose operations round with relative error `rel`.
+
+    `fn(**arrays)` returns a dict of arrays (None entries are skipped).
+    """
+    base = fn(**arrays)
+    spread = {k: np.zeros_like(v) for k, v in base.items() if v is not None}
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        for _ in range(samples):
+            moved = {k: (v * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(v))) if isinstance(v, np.ndarray) else v)
+                     for k, v in arrays.items()}
+            out = fn(**moved)
+            for k in spread:
+                spread[k] = np.fmax(spread[k], np.abs(out[k] - base[k]))
+    return spread
+
+
+def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dict:
+    """NUM.N8: the magnitudes of the terms each gradient is summed from (a running-error bound): what
+    rounding in a VJP's intermediate sums can cost even where the terms cancel to nearly nothing."""
+    import importlib
+
+    lrn = importlib.import_module("normconf.reference.local_response_norm")
+    lp = importlib.import_module("normconf.reference.lp_normalize")
+
+    gamma = _affine_magnitude(params)
+    plain = {k: v for k, v in params.items() if k not in ("scale", "offset")}
+    affine_sums = {}
+    if norm in STANDARDIZING or norm == "rms_norm":
+        xhat = getattr(R, norm)(x, **plain)
+        xhat = getattr(xhat, "y", xhat)
+        if params.get("scale") is not None or params.get("offset") is not None:
+            param_axes = _param_axes(norm, x, params)
+            summed = tuple(i for i in range(x.ndim) if i not in param_axes)
+            # each x̂ in the sum carries the forward error u * (kappa + |x̂|) of NUM.N5
+            error_scale = np.abs(xhat)
+            if norm in STANDARDIZING and uses_batch_stats(params):
+                view, axes, back = statistic_view(norm, x, params)
+                error_scale = error_scale + back(T.conditioning(view, axes, params.get("eps", 1e-5)))
+            affine_sums = {"scale": np.sum(np.abs(g) * error_scale, axis=summed), "offset": np.sum(np.abs(g), axis=summed)}
+    with np.errstate(all="ignore"):
+        if norm in STANDARDIZING and uses_batch_stats(params):
+            view, axes, back = statistic_view(norm, x, params)
+            gv = np.abs(statistic_view(norm, g, params)[0]) * gamma
+            xh = np.abs(statistic_view(norm, xhat, params)[0])
+            sigma = np.sqrt(view.var(axis=axes, keepdims=True) + params.get("eps", 1e-5))
+            # x̂ itself carries the forward error u * kappa (NUM.N5), which the terms then multiply
+            kappa = T.conditioning(view, axes, params.get("eps", 1e-5))
+            terms = back(kappa * (gv + gv.mean(axis=axes, keepdims=True) + xh * (gv * xh).mean(axis=axes, keepdims=True))
+                         / sigma)
+        elif norm == "rms_norm":
+            axes = tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
+            r = np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + params["eps"])
+            gv, xh = np.abs(g) * gamma, np.abs(xhat)
+            terms = (gv + xh * (gv * xh).mean(axis=axes, keepdims=True)) / r
+        elif norm == "local_response_norm":
+            xv, axis, win, a, beta, k = lrn._check(x, params["size"], params.get("alpha", 1e-4), params.get("beta", 0.75),
+                                                   params.get("k", 1.0), params.get("channel_axis", 1),
+                                                   params.get("alpha_over_size", True), params.get("extra", "before"))
+            base = lrn._base(xv, axis, win, a, k)
+            through = lrn.window_sum(np.abs(g * xv) * abs(beta) * base ** (-beta - 1.0), axis, win[1], win[0])
+            terms = np.abs(g) * base ** -beta + 2.0 * a * np.abs(xv) * through
+        elif norm == "lp_normalize":
+            xv, p, axes, eps, placement = lp._check(x, params.get("p", 2.0), params.get("axes", (1,)),
+                                                    params.get("eps", 1e-12), params.get("eps_placement", "max_norm"))
+            n = lp.lp_norm(xv, p, axes)
+            d = lp.EPS_PLACEMENTS[placement][0](n, eps, p)
+            safe = np.where(n > 0, n, 1.0)
+            terms = np.abs(g) / d + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1)
+        else:  # linear in g: channel_normalize, eval with running statistics
+            terms = np.zeros_like(x)
+    return {"x": np.where(np.isfinite(terms), terms, 0.0), **affine_sums}
+
+
+def _param_axes(norm: str, x: np.ndarray, params: dict) -> tuple[int, ...]:
+    if norm in ("layer_norm", "rms_norm"):
+        return tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
+    return (params.get("channel_axis", 1) % x.ndim,)

@@ -94,9 +94,10 @@ KNOWN += [
     ),
     Divergence(
         "torch.functional", "lp_normalize", "LP.D4",
-        "PyTorch's p-norm raises |x| to p in the input dtype without rescaling: it over- or underflows",
+        "PyTorch's p-norm raises |x| to p (and squares the norm in the backward) in the input dtype: it over- or underflows",
         lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > 1e37
-                                                    or 0 < _max_abs(case) ** case.params.get("p", 2.0) < 1e-37),
+                                                    or 0 < _max_abs(case) ** case.params.get("p", 2.0) < 1e-37
+                                                    or (dtype == "float16" and _norm_of(case) > 255.0)),
         lambda: (Case("lp_normalize", np.array([3e19, 4e19]), {"axes": (0,), "eps": 0.0}, "large"), "float32"),
     ),
     Divergence(
@@ -112,3 +113,42 @@ KNOWN.append(Divergence(
     lambda case, dtype: dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32,
     lambda: (Case("instance_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"), "float16"),
 ))
+KNOWN.append(Divergence(
+    "onnx.reference", "local_response_norm", "LRN.D4",
+    "onnx.reference's LRN loops over the batch axis: with N != C channels get no window or it raises IndexError",
+    lambda case, dtype: case.x.shape[0] != case.x.shape[case.params.get("channel_axis", 1) % case.x.ndim],
+    lambda: (Case("local_response_norm", np.arange(1.0, 13.0).reshape(1, 3, 2, 2), {"size": 3, "alpha": 0.5, "extra": "after"},
+                  "standard"), "float64"),
+))
+
+
+def _norm_of(case: Case) -> float:
+    from normconf.reference.lp_normalize import lp_norm
+
+    axes = tuple(a % case.x.ndim for a in case.params.get("axes", (1,)))
+    return float(np.max(lp_norm(case.x, case.params.get("p", 2.0), axes), initial=0.0)) if case.x.size else 0.0
+
+
+def _half_rstd_overflow(case: Case, dtype: str) -> bool:
+    return dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32
+
+
+KNOWN += [
+    Divergence("torch.*", "layer_norm", "LN.D5",
+               "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+               _half_rstd_overflow,
+               lambda: (Case("layer_norm", np.array([[0.125]]), {"axes": (-1,), "eps": 1e-12}, "standard"), "float16")),
+    Divergence("torch.*", "group_norm", "LN.D5",
+               "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+               _half_rstd_overflow,
+               lambda: (Case("group_norm", np.array([[[1e4, 1e4]]]), {"groups": 1, "eps": 1e-12}, "constant_channel"),
+                        "float16")),
+    Divergence("torch.*", "rms_norm", "RMS.D3",
+               "PyTorch differentiates rsqrt(mean(x^2)) in float32: the -1/2 m^(-3/2) term underflows for m > ~1e25",
+               lambda case, dtype: dtype != "float64" and _max_abs(case) > 1e12,
+               lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32")),
+    Divergence("torch.*", "local_response_norm", "LRN.D5",
+               "PyTorch's derivative of base^-beta, -beta base^(-beta-1), underflows in the input dtype for large |x|",
+               lambda case, dtype: dtype != "float64" and _max_abs(case) > 1e8,
+               lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32")),
+]

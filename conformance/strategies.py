@@ -17,8 +17,9 @@ from normconf.reference import RunningStats
 from normconf.reference.rms_norm import default_eps
 
 SIZES = st.integers(1, 5)
-EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0])
-MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0])
+# float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
+EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0, 2.0**-20, 2.0**-10])
+MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0, 0.125, 0.75])
 VALUE_KINDS = ("standard", "offset", "tiny_spread", "constant_channel", "large", "integers", "positive")
 
 
@@ -176,7 +177,7 @@ def _axes_norm(draw, norm, declaration, dtype):
     if norm == "lp_normalize":
         params["p"] = _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0]))
         params["eps_placement"] = _pick(draw, declaration, "eps_placement",
-                                        st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none"]))
+                                        st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]))
         params["eps"] = draw(st.sampled_from([0.0, 1e-12, 1e-6]), label="eps")
     else:
         params["eps"] = draw(EPS.filter(lambda e: e > 0), label="eps")

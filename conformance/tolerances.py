@@ -128,12 +128,13 @@ class Comparison:
 
 
 def compare(actual, expected, budget, dtype) -> Comparison:
-    """Elementwise |actual - expected| against an elementwise budget; NaN must match NaN (same place)."""
+    """Elementwise |actual - expected| against an elementwise budget; where the reference is not finite,
+    any non-finite result matches (NUM.N7)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     budget = np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape)
     error = np.abs(actual - expected)
-    same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
+    same_nonfinite = (~np.isfinite(actual) & ~np.isfinite(expected)) | (actual == expected)
     error = np.where(same_nonfinite, 0.0, np.where(np.isnan(error), np.inf, error))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(error == 0, 0.0, error / budget)

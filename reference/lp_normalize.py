@@ -16,6 +16,8 @@ EPS_PLACEMENTS = {
     "max_power_sum": (lambda norm, eps, p: np.maximum(norm, eps ** (1.0 / p)), lambda norm, eps, p: norm >= eps ** (1.0 / p)),
     "add_norm": (lambda norm, eps, p: norm + eps, lambda norm, eps, p: np.ones(norm.shape, bool)),
     "none": (lambda norm, eps, p: norm, lambda norm, eps, p: np.ones(norm.shape, bool)),
+    # x / N, and 0 for a zero row (x / inf): ONNX LpNormalization since onnx 1.21
+    "none_or_zero": (lambda norm, eps, p: np.where(norm > 0, norm, np.inf), lambda norm, eps, p: norm > 0),
 }
 
 

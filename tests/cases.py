@@ -95,6 +95,8 @@ CASES = [
          None, 1, 5),
     Case("lp_normalize_p3_two_axes", R.lp_normalize, R.lp_normalize_vjp, oracle.lp_normalize, (3, 4, 2),
          {"p": 3.0, "axes": (0, 2), "eps_placement": "add_norm", "eps": 1e-6}, None, 1, 6),
+    Case("lp_normalize_onnx", R.lp_normalize, R.lp_normalize_vjp, oracle.lp_normalize, (2, 3),
+         {"p": 1.0, "axes": (-1,), "eps_placement": "none_or_zero", "eps": 0.0}, None, 0, 3),
     Case("lp_normalize_power_sum", R.lp_normalize, R.lp_normalize_vjp, oracle.lp_normalize, (4, 3),
          {"p": 2.0, "axes": (-1,), "eps_placement": "max_power_sum", "eps": 1e-12}, None, 0, 3),
     Case("channel_normalize", R.channel_normalize, R.channel_normalize_vjp, oracle.channel_normalize, (2, 3, 2, 2),

@@ -177,6 +177,7 @@ def lp_normalize(x, *, p=2.0, axes=(1,), eps=1e-12, eps_placement="max_norm"):
             "max_power_sum": max(power_sum, eps) ** (1 / p),
             "add_norm": norm + eps,
             "none": norm,
+            "none_or_zero": norm if norm > 0 else mpmath.inf,
         }[eps_placement]
         for i in members:
             y[i] = x[i] / divisor

@@ -85,6 +85,24 @@ def _check(actual, expected, declaration, dtype, n, what):
 @pytest.mark.clause("NUM.N5")
 @pytest.mark.parametrize("name, norm", list(_pairs()))
 def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
+    """A known divergence (conformance/divergences.py) that explains a mismatch makes this an xfail."""
+    try:
+        _smoke(name, norm)
+    except AssertionError as failure:
+        from normconf.conformance import divergences
+        from normconf.conformance.strategies import Case
+
+        x, params, dtype = _LAST[name, norm]
+        known = divergences.explaining(name, norm, Case(norm, x, params, "standard"), dtype)
+        if known is None:
+            raise
+        pytest.xfail(f"{known.clause}: {known.reason} ({failure})")
+
+
+_LAST: dict = {}
+
+
+def _smoke(name, norm):
     adapter = adapters.get(name)
     ok, reason = adapter.available()
     if not ok:
@@ -95,6 +113,7 @@ def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
     x, params = _input_and_params(declaration, rng)
     x = x.astype(dtype).astype(np.float64)  # both sides see the same representable input
     n = _reduction_length(norm, x, params)
+    _LAST[name, norm] = (x, params, dtype)
     g = rng.normal(size=x.shape) if declaration.gradients else None
     outcome = adapter.run(norm, x, params, dtype=dtype, cotangent=g)
     expected = _reference(norm, x, params, dtype)
@@ -106,7 +125,7 @@ def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
         eval_expected = _reference(norm, x, {**params, "state": expected.state, "training": False}, dtype)
         _check(evaluated.y, eval_expected.y, declaration, dtype, n, "eval output")
     else:
-        _check(outcome.y, expected, declaration, dtype, n, "output")
+        _check(outcome.y, getattr(expected, "y", expected), declaration, dtype, n, "output")
     if g is not None:
         grads = getattr(R, f"{norm}_vjp")(g, x, **{k: v for k, v in _vjp_params(norm, params, dtype).items()})
         for key in ("x", "scale", "offset"):

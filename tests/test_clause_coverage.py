@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def citations(tmp_path_factory) -> dict[str, list[str]]:
-    """{clause: [test ids]} over the whole test tree, from a collect-only run (selection-independent)."""
+    """{clause: [test ids]} over the meta-tests and the conformance suite, from a collect-only run."""
     out = tmp_path_factory.mktemp("clauses") / "map.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", f"--clause-map={out}", "tests"],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", f"--clause-map={out}", "tests", "conformance"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,0 +1,45 @@
+"""Meta-test: every known divergence still diverges on its own minimal example, in every installed
+adapter its pattern names - an entry that no longer matches anything is flagged, not kept."""
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+
+from normconf import adapters
+
+from .. import checks
+from ..divergences import KNOWN
+from ..harness import reference_or_reject
+
+
+def _diverges(name, entry) -> tuple[bool, str]:
+    case, dtype = entry.example()
+    adapter = adapters.get(name)
+    if not entry.applies(case, dtype):
+        return False, "the entry's own example is outside what it says it explains"
+    try:
+        outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype)
+    except adapters.Unsupported as exc:
+        return False, f"unsupported: {exc}"
+    except Exception as exc:  # raising on a defined input is the divergence
+        return True, f"raised {type(exc).__name__}: {exc}"
+    expected = reference_or_reject(case)
+    y_ref = getattr(expected, "y", expected)
+    acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
+    bound = checks.budget(entry.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=dtype)
+    verdict = checks.check(entry.clause, name, entry.norm, dtype, "y", outcome.y, y_ref, bound, case.describe())
+    return not verdict.passed, verdict.message()
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=f"{e.clause}-{e.adapters}-{e.norm}", marks=pytest.mark.clause(e.clause))
+                                   for e in KNOWN])
+def test_known_divergence_still_diverges(entry):
+    names = [n for n in adapters.names() if fnmatch.fnmatchcase(n, entry.adapters)]
+    assert names, f"{entry.adapters} names no adapter"
+    installed = [n for n in names if adapters.get(n).available()[0] and entry.norm in adapters.get(n).declarations]
+    if not installed:
+        pytest.skip(f"none of {names} is installed")
+    for name in installed:
+        diverges, detail = _diverges(name, entry)
+        assert diverges, f"{entry.clause} no longer diverges in {name}: {detail} - remove or narrow the entry"
