@@ -185,14 +185,16 @@ def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dic
                                                    params.get("alpha_over_size", True), params.get("extra", "before"))
             base = lrn._base(xv, axis, win, a, k)
             through = lrn.window_sum(np.abs(g * xv) * abs(beta) * base ** (-beta - 1.0), axis, win[1], win[0])
-            terms = np.abs(g) * base ** -beta + 2.0 * a * np.abs(xv) * through
+            # powers amplify relative errors by their exponent: |beta| + 1 for base^(-beta-1)
+            terms = (abs(beta) + 1.0) * (np.abs(g) * base ** -beta + 2.0 * a * np.abs(xv) * through)
         elif norm == "lp_normalize":
             xv, p, axes, eps, placement = lp._check(x, params.get("p", 2.0), params.get("axes", (1,)),
                                                     params.get("eps", 1e-12), params.get("eps_placement", "max_norm"))
             n = lp.lp_norm(xv, p, axes)
             d = lp.EPS_PLACEMENTS[placement][0](n, eps, p)
             safe = np.where(n > 0, n, 1.0)
-            terms = np.abs(g) / d + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1)
+            # |x|^p and its root amplify relative errors by p
+            terms = p * (np.abs(g) / d + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1))
         else:  # linear in g: channel_normalize, eval with running statistics
             terms = np.zeros_like(x)
     return {"x": np.where(np.isfinite(terms), terms, 0.0), **affine_sums}
@@ -202,3 +204,25 @@ def _param_axes(norm: str, x: np.ndarray, params: dict) -> tuple[int, ...]:
     if norm in ("layer_norm", "rms_norm"):
         return tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
     return (params.get("channel_axis", 1) % x.ndim,)
+
+
+def gradient_budget(norm: str, case_x: np.ndarray, params: dict, g: np.ndarray, want: dict, *, acc_dtype: str,
+                    out_dtype: str, seed: int = 0) -> dict:
+    """NUM.N8: {"x"|"scale"|"offset": elementwise budget} for the VJP of `norm` at (x, params, g)."""
+    n = reduction_length(norm, case_x, params)
+    summed = max(1, case_x.size // max(1, np.size(params.get("scale", 1.0))))
+    rel = T.unit_roundoff(acc_dtype) * T.growth(max(n, summed))
+    vjp = getattr(R, f"{norm}_vjp")
+    learned = {k: params[k] for k in ("scale", "offset") if params.get(k) is not None}
+    fixed = {k: v for k, v in params.items() if k not in learned}
+
+    def grads(x, g, **learned_now):
+        out = vjp(g, x, **learned_now, **fixed)
+        return {"x": out.x, "scale": out.scale, "offset": out.offset}
+
+    spread = perturbation_spread(grads, {"x": case_x, "g": g, **learned}, rel, seed=seed)
+    terms = gradient_terms(norm, case_x, params, g)
+    # the terms may be rounded once more, to the input dtype, before they cancel
+    term_rel = rel + T.unit_roundoff(out_dtype)
+    return {key: T.SAFETY * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
+            for key, w in want.items() if w is not None}

@@ -24,6 +24,7 @@ class Divergence:
     reason: str
     applies: Callable[[Case, str], bool]  # (case, dtype) -> does this entry explain a failure there?
     example: Callable[[], tuple[Case, str]]  # a minimal (case, dtype) that shows the divergence
+    shows_in: str = "forward"  # where the example diverges: "forward" output or "gradient"
 
     def matches(self, adapter: str, norm: str, case: Case, dtype: str) -> bool:
         return fnmatch.fnmatchcase(adapter, self.adapters) and norm == self.norm and self.applies(case, dtype)
@@ -95,9 +96,9 @@ KNOWN += [
     Divergence(
         "torch.functional", "lp_normalize", "LP.D4",
         "PyTorch's p-norm raises |x| to p (and squares the norm in the backward) in the input dtype: it over- or underflows",
-        lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > 1e37
-                                                    or 0 < _max_abs(case) ** case.params.get("p", 2.0) < 1e-37
-                                                    or (dtype == "float16" and _norm_of(case) > 255.0)),
+        lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > _huge(dtype)
+                                                    or 0 < _max_abs(case) ** case.params.get("p", 2.0) < _tiny(dtype)
+                                                    or _norm_of(case) ** 2 > _huge(dtype)),
         lambda: (Case("lp_normalize", np.array([3e19, 4e19]), {"axes": (0,), "eps": 0.0}, "large"), "float32"),
     ),
     Divergence(
@@ -137,18 +138,78 @@ KNOWN += [
     Divergence("torch.*", "layer_norm", "LN.D5",
                "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
                _half_rstd_overflow,
-               lambda: (Case("layer_norm", np.array([[0.125]]), {"axes": (-1,), "eps": 1e-12}, "standard"), "float16")),
+               lambda: (Case("layer_norm", np.array([[0.125]]), {"axes": (-1,), "eps": 1e-12}, "standard"), "float16"),
+               "gradient"),
     Divergence("torch.*", "group_norm", "LN.D5",
                "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
                _half_rstd_overflow,
                lambda: (Case("group_norm", np.array([[[1e4, 1e4]]]), {"groups": 1, "eps": 1e-12}, "constant_channel"),
-                        "float16")),
+                        "float16"), "gradient"),
     Divergence("torch.*", "rms_norm", "RMS.D3",
                "PyTorch differentiates rsqrt(mean(x^2)) in float32: the -1/2 m^(-3/2) term underflows for m > ~1e25",
                lambda case, dtype: dtype != "float64" and _max_abs(case) > 1e12,
-               lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32")),
+               lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+               "gradient"),
     Divergence("torch.*", "local_response_norm", "LRN.D5",
                "PyTorch's derivative of base^-beta, -beta base^(-beta-1), underflows in the input dtype for large |x|",
-               lambda case, dtype: dtype != "float64" and _max_abs(case) > 1e8,
-               lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32")),
+               lambda case, dtype: dtype != "float64" and _lrn_base_power(case) > 1.0 / _tiny(dtype),
+               lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
+               "gradient"),
 ]
+
+
+def _tiny(dtype: str) -> float:
+    from .tolerances import finfo
+
+    return float(finfo(dtype).tiny)
+
+
+def _huge(dtype: str) -> float:
+    from .tolerances import finfo
+
+    return float(finfo(dtype).max)
+
+
+def _lrn_base_power(case: Case) -> float:
+    p = case.params
+    a = p.get("alpha", 1e-4) / (p["size"] if p.get("alpha_over_size", True) else 1)
+    base = p.get("k", 1.0) + a * p["size"] * _max_abs(case) ** 2
+    return base ** (p.get("beta", 0.75) + 1.0)
+
+
+def _rstd_scaled_input(case: Case) -> float:
+    from .checks import statistic_view
+
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    rstd = 1.0 / np.sqrt(view.var(axis=axes) + case.params.get("eps", 1e-5))
+    return _max_abs(case) * float(np.max(rstd, initial=0.0))
+
+
+KNOWN.append(Divergence(
+    "torch.*", "layer_norm", "LN.D6",
+    "PyTorch's float32 LayerNorm backward overflows to inf where |x| * rstd is beyond ~1e19",
+    lambda case, dtype: dtype != "float64" and _rstd_scaled_input(case) ** 2 > _huge(dtype),
+    lambda: (Case("layer_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+    "gradient",
+))
+KNOWN.append(Divergence(
+    "torch.functional", "lp_normalize", "LP.D5",
+    "PyTorch casts eps to the input dtype: in float16 eps below 3e-8 becomes 0, and rows of norm below it divide by 0",
+    lambda case, dtype: dtype == "float16" and float(np.float16(case.params.get("eps", 1e-12))) != case.params.get("eps", 1e-12)
+    and _min_norm(case) < case.params.get("eps", 1e-12),
+    lambda: (Case("lp_normalize", np.zeros((1, 2)), {"axes": (-1,), "eps": 1e-12}, "integers"), "float16"),
+))
+
+
+def _min_norm(case: Case) -> float:
+    from normconf.reference.lp_normalize import lp_norm
+
+    axes = tuple(a % case.x.ndim for a in case.params.get("axes", (1,)))
+    return float(np.min(lp_norm(case.x, case.params.get("p", 2.0), axes), initial=np.inf)) if case.x.size else np.inf
+KNOWN.append(Divergence(
+    "torch.*", "group_norm", "LN.D6",
+    "PyTorch's float32 GroupNorm backward overflows to inf/NaN where |x| * rstd is beyond ~1e19",
+    lambda case, dtype: dtype != "float64" and _rstd_scaled_input(case) ** 2 > _huge(dtype),
+    lambda: (Case("group_norm", np.array([[[1.25e18, 1.25e18]]]), {"groups": 1, "eps": 1e-12}, "large"), "float32"),
+    "gradient",
+))

@@ -42,7 +42,8 @@ def test_state_after_steps_then_eval(target, cell, data):
         for what in ("mean", "var"):
             want, got = getattr(expected.state, what), getattr(outcome.state, what)
             bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
-                                                  batch_error_scale=scales[what], y_ref=want), "NUM.N5")
+                                                  batch_error_scale=scales[what], y_ref=want,
+                                                  previous=getattr(ref_state, what)), "NUM.N5")
             cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, f"step {step + 1} state.{what}",
                                      got, want, bound, ref_case.describe()), ref_case)
         ref_state, fw_state = expected.state, outcome.state

@@ -77,10 +77,12 @@ def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_
     return SAFETY * (first_order + unit_roundoff(out_dtype) * np.abs(y_ref))
 
 
-def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_ref) -> np.ndarray:
+def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_ref, previous) -> np.ndarray:
     """NUM.N5 for running statistics: the batch statistic's error (u_acc * growth(n) times its natural
-    scale: max|x| for a mean, kappa * max (x - mean)^2 for a variance) plus the final rounding."""
-    return SAFETY * (unit_roundoff(acc_dtype) * growth(n) * batch_error_scale + unit_roundoff(out_dtype) * np.abs(y_ref))
+    scale: max|x| for a mean, 2 max|x - mean| max|x| for a variance) plus the roundings of the blend
+    (1 - w) * previous + w * batch, each at most the size of its terms."""
+    blend = np.abs(y_ref) + np.abs(previous)
+    return SAFETY * (unit_roundoff(acc_dtype) * growth(n) * batch_error_scale + 2 * unit_roundoff(out_dtype) * blend)
 
 
 def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype) -> np.ndarray:

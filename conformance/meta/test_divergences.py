@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
+import numpy as np
 import pytest
 
 from normconf import adapters
@@ -18,17 +19,26 @@ def _diverges(name, entry) -> tuple[bool, str]:
     adapter = adapters.get(name)
     if not entry.applies(case, dtype):
         return False, "the entry's own example is outside what it says it explains"
+    gradient = entry.shows_in == "gradient"
+    g = np.full_like(case.x, 0.3) if gradient else None
     try:
-        outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype)
+        outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype, cotangent=g)
     except adapters.Unsupported as exc:
         return False, f"unsupported: {exc}"
     except Exception as exc:  # raising on a defined input is the divergence
         return True, f"raised {type(exc).__name__}: {exc}"
-    expected = reference_or_reject(case)
-    y_ref = getattr(expected, "y", expected)
     acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
-    bound = checks.budget(entry.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=dtype)
-    verdict = checks.check(entry.clause, name, entry.norm, dtype, "y", outcome.y, y_ref, bound, case.describe())
+    if gradient:
+        want = reference_or_reject(case, vjp_of=g).x
+        bound = checks.gradient_budget(entry.norm, case.x, case.params, g, {"x": want}, acc_dtype=acc,
+                                       out_dtype=dtype)["x"], "NUM.N8"
+        actual = outcome.grads.x
+    else:
+        expected = reference_or_reject(case)
+        want = getattr(expected, "y", expected)
+        bound = checks.budget(entry.norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
+        actual = outcome.y
+    verdict = checks.check(entry.clause, name, entry.norm, dtype, entry.shows_in, actual, want, bound, case.describe())
     return not verdict.passed, verdict.message()
 
 
