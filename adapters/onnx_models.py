@@ -149,14 +149,14 @@ REF_LRN = Convention("window", "— (loops over x.shape[0])", "batch axis", SRC_
                      note="channels >= N get no window (onnx #7805)")
 REF_LP = Convention("norm", "— (no abs)", "(sum x**p)**(1/p)", SRC_REF_LP, clause="LP.D3",
                     note="for p = 1 the 'norm' is a signed sum (fixed upstream by onnx #8427)")
-REF_LN = Convention("stash_type", "stash_type", "ignored", SRC_REF_LN, clause="LN.N2",
+REF_LN = Convention("stash_type", "stash_type", "ignored", SRC_REF_LN, clause="LN.D7",
                     note="computes in the input dtype, not float32")
 REF_LN_VARIANCE = Convention("variance", "— (op_layer_normalization.py)", "two-pass", SRC_REF_LN, clause="LN.D4",
                              note="its own NumPy op, not the spec's one-pass function body")
 REF_GN = Convention("affine_precision", "— (function body, stage two in T)", "input dtype", SRC_GN_BODY,
                     note="the normalized values are cast back to T before scale and bias: three roundings in "
                          "float16/bfloat16, which cancel where scale*xhat ~ -bias")
-REF_RMS = Convention("stash_type", "stash_type", "ignored", SRC_REF_RMS, clause="RMS.N2",
+REF_RMS = Convention("stash_type", "stash_type", "ignored", SRC_REF_RMS, clause="RMS.D4",
                      note="computes in the input dtype, not float32")
 
 

@@ -213,3 +213,111 @@ KNOWN.append(Divergence(
     lambda: (Case("group_norm", np.array([[[1.25e18, 1.25e18]]]), {"groups": 1, "eps": 1e-12}, "large"), "float32"),
     "gradient",
 ))
+
+
+def _kappa(case: Case) -> float:
+    from .checks import statistic_view
+    from .tolerances import conditioning
+
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    return float(np.max(conditioning(view, axes, case.params.get("eps", 1e-5)), initial=1.0))
+
+
+def _half(dtype: str) -> bool:
+    return dtype in ("float16", "bfloat16")
+
+
+KNOWN += [
+    Divergence("onnx*", "group_norm", "GN.D4",
+               "ONNX's GroupNormalization function body computes E[x^2] - E[x]^2 (float32 stash): offsets lose every digit",
+               lambda case, dtype: _one_pass_exceeds_budget(case, dtype, clip=False),
+               lambda: (Case("group_norm", 1e4 + np.array([[0.5, -0.25, 0.125, -0.5]]), {"groups": 1, "eps": 2.0**-20},
+                             "offset"), "float32")),
+    Divergence("onnxruntime", "local_response_norm", "LRN.D6",
+               "onnxruntime slides a running sum of squares along the channels: error grows with all squares seen",
+               lambda case, dtype: case.x.shape[case.params.get("channel_axis", 1) % case.x.ndim] > 1,
+               lambda: (Case("local_response_norm", np.array([[[[1e18]], [[1.0]], [[1.0]], [[1.0]]]]), {"size": 1, "alpha": 1.0,
+                             "extra": "after"}, "large"), "float32")),
+    Divergence("onnx.reference", "group_norm", "GN.D6",
+               "onnx.reference applies GroupNormalization's scale and bias in the input dtype",
+               lambda case, dtype: _half(dtype),
+               lambda: (Case("group_norm", np.array([[[1.0, 3.0], [2.0, 2.5]]]),
+                             {"groups": 1, "eps": 2.0**-20, "scale": np.array([1.0, 1.5]), "offset": np.array([-0.9921875, 1.25])},
+                             "standard"), "float16")),
+]
+
+
+def _float32_inexact(value: float) -> bool:
+    return float(np.float32(value)) != value
+
+
+KNOWN += [
+    Divergence("onnx.reference", "lp_normalize", "LP.D3",
+               "onnx.reference's LpNormalization omits abs(): for p = 1 the 'norm' of mixed or negative values is a signed sum",
+               lambda case, dtype: case.params.get("p", 2.0) == 1.0 and bool(np.any(case.x < 0)),
+               lambda: (Case("lp_normalize", np.array([[1.0, -1.0, 2.0]]), {"p": 1.0, "axes": (-1,), "eps": 0.0,
+                             "eps_placement": "none_or_zero"}, "integers"), "float64")),
+    Divergence("onnx.reference", "local_response_norm", "LRN.D7",
+               "onnx.reference keeps alpha/size in float32 and squares in the input dtype",
+               lambda case, dtype: (dtype == "float64" and _float32_inexact(case.params.get("alpha", 1e-4) / case.params["size"]))
+               or (dtype == "float16" and _max_abs(case) > 255.9),
+               lambda: (Case("local_response_norm", np.array([[[[0.75]]]]), {"size": 3, "alpha": 1.0, "beta": 0.5,
+                             "extra": "after"}, "standard"), "float64")),
+]
+KNOWN += [
+    Divergence("onnx.reference", "batch_norm", "BN.D12",
+               "onnx.reference takes float16 batch statistics with NumPy in float16: the variance overflows past |x| ~ 256",
+               lambda case, dtype: dtype == "float16" and _max_abs(case) > 255.9 and _batch_stats(case),
+               lambda: (Case("batch_norm", np.array([[-300.0], [300.0]]), {"eps": 2.0**-20, "training": True},
+                             "large"), "float16")),
+    Divergence("onnx.reference", "lp_normalize", "LP.D4",
+               "onnx.reference sums |x|^p in the input dtype: it over- or underflows",
+               lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > _huge(dtype)
+                                                           or _norm_of(case) ** case.params.get("p", 2.0) > _huge(dtype)
+                                                           or 0 < _max_abs(case) ** case.params.get("p", 2.0) < _tiny(dtype)),
+               lambda: (Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 0.0,
+                             "eps_placement": "none_or_zero"}, "large"), "float16")),
+]
+
+
+def _eps_underflows(case: Case, dtype: str) -> bool:
+    return dtype == "float16" and float(np.float16(case.params.get("eps", 1e-5))) != case.params.get("eps", 1e-5)
+
+
+KNOWN += [
+    Divergence("onnx.reference", "layer_norm", "LN.D7",
+               "onnx.reference ignores stash_type: float16 statistics (and eps) are computed and rounded in float16",
+               lambda case, dtype: _eps_underflows(case, dtype) or (dtype == "float16" and _max_abs(case) > 255.9),
+               lambda: (Case("layer_norm", np.array([[-300.0, 300.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"), "float16")),
+    Divergence("onnx.reference", "rms_norm", "RMS.D4",
+               "onnx.reference ignores stash_type: float16 mean squares overflow past |x| ~ 256",
+               lambda case, dtype: _eps_underflows(case, dtype) or (dtype == "float16" and _max_abs(case) > 255.9),
+               lambda: (Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"), "float16")),
+]
+
+
+def one_pass_standardized(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype: str, clip: bool) -> np.ndarray:
+    """x̂ with var = E[x^2] - E[x]^2 in `dtype` (clipped at 0 when `clip`): the one-pass formula of
+    BN.D4 / BN.D8 / LN.D4 / GN.D4."""
+    with np.errstate(all="ignore"):
+        xd = np.asarray(x, dtype=np.float64).astype(dtype)
+        mean = xd.mean(axis=axes, keepdims=True, dtype=dtype)
+        var = (xd * xd).mean(axis=axes, keepdims=True, dtype=dtype) - mean * mean
+        var = np.maximum(var, 0) if clip else var
+        return ((xd - mean) / np.sqrt(var + np.asarray(eps, dtype=dtype))).astype(np.float64)
+
+
+def _one_pass_exceeds_budget(case: Case, dtype: str, clip: bool, acc: str = "float32") -> bool:
+    """Does honest one-pass arithmetic in `acc` itself break the NUM.N5/N6 budget on this example?"""
+    from . import checks
+    from normconf import reference as R
+
+    view, axes, back = checks.statistic_view(case.norm, case.x, case.params)
+    eps = case.params.get("eps", 1e-5)
+    xhat = back(one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc, clip))
+    plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
+    ref = getattr(R, case.norm)(case.x, **plain)
+    ref = getattr(ref, "y", ref)
+    bound, _ = checks.budget(case.norm, case.x, plain, ref, acc_dtype=acc if dtype != "float64" else dtype, out_dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(~np.isfinite(xhat) | (np.abs(xhat - ref) > bound / 2)))

@@ -102,7 +102,10 @@ def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtyp
         mean = (np.sum(xd, axis=axes, keepdims=True, dtype=dtype) / n).astype(dtype)
         centred = (xd - mean).astype(dtype)
         var = (np.sum(centred * centred, axis=axes, keepdims=True, dtype=dtype) / n).astype(dtype)
-        return (centred / np.sqrt(var + dtype.type(eps))).astype(np.float64)
+        result = (centred / np.sqrt(var + dtype.type(eps))).astype(np.float64)
+    # a statistic that overflowed is a breakdown, not an answer: it must excuse nothing (NaN)
+    broken = ~(np.isfinite(mean) & np.isfinite(var))
+    return np.where(broken, np.nan, result)
 
 
 def ulps(actual: np.ndarray, expected: np.ndarray, dtype) -> np.ndarray:

@@ -170,3 +170,23 @@ def test_importing_the_registry_imports_no_framework():
 def test_unknown_adapter_names_the_known_ones():
     with pytest.raises(adapters.UnknownAdapter, match="torch.functional"):
         adapters.get("tensorflw")
+
+
+def _declared_clauses():
+    for name in adapters.names():
+        for norm, declaration in adapters.get(name).declarations.items():
+            for convention in declaration.conventions:
+                if convention.clause:
+                    yield pytest.param(name, declaration, convention, id=f"{name}-{norm}-{convention.key}",
+                                       marks=pytest.mark.clause(convention.clause))
+
+
+@pytest.mark.parametrize("name, declaration, convention", list(_declared_clauses()))
+def test_declared_convention_cites_a_divergence_of_its_norm(name, declaration, convention):
+    """A convention that differs from the canonical one names the spec clause that explains it."""
+    from normconf import spec
+
+    clause = spec.clause(convention.clause)
+    prefix = {"batch_norm": "BN", "instance_norm": "IN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMS",
+              "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN"}[declaration.norm]
+    assert clause.id.split(".")[0] in (prefix, "BN", "NUM"), f"{declaration.api}.{convention.key} cites {clause.id}"
