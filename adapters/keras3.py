@@ -102,28 +102,30 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
     gradients = backend != "numpy"
     one_pass = backend in ("torch", "numpy")
 
-    precision: tuple[Convention, ...] = (
+    common: tuple[Convention, ...] = (
         Convention("backend", "KERAS_BACKEND", backend, SRC_BACKEND,
                    note="fixed once per process at import; another process runs it when this one cannot"),
     )
     if backend == "numpy":
-        precision += (Convention("requires_jax", "—", True, SRC_NUMPY_BACKEND, note="the NumPy backend imports jax"),
+        common += (Convention("requires_jax", "—", True, SRC_NUMPY_BACKEND, note="the NumPy backend imports jax"),
                       Convention("gradients", "—", False, SRC_NUMPY_TRAINER, note="no autodiff: inference only"))
     if not tf:
-        precision += (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
+        common += (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
                                  note="float64 inputs are accepted, computed in float32 and cast back"),)
     if backend == "jax":
-        precision += (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
+        common += (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
                                  note="float64 runs are made under jax.enable_x64(True), as a float64 user "
                                       "must; without it every array is float32"),)
+
     def trailing_only(source, kernel):
-        """torch backend: contiguous axes go to the torch kernel, which needs them trailing."""
+        """torch backend: contiguous axes go to the torch kernel, which normalizes the trailing ones."""
         if backend != "torch":
             return ()
         return (Convention("contiguous_axes", "axis", "trailing only", source,
-                           note=f"contiguous axes (is_continuous_axis, {SRC_CONTINUOUS}) are passed to {kernel}, "
-                                "which raises RuntimeError unless they are the trailing ones, e.g. axis=[1] of a "
-                                "rank-4 input; non-contiguous axes take the generic path"),)
+                           note=f"contiguous axes (is_continuous_axis, {SRC_CONTINUOUS}) are passed to {kernel} "
+                                "as a normalized_shape, which names the TRAILING axes: non-trailing ones raise "
+                                "RuntimeError (axis=[1] of (2,3,4,6)) or, where the trailing sizes match, silently "
+                                "normalize the wrong axes (axis=[1] of (2,3,3)); non-contiguous axes are correct"),)
 
     variance = Convention("variance", "— (ops.moments)", "biased, one-pass" if one_pass else "biased, two-pass",
                           SRC_MOMENTS[backend], clause="BN.D4" if one_pass else None,
@@ -142,7 +144,7 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
                    SRC_BATCH_NORMALIZATION[backend], clause=None if backend == "torch" else "BN.D5"),
         variance,
         Convention("single_axis", "axis", True, SRC_BN_AXIS, note="one int axis only"),
-    ) + precision
+    ) + common
     ln = (
         Convention("axes", "axis", (-1,), SRC_LN_DEFAULTS, note="any int or list of axes"),
         Convention("eps", "epsilon", 1e-3, SRC_LN_DEFAULTS, clause="LN.D1"),
@@ -152,7 +154,7 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
                    else "x*inv + (-mean*inv + beta)",
                    SRC_OPS_LN_TORCH if backend == "torch" else SRC_OPS_LN_FORM),
         variance,
-    ) + precision + trailing_only(SRC_OPS_LN_TORCH, "F.layer_norm")
+    ) + common + trailing_only(SRC_OPS_LN_TORCH, "F.layer_norm")
     gn = (
         Convention("groups", "groups", 32, SRC_GN_DEFAULTS, clause="GN.D2", note="-1 = one group per channel"),
         Convention("channel_axis", "axis", -1, SRC_GN_DEFAULTS),
@@ -161,27 +163,30 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
                    clause="GN.D1"),
         Convention("accumulation", "—", "float32 for half inputs", SRC_GN_UPCAST),
         variance,
-    ) + precision
+    ) + common
     rms = (
         Convention("axes", "axis", (-1,), SRC_RMS),
         Convention("eps", "epsilon", 1e-6, SRC_RMS, clause="RMS.D2",
                    note="the layer's default; keras.ops.rms_normalization defaults to backend.epsilon() = 1e-7"),
         Convention("scale", "scale (always created, ones)", "always", SRC_RMS, note="no offset"),
+        Convention("scale_broadcast", "— (outputs * scale)", "trailing axes only", SRC_OPS_RMS,
+                   note="scale (shape x.shape[axes]) is multiplied without reshaping: for non-trailing axes it "
+                        "broadcasts against the trailing axes, raising or silently scaling the wrong axes"),
         Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_RMS),
         Convention("since", "—", "3.9.0", SRC_RMS_PR),
-    ) + precision + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
+    ) + common + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
     lp = (
         Convention("p", "— (order=2 fixed)", 2.0, SRC_UNIT),
         Convention("axes", "axis", (-1,), SRC_UNIT),
         Convention("eps", "— (epsilon=1e-12 fixed)", 1e-12, SRC_UNIT),
         Convention("eps_placement", "— (min(rsqrt(sum x^2), 1/eps))", "max_norm", SRC_OPS_NORMALIZE, clause="LP.D1"),
-    ) + precision
+    ) + common
     cn = (
         Convention("channel_axis", "axis", -1, SRC_NORMALIZATION_ARGS),
         Convention("std_floor", "— (backend.epsilon())", 1e-7, SRC_EPSILON, clause="CN.D2",
                    note="keras.config.epsilon(); set_epsilon changes it"),
         Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
-    ) + precision
+    ) + common
 
     def declare(norm, api, conventions, accumulation, stateful=False):
         return NormDeclaration(norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients,

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from normconf import adapters
 
 PROFILES = {
-    # examples per property: quick runs in CI, default locally, thorough nightly with a saved database
+    # examples per property: quick (CI, the same examples every run), default (`normconf run`), thorough
+    # (nightly, its failures saved in a persistent example database and replayed first next time)
     "quick": dict(max_examples=8, deadline=None, derandomize=True, database=None),
-    "default": dict(max_examples=40, deadline=None),
-    "thorough": dict(max_examples=300, deadline=None),
+    "default": dict(max_examples=40, deadline=None, database=None),
+    "thorough": dict(max_examples=300, deadline=None,
+                     database=DirectoryBasedExampleDatabase(os.environ.get("NORMCONF_DATABASE", ".hypothesis/normconf"))),
 }
 for _name, _options in PROFILES.items():
     # `cell` is function-scoped on purpose: it accumulates one result over all examples of a test.
@@ -31,7 +34,7 @@ def pytest_addoption(parser):
     group = parser.getgroup("normconf")
     group.addoption("--adapters", default=os.environ.get("NORMCONF_ADAPTERS", ""),
                     help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS")
-    group.addoption("--profile", default=os.environ.get("NORMCONF_PROFILE", "default"), choices=sorted(PROFILES),
+    group.addoption("--profile", default=os.environ.get("NORMCONF_PROFILE", "quick"), choices=sorted(PROFILES),
                     help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE")
     group.addoption("--results", default=os.environ.get("NORMCONF_RESULTS"),
                     help="append one JSON line per result to this file; NORMCONF_RESULTS")
@@ -105,6 +108,11 @@ def recorder(pytestconfig):
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
+    from hypothesis.errors import Unsatisfiable
+
+    if call.excinfo is not None and call.excinfo.errisinstance(Unsatisfiable):
+        # every drawn example was one the framework cannot express: an unsupported cell, not an error
+        report.outcome, report.longrepr = "skipped", (str(item.path), 0, "Skipped: unsupported: no example expressible")
     if report.when == "call" or (report.when == "setup" and report.skipped):
         item.stash[_OUTCOME] = report.outcome
     return report

@@ -321,3 +321,10 @@ def _one_pass_exceeds_budget(case: Case, dtype: str, clip: bool, acc: str = "flo
     bound, _ = checks.budget(case.norm, case.x, plain, ref, acc_dtype=acc if dtype != "float64" else dtype, out_dtype=dtype)
     with np.errstate(invalid="ignore"):
         return bool(np.any(~np.isfinite(xhat) | (np.abs(xhat - ref) > bound / 2)))
+KNOWN += [
+    Divergence("torch.*", norm, "BN.D13", "PyTorch raises 'batch_norm eps must be positive during training' for eps = 0",
+               lambda case, dtype: case.params.get("eps", 1e-5) == 0 and _batch_stats(case),
+               lambda norm=norm: (Case(norm, np.array([[[0.5, -1.0, 2.0]]]), {"eps": 0.0, "training": True}, "standard"),
+                                  "float64"))
+    for norm in ("batch_norm",)
+]

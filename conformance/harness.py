@@ -33,10 +33,10 @@ def reference_or_reject(case: Case, vjp_of=None):
 
 
 def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None):
-    """The adapter's outcome; reject() when the framework cannot express the example (counted); and a
-    settled failure when the framework raises on an input the spec defines."""
+    """The adapter's outcome for `case.norm`; reject() when the framework cannot express the example
+    (counted); and a settled failure when the framework raises on an input the spec defines."""
     try:
-        return adapters.get(cell.adapter).run(cell.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
+        return adapters.get(cell.adapter).run(case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
     except adapters.Unsupported as exc:
         cell.unsupported[str(exc)] = cell.unsupported.get(str(exc), 0) + 1
         reject()
@@ -87,14 +87,16 @@ class Cell:
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
 
-    def settle(self, verdict: Verdict, case: Case) -> None:
-        """Record the verdict; a failure no known divergence explains fails the test with a repro."""
+    def settle(self, verdict: Verdict, case: Case, also: tuple = ()) -> None:
+        """Record the verdict; a failure no known divergence explains fails the test with a repro.
+        `also`: further cases the verdict depends on (an identity's other side), whose divergences count."""
         self.examples += 1
         if verdict.passed:
             if self.worst_pass is None or verdict.comparison.ratio > self.worst_pass.comparison.ratio:
                 self.worst_pass = verdict
             return
-        known = divergences.explaining(self.adapter, self.norm, case, self.dtype)
+        known = next((entry for c in (case, *also)
+                      if (entry := divergences.explaining(self.adapter, c.norm, c, self.dtype)) is not None), None)
         if known is not None:
             self.expected = (known, verdict, case)
             return

@@ -49,6 +49,31 @@ def _conventions(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    """The conformance suite over the installed adapters, results to a JSON-lines file, then a summary."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import normconf.conformance as suite
+    from normconf.reports import results
+
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", str(Path(suite.__file__).parent), "-q", "-p", "no:cacheprovider",
+               "--profile", args.profile, "--results", str(out)]
+    if args.adapters:
+        command += ["--adapters", args.adapters]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
+    code = subprocess.call(command + args.pytest_args, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if out.exists():
+        print(results.text_matrix(results.load([out])))
+        print(f"results: {out}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="normconf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"normconf {__version__}")
@@ -59,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     listing.set_defaults(run=_clauses)
     listing = commands.add_parser("adapters", help="list the adapters, whether each can run here, and their norms")
     listing.set_defaults(run=_adapters)
+    run = commands.add_parser("run", help="run the conformance suite over the installed adapters")
+    run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
+    run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
+    run.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
+    run.add_argument("--results", default="reports/out/results.jsonl", help="where to write the results")
+    run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
+    run.set_defaults(run=_run)
     table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
     mode = table.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="regenerate the tables in spec/conventions.md")

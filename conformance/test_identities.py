@@ -1,0 +1,142 @@
+"""Metamorphic identities: each compares the framework with itself, so they hold whatever the
+reference says. Budget: the sum of the two outputs' NUM.N5/N6 budgets against the exact answer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, reject
+from hypothesis import strategies as st
+
+from normconf import adapters
+
+from . import checks, strategies
+from .harness import reference_or_reject, run_or_reject
+
+PER_SAMPLE = ("layer_norm", "instance_norm", "group_norm", "rms_norm", "lp_normalize", "local_response_norm",
+              "channel_normalize")
+SHIFT_INVARIANT = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
+SCALE_INVARIANT = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm", "lp_normalize")
+
+
+def _budget(target, case):
+    """NUM.N5/N6 for this adapter's implementation of case.norm (its own declared accumulation)."""
+    declaration = adapters.get(target.adapter).declarations[case.norm]
+    expected = reference_or_reject(case)
+    y_ref = getattr(expected, "y", expected)
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    return checks.budget(case.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)[0]
+
+
+def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b):
+    bound = _budget(target, case_a) + _budget(target, case_b)
+    # settle on the transformed case: divergences that depend on the input (conditioning) see it
+    cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, what, y_b, y_a, (bound, "NUM.N5"),
+                             case_b.describe()), case_b, also=(case_a,))
+
+
+def _draw(target, data):
+    declaration = adapters.get(target.adapter).declarations[target.norm]
+    case = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
+    case.params.pop("state", None)  # identities are about the statistics of the input itself
+    case.params["training"] = True if target.norm in ("batch_norm", "instance_norm") else case.params.get("training")
+    case.params = {k: v for k, v in case.params.items() if v is not None}
+    return declaration, case
+
+
+@pytest.mark.targets(norms=PER_SAMPLE)
+@pytest.mark.clause("LN.S1", "IN.S1", "GN.S1", "RMS.S1")
+@given(data=st.data())
+def test_samples_are_independent(target, cell, data):
+    """Changing every other sample of the batch leaves sample 0's output as it was."""
+    declaration, case = _draw(target, data)
+    if case.x.shape[0] < 2 or target.norm in ("layer_norm", "rms_norm", "lp_normalize") and 0 in case.params.get("axes", ()):
+        reject()
+    other = case.x.copy()
+    other[1:] = strategies.representable(np.flip(other[1:], axis=-1) * 1.5 + 0.25, target.dtype)
+    moved = strategies.Case(case.norm, other, case.params, case.kind)
+    reference_or_reject(moved)
+    y_a = run_or_reject(cell, case, "LN.S1").y
+    y_b = run_or_reject(cell, moved, "LN.S1").y
+    _compare(cell, target, declaration, {"layer_norm": "LN.S1", "instance_norm": "IN.S1", "group_norm": "GN.S1"}
+             .get(target.norm, "RMS.S1"), "sample 0 after changing the others",
+             strategies.Case(case.norm, case.x[:1], case.params, case.kind), y_a[:1],
+             strategies.Case(case.norm, other[:1], case.params, case.kind), y_b[:1])
+
+
+@pytest.mark.clause("BN.S1", "GN.S1")
+@given(data=st.data())
+def test_batch_permutation_permutes_the_output(target, cell, data):
+    declaration, case = _draw(target, data)
+    if case.x.shape[0] < 2:
+        reject()
+    order = np.roll(np.arange(case.x.shape[0]), 1)
+    permuted = strategies.Case(case.norm, case.x[order], case.params, case.kind)
+    if target.norm in ("layer_norm", "rms_norm", "lp_normalize") and 0 in case.params.get("axes", ()):
+        reject()
+    reference_or_reject(permuted)
+    y_a = run_or_reject(cell, case, "BN.S1").y
+    y_b = run_or_reject(cell, permuted, "BN.S1").y
+    _compare(cell, target, declaration, "BN.S1" if target.norm == "batch_norm" else "GN.S1", "permuted batch",
+             case, y_a[order], permuted, y_b)
+
+
+@pytest.mark.targets(norms=SHIFT_INVARIANT)
+@pytest.mark.clause("BN.S1", "LN.S1", "IN.S1", "GN.S1", "NUM.N5")
+@given(data=st.data())
+def test_shift_invariance(target, cell, data):
+    """Adding a constant leaves a standardizing norm's output unchanged (up to the larger conditioning)."""
+    declaration, case = _draw(target, data)
+    shift = data.draw(st.sampled_from([3.0, -10.0, 0.5]), label="shift")
+    shifted_x = strategies.representable(case.x + shift, target.dtype)
+    if not np.allclose(shifted_x - shift, case.x, rtol=0, atol=0):
+        reject()  # the shift must be exact in the dtype, or it is not the same input shifted
+    shifted = strategies.Case(case.norm, shifted_x, case.params, case.kind)
+    reference_or_reject(shifted)
+    y_a = run_or_reject(cell, case, "LN.S1").y
+    y_b = run_or_reject(cell, shifted, "LN.S1").y
+    _compare(cell, target, declaration, {"batch_norm": "BN.S1", "layer_norm": "LN.S1", "instance_norm": "IN.S1"}
+             .get(target.norm, "GN.S1"), f"x + {shift}", case, y_a, shifted, y_b)
+
+
+@pytest.mark.targets(norms=SCALE_INVARIANT)
+@pytest.mark.clause("BN.N1", "LN.N1", "RMS.N1", "LP.N1")
+@given(data=st.data())
+def test_positive_scale_invariance_away_from_eps(target, cell, data):
+    """x -> 4x leaves the output unchanged with eps = 0 (any eps > 0 breaks the identity by ~eps/var)."""
+    declaration, case = _draw(target, data)
+    case.params["eps"] = 0.0
+    if case.kind not in ("standard", "integers", "positive") or not np.all(np.isfinite(case.x)):
+        reject()
+    scaled = strategies.Case(case.norm, case.x * 4.0, case.params, case.kind)  # exact in binary floating point
+    reference_or_reject(case)
+    y_a = run_or_reject(cell, case, "LN.N1").y
+    y_b = run_or_reject(cell, scaled, "LN.N1").y
+    _compare(cell, target, declaration, {"batch_norm": "BN.N1", "rms_norm": "RMS.N1", "lp_normalize": "LP.N1"}
+             .get(target.norm, "LN.N1"), "4 x", case, y_a, scaled, y_b)
+
+
+@pytest.mark.targets(norms=("group_norm",))
+@pytest.mark.clause("GN.S3")
+@given(data=st.data())
+def test_group_norm_limits(target, cell, data):
+    """GroupNorm with G = C equals the same framework's InstanceNorm, and with G = 1 its LayerNorm over
+    all non-batch axes (channels-first; no affine)."""
+    adapter = adapters.get(target.adapter)
+    declaration, case = _draw(target, data)
+    case.params.pop("scale", None), case.params.pop("offset", None)
+    axis, eps = case.params["channel_axis"], case.params["eps"]
+    if case.x.ndim < 3:
+        reject()
+    limit = data.draw(st.sampled_from(["instance_norm", "layer_norm"]), label="limit")
+    if limit not in adapter.declarations or target.dtype not in adapter.declarations[limit].dtypes:
+        reject()
+    if limit == "instance_norm":
+        grouped = strategies.Case("group_norm", case.x, {**case.params, "groups": case.x.shape[axis]}, case.kind)
+        other = strategies.Case("instance_norm", case.x, {"channel_axis": axis, "eps": eps}, case.kind)
+    else:
+        grouped = strategies.Case("group_norm", case.x, {**case.params, "groups": 1}, case.kind)
+        other = strategies.Case("layer_norm", case.x, {"axes": tuple(range(1, case.x.ndim)), "eps": eps}, case.kind)
+    reference_or_reject(grouped), reference_or_reject(other)
+    y_gn = run_or_reject(cell, grouped, "GN.S3").y
+    y_other = run_or_reject(cell, other, "GN.S3").y
+    _compare(cell, target, declaration, "GN.S3", f"GroupNorm vs {limit}", grouped, y_gn, other, y_other)
