@@ -190,3 +190,10 @@ def test_declared_convention_cites_a_divergence_of_its_norm(name, declaration, c
     prefix = {"batch_norm": "BN", "instance_norm": "IN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMS",
               "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN"}[declaration.norm]
     assert clause.id.split(".")[0] in (prefix, "BN", "NUM"), f"{declaration.api}.{convention.key} cites {clause.id}"
+
+
+@pytest.mark.clause("NUM.N1")
+def test_conventions_page_is_generated_from_the_declarations():
+    from normconf.adapters import conventions
+
+    assert conventions.current() == conventions.generated(), "run `normconf conventions --write`"
