@@ -197,12 +197,12 @@ HK_LN_CONVENTIONS = (
     Convention("eps", "eps", 1e-5, SRC_HK_LN),
     Convention("variance", "use_fast_variance", TWO_PASS + ", in the input dtype", SRC_HK_LN_CALL,
                note="use_fast_variance=True would be one-pass and unclipped"),
-    Convention("affine", "create_scale, create_offset (required)", "—", SRC_HK_LN),
+    Convention("affine", "create_scale, create_offset (required)", "no default", SRC_HK_LN),
 )
 HK_IN_CONVENTIONS = (
     Convention("channel_axis", "data_format", -1, SRC_HK_IN, note="'channels_last' (-1, default) or 'channels_first' (1)"),
     Convention("eps", "eps", 1e-5, SRC_HK_IN),
-    Convention("affine", "create_scale, create_offset (required)", "—", SRC_HK_IN),
+    Convention("affine", "create_scale, create_offset (required)", "no default", SRC_HK_IN),
     Convention("track_running_stats", "— (none)", False, SRC_HK_IN,
                note="a LayerNorm over the spatial axes: a canonical state is unsupported"),
     Convention("variance", "— (LayerNorm)", TWO_PASS + ", in the input dtype", SRC_HK_LN_CALL),

@@ -39,7 +39,9 @@ SRC_L2_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L575-L576"
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 SAME = {d: d for d in ALL_DTYPES}
 # tf.nn.moments upcasts float16 only: bfloat16 statistics stay bfloat16 (research §1a, verified 2.21).
-MOMENTS_ACCUMULATION = {"float16": "float32", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"}
+# tf.nn.moments sums float16 in float32 but returns float16 statistics, which batch_normalization then
+# uses (and adds eps to) in float16: the statistics' precision is float16 (spec BN.D14).
+MOMENTS_ACCUMULATION = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64"}
 
 BN_CONVENTIONS = (
     Convention("channel_axis", "axes (the reduced ones)", -1, SRC_BN_PARAMS,
