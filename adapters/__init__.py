@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str, dict]] = {
     "torch.nn": ("pytorch", "TorchModules", {}),
     "torchvision": ("pytorch", "TorchVision", {}),
     "tf.nn": ("tensorflow_nn", "TfNn", {}),
+    "tf.fused_batch_norm": ("tensorflow_nn", "TfFusedBatchNorm", {}),
     "keras[tensorflow]": ("keras3", "Keras", {"backend": "tensorflow"}),
     "keras[jax]": ("keras3", "Keras", {"backend": "jax"}),
     "keras[torch]": ("keras3", "Keras", {"backend": "torch"}),

@@ -30,24 +30,19 @@ from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, ch
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
 SRC_BN = f"{K}/keras/src/layers/normalization/batch_normalization.py"
 SRC_BN_DEFAULTS = f"{SRC_BN}#L160-L180"
-SRC_BN_AXIS = f"{SRC_BN}#L182-L189"
-SRC_BN_UPCAST = f"{SRC_BN}#L345-L361"
 SRC_BN_TRAINING = f"{SRC_BN}#L363"
 SRC_BN_UPDATE = f"{SRC_BN}#L385-L391"
 SRC_BN_MOMENTS = f"{SRC_BN}#L434-L440"
 SRC_OPS_BN = f"{K}/keras/src/ops/nn.py#L2428-L2478"
 SRC_LN = f"{K}/keras/src/layers/normalization/layer_normalization.py"
 SRC_LN_DEFAULTS = f"{SRC_LN}#L105-L151"
-SRC_OPS_LN = f"{K}/keras/src/ops/nn.py#L3137-L3151"
 SRC_OPS_LN_FORM = f"{K}/keras/src/ops/nn.py#L3183-L3195"
 SRC_OPS_LN_TORCH = f"{K}/keras/src/ops/nn.py#L3177-L3182"
 SRC_GN = f"{K}/keras/src/layers/normalization/group_normalization.py"
 SRC_GN_DEFAULTS = f"{SRC_GN}#L67-L101"
 SRC_GN_GROUPS = f"{SRC_GN}#L166-L177"
-SRC_GN_UPCAST = f"{SRC_GN}#L179-L184"
 SRC_RMS = f"{K}/keras/src/layers/normalization/rms_normalization.py#L45-L62"
 SRC_OPS_RMS = f"{K}/keras/src/ops/nn.py#L3024-L3055"
-SRC_RMS_PR = "https://github.com/keras-team/keras/pull/20911"
 SRC_UNIT = f"{K}/keras/src/layers/normalization/unit_normalization.py#L27-L44"
 SRC_OPS_NORMALIZE = f"{K}/keras/src/ops/nn.py#L2679-L2733"
 SRC_NORMALIZATION = f"{K}/keras/src/layers/preprocessing/normalization.py"
@@ -73,16 +68,15 @@ SRC_BATCH_NORMALIZATION = {
 }
 SRC_OPS_RMS_TORCH = f"{K}/keras/src/ops/nn.py#L3035"
 SRC_CONTINUOUS = f"{K}/keras/src/utils/python_utils.py#L8-L17"
-SRC_BACKEND = f"{K}/keras/src/backend/config.py#L353-L357"
-SRC_NUMPY_BACKEND = f"{K}/keras/src/backend/numpy/math.py#L5-L6"
-SRC_NUMPY_TRAINER = f"{K}/keras/src/backend/numpy/trainer.py#L151-L170"
 
 # backend -> (family: the extra that installs it, modules the adapter needs)
 BACKENDS = {
     "tensorflow": ("tensorflow", ("keras", "tensorflow")),
     "jax": ("jax", ("keras", "jax")),
     "torch": ("torch", ("keras", "torch")),
-    "numpy": ("jax", ("keras", "jax")),  # Keras 3.15's NumPy backend imports jax
+    # Keras 3.15's NumPy backend imports jax:
+    # https://github.com/keras-team/keras/blob/v3.15.1/keras/src/backend/numpy/math.py#L5-L6
+    "numpy": ("jax", ("keras", "jax")),
 }
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -102,20 +96,19 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
     gradients = backend != "numpy"
     one_pass = backend in ("torch", "numpy")
 
-    common: tuple[Convention, ...] = (
-        Convention("backend", "KERAS_BACKEND", backend, SRC_BACKEND,
-                   note="fixed once per process at import; another process runs it when this one cannot"),
-    )
-    if backend == "numpy":
-        common += (Convention("requires_jax", "—", True, SRC_NUMPY_BACKEND, note="the NumPy backend imports jax"),
-                      Convention("gradients", "—", False, SRC_NUMPY_TRAINER, note="no autodiff: inference only"))
-    if not tf:
-        common += (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
-                                 note="float64 inputs are accepted, computed in float32 and cast back"),)
+    x64: tuple[Convention, ...] = ()
     if backend == "jax":
-        common += (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
-                                 note="float64 runs are made under jax.enable_x64(True), as a float64 user "
-                                      "must; without it every array is float32"),)
+        x64 = (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
+                          note="float64 runs are made under jax.enable_x64(True), as a float64 user must; without "
+                               "it every array is float32"),)
+    # float64 -> float32: BN, LN, GN, RMS through result_type(x, "float32"); Unit/Normalization through a
+    # Python-float operand of minimum/maximum (torch, numpy; numpy even returns float32).
+    common = x64 + (() if tf else (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
+                                              note="float64 inputs are accepted, computed in float32, cast back"),))
+    plain_common = x64 + (() if plain_f64 == "float64" else (
+        Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
+                   note="float64 meets a Python-float operand (1/epsilon, epsilon) and is computed in float32"
+                        + ("; the output is float32" if backend == "numpy" else "")),))
 
     def trailing_only(source, kernel):
         """torch backend: contiguous axes go to the torch kernel, which normalizes the trailing ones."""
@@ -143,12 +136,10 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
                    "(x - mean)*inv + offset" if backend == "torch" else "x*inv + (offset - mean*inv)",
                    SRC_BATCH_NORMALIZATION[backend], clause=None if backend == "torch" else "BN.D5"),
         variance,
-        Convention("single_axis", "axis", True, SRC_BN_AXIS, note="one int axis only"),
     ) + common
     ln = (
         Convention("axes", "axis", (-1,), SRC_LN_DEFAULTS, note="any int or list of axes"),
         Convention("eps", "epsilon", 1e-3, SRC_LN_DEFAULTS, clause="LN.D1"),
-        Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_LN),
         Convention("algebraic_form", "— (ops.layer_normalization)",
                    "torch.nn.functional.layer_norm for contiguous axes" if backend == "torch"
                    else "x*inv + (-mean*inv + beta)",
@@ -161,7 +152,6 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         Convention("eps", "epsilon", 1e-3, SRC_GN_DEFAULTS, clause="GN.D2"),
         Convention("assignment", "— (reshape to (groups, C // groups))", "contiguous", SRC_GN_GROUPS,
                    clause="GN.D1"),
-        Convention("accumulation", "—", "float32 for half inputs", SRC_GN_UPCAST),
         variance,
     ) + common
     rms = (
@@ -172,21 +162,19 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         Convention("scale_broadcast", "— (outputs * scale)", "trailing axes only", SRC_OPS_RMS,
                    note="scale (shape x.shape[axes]) is multiplied without reshaping: for non-trailing axes it "
                         "broadcasts against the trailing axes, raising or silently scaling the wrong axes"),
-        Convention("accumulation", "—", "float32 for half inputs", SRC_OPS_RMS),
-        Convention("since", "—", "3.9.0", SRC_RMS_PR),
     ) + common + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
     lp = (
         Convention("p", "— (order=2 fixed)", 2.0, SRC_UNIT),
         Convention("axes", "axis", (-1,), SRC_UNIT),
         Convention("eps", "— (epsilon=1e-12 fixed)", 1e-12, SRC_UNIT),
         Convention("eps_placement", "— (min(rsqrt(sum x^2), 1/eps))", "max_norm", SRC_OPS_NORMALIZE, clause="LP.D1"),
-    ) + common
+    ) + plain_common
     cn = (
         Convention("channel_axis", "axis", -1, SRC_NORMALIZATION_ARGS),
         Convention("std_floor", "— (backend.epsilon())", 1e-7, SRC_EPSILON, clause="CN.D2",
                    note="keras.config.epsilon(); set_epsilon changes it"),
         Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
-    ) + common
+    ) + plain_common
 
     def declare(norm, api, conventions, accumulation, stateful=False):
         return NormDeclaration(norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients,

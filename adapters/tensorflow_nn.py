@@ -21,7 +21,6 @@ from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of
 
 TF = "https://github.com/tensorflow/tensorflow/blob/v2.21.0"
 SRC_MOMENTS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1239-L1285"
-SRC_MOMENTS_V2 = f"{TF}/tensorflow/python/ops/nn_impl.py#L1290-L1324"
 SRC_BN_REQUIRED_EPS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1431-L1437"
 SRC_BN_PARAMS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1445-L1463"
 SRC_BN_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L1490-L1497"
@@ -51,8 +50,6 @@ BN_CONVENTIONS = (
     Convention("eps_placement", "—", "inside sqrt", SRC_BN_FORM),
     Convention("algebraic_form", "—", "x*inv + (offset - mean*inv)", SRC_BN_FORM, clause="BN.D5"),
     Convention("variance", "— (moments)", "biased, two-pass", SRC_MOMENTS),
-    Convention("shift", "shift", "ignored", SRC_MOMENTS_V2),
-    Convention("running_stats", "—", None, SRC_MOMENTS_V2, note="none: use tf.compat.v1.nn.fused_batch_norm"),
 )
 FUSED_CONVENTIONS = (
     Convention("channel_axis", "data_format", -1, SRC_FUSED_LAYOUT,

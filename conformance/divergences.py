@@ -26,8 +26,12 @@ class Divergence:
     example: Callable[[], tuple[Case, str]]  # a minimal (case, dtype) that shows the divergence
     shows_in: str = "forward"  # where the example diverges: "forward" output or "gradient"
 
+    def names(self, adapter: str) -> bool:
+        """Whether this entry's adapter pattern names `adapter` (`*` is the only wildcard: names hold `[`)."""
+        return adapter == self.adapters or ("*" in self.adapters and fnmatch.fnmatchcase(adapter, self.adapters))
+
     def matches(self, adapter: str, norm: str, case: Case, dtype: str) -> bool:
-        return fnmatch.fnmatchcase(adapter, self.adapters) and norm == self.norm and self.applies(case, dtype)
+        return self.names(adapter) and norm == self.norm and self.applies(case, dtype)
 
 
 def _offset_rows(shape=(2, 64), offset=1e4, seed=0) -> np.ndarray:
@@ -367,4 +371,75 @@ KNOWN += [
                            ("group_norm", np.array([[0.5, 0.5]]), {"groups": 1, "channel_axis": -1}),
                            ("rms_norm", np.zeros((1, 2)), {"axes": (-1,)}))
     if norm in norms
+]
+
+
+def _axes_of(case: Case) -> list[int]:
+    return sorted(a % case.x.ndim for a in case.params.get("axes", (-1,)))
+
+
+def _non_trailing(case: Case) -> bool:
+    axes = _axes_of(case)
+    return axes != list(range(case.x.ndim - len(axes), case.x.ndim))
+
+
+def _contiguous_non_trailing(case: Case) -> bool:
+    axes = _axes_of(case)
+    return _non_trailing(case) and axes == list(range(axes[0], axes[0] + len(axes)))
+
+
+def _keras_one_pass(case: Case, dtype: str) -> bool:
+    return _one_pass_exceeds_budget(case, dtype, clip=False, acc="float32")
+
+
+_WIDE = np.arange(18.0).reshape(2, 3, 3) / 7.0
+KNOWN += [
+    Divergence(name, norm, "BN.D4", "Keras' torch and numpy backends compute the variance in one pass, unclipped",
+               _keras_one_pass, lambda norm=norm, extra=extra: (Case(norm, _OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra},
+                                                                     "offset"), "float32"))
+    for name in ("keras[torch]", "keras[numpy]")
+    for norm, shape, extra in (("batch_norm", (6, 1), {"channel_axis": -1, "training": True}),
+                               ("layer_norm", (1, 6), {"axes": (-1,)}),
+                               ("group_norm", (1, 6), {"groups": 1, "channel_axis": -1}))
+] + [
+    Divergence("keras*", "rms_norm", "RMS.D5", "Keras RMSNormalization multiplies an unreshaped scale on non-trailing axes",
+               lambda case, dtype: _non_trailing(case),
+               lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20, "scale": np.array([1.0, 2.0, 3.0])},
+                             "standard"), "float32")),
+    Divergence("keras[torch]", "rms_norm", "RMS.D6", "Keras' torch backend normalizes the trailing axes instead",
+               lambda case, dtype: _contiguous_non_trailing(case),
+               lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32")),
+    Divergence("keras[torch]", "layer_norm", "LN.D8", "Keras' torch backend normalizes the trailing axes instead",
+               lambda case, dtype: _contiguous_non_trailing(case),
+               lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32")),
+] + [
+    Divergence(name, "lp_normalize", "LP.D6", "Keras 3.15 UnitNormalization's gradient at a zero vector is inf",
+               lambda case, dtype: _min_norm(case) == 0,
+               lambda: (Case("lp_normalize", np.zeros((3, 1)), {"axes": (0,), "eps": 1e-12}, "integers"), "float64"),
+               "gradient")
+    for name in ("keras[jax]", "keras[torch]")
+] + [
+    Divergence("tf.nn", "lp_normalize", "LP.D6", "TF's l2_normalize gradient underflows in float32 at huge |x|",
+               lambda case, dtype: dtype != "float64" and _max_abs(case) > 1e15,
+               lambda: (Case("lp_normalize", np.array([[3.8e18, 1.0]]), {"axes": (-1,), "eps": 1e-12,
+                             "eps_placement": "max_power_sum"}, "large"), "float32"), "gradient"),
+    Divergence("tf.nn", "local_response_norm", "LRN.D5", "TF's LRN gradient underflows in the input dtype for large |x|",
+               lambda case, dtype: dtype != "float64" and _lrn_base_power(case) > 1.0 / _tiny(dtype),
+               lambda: (Case("local_response_norm", np.array([[[[1e18]]]]), {"size": 1, "alpha_over_size": False,
+                             "channel_axis": -1}, "large"), "float32"), "gradient"),
+]
+KNOWN += [
+    Divergence("flax.nnx", "batch_norm", "BN.D15", "flax.nnx stores float64 running statistics in float32 (param_dtype)",
+               lambda case, dtype: dtype == "float64" and case.params.get("state") is not None
+               and case.params.get("training", True),
+               lambda: (Case("batch_norm", np.array([[0.1], [0.7], [1.3]]), {"channel_axis": -1, "eps": 2.0**-20,
+                             "momentum": 0.5, "running_var": "biased", "training": True,
+                             "state": __import__("normconf").reference.RunningStats(np.array([0.1]), np.array([0.3]), 0)},
+                             "standard"), "float64")),
+    Divergence("equinox", "batch_norm", "BN.D10", "equinox BatchNorm ('ema' mode) normalizes training batches with its running averages",
+               lambda case, dtype: case.params.get("training", True) and case.params.get("state") is not None,
+               lambda: (Case("batch_norm", np.array([[0.1, 2.0], [0.7, -1.0], [1.3, 0.5]]), {"channel_axis": -1,
+                             "momentum": 0.01, "running_var": "biased", "training": True,
+                             "state": __import__("normconf").reference.RunningStats(np.array([5.0, -3.0]), np.array([4.0, 0.25]), 3)},
+                             "standard"), "float64")),
 ]

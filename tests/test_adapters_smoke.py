@@ -88,6 +88,8 @@ def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
     """A known divergence (conformance/divergences.py) that explains a mismatch makes this an xfail."""
     try:
         _smoke(name, norm)
+    except adapters.Unsupported as reason:  # the framework's defaults need something it cannot express
+        pytest.skip(f"unsupported: {reason}")
     except AssertionError as failure:
         from normconf.conformance import divergences
         from normconf.conformance.strategies import Case
@@ -129,8 +131,10 @@ def _smoke(name, norm):
     if g is not None:
         grads = getattr(R, f"{norm}_vjp")(g, x, **{k: v for k, v in _vjp_params(norm, params, dtype).items()})
         for key in ("x", "scale", "offset"):
-            if getattr(grads, key) is not None:
-                _check(getattr(outcome.grads, key), getattr(grads, key), declaration, dtype, n, f"d{key}")
+            want = getattr(grads, key)
+            if want is not None:  # a parameter's gradient sums every element that shares it
+                terms = n if key == "x" else max(n, x.size // want.size)
+                _check(getattr(outcome.grads, key), want, declaration, dtype, terms, f"d{key}")
 
 
 def _vjp_params(norm, params, dtype):
