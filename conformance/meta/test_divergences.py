@@ -26,6 +26,19 @@ def _diverges(name, entry) -> tuple[bool, str]:
     except Exception as exc:  # raising on a defined input is the divergence
         return True, f"raised {type(exc).__name__}: {exc}"
     acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
+    if entry.shows_in == "state":
+        expected = reference_or_reject(case).state
+        ref_state = case.params["state"]
+        n = checks.reduction_length(entry.norm, case.x, case.params)
+        for what in ("mean", "var"):
+            want = getattr(expected, what)
+            bound = checks.T.running_stat_budget(acc_dtype=acc, out_dtype=dtype, n=n, batch_error_scale=np.max(np.abs(case.x)) ** 2,
+                                                 y_ref=want, previous=getattr(ref_state, what))
+            verdict = checks.check(entry.clause, name, entry.norm, dtype, f"state.{what}", getattr(outcome.state, what),
+                                   want, (bound, "NUM.N5"), case.describe())
+            if not verdict.passed:
+                return True, verdict.message()
+        return False, verdict.message()
     if gradient:
         want = reference_or_reject(case, vjp_of=g).x
         bound = checks.gradient_budget(entry.norm, case.x, case.params, g, {"x": want}, acc_dtype=acc,
