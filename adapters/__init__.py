@@ -27,6 +27,9 @@ REGISTRY: dict[str, tuple[str, str, dict]] = {
     "equinox": ("jax_family", "Equinox", {}),
     "onnxruntime": ("onnx_models", "OnnxRuntime", {}),
     "onnx.reference": ("onnx_models", "OnnxReference", {}),
+    "paddle.functional": ("paddle", "PaddleFunctional", {}),
+    "paddle.nn": ("paddle", "PaddleLayers", {}),
+    "mlx.nn": ("mlx", "MlxNn", {}),
 }
 
 

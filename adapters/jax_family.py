@@ -304,6 +304,31 @@ def _vjp(fn, x, affine: dict, cotangent):
     return y, aux, Grads(_numpy(dx), *(_numpy(daffine[k]) if k in daffine else None for k in ("scale", "offset")))
 
 
+_COMPILED: dict = {}
+
+
+def _compiled_vjp(key, fn, x, affine, extra, cotangent):
+    """`_vjp` of `fn(x, affine, extra) -> (y, aux)` under one `jax.jit` per `key`, which must name
+    everything `fn` closes over (its module's configuration): each new shape then costs one compilation
+    instead of one per primitive, and a repeated shape none. `extra` holds the arrays fn reads."""
+    jax = _jax()
+    step = _COMPILED.get((key, cotangent is None))
+    if step is None:
+        if cotangent is None:
+            step = jax.jit(lambda xj, aff, ext: fn(xj, aff, ext))
+        else:
+            def forward_and_back(xj, aff, ext, g):
+                y, pullback, aux = jax.vjp(lambda a, b: fn(a, b, ext), xj, aff, has_aux=True)
+                return y, aux, pullback(g)
+            step = jax.jit(forward_and_back)
+        _COMPILED[(key, cotangent is None)] = step
+    if cotangent is None:
+        y, aux = step(x, affine, extra)
+        return y, aux, None
+    y, aux, (dx, daffine) = step(x, affine, extra, _array(cotangent, x.dtype))
+    return y, aux, Grads(_numpy(dx), *(_numpy(daffine[k]) if k in daffine else None for k in ("scale", "offset")))
+
+
 def _axes(x, params) -> tuple[int, ...]:
     axes = params.get("axes", (-1,))
     return tuple(sorted({a % x.ndim for a in ((axes,) if isinstance(axes, int) else axes)}))
@@ -350,6 +375,7 @@ class JaxBase(Adapter):
             "jaxlib": jaxlib.__version__,
             "device": jax.devices()[0].platform,
             "x64": bool(jax.config.jax_enable_x64),
+            "compiled": "jax.jit",  # each layer call runs jitted, as in a user's training step
         }
 
 
@@ -367,12 +393,15 @@ def _linen():
 def _linen_run(module, x, affine, cotangent, init_kwargs=None, call_kwargs=None, batch_stats=None):
     """Init `module` on x, load the canonical affine (and batch_stats), apply; aux = new batch_stats."""
     jax = _jax()
-    variables = module.init(jax.random.key(0), x, **(init_kwargs or {}))
-    shapes = {name: v.shape for name, v in variables.get("params", {}).items()}
+    # Only the variables' structure matters (their values are replaced below): tracing init abstractly
+    # spares compiling the random initializers for every new shape.
+    abstract = jax.eval_shape(lambda xj: module.init(jax.random.key(0), xj, **(init_kwargs or {})), x)
+    variables = jax.tree.map(lambda s: _jnp().zeros(s.shape, s.dtype), abstract)
     if batch_stats is not None:
         variables = {**variables, "batch_stats": batch_stats}
 
-    def fn(xj, aff):
+    def fn(xj, aff, variables):
+        shapes = {name: v.shape for name, v in variables.get("params", {}).items()}
         params = {name: aff[key].reshape(shapes[name]) for key, name in (("scale", "scale"), ("offset", "bias"))
                   if key in aff}
         full = {**variables, "params": params}
@@ -381,7 +410,8 @@ def _linen_run(module, x, affine, cotangent, init_kwargs=None, call_kwargs=None,
             return y, updates["batch_stats"]
         return module.apply(full, xj, **(call_kwargs or {})), None
 
-    return _vjp(fn, x, affine, cotangent)
+    key = ("flax.linen", repr(module), tuple(sorted((call_kwargs or {}).items())))
+    return _compiled_vjp(key, fn, x, affine, variables, cotangent)
 
 
 class FlaxLinen(JaxBase):
@@ -471,20 +501,23 @@ def _nnx():
     return nnx
 
 
-def _nnx_run(module, x, affine, cotangent, call=lambda m, xj: m(xj), aux=lambda m: None):
-    """Split `module`, then per call merge a copy, load the canonical affine into it and call it."""
+def _nnx_run(module, x, affine, cotangent, use_running_average=None):
+    """Split `module`, then per call merge a copy, load the canonical affine into it and call it;
+    aux = the running statistics (BatchNorm) after the call."""
     nnx = _nnx()
     graphdef, state = nnx.split(module)
+    kwargs = {} if use_running_average is None else {"use_running_average": use_running_average}
 
-    def fn(xj, aff):
+    def fn(xj, aff, state):
         m = nnx.merge(graphdef, state, copy=True)
         for key, attr in (("scale", "scale"), ("offset", "bias")):
             if key in aff:
                 variable = getattr(m, attr)
                 variable.set_value(aff[key].reshape(variable.get_value().shape))
-        return call(m, xj), aux(m)
+        y = m(xj, **kwargs)
+        return y, ((m.mean.get_value(), m.var.get_value()) if kwargs else None)
 
-    return _vjp(fn, x, affine, cotangent)
+    return _compiled_vjp(("flax.nnx", graphdef, use_running_average), fn, x, affine, state, cotangent)
 
 
 class FlaxNnx(JaxBase):
@@ -521,9 +554,7 @@ class FlaxNnx(JaxBase):
                 variable.set_value(_array(value, variable.get_value().dtype))
         # Without running statistics the batch statistics normalize in eval too (BN.S4).
         use_running_average = not training and state is not None
-        y, new, grads = _nnx_run(module, _array(x, dtype), affine, cotangent,
-                                 call=lambda m, xj: m(xj, use_running_average=use_running_average),
-                                 aux=lambda m: (m.mean.get_value(), m.var.get_value()))
+        y, new, grads = _nnx_run(module, _array(x, dtype), affine, cotangent, use_running_average)
         new_state = None
         if state is not None:
             new_state = RunningStats(_numpy(new[0]), _numpy(new[1]), state.num_batches_tracked + int(training))
@@ -584,9 +615,10 @@ def _haiku():
     return hk
 
 
-def _haiku_run(make, x, affine, cotangent, init_args=(), call_args=(), load_state=None):
+def _haiku_run(key, make, x, affine, cotangent, init_args=(), call_args=(), load_state=None):
     """transform_with_state(make()(x, *args)): init on x, load the canonical affine (reshaped to the
-    parameters' shapes) and, via `load_state(state)`, the running statistics; apply. aux = new state."""
+    parameters' shapes) and, via `load_state(state)`, the running statistics; apply. aux = new state.
+    `key` names the module's configuration (what `make` closes over) for the compiled-function cache."""
     hk = _haiku()
     f = hk.transform_with_state(lambda xj, *args: make()(xj, *args))
     params, state = f.init(None, x, *init_args)
@@ -595,11 +627,12 @@ def _haiku_run(make, x, affine, cotangent, init_args=(), call_args=(), load_stat
     (module_name,) = params.keys() if params else ("",)
     shapes = {name: v.shape for name, v in params.get(module_name, {}).items()}
 
-    def fn(xj, aff):
+    def fn(xj, aff, state):
         loaded = {module_name: {key: aff[key].reshape(shapes[key]) for key in ("scale", "offset") if key in aff}}
         return f.apply(loaded if aff else {}, state, None, xj, *call_args)
 
-    return _vjp(fn, x, affine, cotangent)
+    key = ("haiku", key, module_name, tuple(sorted(shapes.items())), call_args)
+    return _compiled_vjp(key, fn, x, affine, state, cotangent)
 
 
 def _haiku_format(api: str, x, params, norm_clause: str) -> str:
@@ -675,7 +708,8 @@ class Haiku(JaxBase):
         # training: is_training; eval with state: the EMAs; eval without state: the batch's own
         # statistics, not updating anything (test_local_stats, BN.S4).
         call_args = (training, not training and state is None)
-        y, new, grads = _haiku_run(make, _array(x, dtype), affine, cotangent, (True, False), call_args, load_state)
+        key = ("BatchNorm", tuple(affine), decay, params.get("eps", 1e-5), data_format)
+        y, new, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent, (True, False), call_args, load_state)
         new_state = None
         if state is not None:
             mean_key, var_key = ([name for name in new if name.endswith(ema)][0] for ema in ("mean_ema", "var_ema"))
@@ -692,7 +726,8 @@ class Haiku(JaxBase):
             return hk.LayerNorm(axis=axes, create_scale="scale" in affine, create_offset="offset" in affine,
                                 eps=params.get("eps", 1e-5), param_axis=axes)
 
-        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        key = ("LayerNorm", axes, tuple(affine), params.get("eps", 1e-5))
+        y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
@@ -705,7 +740,8 @@ class Haiku(JaxBase):
             return hk.InstanceNorm(create_scale="scale" in affine, create_offset="offset" in affine,
                                    eps=params.get("eps", 1e-5), data_format=data_format)
 
-        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        key = ("InstanceNorm", tuple(affine), params.get("eps", 1e-5), data_format)
+        y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
@@ -718,7 +754,8 @@ class Haiku(JaxBase):
             return hk.GroupNorm(params["groups"], create_scale="scale" in affine, create_offset="offset" in affine,
                                 eps=params.get("eps", 1e-5), data_format=data_format)
 
-        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        key = ("GroupNorm", params["groups"], tuple(affine), params.get("eps", 1e-5), data_format)
+        y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
@@ -731,7 +768,8 @@ class Haiku(JaxBase):
         def make():
             return hk.RMSNorm(axis=axes, eps=eps, create_scale="scale" in affine, param_axis=axes)
 
-        y, _, grads = _haiku_run(make, _array(x, dtype), affine, cotangent)
+        key = ("RMSNorm", axes, tuple(affine), eps)
+        y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
 
@@ -761,6 +799,17 @@ def _per_sample(model, xj, lead: int):
         return model(xj)
     rows = xj.reshape((-1,) + xj.shape[lead:])
     return _jax().vmap(model)(rows).reshape(xj.shape)
+
+
+def _equinox_vjp(model, lead: int, x, affine, cotangent):
+    """A per-sample layer over the `lead` leading axes, compiled per (static structure, lead)."""
+    eqx = _eqx()
+    arrays, static = eqx.partition(model, eqx.is_array)
+
+    def fn(xj, aff, arrays):
+        return _per_sample(_with_affine(eqx.combine(arrays, static), aff), xj, lead), None
+
+    return _compiled_vjp(("equinox", static, lead), fn, x, affine, arrays, cotangent)
 
 
 class Equinox(JaxBase):
@@ -803,13 +852,15 @@ class Equinox(JaxBase):
             eqx_state = eqx_state.set(model.ema_state_index, (_array(state.mean, dtype), _array(state.var, dtype)))
             eqx_state = eqx_state.set(model.ema_first_time_index, jnp.array(state.num_batches_tracked == 0))
         inference = not training and state is not None
+        arrays, static = eqx.partition(model, eqx.is_array)
 
-        def fn(xj, aff):
-            m = _with_affine(model, aff)
+        def fn(xj, aff, extra):
+            m = _with_affine(eqx.combine(extra[0], static), aff)
             return jax.vmap(lambda xi, s: m(xi, s, inference=inference), axis_name="batch",
-                            in_axes=(0, None), out_axes=(0, None))(xj, eqx_state)
+                            in_axes=(0, None), out_axes=(0, None))(xj, extra[1])
 
-        y, new, grads = _vjp(fn, _array(x, dtype), affine, cotangent)
+        y, new, grads = _compiled_vjp(("equinox", static, inference), fn, _array(x, dtype), affine,
+                                      (arrays, eqx_state), cotangent)
         new_state = None
         if state is not None:
             mean, var = new.get(model.ema_state_index)
@@ -823,8 +874,7 @@ class Equinox(JaxBase):
         affine = _affine(params, dtype)
         lead = x.ndim - count
         model = cls(x.shape[lead:], use_weight="scale" in affine, use_bias="offset" in affine, dtype=dtype, **kwargs)
-        y, _, grads = _vjp(lambda xj, aff: (_per_sample(_with_affine(model, aff), xj, lead), None),
-                           _array(x, dtype), affine, cotangent)
+        y, _, grads = _equinox_vjp(model, lead, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
@@ -844,8 +894,7 @@ class Equinox(JaxBase):
         # channelwise_affine creates both weight and bias; an absent one keeps its 1 or 0, exactly.
         model = eqx.nn.GroupNorm(params["groups"], x.shape[1], eps=params.get("eps", 1e-5),
                                  channelwise_affine=bool(affine), dtype=dtype)
-        y, _, grads = _vjp(lambda xj, aff: (_per_sample(_with_affine(model, aff), xj, 1), None),
-                           _array(x, dtype), affine, cotangent)
+        y, _, grads = _equinox_vjp(model, 1, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
 

@@ -100,9 +100,30 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def recorder(pytestconfig):
-    from .results import Recorder
+    return _recorder(pytestconfig)
 
-    return Recorder(pytestconfig.getoption("results"))
+
+def _recorder(config):
+    """The session's results writer, made on first use (the session record opens the file)."""
+    if _RECORDER not in config.stash:
+        from .results import Recorder
+
+        config.stash[_RECORDER] = Recorder(config.getoption("results"), profile=config.getoption("profile"),
+                                           seed=config.getoption("seed"))
+    return config.stash[_RECORDER]
+
+
+def pytest_runtest_teardown(item):
+    """A cell skipped before its fixtures ran (framework not installed) still gets a result record."""
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    if isinstance(target, Target) and "cell" not in item.funcargs and item.stash.get(_OUTCOME, "") == "skipped":
+        _recorder(item.config).skipped(item.nodeid, target, item.originalname.removeprefix("test_"),
+                                       item.stash.get(_MESSAGE, ""))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _RECORDER in session.config.stash:
+        session.config.stash[_RECORDER].finish(exitstatus)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -115,10 +136,20 @@ def pytest_runtest_makereport(item, call):
         report.outcome, report.longrepr = "skipped", (str(item.path), 0, "Skipped: unsupported: no example expressible")
     if report.when == "call" or (report.when == "setup" and report.skipped):
         item.stash[_OUTCOME] = report.outcome
+        item.stash[_MESSAGE] = _message(report)
     return report
 
 
+def _message(report) -> str:
+    """A skip's reason or a failure's one-line cause, for the results record."""
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return getattr(getattr(report.longrepr, "reprcrash", None), "message", "") or ""
+
+
 _OUTCOME = pytest.StashKey[str]()
+_MESSAGE = pytest.StashKey[str]()
+_RECORDER = pytest.StashKey[object]()
 
 
 @pytest.fixture
@@ -132,4 +163,5 @@ def cell(request, target, recorder):
     current = Cell(target.adapter, target.norm, target.dtype, prop)
     recorder.environment(adapters.get(target.adapter))
     yield current
-    recorder.cell(request.node.nodeid, current, request.node.stash.get(_OUTCOME, "failed"))
+    recorder.cell(request.node.nodeid, current, request.node.stash.get(_OUTCOME, "failed"),
+                  request.node.stash.get(_MESSAGE, ""))

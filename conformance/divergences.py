@@ -442,3 +442,176 @@ KNOWN += [
                              "state": __import__("normconf").reference.RunningStats(np.array([5.0, -3.0]), np.array([4.0, 0.25]), 3)},
                              "standard"), "float64")),
 ]
+
+
+def _paddle_p_norm_backward(case: Case, dtype: str) -> bool:
+    """LP.D7: Paddle's p-norm backward divides by norm^(p-1) + eps; visible once eps / norm^(p-1) passes u/16."""
+    from .tolerances import finfo
+
+    p, eps = case.params.get("p", 2.0), case.params.get("eps", 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return eps > 0 and bool(eps / _min_norm(case) ** (p - 1.0) > float(finfo(dtype).eps) / 16)
+
+
+def _power_of_two(size: int) -> bool:
+    return size & (size - 1) == 0
+
+
+KNOWN += [
+    Divergence("paddle.*", "batch_norm", "BN.D16",
+               "Paddle's CPU batch_norm returns x unchanged (no affine, no running update) when N*spatial == 1",
+               lambda case, dtype: _batch_stats(case) and _values_per_statistic(case) == 1,
+               lambda: (Case("batch_norm", np.array([[0.5, -1.0]]), {"training": True, "running_var": "biased"},
+                             "standard"), "float64")),
+    Divergence("paddle.*", "group_norm", "GN.D7", "Paddle's CPU group_norm computes max(E[x^2] - mean^2, 0) in the input dtype",
+               lambda case, dtype: _one_pass_exceeds_budget(case, dtype, clip=True, acc=dtype),
+               lambda: (Case("group_norm", _OFFSET_ROWS.copy(), {"groups": 1, "eps": 2.0**-20}, "offset"), "float32")),
+    Divergence("paddle.*", "local_response_norm", "LRN.D8",
+               "Paddle's average-pool backward scales by 1/size in float32: float64 LRN gradients are off by ~1e-8",
+               lambda case, dtype: dtype == "float64" and not _power_of_two(case.params["size"]),
+               lambda: (Case("local_response_norm", np.arange(1.0, 7.0).reshape(1, 6, 1), {"size": 3, "alpha": 1.0},
+                             "standard"), "float64"), "gradient"),
+    Divergence("paddle.functional", "lp_normalize", "LP.D7",
+               "Paddle's p-norm backward divides by norm^(p-1) + eps: not the derivative of the forward",
+               _paddle_p_norm_backward,
+               lambda: (Case("lp_normalize", np.array([[0.6, 0.8]]), {"axes": (-1,), "eps": 1e-6}, "standard"),
+                        "float64"), "gradient"),
+]
+
+
+def _mlx_statistics_dtype(case: Case, dtype: str) -> str:
+    """The dtype mlx.nn computes a case's statistics in: float32 in mx.fast's CPU fallback (LayerNorm,
+    InstanceNorm, RMSNorm, GroupNorm(pytorch_compatible=True)), the input dtype in mx.mean / mx.var."""
+    fast = case.norm in ("layer_norm", "instance_norm", "rms_norm") or (
+        case.norm == "group_norm" and case.params.get("assignment", "contiguous") == "contiguous")
+    return "float32" if fast else dtype
+
+
+def _mlx_float32_range(case: Case, dtype: str) -> bool:
+    """LN.D9 / RMS.D3: float32-range statistics v (variance, or mean square for RMSNorm) beyond ~1e25,
+    where the backward's rsqrt(v)/v underflows (and beyond ~1e38, where the squares overflow)."""
+    from . import checks
+
+    if _mlx_statistics_dtype(case, dtype) not in ("float32", "bfloat16") or not case.x.size:
+        return False
+    if case.norm == "batch_norm" and not checks.uses_batch_stats(case.params):
+        return False
+    view, axes, _ = checks.statistic_view(case.norm, case.x, case.params)
+    centred = view if case.norm == "rms_norm" else view - view.mean(axis=axes, keepdims=True)
+    return float(np.max(np.mean(centred**2, axis=axes))) > 1e25
+
+
+_MLX_HUGE = np.array([1e20, -3e20])
+KNOWN += [
+    Divergence("mlx.nn", "batch_norm", "BN.D6",
+               "mlx.nn.BatchNorm raises 'BatchNorm training requires more than one value per channel' in training",
+               lambda case, dtype: case.params.get("training", True) and _values_per_statistic(case) == 1,
+               lambda: (Case("batch_norm", np.array([[0.5, -1.0]]), {"channel_axis": -1, "training": True}, "standard"),
+                        "float64")),
+    Divergence("mlx.nn", "batch_norm", "BN.D14",
+               "mlx.nn.BatchNorm keeps float16 statistics (mx.var) and adds eps in float16: eps below ~3e-8 rounds to 0",
+               _eps_underflows,
+               lambda: (Case("batch_norm", np.array([[0.5], [0.5]]), {"channel_axis": -1, "eps": 1e-12, "training": True},
+                             "constant_channel"), "float16")),
+    Divergence("mlx.nn", "group_norm", "GN.D8",
+               "mlx.nn.GroupNorm's interleaved (default) path computes mean, variance and eps in the half input dtype",
+               lambda case, dtype: case.params.get("assignment", "contiguous") == "interleaved" and _half(dtype),
+               lambda: (Case("group_norm", np.array([[0.5, 0.5]]), {"groups": 1, "channel_axis": -1, "eps": 1e-12,
+                                                                    "assignment": "interleaved"}, "constant_channel"),
+                        "float16")),
+] + [
+    Divergence("mlx.nn", norm, "GN.D6", "mlx.nn applies the affine in the half input dtype after rounding x̂ to it",
+               lambda case, dtype: _half(dtype) and case.params.get("offset") is not None,
+               lambda norm=norm, x=x, scale=scale, offset=offset, extra=extra: (
+                   Case(norm, np.array(x), {"eps": 2.0**-20, "scale": np.array(scale), "offset": np.array(offset), **extra},
+                        "standard"), "float16"))
+    for norm, x, scale, offset, extra in (
+        ("layer_norm", [[-0.0557861328125, 2.068359375, 0.300537109375, -1.025390625, 0.174072265625]],
+         [1.1259765625, 0.86767578125, 1.640625, 1.1044921875, 0.46435546875],
+         [0.361572265625, 1.3037109375, 0.947265625, -0.70361328125, -1.265625], {"axes": (-1,)}),
+        ("instance_norm", [[[-1.125, 0.75], [1.5, -0.375], [0.75, -0.375]]], [1.375, 1.5], [-1.40625, -0.75],
+         {"channel_axis": -1}),
+        ("group_norm", [[[-0.75, 0.125], [0.0, 0.875], [-0.375, -0.625]]], [1.25, 0.375], [-0.859375, 0.34375],
+         {"groups": 1, "channel_axis": -1}))
+] + [
+    Divergence("mlx.nn", norm, "LN.D9",
+               "MLX's norms square and differentiate rsqrt in float32: variances beyond ~1e25 underflow the backward, "
+               "beyond ~1e38 overflow the forward", _mlx_float32_range,
+               lambda norm=norm, x=x, extra=extra, dtype=dtype: (Case(norm, x, {"eps": 1e-12, **extra}, "large"), dtype))
+    for norm, x, extra, dtype in (
+        ("layer_norm", _MLX_HUGE.reshape(1, 2), {"axes": (-1,)}, "float64"),
+        ("instance_norm", _MLX_HUGE.reshape(1, 2, 1), {"channel_axis": -1}, "float64"),
+        ("group_norm", _MLX_HUGE.reshape(1, 2), {"groups": 1, "channel_axis": -1}, "float64"),
+        ("batch_norm", _MLX_HUGE.reshape(2, 1), {"channel_axis": -1, "training": True}, "float32"))
+] + [
+    Divergence("mlx.nn", "rms_norm", "RMS.D3",
+               "mx.fast.rms_norm's CPU backward differentiates rsqrt(mean(x^2)) in float32: -1/2 m^(-3/2) underflows",
+               _mlx_float32_range,
+               lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+               "gradient"),
+]
+KNOWN += [
+    Divergence("mlx.nn", norm, "BN.D13", "mlx.nn's normalization layers raise ValueError for eps <= 0 when constructed",
+               lambda case, dtype: case.params.get("eps", 1e-5) == 0,
+               lambda norm=norm, x=x, extra=extra: (Case(norm, np.array(x), {"eps": 0.0, **extra}, "standard"), "float64"))
+    for norm, x, extra in (("batch_norm", [[0.5], [-1.0]], {"channel_axis": -1}),
+                           ("layer_norm", [[0.5, -1.0]], {"axes": (-1,)}),
+                           ("instance_norm", [[[0.5], [-1.0]]], {"channel_axis": -1}),
+                           ("group_norm", [[0.5, -1.0]], {"groups": 1, "channel_axis": -1}),
+                           ("rms_norm", [[0.5, -1.0]], {"axes": (-1,)}))
+]
+KNOWN.append(Divergence(
+    "paddle.*", "group_norm", "GN.D9", "Paddle's group_norm backward gives a wrong dx when weight is None",
+    lambda case, dtype: case.params.get("scale") is None,
+    lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"), "gradient"))
+
+
+def _tf_folded_overflow(case: Case, dtype: str) -> bool:
+    """BN.D18: in float16, x*rsqrt(var + eps) or rsqrt's derivative -inv^3/2 leaves the range."""
+    from .checks import statistic_view
+
+    if dtype != "float16" or not _batch_stats(case) or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    floor = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    return _max_abs(case) / np.sqrt(floor) > _huge(dtype) or floor ** -1.5 / 2 > _huge(dtype)
+
+
+def _lrn_log_amplification(case: Case) -> bool:
+    """LRN.D9: exp(-beta*log(base)) amplifies rounding by |beta| ln(base); the budget allows |beta| + 1."""
+    from .tolerances import SAFETY
+
+    beta = abs(case.params.get("beta", 0.75))
+    return beta * np.log(max(_lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)) > SAFETY * (beta + 1.0)
+
+
+KNOWN += [
+    Divergence("tf.nn", "batch_norm", "BN.D18",
+               "tf.nn.batch_normalization computes x*inv + (offset - mean*inv) in float16: x*inv (and rsqrt's derivative) overflow",
+               _tf_folded_overflow,
+               lambda: (Case("batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 2.0**-20, "running_var": "biased"},
+                             "offset"), "float16")),
+    Divergence("tf.nn", "local_response_norm", "LRN.D9",
+               "TF's LRN computes base^-beta through exp and log in float32: error grows with ln(base)",
+               lambda case, dtype: dtype != "float64" and _lrn_log_amplification(case),
+               lambda: (Case("local_response_norm", np.array([[[[1.2627243707536507e18]]]]),
+                             {"size": 1, "channel_axis": 3, "alpha_over_size": False}, "large"), "float32"),
+               "gradient"),
+    Divergence("tf.nn", "lp_normalize", "LP.D4",
+               "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow",
+               lambda case, dtype: dtype != "float64" and _norm_of(case) ** 2 > _huge(dtype),
+               lambda: (Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 0.0,
+                             "eps_placement": "max_power_sum"}, "large"), "float16")),
+]
+KNOWN += [
+    Divergence("paddle.nn", "batch_norm", "BN.D19",
+               "Paddle's eval-mode BatchNorm with use_global_stats=False differentiates the batch statistics as constants",
+               lambda case, dtype: case.params.get("state") is None and not case.params.get("training", True),
+               lambda: (Case("batch_norm", np.array([[0.5], [-1.0], [2.0]]), {"training": False, "running_var": "biased"},
+                             "standard"), "float64"), "gradient"),
+    Divergence("paddle.*", "local_response_norm", "LRN.D5",
+               "Paddle's derivative of base^-beta underflows in the input dtype for large |x|",
+               lambda case, dtype: dtype != "float64" and _lrn_base_power(case) > 1.0 / _tiny(dtype),
+               lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
+               "gradient"),
+]

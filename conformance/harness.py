@@ -35,6 +35,7 @@ def reference_or_reject(case: Case, vjp_of=None):
 def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None):
     """The adapter's outcome for `case.norm`; reject() when the framework cannot express the example
     (counted); and a settled failure when the framework raises on an input the spec defines."""
+    cell.cotangent = cotangent
     try:
         return adapters.get(cell.adapter).run(case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
     except adapters.Unsupported as exc:
@@ -64,13 +65,24 @@ def repro(cell: "Cell", case: Case) -> str:
             params.append(f"{key!r}: np.array({value.tolist()!r})")
         else:
             params.append(f"{key!r}: {value!r}")
+    lines.append("params = {" + ", ".join(params) + "}")
+    if cell.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
+        lines += [
+            f"g = np.array({np.asarray(cell.cotangent).tolist()!r})",
+            f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r}, cotangent=g)",
+            f"expected = R.{cell.norm}_vjp(g, x, **params)",
+            "for key in ('x', 'scale', 'offset'):",
+            "    print('d' + key, 'framework:', getattr(framework.grads, key), 'reference:', getattr(expected, key))",
+        ]
+        return "\n".join(lines)
     lines += [
-        "params = {" + ", ".join(params) + "}",
         f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r})",
         f"expected = R.{cell.norm}(x, **params)",
         "print('framework:', framework.y)",
         "print('reference:', getattr(expected, 'y', expected))",
     ]
+    if any(isinstance(v, R.RunningStats) for v in case.params.values()):
+        lines += ["print('framework state:', framework.state)", "print('reference state:', getattr(expected, 'state', None))"]
     return "\n".join(lines)
 
 
@@ -86,6 +98,7 @@ class Cell:
     expected: tuple | None = None  # (divergence, verdict, case)
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
+    cotangent: np.ndarray | None = None  # the output cotangent of the example last run (gradient properties)
 
     def settle(self, verdict: Verdict, case: Case, also: tuple = ()) -> None:
         """Record the verdict; a failure no known divergence explains fails the test with a repro.

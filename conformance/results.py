@@ -1,24 +1,40 @@
 """Machine-readable results: one JSON object per line, appended and flushed as each test ends, so an
-interrupted run leaves a valid file of everything that finished. The Reports work reads these."""
+interrupted run leaves a valid file of everything that finished.
+
+The records are described by reports/results.schema.json (format `normconf-results`, version 1):
+a `session` record first (suite version, commit, profile, seed, start time), an `environment` record
+per adapter, a `result` record per test, and an `end` record when the session finishes. A file
+without `end` is an interrupted run; the report still reads it and says so.
+"""
 from __future__ import annotations
 
 import json
 import os
-import time
+import platform
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from normconf import __version__
 
-FORMAT = "normconf-results/1"
+FORMAT = "normconf-results"
+VERSION = 1
+SMALL = 64  # inputs up to this many elements are written out in full, with the reference's answer
+ENVIRONMENT_KEYS = ("framework", "version", "device")  # the rest of an adapter's environment() are flags
 
 
 class Recorder:
-    def __init__(self, path: str | os.PathLike | None):
+    def __init__(self, path: str | os.PathLike | None, *, profile: str | None = None, seed: int | None = None):
         self.path = Path(path) if path else None
         self.environments: set[str] = set()
+        self.counts: Counter = Counter()
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write({"kind": "session", "format": FORMAT, "suite_version": __version__, "started": time.time()})
+            self._write({"kind": "session", "format": FORMAT, "version": VERSION, "suite_version": __version__,
+                         **_commit(), "profile": profile, "seed": seed, "started": now(),
+                         "host": {"name": platform.node(), "platform": platform.platform(),
+                                  "python": platform.python_version()}})
 
     def _write(self, record: dict) -> None:
         if self.path is None:
@@ -30,31 +46,99 @@ class Recorder:
     def environment(self, adapter) -> None:
         if adapter.name not in self.environments:
             self.environments.add(adapter.name)
-            self._write({"kind": "environment", **adapter.environment()})
+            env = dict(adapter.environment())
+            env.pop("adapter", None)
+            known = {key: _text(env.pop(key, None)) for key in ENVIRONMENT_KEYS}
+            self._write({"kind": "environment", "adapter": adapter.name, **known, "available": True, "flags": env})
 
-    def cell(self, nodeid: str, cell, outcome: str) -> None:
+    def unavailable(self, name: str, reason: str) -> None:
+        if name not in self.environments:
+            self.environments.add(name)
+            self._write({"kind": "environment", "adapter": name, "framework": None, "version": None, "device": None,
+                         "available": False, "reason": reason, "flags": {}})
+
+    def skipped(self, nodeid: str, target, prop: str, reason: str) -> None:
+        """A cell skipped before it ran: its framework is not installed here."""
+        self.unavailable(target.adapter, reason)
+        self._result({"test": nodeid, "adapter": target.adapter, "norm": target.norm, "dtype": target.dtype,
+                      "property": prop, "verdict": "skipped", "examples": 0, "unsupported": {}, "message": reason})
+
+    def cell(self, nodeid: str, cell, outcome: str, message: str | None = None) -> None:
         """One test's result. `outcome` is pytest's ("passed", "failed", "skipped")."""
         from .harness import repro
 
-        status = cell.status() if outcome != "skipped" else "skipped"
-        if outcome == "failed" and cell.failure is None:
-            status = "error"
-        record = {"kind": "result", "test": nodeid, "adapter": cell.adapter, "norm": cell.norm, "dtype": cell.dtype,
+        if outcome == "skipped":
+            status = "unsupported" if cell.examples == 0 and cell.unsupported else "skipped"
+        else:
+            status = "error" if outcome == "failed" and cell.failure is None else cell.status()
+        record = {"test": nodeid, "adapter": cell.adapter, "norm": cell.norm, "dtype": cell.dtype,
                   "property": cell.prop, "verdict": status, "examples": cell.examples,
                   "unsupported": cell.unsupported}
+        if message and status in ("error", "skipped"):
+            record["message"] = message[:2000]
         shown = cell.failure or (cell.expected[1] if cell.expected else None) or cell.worst_pass
         if shown is not None:
             c = shown.comparison
             record.update(clause=shown.clause, what=shown.what, worst_error=c.worst_error, budget=c.budget,
-                          ratio=c.ratio, ulps=c.ulps, basis=shown.basis, index=c.index)
+                          ratio=c.ratio, ulps=c.ulps, basis=shown.basis, index=list(c.index))
         case = cell.failure_case or (cell.expected[2] if cell.expected else None)
         if case is not None:
-            record["example"] = case.describe() if case.x.size > 64 else {**case.describe(), "x": case.x.tolist()}
+            record["example"] = case.describe()
+            if case.x.size <= SMALL:
+                record["example"]["x"] = case.x.tolist()
+                record["reference"] = _reference(case)
             record["repro"] = repro(cell, case)
         if cell.expected:
             entry = cell.expected[0]
             record.update(divergence_clause=entry.clause, reason=entry.reason)
-        self._write(record)
+        self._result(record)
+
+    def _result(self, record: dict) -> None:
+        self.counts[record["verdict"]] += 1
+        self._write({"kind": "result", **record})
+
+    def finish(self, exitstatus: int) -> None:
+        """The closing record: its absence marks an interrupted run."""
+        self._write({"kind": "end", "finished": now(), "exitstatus": int(exitstatus),
+                     "interrupted": int(exitstatus) == 2, "counts": dict(self.counts)})
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _commit() -> dict:
+    """The git commit of the suite's source tree, when it is a checkout (None for an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+
+
+def _reference(case) -> dict | None:
+    """What the reference answers on the example (forward output, and new state where it keeps one)."""
+    from normconf import reference as R
+
+    try:
+        out = getattr(R, case.norm)(case.x, **case.params)
+    except R.ClauseError as exc:
+        return {"error": str(exc)}
+    if hasattr(out, "y"):
+        answer = {"y": out.y.tolist()}
+        if getattr(out, "state", None) is not None:
+            answer["state"] = {"mean": out.state.mean.tolist(), "var": out.state.var.tolist()}
+        return answer
+    return {"y": out.tolist()}
+
+
+def _text(value):
+    return None if value is None else str(value)
 
 
 def _jsonable(value):

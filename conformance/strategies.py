@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from normconf.reference import RunningStats
 from normconf.reference.rms_norm import default_eps
 
-SIZES = st.integers(1, 5)
 # float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
 EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0, 2.0**-20, 2.0**-10])
 MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0, 0.125, 0.75])
@@ -90,14 +89,26 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int):
     return kind, representable(x, dtype)
 
 
+# Shapes come from a bounded pool per rank: compiled frameworks (JAX, XLA, TF graphs) compile once per
+# shape, so a few hundred distinct shapes would cost minutes of compilation and no coverage. The pool
+# still breaks symmetry: N differs from C, odd sizes, a size-1 axis in every position, 1-d to 3-d spatial.
+SHAPE_POOL = {
+    1: ((3,), (1,), (5,)),
+    2: ((2, 3), (3, 1), (1, 5)),
+    3: ((2, 3, 4), (3, 1, 2), (1, 5, 3)),
+    4: ((2, 3, 2, 3), (3, 2, 1, 4), (1, 4, 3, 2)),
+    5: ((2, 3, 2, 1, 3), (1, 2, 2, 3, 2), (3, 1, 2, 2, 1)),
+}
+CHANNELS = st.sampled_from([3, 1, 4, 6])
+
+
 @st.composite
 def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
-    """A shape of rank in [min_rank, max_rank]; the channel size (if any) drawn to differ from N often."""
+    """A shape of rank in [min_rank, max_rank] from the pool; the channel size (if any) drawn separately."""
     rank = draw(st.integers(min_rank, max_rank), label="rank")
-    shape = [draw(SIZES, label=f"dim{i}") for i in range(rank)]
+    shape = list(draw(st.sampled_from(SHAPE_POOL[rank]), label="shape"))
     if channels_at is not None:
-        channels = draw(st.integers(1, 7), label="channels")
-        shape[channels_at % rank] = channels
+        shape[channels_at % rank] = draw(CHANNELS, label="channels")
     return tuple(shape)
 
 
@@ -196,7 +207,7 @@ def _group_norm(draw, declaration, dtype):
     rank = draw(st.integers(2, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     groups = draw(st.integers(1, 4), label="groups")
-    per_group = draw(st.integers(1, 3), label="channels_per_group")
+    per_group = draw(st.integers(1, 2), label="channels_per_group")
     shape = list(draw(shapes(rank, rank, None)))
     shape[axis] = groups * per_group
     shape = tuple(shape)

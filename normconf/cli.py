@@ -71,7 +71,32 @@ def _run(args) -> int:
     if out.exists():
         print(results.text_matrix(results.load([out])))
         print(f"results: {out}")
+        if args.report:
+            _write_report([out], args.report, None if args.no_hazards else args.adapters)
     return code
+
+
+def _write_report(paths, out, hazard_adapters: str | None) -> None:
+    """The HTML report; `hazard_adapters`: None skips the porting hazards, "" measures every installed adapter."""
+    from normconf.reports import hazards, html
+
+    found = None
+    if hazard_adapters is not None:
+        print("measuring porting hazards (framework defaults side by side) ...", flush=True)
+        found = hazards.isolated([n.strip() for n in hazard_adapters.split(",") if n.strip()] or None)
+    print(f"report: {html.write(paths, out, found)}")
+
+
+def _report(args) -> int:
+    """One HTML report from one or more results files (e.g. from several machines)."""
+    from normconf.reports.results import ResultsError
+
+    try:
+        _write_report(args.results, args.output, args.hazards)
+    except (ResultsError, OSError) as exc:
+        print(f"normconf report: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
     run.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
     run.add_argument("--results", default="reports/out/results.jsonl", help="where to write the results")
+    run.add_argument("--report", default="reports/out/index.html", help="where to write the HTML report ('' for none)")
+    run.add_argument("--no-hazards", action="store_true", help="leave the porting-hazard measurements out of the report")
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
+    report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
+    report.add_argument("results", nargs="+", help="results files (JSON lines) from `normconf run` or pytest --results")
+    report.add_argument("-o", "--output", default="reports/out/index.html", help="the HTML file to write")
+    report.add_argument("--hazards", nargs="?", const="", default=None, metavar="ADAPTERS",
+                        help="also measure porting hazards with the adapters installed here (optionally only these, "
+                             "comma-separated); off by default, so the report needs nothing but the results")
+    report.set_defaults(run=_report)
     table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
     mode = table.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="regenerate the tables in spec/conventions.md")

@@ -1,59 +1,162 @@
-"""Reading results files (one JSON object per line, see conformance/results.py) and summarizing them."""
+"""Reading results files (JSON lines, see conformance/results.py and results.schema.json), checked
+against the schema record by record, and summarizing them.
+
+Several files merge: each is one `Run` (one machine or device); an implementation is an adapter on
+a device, so the same adapter measured on two devices gives two rows of the matrix.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
+from normconf.conformance.results import FORMAT, VERSION
+
+SCHEMA = Path(__file__).with_name("results.schema.json")
 # worst first: a cell shows the worst verdict of its results
 SEVERITY = ["error", "finding", "expected divergence", "pass", "unsupported", "skipped"]
 SYMBOL = {"error": "E", "finding": "F", "expected divergence": "x", "pass": ".", "unsupported": "-", "skipped": "s"}
 
 
 class ResultsError(ValueError):
-    """A results file that is not normconf results."""
+    """A results file that is not normconf results (the message names file and line)."""
 
 
-def load(paths) -> list[dict]:
-    records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ResultsError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                if not isinstance(record, dict) or "kind" not in record:
-                    raise ResultsError(f"{path}:{number}: not a normconf results record")
-                records.append(record)
-    return records
+@dataclass
+class Run:
+    """One results file: its session, the environment of each adapter, its results, and its end."""
+
+    path: str
+    session: dict
+    environments: dict[str, dict] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list)
+    end: dict | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and not self.end.get("interrupted")
+
+    @property
+    def label(self) -> str:
+        return Path(self.path).stem
+
+    def device(self, adapter: str) -> str:
+        return self.environments.get(adapter, {}).get("device") or "unknown device"
 
 
-def matrix(records: list[dict]) -> dict[tuple[str, str], str]:
-    """{(adapter, norm): worst verdict over its properties and dtypes}."""
+@lru_cache(maxsize=None)
+def _validators() -> dict:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    return {kind: Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"})
+            for kind in ("session", "environment", "result", "end")}
+
+
+def check(record, where: str) -> dict:
+    """The record, if the schema accepts it; else ResultsError naming `where` (file:line) and the field."""
+    if not isinstance(record, dict) or record.get("kind") not in _validators():
+        raise ResultsError(f"{where}: not a normconf results record (no known 'kind')")
+    errors = sorted(_validators()[record["kind"]].iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        at = "/".join(str(p) for p in error.absolute_path) or "record"
+        raise ResultsError(f"{where}: invalid {record['kind']} record at {at}: {error.message}")
+    return record
+
+
+def read(path) -> Run:
+    """One results file as a Run. Raises ResultsError for anything that is not normconf results."""
+    run = None
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ResultsError(f"{where}: not JSON ({exc.msg})") from None
+            if run is None:
+                run = Run(str(path), _session(record, where))
+                continue
+            kind = check(record, where)["kind"]
+            if kind == "session":
+                raise ResultsError(f"{where}: a second session record (concatenated files? pass them separately)")
+            if run.end is not None:
+                raise ResultsError(f"{where}: a record after the end record")
+            if kind == "environment":
+                run.environments[record["adapter"]] = record
+            elif kind == "result":
+                run.results.append(record)
+            else:
+                run.end = record
+    if run is None:
+        raise ResultsError(f"{path}: empty, not a normconf results file")
+    return run
+
+
+def _session(record, where: str) -> dict:
+    if not isinstance(record, dict) or record.get("kind") != "session" or record.get("format") != FORMAT:
+        raise ResultsError(f"{where}: not a normconf results file (the first record must be a {FORMAT!r} session)")
+    if isinstance(record.get("version"), int) and record["version"] > VERSION:
+        raise ResultsError(f"{where}: results format version {record['version']} is newer than this normconf reads "
+                           f"({VERSION}); upgrade normconf")
+    return check(record, where)
+
+
+def load(paths) -> list[Run]:
+    return [read(path) for path in paths]
+
+
+def implementations(runs: list[Run]) -> dict[tuple[int, str], str]:
+    """{(run index, adapter): row label}: the adapter, qualified by device when several runs measured
+    it on different devices, and by file when that still leaves two rows with one name."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for i, run in enumerate(runs):
+        for adapter in dict.fromkeys(r["adapter"] for r in run.results):
+            seen.setdefault(adapter, []).append((i, run.device(adapter)))
+    labels = {}
+    for adapter, where in seen.items():
+        devices = [d for _, d in where]
+        for i, device in where:
+            label = adapter if len(where) == 1 else f"{adapter} @ {device}"
+            if len(where) > 1 and devices.count(device) > 1:
+                label += f" ({runs[i].label})"
+            labels[i, adapter] = label
+    return labels
+
+
+def matrix(runs: list[Run]) -> dict[tuple[str, str], str]:
+    """{(implementation, norm): worst verdict over its properties and dtypes}."""
+    labels = implementations(runs)
     cells: dict[tuple[str, str], str] = {}
-    for r in records:
-        if r.get("kind") != "result":
-            continue
-        key = (r["adapter"], r["norm"])
-        current = cells.get(key)
-        if current is None or SEVERITY.index(r["verdict"]) < SEVERITY.index(current):
-            cells[key] = r["verdict"]
+    for i, run in enumerate(runs):
+        for r in run.results:
+            key = (labels[i, r["adapter"]], r["norm"])
+            current = cells.get(key)
+            if current is None or SEVERITY.index(r["verdict"]) < SEVERITY.index(current):
+                cells[key] = r["verdict"]
     return cells
 
 
-def text_matrix(records: list[dict]) -> str:
-    cells = matrix(records)
-    adapters = sorted({a for a, _ in cells})
+def text_matrix(runs: list[Run]) -> str:
+    cells = matrix(runs)
+    adapters = list(dict.fromkeys(a for a, _ in cells))
     norms = sorted({n for _, n in cells})
     width = max([len(a) for a in adapters] + [8])
     lines = [" " * width + "  " + "  ".join(n[:6].ljust(6) for n in norms)]
     for a in adapters:
         lines.append(a.ljust(width) + "  " + "  ".join(SYMBOL[cells.get((a, n), "skipped")].ljust(6) for n in norms))
     lines.append("  ".join(f"{s} {v}" for v, s in SYMBOL.items()))
-    findings = [r for r in records if r.get("kind") == "result" and r["verdict"] in ("finding", "error")]
-    for r in findings:
-        lines.append(f"{r['verdict'].upper()}: {r['adapter']} {r['norm']} {r['dtype']} {r.get('property')}: "
-                     f"[{r.get('clause')}] {r.get('what', '')} error {r.get('worst_error')} vs budget {r.get('budget')}")
+    labels = implementations(runs)
+    for i, run in enumerate(runs):
+        if not run.complete:
+            lines.append(f"INCOMPLETE: {run.path} has no end record (interrupted run)")
+        for r in run.results:
+            if r["verdict"] in ("finding", "error"):
+                lines.append(f"{r['verdict'].upper()}: {labels[i, r['adapter']]} {r['norm']} {r['dtype']} "
+                             f"{r.get('property')}: [{r.get('clause')}] {r.get('what', r.get('message', ''))} "
+                             f"error {r.get('worst_error')} vs budget {r.get('budget')}")
     return "\n".join(lines)

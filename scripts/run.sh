@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up, then run the conformance suite over every installed framework (default profile)
-# and print the adapter x norm verdict matrix. Results: reports/out/results.jsonl. Extra arguments go to
-# `normconf run` (e.g. --adapters torch.nn,flax.linen --profile thorough --seed 1).
-# The HTML report is built from these results once the reports work lands.
+# and print the adapter x norm verdict matrix. Results: reports/out/results.jsonl; the HTML report:
+# reports/out/index.html. Extra arguments go to `normconf run` (e.g. --adapters torch.nn,flax.linen
+# --profile thorough --seed 1 --no-hazards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

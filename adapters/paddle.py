@@ -1,0 +1,467 @@
+"""PaddlePaddle: `paddle.nn.functional` and the `paddle.nn` layers (CPU, dynamic graph).
+
+Conventions are declared once per norm and shared by both adapters; each fact was read from Paddle's
+source (linked) and checked numerically against paddle 3.3.1 on CPU. Paddle's CPU kernels take
+float32 and float64 only. Several op attributes are C++ `float` (32-bit): BatchNorm's `momentum` and
+`epsilon`, LayerNorm's and InstanceNorm's `epsilon`, LRN's `beta`, and the p-norm's exponent 1/p. A
+float64 run whose canonical value is not a float32 number cannot be expressed and is reported
+unsupported, not rounded (BN.D17, LRN.D8, LP.D7).
+
+Importing paddle into a process that already holds TensorFlow crashes the interpreter (paddle 3.3.1,
+TF 2.21, Linux CPU); there the adapter runs in an isolated child process instead (`_isolated`).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from fractions import Fraction
+
+import numpy as np
+
+from normconf.reference import Grads, RunningStats
+
+from . import _isolated
+from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+
+TAG = "https://github.com/PaddlePaddle/Paddle/blob/v3.3.1"
+SRC_F = f"{TAG}/python/paddle/nn/functional/norm.py"
+SRC_LAYERS = f"{TAG}/python/paddle/nn/layer/norm.py"
+SRC_BN_CPU = f"{TAG}/paddle/phi/kernels/cpu/batch_norm_kernel.cc"
+SRC_BN_ATTR = f"{TAG}/paddle/phi/kernels/batch_norm_kernel.h"
+SRC_LN_ATTR = f"{TAG}/paddle/phi/kernels/layer_norm_kernel.h"
+SRC_IN_ATTR = f"{TAG}/paddle/phi/kernels/instance_norm_kernel.h"
+SRC_GN_ATTR = f"{TAG}/paddle/phi/kernels/group_norm_kernel.h"
+SRC_GN_CPU = f"{TAG}/paddle/phi/kernels/cpu/group_norm_kernel.cc"
+SRC_PNORM = f"{TAG}/paddle/phi/kernels/cpu/p_norm_kernel.cc"
+SRC_RMS = f"{TAG}/python/paddle/incubate/nn/functional/fused_rms_norm.py"
+
+DTYPES = ("float32", "float64")  # every norm kernel here is registered for CPU float32/float64 only
+SAME = {d: d for d in DTYPES}  # the kernels compute in the input dtype
+
+
+def _f32(value: float) -> float:
+    """`value` as a C++ `float` op attribute stores it."""
+    return float(np.float32(value))
+
+
+EPS32 = _f32(1e-5)  # 9.99999974738e-06: epsilon=1e-5 passed as a float attribute
+MOMENTUM32 = 1.0 - _f32(0.9)  # 0.10000002384: Paddle's momentum=0.9 (weight on the old value), a float attribute
+
+
+def _attribute_precision(source: str, names: str) -> Convention:
+    return Convention("attribute_precision", names, "float32", source, clause="BN.D17",
+                      note="32-bit op attributes: float64 runs need float32-representable values")
+
+
+BN_CONVENTIONS = (
+    Convention("channel_axis", "data_format", 1, SRC_F, note="NC/NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
+    Convention("eps", "epsilon", EPS32, SRC_BN_ATTR, note="1e-5 as a float attribute"),
+    Convention("momentum", "momentum", MOMENTUM32, SRC_BN_CPU, clause="BN.D2",
+               note="canonical = 1 - paddle momentum (0.9, weight on the old value, a float attribute)"),
+    Convention("running_var", "— (fixed)", "biased", SRC_BN_CPU, clause="BN.D1"),
+    Convention("eps_placement", "—", "inside sqrt", SRC_BN_CPU),
+    Convention("single_value", "— (N·spatial == 1)", "returns x", SRC_BN_CPU, clause="BN.D16",
+               note="skips normalization, affine and the running update"),
+    _attribute_precision(SRC_BN_ATTR, "momentum, epsilon (float)"),
+)
+IN_CONVENTIONS = (
+    Convention("channel_axis", "— (dim 1)", 1, SRC_F, note="the dynamic-graph op takes no data_format"),
+    Convention("eps", "eps / epsilon", EPS32, SRC_IN_ATTR, note="1e-5 as a float attribute"),
+    Convention("affine", "weight_attr, bias_attr", True, SRC_LAYERS, clause="IN.D1",
+               note="the layers create scale (1) and bias (0); F.instance_norm takes None"),
+    Convention("track_running_stats", "— (running_mean, running_var, use_input_stats: obsolete)", False, SRC_F,
+               clause="IN.D4", note="no running statistics: a state is unsupported"),
+    _attribute_precision(SRC_IN_ATTR, "epsilon (float)"),
+)
+LN_CONVENTIONS = (
+    Convention("axes", "normalized_shape", (-1,), SRC_F, clause="LN.D3",
+               note="trailing axes only; weight and bias are flattened to prod(normalized_shape)"),
+    Convention("eps", "epsilon", EPS32, SRC_LN_ATTR, note="1e-5 as a float attribute"),
+    _attribute_precision(SRC_LN_ATTR, "epsilon (float)"),
+)
+GN_CONVENTIONS = (
+    Convention("channel_axis", "data_format", 1, SRC_F, note="NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
+    Convention("eps", "epsilon", 1e-5, SRC_GN_ATTR, note="a double attribute: exact"),
+    Convention("assignment", "— (fixed)", "contiguous", SRC_GN_CPU, clause="GN.D1"),
+    Convention("variance", "— (CPU kernel)", "one-pass", SRC_GN_CPU, clause="GN.D7",
+               note="max(E[x²] − mean², 0) in the input dtype"),
+)
+LRN_CONVENTIONS = (
+    Convention("alpha", "alpha", 1e-4, SRC_F),
+    Convention("beta", "beta", 0.75, SRC_F, note="a float attribute of pow: float64 runs need a float32 beta (LRN.D8)"),
+    Convention("k", "k", 1.0, SRC_F),
+    Convention("channel_axis", "data_format", 1, SRC_F, note="NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
+    Convention("alpha_over_size", "— (avg_pool)", True, SRC_F),
+    Convention("extra", "— (pad size//2 before, (size-1)//2 after)", "before", SRC_F, clause="LRN.D2"),
+)
+LP_CONVENTIONS = (
+    Convention("p", "p", 2.0, SRC_F, note="float64 runs need 1/p exact in float32 (LP.D7)"),
+    Convention("axes", "axis", (1,), SRC_F, note="one axis only"),
+    Convention("eps", "epsilon", 1e-12, SRC_F, note="a tensor of the input dtype"),
+    Convention("eps_placement", "— (maximum(norm, eps))", "max_norm", SRC_F, clause="LP.D1"),
+)
+RMS_CONVENTIONS = (
+    Convention("axes", "begin_norm_axis", (-1,), SRC_RMS, note="[begin_norm_axis, rank): trailing axes only"),
+    Convention("eps", "epsilon (required)", 1e-5, SRC_RMS, clause="RMS.D2",
+               note="no default: required; 1e-5 is paddle.nn.functional.rms_norm's, which has no CPU kernel"),
+    Convention("affine", "norm_weight (required), norm_bias", True, SRC_RMS,
+               note="an absent canonical scale passes ones, exactly"),
+)
+
+LAYOUT_FIRST = {2: "NC", 3: "NCL", 4: "NCHW", 5: "NCDHW"}
+LAYOUT_LAST = {2: "NC", 3: "NLC", 4: "NHWC", 5: "NDHWC"}
+
+
+def _paddle():
+    import paddle
+
+    return paddle
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: str):
+    """Layers create their parameters in the default dtype, as a user building a float64 model sets it."""
+    paddle = _paddle()
+    previous = paddle.get_default_dtype()
+    paddle.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        paddle.set_default_dtype(previous)
+
+
+def _tensor(value, dtype: str, grad: bool = False):
+    t = _paddle().to_tensor(np.asarray(value, dtype=np.float64).astype(dtype))
+    t.stop_gradient = not grad
+    return t
+
+
+def _numpy(t) -> np.ndarray:
+    return np.asarray(t.numpy(), dtype=np.float64)
+
+
+def _backward(y, inputs: dict, cotangent, dtype: str, shapes: dict | None = None) -> Grads:
+    """Gradients of sum(y * cotangent) w.r.t. the named leaf tensors (absent ones stay None)."""
+    y.backward(_tensor(cotangent, dtype))
+    shapes = shapes or {}
+    grad = {k: None if t is None else _numpy(t.grad).reshape(shapes.get(k, t.shape)) for k, t in inputs.items()}
+    return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
+
+
+def _attribute32(name: str, value: float, dtype: str) -> float:
+    """A float attribute: exact in float64 runs only when the value is a float32 number (BN.D17)."""
+    value = float(value)
+    require(dtype != "float64" or _f32(value) == value,
+            f"Paddle's {name} is a 32-bit float attribute: {value!r} would become {_f32(value)!r}, "
+            f"so a float64 run cannot use it exactly (BN.D17)")
+    return value
+
+
+def _paddle_momentum(params, dtype: str) -> float:
+    """BN.D2: Paddle weights the old value by `momentum`; canonical w weights the new batch."""
+    momentum = params.get("momentum", MOMENTUM32)
+    require(momentum is not None, "Paddle has no cumulative average (momentum=None) (BN.D7)")
+    decay = 1.0 - float(momentum)
+    exact = _f32(decay) == decay and 1 - Fraction(decay) == Fraction(momentum)
+    require(dtype != "float64" or exact,
+            f"Paddle's momentum is a 32-bit float attribute: {decay!r} (canonical {momentum!r}) is not exact in "
+            f"float32, so a float64 run cannot use it exactly (BN.D17)")
+    return decay
+
+
+def _layout(x, params, norm: str) -> str:
+    """data_format for the canonical channel axis: channels first (axis 1) or last."""
+    require(2 <= x.ndim <= 5, f"{norm}: Paddle's data formats cover rank 2 to 5")
+    axis = channel_axis_of(x, params)
+    require(axis in (1, x.ndim - 1), f"{norm}: Paddle's channel axis is 1 or the last axis")
+    return LAYOUT_FIRST[x.ndim] if axis == 1 else LAYOUT_LAST[x.ndim]
+
+
+def _bn_checks(x, params, dtype):
+    require(params.get("running_var", "biased") == "biased", "Paddle's running variance is biased (BN.D1)")
+    return _layout(x, params, "batch_norm"), _attribute32("epsilon", params.get("eps", EPS32), dtype), \
+        _paddle_momentum(params, dtype)
+
+
+def _in_checks(x, params, dtype):
+    require(3 <= x.ndim <= 5, "instance_norm: Paddle's InstanceNorm takes rank 3 to 5")
+    require(channel_axis_of(x, params) == 1, "instance_norm: Paddle's channel axis is dim 1")
+    require(params.get("state") is None, "Paddle's InstanceNorm keeps no running statistics (IN.D4)")
+    return _attribute32("epsilon", params.get("eps", EPS32), dtype)
+
+
+def _ln_checks(x, params, dtype):
+    count = trailing(params.get("axes", (-1,)), x.ndim)
+    require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
+    require(count < x.ndim, "Paddle's layer_norm needs begin_norm_axis > 0: it cannot normalize over every axis")
+    eps = _attribute32("epsilon", params.get("eps", EPS32), dtype)
+    require(eps <= 1e-3, "Paddle's layer_norm refuses epsilon outside [0, 0.001] (InferMeta check)")
+    return list(x.shape[x.ndim - count:]), eps
+
+
+def _gn_checks(x, params):
+    require(params.get("assignment", "contiguous") == "contiguous", "Paddle groups contiguous channels (GN.D1)")
+    require(x.ndim >= 3 or channel_axis_of(x, params) == 1, "group_norm: rank 2 is channels-first only")
+    axis = channel_axis_of(x, params)
+    require(axis in (1, x.ndim - 1), "group_norm: Paddle's channel axis is 1 or the last axis")
+    require(2 <= x.ndim <= 5, "group_norm: Paddle's data formats cover rank 2 to 5")
+    return "NCHW" if axis == 1 else "NHWC"
+
+
+def _lrn_checks(x, params, dtype):
+    require(3 <= x.ndim <= 5, "local_response_norm: Paddle's data formats cover rank 3 to 5")
+    axis = channel_axis_of(x, params)
+    require(axis in (1, x.ndim - 1), "local_response_norm: Paddle's channel axis is 1 or the last axis")
+    require(params.get("alpha_over_size", True), "Paddle always divides alpha by size (LRN.D1)")
+    require(params["size"] % 2 == 1 or params.get("extra", "before") == "before",
+            "Paddle puts an even window's extra channel before c (LRN.D2)")
+    beta = params.get("beta", 0.75)
+    require(dtype != "float64" or _f32(beta) == beta,
+            f"Paddle raises to beta as a 32-bit float: {beta!r} would become {_f32(beta)!r} (LRN.D8)")
+    return LAYOUT_FIRST[x.ndim] if axis == 1 else LAYOUT_LAST[x.ndim]
+
+
+class PaddleBase(Adapter):
+    family = "paddle"
+    requires = ("paddle",)
+
+    def _here(self) -> bool:
+        """Whether paddle can be imported into this process (not after TensorFlow)."""
+        return "paddle" in sys.modules or "tensorflow" not in sys.modules or _isolated.in_child()
+
+    def run(self, norm, x, params, *, dtype="float64", cotangent=None):
+        if not self._here():
+            return _isolated.isolated(self.name).run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        return super().run(norm, x, params, dtype=dtype, cotangent=cotangent)
+
+    def environment(self):
+        if not self._here():
+            return _isolated.isolated(self.name).environment()
+        paddle = _paddle()
+        return {
+            "adapter": self.name,
+            "framework": "paddle",
+            "version": paddle.__version__,
+            "device": paddle.device.get_device(),
+            "mode": "dynamic" if paddle.in_dynamic_mode() else "static",
+            "default_dtype": paddle.get_default_dtype(),
+            "cuda_compiled": paddle.device.is_compiled_with_cuda(),
+        }
+
+    @staticmethod
+    def _affine(params, dtype, grad, flat=False):
+        scale, offset = params.get("scale"), params.get("offset")
+        shape = (lambda v: np.ravel(v)) if flat else (lambda v: v)
+        return ((None if scale is None else _tensor(shape(scale), dtype, grad)),
+                (None if offset is None else _tensor(shape(offset), dtype, grad)))
+
+
+class PaddleFunctional(PaddleBase):
+    """`paddle.nn.functional.*` called directly; running statistics are tensors updated in place."""
+
+    name = "paddle.functional"
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "paddle.nn.functional.batch_norm", DTYPES, BN_CONVENTIONS,
+                                      SAME, gradients=True, stateful=True),
+        "instance_norm": NormDeclaration("instance_norm", "paddle.nn.functional.instance_norm", DTYPES,
+                                         IN_CONVENTIONS, SAME, gradients=True),
+        "layer_norm": NormDeclaration("layer_norm", "paddle.nn.functional.layer_norm", DTYPES, LN_CONVENTIONS,
+                                      SAME, gradients=True),
+        "group_norm": NormDeclaration("group_norm", "paddle.nn.functional.group_norm", DTYPES, GN_CONVENTIONS,
+                                      SAME, gradients=True),
+        "local_response_norm": NormDeclaration("local_response_norm", "paddle.nn.functional.local_response_norm",
+                                               DTYPES, LRN_CONVENTIONS, SAME, gradients=True),
+        "lp_normalize": NormDeclaration("lp_normalize", "paddle.nn.functional.normalize", DTYPES, LP_CONVENTIONS,
+                                        SAME, gradients=True),
+        # paddle.nn.functional.rms_norm has no CPU kernel; the incubate fused op runs float32 forward only.
+        "rms_norm": NormDeclaration("rms_norm", "paddle.incubate.nn.functional.fused_rms_norm", ("float32",),
+                                    RMS_CONVENTIONS, {"float32": "float32"}),
+    }
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        layout, eps, momentum = _bn_checks(x, params, dtype)
+        state, training = params.get("state"), params.get("training", True)
+        grad = cotangent is not None
+        xt = _tensor(x, dtype, grad)
+        scale, offset = self._affine(params, dtype, grad)
+        channels = x.shape[channel_axis_of(x, params)]
+        # Without tracked statistics the batch statistics normalize in both modes (BN.S4): a training
+        # call on throwaway buffers, as a user without running stats writes it.
+        mean = _tensor(np.zeros(channels) if state is None else state.mean, dtype)
+        var = _tensor(np.ones(channels) if state is None else state.var, dtype)
+        y = _paddle().nn.functional.batch_norm(xt, mean, var, scale, offset, training=training or state is None,
+                                               momentum=momentum, epsilon=eps, data_format=layout)
+        new_state = state
+        if state is not None and training:
+            new_state = RunningStats(_numpy(mean), _numpy(var), state.num_batches_tracked + 1)
+        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _run_instance_norm(self, x, params, dtype, cotangent):
+        eps = _in_checks(x, params, dtype)
+        grad = cotangent is not None
+        xt = _tensor(x, dtype, grad)
+        scale, offset = self._affine(params, dtype, grad)
+        y = _paddle().nn.functional.instance_norm(xt, weight=scale, bias=offset, eps=eps,
+                                                  data_format=LAYOUT_FIRST[x.ndim])
+        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        shape, eps = _ln_checks(x, params, dtype)
+        grad = cotangent is not None
+        xt = _tensor(x, dtype, grad)
+        scale, offset = self._affine(params, dtype, grad, flat=True)
+        y = _paddle().nn.functional.layer_norm(xt, shape, scale, offset, epsilon=eps)
+        grads = (_backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype,
+                           {"scale": shape, "offset": shape}) if grad else None)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        layout = _gn_checks(x, params)
+        grad = cotangent is not None
+        xt = _tensor(x, dtype, grad)
+        scale, offset = self._affine(params, dtype, grad)
+        y = _paddle().nn.functional.group_norm(xt, params["groups"], epsilon=params.get("eps", 1e-5), weight=scale,
+                                               bias=offset, data_format=layout)
+        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_local_response_norm(self, x, params, dtype, cotangent):
+        layout = _lrn_checks(x, params, dtype)
+        xt = _tensor(x, dtype, cotangent is not None)
+        y = _paddle().nn.functional.local_response_norm(xt, params["size"], alpha=params.get("alpha", 1e-4),
+                                                        beta=params.get("beta", 0.75), k=params.get("k", 1.0),
+                                                        data_format=layout)
+        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_lp_normalize(self, x, params, dtype, cotangent):
+        require(params.get("eps_placement", "max_norm") == "max_norm",
+                "F.normalize takes maximum(norm, eps): eps_placement='max_norm' only (LP.D1)")
+        axes = tuple(params.get("axes", (1,)))
+        require(len(axes) == 1, "F.normalize normalizes over one axis")
+        p = float(params.get("p", 2.0))
+        require(dtype != "float64" or _f32(1.0 / p) == 1.0 / p,
+                f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)")
+        xt = _tensor(x, dtype, cotangent is not None)
+        y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params.get("eps", 1e-12))
+        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_rms_norm(self, x, params, dtype, cotangent):
+        from paddle.incubate.nn.functional import fused_rms_norm
+
+        count = trailing(params.get("axes", (-1,)), x.ndim)
+        require(count is not None, "begin_norm_axis covers trailing axes only")
+        require(count < x.ndim or x.ndim > 1, "fused_rms_norm needs a row axis before the normalized ones")
+        shape = x.shape[x.ndim - count:]
+        scale = params.get("scale")
+        offset = params.get("offset")
+        y, _ = fused_rms_norm(_tensor(x, dtype), _tensor(np.ones(shape) if scale is None else scale, dtype).flatten(),
+                              None if offset is None else _tensor(offset, dtype).flatten(), params["eps"],
+                              begin_norm_axis=x.ndim - count)
+        return Outcome(_numpy(y))
+
+
+BATCH_NORM_BY_RANK = {2: "BatchNorm1D", 3: "BatchNorm1D", 4: "BatchNorm2D", 5: "BatchNorm3D"}
+INSTANCE_NORM_BY_RANK = {3: "InstanceNorm1D", 4: "InstanceNorm2D", 5: "InstanceNorm3D"}
+
+
+class PaddleLayers(PaddleBase):
+    """`paddle.nn` layers built under the run's default dtype, as a user would; `train()` / `eval()`."""
+
+    name = "paddle.nn"
+    declarations = {
+        "batch_norm": NormDeclaration("batch_norm", "paddle.nn.BatchNorm{1,2,3}D", DTYPES, BN_CONVENTIONS, SAME,
+                                      gradients=True, stateful=True),
+        "instance_norm": NormDeclaration("instance_norm", "paddle.nn.InstanceNorm{1,2,3}D", DTYPES, IN_CONVENTIONS,
+                                         SAME, gradients=True),
+        "layer_norm": NormDeclaration("layer_norm", "paddle.nn.LayerNorm", DTYPES, LN_CONVENTIONS, SAME,
+                                      gradients=True),
+        "group_norm": NormDeclaration("group_norm", "paddle.nn.GroupNorm", DTYPES, GN_CONVENTIONS, SAME,
+                                      gradients=True),
+        "local_response_norm": NormDeclaration("local_response_norm", "paddle.nn.LocalResponseNorm", DTYPES,
+                                               LRN_CONVENTIONS, SAME, gradients=True),
+    }
+
+    @staticmethod
+    def _set_affine(layer, params, dtype, weight="weight", bias="bias"):
+        """Load canonical scale/offset into the layer's parameters (absent = 1 and 0, exactly)."""
+        for key, attr in (("scale", weight), ("offset", bias)):
+            if params.get(key) is not None:
+                getattr(layer, attr).set_value(_tensor(np.ravel(params[key]), dtype))
+
+    def _call(self, layer, x, params, dtype, cotangent, training=True, weight="weight", bias="bias", shape=None):
+        grad = cotangent is not None
+        xt = _tensor(x, dtype, grad)
+        layer.train() if training else layer.eval()
+        y = layer(xt)
+        grads = None
+        if grad:
+            leaves = {"x": xt}
+            for key, attr in (("scale", weight), ("offset", bias)):
+                leaves[key] = getattr(layer, attr, None) if params.get(key) is not None else None
+            grads = _backward(y, leaves, cotangent, dtype, {"scale": shape, "offset": shape} if shape else None)
+        return y, grads
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        layout, eps, momentum = _bn_checks(x, params, dtype)
+        state, training = params.get("state"), params.get("training", True)
+        channels = x.shape[channel_axis_of(x, params)]
+        cls = getattr(_paddle().nn, BATCH_NORM_BY_RANK[x.ndim])
+        # Without tracked statistics, use_global_stats=False normalizes with the batch in eval too (BN.S4).
+        with _default_dtype(dtype):
+            layer = cls(channels, momentum=momentum, epsilon=eps, data_format=layout,
+                        use_global_stats=False if state is None else None)
+        self._set_affine(layer, params, dtype)
+        if state is not None:
+            layer._mean.set_value(_tensor(state.mean, dtype))
+            layer._variance.set_value(_tensor(state.var, dtype))
+        y, grads = self._call(layer, x, params, dtype, cotangent, training)
+        new_state = None
+        if state is not None:
+            new_state = RunningStats(_numpy(layer._mean), _numpy(layer._variance),
+                                     state.num_batches_tracked + int(training))
+        return Outcome(_numpy(y), new_state, grads)
+
+    def _run_instance_norm(self, x, params, dtype, cotangent):
+        eps = _in_checks(x, params, dtype)
+        cls = getattr(_paddle().nn, INSTANCE_NORM_BY_RANK[x.ndim])
+        with _default_dtype(dtype):
+            layer = cls(x.shape[1], epsilon=eps)  # scale 1 and bias 0 by default (IN.D1)
+        self._set_affine(layer, params, dtype, weight="scale")
+        y, grads = self._call(layer, x, params, dtype, cotangent, weight="scale")
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        shape, eps = _ln_checks(x, params, dtype)
+        with _default_dtype(dtype):
+            layer = _paddle().nn.LayerNorm(shape, epsilon=eps, weight_attr=None if params.get("scale") is not None else False,
+                                           bias_attr=None if params.get("offset") is not None else False)
+        self._set_affine(layer, params, dtype)
+        y, grads = self._call(layer, x, params, dtype, cotangent, shape=shape)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_group_norm(self, x, params, dtype, cotangent):
+        layout = _gn_checks(x, params)
+        channels = x.shape[channel_axis_of(x, params)]
+        with _default_dtype(dtype):
+            layer = _paddle().nn.GroupNorm(params["groups"], channels, epsilon=params.get("eps", 1e-5),
+                                           weight_attr=None if params.get("scale") is not None else False,
+                                           bias_attr=None if params.get("offset") is not None else False,
+                                           data_format=layout)
+        self._set_affine(layer, params, dtype)
+        y, grads = self._call(layer, x, params, dtype, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+    def _run_local_response_norm(self, x, params, dtype, cotangent):
+        layout = _lrn_checks(x, params, dtype)
+        layer = _paddle().nn.LocalResponseNorm(params["size"], alpha=params.get("alpha", 1e-4),
+                                               beta=params.get("beta", 0.75), k=params.get("k", 1.0),
+                                               data_format=layout)
+        y, grads = self._call(layer, x, params, dtype, cotangent)
+        return Outcome(_numpy(y), grads=grads)
+
+
+__all__ = ["PaddleFunctional", "PaddleLayers"]

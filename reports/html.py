@@ -1,0 +1,175 @@
+"""The HTML report: one self-contained file (inline CSS, JS and SVG; nothing fetched) from one or more
+results files, and optionally the porting hazards measured with the adapters installed here.
+
+    build(runs, hazards=None) -> str        write(paths, out, hazards=None) -> Path
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from normconf import __version__
+from normconf.adapters.base import NORMS
+
+from . import markdown, plots
+from .results import SEVERITY, SYMBOL, Run, implementations, load, matrix
+
+TITLES = {"batch_norm": "BatchNorm", "instance_norm": "InstanceNorm", "layer_norm": "LayerNorm",
+          "group_norm": "GroupNorm", "rms_norm": "RMSNorm", "local_response_norm": "LRN", "lp_normalize": "Lp-normalize",
+          "channel_normalize": "Normalize"}
+SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
+SHOWN = ("error", "finding", "expected divergence")  # verdicts that get a card with example and repro
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("normconf.reports", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=_num, pretty=_pretty, slug=lambda s: s.replace(" ", "-"))
+    return env
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _pretty(value) -> str:
+    """JSON for a human: short lists stay on one line."""
+    text = json.dumps(value, indent=1, default=str)
+    return text if len(text) < 2000 else json.dumps(value, default=str)
+
+
+def _clause(clause_id: str | None) -> dict | None:
+    from normconf import spec
+
+    if not clause_id:
+        return None
+    try:
+        c = spec.clause(clause_id)
+    except KeyError:
+        return {"id": clause_id, "title": "not in this version of the spec", "page": "", "html": ""}
+    return {"id": c.id, "title": c.title, "page": c.page, "html": markdown.render(c.text)}
+
+
+def _runs(runs: list[Run]) -> list[dict]:
+    out = []
+    for run in runs:
+        s = run.session
+        if run.end is None:
+            incomplete = "no end record: the run was interrupted or is still going; results are partial"
+        elif run.end.get("interrupted"):
+            incomplete = "the run was interrupted; results are partial"
+        else:
+            incomplete = ""
+        out.append({"label": run.label, "path": run.path, "suite_version": s["suite_version"],
+                    "commit": (s["commit"] or "unknown")[:12] + (" (modified)" if s.get("dirty") else ""),
+                    "profile": s["profile"], "seed": s["seed"], "started": s["started"],
+                    "finished": run.end["finished"] if run.end else None, "host": s.get("host", {}),
+                    "incomplete": incomplete, "results": len(run.results)})
+    return out
+
+
+def _issues(runs: list[Run], labels) -> list[dict]:
+    """Findings, errors and expected divergences grouped by the clause that explains them."""
+    groups: dict[str, dict] = {}
+    n = 0
+    for i, run in enumerate(runs):
+        for r in run.results:
+            if r["verdict"] not in SHOWN:
+                continue
+            n += 1
+            key = r.get("divergence_clause") or r.get("clause") or "errors"
+            group = groups.setdefault(key, {"clause": _clause(key) if key != "errors" else None, "key": key,
+                                            "items": []})
+            group["items"].append({**r, "id": f"r{n}", "impl": labels[i, r["adapter"]],
+                                   "checked": _clause(r.get("clause")) if r.get("clause") != key else None})
+    order = lambda g: (min(SEVERITY.index(it["verdict"]) for it in g["items"]), g["key"])  # noqa: E731
+    return sorted(groups.values(), key=order)
+
+
+def _ratio_rows(runs: list[Run], labels) -> list[dict]:
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for i, run in enumerate(runs):
+        for r in run.results:
+            if r.get("ratio") is None:
+                continue
+            label = (f"{r['property']} {r['dtype']} {r.get('what', '')}: error {_num(r.get('worst_error'))} / budget "
+                     f"{_num(r.get('budget'))} = {_num(r['ratio'])} ({r['verdict']})")
+            rows.setdefault((labels[i, r["adapter"]], r["norm"]), []).append(
+                {"ratio": float(r["ratio"]), "verdict": r["verdict"], "label": label})
+    return [{"impl": impl, "norm": norm, "svg": plots.ratio_strip(points),
+             "worst": max(p["ratio"] for p in points)} for (impl, norm), points in rows.items()]
+
+
+def _environments(runs: list[Run], labels) -> list[dict]:
+    rows = []
+    for i, run in enumerate(runs):
+        for adapter, env in run.environments.items():
+            rows.append({**env, "impl": labels.get((i, adapter), adapter), "run": run.label,
+                         "flags": ", ".join(f"{k}={v}" for k, v in env.get("flags", {}).items())})
+    return rows
+
+
+def _conventions() -> list[dict]:
+    """spec/conventions.md's generated tables (adapters/conventions.py), as HTML."""
+    from normconf.adapters import conventions
+
+    out = []
+    for norm in NORMS:
+        try:
+            text = conventions.table(norm)
+        except Exception as exc:  # an adapter module that does not import here: say so, keep the rest
+            out.append({"norm": norm, "title": TITLES[norm], "html": "", "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if text.count("\n") > 1:
+            out.append({"norm": norm, "title": conventions.TITLES[norm], "html": markdown.table(text.splitlines())})
+    return out
+
+
+def _hazards(found) -> dict | None:
+    if found is None:
+        return None
+    by_norm: dict[str, dict] = {}
+    for pair in sorted(found.pairs, key=lambda p: -max(p.forward or 0.0, p.eval or 0.0)):
+        entry = by_norm.setdefault(pair.norm, {"norm": pair.norm, "differ": [], "same": []})
+        (entry["differ"] if pair.differ else entry["same"]).append(pair)
+    trajectories = {"reference (spec defaults)": found.reference_running_var}
+    trajectories.update({m.adapter: m.running_var for m in found.measured.values() if m.running_var})
+    unmeasured = [m for m in found.measured.values() if m.reason]
+    return {"norms": [by_norm[n] for n in NORMS if n in by_norm], "skipped": found.skipped, "unmeasured": unmeasured,
+            "measured": sorted(found.measured.values(), key=lambda m: (NORMS.index(m.norm), m.adapter)),
+            "trajectory": plots.lines(trajectories, xlabel="training step", ylabel="running variance (channel mean)")
+            if len(trajectories) > 1 else None}
+
+
+def build(runs: list[Run], hazards=None) -> str:
+    """The report's HTML for `runs` (merged), with the porting hazards when given."""
+    labels = implementations(runs)
+    cells = matrix(runs)
+    impls = list(dict.fromkeys(labels[k] for k in labels))
+    norms = [n for n in NORMS if any(norm == n for _, norm in cells)]
+    details: dict[tuple[str, str], Counter] = {}
+    for i, run in enumerate(runs):
+        for r in run.results:
+            details.setdefault((labels[i, r["adapter"]], r["norm"]), Counter())[r["verdict"]] += 1
+    counts = Counter(r["verdict"] for run in runs for r in run.results)
+    return _environment().get_template("report.html.j2").render(
+        version=__version__, runs=_runs(runs), impls=impls, norms=norms, titles=TITLES, cells=cells, details=details,
+        counts=counts, severity=SEVERITY, symbol=SYMBOL, short=SHORT, issues=_issues(runs, labels),
+        ratio_rows=_ratio_rows(runs, labels), ratio_axis=plots.ratio_axis(), environments=_environments(runs, labels),
+        conventions=_conventions(), hazards=_hazards(hazards))
+
+
+def write(paths, out, hazards=None) -> Path:
+    """Load the results files, build the report, write it to `out` (folders made as needed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build(load(paths), hazards), encoding="utf-8")
+    return out

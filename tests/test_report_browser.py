@@ -1,0 +1,127 @@
+"""The HTML report in a real headless Chromium: the matrix and a divergence are visible, the filters hide
+and show rows, the copy button answers, and a screenshot is saved (docs/report.png is the README's).
+
+Chromium and chromedriver come from Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs
+them where apt-get can); the test skips, saying why, only where neither can be found.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "data" / "quick-torch-onnx.jsonl"
+SCREENSHOT = ROOT / "docs" / "report.png"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--window-size=1366,860"]
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("no headless Chromium here: install Debian's chromium and chromium-driver (scripts/setup.sh "
+                    "does, where apt-get is available)")
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the [test] extra")
+    from selenium.webdriver.chrome.service import Service
+
+    from normconf.reports import hazards as H
+    from normconf.reports import html
+
+    chromium, driver_path = _browser_paths()
+    tmp = tmp_path_factory.mktemp("report")
+    found = H.Hazards({}, [H.Hazard("batch_norm", "torch.functional", "onnx.reference", 4.8e-7, 0.026,
+                                    ["running_var: 'unbiased' vs 'biased'"])], {}, H.reference_running_var())
+    report = html.write([FIXTURE], tmp / "index.html", found)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in FLAGS + [f"--user-data-dir={tmp / 'profile'}"]:
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        browser.get(report.as_uri())
+        yield browser, tmp
+    finally:
+        browser.quit()
+
+
+def _visible(browser, selector) -> list:
+    from selenium.webdriver.common.by import By
+
+    return [e for e in browser.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()]
+
+
+def test_matrix_and_a_divergence_are_visible(page):
+    browser, tmp = page
+    from selenium.webdriver.common.by import By
+
+    assert {row.get_attribute("data-impl") for row in _visible(browser, "#matrix tbody tr")} == {
+        "torch.functional", "onnx.reference"}
+    assert _visible(browser, "#matrix button.cell.v-expected-divergence")
+    item = _visible(browser, "details.item[data-verdict='expected divergence']")[0]
+    item.find_element(By.TAG_NAME, "summary").click()
+    repro = item.find_element(By.CSS_SELECTOR, "pre[id^=repro-]")
+    assert repro.is_displayed() and "from normconf import adapters" in repro.text
+    item.find_element(By.CSS_SELECTOR, "button.copy").click()
+    status = item.find_element(By.CSS_SELECTOR, ".copy-status")
+    assert status.text.startswith(("Copied", "Copy failed"))  # the button answers either way
+    browser.save_screenshot(str(tmp / "divergence.png"))
+    assert (tmp / "divergence.png").stat().st_size
+
+
+def test_filters_hide_and_show_rows(page):
+    browser, tmp = page
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    items = len(browser.find_elements(By.CSS_SELECTOR, "details.item"))
+    assert len(_visible(browser, "details.item")) == items
+    Select(browser.find_element(By.ID, "filter-impl")).select_by_value("onnx.reference")
+    assert [r.get_attribute("data-impl") for r in _visible(browser, "#matrix tbody tr")] == ["onnx.reference"]
+    shown = _visible(browser, "details.item")
+    assert 0 < len(shown) < items and {e.get_attribute("data-impl") for e in shown} == {"onnx.reference"}
+    assert f"{len(shown)} of {items}" in browser.find_element(By.ID, "filter-status").text
+
+    Select(browser.find_element(By.ID, "filter-norm")).select_by_value("batch_norm")
+    assert {e.get_attribute("data-norm") for e in _visible(browser, "details.item")} == {"batch_norm"}
+    assert [h.get_attribute("data-norm") for h in _visible(browser, "#matrix thead th[data-norm]")] == ["batch_norm"]
+
+    browser.find_element(By.ID, "filter-problems").click()  # the fixture has no findings: nothing left
+    assert not _visible(browser, "details.item") and not _visible(browser, "div.group")
+
+    reset = browser.find_element(By.ID, "filter-reset")
+    reset.send_keys(" ")  # keyboard: a real button takes Space
+    assert len(_visible(browser, "details.item")) == items
+    assert len(_visible(browser, "#matrix tbody tr")) == 2
+
+
+def test_a_matrix_cell_filters_to_its_findings(page):
+    browser, tmp = page
+    from selenium.webdriver.common.by import By
+
+    from selenium.webdriver.common.keys import Keys
+
+    cell = _visible(browser, "#matrix button.cell[data-impl='torch.functional'][data-norm='group_norm']")[0]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    cell.send_keys(Keys.ENTER)  # keyboard: the cell is a real button
+    shown = _visible(browser, "details.item")
+    assert shown and {(e.get_attribute("data-impl"), e.get_attribute("data-norm")) for e in shown} == {
+        ("torch.functional", "group_norm")}
+    browser.find_element(By.ID, "filter-reset").click()
+
+
+def test_screenshot_of_the_summary(page):
+    browser, tmp = page
+    browser.execute_script("window.scrollTo(0, 0)")
+    path = tmp / "report.png"
+    assert browser.save_screenshot(str(path)) and path.stat().st_size
+    if os.environ.get("NORMCONF_UPDATE_SCREENSHOT"):  # the README's picture, renewed on request only
+        shutil.copyfile(path, SCREENSHOT)

@@ -1,0 +1,189 @@
+"""The results format and the HTML report, from results files alone (no framework runs here).
+
+tests/data/quick-torch-onnx.jsonl is a real run:
+    pytest conformance/ --adapters torch.functional,onnx.reference --profile quick --seed 1 --results FILE
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from normconf.reports import html, markdown
+from normconf.reports import results as R
+
+FIXTURE = Path(__file__).parent / "data" / "quick-torch-onnx.jsonl"
+
+
+def _records() -> list[dict]:
+    return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _on_device(records: list[dict], device: str) -> list[dict]:
+    return [{**r, "device": device} if r["kind"] == "environment" else r for r in records]
+
+
+def _with_finding(records: list[dict]) -> list[dict]:
+    """The fixture with its first expected divergence turned into a finding (no divergence excuses it)."""
+    out, done = [], False
+    for r in records:
+        if not done and r.get("verdict") == "expected divergence":
+            r = {k: v for k, v in r.items() if k not in ("divergence_clause", "reason")} | {"verdict": "finding"}
+            done = True
+        out.append(r)
+    return out
+
+
+def test_the_fixture_is_a_complete_valid_run():
+    (run,) = R.load([FIXTURE])
+    assert run.complete and run.results and set(run.environments) == {"torch.functional", "onnx.reference"}
+    assert {"format", "version", "suite_version", "commit", "profile", "seed", "started"} <= set(run.session)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("{not json", "not JSON"),
+    ('{"name": "some other tool", "value": 3}', "not a normconf results record"),
+    ('[1, 2, 3]', "not a normconf results record"),
+])
+def test_a_corrupt_or_foreign_line_names_file_and_line(tmp_path, line, expected):
+    path = _write(tmp_path / "r.jsonl", _records()[:3])
+    path.write_text(path.read_text() + line + "\n")
+    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:4: {expected}"):
+        R.load([path])
+
+
+def test_a_foreign_json_lines_file_is_refused_at_its_first_line(tmp_path):
+    path = _write(tmp_path / "other.jsonl", [{"kind": "session", "format": "someone-else"}])
+    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:1: not a normconf results file"):
+        R.load([path])
+
+
+def test_a_newer_format_version_is_refused(tmp_path):
+    records = _records()
+    records[0]["version"] += 1
+    with pytest.raises(R.ResultsError, match=":1: results format version .* is newer"):
+        R.load([_write(tmp_path / "r.jsonl", records)])
+
+
+@pytest.mark.parametrize("kind, field", [("session", "profile"), ("environment", "device"), ("result", "verdict"),
+                                         ("end", "finished")])
+def test_a_record_missing_a_field_names_file_line_and_field(tmp_path, kind, field):
+    records = _records()
+    number = next(i for i, r in enumerate(records, 1) if r["kind"] == kind)
+    del records[number - 1][field]
+    path = _write(tmp_path / "r.jsonl", records)
+    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:{number}: .*'{field}' is a required property"):
+        R.load([path])
+
+
+def test_a_divergence_without_its_repro_is_invalid(tmp_path):
+    records = _records()
+    number = next(i for i, r in enumerate(records, 1) if r.get("verdict") == "expected divergence")
+    del records[number - 1]["repro"]
+    with pytest.raises(R.ResultsError, match=rf":{number}: .*'repro' is a required property"):
+        R.load([_write(tmp_path / "r.jsonl", records)])
+
+
+def test_two_devices_merge_side_by_side(tmp_path):
+    cpu = _write(tmp_path / "cpu.jsonl", _on_device(_records(), "cpu"))
+    gpu = _write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))
+    runs = R.load([cpu, gpu])
+    rows = {impl for impl, _ in R.matrix(runs)}
+    assert rows == {"torch.functional @ cpu", "torch.functional @ cuda:0", "onnx.reference @ cpu",
+                    "onnx.reference @ cuda:0"}
+    page = html.build(runs)
+    for row in rows:
+        assert f'<tr data-filter data-impl="{row}"><th scope="row">{row}</th>' in page
+
+
+def test_one_device_in_two_files_is_told_apart_by_file(tmp_path):
+    runs = R.load([_write(tmp_path / "monday.jsonl", _records()), _write(tmp_path / "tuesday.jsonl", _records())])
+    assert {impl for impl, _ in R.matrix(runs)} >= {"torch.functional @ cpu (monday)", "torch.functional @ cpu (tuesday)"}
+
+
+def test_an_interrupted_run_loads_and_renders_with_a_banner(tmp_path):
+    records = [r for r in _records() if r["kind"] != "end"][: len(_records()) // 2]
+    path = _write(tmp_path / "partial.jsonl", records)
+    (run,) = R.load([path])
+    assert not run.complete and run.results
+    page = html.build([run])
+    assert 'class="banner" role="alert"' in page and "Incomplete run" in page and str(path) in page
+    assert "INCOMPLETE" in R.text_matrix([run])
+    assert 'class="banner"' not in html.build(R.load([FIXTURE]))
+
+
+def test_the_report_is_self_contained():
+    page = html.build(R.load([FIXTURE]))
+    assert not re.search(r"""\ssrc\s*=\s*["']?\s*(https?:)?//""", page, re.I), "an external src"
+    assert not re.search(r"<link\b", page, re.I), "a linked stylesheet or icon"
+    assert not re.search(r"""(@import|url\()\s*["']?\s*(https?:)?//""", page, re.I), "CSS fetching from the network"
+    assert "<script src" not in page and "<style>" in page and "<script>" in page
+
+
+def test_every_finding_and_divergence_shows_its_clause_text_and_repro(tmp_path):
+    from normconf import spec
+
+    run = R.read(_write(tmp_path / "r.jsonl", _with_finding(_records())))
+    page = html.build([run])
+    shown = [r for r in run.results if r["verdict"] in ("finding", "expected divergence")]
+    assert any(r["verdict"] == "finding" for r in shown)
+    groups = re.split(r'<div class="group" data-group>', page)[1:]
+    for r in shown:
+        clause = r.get("divergence_clause") or r["clause"]
+        group = next(g for g in groups if g.lstrip().startswith(f"<h3>{clause} · "))
+        assert str(markdown.render(spec.clause(clause).text)) in group, f"{clause}'s text is not shown"
+        assert 'class="copy"' in group
+    for n, item in enumerate(re.findall(r'<details class="item".*?</details>', page, re.S)):
+        assert 'data-copy="repro-' in item and "import numpy as np" in item, f"item {n} has no repro"
+
+
+def test_the_hazards_section_renders_from_measurements_without_frameworks():
+    from normconf.reports import hazards as H
+
+    found = H.Hazards(
+        measured={("a", "batch_norm"): H.Measured("a", "batch_norm", "A.BatchNorm", "float32", {"momentum": 0.1},
+                                                  running_var=[1.1, 1.2]),
+                  ("b", "batch_norm"): H.Measured("b", "batch_norm", "B.BatchNorm", "float32", {"momentum": 0.01},
+                                                  running_var=[1.01, 1.02])},
+        pairs=[H.Hazard("batch_norm", "a", "b", 1e-7, 0.5, ["momentum: 0.1 vs 0.01"])], skipped={},
+        reference_running_var=[1.1, 1.2])
+    page = html.build(R.load([FIXTURE]), H.from_json(H.to_json(found)))
+    assert 'id="hazards"' in page and "momentum: 0.1 vs 0.01" in page and "<polyline" in page
+    assert 'id="hazards"' not in html.build(R.load([FIXTURE]))
+
+
+def test_normconf_report_merges_files_and_reports_bad_ones(tmp_path, capsys):
+    from normconf.cli import main
+
+    out = tmp_path / "out" / "index.html"
+    assert main(["report", str(FIXTURE), str(_write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))),
+                 "-o", str(out)]) == 0
+    assert "torch.functional @ cuda:0" in out.read_text(encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("hello\n")
+    assert main(["report", str(bad), "-o", str(out)]) == 2
+    assert f"{bad}:1: not JSON" in capsys.readouterr().err
+
+
+def test_hazards_measure_the_running_variance_conventions_of_two_frameworks():
+    """torch keeps an unbiased running variance, ONNX a biased one: only eval after training shows it."""
+    from normconf import adapters
+    from normconf.reports import hazards as H
+
+    names = ["torch.functional", "onnx.reference"]
+    missing = [n for n in names if not adapters.get(n).available()[0]]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    found = H.compute(names)
+    (bn,) = [p for p in found.pairs if p.norm == "batch_norm"]
+    assert any(d.startswith("running_var:") for d in bn.differ)
+    assert bn.eval > bn.forward  # the training output does not see the running-stat conventions; eval does
+    for name in names:
+        assert len(found.measured[name, "batch_norm"].running_var) == H.STEPS
