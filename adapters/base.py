@@ -115,6 +115,22 @@ class Adapter:
         """Framework version, device and precision flags; subclasses add what they know."""
         return {"adapter": self.name}
 
+    def no_argument_calls(self) -> dict:
+        """norm -> call(x, hints, dtype) -> (Outcome, implied): the framework's layer or function given
+        only what it requires (from `hints`: groups, size), so that its own defaults apply; stateful
+        layers run one step in their default mode. `implied` holds the canonical parameters the call
+        fixes beyond the declared defaults (the initial state, training or not, affine inputs)."""
+        return {}
+
+    def run_framework_defaults(self, norm: str, x, hints: dict, *, dtype: str):
+        """The framework's no-argument call on x (see `no_argument_calls`): (Outcome, implied)."""
+        call = self.no_argument_calls().get(norm)
+        if call is None:
+            raise Unsupported(f"{self.name} declares no no-argument call for {norm}")
+        if dtype not in self.declarations[norm].dtypes:
+            raise Unsupported(f"{self.declarations[norm].api} does not take {dtype} inputs")
+        return call(np.asarray(x, dtype=np.float64), dict(hints), dtype)
+
     def supports(self, norm: str) -> bool:
         return norm in self.declarations
 

@@ -319,7 +319,7 @@ def _compiled_vjp(key, fn, x, affine, extra, cotangent):
         else:
             def forward_and_back(xj, aff, ext, g):
                 y, pullback, aux = jax.vjp(lambda a, b: fn(a, b, ext), xj, aff, has_aux=True)
-                return y, aux, pullback(g)
+                return y, aux, pullback(g.astype(y.dtype))
             step = jax.jit(forward_and_back)
         _COMPILED[(key, cotangent is None)] = step
     if cotangent is None:
@@ -414,6 +414,32 @@ def _linen_run(module, x, affine, cotangent, init_kwargs=None, call_kwargs=None,
     return _compiled_vjp(key, fn, x, affine, variables, cotangent)
 
 
+def _linen_default(build, stateful=False):
+    """A no-argument call: `build(nn, x, hints)` initialized and applied as a user would; BatchNorm
+    (whose `use_running_average` has no default) in training mode, its batch_stats coming back."""
+    def call(x, hints, dtype):
+        jax = _jax()
+        module, xj = build(_linen(), x, hints), _array(x, dtype)
+        kwargs = {"use_running_average": False} if stateful else {}
+        variables = module.init(jax.random.key(0), xj, **kwargs)
+        if not stateful:
+            return Outcome(_numpy(module.apply(variables, xj))), {}
+        y, updates = module.apply(variables, xj, mutable=["batch_stats"], **kwargs)
+        stats = updates["batch_stats"]
+        state = RunningStats(_numpy(stats["mean"]), _numpy(stats["var"]), 1)
+        return Outcome(_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
+    return call
+
+
+LINEN_DEFAULT_CALLS = {
+    "batch_norm": _linen_default(lambda nn, x, h: nn.BatchNorm(), stateful=True),
+    "layer_norm": _linen_default(lambda nn, x, h: nn.LayerNorm()),
+    "group_norm": _linen_default(lambda nn, x, h: nn.GroupNorm()),
+    "instance_norm": _linen_default(lambda nn, x, h: nn.InstanceNorm()),
+    "rms_norm": _linen_default(lambda nn, x, h: nn.RMSNorm()),
+}
+
+
 class FlaxLinen(JaxBase):
     """`flax.linen` modules, initialized and applied functionally (`init` / `apply`)."""
 
@@ -432,6 +458,9 @@ class FlaxLinen(JaxBase):
         "rms_norm": NormDeclaration("rms_norm", "flax.linen.RMSNorm", ALL_DTYPES, LINEN_RMS_CONVENTIONS,
                                     AT_LEAST_FLOAT32, gradients=True),
     }
+
+    def no_argument_calls(self):
+        return LINEN_DEFAULT_CALLS
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         state, training = _running("flax BatchNorm", params)

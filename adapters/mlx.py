@@ -199,6 +199,14 @@ class MlxNn(Adapter):
         with mx.stream(mx.cpu):  # float64 runs on the CPU only
             return super().run(norm, x, params, dtype=dtype, cotangent=cotangent)
 
+    def no_argument_calls(self):
+        return DEFAULT_CALLS
+
+    def run_framework_defaults(self, norm, x, hints, *, dtype):
+        mx = _mx()
+        with mx.stream(mx.cpu):
+            return super().run_framework_defaults(norm, x, hints, dtype=dtype)
+
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(2 <= x.ndim <= 4, "mlx.nn.BatchNorm takes rank 2 to 4 (NC, NLC, NHWC)")
         _channels_last("mlx.nn.BatchNorm", x, params, "BN.P1")
@@ -252,5 +260,27 @@ class MlxNn(Adapter):
         y, grads = _call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
+
+def _default_layer(build, stateful=False):
+    """A no-argument call: the layer `build(nn, x, hints)` in its default (training) mode; channels last."""
+    def call(x, hints, dtype):
+        layer = build(_nn(), x, hints)
+        layer.set_dtype(getattr(_mx(), dtype))
+        y = layer(_array(x, dtype))
+        _mx().eval(y)
+        if not stateful:
+            return Outcome(_numpy(y)), {}
+        state = RunningStats(_numpy(layer.running_mean), _numpy(layer.running_var), 1)
+        return Outcome(_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
+    return call
+
+
+DEFAULT_CALLS = {
+    "batch_norm": _default_layer(lambda nn, x, h: nn.BatchNorm(x.shape[-1]), stateful=True),
+    "layer_norm": _default_layer(lambda nn, x, h: nn.LayerNorm(x.shape[-1])),
+    "group_norm": _default_layer(lambda nn, x, h: nn.GroupNorm(h["groups"], x.shape[-1])),
+    "instance_norm": _default_layer(lambda nn, x, h: nn.InstanceNorm(x.shape[-1])),
+    "rms_norm": _default_layer(lambda nn, x, h: nn.RMSNorm(x.shape[-1])),
+}
 
 __all__ = ["MlxNn"]

@@ -257,6 +257,34 @@ class OnnxBase(Adapter):
         results = self._execute(model, key, feeds, tuple(outputs), dtype, output_shapes)
         return [np.asarray(r).astype(np.float64) for r in results]
 
+    def no_argument_calls(self):
+        """One-node models with no optional attribute set (the operator's defaults), the required
+        inputs the canonical neutral ones: scale 1, bias 0, running statistics initial."""
+        def node(op, output, inputs, attributes=lambda h: {}, implied=lambda x: {}):
+            def call(x, hints, dtype):
+                if op == "LRN":
+                    self._lrn_limits(x, hints, dtype)
+                (y,) = self._call(op, attributes(hints), inputs(x), (output,), dtype, (x.shape,))
+                return Outcome(y), implied(x)
+            return call
+
+        channels = lambda x: x.shape[1]  # noqa: E731 - the operators' channel axis
+        return {
+            # training_mode defaults to 0: eval with the running statistics given
+            "batch_norm": node("BatchNormalization", "Y", lambda x: {
+                "X": x, "scale": np.ones(channels(x)), "B": np.zeros(channels(x)),
+                "input_mean": np.zeros(channels(x)), "input_var": np.ones(channels(x))},
+                implied=lambda x: {"state": RunningStats.initial(channels(x)), "training": False}),
+            "instance_norm": node("InstanceNormalization", "output", lambda x: {
+                "input": x, "scale": np.ones(channels(x)), "B": np.zeros(channels(x))}),
+            "layer_norm": node("LayerNormalization", "Y", lambda x: {"X": x, "Scale": np.ones(x.shape[-1:])}),
+            "group_norm": node("GroupNormalization", "Y", lambda x: {
+                "X": x, "scale": np.ones(channels(x)), "bias": np.zeros(channels(x))},
+                attributes=lambda h: {"num_groups": int(h["groups"])}),
+            "local_response_norm": node("LRN", "Y", lambda x: {"X": x}, attributes=lambda h: {"size": int(h["size"])}),
+            "lp_normalize": node("LpNormalization", "output", lambda x: {"input": x}),
+        }
+
     # -- norms ----------------------------------------------------------------------------------
 
     def _run_batch_norm(self, x, params, dtype, cotangent):

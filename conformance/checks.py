@@ -228,3 +228,13 @@ def gradient_budget(norm: str, case_x: np.ndarray, params: dict, g: np.ndarray, 
     term_rel = rel + T.unit_roundoff(out_dtype)
     return {key: T.SAFETY * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
             for key, w in want.items() if w is not None}
+
+
+def state_error_scales(norm: str, x: np.ndarray, params: dict, acc_dtype: str) -> dict:
+    """NUM.N5 for running statistics: the size of what each batch statistic is computed from. A mean
+    off by d moves each (x - mean)^2 by 2 |x - mean| d + d^2, with d ~ u * growth(n) * max|x|."""
+    n = reduction_length(norm, x, params)
+    view, axes, _ = statistic_view(norm, x, params)
+    centred, big = view - view.mean(axis=axes, keepdims=True), float(np.max(np.abs(x), initial=0.0))
+    drift = T.unit_roundoff(acc_dtype) * T.growth(n) * big
+    return {"mean": big, "var": 2 * float(np.max(np.abs(centred), initial=0.0)) * big + drift * big}

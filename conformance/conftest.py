@@ -43,7 +43,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "targets(norms=None, need=None): which matrix cells a property runs on")
+    config.addinivalue_line("markers", "targets(norms=None, need=None, widest=False, no_argument_call=False): "
+                                       "which matrix cells a property runs on")
     settings.load_profile(config.getoption("profile"))
     seed = config.getoption("seed")
     if seed is not None:
@@ -73,8 +74,12 @@ def selected_adapters(config) -> list[str]:
     return chosen or adapters.names()
 
 
-def targets(config, norms=None, need=None) -> list:
-    """pytest params for every selected adapter x declared norm x declared dtype (skips carry reasons)."""
+def targets(config, norms=None, need=None, widest=False, no_argument_call=False) -> list:
+    """pytest params for every selected adapter x declared norm x declared dtype (skips carry reasons).
+    `widest`: only float32 (else the widest dtype declared); `no_argument_call`: only norms the adapter can call
+    with the framework's own defaults (`Adapter.no_argument_calls`)."""
+    from normconf.adapters.base import DTYPES
+
     params = []
     for name in selected_adapters(config):
         adapter = adapters.get(name)
@@ -84,7 +89,12 @@ def targets(config, norms=None, need=None) -> list:
                 continue
             if need and not all(getattr(declaration, flag) for flag in need):
                 continue
-            for dtype in declaration.dtypes:
+            if no_argument_call and norm not in adapter.no_argument_calls():
+                continue
+            dtypes = declaration.dtypes
+            if widest:  # float32, the dtype defaults are chosen for, else the widest declared
+                dtypes = ("float32",) if "float32" in dtypes else (max(dtypes, key=DTYPES.index),)
+            for dtype in dtypes:
                 target = Target(name, norm, dtype)
                 marks = [] if ok else [pytest.mark.skip(reason=f"{name}: {reason}")]
                 params.append(pytest.param(target, id=target.id, marks=marks))
@@ -95,7 +105,7 @@ def pytest_generate_tests(metafunc):
     if "target" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("targets")
         options = marker.kwargs if marker else {}
-        metafunc.parametrize("target", targets(metafunc.config, options.get("norms"), options.get("need")))
+        metafunc.parametrize("target", targets(metafunc.config, **options))
 
 
 @pytest.fixture(scope="session")

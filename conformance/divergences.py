@@ -615,3 +615,151 @@ KNOWN += [
                lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
                "gradient"),
 ]
+
+
+def _square_statistics(case: Case) -> np.ndarray:
+    """Every var + eps (mean square + eps for RMSNorm) the norm takes rsqrt of, in float64."""
+    from .checks import statistic_view
+
+    if not case.x.size:
+        return np.zeros(1)
+    if case.norm == "rms_norm":
+        axes = tuple(sorted(a % case.x.ndim for a in case.params.get("axes", (-1,))))
+        return np.mean(case.x * case.x, axis=axes) + (case.params.get("eps") or 0.0)
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    return view.var(axis=axes) + case.params.get("eps", 1e-5)
+
+
+def _largest_square_statistic(case: Case) -> float:
+    return float(np.max(_square_statistics(case)))
+
+
+def _half_rsqrt_jvp_overflows(case: Case, dtype: str) -> bool:
+    """LN.D10 in float16 arithmetic: rsqrt(v)/(2v) beyond float16's range (v < ~6.1e-4)."""
+    smallest = float(np.min(_square_statistics(case)))
+    return dtype == "float16" and _batch_stats(case) and (smallest == 0 or smallest ** -1.5 / 2 > _huge(dtype))
+
+
+def _rsqrt_jvp_underflows(case: Case, dtype: str) -> bool:
+    """LN.D10: rsqrt(v)/v below float32's smallest normal (v ~> 2e25) in a float32-or-narrower run."""
+    return dtype != "float64" and _rsqrt_jvp_underflows_in_float32(case, dtype)
+
+
+def _rsqrt_jvp_underflows_in_float32(case: Case, dtype: str) -> bool:
+    """LN.D10 where every dtype, float64 included, is computed in float32 (Keras on jax and torch)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    return _batch_stats(case) and _largest_square_statistic(case) ** 1.5 > 1.0 / tiny
+
+
+def _half_cotangent_times_rstd_overflows(case: Case, dtype: str) -> bool:
+    """LN.D5 (flax): |g| * rsqrt(var + eps) beyond float16's range."""
+    from .checks import statistic_view
+
+    if dtype != "float16" or case.cotangent is None or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    smallest = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    return float(np.max(np.abs(case.cotangent))) / np.sqrt(smallest) > _huge(dtype)
+
+
+_HUGE_ROW = np.array([[7.29e17, -1.2254e18, -2.4433e18]])
+_RSQRT_EXAMPLES = {
+    "layer_norm": (_HUGE_ROW, {"axes": (-1,), "eps": 1e-12}),
+    "rms_norm": (_HUGE_ROW, {"axes": (-1,), "eps": 1e-12}),
+    "group_norm": (_HUGE_ROW.reshape(1, 3, 1), {"groups": 1, "channel_axis": -1, "eps": 1e-12}),
+    "batch_norm": (_HUGE_ROW.T.copy(), {"channel_axis": -1, "eps": 1e-12, "running_var": "biased"}),
+    "instance_norm": (_HUGE_ROW.reshape(1, 3, 1), {"channel_axis": -1, "eps": 1e-12}),
+}
+KNOWN += [
+    Divergence(name, norm, "LN.D10", "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+               _rsqrt_jvp_underflows,
+               lambda norm=norm: (Case(norm, *_RSQRT_EXAMPLES[norm], "large",
+                                       cotangent=np.array([0.7, 0.3, 0.3]).reshape(_RSQRT_EXAMPLES[norm][0].shape)),
+                                  "float32"), "gradient")
+    for name, norms in (("flax.*", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
+                        ("haiku", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
+                        ("equinox", ("layer_norm", "rms_norm")))
+    for norm in norms
+] + [
+    Divergence(name, norm, "LN.D10", "Keras computes in float32 here, float64 too: rsqrt's derivative underflows for v > ~2e25",
+               _rsqrt_jvp_underflows_in_float32,
+               lambda norm=norm, example=example: (Case(norm, *example, "large", cotangent=np.array([0.7, 0.3, 0.3]).reshape(
+                   example[0].shape)), "float64"), "gradient")
+    for name in ("keras[jax]", "keras[torch]")
+    for norm in ("layer_norm", "rms_norm", "group_norm", "batch_norm")
+    # Keras' torch backend hands trailing axes to F.layer_norm, whose backward is exact here: use others
+    for example in ([_HUGE_ROW.reshape(3, 1, 1), {"axes": (0, 2), "eps": 1e-12}] if norm == "layer_norm"
+                    else _RSQRT_EXAMPLES[norm],)
+] + [
+    Divergence("keras[tensorflow]", "group_norm", "LN.D10", "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+               _rsqrt_jvp_underflows,
+               lambda: (Case("group_norm", np.array([[[1.4220007074850406e17, 1.4181626044502508e18, 1.0295566435677635e18,
+                                                       -1.6208742031441265e18], [1.1649953792304087e18, -1.520324964295639e18,
+                                                       7.485851744631521e17, -1.0572333441037107e18]]]),
+                             {"groups": 1, "channel_axis": 1, "eps": 1e-12, "scale": np.array([-0.7522706389427185, 0.11860664188861847]),
+                              "offset": np.array([0.5206981301307678, 0.1494448333978653])}, "large",
+                             cotangent=np.array([[[0.3645724058151245, 0.2941325008869171, 0.028422242030501366, 0.5467129945755005],
+                                                  [-0.7364540696144104, -0.16290995478630066, -0.4821193218231201,
+                                                   0.5988461971282959]]])), "float32"), "gradient"),
+] + [
+    Divergence("keras*", "lp_normalize", "LP.D4", "Keras' UnitNormalization sums x^2 in the input dtype: float16 norms above 256 overflow",
+               lambda case, dtype: dtype != "float64" and _norm_of(case) ** 2 > _huge(dtype),
+               lambda: (Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1e-12}, "large"),
+                        "float16")),
+    Divergence("paddle.functional", "lp_normalize", "LP.D4",
+               "Paddle's p-norm raises |x| to p in the input dtype: it over- or underflows",
+               lambda case, dtype: dtype != "float64" and (_max_abs(case) ** case.params.get("p", 2.0) > _huge(dtype)
+                                                           or _norm_of(case) ** case.params.get("p", 2.0) > _huge(dtype)
+                                                           or 0 < _max_abs(case) ** case.params.get("p", 2.0) < _tiny(dtype)),
+               lambda: (Case("lp_normalize", np.array([[3e19, 4e19]]), {"axes": (-1,), "eps": 0.0}, "large"), "float32")),
+] + [
+    Divergence("flax.*", norm, "LN.D5", "flax's float16 backward multiplies the cotangent by rsqrt(var + eps) in float16",
+               _half_cotangent_times_rstd_overflows,
+               lambda norm=norm, x=x, extra=extra: (Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel",
+                                                         cotangent=np.full_like(x, 0.7)), "float16"), "gradient")
+    for norm, x, extra in (("layer_norm", np.array([[0.125], [-0.25]]), {"axes": (-1,)}),
+                           ("group_norm", np.array([[[0.125]], [[-0.25]]]), {"groups": 1, "channel_axis": -1}),
+                           ("instance_norm", np.array([[[0.125]], [[-0.25]]]), {"channel_axis": -1}))
+]
+
+
+def _one_pass_gradient_amplified(case: Case, dtype: str) -> bool:
+    """LN.D4, gradients: the one-pass variance's relative error u * E[x^2] / (var + eps) beyond what
+    NUM.N8 allows a backward-stable gradient, u * SAFETY * growth(n) * kappa."""
+    from . import tolerances as T
+    from .checks import reduction_length, statistic_view
+
+    if dtype == "float64" or not _batch_stats(case) or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    eps = case.params.get("eps", 1e-5)
+    amplification = np.mean(view * view, axis=axes) / (view.var(axis=axes) + eps)
+    kappa = T.conditioning(view, axes, eps)
+    allowed = T.SAFETY * T.growth(reduction_length(case.norm, case.x, case.params)) * kappa
+    return bool(np.any(amplification > np.reshape(allowed, np.shape(amplification))))
+
+
+_NEAR_ONE = 1.0 + 1e-5 * np.array([[0.3, -1.2, 0.7, 0.2]])
+KNOWN += [
+    Divergence("flax.*", norm, "LN.D4", "flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
+               _one_pass_gradient_amplified,
+               lambda norm=norm, x=x, extra=extra: (Case(norm, x, {"eps": 1e-5, **extra}, "tiny_spread",
+                                                         cotangent=np.array([0.7, -0.3, 0.2, -0.5]).reshape(x.shape)),
+                                                    "float32"), "gradient")
+    for norm, x, extra in (("layer_norm", _NEAR_ONE, {"axes": (-1,)}),
+                           ("instance_norm", _NEAR_ONE.reshape(1, 4, 1), {"channel_axis": -1}),
+                           ("group_norm", _NEAR_ONE.reshape(1, 4, 1), {"groups": 1, "channel_axis": -1}),
+                           ("batch_norm", _NEAR_ONE.T.copy(), {"channel_axis": -1, "training": True}))
+]
+
+KNOWN += [
+    Divergence("haiku", norm, "LN.D10", "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+               _half_rsqrt_jvp_overflows,
+               lambda norm=norm, x=x, extra=extra: (Case(norm, x, {"eps": 2.0**-20, **extra}, "constant_channel",
+                                                         cotangent=np.array([0.125, -0.132, 0.64]).reshape(x.shape)),
+                                                    "float16"), "gradient")
+    for norm, x, extra in (("layer_norm", np.full((1, 3), 1e4), {"axes": (-1,)}),
+                           ("group_norm", np.full((1, 3, 1), 1e4), {"groups": 1, "channel_axis": -1}),
+                           ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}),
+                           ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}))
+]

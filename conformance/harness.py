@@ -32,11 +32,14 @@ def reference_or_reject(case: Case, vjp_of=None):
         reject()
 
 
-def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None):
-    """The adapter's outcome for `case.norm`; reject() when the framework cannot express the example
-    (counted); and a settled failure when the framework raises on an input the spec defines."""
+def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=None):
+    """The adapter's outcome for `case.norm` (or of `call()`, another way to run the adapter); reject()
+    when the framework cannot express the example (counted); and a settled failure when the framework
+    raises on an input the spec defines."""
     cell.cotangent = cotangent
     try:
+        if call is not None:
+            return call()
         return adapters.get(cell.adapter).run(case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
     except adapters.Unsupported as exc:
         cell.unsupported[str(exc)] = cell.unsupported.get(str(exc), 0) + 1

@@ -30,6 +30,7 @@ class Case:
     x: np.ndarray
     params: dict
     kind: str
+    cotangent: np.ndarray | None = None  # gradient properties: the output cotangent drawn with the case
 
     def describe(self) -> dict:
         return {"norm": self.norm, "shape": list(self.x.shape), "values": self.kind,

@@ -35,11 +35,7 @@ def test_state_after_steps_then_eval(target, cell, data):
         expected = reference_or_reject(ref_case)
         outcome = run_or_reject(cell, fw_case, clause)
         n = checks.reduction_length(target.norm, x, first.params)
-        view, axes, _ = checks.statistic_view(target.norm, x, first.params)
-        centred, big = view - view.mean(axis=axes, keepdims=True), np.max(np.abs(x))
-        # a mean off by d moves each (x - mean)^2 by 2 |x - mean| d + d^2, d ~ u * growth(n) * max|x|
-        drift = checks.T.unit_roundoff(acc) * checks.T.growth(n) * big  # how far the batch mean may be off
-        scales = {"mean": big, "var": 2 * np.max(np.abs(centred)) * big + drift * big}
+        scales = checks.state_error_scales(target.norm, x, first.params, acc)
         for what in ("mean", "var"):
             want, got = getattr(expected.state, what), getattr(outcome.state, what)
             bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,

@@ -50,29 +50,29 @@ def _conventions(args) -> int:
 
 
 def _run(args) -> int:
-    """The conformance suite over the installed adapters, results to a JSON-lines file, then a summary."""
-    import os
-    import subprocess
+    """The conformance suite over the installed adapters in parallel workers (one group of adapters
+    each), a results file per worker in one folder, then a summary and the HTML report."""
     from pathlib import Path
 
-    import normconf.conformance as suite
+    from normconf import adapters
+    from normconf.conformance import workers
     from normconf.reports import results
 
+    names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
+    for name in names:
+        adapters.get(name)  # an unknown name fails here, naming the known ones
     out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pytest", str(Path(suite.__file__).parent), "-q", "-p", "no:cacheprovider",
-               "--profile", args.profile, "--results", str(out)]
-    if args.adapters:
-        command += ["--adapters", args.adapters]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    code = subprocess.call(command + args.pytest_args, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if out.exists():
-        print(results.text_matrix(results.load([out])))
-        print(f"results: {out}")
+    pytest_args = ["--profile", args.profile, *(["--seed", str(args.seed)] if args.seed is not None else []),
+                   *args.pytest_args]
+    groups = workers.plan(names, args.jobs)
+    print(f"{len(names)} adapters in {len(groups)} worker(s), profile {args.profile}", flush=True)
+    code = workers.run(groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    files = sorted(out.glob("worker-*.jsonl"))
+    if files:
+        print(results.text_matrix(results.load(files)))
+        print(f"results: {out}/worker-*.jsonl")
         if args.report:
-            _write_report([out], args.report, None if args.no_hazards else args.adapters)
+            _write_report(files, args.report, None if args.no_hazards else args.adapters)
     return code
 
 
@@ -91,8 +91,13 @@ def _report(args) -> int:
     """One HTML report from one or more results files (e.g. from several machines)."""
     from normconf.reports.results import ResultsError
 
+    from pathlib import Path
+
+    paths = []
+    for given in map(Path, args.results):  # a folder from `normconf run` stands for its results files
+        paths += sorted(given.glob("*.jsonl")) if given.is_dir() else [given]
     try:
-        _write_report(args.results, args.output, args.hazards)
+        _write_report(paths, args.output, args.hazards)
     except (ResultsError, OSError) as exc:
         print(f"normconf report: {exc}", file=sys.stderr)
         return 2
@@ -113,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
     run.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
-    run.add_argument("--results", default="reports/out/results.jsonl", help="where to write the results")
+    run.add_argument("--results", default="reports/out/results", help="folder for the results (one file per worker)")
+    run.add_argument("--jobs", type=int, default=None, help="worker processes (default: the CPUs this process may use)")
     run.add_argument("--report", default="reports/out/index.html", help="where to write the HTML report ('' for none)")
     run.add_argument("--no-hazards", action="store_true", help="leave the porting-hazard measurements out of the report")
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
     report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
-    report.add_argument("results", nargs="+", help="results files (JSON lines) from `normconf run` or pytest --results")
+    report.add_argument("results", nargs="+", help="results files (JSON lines) or folders of them, from `normconf run` or pytest --results")
     report.add_argument("-o", "--output", default="reports/out/index.html", help="the HTML file to write")
     report.add_argument("--hazards", nargs="?", const="", default=None, metavar="ADAPTERS",
                         help="also measure porting hazards with the adapters installed here (optionally only these, "
@@ -131,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if spec/conventions.md disagrees")
     table.set_defaults(run=_conventions)
     args = parser.parse_args(argv)
+    if getattr(args, "jobs", 0) is None:
+        from normconf.conformance import workers
+
+        args.jobs = workers.default_jobs()
     return args.run(args)
 
 

@@ -41,8 +41,30 @@ MUTATIONS = {
 }
 
 
+# Wrong declarations: an adapter that claims a default its framework does not have.
+DECLARATION_MUTATIONS = {
+    "torch_layer_norm_eps_declared_1e-3": ("layer_norm", "eps", 1e-3),
+    "torch_batch_norm_momentum_declared_0.9": ("batch_norm", "momentum", 0.9),
+}
+
+
+def _misdeclare(norm, key, value):
+    import dataclasses
+
+    from normconf.adapters import pytorch
+
+    for cls in (pytorch.TorchModules, pytorch.TorchFunctional):
+        declaration = cls.declarations[norm]
+        conventions = tuple(dataclasses.replace(c, value=value) if c.key == key else c for c in declaration.conventions)
+        cls.declarations = {**cls.declarations, norm: dataclasses.replace(declaration, conventions=conventions)}
+
+
 def pytest_configure(config):
     name = os.environ.get("NORMCONF_MUTATION")
-    if name:
+    if name in MUTATIONS:
         module, attribute, replacement = MUTATIONS[name]
         setattr(module, attribute, replacement)
+    elif name in DECLARATION_MUTATIONS:
+        _misdeclare(*DECLARATION_MUTATIONS[name])
+    elif name:
+        raise ValueError(f"unknown NORMCONF_MUTATION {name!r}")

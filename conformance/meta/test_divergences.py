@@ -18,7 +18,7 @@ def _diverges(name, entry) -> tuple[bool, str]:
     if not entry.applies(case, dtype):
         return False, "the entry's own example is outside what it says it explains"
     gradient = entry.shows_in == "gradient"
-    g = np.full_like(case.x, 0.3) if gradient else None
+    g = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3) if gradient else None
     try:
         outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype, cotangent=g)
     except adapters.Unsupported as exc:

@@ -52,3 +52,18 @@ def test_unmutated_reference_passes_the_same_run():
         cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "NORMCONF_MUTATION"},
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+@pytest.mark.clause("LN.D1", "BN.D2")
+@pytest.mark.parametrize("mutation", ["torch_layer_norm_eps_declared_1e-3", "torch_batch_norm_momentum_declared_0.9"])
+def test_defaults_property_catches_a_wrong_declaration(mutation):
+    """An adapter claiming a default its framework lacks fails the defaults property (torch.nn)."""
+    if not adapters.get("torch.nn").available()[0]:
+        pytest.skip("torch is not installed")
+    norm = "layer_norm" if "layer_norm" in mutation else "batch_norm"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_defaults.py", "-q", "-p", "no:cacheprovider",
+         "-p", "normconf.conformance.meta.mutations", "--adapters", "torch.nn", "--profile", "quick", "-k", norm],
+        cwd=ROOT, env={**os.environ, "NORMCONF_MUTATION": mutation}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, f"the defaults property missed {mutation}:\n{proc.stdout[-2000:]}"
+    assert "default " in proc.stdout, proc.stdout[-2000:]

@@ -1,0 +1,60 @@
+"""Declared defaults are the framework's own: the layer or function called with nothing but what it
+requires must agree with the reference run on the adapter's declared defaults (the conventions of
+spec/conventions.md). A wrong declaration would turn every mapped comparison into a false verdict."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normconf import adapters
+
+from . import checks, strategies
+from .harness import reference_or_reject, run_or_reject
+
+CLAUSES = ("BN.D1", "BN.D2", "BN.D3", "IN.D1", "LN.D1", "GN.D2", "RMS.D1", "RMS.D2", "LRN.D1", "LP.D1")
+# what a no-argument call still needs, when the framework declares no default for it
+REQUIRED = {"group_norm": ("groups", 2), "local_response_norm": ("size", 3)}
+
+
+@pytest.mark.targets(widest=True, no_argument_call=True)
+@pytest.mark.clause(*CLAUSES)
+@given(data=st.data())
+def test_declared_defaults_are_the_framework_defaults(target, cell, data):
+    adapter = adapters.get(target.adapter)
+    declaration = adapter.declarations[target.norm]
+    defaults = declaration.defaults()
+    required = REQUIRED.get(target.norm)
+    hints = {required[0]: defaults.get(*required)} if required else {}
+    rank = data.draw(st.sampled_from([3, 4]), label="rank")
+    shape = list(data.draw(st.sampled_from(strategies.SHAPE_POOL[rank]), label="shape"))
+    axis = defaults.get("channel_axis", 1) % rank
+    shape[axis] = hints.get("groups", 1) * data.draw(st.sampled_from([1, 2, 3]), label="channels_per_group")
+    kind, x = data.draw(strategies.values(tuple(shape), target.dtype, axis, math.prod(shape) // shape[axis]),
+                        label="values")
+    # the case as far as known before the call (the call may imply a state and mode, see below)
+    case = strategies.Case(target.norm, x, {**defaults, **hints}, kind)
+    outcome, implied = run_or_reject(cell, case, CLAUSES[0], call=lambda: adapter.run_framework_defaults(
+        target.norm, x, hints, dtype=target.dtype))
+    params = {**defaults, **hints, **implied}
+    if target.norm == "rms_norm" and params.get("eps") is None:  # RMS.D1: the computation dtype's epsilon
+        params["eps"] = checks.T.finfo("float64" if target.dtype == "float64" else "float32").eps
+    case = strategies.Case(target.norm, x, params, kind)
+    expected = reference_or_reject(case)
+    y_ref = getattr(expected, "y", expected)
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    bound = checks.budget(target.norm, x, params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
+    cell.settle(checks.check(CLAUSES[0], target.adapter, target.norm, target.dtype, "default y", outcome.y, y_ref,
+                             bound, case.describe()), case)
+    if outcome.state is not None and getattr(expected, "state", None) is not None:
+        n = checks.reduction_length(target.norm, x, params)
+        scales = checks.state_error_scales(target.norm, x, params, acc)
+        for what in ("mean", "var"):
+            want = getattr(expected.state, what)
+            state_bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
+                                                        batch_error_scale=scales[what], y_ref=want,
+                                                        previous=getattr(params["state"], what)), "NUM.N5")
+            cell.settle(checks.check("BN.D2", target.adapter, target.norm, target.dtype, f"default state.{what}",
+                                     getattr(outcome.state, what), want, state_bound, case.describe()), case)

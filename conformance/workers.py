@@ -1,0 +1,60 @@
+"""Running the suite in parallel worker processes, one group of adapters per worker.
+
+Frameworks do not share a process well (start-up cost, thread pools, a crash takes the process with
+it), and one core per worker is what their CPU kernels get anyway. Groups are balanced by each
+adapter's measured cost (`COST`, relative seconds of the quick profile on a 2-core machine), longest
+first; every worker writes its own results file, and the reports merge them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Relative cost of one adapter's run (quick profile, measured): JAX-family and Keras adapters compile
+# per shape or start child processes; an adapter not listed counts as 1.
+COST = {"flax.linen": 4, "flax.nnx": 4, "haiku": 4, "equinox": 3, "keras[tensorflow]": 4, "keras[jax]": 5,
+        "keras[torch]": 4, "keras[numpy]": 3, "paddle.functional": 2, "paddle.nn": 2, "mlx.nn": 2}
+
+
+def plan(names: list[str], jobs: int) -> list[list[str]]:
+    """`names` split into at most `jobs` groups of similar total cost (longest-processing-time first)."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(names))))]
+    loads = [0.0] * len(groups)
+    for name in sorted(names, key=lambda n: -COST.get(n, 1)):
+        k = loads.index(min(loads))
+        groups[k].append(name)
+        loads[k] += COST.get(name, 1)
+    return [g for g in groups if g]
+
+
+def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env: dict | None = None) -> int:
+    """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code.
+    Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends."""
+    import normconf.conformance as suite
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*results_dir.glob("worker-*.jsonl"), *results_dir.glob("worker-*.log")]:
+        stale.unlink()
+    started, running = time.monotonic(), []
+    for k, group in enumerate(groups, 1):
+        log = open(results_dir / f"worker-{k}.log", "w", encoding="utf-8")
+        command = [sys.executable, "-m", "pytest", str(Path(suite.__file__).parent), "-q", "-p", "no:cacheprovider",
+                   "--adapters", ",".join(group), "--results", str(results_dir / f"worker-{k}.jsonl"), *pytest_args]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        running.append((k, group, process, log))
+    worst = 0
+    for k, group, process, log in running:
+        code = process.wait()
+        log.close()
+        tail = (results_dir / f"worker-{k}.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or ["(no output)"]
+        print(f"worker {k} [{', '.join(group)}] exit {code} after {time.monotonic() - started:.0f}s: {tail[0]}", flush=True)
+        if code and not worst:  # the first failure's code; a worker killed by a signal counts as 1
+            worst = code if code > 0 else 1
+    return worst
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
