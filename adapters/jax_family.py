@@ -13,6 +13,7 @@ x and the parameters as loaded.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -266,6 +267,13 @@ def _jax():
 
     if not jax.config.jax_enable_x64:  # float64 arrays need it; set before any array is created
         jax.config.update("jax_enable_x64", True)
+        # Compiled programs persist across runs (the suite compiles one per layer configuration and
+        # shape): NORMCONF_JAX_CACHE names the folder, "" turns it off.
+        cache = os.environ.get("NORMCONF_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "normconf-jax"))
+        if cache:
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return jax
 
 
@@ -649,8 +657,12 @@ def _haiku_run(key, make, x, affine, cotangent, init_args=(), call_args=(), load
     parameters' shapes) and, via `load_state(state)`, the running statistics; apply. aux = new state.
     `key` names the module's configuration (what `make` closes over) for the compiled-function cache."""
     hk = _haiku()
+    jax = _jax()
     f = hk.transform_with_state(lambda xj, *args: make()(xj, *args))
-    params, state = f.init(None, x, *init_args)
+    # Shapes only, traced abstractly: parameters are replaced by the canonical affine and haiku's
+    # initial state is all zeros (EMA counters, hidden values, averages), so nothing is run eagerly.
+    params, state = jax.eval_shape(lambda xj: f.init(None, xj, *init_args), x)
+    state = jax.tree.map(lambda s: _jnp().zeros(s.shape, s.dtype), state)
     if load_state is not None:
         state = load_state(state)
     (module_name,) = params.keys() if params else ("",)

@@ -763,3 +763,30 @@ KNOWN += [
                            ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}),
                            ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}))
 ]
+
+# a nearly constant batch: the running variance is almost all blend, whose float32 rounding shows
+_NEARLY_CONSTANT_BATCH = np.array([[1.0001257302210933, 0.9998678951367087, 1.0006404226504433],
+                                   [1.0001049001171531, 0.9994643306268389, 1.0003615950549094]])
+KNOWN += [
+    Divergence(name, "batch_norm", "BN.D15", "Keras keeps its moving statistics in float32 variables, float64 inputs too",
+               lambda case, dtype: dtype == "float64" and case.params.get("state") is not None
+               and case.params.get("training", True),
+               lambda: (Case("batch_norm", _NEARLY_CONSTANT_BATCH, {"channel_axis": 1, "eps": 1e-12, "running_var": "biased",
+                                                                  "momentum": 0.01, "training": True,
+                                                                  "state": __import__("normconf").reference.RunningStats.initial(3)},
+                             "tiny_spread"), "float64"), "state")
+    for name in ("keras[jax]", "keras[torch]", "keras[numpy]")
+] + [
+    Divergence("equinox", "group_norm", "LN.D10", "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+               _rsqrt_jvp_underflows,
+               lambda: (Case("group_norm", _HUGE_ROW.reshape(1, 1, 3), {"groups": 1, "channel_axis": 1, "eps": 1e-12}, "large",
+                             cotangent=np.array([[[0.7, 0.3, 0.3]]])), "float32"), "gradient"),
+    Divergence("tf.nn", "batch_norm", "LN.D10", "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+               _rsqrt_jvp_underflows,
+               lambda: (Case("batch_norm", np.array([[8.928809573238702e17, -1.5008069836351734e18, -2.9924863714923643e18],
+                                                      [-3.151854259746636e18, 2.042272067532882e18, 2.6908372805573673e18]]),
+                             {"channel_axis": 1, "eps": 1e-12}, "large",
+                             cotangent=np.array([[0.1257302165031433, -0.13210485875606537, 0.6404226422309875],
+                                                 [0.10490011423826218, -0.5356693863868713, 0.3615950644016266]])),
+                        "float32"), "gradient"),
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import math
+import time
 
 import numpy as np
 from hypothesis import reject
@@ -77,7 +78,7 @@ def repro(cell: "Cell", case: Case) -> str:
             "for key in ('x', 'scale', 'offset'):",
             "    print('d' + key, 'framework:', getattr(framework.grads, key), 'reference:', getattr(expected, key))",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines) + "\n"
     lines += [
         f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r})",
         f"expected = R.{cell.norm}(x, **params)",
@@ -86,7 +87,7 @@ def repro(cell: "Cell", case: Case) -> str:
     ]
     if any(isinstance(v, R.RunningStats) for v in case.params.values()):
         lines += ["print('framework state:', framework.state)", "print('reference state:', getattr(expected, 'state', None))"]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -102,6 +103,8 @@ class Cell:
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
     cotangent: np.ndarray | None = None  # the output cotangent of the example last run (gradient properties)
+    started: float = field(default_factory=time.monotonic)
+    first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
 
     def settle(self, verdict: Verdict, case: Case, also: tuple = ()) -> None:
         """Record the verdict; a failure no known divergence explains fails the test with a repro.
@@ -111,6 +114,8 @@ class Cell:
             if self.worst_pass is None or verdict.comparison.ratio > self.worst_pass.comparison.ratio:
                 self.worst_pass = verdict
             return
+        if self.first_reported is None:
+            self.first_reported = {"examples": self.examples, "seconds": round(time.monotonic() - self.started, 3)}
         known = next((entry for c in (case, *also)
                       if (entry := divergences.explaining(self.adapter, c.norm, c, self.dtype)) is not None), None)
         if known is not None:

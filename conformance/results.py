@@ -9,6 +9,7 @@ without `end` is an interrupted run; the report still reads it and says so.
 from __future__ import annotations
 
 import json
+import time
 import os
 import platform
 import subprocess
@@ -73,7 +74,7 @@ class Recorder:
             status = "error" if outcome == "failed" and cell.failure is None else cell.status()
         record = {"test": nodeid, "adapter": cell.adapter, "norm": cell.norm, "dtype": cell.dtype,
                   "property": cell.prop, "verdict": status, "examples": cell.examples,
-                  "unsupported": cell.unsupported}
+                  "unsupported": cell.unsupported, "seconds": round(time.monotonic() - cell.started, 3)}
         if message and status in ("error", "skipped"):
             record["message"] = message[:2000]
         shown = cell.failure or (cell.expected[1] if cell.expected else None) or cell.worst_pass
@@ -88,6 +89,8 @@ class Recorder:
                 record["example"]["x"] = case.x.tolist()
                 record["reference"] = _reference(case)
             record["repro"] = repro(cell, case)
+        if cell.first_reported is not None:
+            record["first_reported"] = cell.first_reported
         if cell.expected:
             entry = cell.expected[0]
             record.update(divergence_clause=entry.clause, reason=entry.reason)

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-# Relative cost of one adapter's run (quick profile, measured): JAX-family and Keras adapters compile
-# per shape or start child processes; an adapter not listed counts as 1.
-COST = {"flax.linen": 4, "flax.nnx": 4, "haiku": 4, "equinox": 3, "keras[tensorflow]": 4, "keras[jax]": 5,
-        "keras[torch]": 4, "keras[numpy]": 3, "paddle.functional": 2, "paddle.nn": 2, "mlx.nn": 2}
+# Relative cost of one adapter's run: tens of seconds of the quick profile on a 2-core machine with a
+# cold JAX compilation cache (the results' per-test `seconds`, summed; `normconf bench --sections rate`).
+# The JAX family compiles per layer configuration and shape; an adapter not listed counts as 1.
+COST = {"keras[jax]": 23, "haiku": 15, "flax.linen": 15, "flax.nnx": 12, "equinox": 11, "mlx.nn": 3,
+        "onnxruntime": 3, "keras[tensorflow]": 2, "keras[torch]": 2, "torch.nn": 2, "torch.functional": 2}
 
 
 def plan(names: list[str], jobs: int) -> list[list[str]]:

@@ -131,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure porting hazards with the adapters installed here (optionally only these, "
                              "comma-separated); off by default, so the report needs nothing but the results")
     report.set_defaults(run=_report)
+    bench = commands.add_parser("bench", help="print the performance figures next to their targets")
+    bench.add_argument("--sections", default="reference,startup,throughput,discovery",
+                       help="comma-separated: reference, startup, throughput, rate, discovery")
+    bench.add_argument("--results", default="reports/out/results", help="the results folder the rate figures read")
+    bench.add_argument("--adapters", default="", help="adapters for the throughput figures (default: all installed)")
+    bench.add_argument("--profile", default="default", help="profile for the discovery figures")
+    bench.add_argument("--suite", default="", help="also time whole profiles over every adapter, e.g. quick,default")
+    bench.set_defaults(run=lambda args: __import__("normconf.bench", fromlist=["main"]).main(args))
     table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
     mode = table.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="regenerate the tables in spec/conventions.md")

@@ -183,9 +183,9 @@ class Moments:
 
 def moments(x: np.ndarray, axes: tuple[int, ...]) -> Moments:
     m0 = np.mean(x, axis=axes, keepdims=True)
-    first = x - m0
-    m1 = np.mean(first, axis=axes, keepdims=True)
-    centred = first - m1
+    centred = x - m0
+    m1 = np.mean(centred, axis=axes, keepdims=True)
+    centred -= m1  # the second step, in place: one array less to allocate and fill
     var = np.mean(centred * centred, axis=axes, keepdims=True)
     return Moments(mean=m0 + m1, centred=centred, var=var, n=count(x.shape, axes))
 

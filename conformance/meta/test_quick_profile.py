@@ -1,0 +1,29 @@
+"""The product's own gate: the quick profile over every installed adapter runs clean - each cell
+passes, is unsupported, or is an expected divergence with its clause. A new finding fails CI here,
+with the finding's summary line; a framework upgrade that fixes a divergence fails the divergence
+meta-test instead. NORMCONF_SKIP_SUITE=1 skips it for a fast local loop."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from normconf.reports import results
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.skipif(bool(os.environ.get("NORMCONF_SKIP_SUITE")), reason="NORMCONF_SKIP_SUITE is set")
+def test_quick_profile_over_every_installed_adapter_is_clean(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "normconf.cli", "run", "--profile", "quick", "--results",
+                           str(tmp_path), "--report", str(tmp_path / "index.html"), "--no-hazards"],
+                          capture_output=True, text=True, timeout=3600)
+    runs = results.load(sorted(tmp_path.glob("worker-*.jsonl")))
+    unsettled = [f"{r['adapter']} {r['norm']} {r['dtype']} {r['property']}: {r.get('clause')} {r.get('what', '')} "
+                 f"{r.get('message', '')[:300]}" for run in runs for r in run.results
+                 if r["verdict"] in ("finding", "error")]
+    assert runs and all(run.complete for run in runs), "a worker did not finish its results file"
+    assert not unsettled, "\n".join(unsettled)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert (tmp_path / "index.html").stat().st_size > 0

@@ -1,0 +1,198 @@
+"""`normconf bench`: the figures behind the performance goals, each printed next to its target.
+
+Figures, not timed tests: a noisy machine changes them, so nothing here passes or fails a build.
+  reference   reference forward time over NumPy's own mean + var on 8M float64 elements (ratio)
+  startup     seconds to import each framework in a fresh process
+  throughput  adapter calls per second after warm-up, small and medium shapes, forward and gradient
+  rate        examples per second per adapter in a finished run's results (the suite's own overhead in)
+  discovery   examples and seconds until known divergences are first reported (default profile)
+  suite       wall time of whole profiles over every installed adapter (`--suite quick,default`)
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = {"reference": 3.0, "throughput": 20.0, "quick": 180.0, "default": 600.0}
+SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
+IMPORTS = {"torch": "import torch", "tensorflow": "import tensorflow", "jax + flax": "import jax, flax.linen",
+           "keras (jax)": "import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras",
+           "onnxruntime": "import onnxruntime", "paddle": "import paddle", "mlx": "import mlx.core"}
+# (adapter, norm, property, dtype) cells with a known divergence, and the clause they should report
+DISCOVERY = [
+    ("torch.nn", "batch_norm", "state_after_steps_then_eval", "float64", "BN.D1"),
+    ("onnx.reference", "local_response_norm", "forward_matches_reference", "float64", "LRN.D4"),
+    ("flax.linen", "layer_norm", "forward_matches_reference", "float32", "LN.D4"),
+    ("tf.nn", "lp_normalize", "forward_matches_reference", "float16", "LP.D4"),
+    ("mlx.nn", "group_norm", "forward_matches_reference", "float32", "GN.D8"),
+]
+
+
+def _best(fn, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_ratio() -> list[tuple[str, float]]:
+    from normconf import reference as R
+
+    x = np.random.default_rng(0).normal(size=(64, 128, 1024))  # 8M float64
+    numpy = _best(lambda: (x.mean(axis=-1), x.var(axis=-1)))
+    calls = {"layer_norm": lambda: R.layer_norm(x, axes=(-1,)), "batch_norm": lambda: R.batch_norm(x, channel_axis=1),
+             "group_norm": lambda: R.group_norm(x, groups=8), "rms_norm": lambda: R.rms_norm(x, axes=(-1,), eps=1e-6),
+             "instance_norm": lambda: R.instance_norm(x)}
+    return [(norm, _best(call, 3) / numpy) for norm, call in calls.items()]
+
+
+def startup() -> list[tuple[str, float | None]]:
+    figures = []
+    for name, statement in IMPORTS.items():
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", statement], capture_output=True)
+        figures.append((name, time.perf_counter() - start if done.returncode == 0 else None))
+    return figures
+
+
+def throughput(names: list[str], calls: int = 20) -> list[tuple[str, str, str, float]]:
+    """(adapter, shape, mode, calls/s) for each adapter's first declared norm, after one warm-up call."""
+    from normconf import adapters
+
+    figures = []
+    for name in names:
+        adapter = adapters.get(name)
+        if not adapter.available()[0]:
+            continue
+        norm = next(iter(adapter.declarations))
+        declaration = adapter.declarations[norm]
+        dtype = "float32" if "float32" in declaration.dtypes else declaration.dtypes[-1]
+        for label, shape in SHAPES.items():
+            x = np.random.default_rng(0).normal(size=shape)
+            params = _params(norm, declaration, x)
+            for mode, cotangent in (("forward", None), ("gradient", np.ones(shape) if declaration.gradients else None)):
+                if mode == "gradient" and cotangent is None:
+                    continue
+                try:
+                    adapter.run(norm, x, params, dtype=dtype, cotangent=cotangent)  # warm-up: compile, start
+                    start = time.perf_counter()
+                    for k in range(calls):
+                        adapter.run(norm, x + k, params, dtype=dtype, cotangent=cotangent)
+                    figures.append((name, label, f"{norm} {mode}", calls / (time.perf_counter() - start)))
+                except Exception as exc:  # an unsupported shape or layout: say so, go on
+                    figures.append((name, label, f"{norm} {mode}: {type(exc).__name__}", float("nan")))
+    return figures
+
+
+def _params(norm: str, declaration, x: np.ndarray) -> dict:
+    """The framework's declared defaults, completed as the smoke test does (groups, size, eps)."""
+    params = declaration.defaults()
+    if norm == "group_norm":
+        params["groups"] = math.gcd(x.shape[params.get("channel_axis", 1) % x.ndim], 4)
+    if norm == "local_response_norm":
+        params.setdefault("size", 3)
+    if norm == "rms_norm" and params.get("eps") is None:
+        params["eps"] = 1e-6
+    if norm == "channel_normalize":
+        channels = x.shape[params.get("channel_axis", -3) % x.ndim]
+        params["mean"], params["std"] = np.zeros(channels), np.ones(channels)
+    return params
+
+
+def rates(folder: Path) -> list[tuple[str, int, float]]:
+    """(adapter, examples, examples per second) over a results folder's tests, warm-up included."""
+    from normconf.reports import results
+
+    totals: dict[str, list[float]] = {}
+    for record in (r for run in results.load(sorted(folder.glob("*.jsonl"))) for r in run.results):
+        if record.get("seconds"):
+            total = totals.setdefault(record["adapter"], [0, 0.0])
+            total[0] += record["examples"]
+            total[1] += record["seconds"]
+    return [(name, int(n), n / seconds) for name, (n, seconds) in sorted(totals.items()) if seconds > 0]
+
+
+def discovery(profile: str = "default") -> list[tuple[str, str, dict | None]]:
+    """For each DISCOVERY cell: (cell, clause, {"examples", "seconds"} of the first report, or None)."""
+    import normconf.conformance as suite
+    from normconf import adapters
+    from normconf.reports import results
+
+    figures = []
+    for adapter, norm, prop, dtype, clause in DISCOVERY:
+        if adapter not in adapters.names() or not adapters.get(adapter).available()[0]:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "r.jsonl"
+            subprocess.run([sys.executable, "-m", "pytest", str(Path(suite.__file__).parent / _file(prop)), "-q",
+                            "-p", "no:cacheprovider", "--adapters", adapter, "--profile", profile, "--results", str(out),
+                            "-k", f"{adapter}-{norm}-{dtype}"], capture_output=True)
+            found = [r for run in results.load([out]) for r in run.results if r.get("property") == prop]
+        figures.append((f"{adapter} {norm} {dtype} {prop}", clause, next(
+            (r.get("first_reported") for r in found if r.get("first_reported")), None)))
+    return figures
+
+
+def _file(prop: str) -> str:
+    return {"state_after_steps_then_eval": "test_running_stats.py", "forward_matches_reference": "test_forward.py",
+            "gradients_match_reference_vjp": "test_gradients.py"}[prop]
+
+
+def suite_wall_time(profile: str) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "normconf.cli", "run", "--profile", profile, "--results", tmp,
+                        "--report", "", "--no-hazards"], capture_output=True)
+        elapsed = time.perf_counter() - start
+        counts: dict = {}
+        for path in Path(tmp).glob("worker-*.jsonl"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                if record.get("kind") == "result":
+                    counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
+    return elapsed, counts
+
+
+def main(args) -> int:
+    from normconf import adapters
+
+    sections = set(args.sections.split(","))
+    names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
+    if "reference" in sections:
+        print(f"reference forward / NumPy mean+var on 8M float64 (target <= {TARGETS['reference']:g}x)")
+        for norm, ratio in reference_ratio():
+            print(f"  {norm:<16} {ratio:5.2f}x  {'ok' if ratio <= TARGETS['reference'] else 'MISSED'}")
+    if "startup" in sections:
+        print("framework import in a fresh process (seconds)")
+        for name, seconds in startup():
+            print(f"  {name:<16} {'not installed' if seconds is None else f'{seconds:6.2f}'}")
+    if "throughput" in sections:
+        print(f"adapter calls per second after warm-up (target >= {TARGETS['throughput']:g} on small shapes)")
+        for name, label, what, rate in throughput(names):
+            verdict = "" if label != "small" or rate != rate else ("ok" if rate >= TARGETS["throughput"] else "MISSED")
+            print(f"  {name:<18} {label:<7} {what:<32} {rate:8.1f}/s  {verdict}")
+    if "rate" in sections:
+        folder = Path(args.results)
+        print(f"suite examples per second per adapter, from {folder} (target >= {TARGETS['throughput']:g})")
+        for name, n, rate in rates(folder):
+            print(f"  {name:<18} {n:6d} examples {rate:7.1f}/s  {'ok' if rate >= TARGETS['throughput'] else 'MISSED'}")
+    if "discovery" in sections:
+        print(f"known divergences: examples and seconds to the first report ({args.profile} profile)")
+        for cell, clause, first in discovery(args.profile):
+            shown = "not reported" if first is None else f"{first['examples']:4d} examples {first['seconds']:7.2f}s"
+            print(f"  {clause:<7} {cell:<62} {shown}")
+    for profile in [p for p in args.suite.split(",") if p]:
+        elapsed, counts = suite_wall_time(profile)
+        target = TARGETS.get(profile)
+        verdict = "" if target is None else ("ok" if elapsed <= target else "MISSED")
+        print(f"{profile} profile over every installed adapter: {elapsed:.0f}s (target <= {target:g}s) {verdict}  {counts}")
+    return 0
