@@ -163,7 +163,11 @@ def suite_wall_time(profile: str) -> tuple[float, dict]:
 
 
 def main(args) -> int:
+    import os
+
     from normconf import adapters
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     sections = set(args.sections.split(","))
     names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
