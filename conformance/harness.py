@@ -105,6 +105,7 @@ class Cell:
     cotangent: np.ndarray | None = None  # the output cotangent of the example last run (gradient properties)
     started: float = field(default_factory=time.monotonic)
     first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
+    observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)
 
     def settle(self, verdict: Verdict, case: Case, also: tuple = ()) -> None:
         """Record the verdict; a failure no known divergence explains fails the test with a repro.

@@ -89,6 +89,8 @@ class Recorder:
                 record["example"]["x"] = case.x.tolist()
                 record["reference"] = _reference(case)
             record["repro"] = repro(cell, case)
+        if cell.observations:
+            record["observations"] = cell.observations
         if cell.first_reported is not None:
             record["first_reported"] = cell.first_reported
         if cell.expected:

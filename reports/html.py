@@ -88,7 +88,9 @@ def _issues(runs: list[Run], labels) -> list[dict]:
             key = r.get("divergence_clause") or r.get("clause") or "errors"
             group = groups.setdefault(key, {"clause": _clause(key) if key != "errors" else None, "key": key,
                                             "items": []})
-            group["items"].append({**r, "id": f"r{n}", "impl": labels[i, r["adapter"]],
+            # an error (the test itself broke) has no comparison: its numbers show as "—"
+            numbers = dict.fromkeys(("worst_error", "budget", "ratio", "ulps", "index", "basis"))
+            group["items"].append({**numbers, **r, "id": f"r{n}", "impl": labels[i, r["adapter"]],
                                    "checked": _clause(r.get("clause")) if r.get("clause") != key else None})
     order = lambda g: (min(SEVERITY.index(it["verdict"]) for it in g["items"]), g["key"])  # noqa: E731
     return sorted(groups.values(), key=order)
@@ -114,6 +116,17 @@ def _environments(runs: list[Run], labels) -> list[dict]:
         for adapter, env in run.environments.items():
             rows.append({**env, "impl": labels.get((i, adapter), adapter), "run": run.label,
                          "flags": ", ".join(f"{k}={v}" for k, v in env.get("flags", {}).items())})
+    return rows
+
+
+def _invalid_input(runs: list[Run], labels) -> list[dict]:
+    """What each implementation did with inputs a C clause rejects (recorded, not judged)."""
+    rows = []
+    for i, run in enumerate(runs):
+        for r in run.results:
+            for observed in r.get("observations", []):
+                clause, _, answer = observed.partition(": ")
+                rows.append({"impl": labels[i, r["adapter"]], "norm": r["norm"], "case": clause, "answer": answer})
     return rows
 
 
@@ -164,7 +177,7 @@ def build(runs: list[Run], hazards=None) -> str:
         version=__version__, runs=_runs(runs), impls=impls, norms=norms, titles=TITLES, cells=cells, details=details,
         counts=counts, severity=SEVERITY, symbol=SYMBOL, short=SHORT, issues=_issues(runs, labels),
         ratio_rows=_ratio_rows(runs, labels), ratio_axis=plots.ratio_axis(), environments=_environments(runs, labels),
-        conventions=_conventions(), hazards=_hazards(hazards))
+        conventions=_conventions(), hazards=_hazards(hazards), invalid=_invalid_input(runs, labels))
 
 
 def write(paths, out, hazards=None) -> Path:

@@ -187,3 +187,19 @@ def test_hazards_measure_the_running_variance_conventions_of_two_frameworks():
     assert bn.eval > bn.forward  # the training output does not see the running-stat conventions; eval does
     for name in names:
         assert len(found.measured[name, "batch_norm"].running_var) == H.STEPS
+
+
+def test_an_error_record_and_recorded_observations_render(tmp_path):
+    """An error (no comparison numbers) shows with dashes; constraint observations get their own table."""
+    records = _records()
+    first = next(i for i, r in enumerate(records) if r.get("kind") == "result")
+    error = {"kind": "result", "test": "conformance/test_forward.py::x", "adapter": records[first]["adapter"],
+             "norm": "layer_norm", "dtype": "float64", "property": "forward_matches_reference", "verdict": "error",
+             "examples": 0, "message": "the test itself broke"}
+    observed = {**error, "test": "conformance/test_constraints.py::y", "property": "constraint_violations_are_recorded",
+                "verdict": "pass", "message": None, "observations": ["LN.C3 (eps < 0): accepted, output with NaN or inf"]}
+    del observed["message"]
+    page = html.build(R.load([_write(tmp_path / "r.jsonl", records[:first] + [error, observed] + records[first:])]))
+    assert "the test itself broke" in page
+    invalid = page[page.index('id="invalid"'):]
+    assert "LN.C3 (eps &lt; 0)" in invalid and "accepted, output with NaN or inf" in invalid
