@@ -790,3 +790,45 @@ KNOWN += [
                                                  [0.10490011423826218, -0.5356693863868713, 0.3615950644016266]])),
                         "float32"), "gradient"),
 ]
+
+
+def _half_sum_overflows(case: Case, dtype: str) -> bool:
+    """BN.D14 (mlx): a float16 sum over one statistic's values beyond float16's range."""
+    from .checks import statistic_view
+
+    if dtype != "float16" or not case.x.size or not _batch_stats(case):
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    return float(np.max(np.abs(view.sum(axis=axes)))) > _huge(dtype)
+
+
+def _half_squares_overflow(case: Case, dtype: str) -> bool:
+    return dtype == "float16" and _max_abs(case) > 255.9
+
+
+KNOWN += [
+    Divergence("mlx.nn", "batch_norm", "BN.D14", "mlx.nn.BatchNorm's float16 mean divides a float16 sum: past 65504 it is inf",
+               _half_sum_overflows,
+               lambda: (Case("batch_norm", np.full((12, 1), 1e4), {"channel_axis": -1, "eps": 1.0, "training": True},
+                             "offset"), "float16")),
+    Divergence("haiku", "rms_norm", "RMS.D4", "haiku squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+               _half_squares_overflow,
+               lambda: (Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1.0}, "large"), "float16")),
+    Divergence("tf.nn", "local_response_norm", "LRN.D3", "TF's float16 LRN squares in float16: x*x overflows for |x| > 255.9",
+               _half_squares_overflow,
+               lambda: (Case("local_response_norm", np.full((1, 1, 1, 3), 1e3), {"size": 3, "channel_axis": 3,
+                             "alpha_over_size": False}, "large"), "float16")),
+]
+
+
+def _keras_torch_manual_layer_norm(case: Case, dtype: str) -> bool:
+    """BN.D4 for Keras' torch LayerNorm over non-contiguous axes: there it takes ops.moments (one pass,
+    in float32, float64 inputs too) instead of F.layer_norm."""
+    return (_non_trailing(case) and not _contiguous_non_trailing(case)
+            and _keras_one_pass(case, "float32" if dtype == "float64" else dtype))
+
+
+KNOWN.append(Divergence(
+    "keras[torch]", "layer_norm", "BN.D4", "Keras' torch backend takes one-pass moments for non-contiguous LayerNorm axes",
+    _keras_torch_manual_layer_norm,
+    lambda: (Case("layer_norm", _KERAS_ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"), "float32")))

@@ -137,6 +137,8 @@ def compare(actual, expected, budget, dtype) -> Comparison:
     any non-finite result matches (NUM.N7)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:  # a wrongly shaped answer is wrong everywhere, not a crash of the suite
+        return Comparison(math.inf, 0.0, math.inf, math.nan, ())
     budget = np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape)
     error = np.abs(actual - expected)
     same_nonfinite = (~np.isfinite(actual) & ~np.isfinite(expected)) | (actual == expected)

@@ -70,3 +70,11 @@ def test_comparison_records_worst_element_budget_and_ulps():
     nan_mismatch = T.compare(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 1.0, np.float32)
     assert not nan_mismatch.passed
     assert T.compare(np.array([np.nan]), np.array([np.nan]), 0.0, np.float32).passed
+
+
+def test_a_wrongly_shaped_answer_fails_everywhere():
+    """NUM.N7: an output of the wrong shape is a failed comparison (worst error inf), never broadcast."""
+    from normconf.conformance import tolerances as T
+
+    verdict = T.compare(np.zeros((3, 3)), np.zeros((3, 1)), np.ones((3, 1)), "float64")
+    assert not verdict.passed and verdict.worst_error == np.inf
