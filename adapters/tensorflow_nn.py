@@ -142,6 +142,9 @@ class TfNn(TfBase):
                                         gradients=True),
     }
 
+    def no_argument_calls(self):
+        return DEFAULT_CALLS
+
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(params.get("state") is None, "tf.nn.batch_normalization keeps no running statistics "
                                              "(tf.compat.v1.nn.fused_batch_norm does)")
@@ -248,6 +251,18 @@ class TfFusedBatchNorm(TfBase):
                       "offset": offset if params.get("offset") is not None else None}
             grads = _gradients(tape, y, leaves, cotangent)
         return Outcome(_numpy(y), new_state, grads)
+
+
+def _lrn_defaults(x, hints, dtype):
+    """tf.nn.local_response_normalization(x): depth_radius, bias, alpha and beta all its own."""
+    require(x.ndim == 4, "tf.nn.local_response_normalization takes 4-D (NHWC) input only")
+    return Outcome(_numpy(_tf().nn.local_response_normalization(_tensor(x, dtype)))), {}
+
+
+DEFAULT_CALLS = {
+    "local_response_norm": _lrn_defaults,
+    "lp_normalize": lambda x, hints, dtype: (Outcome(_numpy(_tf().math.l2_normalize(_tensor(x, dtype)))), {}),
+}
 
 
 __all__ = ["TfFusedBatchNorm", "TfNn"]
