@@ -557,6 +557,29 @@ def _nnx_run(module, x, affine, cotangent, use_running_average=None):
     return _compiled_vjp(("flax.nnx", graphdef, use_running_average), fn, x, affine, state, cotangent)
 
 
+def _nnx_default(build, stateful=False):
+    """A no-argument call: the nnx module `build(nnx, x, hints)` (features from x, rngs) called on x;
+    BatchNorm in its default mode (batch statistics, running averages updated)."""
+    def call(x, hints, dtype):
+        nnx = _nnx()
+        module = build(nnx, x, hints)
+        y = module(_array(x, dtype))
+        if not stateful:
+            return Outcome(_numpy(y)), {}
+        state = RunningStats(_numpy(module.mean.get_value()), _numpy(module.var.get_value()), 1)
+        return Outcome(_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
+    return call
+
+
+NNX_DEFAULT_CALLS = {
+    "batch_norm": _nnx_default(lambda nnx, x, h: nnx.BatchNorm(x.shape[-1], rngs=nnx.Rngs(0)), stateful=True),
+    "layer_norm": _nnx_default(lambda nnx, x, h: nnx.LayerNorm(x.shape[-1], rngs=nnx.Rngs(0))),
+    "group_norm": _nnx_default(lambda nnx, x, h: nnx.GroupNorm(x.shape[-1], num_groups=h["groups"], rngs=nnx.Rngs(0))),
+    "instance_norm": _nnx_default(lambda nnx, x, h: nnx.InstanceNorm(x.shape[-1], rngs=nnx.Rngs(0))),
+    "rms_norm": _nnx_default(lambda nnx, x, h: nnx.RMSNorm(x.shape[-1], rngs=nnx.Rngs(0))),
+}
+
+
 class FlaxNnx(JaxBase):
     """`flax.nnx` modules (stateful objects; running statistics are `nnx.BatchStat` variables)."""
 
@@ -575,6 +598,9 @@ class FlaxNnx(JaxBase):
         "rms_norm": NormDeclaration("rms_norm", "flax.nnx.RMSNorm", ALL_DTYPES, NNX_RMS_CONVENTIONS,
                                     AT_LEAST_FLOAT32, gradients=True),
     }
+
+    def no_argument_calls(self):
+        return NNX_DEFAULT_CALLS
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         nnx = _nnx()
