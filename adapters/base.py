@@ -153,6 +153,20 @@ def require(condition: bool, reason: str) -> None:
         raise Unsupported(reason)
 
 
+def f32(value: float) -> float:
+    """`value` as a 32-bit float attribute (ONNX's AttributeProto.f, a C++ `float` op attribute) stores it."""
+    return float(np.float32(value))
+
+
+def float32_attribute(value: float, dtype: str, what: str) -> float:
+    """A value the framework passes as a 32-bit float: exact in a float64 run only when it is a float32
+    number, otherwise unsupported there (`what` says whose attribute and which clause)."""
+    value = float(value)
+    require(dtype != "float64" or f32(value) == value,
+            f"{what} is a 32-bit float: {value!r} would become {f32(value)!r}, so a float64 run cannot use it exactly")
+    return value
+
+
 def channel_axis_of(x: np.ndarray, params: dict, default: int = 1) -> int:
     """The non-negative channel axis of canonical `params` for input x."""
     return params.get("channel_axis", default) % x.ndim

@@ -20,7 +20,8 @@ import numpy as np
 
 from normconf.reference import RunningStats
 
-from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from .base import (Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, f32, float32_attribute, require,
+                   trailing)
 
 ONNX_VERSION = "https://github.com/onnx/onnx/blob/v1.22.0"
 SRC_OPS = f"{ONNX_VERSION}/docs/Operators.md"
@@ -66,19 +67,14 @@ HALF_IN_FLOAT32 = {"float16": "float32", "bfloat16": "float32", "float32": "floa
 STASH_FLOAT32 = {d: "float32" for d in ALL_DTYPES}  # stash_type=1: stage one in float32, float64 inputs too
 
 
-def _f32(value: float) -> float:
-    """`value` as a 32-bit ONNX float attribute stores it."""
-    return float(np.float32(value))
-
-
-EPS_DEFAULT = _f32(1e-5)  # 9.99999974738e-06: ONNX's epsilon=1e-5, a float32 attribute
+EPS_DEFAULT = f32(1e-5)  # 9.99999974738e-06: ONNX's epsilon=1e-5, a float32 attribute
 ATTRIBUTE_PRECISION = Convention("attribute_precision", "AttributeProto.f", "float32", SRC_PROTO,
                                  note="float attributes are 32-bit: float64 runs need float32-representable values")
 
 BN_CONVENTIONS = (
     Convention("channel_axis", "— (axis 1)", 1, SRC_BN),
     Convention("eps", "epsilon", EPS_DEFAULT, SRC_BN, note="1e-5 as a float32 attribute"),
-    Convention("momentum", "momentum", 1.0 - _f32(0.9), SRC_BN, clause="BN.D2",
+    Convention("momentum", "momentum", 1.0 - f32(0.9), SRC_BN, clause="BN.D2",
                note="canonical = 1 - onnx momentum (0.9, a float32 attribute)"),
     Convention("running_var", "— (ReduceVar, population)", "biased", SRC_BN_DEFS, clause="BN.D1"),
     Convention("eps_placement", "—", "inside sqrt", SRC_BN),
@@ -116,7 +112,7 @@ RMS_CONVENTIONS = (
     ATTRIBUTE_PRECISION,
 )
 LRN_CONVENTIONS = (
-    Convention("alpha", "alpha", _f32(1e-4), SRC_LRN, note="1e-4 as a float32 attribute"),
+    Convention("alpha", "alpha", f32(1e-4), SRC_LRN, note="1e-4 as a float32 attribute"),
     Convention("beta", "beta", 0.75, SRC_LRN),
     Convention("k", "bias", 1.0, SRC_LRN),
     Convention("channel_axis", "— (axis 1)", 1, SRC_LRN),
@@ -219,19 +215,14 @@ def build_model(op: str, attributes: tuple, inputs: tuple, outputs: tuple, dtype
 
 
 def _attribute32(name: str, value: float, dtype: str) -> float:
-    """A float attribute: exact in float64 runs only when the value is a float32 number."""
-    value = float(value)
-    require(dtype != "float64" or _f32(value) == value,
-            f"ONNX float attributes are 32-bit: {name}={value!r} would become {_f32(value)!r}, "
-            f"so a float64 run cannot use it exactly (AttributeProto.f)")
-    return value
+    return float32_attribute(value, dtype, f"ONNX's {name} attribute (AttributeProto.f)")
 
 
 def _onnx_momentum(momentum, dtype: str) -> float:
     """BN.D2: ONNX weights the old value by `momentum`; canonical w weights the new batch."""
     require(momentum is not None, "ONNX has no cumulative average (momentum=None) (BN.D7)")
     decay = 1.0 - float(momentum)
-    exact = _f32(decay) == decay and _f32(momentum) == float(momentum) and 1 - Fraction(decay) == Fraction(momentum)
+    exact = f32(decay) == decay and f32(momentum) == float(momentum) and 1 - Fraction(decay) == Fraction(momentum)
     require(dtype != "float64" or exact,
             f"ONNX float attributes are 32-bit: momentum={1.0 - float(momentum)!r} (canonical {momentum!r}) is not "
             f"exact in float32, so a float64 run cannot use it exactly (AttributeProto.f, BN.D2)")
@@ -303,7 +294,7 @@ class OnnxBase(Adapter):
         if training or state is None:
             # training_mode=1 normalizes with the batch statistics (BN.S1, BN.S4) and must have all three
             # outputs; without a state the running inputs are placeholders whose outputs are dropped.
-            momentum = _onnx_momentum(params.get("momentum", 0.1), dtype) if updates else _f32(0.9)
+            momentum = _onnx_momentum(params.get("momentum", 0.1), dtype) if updates else f32(0.9)
             inputs["input_mean"] = np.zeros(channels) if state is None else state.mean
             inputs["input_var"] = np.ones(channels) if state is None else state.var
             outputs, shapes = ("Y", "running_mean", "running_var"), (x.shape, (channels,), (channels,))
@@ -451,7 +442,7 @@ class OnnxRuntime(OnnxBase):
     def _lrn_limits(self, x, params, dtype):
         require(x.ndim == 4, "onnxruntime's CPU LRN takes 4-D NCHW input only")
         require(int(params["size"]) % 2 == 1, "onnxruntime's CPU LRN enforces an odd size (LRN.D2)")
-        require(_f32(params.get("alpha", 1e-4)) > 0 and _f32(params.get("beta", 0.75)) > 0,
+        require(f32(params.get("alpha", 1e-4)) > 0 and f32(params.get("beta", 0.75)) > 0,
                 "onnxruntime's CPU LRN enforces alpha > 0 and beta > 0 (as float32 attributes)")
 
     def _execute(self, model, key, feeds, outputs, dtype, output_shapes):

@@ -21,7 +21,8 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from . import _isolated
-from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from .base import (Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, f32, float32_attribute, require,
+                   trailing)
 
 TAG = "https://github.com/PaddlePaddle/Paddle/blob/v3.3.1"
 SRC_F = f"{TAG}/python/paddle/nn/functional/norm.py"
@@ -39,13 +40,8 @@ DTYPES = ("float32", "float64")  # every norm kernel here is registered for CPU 
 SAME = {d: d for d in DTYPES}  # the kernels compute in the input dtype
 
 
-def _f32(value: float) -> float:
-    """`value` as a C++ `float` op attribute stores it."""
-    return float(np.float32(value))
-
-
-EPS32 = _f32(1e-5)  # 9.99999974738e-06: epsilon=1e-5 passed as a float attribute
-MOMENTUM32 = 1.0 - _f32(0.9)  # 0.10000002384: Paddle's momentum=0.9 (weight on the old value), a float attribute
+EPS32 = f32(1e-5)  # 9.99999974738e-06: epsilon=1e-5 passed as a float attribute
+MOMENTUM32 = 1.0 - f32(0.9)  # 0.10000002384: Paddle's momentum=0.9 (weight on the old value), a float attribute
 
 
 def _attribute_precision(source: str, names: str) -> Convention:
@@ -149,12 +145,7 @@ def _backward(y, inputs: dict, cotangent, dtype: str, shapes: dict | None = None
 
 
 def _attribute32(name: str, value: float, dtype: str) -> float:
-    """A float attribute: exact in float64 runs only when the value is a float32 number (BN.D17)."""
-    value = float(value)
-    require(dtype != "float64" or _f32(value) == value,
-            f"Paddle's {name} is a 32-bit float attribute: {value!r} would become {_f32(value)!r}, "
-            f"so a float64 run cannot use it exactly (BN.D17)")
-    return value
+    return float32_attribute(value, dtype, f"Paddle's {name} attribute (BN.D17)")
 
 
 def _paddle_momentum(params, dtype: str) -> float:
@@ -162,7 +153,7 @@ def _paddle_momentum(params, dtype: str) -> float:
     momentum = params.get("momentum", MOMENTUM32)
     require(momentum is not None, "Paddle has no cumulative average (momentum=None) (BN.D7)")
     decay = 1.0 - float(momentum)
-    exact = _f32(decay) == decay and 1 - Fraction(decay) == Fraction(momentum)
+    exact = f32(decay) == decay and 1 - Fraction(decay) == Fraction(momentum)
     require(dtype != "float64" or exact,
             f"Paddle's momentum is a 32-bit float attribute: {decay!r} (canonical {momentum!r}) is not exact in "
             f"float32, so a float64 run cannot use it exactly (BN.D17)")
@@ -216,8 +207,8 @@ def _lrn_checks(x, params, dtype):
     require(params["size"] % 2 == 1 or params.get("extra", "before") == "before",
             "Paddle puts an even window's extra channel before c (LRN.D2)")
     beta = params.get("beta", 0.75)
-    require(dtype != "float64" or _f32(beta) == beta,
-            f"Paddle raises to beta as a 32-bit float: {beta!r} would become {_f32(beta)!r} (LRN.D8)")
+    require(dtype != "float64" or f32(beta) == beta,
+            f"Paddle raises to beta as a 32-bit float: {beta!r} would become {f32(beta)!r} (LRN.D8)")
     return LAYOUT_FIRST[x.ndim] if axis == 1 else LAYOUT_LAST[x.ndim]
 
 
@@ -342,7 +333,7 @@ class PaddleFunctional(PaddleBase):
         axes = tuple(params.get("axes", (1,)))
         require(len(axes) == 1, "F.normalize normalizes over one axis")
         p = float(params.get("p", 2.0))
-        require(dtype != "float64" or _f32(1.0 / p) == 1.0 / p,
+        require(dtype != "float64" or f32(1.0 / p) == 1.0 / p,
                 f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)")
         xt = _tensor(x, dtype, cotangent is not None)
         y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params.get("eps", 1e-12))
