@@ -53,7 +53,8 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
 
 
 def repro(cell: "Cell", case: Case) -> str:
-    """A standalone script that replays the example through the adapter and prints both answers."""
+    """A standalone script that replays the example through the adapter, prints both answers and the
+    verdict under the same budget, and exits 1 when the comparison fails (so it reproduces a failure)."""
     lines = [
         "import numpy as np",
         "from normconf import adapters, reference as R",
@@ -70,23 +71,43 @@ def repro(cell: "Cell", case: Case) -> str:
         else:
             params.append(f"{key!r}: {value!r}")
     lines.append("params = {" + ", ".join(params) + "}")
+    clause = (cell.failure or (cell.expected[1] if cell.expected else None))
+    clause = clause.clause if clause is not None else ""
+    lines += [
+        "from normconf.conformance import checks",
+        f"adapter, norm, dtype = adapters.get({cell.adapter!r}), {cell.norm!r}, {cell.dtype!r}",
+        "acc = adapter.declarations[norm].accumulation.get(dtype, dtype)",
+    ]
     if cell.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
         lines += [
             f"g = np.array({np.asarray(cell.cotangent).tolist()!r})",
-            f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r}, cotangent=g)",
-            f"expected = R.{cell.norm}_vjp(g, x, **params)",
-            "for key in ('x', 'scale', 'offset'):",
-            "    print('d' + key, 'framework:', getattr(framework.grads, key), 'reference:', getattr(expected, key))",
+            "framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)",
+            "expected = getattr(R, norm + '_vjp')(g, x, **params)",
+            "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') if getattr(expected, k) is not None}",
+            "bounds = checks.gradient_budget(norm, x, params, g, want, acc_dtype=acc, out_dtype=dtype)",
+            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'd' + k, getattr(framework.grads, k), want[k],",
+            "                          (bounds[k], 'NUM.N8'), {}) for k in want]",
+            "for k in want:",
+            "    print('d' + k, 'framework:', getattr(framework.grads, k), 'reference:', want[k])",
         ]
-        return "\n".join(lines) + "\n"
+    else:
+        lines += [
+            "framework = adapter.run(norm, x, params, dtype=dtype)",
+            "expected = getattr(R, norm)(x, **params)",
+            "want = getattr(expected, 'y', expected)",
+            "print('framework:', framework.y)",
+            "print('reference:', want)",
+            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'y', framework.y, want,",
+            "                          checks.budget(norm, x, params, want, acc_dtype=acc, out_dtype=dtype), {})]",
+        ]
+        if any(isinstance(v, R.RunningStats) for v in case.params.values()):
+            lines += ["print('framework state:', framework.state)",
+                      "print('reference state:', getattr(expected, 'state', None))"]
     lines += [
-        f"framework = adapters.get({cell.adapter!r}).run({cell.norm!r}, x, params, dtype={cell.dtype!r})",
-        f"expected = R.{cell.norm}(x, **params)",
-        "print('framework:', framework.y)",
-        "print('reference:', getattr(expected, 'y', expected))",
+        "for verdict in verdicts:",
+        "    print(('ok  ' if verdict.passed else 'FAIL') + ' ' + verdict.message())",
+        "raise SystemExit(0 if all(v.passed for v in verdicts) else 1)",
     ]
-    if any(isinstance(v, R.RunningStats) for v in case.params.values()):
-        lines += ["print('framework state:', framework.state)", "print('reference state:', getattr(expected, 'state', None))"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,39 @@
+"""Every failure carries a repro script; run alone, it reproduces the failure: it prints both answers
+and the verdict under the same budget, and exits 1 (NUM.N7)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from normconf import adapters
+from normconf.conformance import checks
+from normconf.conformance.divergences import KNOWN
+from normconf.conformance.harness import Cell, repro
+
+
+def _entry(clause, adapter, shows_in):
+    entry = next(e for e in KNOWN if e.clause == clause and e.names(adapter) and e.shows_in == shows_in)
+    if not adapters.get(adapter).available()[0]:
+        pytest.skip(f"{adapter} is not installed")
+    return entry
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.parametrize("clause, adapter, shows_in", [("LRN.D4", "onnx.reference", "forward"),
+                                                       ("RMS.D3", "torch.functional", "gradient")])
+def test_a_repro_run_alone_reproduces_the_failure(clause, adapter, shows_in, tmp_path):
+    entry = _entry(clause, adapter, shows_in)
+    case, dtype = entry.example()
+    cell = Cell(adapter, entry.norm, dtype, "forward_matches_reference")
+    if shows_in == "gradient":
+        cell.cotangent = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3)
+    cell.failure = checks.Verdict(clause, adapter, entry.norm, dtype, "y", checks.T.Comparison(1.0, 0.0, np.inf, 0.0, ()),
+                                  "NUM.N5")
+    script = tmp_path / "repro.py"
+    script.write_text(repro(cell, case), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"FAIL [{clause}] {adapter}" in done.stdout
