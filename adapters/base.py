@@ -131,6 +131,11 @@ class Adapter:
             raise Unsupported(f"{self.declarations[norm].api} does not take {dtype} inputs")
         return call(np.asarray(x, dtype=np.float64), dict(hints), dtype)
 
+    def framework_repro(self, norm: str, x, params: dict, *, dtype: str, cotangent=None) -> str | None:
+        """Python code that makes the same framework call with the framework alone (no normconf), for a
+        bug report upstream; None where the adapter cannot write one."""
+        return None
+
     def supports(self, norm: str) -> bool:
         return norm in self.declarations
 

@@ -174,6 +174,40 @@ class TorchFunctional(TorchBase):
     def no_argument_calls(self):
         return F_DEFAULT_CALLS
 
+    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
+        """The `torch.nn.functional` call(s) this adapter makes, recorded while it runs, written out
+        with literal tensors: the repro a PyTorch issue wants."""
+        F, calls = _torch().nn.functional, []
+        names = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm", "normalize")
+        originals = {name: getattr(F, name) for name in names}
+
+        def recording(name):
+            def call(*args, **kwargs):
+                calls.append((name, args, kwargs))
+                return originals[name](*args, **kwargs)
+            return call
+
+        try:
+            for name in names:
+                setattr(F, name, recording(name))
+            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        finally:
+            for name, fn in originals.items():
+                setattr(F, name, fn)
+        if len(calls) != 1:
+            return None
+        name, args, kwargs = calls[0]
+        lines, tensors = ["import torch", "import torch.nn.functional as F"], []
+        inputs = [_literal(arg, f"a{i}", lines, tensors) for i, arg in enumerate(args)]
+        keywords = [f"{key}={_literal(value, key, lines, tensors)}" for key, value in kwargs.items()]
+        lines += [f"y = F.{name}({', '.join(inputs + keywords)})", "print('y =', y)"]
+        if cotangent is not None:
+            lines.append(f"y.backward(torch.tensor({np.asarray(cotangent).tolist()!r}, dtype=torch.float64).to(y.dtype))")
+            lines += [f"print('grad of {t}:', {t}.grad)" for t, grad in tensors if grad]
+        # running statistics passed in are updated in place: show them after the call
+        lines += [f"print('{t} after:', {t})" for t, grad in tensors[1:] if not grad]
+        return "\n".join(lines) + "\n"
+
     def _running(self, norm, x, params, dtype, cotangent):
         """F.batch_norm / F.instance_norm: the running tensors are updated in place, as users see."""
         require(channel_axis_of(x, params) == 1, f"{norm}: PyTorch's channel axis is dim 1")
@@ -361,6 +395,19 @@ class TorchModules(TorchBase):
                                                beta=params.get("beta", 0.75), k=params.get("k", 1.0))
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
+
+
+def _literal(value, name: str, lines: list, tensors: list) -> str:
+    """A tensor argument becomes a named literal tensor (dtype and requires_grad kept, listed in
+    `tensors` as (name, requires_grad)); any other argument its repr."""
+    torch = _torch()
+    if not isinstance(value, torch.Tensor):
+        return repr(value)
+    dtype = str(value.dtype).removeprefix("torch.")
+    lines.append(f"{name} = torch.tensor({value.detach().to(torch.float64).tolist()!r}, dtype=torch.float64)"
+                 f".to(torch.{dtype}){'.requires_grad_()' if value.requires_grad else ''}")
+    tensors.append((name, value.requires_grad))
+    return name
 
 
 def _module_call(build, implied):

@@ -71,6 +71,10 @@ def repro(cell: "Cell", case: Case) -> str:
         else:
             params.append(f"{key!r}: {value!r}")
     lines.append("params = {" + ", ".join(params) + "}")
+    alone = _framework_alone(cell, case)
+    if alone:  # the same call with the framework alone, for a report upstream: run first, easy to copy
+        lines += ["FRAMEWORK_ALONE = " + repr(alone),
+                  "print('--- the framework alone ---'); exec(FRAMEWORK_ALONE, {}); print('--- through normconf ---')"]
     clause = (cell.failure or (cell.expected[1] if cell.expected else None))
     clause = clause.clause if clause is not None else ""
     lines += [
@@ -109,6 +113,15 @@ def repro(cell: "Cell", case: Case) -> str:
         "raise SystemExit(0 if all(v.passed for v in verdicts) else 1)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _framework_alone(cell: "Cell", case: Case) -> str | None:
+    """The adapter's own framework-only repro of this example, when it can write one."""
+    try:
+        return adapters.get(cell.adapter).framework_repro(case.norm, case.x, case.params, dtype=cell.dtype,
+                                                          cotangent=cell.cotangent)
+    except Exception:  # an example the framework refuses has no call to write out
+        return None
 
 
 @dataclass

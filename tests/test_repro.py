@@ -37,3 +37,20 @@ def test_a_repro_run_alone_reproduces_the_failure(clause, adapter, shows_in, tmp
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"FAIL [{clause}] {adapter}" in done.stdout
+
+
+@pytest.mark.clause("NUM.N7")
+def test_a_torch_repro_carries_the_framework_alone_call(tmp_path):
+    """torch.functional writes the F.* call it made with literal tensors; the repro runs it first."""
+    entry = _entry("RMS.D3", "torch.functional", "gradient")
+    case, dtype = entry.example()
+    cell = Cell("torch.functional", entry.norm, dtype, "gradients_match_reference_vjp", cotangent=np.full_like(case.x, 0.3))
+    text = repro(cell, case)
+    namespace: dict = {}
+    exec(next(line for line in text.splitlines() if line.startswith("FRAMEWORK_ALONE = ")), namespace)
+    alone = namespace["FRAMEWORK_ALONE"]
+    assert "import torch.nn.functional as F" in alone and "y = F.rms_norm(" in alone and "normconf" not in alone
+    script = tmp_path / "repro.py"
+    script.write_text(text, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert "--- the framework alone ---" in done.stdout and "grad of a0:" in done.stdout, done.stdout[-2000:] + done.stderr
