@@ -248,6 +248,43 @@ class OnnxBase(Adapter):
         results = self._execute(model, key, feeds, tuple(outputs), dtype, output_shapes)
         return [np.asarray(r).astype(np.float64) for r in results]
 
+    # how a one-node model runs with the framework alone (subclasses): (import line, expression)
+    runner: tuple[str, str] = ("", "")
+
+    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
+        """The one-node model this adapter ran, rebuilt with onnx.helper and run with the runtime alone."""
+        calls, original = [], self._call
+
+        def recording(op, attributes, inputs, outputs, dtype, output_shapes):
+            calls.append((op, attributes, inputs, outputs, output_shapes))
+            return original(op, attributes, inputs, outputs, dtype, output_shapes)
+
+        self._call = recording
+        try:
+            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        finally:
+            del self._call
+        if len(calls) != 1:
+            return None
+        op, attributes, inputs, outputs, shapes = calls[0]
+        given = {name: value for name, value in inputs.items() if value is not None}
+        np_dtype = "ml_dtypes.bfloat16" if dtype == "bfloat16" else f"np.{dtype}"
+        lines = ["import numpy as np", "import onnx", "from onnx import TensorProto, helper", self.runner[0],
+                 *(["import ml_dtypes"] if dtype == "bfloat16" else []),
+                 f"element = TensorProto.{ONNX_TYPES[dtype]}",
+                 f"node = helper.make_node({op!r}, {[name if value is not None else '' for name, value in inputs.items()]!r}, "
+                 f"{list(outputs)!r}, **{dict(attributes)!r})",
+                 "graph = helper.make_graph([node], 'repro', ["
+                 + ", ".join(f"helper.make_tensor_value_info({name!r}, element, {list(np.shape(v))!r})" for name, v in given.items())
+                 + "], [" + ", ".join(f"helper.make_tensor_value_info({name!r}, element, {list(shape)!r})"
+                                      for name, shape in zip(outputs, shapes)) + "])",
+                 f"model = helper.make_model_gen_version(graph, opset_imports=[helper.make_opsetid('', {OPSET[op]})])",
+                 "feeds = {" + ", ".join(f"{name!r}: np.array({np.asarray(v, dtype=np.float64).tolist()!r}).astype({np_dtype})"
+                                         for name, v in given.items()) + "}",
+                 f"for name, value in zip({list(outputs)!r}, {self.runner[1]}):",
+                 "    print(name, '=', value)"]
+        return "\n".join(lines) + "\n"
+
     def no_argument_calls(self):
         """One-node models with no optional attribute set (the operator's defaults), the required
         inputs the canonical neutral ones: scale 1, bias 0, running statistics initial."""
@@ -389,6 +426,10 @@ class OnnxBase(Adapter):
 class OnnxRuntime(OnnxBase):
     """The models run by `onnxruntime.InferenceSession` on the CPU provider, graph optimizations off."""
 
+    runner = ("import onnxruntime\noptions = onnxruntime.SessionOptions()\n"
+              "options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL",
+              "onnxruntime.InferenceSession(model.SerializeToString(), options, providers=['CPUExecutionProvider'])"
+              ".run(None, feeds)")
     name = "onnxruntime"
     requires = ("onnx", "onnxruntime")
     # onnxruntime 1.32 CPU: bfloat16 has a kernel for LayerNormalization only; float64 has none for
@@ -472,6 +513,7 @@ class OnnxRuntime(OnnxBase):
 class OnnxReference(OnnxBase):
     """The same models run by `onnx.reference.ReferenceEvaluator` (NumPy), bugs included."""
 
+    runner = ("import onnx.reference", "onnx.reference.ReferenceEvaluator(model).run(None, feeds)")
     name = "onnx.reference"
     requires = ("onnx",)
     # The evaluator's ops are NumPy in the input dtype (stash_type ignored); GroupNormalization has no

@@ -54,3 +54,16 @@ def test_a_torch_repro_carries_the_framework_alone_call(tmp_path):
     script.write_text(text, encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert "--- the framework alone ---" in done.stdout and "grad of a0:" in done.stdout, done.stdout[-2000:] + done.stderr
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.parametrize("adapter", ["onnxruntime", "onnx.reference"])
+def test_an_onnx_repro_rebuilds_the_model_with_onnx_alone(adapter):
+    """The ONNX adapters write the one-node model they ran with onnx.helper, and run it with the runtime."""
+    if not adapters.get(adapter).available()[0]:
+        pytest.skip(f"{adapter} is not installed")
+    x = np.arange(6.0).reshape(2, 3) / 4
+    alone = adapters.get(adapter).framework_repro("layer_norm", x, {"axes": (-1,), "eps": 2.0**-10}, dtype="float32")
+    assert "normconf" not in alone and "helper.make_node('LayerNormalization'" in alone
+    done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("Y = "), done.stdout + done.stderr
