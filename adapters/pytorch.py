@@ -304,6 +304,41 @@ class TorchModules(TorchBase):
     def no_argument_calls(self):
         return NN_DEFAULT_CALLS
 
+    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
+        """The configured module this adapter called (its repr, parameters and buffers as loaded, its
+        train/eval mode) and the call, written with literal tensors: the repro a PyTorch issue wants."""
+        seen, original = [], self._call
+
+        def recording(module, x, params, dtype, cotangent, training=True):
+            torch = _torch()
+            state = {k: (v.detach().to(torch.float64).tolist(), str(v.dtype).removeprefix("torch."))
+                     for k, v in module.state_dict().items()}
+            seen.append((repr(module), state, training))
+            return original(module, x, params, dtype, cotangent, training)
+
+        self._call = recording
+        try:
+            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        finally:
+            del self._call
+        if len(seen) != 1:
+            return None
+        module, state, training = seen[0]
+        lines = ["import torch", f"module = torch.nn.{module}.to(torch.{dtype})"]
+        if state:
+            lines.append("module.load_state_dict({" + ", ".join(
+                f"{k!r}: torch.tensor({v!r}, dtype=torch.float64).to(torch.{t})" for k, (v, t) in state.items()) + "})")
+        lines += [f"module.train({training!r})",
+                  f"x = torch.tensor({np.asarray(x, dtype=np.float64).tolist()!r}, dtype=torch.float64).to(torch.{dtype})"
+                  + (".requires_grad_()" if cotangent is not None else ""),
+                  "y = module(x)", "print('y =', y)"]
+        if cotangent is not None:
+            lines += [f"y.backward(torch.tensor({np.asarray(cotangent).tolist()!r}, dtype=torch.float64).to(y.dtype))",
+                      "print('grad of x:', x.grad)",
+                      "for name, p in module.named_parameters():", "    print('grad of', name + ':', p.grad)"]
+        lines += ["for name, b in module.named_buffers():", "    print(name, 'after:', b)"]
+        return "\n".join(lines) + "\n"
+
     @staticmethod
     def _set_affine(module, params, dtype):
         """Load canonical scale/offset into the module's weight/bias (absent = 1 and 0, exactly)."""

@@ -67,3 +67,23 @@ def test_an_onnx_repro_rebuilds_the_model_with_onnx_alone(adapter):
     assert "normconf" not in alone and "helper.make_node('LayerNormalization'" in alone
     done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("Y = "), done.stdout + done.stderr
+
+
+@pytest.mark.clause("NUM.N7")
+def test_a_torch_nn_repro_rebuilds_the_configured_module():
+    """torch.nn writes the module it called (repr, loaded parameters and buffers, mode): run alone it
+    gives the adapter's own output and running statistics."""
+    from normconf import reference as R
+
+    if not adapters.get("torch.nn").available()[0]:
+        pytest.skip("torch is not installed")
+    x = np.arange(24.0).reshape(2, 3, 4) / 7
+    params = {"eps": 2.0**-10, "momentum": 0.25, "state": R.RunningStats(np.ones(3), np.full(3, 2.0), 3),
+              "scale": np.array([1.0, 2.0, 0.5])}
+    alone = adapters.get("torch.nn").framework_repro("batch_norm", x, params, dtype="float32")
+    assert "normconf" not in alone and "module = torch.nn.BatchNorm1d(3" in alone
+    namespace: dict = {}
+    exec(alone, namespace)
+    outcome = adapters.get("torch.nn").run("batch_norm", x, params, dtype="float32")
+    assert np.array_equal(namespace["y"].detach().double().numpy(), outcome.y)
+    assert np.array_equal(namespace["module"].running_var.double().numpy(), outcome.state.var)
