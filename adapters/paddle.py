@@ -269,6 +269,52 @@ class PaddleFunctional(PaddleBase):
                                     RMS_CONVENTIONS, {"float32": "float32"}),
     }
 
+    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
+        """The `paddle.nn.functional` call this adapter makes, recorded while it runs and written with
+        literal tensors (in the isolated child where paddle cannot join this process)."""
+        if not self._here():
+            return _isolated.isolated(self.name).call("framework_repro", norm, x, params, dtype=dtype,
+                                                      cotangent=cotangent)
+        paddle = _paddle()
+        F, calls = paddle.nn.functional, []
+        names = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "local_response_norm", "normalize")
+        originals = {name: getattr(F, name) for name in names}
+
+        def recording(name):
+            def call(*args, **kwargs):
+                calls.append((name, args, kwargs))
+                return originals[name](*args, **kwargs)
+            return call
+
+        try:
+            for name in names:
+                setattr(F, name, recording(name))
+            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
+        finally:
+            for name, fn in originals.items():
+                setattr(F, name, fn)
+        if len(calls) != 1:
+            return None
+        name, args, kwargs = calls[0]
+        lines, tensors = ["import numpy as np", "import paddle", "import paddle.nn.functional as F"], []
+
+        def literal(value, label):
+            if not isinstance(value, paddle.Tensor):
+                return repr(value)
+            lines.append(f"{label} = paddle.to_tensor(np.array({value.numpy().astype(np.float64).tolist()!r})"
+                         f".astype({dtype!r}), stop_gradient={value.stop_gradient!r})")
+            tensors.append((label, not value.stop_gradient))
+            return label
+
+        inputs = [literal(arg, f"a{i}") for i, arg in enumerate(args)]
+        keywords = [f"{key}={literal(value, key)}" for key, value in kwargs.items()]
+        lines += [f"y = F.{name}({', '.join(inputs + keywords)})", "print('y =', y.numpy())"]
+        if cotangent is not None:
+            lines.append(f"y.backward(paddle.to_tensor(np.array({np.asarray(cotangent).tolist()!r}).astype({dtype!r})))")
+            lines += [f"print('grad of {t}:', {t}.grad.numpy())" for t, grad in tensors if grad]
+        lines += [f"print('{t} after:', {t}.numpy())" for t, grad in tensors[1:] if not grad]
+        return "\n".join(lines) + "\n"
+
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
         state, training = params.get("state"), params.get("training", True)

@@ -87,3 +87,16 @@ def test_a_torch_nn_repro_rebuilds_the_configured_module():
     outcome = adapters.get("torch.nn").run("batch_norm", x, params, dtype="float32")
     assert np.array_equal(namespace["y"].detach().double().numpy(), outcome.y)
     assert np.array_equal(namespace["module"].running_var.double().numpy(), outcome.state.var)
+
+
+@pytest.mark.clause("NUM.N7")
+def test_a_paddle_repro_carries_the_framework_alone_call():
+    """paddle.functional writes the F.* call it made (through its isolated child when TF is loaded)."""
+    if not adapters.get("paddle.functional").available()[0]:
+        pytest.skip("paddle is not installed")
+    x = np.arange(24.0).reshape(2, 3, 4) / 7
+    alone = adapters.get("paddle.functional").framework_repro("group_norm", x, {"groups": 3, "eps": 2.0**-10},
+                                                             dtype="float32", cotangent=np.ones_like(x))
+    assert "normconf" not in alone and "y = F.group_norm(" in alone
+    done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "grad of a0:" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
