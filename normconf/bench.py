@@ -5,7 +5,7 @@ Figures, not timed tests: a noisy machine changes them, so nothing here passes o
   startup     seconds to import each framework in a fresh process
   throughput  adapter calls per second after warm-up, small and medium shapes, forward and gradient
   rate        examples per second per adapter in a finished run's results (the suite's own overhead in)
-  discovery   examples and seconds until known divergences are first reported (default profile)
+  discovery   examples and seconds until known divergences (a sample, one per clause) are first reported
   suite       wall time of whole profiles over every installed adapter (`--suite quick,default`)
 """
 from __future__ import annotations
@@ -25,14 +25,10 @@ SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
 IMPORTS = {"torch": "import torch", "tensorflow": "import tensorflow", "jax + flax": "import jax, flax.linen",
            "keras (jax)": "import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras",
            "onnxruntime": "import onnxruntime", "paddle": "import paddle", "mlx": "import mlx.core"}
-# (adapter, norm, property, dtype) cells with a known divergence, and the clause they should report
-DISCOVERY = [
-    ("torch.nn", "batch_norm", "state_after_steps_then_eval", "float64", "BN.D1"),
-    ("onnx.reference", "local_response_norm", "forward_matches_reference", "float64", "LRN.D4"),
-    ("flax.linen", "layer_norm", "forward_matches_reference", "float32", "LN.D4"),
-    ("tf.nn", "lp_normalize", "forward_matches_reference", "float16", "LP.D4"),
-    ("mlx.nn", "group_norm", "forward_matches_reference", "float32", "GN.D8"),
-]
+PROPERTY_OF = {"forward": "forward_matches_reference", "gradient": "gradients_match_reference_vjp",
+               "state": "state_after_steps_then_eval"}
+# how many known divergences the discovery figures sample (one per clause, in the order they are listed)
+DISCOVERY_SAMPLE = 8
 
 
 def _best(fn, repeat: int = 5) -> float:
@@ -122,21 +118,30 @@ def rates(folder: Path) -> list[tuple[str, int, float]]:
 
 
 def discovery(profile: str = "default") -> list[tuple[str, str, dict | None]]:
-    """For each DISCOVERY cell: (cell, clause, {"examples", "seconds"} of the first report, or None)."""
+    """For a sample of known divergences (one per clause): (cell, clause, {"examples", "seconds"} of the
+    first report, or None when the profile never drew an example that shows it)."""
     import normconf.conformance as suite
     from normconf import adapters
     from normconf.reports import results
 
-    figures = []
-    for adapter, norm, prop, dtype, clause in DISCOVERY:
-        if adapter not in adapters.names() or not adapters.get(adapter).available()[0]:
+    from normconf.conformance.divergences import KNOWN
+
+    cells, clauses = [], set()
+    for entry in KNOWN:  # one entry per clause, named by an exact adapter that is installed here
+        if entry.clause in clauses or entry.adapters not in adapters.names() or len(cells) >= DISCOVERY_SAMPLE:
             continue
+        if adapters.get(entry.adapters).available()[0]:
+            clauses.add(entry.clause)
+            cells.append((entry.adapters, entry.norm, PROPERTY_OF[entry.shows_in], entry.example()[1], entry.clause))
+    figures = []
+    for adapter, norm, prop, dtype, clause in cells:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "r.jsonl"
             subprocess.run([sys.executable, "-m", "pytest", str(Path(suite.__file__).parent / _file(prop)), "-q",
                             "-p", "no:cacheprovider", "--adapters", adapter, "--profile", profile, "--results", str(out),
                             "-k", f"{adapter}-{norm}-{dtype}"], capture_output=True)
-            found = [r for run in results.load([out]) for r in run.results if r.get("property") == prop]
+            found = [r for run in results.load([out]) for r in run.results
+                     if r.get("property") == prop and r.get("divergence_clause") == clause]
         figures.append((f"{adapter} {norm} {dtype} {prop}", clause, next(
             (r.get("first_reported") for r in found if r.get("first_reported")), None)))
     return figures
