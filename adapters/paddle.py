@@ -21,8 +21,8 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from . import _isolated
-from .base import (Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, f32, float32_attribute, require,
-                   trailing)
+from .base import (Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, f32, float32_attribute,
+                   recorded_calls, require, trailing)
 
 TAG = "https://github.com/PaddlePaddle/Paddle/blob/v3.3.1"
 SRC_F = f"{TAG}/python/paddle/nn/functional/norm.py"
@@ -276,23 +276,9 @@ class PaddleFunctional(PaddleBase):
             return _isolated.isolated(self.name).call("framework_repro", norm, x, params, dtype=dtype,
                                                       cotangent=cotangent)
         paddle = _paddle()
-        F, calls = paddle.nn.functional, []
         names = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "local_response_norm", "normalize")
-        originals = {name: getattr(F, name) for name in names}
-
-        def recording(name):
-            def call(*args, **kwargs):
-                calls.append((name, args, kwargs))
-                return originals[name](*args, **kwargs)
-            return call
-
-        try:
-            for name in names:
-                setattr(F, name, recording(name))
-            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
-        finally:
-            for name, fn in originals.items():
-                setattr(F, name, fn)
+        calls = recorded_calls(paddle.nn.functional, names,
+                               lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
         if len(calls) != 1:
             return None
         name, args, kwargs = calls[0]

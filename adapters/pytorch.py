@@ -9,7 +9,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require, trailing
+from .base import (Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, recorded_calls,
+                   require, trailing)
 
 SRC_BN = "https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/batchnorm.py"
 SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/Normalization.cpp"
@@ -177,23 +178,9 @@ class TorchFunctional(TorchBase):
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
         """The `torch.nn.functional` call(s) this adapter makes, recorded while it runs, written out
         with literal tensors: the repro a PyTorch issue wants."""
-        F, calls = _torch().nn.functional, []
         names = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm", "normalize")
-        originals = {name: getattr(F, name) for name in names}
-
-        def recording(name):
-            def call(*args, **kwargs):
-                calls.append((name, args, kwargs))
-                return originals[name](*args, **kwargs)
-            return call
-
-        try:
-            for name in names:
-                setattr(F, name, recording(name))
-            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
-        finally:
-            for name, fn in originals.items():
-                setattr(F, name, fn)
+        calls = recorded_calls(_torch().nn.functional, names,
+                               lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
         if len(calls) != 1:
             return None
         name, args, kwargs = calls[0]
