@@ -14,7 +14,11 @@ from normconf import adapters
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
 
-CLAUSES = ("BN.D1", "BN.D2", "BN.D3", "IN.D1", "LN.D1", "GN.D2", "RMS.D1", "RMS.D2", "LRN.D1", "LP.D1")
+# the clause on each norm's page that lists the frameworks' defaults (a wrong declaration is cited by it)
+DEFAULTS_CLAUSE = {"batch_norm": "BN.D3", "instance_norm": "IN.D1", "layer_norm": "LN.D1", "group_norm": "GN.D2",
+                   "rms_norm": "RMS.D2", "local_response_norm": "LRN.D1", "lp_normalize": "LP.D1",
+                   "channel_normalize": "CN.D1"}
+CLAUSES = (*DEFAULTS_CLAUSE.values(), "BN.D1", "BN.D2", "RMS.D1")
 # what a no-argument call still needs, when the framework declares no default for it
 REQUIRED = {"group_norm": ("groups", 2), "local_response_norm": ("size", 3)}
 
@@ -36,7 +40,7 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
                         label="values")
     # the case as far as known before the call (the call may imply a state and mode, see below)
     case = strategies.Case(target.norm, x, {**defaults, **hints}, kind)
-    outcome, implied = run_or_reject(cell, case, CLAUSES[0], call=lambda: adapter.run_framework_defaults(
+    outcome, implied = run_or_reject(cell, case, DEFAULTS_CLAUSE[target.norm], call=lambda: adapter.run_framework_defaults(
         target.norm, x, hints, dtype=target.dtype))
     params = {**defaults, **hints, **implied}
     if target.norm == "rms_norm" and params.get("eps") is None:  # RMS.D1: the computation dtype's epsilon
@@ -46,7 +50,7 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, x, params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(checks.check(CLAUSES[0], target.adapter, target.norm, target.dtype, "default y", outcome.y, y_ref,
+    cell.settle(checks.check(DEFAULTS_CLAUSE[target.norm], target.adapter, target.norm, target.dtype, "default y", outcome.y, y_ref,
                              bound, case.describe()), case)
     if outcome.state is not None and getattr(expected, "state", None) is not None:
         n = checks.reduction_length(target.norm, x, params)

@@ -66,4 +66,5 @@ def test_defaults_property_catches_a_wrong_declaration(mutation):
          "-p", "normconf.conformance.meta.mutations", "--adapters", "torch.nn", "--profile", "quick", "-k", norm],
         cwd=ROOT, env={**os.environ, "NORMCONF_MUTATION": mutation}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, f"the defaults property missed {mutation}:\n{proc.stdout[-2000:]}"
-    assert "default " in proc.stdout, proc.stdout[-2000:]
+    clause = "[LN.D1]" if norm == "layer_norm" else "[BN.D2]"  # the failure cites the clause of the wrong default
+    assert "default " in proc.stdout and clause in proc.stdout, proc.stdout[-2000:]
