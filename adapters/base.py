@@ -70,13 +70,18 @@ class NormDeclaration:
         raise KeyError(f"{self.api} declares no convention {key!r}")
 
 
+# Divisor conventions (BN.P8, RMS.P4) no framework covered departs from: the suite draws them only where
+# a declaration fixes them, and an adapter is never handed a value it has not declared.
+DIVISOR_CONVENTIONS = {"normalize_var": "biased", "eps_placement": "inside_sqrt"}
+DIVISOR_NORMS = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm")
+
 # The canonical keyword parameters of each reference function that a framework default can set.
 CANONICAL_PARAMETERS = {
-    "batch_norm": ("channel_axis", "eps", "momentum", "running_var"),
-    "instance_norm": ("channel_axis", "eps", "momentum", "running_var"),
-    "layer_norm": ("axes", "eps"),
-    "group_norm": ("groups", "channel_axis", "eps", "assignment"),
-    "rms_norm": ("axes", "eps"),
+    "batch_norm": ("channel_axis", "eps", "momentum", "running_var", "normalize_var", "eps_placement"),
+    "instance_norm": ("channel_axis", "eps", "momentum", "running_var", "normalize_var", "eps_placement"),
+    "layer_norm": ("axes", "eps", "normalize_var", "eps_placement"),
+    "group_norm": ("groups", "channel_axis", "eps", "assignment", "normalize_var", "eps_placement"),
+    "rms_norm": ("axes", "eps", "eps_placement"),
     "local_response_norm": ("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
     "lp_normalize": ("p", "axes", "eps", "eps_placement"),
     "channel_normalize": ("channel_axis", "std_floor"),
@@ -148,8 +153,15 @@ class Adapter:
             raise Unsupported(f"{declaration.api} does not take {dtype} inputs")
         if cotangent is not None and not declaration.gradients:
             raise Unsupported(f"{declaration.api} has no gradients here")
+        params = dict(params)
+        if norm in DIVISOR_NORMS:  # a divisor convention is the declared (or canonical) one, then implicit
+            fixed = declaration.fixed()
+            for key, canonical in DIVISOR_CONVENTIONS.items():
+                value = params.pop(key, canonical)
+                require(value == fixed.get(key, canonical), f"{declaration.api} computes {key}="
+                        f"{fixed.get(key, canonical)!r}, not {value!r} ({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})")
         x = np.asarray(x, dtype=np.float64)
-        return getattr(self, f"_run_{norm}")(x, dict(params), dtype, cotangent)
+        return getattr(self, f"_run_{norm}")(x, params, dtype, cotangent)
 
 
 def recorded_calls(namespace, names, run) -> list[tuple[str, tuple, dict]]:

@@ -108,7 +108,7 @@ def _flax_bn(defaults, update, stats, normalize, state_dtype: Convention):
         Convention("running_var", "— (fixed)", "biased", update, clause="BN.D1",
                    note="the biased batch variance that normalizes also updates the running variance"),
         Convention("variance", "use_fast_variance", FAST_VARIANCE, stats, clause="BN.D8"),
-        Convention("eps_placement", "—", "inside sqrt", normalize),
+        Convention("eps_placement", "—", "inside_sqrt", normalize),
         Convention("training", "use_running_average", "training = not use_running_average", defaults),
         state_dtype,
     )
@@ -188,7 +188,7 @@ HK_BN_CONVENTIONS = (
                clause="BN.D8"),
     Convention("initial_state", "— (set_state at init)", "the init batch's statistics, counter 0", SRC_HK_SET_STATE,
                note="not mean 0, variance 1 (BN.P7)"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_HK_BN_AFFINE),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_HK_BN_AFFINE),
     Convention("training", "is_training, test_local_stats", "training = is_training", SRC_HK_BN_CALL,
                note="test_local_stats=True normalizes eval batches by their own statistics (BN.S4)"),
 )

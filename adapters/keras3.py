@@ -129,7 +129,7 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         Convention("momentum", "momentum", 0.01, SRC_BN_UPDATE, clause="BN.D2",
                    note="canonical = 1 - keras momentum (0.99); Keras weights the old value"),
         Convention("running_var", "—", "biased", SRC_BN_MOMENTS, clause="BN.D1"),
-        Convention("eps_placement", "—", "inside sqrt", SRC_OPS_BN),
+        Convention("eps_placement", "—", "inside_sqrt", SRC_OPS_BN),
         Convention("training", "training", False, SRC_BN_TRAINING,
                    note="a call without training= is inference; training also needs layer.trainable"),
         Convention("algebraic_form", "— (ops.batch_normalization)",

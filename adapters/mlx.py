@@ -50,7 +50,7 @@ BN_CONVENTIONS = (
     Convention("eps", "eps", 1e-5, SRC_BN, clause="BN.D13", note="must be > 0: eps = 0 raises ValueError"),
     Convention("momentum", "momentum", 0.1, SRC_BN_UPDATE, note="weight on the new batch, as canonical; no None"),
     Convention("running_var", "— (ddof=1)", "unbiased", SRC_BN_UPDATE),
-    Convention("eps_placement", "— (rsqrt(var + eps))", "inside sqrt", SRC_BN_CALL),
+    Convention("eps_placement", "— (rsqrt(var + eps))", "inside_sqrt", SRC_BN_CALL),
     Convention("training", "train() / eval()", "training = module.training", SRC_BN_CALL,
                note="eval without track_running_stats normalizes by the batch statistics (BN.S4)"),
     Convention("affine", "affine", True, SRC_BN),

@@ -77,7 +77,7 @@ BN_CONVENTIONS = (
     Convention("momentum", "momentum", 1.0 - f32(0.9), SRC_BN, clause="BN.D2",
                note="canonical = 1 - onnx momentum (0.9, a float32 attribute)"),
     Convention("running_var", "— (ReduceVar, population)", "biased", SRC_BN_DEFS, clause="BN.D1"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_BN),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_BN),
     Convention("training", "training_mode", False, SRC_BN, note="1 = batch statistics and running-stat outputs"),
     Convention("affine", "scale, B (required)", True, SRC_BN, note="absent canonical scale/offset pass ones/zeros, exactly"),
     ATTRIBUTE_PRECISION,

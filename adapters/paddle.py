@@ -55,7 +55,7 @@ BN_CONVENTIONS = (
     Convention("momentum", "momentum", MOMENTUM32, SRC_BN_CPU, clause="BN.D2",
                note="canonical = 1 - paddle momentum (0.9, weight on the old value, a float attribute)"),
     Convention("running_var", "— (fixed)", "biased", SRC_BN_CPU, clause="BN.D1"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_BN_CPU),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_BN_CPU),
     Convention("single_value", "— (N·spatial == 1)", "returns x", SRC_BN_CPU, clause="BN.D16",
                note="skips normalization, affine and the running update"),
     _attribute_precision(SRC_BN_ATTR, "momentum, epsilon (float)"),

@@ -34,7 +34,7 @@ BN_CONVENTIONS = (
     Convention("eps", "eps", 1e-5, SRC_BN),
     Convention("momentum", "momentum", 0.1, SRC_BN, note="weight on the new batch, as canonical; None = cumulative"),
     Convention("running_var", "— (fixed)", "unbiased", SRC_BN_CPP, clause="BN.D1"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_BN_CPP),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_BN_CPP),
 )
 IN_CONVENTIONS = (
     Convention("channel_axis", "— (dim 1)", 1, SRC_IN),

@@ -47,7 +47,7 @@ BN_CONVENTIONS = (
                note="any axis: moments reduces every other one; 1-D parameters broadcast only with depth last"),
     Convention("eps_required", "variance_epsilon", True, SRC_BN_REQUIRED_EPS,
                note="no default: a required argument, passed the canonical eps"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_BN_FORM),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_BN_FORM),
     Convention("algebraic_form", "—", "x*inv + (offset - mean*inv)", SRC_BN_FORM, clause="BN.D5"),
     Convention("variance", "— (moments)", "biased, two-pass", SRC_MOMENTS),
 )
@@ -59,7 +59,7 @@ FUSED_CONVENTIONS = (
     Convention("momentum", "exponential_avg_factor", 1.0, SRC_FUSED_FACTOR,
                note="weight on the new batch, as canonical; 1.0 = the running stats become the batch stats"),
     Convention("running_var", "— (fixed)", "unbiased", SRC_FUSED_KERNEL, clause="BN.D1"),
-    Convention("eps_placement", "—", "inside sqrt", SRC_FUSED_KERNEL),
+    Convention("eps_placement", "—", "inside_sqrt", SRC_FUSED_KERNEL),
     Convention("parameter_dtype", "scale, offset, mean, variance", "float32", SRC_FUSED_OP,
                note="U = float32 only on CPU; x may be float16/bfloat16/float32, float64 is rejected"),
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
+from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
 from normconf.reference import RunningStats
 from normconf.reference.rms_norm import default_eps
 
@@ -149,6 +150,9 @@ def case(draw, norm: str, declaration, dtype: str) -> Case:
     (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
     framework and the reference start from the same numbers."""
     drawn = draw(_BUILDERS[norm](declaration, dtype))
+    if declaration is not None and norm in DIVISOR_NORMS:  # a declared divisor convention (BN.P8) is checked
+        fixed = declaration.fixed()
+        drawn.params.update({key: fixed[key] for key in DIVISOR_CONVENTIONS if key in fixed})
     for key, value in drawn.params.items():
         if isinstance(value, np.ndarray):
             drawn.params[key] = representable(value, dtype)

@@ -194,20 +194,22 @@ def moments(x: np.ndarray, axes: tuple[int, ...]) -> Moments:
 _SQUARES_SAFE_LOW = 2.0**-900
 
 
-def root_mean_square(v: np.ndarray, axes: tuple[int, ...], eps: float, mean_sq: np.ndarray | None = None) -> np.ndarray:
-    """sqrt(mean(v^2 over axes) + eps), keepdims, correct even where v^2 over- or underflows.
+def root_mean_square(v: np.ndarray, axes: tuple[int, ...], eps: float, mean_sq: np.ndarray | None = None,
+                     factor: float = 1.0) -> np.ndarray:
+    """sqrt(factor * mean(v^2 over axes) + eps), keepdims, correct even where v^2 over- or underflows.
 
     The plain formula is used when its mean of squares is safely in range; otherwise v is first
-    divided by its largest magnitude, which changes no digit of the exact result.
+    divided by its largest magnitude, which changes no digit of the exact result. `mean_sq`, when
+    given, is the already scaled factor * mean(v^2).
     """
     if mean_sq is None:
-        mean_sq = np.mean(v * v, axis=axes, keepdims=True)
+        mean_sq = factor * np.mean(v * v, axis=axes, keepdims=True)
     risky = (mean_sq < _SQUARES_SAFE_LOW) | (mean_sq == np.inf)
     if not np.any(risky):
         return np.sqrt(mean_sq + eps)
     big = np.max(np.abs(v), axis=axes, keepdims=True)
     big = np.where((big > 0) & np.isfinite(big), big, 1.0)
-    scaled = np.mean(np.square(v / big), axis=axes, keepdims=True)
+    scaled = factor * np.mean(np.square(v / big), axis=axes, keepdims=True)
     eps_scaled = eps / big / big
     # eps / big^2 overflows only when eps dwarfs every v^2: then the root is sqrt(eps).
     return np.where(np.isfinite(eps_scaled), big * np.sqrt(scaled + eps_scaled), np.sqrt(eps))
@@ -218,21 +220,60 @@ def bessel(var_biased: np.ndarray, n: int) -> np.ndarray:
     return var_biased * (n / (n - 1))
 
 
-def standardized(x: np.ndarray, axes: tuple[int, ...], eps: float):
-    """(xhat, std, moments): xhat = (x - mean) / std, std = sqrt(biased var + eps), over `axes`."""
+# BN.P8: how a standardizing norm forms its divisor. Canonical: biased variance, eps inside the square
+# root (BN.N1, BN.N2). The alternatives are parameters so that an implementation declaring one of them
+# is checked against it; one that does not declare it is a finding under BN.N1/BN.N2.
+NORMALIZE_VARS = ("biased", "unbiased")
+EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
+
+
+def check_divisor(normalize_var, eps_placement, n: int, clause: str) -> None:
+    """The divisor conventions are known names, and an unbiased variance has at least two values."""
+    as_choice(normalize_var, NORMALIZE_VARS, clause, "normalize_var")
+    as_choice(eps_placement, EPS_PLACEMENTS, clause, "eps_placement")
+    if normalize_var == "unbiased" and n < 2:
+        raise ClauseError(clause, "x", f"an unbiased normalizing variance needs >= 2 values per statistic, got {n}")
+
+
+@dataclass(frozen=True)
+class Standardized:
+    """x̂ = (x − mean) / divisor over some axes, and what its VJP needs.
+
+    `slope` is 2·k·d·D'(v) for divisor d = D(v), v = k·(biased variance): the weight of the x̂ term in
+    the VJP; 1 for the canonical divisor sqrt(v + eps).
+    """
+
+    xhat: np.ndarray
+    divisor: np.ndarray
+    moments: Moments
+    slope: np.ndarray | float
+
+
+def standardized(x: np.ndarray, axes: tuple[int, ...], eps: float, normalize_var: str = "biased",
+                 eps_placement: str = "inside_sqrt") -> Standardized:
+    """(x − mean) / sqrt(v + eps) over `axes` (or / (sqrt(v) + eps) with eps outside), v the biased
+    variance (or Bessel-corrected with `normalize_var="unbiased"`)."""
     m = moments(x, axes)
-    std = root_mean_square(m.centred, axes, eps, mean_sq=m.var)
-    return m.centred / std, std, m
+    k = m.n / (m.n - 1) if normalize_var == "unbiased" else 1.0
+    if eps_placement == "inside_sqrt":
+        divisor = root_mean_square(m.centred, axes, eps, mean_sq=k * m.var, factor=k)
+        slope = k
+    else:
+        root = root_mean_square(m.centred, axes, 0.0, mean_sq=k * m.var, factor=k)
+        divisor = root + eps
+        # d / sqrt(v) times k; where v = 0 every x − mean is 0 and the term vanishes
+        slope = np.where(root > 0, k * divisor / np.where(root > 0, root, 1.0), 0.0)
+    return Standardized(m.centred / divisor, divisor, m, slope)
 
 
-def standardized_vjp(g_hat: np.ndarray, xhat: np.ndarray, std: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Input cotangent of xhat = (x - mean(x)) / sqrt(var(x) + eps) over `axes`, given dL/dxhat.
+def standardized_vjp(g_hat: np.ndarray, s: Standardized, axes: tuple[int, ...]) -> np.ndarray:
+    """Input cotangent of x̂ = (x − mean(x)) / D(v(x)) over `axes`, given dL/dx̂.
 
-    dL/dx = (g - mean(g) - xhat * mean(g * xhat)) / std, the means over `axes`.
+    dL/dx = (g − mean(g) − slope · x̂ · mean(g · x̂)) / d, the means over `axes` (slope as in Standardized).
     """
     mean_g = np.mean(g_hat, axis=axes, keepdims=True)
-    mean_gx = np.mean(g_hat * xhat, axis=axes, keepdims=True)
-    return (g_hat - mean_g - xhat * mean_gx) / std
+    mean_gx = np.mean(g_hat * s.xhat, axis=axes, keepdims=True)
+    return (g_hat - mean_g - s.slope * s.xhat * mean_gx) / s.divisor
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class Checked:
     state: RunningStats | None
     momentum: float | None
     running_var: str
+    normalize_var: str = "biased"
+    eps_placement: str = "inside_sqrt"
 
 
 def check_state(state, channels: int, clause: str) -> RunningStats | None:
@@ -62,8 +64,8 @@ def check_state(state, channels: int, clause: str) -> RunningStats | None:
 
 
 def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                       *, batch_is_statistic: bool) -> Checked:
-    """The C-clauses BN.C1-C7 (and IN.C1-C7, numbered alike); `prefix` says whose.
+                       normalize_var="biased", eps_placement="inside_sqrt", *, batch_is_statistic: bool) -> Checked:
+    """The C-clauses BN.C1-C8 (and IN.C1-C8, numbered alike); `prefix` says whose.
 
     BatchNorm reduces every axis but the channel axis; InstanceNorm (`batch_is_statistic`) also keeps
     the batch axis 0, so each instance has its own statistics.
@@ -87,7 +89,9 @@ def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, 
         raise c.ClauseError(f"{prefix}.C1", "x", f"has no values per statistic (shape {x.shape})")
     if training and state is not None and running_var == "unbiased" and n < 2:
         raise c.ClauseError(f"{prefix}.C7", "x", f"an unbiased running-variance update needs >= 2 values per statistic, got {n}")
-    return Checked(x, axis, reduced, eps, scale, offset, state, momentum, running_var)
+    # the normalizing variance exists only where batch statistics normalize (BN.S1/S4)
+    c.check_divisor(normalize_var, eps_placement, n if training or state is None else 2, f"{prefix}.C8")
+    return Checked(x, axis, reduced, eps, scale, offset, state, momentum, running_var, normalize_var, eps_placement)
 
 
 def update_running_stats(state: RunningStats, mean, var, momentum) -> RunningStats:
@@ -101,23 +105,24 @@ def update_running_stats(state: RunningStats, mean, var, momentum) -> RunningSta
     return RunningStats((1.0 - weight) * state.mean + weight * mean, (1.0 - weight) * state.var + weight * var, tracked)
 
 
-def normalized(k: Checked, training: bool):
-    """(xhat, sqrt(var + eps), batch moments or None when the running stats normalize).
+def normalized(k: Checked, training: bool) -> c.Standardized:
+    """x̂ and its divisor; `moments` is None when the running statistics normalize.
 
     BN.S1/S3/S4: batch statistics in training, and in eval when no running stats are tracked.
     """
     if training or k.state is None:
-        return c.standardized(k.x, k.reduced, k.eps)
-    std = np.sqrt(c.along(k.state.var, k.x.ndim, k.axis) + k.eps)
-    return (k.x - c.along(k.state.mean, k.x.ndim, k.axis)) / std, std, None
+        return c.standardized(k.x, k.reduced, k.eps, k.normalize_var, k.eps_placement)
+    var = c.along(k.state.var, k.x.ndim, k.axis)
+    divisor = np.sqrt(var + k.eps) if k.eps_placement == "inside_sqrt" else np.sqrt(var) + k.eps
+    return c.Standardized((k.x - c.along(k.state.mean, k.x.ndim, k.axis)) / divisor, divisor, None, 0.0)
 
 
 def running_norm_vjp(k: Checked, g, training: bool, prefix: str) -> c.Grads:
     """BN.S6 / IN.S4: the VJP of either norm; the state update is not differentiated."""
     g = c.as_cotangent(g, k.x, f"{prefix}.C1")
-    xhat, std, m = normalized(k, training)
-    g_hat, dscale, doffset = c.affine_vjp(g, xhat, k.scale, k.offset, k.axis)
-    dx = g_hat / std if m is None else c.standardized_vjp(g_hat, xhat, std, k.reduced)
+    s = normalized(k, training)
+    g_hat, dscale, doffset = c.affine_vjp(g, s.xhat, k.scale, k.offset, k.axis)
+    dx = g_hat / s.divisor if s.moments is None else c.standardized_vjp(g_hat, s, k.reduced)
     return c.Grads(dx, dscale, doffset)
 
 
@@ -133,11 +138,14 @@ def batch_norm(
     state: RunningStats | None = None,
     momentum: float | None = 0.1,
     running_var: str = "unbiased",
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
 ) -> Result:
     """One BatchNorm call: output, and the new running state (None when none is tracked)."""
     k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           batch_is_statistic=False)
-    xhat, _, m = normalized(k, training)
+                           normalize_var, eps_placement, batch_is_statistic=False)
+    s = normalized(k, training)
+    xhat, m = s.xhat, s.moments
     new_state = k.state
     if training and k.state is not None:
         var = c.bessel(m.var, m.n) if k.running_var == "unbiased" else m.var
@@ -158,8 +166,10 @@ def batch_norm_vjp(
     state: RunningStats | None = None,
     momentum: float | None = 0.1,
     running_var: str = "unbiased",
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
 ) -> c.Grads:
     """Cotangents of the output y w.r.t. x, scale and offset (the state update is not differentiated)."""
     k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           batch_is_statistic=False)
+                           normalize_var, eps_placement, batch_is_statistic=False)
     return running_norm_vjp(k, g, training, "BN")

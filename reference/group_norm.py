@@ -14,7 +14,7 @@ ASSIGNMENTS = {
 }
 
 
-def _check(x, groups, channel_axis, eps, scale, offset, assignment):
+def _check(x, groups, channel_axis, eps, scale, offset, assignment, normalize_var, eps_placement):
     x = c.as_input(x, "GN.C1", min_rank=2)
     axis = c.as_axis(channel_axis, x.ndim, "GN.C2", "channel_axis")
     if axis == BATCH_AXIS:
@@ -29,6 +29,8 @@ def _check(x, groups, channel_axis, eps, scale, offset, assignment):
     c.as_choice(assignment, ASSIGNMENTS, "GN.C6", "assignment")
     if x.shape[BATCH_AXIS] == 0 or c.count(x.shape, c.other_axes(x.ndim, (BATCH_AXIS, axis))) == 0:
         raise c.ClauseError("GN.C1", "x", f"has no values per group (shape {x.shape})")
+    per_group = c.count(x.shape, c.other_axes(x.ndim, (BATCH_AXIS, axis))) * (channels // groups)
+    c.check_divisor(normalize_var, eps_placement, per_group, "GN.C7")
     return x, groups, axis, eps, scale, offset, assignment
 
 
@@ -46,23 +48,27 @@ def _ungrouped(view, like_moved_shape, axis):
 
 @c.ieee
 def group_norm(x, *, groups: int, channel_axis: int = 1, eps: float = 1e-5, scale=None, offset=None,
-               assignment: str = "contiguous") -> np.ndarray:
-    x, groups, axis, eps, scale, offset, assignment = _check(x, groups, channel_axis, eps, scale, offset, assignment)
+               assignment: str = "contiguous", normalize_var: str = "biased", eps_placement: str = "inside_sqrt") -> np.ndarray:
+    x, groups, axis, eps, scale, offset, assignment = _check(x, groups, channel_axis, eps, scale, offset, assignment,
+                                                             normalize_var, eps_placement)
     view, reduced = _grouped(x, groups, axis, assignment)
-    xhat = _ungrouped(c.standardized(view, reduced, eps)[0], np.moveaxis(x, axis, 1).shape, axis)
+    xhat = _ungrouped(c.standardized(view, reduced, eps, normalize_var, eps_placement).xhat,
+                      np.moveaxis(x, axis, 1).shape, axis)
     return c.affine(xhat, scale, offset, axis)
 
 
 @c.ieee
 def group_norm_vjp(g, x, *, groups: int, channel_axis: int = 1, eps: float = 1e-5, scale=None, offset=None,
-                   assignment: str = "contiguous") -> c.Grads:
-    x, groups, axis, eps, scale, offset, assignment = _check(x, groups, channel_axis, eps, scale, offset, assignment)
+                   assignment: str = "contiguous", normalize_var: str = "biased",
+                   eps_placement: str = "inside_sqrt") -> c.Grads:
+    x, groups, axis, eps, scale, offset, assignment = _check(x, groups, channel_axis, eps, scale, offset, assignment,
+                                                             normalize_var, eps_placement)
     g = c.as_cotangent(g, x, "GN.C1")
     moved_shape = np.moveaxis(x, axis, 1).shape
     view, reduced = _grouped(x, groups, axis, assignment)
-    xhat_view, std, _ = c.standardized(view, reduced, eps)
-    xhat = _ungrouped(xhat_view, moved_shape, axis)
+    s = c.standardized(view, reduced, eps, normalize_var, eps_placement)
+    xhat = _ungrouped(s.xhat, moved_shape, axis)
     g_hat, dscale, doffset = c.affine_vjp(g, xhat, scale, offset, axis)
     g_view, _ = _grouped(g_hat, groups, axis, assignment)
-    dx = _ungrouped(c.standardized_vjp(g_view, xhat_view, std, reduced), moved_shape, axis)
+    dx = _ungrouped(c.standardized_vjp(g_view, s, reduced), moved_shape, axis)
     return c.Grads(dx, dscale, doffset)

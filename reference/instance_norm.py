@@ -30,11 +30,14 @@ def instance_norm(
     state: RunningStats | None = None,
     momentum: float | None = 0.1,
     running_var: str = "unbiased",
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
 ) -> Result:
     """One InstanceNorm call: output, and the new running state (None when none is tracked)."""
     k = check_running_norm("IN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           batch_is_statistic=True)
-    xhat, _, m = normalized(k, training)
+                           normalize_var, eps_placement, batch_is_statistic=True)
+    s = normalized(k, training)
+    xhat, m = s.xhat, s.moments
     new_state = k.state
     if training and k.state is not None:
         # Bessel's correction applies per instance (n = spatial size) before averaging (IN.S3).
@@ -56,7 +59,9 @@ def instance_norm_vjp(
     state: RunningStats | None = None,
     momentum: float | None = 0.1,
     running_var: str = "unbiased",
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
 ) -> c.Grads:
     k = check_running_norm("IN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           batch_is_statistic=True)
+                           normalize_var, eps_placement, batch_is_statistic=True)
     return running_norm_vjp(k, g, training, "IN")

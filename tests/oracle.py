@@ -40,8 +40,14 @@ def _groups(shape, key):
     return groups
 
 
-def standardize(x, key, eps, scale=None, offset=None, param_key=None):
-    """(x - mean) / sqrt(var + eps) * scale + offset, mean and biased var over each group of `key`.
+def divisor(var, eps, eps_placement):
+    """sqrt(var + eps), or sqrt(var) + eps with eps outside the root."""
+    return mpmath.sqrt(var + eps) if eps_placement == "inside_sqrt" else mpmath.sqrt(var) + eps
+
+
+def standardize(x, key, eps, scale=None, offset=None, param_key=None, normalize_var="biased", eps_placement="inside_sqrt"):
+    """(x - mean) / sqrt(var + eps) * scale + offset, mean and var over each group of `key` (var biased
+    unless `normalize_var="unbiased"`; eps outside the root with `eps_placement="outside_sqrt"`).
 
     Returns (y, {group: (mean, biased var, n)}).
     """
@@ -53,8 +59,9 @@ def standardize(x, key, eps, scale=None, offset=None, param_key=None):
         mean = mpmath.fsum(x[i] for i in members) / n
         var = mpmath.fsum((x[i] - mean) ** 2 for i in members) / n
         stats[k] = (mean, var, n)
+        d = divisor(var * n / (n - 1) if normalize_var == "unbiased" else var, eps, eps_placement)
         for i in members:
-            v = (x[i] - mean) / mpmath.sqrt(var + eps)
+            v = (x[i] - mean) / d
             if scale is not None:
                 v *= mpf(scale[param_key(i)])
             if offset is not None:
@@ -71,10 +78,10 @@ def _channel(axis):
 
 
 def batch_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training=True, state=None,
-               momentum=0.1, running_var="unbiased"):
+               momentum=0.1, running_var="unbiased", normalize_var="biased", eps_placement="inside_sqrt"):
     axis = channel_axis % np.ndim(x)
     if training or state is None:
-        y, stats = standardize(x, _channel(axis), eps, scale, offset, _channel(axis))
+        y, stats = standardize(x, _channel(axis), eps, scale, offset, _channel(axis), normalize_var, eps_placement)
         if not training or state is None:
             return y, None
         mean0, var0, tracked = state
@@ -91,18 +98,19 @@ def batch_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training
     y = np.empty(x.shape, dtype=object)
     for i in np.ndindex(x.shape):
         ch = i[axis]
-        v = (x[i] - mpf(mean0[ch])) / mpmath.sqrt(mpf(var0[ch]) + eps)
+        v = (x[i] - mpf(mean0[ch])) / divisor(mpf(var0[ch]), eps, eps_placement)
         v = v * mpf(scale[ch]) if scale is not None else v
         y[i] = v + mpf(offset[ch]) if offset is not None else v
     return y, state
 
 
 def instance_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training=True, state=None,
-                  momentum=0.1, running_var="unbiased"):
+                  momentum=0.1, running_var="unbiased", normalize_var="biased", eps_placement="inside_sqrt"):
     axis = channel_axis % np.ndim(x)
     if not training and state is not None:
-        return batch_norm(x, channel_axis=axis, eps=eps, scale=scale, offset=offset, training=False, state=state)
-    y, stats = standardize(x, lambda i: (i[0], i[axis]), eps, scale, offset, _channel(axis))
+        return batch_norm(x, channel_axis=axis, eps=eps, scale=scale, offset=offset, training=False, state=state,
+                          eps_placement=eps_placement)
+    y, stats = standardize(x, lambda i: (i[0], i[axis]), eps, scale, offset, _channel(axis), normalize_var, eps_placement)
     if not training or state is None:
         return y, None
     mean0, var0, tracked = state
@@ -118,22 +126,24 @@ def instance_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, train
     return y, (new_mean, new_var, tracked + 1)
 
 
-def layer_norm(x, *, axes=(-1,), eps=1e-5, scale=None, offset=None):
+def layer_norm(x, *, axes=(-1,), eps=1e-5, scale=None, offset=None, normalize_var="biased", eps_placement="inside_sqrt"):
     ndim = np.ndim(x)
     axes = sorted(a % ndim for a in axes)
     key = lambda i: tuple(v for d, v in enumerate(i) if d not in axes)  # noqa: E731
     param_key = lambda i: tuple(i[a] for a in axes)  # noqa: E731
-    return standardize(x, key, eps, scale, offset, param_key)[0]
+    return standardize(x, key, eps, scale, offset, param_key, normalize_var, eps_placement)[0]
 
 
-def group_norm(x, *, groups, channel_axis=1, eps=1e-5, scale=None, offset=None, assignment="contiguous"):
+def group_norm(x, *, groups, channel_axis=1, eps=1e-5, scale=None, offset=None, assignment="contiguous",
+               normalize_var="biased", eps_placement="inside_sqrt"):
     axis = channel_axis % np.ndim(x)
     per_group = np.shape(x)[axis] // groups
     group_of = (lambda ch: ch // per_group) if assignment == "contiguous" else (lambda ch: ch % groups)
-    return standardize(x, lambda i: (i[0], group_of(i[axis])), eps, scale, offset, _channel(axis))[0]
+    return standardize(x, lambda i: (i[0], group_of(i[axis])), eps, scale, offset, _channel(axis), normalize_var,
+                       eps_placement)[0]
 
 
-def rms_norm(x, *, axes=(-1,), eps, scale=None, offset=None):
+def rms_norm(x, *, axes=(-1,), eps, scale=None, offset=None, eps_placement="inside_sqrt"):
     x = exact(x)
     axes = sorted(a % x.ndim for a in axes)
     y = np.empty(x.shape, dtype=object)
@@ -141,7 +151,7 @@ def rms_norm(x, *, axes=(-1,), eps, scale=None, offset=None):
         ms = mpmath.fsum(x[i] ** 2 for i in members) / len(members)
         for i in members:
             p = tuple(i[a] for a in axes)
-            v = x[i] / mpmath.sqrt(ms + eps)
+            v = x[i] / divisor(ms, eps, eps_placement)
             v = v * mpf(scale[p]) if scale is not None else v
             y[i] = v + mpf(offset[p]) if offset is not None else v
     return y

@@ -23,8 +23,8 @@ def _shifted_window(size, extra):
     return (before - 1, after + 1) if before > 0 else (before, after)
 
 
-def _eps_outside_sqrt(v, axes, eps, mean_sq=None):
-    mean_sq = np.mean(v * v, axis=axes, keepdims=True) if mean_sq is None else mean_sq
+def _eps_outside_sqrt(v, axes, eps, mean_sq=None, factor=1.0):
+    mean_sq = factor * np.mean(v * v, axis=axes, keepdims=True) if mean_sq is None else mean_sq
     return np.sqrt(mean_sq) + eps
 
 
