@@ -1,7 +1,9 @@
 """Adapters: each framework implementation behind the protocol of `base.Adapter`.
 
 The registry names each adapter and where it lives, so listing them imports no framework; an adapter's
-module is imported only when it is used, and its framework only when it runs.
+module is imported only when it is used, and its framework only when it runs. Plug-ins (your own
+implementations, `plugin.py`) are named by where they live - "path/file.py[:obj]" or "module:obj" - or
+by the name of an installed `normconf.adapters` entry point.
 """
 from __future__ import annotations
 
@@ -39,16 +41,26 @@ class UnknownAdapter(KeyError):
 
 @lru_cache(maxsize=None)
 def get(name: str) -> Adapter:
-    """The adapter called `name` (its framework is not imported until it runs)."""
-    try:
+    """The adapter called `name` (its framework is not imported until it runs), or the plug-in it names."""
+    from . import plugin
+
+    if name in REGISTRY:
         module, cls, kwargs = REGISTRY[name]
-    except KeyError:
-        raise UnknownAdapter(f"unknown adapter {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**kwargs)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**kwargs)
+    if plugin.is_spec(name):
+        return plugin.load(name)
+    if name in plugin.entry_points():
+        return plugin.load_entry_point(name)
+    known = sorted([*REGISTRY, *plugin.entry_points()])
+    raise UnknownAdapter(f"unknown adapter {name!r}; known: {', '.join(known)} (or a plug-in: path/file.py[:obj], "
+                         f"module:obj)")
 
 
 def names() -> list[str]:
-    return list(REGISTRY)
+    """The built-in adapters and the installed plug-ins' entry points."""
+    from . import plugin
+
+    return [*REGISTRY, *sorted(set(plugin.entry_points()) - set(REGISTRY))]
 
 
 __all__ = ["NORMS", "REGISTRY", "Adapter", "Convention", "NormDeclaration", "Outcome", "Unsupported", "UnknownAdapter",

@@ -160,7 +160,10 @@ class Adapter:
                 value = params.pop(key, canonical)
                 require(value == fixed.get(key, canonical), f"{declaration.api} computes {key}="
                         f"{fixed.get(key, canonical)!r}, not {value!r} ({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})")
-        x = np.asarray(x, dtype=np.float64)
+        return self._run(norm, np.asarray(x, dtype=np.float64), params, dtype, cotangent)
+
+    def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome:
+        """Dispatch to the `_run_<norm>` method (a plug-in may run every norm in one method instead)."""
         return getattr(self, f"_run_{norm}")(x, params, dtype, cotangent)
 
 

@@ -31,6 +31,7 @@ class Verdict:
     comparison: T.Comparison
     basis: str  # "NUM.N5" or "NUM.N6"
     example: dict = field(default_factory=dict)
+    hint: str = ""  # on a failure: the convention that would explain it (diagnosis.py)
 
     @property
     def passed(self) -> bool:
@@ -39,7 +40,8 @@ class Verdict:
     def message(self) -> str:
         c = self.comparison
         return (f"[{self.clause}] {self.adapter} {self.norm} {self.dtype} {self.what}: worst error {c.worst_error:.3e} "
-                f"at {c.index} vs budget {c.budget:.3e} ({self.basis}; {c.ratio:.3g}x budget, {c.ulps:.1f} ulps)")
+                f"at {c.index} vs budget {c.budget:.3e} ({self.basis}; {c.ratio:.3g}x budget, {c.ulps:.1f} ulps)"
+                + (f"; {self.hint}" if self.hint else ""))
 
 
 def statistic_view(norm: str, x: np.ndarray, params: dict) -> tuple[np.ndarray, tuple[int, ...], Any]:
@@ -117,10 +119,14 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
 
 
 def check(clause: str, adapter: str, norm: str, dtype: str, what: str, actual, expected, budget_and_basis,
-          example: dict) -> Verdict:
+          example: dict, diagnose=None) -> Verdict:
+    """The comparison as a Verdict; on a failure, `diagnose(actual, bound)` may name what explains it."""
     bound, basis = budget_and_basis
     comparison = T.compare(actual, expected, bound, dtype)
-    return Verdict(clause, adapter, norm, dtype, what, comparison, basis, example)
+    verdict = Verdict(clause, adapter, norm, dtype, what, comparison, basis, example)
+    if not comparison.passed and diagnose is not None:
+        verdict.hint = diagnose(actual, bound)
+    return verdict
 
 
 def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: int = 0) -> dict:

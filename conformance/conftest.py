@@ -1,8 +1,9 @@
 """pytest configuration of the conformance suite: adapter selection, profiles, seed, results file.
 
     pytest conformance/ --adapters torch.nn,flax.linen --profile quick --seed 1 --results out.jsonl
+    pytest conformance/ --impl my_norms.py            # your own implementation (adapters/plugin.py)
 
-`NORMCONF_ADAPTERS`, `NORMCONF_PROFILE` and `NORMCONF_SEED` do the same from the environment.
+`NORMCONF_ADAPTERS`, `NORMCONF_IMPL`, `NORMCONF_PROFILE` and `NORMCONF_SEED` do the same from the environment.
 """
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def pytest_addoption(parser):
     group = parser.getgroup("normconf")
     group.addoption("--adapters", default=os.environ.get("NORMCONF_ADAPTERS", ""),
                     help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS")
+    group.addoption("--impl", default=os.environ.get("NORMCONF_IMPL", ""),
+                    help="comma-separated plug-ins to check: path/file.py[:obj] or module:obj; only these run "
+                         "unless --adapters names others too; NORMCONF_IMPL")
+    group.addoption("--norms", default=os.environ.get("NORMCONF_NORMS", ""),
+                    help="comma-separated norms (default: every norm an adapter declares); NORMCONF_NORMS")
+    group.addoption("--dtypes", default=os.environ.get("NORMCONF_DTYPES", ""),
+                    help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES")
     group.addoption("--profile", default=os.environ.get("NORMCONF_PROFILE", "quick"), choices=sorted(PROFILES),
                     help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE")
     group.addoption("--results", default=os.environ.get("NORMCONF_RESULTS"),
@@ -45,6 +53,12 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "targets(norms=None, need=None, widest=False, no_argument_call=False): "
                                        "which matrix cells a property runs on")
+    from normconf.adapters.base import DTYPES, NORMS
+
+    for option, known in (("norms", NORMS), ("dtypes", DTYPES)):
+        unknown = sorted({v.strip() for v in config.getoption(option).split(",") if v.strip()} - set(known))
+        if unknown:
+            raise pytest.UsageError(f"--{option}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     settings.load_profile(config.getoption("profile"))
     seed = config.getoption("seed")
     if seed is not None:
@@ -68,9 +82,16 @@ class Target:
 
 
 def selected_adapters(config) -> list[str]:
-    chosen = [n.strip() for n in config.getoption("adapters").split(",") if n.strip()]
+    from normconf.adapters.plugin import PluginError
+
+    listed = [n.strip() for n in config.getoption("adapters").split(",") if n.strip()]
+    impls = [n.strip() for n in config.getoption("impl").split(",") if n.strip()]
+    chosen = listed + [n for n in impls if n not in listed]
     for name in chosen:
-        adapters.get(name)  # raises UnknownAdapter, naming the known ones
+        try:
+            adapters.get(name)  # raises UnknownAdapter, naming the known ones
+        except (adapters.UnknownAdapter, PluginError) as exc:
+            raise pytest.UsageError(str(exc).strip('"')) from None
     return chosen or adapters.names()
 
 
@@ -80,12 +101,14 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
     with the framework's own defaults (`Adapter.no_argument_calls`)."""
     from normconf.adapters.base import DTYPES
 
+    only_norms = {n.strip() for n in config.getoption("norms").split(",") if n.strip()}
+    only_dtypes = {d.strip() for d in config.getoption("dtypes").split(",") if d.strip()}
     params = []
     for name in selected_adapters(config):
         adapter = adapters.get(name)
         ok, reason = adapter.available()
         for norm, declaration in adapter.declarations.items():
-            if norms is not None and norm not in norms:
+            if (norms is not None and norm not in norms) or (only_norms and norm not in only_norms):
                 continue
             if need and not all(getattr(declaration, flag) for flag in need):
                 continue
@@ -95,6 +118,8 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
             if widest:  # float32, the dtype defaults are chosen for, else the widest declared
                 dtypes = ("float32",) if "float32" in dtypes else (max(dtypes, key=DTYPES.index),)
             for dtype in dtypes:
+                if only_dtypes and dtype not in only_dtypes:
+                    continue
                 target = Target(name, norm, dtype)
                 marks = [] if ok else [pytest.mark.skip(reason=f"{name}: {reason}")]
                 params.append(pytest.param(target, id=target.id, marks=marks))

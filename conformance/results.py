@@ -77,6 +77,8 @@ class Recorder:
                   "unsupported": cell.unsupported, "seconds": round(time.monotonic() - cell.started, 3)}
         if message and status in ("error", "skipped"):
             record["message"] = message[:2000]
+        elif status == "finding":
+            record["message"] = cell.failure.message()[:2000]
         shown = cell.failure or (cell.expected[1] if cell.expected else None) or cell.worst_pass
         if shown is not None:
             c = shown.comparison

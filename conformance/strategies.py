@@ -19,6 +19,7 @@ from normconf.reference.rms_norm import default_eps
 
 # float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
 EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0, 2.0**-20, 2.0**-10])
+POSITIVE_EPS = EPS.filter(lambda e: e > 0)
 MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0, 0.125, 0.75])
 VALUE_KINDS = ("standard", "offset", "tiny_spread", "constant_channel", "large", "integers", "positive")
 
@@ -168,7 +169,7 @@ def _running_norm(draw, norm, declaration, dtype):
     rank = draw(st.integers(min_rank, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
-    params = {"channel_axis": axis, "eps": draw(EPS.filter(lambda e: e > 0), label="eps")}
+    params = {"channel_axis": axis, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
     params["running_var"] = _pick(draw, declaration, "running_var", st.sampled_from(["biased", "unbiased"]))
     params["momentum"] = _pick(draw, declaration, "momentum", MOMENTA)
     params["training"] = draw(st.booleans(), label="training")
@@ -183,20 +184,27 @@ def _running_norm(draw, norm, declaration, dtype):
 
 @st.composite
 def _axes_norm(draw, norm, declaration, dtype):
-    rank = draw(st.integers(1, 4), label="rank")
-    shape = draw(shapes(rank, rank, None))
-    count = draw(st.integers(1, rank), label="normalized_axes")
-    trailing = draw(st.booleans(), label="trailing")
-    axes = tuple(range(rank - count, rank)) if trailing else tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+    fixed_axes = (declaration.fixed() if declaration else {}).get("axes")
+    if fixed_axes is not None:  # the implementation normalizes these axes only: draw ranks that have them
+        fixed_axes = (fixed_axes,) if isinstance(fixed_axes, int) else tuple(fixed_axes)
+        rank = draw(st.integers(max(1, *(a + 1 if a >= 0 else -a for a in fixed_axes)), 4), label="rank")
+        shape = draw(shapes(rank, rank, None))
+        axes = tuple(sorted(a % rank for a in fixed_axes))
+    else:
+        rank = draw(st.integers(1, 4), label="rank")
+        shape = draw(shapes(rank, rank, None))
+        count = draw(st.integers(1, rank), label="normalized_axes")
+        trailing = draw(st.booleans(), label="trailing")
+        axes = tuple(range(rank - count, rank)) if trailing else tuple(sorted(draw(st.permutations(range(rank)))[:count]))
     params = {"axes": axes}
     n = math.prod(shape[a] for a in axes)
     if norm == "lp_normalize":
         params["p"] = _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0]))
         params["eps_placement"] = _pick(draw, declaration, "eps_placement",
                                         st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]))
-        params["eps"] = draw(st.sampled_from([0.0, 1e-12, 1e-6]), label="eps")
+        params["eps"] = _pick(draw, declaration, "eps", st.sampled_from([0.0, 1e-12, 1e-6]))
     else:
-        params["eps"] = draw(EPS.filter(lambda e: e > 0), label="eps")
+        params["eps"] = _pick(draw, declaration, "eps", POSITIVE_EPS)
         param_shape = tuple(shape[a] for a in axes)
         seed = draw(st.integers(0, 2**16))
         affine = _affine(draw, seed, param_shape)
@@ -211,12 +219,12 @@ def _axes_norm(draw, norm, declaration, dtype):
 def _group_norm(draw, declaration, dtype):
     rank = draw(st.integers(2, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
-    groups = draw(st.integers(1, 4), label="groups")
+    groups = _pick(draw, declaration, "groups", st.integers(1, 4))
     per_group = draw(st.integers(1, 2), label="channels_per_group")
     shape = list(draw(shapes(rank, rank, None)))
     shape[axis] = groups * per_group
     shape = tuple(shape)
-    params = {"groups": groups, "channel_axis": axis, "eps": draw(EPS.filter(lambda e: e > 0), label="eps"),
+    params = {"groups": groups, "channel_axis": axis, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS),
               "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"]))}
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
     kind, x = draw(values(shape, dtype, axis, math.prod(shape) // (shape[0] * groups)))
@@ -228,11 +236,11 @@ def _lrn(draw, declaration, dtype):
     rank = draw(st.integers(3, 4), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
-    size = draw(st.integers(1, 6), label="size")
+    size = _pick(draw, declaration, "size", st.integers(1, 6))
     params = {"size": size, "channel_axis": axis,
-              "alpha": draw(st.sampled_from([1e-4, 0.1, 1.0, 2.0]), label="alpha"),
-              "beta": draw(st.sampled_from([0.5, 0.75, 1.0]), label="beta"),
-              "k": draw(st.sampled_from([1.0, 2.0, 0.5]), label="k"),
+              "alpha": _pick(draw, declaration, "alpha", st.sampled_from([1e-4, 0.1, 1.0, 2.0])),
+              "beta": _pick(draw, declaration, "beta", st.sampled_from([0.5, 0.75, 1.0])),
+              "k": _pick(draw, declaration, "k", st.sampled_from([1.0, 2.0, 0.5])),
               "alpha_over_size": _pick(draw, declaration, "alpha_over_size", st.booleans()),
               "extra": _pick(draw, declaration, "extra", st.sampled_from(["before", "after"]))}
     kind, x = draw(values(shape, dtype, axis, size))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 
-from . import checks, strategies
+from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
 
 FORWARD_CLAUSE = {"batch_norm": "BN.S1", "instance_norm": "IN.S1", "layer_norm": "LN.S1", "group_norm": "GN.S1",
@@ -33,6 +33,7 @@ def test_forward_matches_reference(target, cell, data):
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    verdict = checks.check(clause, target.adapter, target.norm, target.dtype, "y",
-                           outcome.y, y_ref, bound, case.describe())
+    verdict = checks.check(clause, target.adapter, target.norm, target.dtype, "y", outcome.y, y_ref, bound, case.describe(),
+                           diagnose=lambda actual, b: diagnosis.explain(target.norm, case.x, case.params, actual,
+                                                                        lambda r: getattr(r, "y", r), b, target.dtype))
     cell.settle(verdict, case)

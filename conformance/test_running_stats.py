@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from normconf import adapters
 from normconf import reference as R
 
-from . import checks, strategies
+from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
 
 STEPS = 3
@@ -41,8 +41,10 @@ def test_state_after_steps_then_eval(target, cell, data):
             bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
                                                   batch_error_scale=scales[what], y_ref=want,
                                                   previous=getattr(ref_state, what)), "NUM.N5")
+            explain = lambda actual, b, what=what, case=ref_case: diagnosis.explain(  # noqa: E731
+                target.norm, case.x, case.params, actual, lambda r: getattr(r.state, what), b, target.dtype)
             cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, f"step {step + 1} state.{what}",
-                                     got, want, bound, ref_case.describe()), ref_case)
+                                     got, want, bound, ref_case.describe(), diagnose=explain), ref_case)
         ref_state, fw_state = expected.state, outcome.state
     # eval from the same (reference) state on both sides, so only the eval arithmetic is judged
     state = R.RunningStats(strategies.representable(ref_state.mean, target.dtype),

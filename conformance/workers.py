@@ -31,9 +31,11 @@ def plan(names: list[str], jobs: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env: dict | None = None) -> int:
+def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env: dict | None = None,
+        quiet: bool = False) -> int:
     """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code.
-    Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends."""
+    Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends
+    (unless `quiet`)."""
     import normconf.conformance as suite
 
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,9 @@ def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env:
         code = process.wait()
         log.close()
         tail = (results_dir / f"worker-{k}.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or ["(no output)"]
-        print(f"worker {k} [{', '.join(group)}] exit {code} after {time.monotonic() - started:.0f}s: {tail[0]}", flush=True)
+        if not quiet:
+            print(f"worker {k} [{', '.join(group)}] exit {code} after {time.monotonic() - started:.0f}s: {tail[0]}",
+                  flush=True)
         if code and not worst:  # the first failure's code; a worker killed by a signal counts as 1
             worst = code if code > 0 else 1
     return worst

@@ -1,0 +1,397 @@
+"""Your own norm implementation behind the adapter protocol: the least you write to get a verdict.
+
+The function form: decorate one function per norm, taking the canonical keyword parameters it
+supports (the reference function's names, spec/<norm>.md P-clauses) and returning the output:
+
+    from normconf.adapters.plugin import implementation
+
+    @implementation("layer_norm", dtypes=("float32",))
+    def layer_norm(x, *, axes, eps, scale=None, offset=None):
+        ...                                       # NumPy arrays in the tested dtype in, an array out
+
+    $ normconf check my_norms.py                  # every @implementation in the file
+    $ normconf check my_norms.py:layer_norm       # one of them
+
+- A canonical parameter the function does not take is fixed at its canonical default (or at the value
+  `conventions` declares) and the suite draws only that value.
+- `conventions` declares what the implementation does where the spec has a choice, e.g.
+  `{"eps_placement": "outside_sqrt"}` or `{"running_var": "biased"}`: the suite then checks against that
+  convention instead of reporting it (BN.P8, BN.P4, GN.P4, LRN.P4/P5, LP.P4, RMS.P4).
+- `arrays` says what the function takes and returns: "numpy" (default), "torch" or "jax" (gradients
+  then come from the framework's autodiff), or an `Arrays(to, back)` converter of your own.
+- batch_norm/instance_norm functions that take `state` get a RunningStats (mean, var,
+  num_batches_tracked) and return `(y, new_state)`, the state as a RunningStats or a (mean, var) pair.
+
+The full form is a subclass of `normconf.adapters.Adapter` (declared conventions with sources, state,
+gradients, `_run_<norm>` methods): see adapters/base.py and any adapter in this package.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from normconf import reference as R
+
+from .base import (CANONICAL_PARAMETERS, DIVISOR_CONVENTIONS, DTYPES, NORMS, Adapter, Convention, NormDeclaration,
+                   Outcome, require)
+
+# What a function that does not take `state` makes irrelevant: without running statistics the batch
+# statistics normalize in training and eval alike (BN.S4), and there is nothing to update.
+STATE_ONLY = ("momentum", "running_var", "training")
+ARRAY_PARAMETERS = ("scale", "offset", "mean", "std")
+SOURCE = "declared by the implementation's author"
+# canonical parameters without a canonical default: a function that does not take one must declare it
+REQUIRED = {"rms_norm": ("eps",), "group_norm": ("groups",), "local_response_norm": ("size",)}
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """How to hand NumPy arrays to the implementation and take its results back.
+
+    `to(array, dtype_name)` makes the implementation's array; `back(result)` a NumPy array; `vjp(fn,
+    arrays, g)` (optional) returns the cotangents of the `arrays` dict, so gradients are checked too."""
+
+    to: Callable[[np.ndarray, str], Any]
+    back: Callable[[Any], np.ndarray]
+    vjp: Callable | None = None
+
+
+def _numpy_dtype(dtype: str):
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+def _torch_arrays() -> Arrays:
+    def to(a, dtype):
+        import torch
+
+        return torch.tensor(np.asarray(a, dtype=np.float64)).to(getattr(torch, dtype))
+
+    def back(t):
+        return t.detach().to(dtype=__import__("torch").float64).numpy()
+
+    def vjp(fn, arrays, g):
+        import torch
+
+        leaves = {k: v.clone().requires_grad_(True) for k, v in arrays.items()}
+        y = fn(**leaves)
+        grads = torch.autograd.grad(y, list(leaves.values()), g.to(y.dtype), allow_unused=True)
+        return dict(zip(leaves, grads))
+
+    return Arrays(to, back, vjp)
+
+
+def _jax_arrays() -> Arrays:
+    def to(a, dtype):
+        import jax
+        import jax.numpy as jnp
+
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)  # float64 arrays need it, as for a float64 user
+        return jnp.asarray(np.asarray(a, dtype=np.float64).astype(_numpy_dtype(dtype)))
+
+    def back(a):
+        return np.asarray(a).astype(np.float64)
+
+    def vjp(fn, arrays, g):
+        import jax
+
+        names = list(arrays)
+        y, pullback = jax.vjp(lambda *values: fn(**dict(zip(names, values))), *arrays.values())
+        return dict(zip(names, pullback(g.astype(y.dtype))))
+
+    return Arrays(to, back, vjp)
+
+
+ARRAYS: dict[str, Callable[[], Arrays]] = {
+    "numpy": lambda: Arrays(lambda a, dtype: np.asarray(a, dtype=np.float64).astype(_numpy_dtype(dtype)),
+                            lambda a: np.asarray(a).astype(np.float64)),
+    "torch": _torch_arrays,
+    "jax": _jax_arrays,
+}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One norm function and what its author declares about it (see the module docstring)."""
+
+    norm: str
+    fn: Callable
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    conventions: dict = field(default_factory=dict)
+    arrays: str | Arrays = "numpy"
+    accumulation: dict = field(default_factory=dict)  # input dtype -> dtype the statistics are computed in
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: {self.norm!r} is not one of {', '.join(NORMS)}")
+        unknown = sorted(set(self.dtypes) - set(DTYPES))
+        if unknown or not self.dtypes:
+            raise ValueError(f"dtypes: {unknown or 'none'} given; choose from {', '.join(DTYPES)}")
+        allowed = CANONICAL_PARAMETERS[self.norm]
+        for key in self.conventions:
+            if key not in allowed:
+                raise ValueError(f"conventions: {key!r} is not a canonical parameter of {self.norm} "
+                                 f"(one of {', '.join(allowed)})")
+        if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
+            raise ValueError(f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)")
+        if not callable(self.fn):
+            raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
+
+    def __call__(self, *args, **kwargs):  # the decorated function still works as itself
+        return self.fn(*args, **kwargs)
+
+    @property
+    def parameters(self) -> set[str]:
+        """The canonical keyword parameters the function takes."""
+        signature = inspect.signature(self.fn)
+        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            return set(CANONICAL_PARAMETERS[self.norm]) | set(_reference_defaults(self.norm)) | {"state"}
+        return set(list(signature.parameters)[1:])
+
+    @property
+    def label(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+    def converter(self) -> Arrays:
+        return self.arrays if isinstance(self.arrays, Arrays) else ARRAYS[self.arrays]()
+
+
+def implementation(norm: str, *, dtypes=("float32", "float64"), conventions: dict | None = None,
+                   arrays: str | Arrays = "numpy", accumulation: dict | None = None):
+    """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
+
+    def wrap(fn):
+        return Implementation(norm, fn, tuple(dtypes), dict(conventions or {}), arrays, dict(accumulation or {}))
+
+    return wrap
+
+
+def _reference_defaults(norm: str) -> dict:
+    """The reference function's keyword parameters and their canonical defaults (None: required)."""
+    signature = inspect.signature(getattr(R, norm))
+    return {name: (None if p.default is p.empty else p.default)
+            for name, p in list(signature.parameters.items())[1:]}
+
+
+class FunctionAdapter(Adapter):
+    """Implementations in the function form, as one adapter named by where they were loaded from."""
+
+    family = "plug-in"
+
+    def __init__(self, name: str, implementations):
+        self.name = name
+        self.implementations: dict[str, Implementation] = {}
+        for impl in implementations:
+            if impl.norm in self.implementations:
+                raise ValueError(f"{name}: two implementations of {impl.norm} "
+                                 f"({self.implementations[impl.norm].label}, {impl.label})")
+            self.implementations[impl.norm] = impl
+        self.declarations = {norm: self._declare(impl) for norm, impl in self.implementations.items()}
+
+    def _declare(self, impl: Implementation) -> NormDeclaration:
+        taken, defaults = impl.parameters, _reference_defaults(impl.norm)
+        conventions = []
+        for key in CANONICAL_PARAMETERS[impl.norm]:
+            value = impl.conventions.get(key, DIVISOR_CONVENTIONS.get(key, defaults.get(key)))
+            if value is None and key not in taken and key in REQUIRED.get(impl.norm, ()):
+                raise PluginError(f"{impl.label}: takes no {key} and the spec has no default for it; declare the "
+                                  f"value it computes with, e.g. conventions={{{key!r}: ...}}")
+            if key in DIVISOR_CONVENTIONS and key not in impl.conventions:
+                continue  # canonical unless declared (BN.P8): nothing to draw, nothing to hand over
+            if key in taken and key not in DIVISOR_CONVENTIONS:
+                conventions.append(Convention(key, key, value, SOURCE))
+            elif key in impl.conventions or key not in _irrelevant(impl):
+                conventions.append(Convention(key, f"— (not a parameter of {impl.label})", value, SOURCE))
+        converter = impl.converter()
+        return NormDeclaration(impl.norm, impl.label, impl.dtypes, tuple(conventions), dict(impl.accumulation),
+                               gradients=converter.vjp is not None,
+                               stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken)
+
+    def environment(self) -> dict:
+        return {"adapter": self.name, "framework": "plug-in", "version": None,
+                "implementations": {norm: impl.label for norm, impl in self.implementations.items()}}
+
+    def _run(self, norm, x, params, dtype, cotangent):
+        impl = self.implementations[norm]
+        taken, declaration = impl.parameters, self.declarations[norm]
+        fixed = {**_reference_defaults(norm), **{c.key: c.value for c in declaration.conventions}}
+        arrays = impl.converter()
+        plain, differentiable = {}, {}
+        for key, value in params.items():
+            if key in taken:
+                if isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
+                    differentiable[key] = arrays.to(value, dtype)
+                elif isinstance(value, R.RunningStats):
+                    plain[key] = R.RunningStats(arrays.to(value.mean, dtype), arrays.to(value.var, dtype),
+                                                value.num_batches_tracked)
+                else:
+                    plain[key] = value
+            elif key in STATE_ONLY and key in _irrelevant(impl):
+                continue
+            else:
+                require(_same(value, fixed.get(key)), f"{impl.label} takes no {key}: it computes {key}="
+                        f"{fixed.get(key)!r} (declare another value in conventions=), not {value!r}")
+        differentiable["x"] = arrays.to(x, dtype)
+
+        def call(**inputs):
+            return impl.fn(inputs.pop("x"), **inputs, **plain)
+
+        result = call(**differentiable)
+        y, state = (result if declaration.stateful and isinstance(result, tuple) else (result, None))
+        outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None)
+        if cotangent is not None:
+            grads = arrays.vjp(lambda **inputs: _output(call(**inputs), declaration.stateful), differentiable,
+                               arrays.to(cotangent, dtype))
+            outcome.grads = R.Grads(*(None if grads.get(k) is None else arrays.back(grads[k])
+                                      for k in ("x", "scale", "offset")))
+        return outcome
+
+
+def _irrelevant(impl: Implementation) -> tuple[str, ...]:
+    stateless = impl.norm in ("batch_norm", "instance_norm") and "state" not in impl.parameters
+    return STATE_ONLY if stateless else ()
+
+
+def _output(result, stateful: bool):
+    return result[0] if stateful and isinstance(result, tuple) else result
+
+
+def _state(state, arrays: Arrays) -> R.RunningStats:
+    mean, var = (state.mean, state.var) if hasattr(state, "mean") else state[:2]
+    tracked = getattr(state, "num_batches_tracked", 0)
+    return R.RunningStats(arrays.back(mean), arrays.back(var), int(tracked))
+
+
+def _same(value, fixed) -> bool:
+    if value is None or fixed is None:
+        return value is None and fixed is None
+    if isinstance(value, (tuple, list)) or isinstance(fixed, (tuple, list)):
+        return tuple(np.atleast_1d(value)) == tuple(np.atleast_1d(fixed))
+    return value == fixed
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: "path/to/file.py[:obj]", "package.module[:obj]", or an installed entry point.
+
+ENTRY_POINT_GROUP = "normconf.adapters"
+
+
+class PluginError(Exception):
+    """A plug-in that cannot be loaded or does not follow the protocol; the message says which and why."""
+
+
+def is_spec(name: str) -> bool:
+    """Whether an adapter name points at a plug-in (a file or module) rather than a built-in adapter."""
+    return name.endswith(".py") or ".py:" in name or ":" in name
+
+
+def load(spec: str) -> Adapter:
+    """The adapter `spec` points at: an Adapter (instance or class), an @implementation, a list of
+    them, or (no `:obj`) every one a file or module defines."""
+    where, _, attribute = spec.partition(":") if not spec.endswith(".py") else (spec, "", "")
+    module = _import(where)
+    if attribute:
+        try:
+            obj = _resolve(module, attribute)
+        except AttributeError:
+            raise PluginError(f"{spec}: {where} has no {attribute!r}") from None
+        return as_adapter(obj, spec)
+    found = [v for v in vars(module).values() if isinstance(v, Implementation)]
+    classes = [v for v in vars(module).values() if isinstance(v, Adapter)]
+    if classes and not found:
+        if len(classes) > 1:
+            raise PluginError(f"{spec}: defines {len(classes)} adapters; name one with {spec}:<name>")
+        return as_adapter(classes[0], spec)
+    if not found:
+        raise PluginError(f"{spec}: defines no @implementation functions and no Adapter instance "
+                          f"(see normconf.adapters.plugin)")
+    return as_adapter(found, spec)
+
+
+def as_adapter(obj, name: str) -> Adapter:
+    """`obj` (Adapter instance or class, Implementation, or a sequence of Implementations) as an adapter."""
+    if isinstance(obj, type) and issubclass(obj, Adapter):
+        obj = obj()
+    if isinstance(obj, Adapter):
+        if not obj.name:
+            obj.name = name
+        _check_protocol(obj, name)
+        return obj
+    if isinstance(obj, Implementation):
+        obj = [obj]
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(o, Implementation) for o in obj):
+        return FunctionAdapter(name, obj)
+    raise PluginError(f"{name}: is a {type(obj).__name__}, not an @implementation, a list of them, or an Adapter "
+                      f"(see normconf.adapters.plugin)")
+
+
+def _check_protocol(adapter: Adapter, name: str) -> None:
+    """A full-form adapter declares known norms and dtypes and has a runner for each norm."""
+    for norm, declaration in adapter.declarations.items():
+        if norm not in NORMS:
+            raise PluginError(f"{name}: declares unknown norm {norm!r} (one of {', '.join(NORMS)})")
+        if not isinstance(declaration, NormDeclaration):
+            raise PluginError(f"{name}: declarations[{norm!r}] is a {type(declaration).__name__}, not a NormDeclaration")
+        bad = sorted(set(declaration.dtypes) - set(DTYPES))
+        if bad:
+            raise PluginError(f"{name}: {norm} declares unknown dtypes {bad}")
+        if type(adapter)._run is Adapter._run and not callable(getattr(adapter, f"_run_{norm}", None)):
+            raise PluginError(f"{name}: declares {norm} but has no _run_{norm} method")
+
+
+def _import(where: str):
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise PluginError(f"{where}: no such file")
+        module_name = f"normconf_plugin_{abs(hash(str(path)))}"
+        if module_name in sys.modules:
+            return sys.modules[module_name]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(path.parent))  # its own imports of neighbouring files work
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise PluginError(f"{where}: importing it raised {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(where)
+    except ImportError as exc:
+        raise PluginError(f"{where}: cannot import ({exc})") from exc
+
+
+def _resolve(module, attribute: str):
+    obj = module
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def entry_points() -> dict:
+    """Installed plug-ins: {name: entry point} of the `normconf.adapters` group."""
+    from importlib.metadata import entry_points as installed
+
+    return {ep.name: ep for ep in installed(group=ENTRY_POINT_GROUP)}
+
+
+def load_entry_point(name: str) -> Adapter:
+    point = entry_points()[name]
+    try:
+        obj = point.load()
+    except Exception as exc:
+        raise PluginError(f"entry point {name} ({point.value}): loading it raised {type(exc).__name__}: {exc}") from exc
+    return as_adapter(obj, name)

@@ -1,0 +1,75 @@
+"""What a failing implementation probably does instead: the conventions the spec knows, tried one by one.
+
+When an output disagrees with the reference, the reference is re-run under each alternative convention
+of the norm (eps outside the root, unbiased variance, the other group assignment, a window one channel
+wider or narrower, ...). One that agrees within the same budget is named in the failure message with
+its clause, and with the declaration that would make the suite check against it when it is intended.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from normconf import reference as R
+
+from . import tolerances as T
+
+
+# conventions an implementation may declare (adapters/plugin.py); the other alternatives are bugs
+DECLARABLE = {"eps_placement", "normalize_var", "running_var", "assignment", "alpha_over_size", "extra"}
+
+
+def _other(key, a, b):
+    return lambda p: {key: b if p.get(key, a) == a else a}
+
+
+DIVISOR = [
+    ("eps outside the square root", lambda p: {"eps_placement": "outside_sqrt"}),
+    ("the unbiased variance normalizes", lambda p: {"normalize_var": "unbiased"}),
+    ("the unbiased variance normalizes, eps outside the square root",
+     lambda p: {"normalize_var": "unbiased", "eps_placement": "outside_sqrt"}),
+]
+RUNNING = [
+    ("the other running-variance estimator", _other("running_var", "unbiased", "biased")),
+    ("momentum weights the old value (canonical = 1 - momentum)",
+     lambda p: None if p.get("momentum") is None else {"momentum": 1.0 - p["momentum"]}),
+]
+
+# norm -> [(clause, what the implementation does instead, change(params) -> the params that say so)]
+ALTERNATIVES = {
+    "batch_norm": [("BN.N1/BN.N2", *d) for d in DIVISOR] + [("BN.N3/BN.N4", *r) for r in RUNNING],
+    "instance_norm": [("IN.N1", *d) for d in DIVISOR] + [("BN.N3/BN.N4", *r) for r in RUNNING],
+    "layer_norm": [("LN.N1", *d) for d in DIVISOR],
+    "group_norm": [("GN.N1", *d) for d in DIVISOR] + [
+        ("GN.P4", "channels grouped the other way", _other("assignment", "contiguous", "interleaved"))],
+    "rms_norm": [("RMS.N1", "eps outside the square root", lambda p: {"eps_placement": "outside_sqrt"})],
+    "local_response_norm": [
+        ("LRN.N1", "a window one channel narrower", lambda p: {"size": p["size"] - 1} if p["size"] > 1 else None),
+        ("LRN.N1", "a window one channel wider", lambda p: {"size": p["size"] + 1}),
+        ("LRN.N2", "alpha not divided by the size", _other("alpha_over_size", True, False)),
+        ("LRN.N3", "the even window's extra channel on the other side", _other("extra", "before", "after")),
+    ],
+    "lp_normalize": [("LP.N1", f"eps placed as {placement!r}", lambda p, placement=placement: {"eps_placement": placement})
+                     for placement in ("max_norm", "max_power_sum", "add_norm", "none", "none_or_zero")],
+    "channel_normalize": [("CN.N1", "the std floor applied the other way",
+                           lambda p: {"std_floor": 0.0 if p.get("std_floor", 0.0) else 1e-7})],
+}
+
+
+def explain(norm: str, x: np.ndarray, params: dict, actual, pick, bound, dtype: str) -> str:
+    """A sentence naming the alternative convention under which the reference agrees with `actual`
+    (`pick(result)` takes the compared quantity from a reference result; `bound` is the budget), or ""."""
+    for clause, what, change in ALTERNATIVES.get(norm, ()):
+        changed = change(params)
+        if not changed or all(params.get(k) == v for k, v in changed.items()):
+            continue
+        try:
+            expected = pick(getattr(R, norm)(x, **{**params, **changed}))
+        except (R.ClauseError, AttributeError, TypeError):
+            continue
+        if np.shape(expected) == np.shape(actual) and T.compare(actual, expected, bound, dtype).passed:
+            if not set(changed) <= DECLARABLE:  # a bug, or a value the implementation must map itself
+                return f"it agrees with the reference when {what} ({clause})"
+            declared = ", ".join(f"{k!r}: {v!r}" for k, v in changed.items())
+            return (f"it agrees with the reference when {what} ({clause}); if that is intended, declare "
+                    f"conventions={{{declared}}}")
+    return ""

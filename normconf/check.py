@@ -1,0 +1,88 @@
+"""`normconf check`: a verdict on one implementation - yours - against the spec.
+
+    normconf check my_norms.py                     every @implementation in the file
+    normconf check my_norms.py:rms_norm --profile default --norms rms_norm --dtypes float32
+    normconf check mypackage.norms:MyAdapter --results out/ --report out/index.html
+
+The conformance suite runs on the plug-in alone (in a worker process, so a crash is a verdict too);
+the verdict lists each norm x property x dtype with its worst error against the budget, then the most telling
+finding in full: the clause it breaks, what would explain it, and a repro script. Exit status 0 only
+when the implementation conforms: no finding, no error, and at least one property passed.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+FAILING = ("finding", "error")
+
+
+def main(args) -> int:
+    from normconf import adapters
+    from normconf.adapters.plugin import PluginError
+    from normconf.conformance import workers
+    from normconf.reports import results
+
+    try:
+        adapter = adapters.get(args.implementation)
+    except (PluginError, adapters.UnknownAdapter) as exc:
+        print(f"normconf check: {str(exc).strip(chr(34))}", file=sys.stderr)
+        return 2
+    out = Path(args.results) if args.results else Path(tempfile.mkdtemp(prefix="normconf-check-"))
+    pytest_args = ["--profile", args.profile, *(["--seed", str(args.seed)] if args.seed is not None else []),
+                   *(["--norms", args.norms] if args.norms else []), *(["--dtypes", args.dtypes] if args.dtypes else [])]
+    declared = ", ".join(f"{norm} ({', '.join(d.dtypes)})" for norm, d in adapter.declarations.items())
+    print(f"checking {args.implementation}: {declared}; profile {args.profile}", flush=True)
+    code = workers.run([[args.implementation]], pytest_args, out, quiet=True)
+    files = sorted(out.glob("worker-*.jsonl"))
+    records = [r for run in results.load(files) for r in run.results] if files else []
+    if not records:
+        log = out / "worker-1.log"
+        print(log.read_text(encoding="utf-8")[-3000:] if log.exists() else "no results", file=sys.stderr)
+        print(f"verdict: NOT CHECKED (the suite ended with exit status {code} before any result)")
+        return 2
+    print(verdict_table(records))
+    failing = [r for r in records if r["verdict"] in FAILING]
+    # shown in full: one the diagnosis explains, else the one furthest over its budget
+    failing.sort(key=lambda r: ("it agrees with the reference" not in r.get("message", ""), -(r.get("ratio") or 0)))
+    for record in failing[:1]:
+        print(f"\nfinding ({record['property']}, {record['norm']}, {record['dtype']}):")
+        print("  " + record.get("message", "(no message)").replace("\n", "\n  "))
+        if record.get("example"):
+            print(f"  example: {record['example'].get('params')} shape {record['example'].get('shape')}")
+        if record.get("repro"):
+            script = out / "repro.py"
+            script.write_text(record["repro"], encoding="utf-8")
+            print(f"  repro (python {script}):\n    " + record["repro"].rstrip().replace("\n", "\n    "))
+    passed = sum(r["verdict"] == "pass" for r in records)
+    if args.report:
+        from normconf.reports import html
+
+        print(f"report: {html.write(files, args.report, None)}")
+    print(f"results: {out}")
+    if failing:
+        print(f"verdict: DOES NOT CONFORM - {len(failing)} of {len(records)} checks fail "
+              f"(clauses {', '.join(sorted({r.get('clause') or '?' for r in failing}))})")
+        return 1
+    if not passed or code not in (0, 5):
+        print(f"verdict: NOT CHECKED - no property could run (exit status {code}); see {out}/worker-1.log")
+        return 2
+    print(f"verdict: CONFORMS - {passed} checks pass"
+          + (f", {len(records) - passed} not applicable" if len(records) > passed else ""))
+    return 0
+
+
+def verdict_table(records: list[dict]) -> str:
+    """One line per norm x property x dtype: verdict, worst error against its budget, clause."""
+    lines = []
+    for r in sorted(records, key=lambda r: (r["norm"], r["property"], r["dtype"])):
+        if r.get("ratio") is not None and r["verdict"] in ("pass", "finding"):
+            detail = (f"worst {r['worst_error']:.2e} vs budget {r['budget']:.2e} ({r['ratio']:.2g}x, "
+                      f"{r.get('clause')}, {r.get('basis')}) over {r['examples']} examples")
+        elif r["verdict"] in ("unsupported", "skipped"):
+            detail = (r.get("message") or "; ".join(r.get("unsupported", {})) or "")[:110]
+        else:
+            detail = (r.get("message") or "")[:110]
+        lines.append(f"  {r['norm']:<20} {r['property']:<40} {r['dtype']:<9} {r['verdict'].upper():<12} {detail}")
+    return "\n".join(lines)
