@@ -194,8 +194,8 @@ class FunctionAdapter(Adapter):
         self.implementations: dict[str, Implementation] = {}
         for impl in implementations:
             if impl.norm in self.implementations:
-                raise ValueError(f"{name}: two implementations of {impl.norm} "
-                                 f"({self.implementations[impl.norm].label}, {impl.label})")
+                raise PluginError(f"{name}: two implementations of {impl.norm} ({self.implementations[impl.norm].label}, "
+                                  f"{impl.label}); check one at a time: {name}:{impl.label}")
             self.implementations[impl.norm] = impl
         self.declarations = {norm: self._declare(impl) for norm, impl in self.implementations.items()}
 
@@ -240,7 +240,7 @@ class FunctionAdapter(Adapter):
             elif key in STATE_ONLY and key in _irrelevant(impl):
                 continue
             else:
-                require(_same(value, fixed.get(key)), f"{impl.label} takes no {key}: it computes {key}="
+                require(_same(value, fixed.get(key), x.ndim if key == "axes" else None), f"{impl.label} takes no {key}: it computes {key}="
                         f"{fixed.get(key)!r} (declare another value in conventions=), not {value!r}")
         differentiable["x"] = arrays.to(x, dtype)
 
@@ -273,9 +273,12 @@ def _state(state, arrays: Arrays) -> R.RunningStats:
     return R.RunningStats(arrays.back(mean), arrays.back(var), int(tracked))
 
 
-def _same(value, fixed) -> bool:
+def _same(value, fixed, ndim: int | None = None) -> bool:
+    """Whether a drawn value is the fixed one (axes compared as the axes of a rank-`ndim` input)."""
     if value is None or fixed is None:
         return value is None and fixed is None
+    if ndim is not None:
+        return sorted(a % ndim for a in np.atleast_1d(value)) == sorted(a % ndim for a in np.atleast_1d(fixed))
     if isinstance(value, (tuple, list)) or isinstance(fixed, (tuple, list)):
         return tuple(np.atleast_1d(value)) == tuple(np.atleast_1d(fixed))
     return value == fixed

@@ -34,6 +34,15 @@ RUNNING = [
      lambda p: None if p.get("momentum") is None else {"momentum": 1.0 - p["momentum"]}),
 ]
 
+def _resized(p, by: int, extra: str):
+    """An LRN window `by` channels longer, the same alpha / size factor (only the window is wrong)."""
+    size = p["size"] + by
+    if size < 1:  # an empty window: nothing but k divides
+        return {"alpha": 0.0}
+    alpha = p.get("alpha", 1e-4) * size / p["size"] if p.get("alpha_over_size", True) else p.get("alpha", 1e-4)
+    return {"size": size, "alpha": alpha, "extra": extra}
+
+
 # norm -> [(clause, what the implementation does instead, change(params) -> the params that say so)]
 ALTERNATIVES = {
     "batch_norm": [("BN.N1/BN.N2", *d) for d in DIVISOR] + [("BN.N3/BN.N4", *r) for r in RUNNING],
@@ -43,8 +52,9 @@ ALTERNATIVES = {
         ("GN.P4", "channels grouped the other way", _other("assignment", "contiguous", "interleaved"))],
     "rms_norm": [("RMS.N1", "eps outside the square root", lambda p: {"eps_placement": "outside_sqrt"})],
     "local_response_norm": [
-        ("LRN.N1", "a window one channel narrower", lambda p: {"size": p["size"] - 1} if p["size"] > 1 else None),
-        ("LRN.N1", "a window one channel wider", lambda p: {"size": p["size"] + 1}),
+        ("LRN.N1", "the window is one channel short (its extra channel before)", lambda p: _resized(p, -1, "before")),
+        ("LRN.N1", "the window is one channel short (its extra channel after)", lambda p: _resized(p, -1, "after")),
+        ("LRN.N1", "the window is one channel too long", lambda p: _resized(p, +1, p.get("extra", "before"))),
         ("LRN.N2", "alpha not divided by the size", _other("alpha_over_size", True, False)),
         ("LRN.N3", "the even window's extra channel on the other side", _other("extra", "before", "after")),
     ],

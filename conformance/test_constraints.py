@@ -57,8 +57,8 @@ def _base(declaration) -> tuple[np.ndarray, dict]:
         params["axes"] = tuple(range(x.ndim))
     if declaration.norm == "group_norm":
         params["groups"] = 3
-    if declaration.norm == "local_response_norm":
-        params.setdefault("size", 3)
+    if declaration.norm == "local_response_norm" and params.get("size") is None:
+        params["size"] = 3
     if declaration.norm == "channel_normalize":
         params["mean"], params["std"] = np.zeros(6), np.ones(6)
     return x, params

@@ -63,7 +63,7 @@ def main(args) -> int:
     print(f"results: {out}")
     if failing:
         print(f"verdict: DOES NOT CONFORM - {len(failing)} of {len(records)} checks fail "
-              f"(clauses {', '.join(sorted({r.get('clause') or '?' for r in failing}))})")
+              f"(clauses {', '.join(sorted({r.get('clause') or r['property'] for r in failing}))})")
         return 1
     if not passed or code not in (0, 5):
         print(f"verdict: NOT CHECKED - no property could run (exit status {code}); see {out}/worker-1.log")

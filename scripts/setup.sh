@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 extra=()
 [ -d /opt/wheels ] && extra+=(--find-links /opt/wheels)   # where this machine keeps the CPU torch wheel
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "${extra[@]}" -c "$LOCK" -e '.[all,test]'
+.venv/bin/python -m pip install --quiet "${extra[@]}" -c "$LOCK" -e '.[all,test,examples]'
 # The report's browser test drives headless Chromium: install it where apt-get can (root or passwordless sudo).
 if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)

@@ -1,0 +1,124 @@
+"""The plug-in protocol: declaring a function, loading it from a file, a module or an entry point,
+and bad plug-ins refused with a message that says what is wrong."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from normconf import adapters
+from normconf import reference as R
+from normconf.adapters import plugin
+from normconf.adapters.base import Unsupported
+from normconf.conformance.tolerances import reference_budget, relative_error
+
+LAYER_NORM = '''
+import numpy as np
+from normconf.adapters.plugin import implementation
+
+@implementation("layer_norm", dtypes=("float64",))
+def layer_norm(x, *, eps, scale=None):
+    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return y if scale is None else y * scale
+'''
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "my_norms.py"
+    path.write_text(textwrap.dedent(LAYER_NORM))
+    return path
+
+
+def test_a_parameter_the_function_lacks_is_fixed_at_its_canonical_value(source):
+    adapter = plugin.load(str(source))
+    declaration = adapter.declarations["layer_norm"]
+    assert declaration.fixed() == {"axes": (-1,)}  # no `axes` parameter: the last axis only
+    assert declaration.defaults()["eps"] == 1e-5 and not declaration.gradients and not declaration.stateful
+    x = np.random.default_rng(0).normal(size=(2, 5))
+    y = adapter.run("layer_norm", x, {"axes": (1,), "eps": 1e-3}, dtype="float64").y  # axis 1 of rank 2 is -1
+    assert relative_error(y, R.layer_norm(x, axes=(-1,), eps=1e-3)) <= reference_budget(5)
+    with pytest.raises(Unsupported, match="takes no axes"):
+        adapter.run("layer_norm", x, {"axes": (0,), "eps": 1e-3}, dtype="float64")
+    with pytest.raises(Unsupported, match="takes no offset"):
+        adapter.run("layer_norm", x, {"axes": (-1,), "eps": 1e-3, "offset": np.ones(5)}, dtype="float64")
+
+
+def test_undeclared_divisor_conventions_are_refused_and_declared_ones_handed_on(source):
+    adapter = plugin.load(str(source))
+    with pytest.raises(Unsupported, match="eps_placement"):
+        adapter.run("layer_norm", np.ones((2, 3)), {"eps_placement": "outside_sqrt"}, dtype="float64")
+    outside = plugin.implementation("layer_norm", conventions={"eps_placement": "outside_sqrt"})(lambda x, *, eps: x)
+    assert plugin.as_adapter(outside, "t").declarations["layer_norm"].fixed()["eps_placement"] == "outside_sqrt"
+
+
+def test_loading_by_file_object_and_module(source, monkeypatch):
+    assert set(plugin.load(f"{source}:layer_norm").declarations) == {"layer_norm"}
+    monkeypatch.syspath_prepend(str(source.parent))
+    assert plugin.load("my_norms:layer_norm").name == "my_norms:layer_norm"
+    assert adapters.get(f"{source}").declarations["layer_norm"].api == "layer_norm"
+
+
+@pytest.mark.parametrize("text, spec_tail, message", [
+    ("x = 1\n", "", "defines no @implementation"),
+    ("x = 1\n", ":x", "is a int, not an @implementation"),
+    (LAYER_NORM, ":nothing", "has no 'nothing'"),
+    ("raise RuntimeError('boom')\n", "", "importing it raised RuntimeError: boom"),
+    (LAYER_NORM + LAYER_NORM.replace("def layer_norm", "def other_norm").split("from normconf.adapters.plugin import implementation")[1],
+     "", "two implementations of layer_norm"),
+    ("from normconf.adapters.plugin import implementation\n"
+     "@implementation('rms_norm')\ndef rms(x, *, scale=None):\n    return x\n", "", "takes no eps and the spec has no default"),
+])
+def test_bad_plugins_are_refused_with_the_reason(tmp_path, text, spec_tail, message):
+    path = tmp_path / f"bad_{abs(hash(text + spec_tail))}.py"
+    path.write_text(text)
+    with pytest.raises(plugin.PluginError, match=message):
+        plugin.load(f"{path}{spec_tail}")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"norm": "layernorm"}, "not one of"),
+    ({"dtypes": ("float8",)}, "dtypes"),
+    ({"conventions": {"epsilon": 1e-3}}, "not a canonical parameter"),
+    ({"arrays": "cupy"}, "arrays"),
+])
+def test_bad_declarations_name_the_argument(kwargs, message):
+    options = {"norm": "layer_norm", **kwargs}
+    norm = options.pop("norm")
+    with pytest.raises(ValueError, match=message):
+        plugin.implementation(norm, **options)(lambda x, *, eps: x)
+
+
+def test_a_full_adapter_without_a_runner_is_refused():
+    class Incomplete(adapters.Adapter):
+        name = "incomplete"
+        declarations = {"layer_norm": adapters.NormDeclaration("layer_norm", "f", ("float32",), ())}
+
+    with pytest.raises(plugin.PluginError, match="no _run_layer_norm"):
+        plugin.as_adapter(Incomplete, "incomplete")
+
+
+def test_an_installed_entry_point_is_an_adapter(tmp_path, monkeypatch, source):
+    (tmp_path / "my_norms_dist-1.0.dist-info").mkdir()
+    (tmp_path / "my_norms_dist-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-norms-dist\nVersion: 1.0\n")
+    (tmp_path / "my_norms_dist-1.0.dist-info" / "entry_points.txt").write_text(
+        "[normconf.adapters]\nmy-layer-norm = my_norms:layer_norm\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "my-layer-norm" in adapters.names()
+    assert set(plugin.load_entry_point("my-layer-norm").declarations) == {"layer_norm"}
+
+
+def test_torch_arrays_give_gradients_from_autograd():
+    pytest.importorskip("torch")
+    impl = plugin.implementation("rms_norm", arrays="torch", dtypes=("float64",))(
+        lambda x, *, eps, scale=None: x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * (1 if scale is None else scale))
+    adapter = plugin.as_adapter(impl, "torch-rms")
+    rng = np.random.default_rng(1)
+    x, g, scale = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    out = adapter.run("rms_norm", x, {"eps": 1e-6, "scale": scale}, dtype="float64", cotangent=g)
+    want = R.rms_norm_vjp(g, x, eps=1e-6, scale=scale)
+    assert relative_error(out.grads.x, want.x) <= reference_budget(4)
+    assert relative_error(out.grads.scale, want.scale) <= reference_budget(12)
+    assert sys.modules.get("torch") is not None
