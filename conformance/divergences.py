@@ -702,6 +702,19 @@ KNOWN += [
                                                   [-0.7364540696144104, -0.16290995478630066, -0.4821193218231201,
                                                    0.5988461971282959]]])), "float32"), "gradient"),
 ] + [
+    Divergence(name, "lp_normalize", "LN.D10",
+               "Keras differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or subflows for large v",
+               lambda case, dtype: dtype != "float64" and _norm_of(case) ** 3 > 1.0 / _tiny(dtype),
+               lambda example=example: example, "gradient")
+    for name, example in (
+        ("keras[jax]", (Case("lp_normalize", np.array([100.125, 99.875, 100.625]),
+                             {"axes": (0,), "p": 2.0, "eps_placement": "max_norm", "eps": 1e-12}, "offset",
+                             cotangent=np.array([0.125732421875, -0.132080078125, 0.640625])), "float16")),
+        ("keras[torch]", (Case("lp_normalize", _HUGE_ROW.reshape(-1),
+                               {"axes": (0,), "p": 2.0, "eps_placement": "max_norm", "eps": 1e-12}, "large",
+                               cotangent=np.array([0.1257302165031433, -0.13210485875606537, 0.6404226422309875])),
+                          "float32")))
+] + [
     Divergence("keras*", "lp_normalize", "LP.D4", "Keras' UnitNormalization sums x^2 in the input dtype: float16 norms above 256 overflow",
                lambda case, dtype: dtype != "float64" and _norm_of(case) ** 2 > _huge(dtype),
                lambda: (Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1e-12}, "large"),
@@ -720,6 +733,11 @@ KNOWN += [
     for norm, x, extra in (("layer_norm", np.array([[0.125], [-0.25]]), {"axes": (-1,)}),
                            ("group_norm", np.array([[[0.125]], [[-0.25]]]), {"groups": 1, "channel_axis": -1}),
                            ("instance_norm", np.array([[[0.125]], [[-0.25]]]), {"channel_axis": -1}))
+] + [
+    Divergence("mlx.nn", "layer_norm", "LN.D5", "MLX's float16 LayerNorm backward overflows |g| * rsqrt(var + eps)",
+               _half_cotangent_times_rstd_overflows,
+               lambda: (Case("layer_norm", np.array([1e4, 1e4, 1e4]), {"axes": (0,), "eps": 1e-12}, "offset",
+                             cotangent=np.array([0.125732421875, -0.132080078125, 0.640625])), "float16"), "gradient")
 ]
 
 
