@@ -296,7 +296,7 @@ class PluginError(Exception):
 
 def is_spec(name: str) -> bool:
     """Whether an adapter name points at a plug-in (a file or module) rather than a built-in adapter."""
-    return name.endswith(".py") or ".py:" in name or ":" in name
+    return name.endswith(".py") or ":" in name
 
 
 def load(spec: str) -> Adapter:

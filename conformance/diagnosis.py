@@ -59,9 +59,7 @@ ALTERNATIVES = {
         ("LRN.N3", "the even window's extra channel on the other side", _other("extra", "before", "after")),
     ],
     "lp_normalize": [("LP.N1", f"eps placed as {placement!r}", lambda p, placement=placement: {"eps_placement": placement})
-                     for placement in ("max_norm", "max_power_sum", "add_norm", "none", "none_or_zero")],
-    "channel_normalize": [("CN.N1", "the std floor applied the other way",
-                           lambda p: {"std_floor": 0.0 if p.get("std_floor", 0.0) else 1e-7})],
+                     for placement in ("max_norm", "max_power_sum", "add_norm", "none", "none_or_zero")]
 }
 
 

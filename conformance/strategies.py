@@ -153,7 +153,8 @@ def case(draw, norm: str, declaration, dtype: str) -> Case:
     drawn = draw(_BUILDERS[norm](declaration, dtype))
     if declaration is not None and norm in DIVISOR_NORMS:  # a declared divisor convention (BN.P8) is checked
         fixed = declaration.fixed()
-        drawn.params.update({key: fixed[key] for key in DIVISOR_CONVENTIONS if key in fixed})
+        drawn.params.update({key: fixed[key] for key, canonical in DIVISOR_CONVENTIONS.items()
+                             if fixed.get(key, canonical) != canonical})
     for key, value in drawn.params.items():
         if isinstance(value, np.ndarray):
             drawn.params[key] = representable(value, dtype)

@@ -30,6 +30,7 @@ def findings(records) -> dict[tuple[str, str, str], str]:
 def test_each_deliberate_bug_fails_naming_its_clause_and_cause(tmp_path):
     code, output, records = check(f"{EXAMPLES / 'numpy_buggy.py'}", tmp_path, "--dtypes", "float64")
     assert code == 1 and "verdict: DOES NOT CONFORM" in output, output[-3000:]
+    assert {r["dtype"] for r in records} == {"float64"}  # --dtypes selects
     found = findings(records)
     expected = {
         "layer_norm": ("[LN.S1]", "eps outside the square root (LN.N1)"),
