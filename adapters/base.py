@@ -17,7 +17,7 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 NORMS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm", "local_response_norm",
-         "lp_normalize", "channel_normalize")
+         "lp_normalize", "channel_normalize", "sync_batch_norm")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -85,6 +85,7 @@ CANONICAL_PARAMETERS = {
     "local_response_norm": ("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
     "lp_normalize": ("p", "axes", "eps", "eps_placement"),
     "channel_normalize": ("channel_axis", "std_floor"),
+    "sync_batch_norm": ("weighting", "channel_axis", "eps", "momentum", "running_var"),
 }
 
 

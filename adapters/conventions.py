@@ -11,7 +11,7 @@ END = "<!-- END generated -->"
 TITLES = {
     "batch_norm": "BatchNorm", "instance_norm": "InstanceNorm", "layer_norm": "LayerNorm", "group_norm": "GroupNorm",
     "rms_norm": "RMSNorm", "local_response_norm": "LocalResponseNorm", "lp_normalize": "Lp-normalize",
-    "channel_normalize": "Per-channel Normalize",
+    "channel_normalize": "Per-channel Normalize", "sync_batch_norm": "Synchronized BatchNorm",
 }
 
 

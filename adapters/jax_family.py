@@ -20,7 +20,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _repro
+from . import _replicas, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
 
 LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
@@ -28,6 +28,8 @@ SRC_LINEN_STATS = LINEN + "#L107-L150"  # _compute_stats: float32 promotion, fas
 SRC_LINEN_FAST_VAR = LINEN + "#L137-L142"
 SRC_LINEN_NORMALIZE = LINEN + "#L203-L226"  # _normalize: (x - mean) * (rsqrt(var + eps) * scale) + bias
 SRC_LINEN_BN = LINEN + "#L308-L321"
+SRC_LINEN_SYNC = LINEN + "#L119-L142"  # maybe_distributed_mean: one lax.pmean of the stacked means
+SRC_JAX_DEVICES = "https://github.com/jax-ml/jax/blob/jax-v0.10.2/jax/_src/xla_bridge.py#L1212-L1229"
 SRC_LINEN_BN_AXIS = LINEN + "#L354-L356"
 SRC_LINEN_BN_STATE = LINEN + "#L358-L375"
 SRC_LINEN_BN_UPDATE = LINEN + "#L389-L404"
@@ -114,6 +116,14 @@ def _flax_bn(defaults, update, stats, normalize, state_dtype: Convention):
         Convention("training", "use_running_average", "training = not use_running_average", defaults),
         state_dtype,
     )
+
+
+def _sync(source: str, how: str) -> tuple[Convention, ...]:
+    """The conventions a synchronized BatchNorm adds (SBN.P2) for a library that averages the replicas."""
+    return (Convention("weighting", "— (fixed)", "equal", source, clause="SBN.D1", note=how),
+            Convention("replicas", "— (devices)", _replicas.JAX_DEVICES, SRC_JAX_DEVICES,
+                       note="the step runs under jax.pmap over this many CPU devices "
+                            "(XLA_FLAGS=--xla_force_host_platform_device_count), in a child process"))
 
 
 def _flax_ln(defaults, stats):
@@ -289,8 +299,9 @@ def _jnp():
 
 
 def _array(value, dtype):
-    """A JAX array of `dtype` from float64 values, rounded once."""
-    return _jnp().asarray(np.asarray(value, dtype=np.float64)).astype(dtype)
+    """A JAX array of `dtype` from float64 values, rounded once, on the host: a cast on the device
+    would compile a conversion for every new shape."""
+    return _jax().device_put(np.asarray(value, dtype=np.float64).astype(_jnp().dtype(dtype)))
 
 
 def _numpy(a) -> np.ndarray:
@@ -339,6 +350,51 @@ def _compiled_vjp(key, fn, x, affine, extra, cotangent):
         return y, aux, None
     y, aux, (dx, daffine) = step(x, affine, extra, _array(cotangent, x.dtype))
     return y, aux, Grads(_numpy(dx), *(_numpy(daffine[k]) if k in daffine else None for k in ("scale", "offset")))
+
+
+def _sync_run(fn, x, sizes, dtype, affine, extra, cotangent, masked: bool):
+    """A synchronized step (SBN) over len(sizes) CPU devices under `jax.pmap(axis_name="r")`: replica r
+    gets rows of x (padded to the largest batch and, when `masked`, a mask of its real rows), and
+    `fn(x_r, affine, extra, mask) -> (y_r, aux_r)` pools through its layer's axis name. Returns
+    (y, aux, grads) with the replicas' outputs concatenated, the aux every replica must hold alike, and
+    the parameter gradients summed over replicas (each replica's vjp holds its share)."""
+    jax = _jax()
+    count, rows = len(sizes), max(sizes)
+    blocks = np.zeros((count, rows) + x.shape[1:])
+    mask = np.zeros((count, rows) + (1,) * (x.ndim - 1), dtype=bool)
+    for r, part in enumerate(_replicas.split(x, sizes)):
+        blocks[r, :len(part)], mask[r, :len(part)] = part, True
+    mask = jax.device_put(mask) if masked else None
+
+    def forward(xr, mr, aff, ext):
+        return fn(xr, aff, ext, mr)
+
+    def forward_and_back(xr, mr, aff, ext, g):
+        y, pullback, aux = jax.vjp(lambda a, p: fn(a, p, ext, mr), xr, aff, has_aux=True)
+        return y, aux, pullback(g.astype(y.dtype))
+
+    devices = jax.devices("cpu")[:count]
+    require(len(devices) == count, f"a synchronized step over {count} replicas needs {count} devices, "
+                                   f"this process has {len(devices)}")
+    mask_axis = 0 if masked else None
+    if cotangent is None:
+        step = jax.pmap(forward, axis_name="r", in_axes=(0, mask_axis, None, None), devices=devices)
+        y, aux = step(_array(blocks, dtype), mask, affine, extra)
+        grads = None
+    else:
+        g = np.zeros_like(blocks)
+        for r, part in enumerate(_replicas.split(np.asarray(cotangent, dtype=np.float64), sizes)):
+            g[r, :len(part)] = part
+        step = jax.pmap(forward_and_back, axis_name="r", in_axes=(0, mask_axis, None, None, 0), devices=devices)
+        y, aux, (dx, daffine) = step(_array(blocks, dtype), mask, affine, extra, _array(g, dtype))
+        dx = np.concatenate([_numpy(dx[r, :n]) for r, n in enumerate(sizes)])
+        grads = Grads(dx, *(_numpy(daffine[k]).sum(axis=0) if k in daffine else None for k in ("scale", "offset")))
+    y = np.concatenate([_numpy(y[r, :n]) for r, n in enumerate(sizes)])
+    held = jax.tree.map(_numpy, aux)
+    for leaf in jax.tree.leaves(held):  # SBN.S3: every replica ends the step with the same state
+        if not np.array_equal(leaf, np.broadcast_to(leaf[:1], leaf.shape), equal_nan=True):
+            raise RuntimeError(f"the replicas hold different running statistics after the step: {leaf.tolist()}")
+    return y, jax.tree.map(lambda leaf: leaf[0], held), grads
 
 
 def _axes(x, params) -> tuple[int, ...]:
@@ -478,7 +534,7 @@ def _linen_run(module, x, affine, cotangent, init_kwargs=None, call_kwargs=None,
     # Only the variables' structure matters (their values are replaced below): tracing init abstractly
     # spares compiling the random initializers for every new shape.
     abstract = jax.eval_shape(lambda xj: module.init(jax.random.key(0), xj, **(init_kwargs or {})), x)
-    variables = jax.tree.map(lambda s: _jnp().zeros(s.shape, s.dtype), abstract)
+    variables = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), abstract)
     if batch_stats is not None:
         variables = {**variables, "batch_stats": batch_stats}
 
@@ -539,6 +595,10 @@ class FlaxLinen(JaxBase):
                                          AT_LEAST_FLOAT32, gradients=True),
         "rms_norm": NormDeclaration("rms_norm", "flax.linen.RMSNorm", ALL_DTYPES, LINEN_RMS_CONVENTIONS,
                                     AT_LEAST_FLOAT32, gradients=True),
+        "sync_batch_norm": NormDeclaration("sync_batch_norm", "flax.linen.BatchNorm(axis_name=...) under jax.pmap",
+                                           ALL_DTYPES, LINEN_BN_CONVENTIONS + _sync(SRC_LINEN_SYNC, "lax.pmean of the "
+                                           "replicas' means of x and |x|^2; unequal batches through `mask`"),
+                                           AT_LEAST_FLOAT32, gradients=True, stateful=True),
     }
 
     def no_argument_calls(self):
@@ -590,6 +650,44 @@ class FlaxLinen(JaxBase):
         if state is not None:
             new_state = RunningStats(_numpy(new["mean"]), _numpy(new["var"]), state.num_batches_tracked + int(training))
         return Outcome(_numpy(y), new_state, grads)
+
+    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
+        """BatchNorm(axis_name="r") under pmap; unequal batches through its `mask` (SBN.D1)."""
+        if not _replicas.here():
+            return _replicas.run_in_child(self, _replicas.jax_env(), x, params, dtype, cotangent)
+        require(params.get("weighting", "count") == "equal", "flax averages the replicas' statistics: "
+                "weighting='equal' only (SBN.D1)")
+        state, training = _running("flax BatchNorm", params)
+        affine = _affine(params, dtype)
+        axis = channel_axis_of(x, params)
+        sizes = tuple(params["replica_sizes"])
+        nn = _linen()
+        module = nn.BatchNorm(axis=axis, momentum=0.99 if params.get("momentum", 0.1) is None else 1.0 - params.get("momentum", 0.1),
+                              epsilon=params.get("eps", 1e-5), use_scale="scale" in affine, use_bias="offset" in affine,
+                              param_dtype=dtype, axis_name="r")
+        use_running_average = not training and state is not None
+        shape = (max(sizes),) + x.shape[1:]
+        abstract = _jax().eval_shape(lambda: module.init(_jax().random.key(0), np.zeros(shape, dtype=np.float32),
+                                                         use_running_average=False))
+        variables = _jax().tree.map(lambda s: _jax().device_put(np.zeros(s.shape, s.dtype)), abstract)
+        if state is not None:
+            acc = AT_LEAST_FLOAT32[dtype]
+            variables["batch_stats"] = {"mean": _array(state.mean, acc), "var": _array(state.var, acc)}
+
+        def fn(xr, aff, variables, mask):
+            names = {"scale": "scale", "offset": "bias"}
+            full = {**variables, "params": {names[k]: v for k, v in aff.items()}}
+            kwargs = {"use_running_average": use_running_average, "mask": mask}
+            if "batch_stats" in variables:
+                y, updates = module.apply(full, xr, mutable=["batch_stats"], **kwargs)
+                return y, updates["batch_stats"]
+            return module.apply(full, xr, **kwargs), None
+
+        y, new, grads = _sync_run(fn, x, sizes, dtype, affine, variables, cotangent, masked=len(set(sizes)) > 1)
+        new_state = None
+        if state is not None:
+            new_state = RunningStats(new["mean"], new["var"], state.num_batches_tracked + int(training))
+        return Outcome(y, new_state, grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         affine = _affine(params, dtype)
@@ -811,7 +909,7 @@ def _haiku_run(key, make, x, affine, cotangent, init_args=(), call_args=(), load
     # Shapes only, traced abstractly: parameters are replaced by the canonical affine and haiku's
     # initial state is all zeros (EMA counters, hidden values, averages), so nothing is run eagerly.
     params, state = jax.eval_shape(lambda xj: f.init(None, xj, *init_args), x)
-    state = jax.tree.map(lambda s: _jnp().zeros(s.shape, s.dtype), state)
+    state = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), state)
     if load_state is not None:
         state = load_state(state)
     (module_name,) = params.keys() if params else ("",)
@@ -910,7 +1008,7 @@ class Haiku(JaxBase):
         step, which hides the divergence instead of reporting it.
         """
         hk = _haiku()
-        jnp = _jnp()
+        jax = _jax()
         data_format = _haiku_format("haiku BatchNorm", x, params, "BN.P1")
         state, training = _running("haiku BatchNorm", params)
         decay = 0.0  # unused unless running statistics are updated
@@ -934,11 +1032,12 @@ class Haiku(JaxBase):
             loaded = dict(hk_state)
             for ema, value in (("mean_ema", state.mean), ("var_ema", state.var)):
                 (key,) = [name for name in hk_state if name.endswith(ema)]
-                average = _array(value, dtype).reshape(stat_shape)
+                average = np.asarray(value, dtype=np.float64).reshape(stat_shape)
                 counter = hk_state[key]["counter"]
                 # haiku's invariant: average = hidden / (1 - d^counter); hidden = 0 before any update.
-                hidden = average * (1.0 - decay**k) if k else jnp.zeros_like(average)
-                loaded[key] = {"counter": jnp.asarray(k, counter.dtype), "hidden": hidden, "average": average}
+                # (Built on the host: device arithmetic would compile for every new shape.)
+                loaded[key] = {"counter": jax.device_put(np.asarray(k, counter.dtype)),
+                               "hidden": _array(average * (1.0 - decay**k) if k else np.zeros_like(average), dtype), "average": _array(average, dtype)}
             return loaded
 
         def make():

@@ -24,7 +24,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _isolated, _repro
+from . import _isolated, _replicas, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
 
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
@@ -33,6 +33,9 @@ SRC_BN_DEFAULTS = f"{SRC_BN}#L160-L180"
 SRC_BN_TRAINING = f"{SRC_BN}#L363"
 SRC_BN_UPDATE = f"{SRC_BN}#L385-L391"
 SRC_BN_MOMENTS = f"{SRC_BN}#L434-L440"
+SRC_SYNC_MOMENTS = "https://github.com/keras-team/keras/blob/v3.15.1/keras/src/backend/tensorflow/nn.py#L1492-L1544"
+SRC_TF_LOGICAL_DEVICES = ("https://github.com/tensorflow/tensorflow/blob/a481b10260d/tensorflow/python/framework/"
+                          "config.py#L859")
 SRC_OPS_BN = f"{K}/keras/src/ops/nn.py#L2428-L2478"
 SRC_LN = f"{K}/keras/src/layers/normalization/layer_normalization.py"
 SRC_LN_DEFAULTS = f"{SRC_LN}#L105-L151"
@@ -187,6 +190,16 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         "rms_norm": declare("rms_norm", "keras.layers.RMSNormalization", rms, upcast),
         "lp_normalize": declare("lp_normalize", "keras.layers.UnitNormalization", lp, plain),
         "channel_normalize": declare("channel_normalize", "keras.layers.Normalization", cn, plain),
+        **({"sync_batch_norm": declare(
+            "sync_batch_norm", "keras.layers.BatchNormalization(synchronized=True) under tf.distribute.MirroredStrategy",
+            tuple(c for c in bn if c.key != "variance") + (
+                Convention("weighting", "— (fixed)", "count", SRC_SYNC_MOMENTS, clause="SBN.D2",
+                           note="all-reduced sums, sums of squares and counts"),
+                Convention("variance", "— (_compute_moments_sync)", "biased, one-pass, clipped at 0", SRC_SYNC_MOMENTS,
+                           clause="SBN.D2", note="max(E[x^2] - mean^2, 0) (SBN.N2)"),
+                Convention("replicas", "— (logical CPU devices)", _replicas.TF_DEVICES, SRC_TF_LOGICAL_DEVICES,
+                           note="tf.config.set_logical_device_configuration splits the CPU, in a child process")),
+            upcast, stateful=True)} if tf else {}),
     }
 
 
@@ -230,11 +243,19 @@ def _precision(backend: str, dtype: str):
 
 
 def _tensor(value, dtype: str):
-    return _keras().ops.convert_to_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
+    keras = _keras()
+    value = np.asarray(value, dtype=np.float64)
+    if keras.backend.backend() == "jax":  # rounded on the host: a cast on the device compiles per shape
+        import jax.numpy as jnp
+
+        value = value.astype(jnp.dtype(dtype))
+    return keras.ops.convert_to_tensor(value, dtype=dtype)
 
 
 def _numpy(t) -> np.ndarray:
     keras = _keras()
+    if keras.backend.backend() == "jax":  # NumPy reads every JAX dtype (bfloat16 through ml_dtypes)
+        return np.asarray(t).astype(np.float64)
     if keras.backend.standardize_dtype(t.dtype) in ("float16", "bfloat16"):
         t = keras.ops.cast(t, "float32")
     if hasattr(t, "detach"):  # torch: Keras' convert_to_numpy goes through np.array(tensor), which warns
@@ -254,14 +275,22 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
 
-        def forward(x_, trainable_):
-            return layer.stateless_call(trainable_, non_trainable, x_, **kwargs)
+        # jitted, as Keras' JAX trainer runs a step (fit, predict): one compilation per call instead of
+        # one per primitive and shape, which is what eager JAX costs
+        @jax.jit
+        def forward(x_, trainable_, non_trainable_):
+            return layer.stateless_call(trainable_, non_trainable_, x_, **kwargs)
+
+        @jax.jit
+        def forward_and_back(x_, trainable_, non_trainable_, g):
+            y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
+                                        x_, trainable_, has_aux=True)
+            return y_, updated_, vjp(g.astype(y_.dtype))
 
         if cotangent is None:
-            y, updated = forward(xt, trainable)
+            y, updated = forward(xt, trainable, non_trainable)
         else:
-            y, vjp, updated = jax.vjp(forward, xt, trainable, has_aux=True)
-            dx, dtrainable = vjp(_tensor(cotangent, dtype).astype(y.dtype))
+            y, updated, (dx, dtrainable) = forward_and_back(xt, trainable, non_trainable, _tensor(cotangent, dtype))
             grads["x"] = dx
             for key, var in wrt.items():
                 grads[key] = dtrainable[next(i for i, v in enumerate(layer.trainable_variables) if v is var)]
@@ -294,6 +323,18 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     if cotangent is not None:
         out = Grads(_numpy(grads["x"]), *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")))
     return _numpy(y), out
+
+
+_STRATEGIES: dict = {}
+
+
+def _mirrored(devices: tuple[str, ...]):
+    """One MirroredStrategy per device set (made once: it starts the collective runtime)."""
+    if devices not in _STRATEGIES:
+        import tensorflow as tf
+
+        _STRATEGIES[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _STRATEGIES[devices]
 
 
 def _read(var):
@@ -329,9 +370,11 @@ KERAS_GRADIENTS = {
         "import jax",
         "trainable = [v.value for v in layer.trainable_variables]",
         "non_trainable = [v.value for v in layer.non_trainable_variables]",
-        f"forward = lambda x_, t_: layer.stateless_call(t_, non_trainable, x_{', ' + call if call else ''})",
-        "y, vjp, updated = jax.vjp(forward, x, trainable, has_aux=True)",
-        "dx, dtrainable = vjp(g.astype(y.dtype))",
+        "@jax.jit  # as Keras' JAX trainer runs a step",
+        "def forward_and_back(x_, t_, n_, g_):",
+        f"    y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, n_, a{', ' + call if call else ''}), x_, t_, has_aux=True)",
+        "    return y_, updated_, vjp(g_.astype(y_.dtype))",
+        "y, updated, (dx, dtrainable) = forward_and_back(x, trainable, non_trainable, g)",
         "grads = {'x': dx, **{v.path: d for v, d in zip(layer.trainable_variables, dtrainable)}}",
         "for variable, value in zip(layer.non_trainable_variables, updated):",
         "    variable.assign(value)"],
@@ -479,7 +522,15 @@ class Keras(Adapter):
                   "    variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",
                   f"x = keras.ops.convert_to_tensor(np.array({_repro.values(x)}), dtype={dtype!r})"]
         call = _repro.arguments((), call_kwargs)
-        if cotangent is None:
+        if cotangent is None and self.backend == "jax":
+            lines += ["import jax",
+                      "non_trainable = [v.value for v in layer.non_trainable_variables]",
+                      "forward = jax.jit(lambda x_, t_, n_: layer.stateless_call(t_, n_, x_"
+                      f"{', ' + call if call else ''}))  # as Keras' JAX trainer runs a step",
+                      "y, updated = forward(x, [v.value for v in layer.trainable_variables], non_trainable)",
+                      "for variable, value in zip(layer.non_trainable_variables, updated):",
+                      "    variable.assign(value)"]
+        elif cotangent is None:
             lines.append(f"y = layer(x{', ' + call if call else ''})")
         else:
             lines.append(f"g = keras.ops.convert_to_tensor(np.array({_repro.values(cotangent)}), dtype={dtype!r})")
@@ -513,6 +564,68 @@ class Keras(Adapter):
         if state is not None and training:
             new_state = RunningStats(_numpy(_read(layer.moving_mean)), _numpy(_read(layer.moving_variance)),
                                      state.num_batches_tracked + 1)
+        return Outcome(y, new_state, grads)
+
+    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
+        """BatchNormalization(synchronized=True) in `tf.distribute.MirroredStrategy.run` over logical CPU
+        devices, one replica batch each (unequal sizes allowed); gradients by a GradientTape per replica,
+        the weights' summed over replicas as the strategy's optimizer step would."""
+        if not _replicas.here():
+            return _replicas.run_in_child(self, _replicas.tf_env(self.child_env()), x, params, dtype, cotangent)
+        require(params.get("weighting", "count") == "count", "Keras pools the replicas by count: "
+                "weighting='count' only (SBN.D2)")
+        require(params.get("running_var", "unbiased") == "biased",
+                "Keras updates moving_variance with the biased batch variance (BN.D1)")
+        momentum = params.get("momentum", 0.1)
+        require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
+        devices = _replicas.tf_logical_cpus()
+        import tensorflow as tf
+
+        sizes = tuple(params["replica_sizes"])
+        require(len(sizes) <= len(devices), f"{len(sizes)} replicas, {len(devices)} logical devices")
+        strategy = _mirrored(tuple(devices[:len(sizes)]))
+        axis = channel_axis_of(x, params)
+        state, training = params.get("state"), params.get("training", True)
+        with strategy.scope():
+            layer = _keras().layers.BatchNormalization(
+                axis=axis, momentum=1.0 - momentum, epsilon=params.get("eps", 1e-5), center=params.get("offset") is not None,
+                scale=params.get("scale") is not None, dtype=dtype, synchronized=True)
+            layer.build((None,) + x.shape[1:])
+            wrt = _affine(layer, params)
+            if state is not None:
+                _load(layer.moving_mean, state.mean)
+                _load(layer.moving_variance, state.var)
+        parts = [_tensor(part, dtype) for part in _replicas.split(x, sizes)]
+        xs = strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+        call = {"training": training or state is None}
+        if cotangent is None:
+            ys = strategy.run(tf.function(lambda xr: layer(xr, **call)), args=(xs,))
+            grads = None
+        else:
+            cotangents = [_tensor(part, dtype) for part in _replicas.split(cotangent, sizes)]
+            gs = strategy.experimental_distribute_values_from_function(
+                lambda ctx: cotangents[ctx.replica_id_in_sync_group])
+            variables = [var.value for var in wrt.values()]
+
+            def step(xr, gr):
+                with tf.GradientTape() as tape:
+                    tape.watch(xr)
+                    yr = layer(xr, **call)
+                return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))
+
+            ys, per_replica = strategy.run(tf.function(step), args=(xs, gs))
+            local = [strategy.experimental_local_results(g) for g in per_replica]
+            summed = {key: sum(_numpy(g) for g in local[1 + k]) for k, key in enumerate(wrt)}
+            grads = Grads(np.concatenate([_numpy(g) for g in local[0]]), summed.get("scale"), summed.get("offset"))
+        y = np.concatenate([_numpy(t) for t in strategy.experimental_local_results(ys)])
+        new_state = state
+        if state is not None and training:
+            held = [[_numpy(v) for v in strategy.experimental_local_results(var.value)]
+                    for var in (layer.moving_mean, layer.moving_variance)]
+            for copies in held:  # SBN.S3: every replica ends the step with the same state
+                if any(not np.array_equal(c, copies[0], equal_nan=True) for c in copies):
+                    raise RuntimeError(f"the replicas hold different moving statistics: {[c.tolist() for c in copies]}")
+            new_state = RunningStats(held[0][0], held[1][0], state.num_batches_tracked + 1)
         return Outcome(y, new_state, grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):

@@ -21,6 +21,12 @@ SRC_F = "https://github.com/pytorch/pytorch/blob/main/torch/nn/functional.py"
 SRC_GN = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/cpu/group_norm_kernel.cpp"
 SRC_RMS = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/layer_norm.cpp"
 SRC_TV = "https://github.com/pytorch/vision/blob/main/torchvision/transforms/_functional_tensor.py"
+SRC_SYNC = ("https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
+            "_functions.py#L30-L124")
+SRC_SYNC_DEVICE = ("https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
+                   "batchnorm.py#L836-L888")
+# the accelerators SyncBatchNorm synchronizes on (its device check); CPU tensors raise in a process group
+SYNC_DEVICE_TYPES = ("cuda", "xpu", "hpu")
 
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # CPU kernels accumulate half-precision statistics in float32 (spec LN.N2, RMS.N2, GN.N1).
@@ -280,10 +286,29 @@ class TorchModules(TorchBase):
                                     HALF_IN_FLOAT32, gradients=True),
         "local_response_norm": NormDeclaration("local_response_norm", "torch.nn.LocalResponseNorm", ALL_DTYPES,
                                                LRN_CONVENTIONS, {d: d for d in ALL_DTYPES}, gradients=True),
+        "sync_batch_norm": NormDeclaration(
+            "sync_batch_norm", "torch.nn.SyncBatchNorm", ALL_DTYPES, BN_CONVENTIONS + (
+                Convention("weighting", "— (fixed)", "count", SRC_SYNC, clause="SBN.D2",
+                           note="all-gathered mean, invstd and count per process, combined by count"),
+                Convention("replicas", "— (processes, one accelerator each)", 2, SRC_SYNC_DEVICE, clause="SBN.D3",
+                           note="CUDA/XPU/HPU tensors only: a CPU tensor in a process group raises")),
+            STATS_IN_PARAM_DTYPE, gradients=True, stateful=True),
     }
 
     def no_argument_calls(self):
         return NN_DEFAULT_CALLS
+
+    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
+        """SBN.D3: SyncBatchNorm synchronizes only across processes that each hold an accelerator."""
+        torch = _torch()
+        found = {kind: getattr(torch, kind).device_count() for kind in SYNC_DEVICE_TYPES
+                 if hasattr(getattr(torch, kind, None), "device_count")}
+        replicas = len(params["replica_sizes"])
+        require(max(found.values(), default=0) >= replicas,
+                f"torch.nn.SyncBatchNorm synchronizes {replicas} processes with one accelerator each (SBN.D3); "
+                f"this machine has {', '.join(f'{n} {k}' for k, n in found.items()) or 'none'}")
+        raise Unsupported("torch.nn.SyncBatchNorm over several accelerator processes is not run by this adapter yet "
+                          "(one process per device and a NCCL process group; SBN.D3)")
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
         """The configured module this adapter called (its repr, parameters and buffers as loaded, its

@@ -16,7 +16,7 @@ from normconf.reference.group_norm import _grouped, _ungrouped
 
 from . import tolerances as T
 
-STANDARDIZING = {"batch_norm", "instance_norm", "layer_norm", "group_norm"}
+STANDARDIZING = {"batch_norm", "sync_batch_norm", "instance_norm", "layer_norm", "group_norm"}
 
 
 @dataclass
@@ -49,9 +49,9 @@ class Verdict:
 def statistic_view(norm: str, x: np.ndarray, params: dict) -> tuple[np.ndarray, tuple[int, ...], Any]:
     """(view of x, axes each statistic spans, function mapping a keepdims statistic back to x's shape)."""
     ndim = x.ndim
-    if norm in ("batch_norm", "instance_norm"):
+    if norm in ("batch_norm", "sync_batch_norm", "instance_norm"):
         axis = params.get("channel_axis", 1) % ndim
-        keep = (axis,) if norm == "batch_norm" else (0, axis)
+        keep = (0, axis) if norm == "instance_norm" else (axis,)
         axes = tuple(i for i in range(ndim) if i not in keep)
         return x, axes, lambda s: np.broadcast_to(s, x.shape)
     if norm == "group_norm":
@@ -91,7 +91,12 @@ def divided(view: np.ndarray, axes: tuple[int, ...], params: dict):
     """The reference's standardization of a statistic view under the params' divisor convention
     (BN.P8): its x̂ and divisor, which the budgets' conditioning is relative to."""
     from normconf.reference import _common
+    from normconf.reference.sync_batch_norm import element_weights, pooled
 
+    if "replica_sizes" in params:  # SBN.P2: the replicas' values weighted as the declared pooling does
+        axis = params.get("channel_axis", 1) % view.ndim
+        weights = element_weights(view.shape, axis, tuple(params["replica_sizes"]), params.get("weighting", "count"))
+        return pooled(view, axes, weights, params.get("eps", 1e-5))
     return _common.standardized(view, axes, params.get("eps", 1e-5), *_divisor_conventions(params))
 
 

@@ -32,7 +32,12 @@ class Divergence:
         return adapter == self.adapters or ("*" in self.adapters and fnmatch.fnmatchcase(adapter, self.adapters))
 
     def matches(self, adapter: str, norm: str, case: Case, dtype: str) -> bool:
-        return self.names(adapter) and norm == self.norm and self.applies(case, dtype)
+        return self.names(adapter) and norm in INHERITS.get(self.norm, (self.norm,)) and self.applies(case, dtype)
+
+
+# A synchronized BatchNorm is its framework's BatchNorm with pooled statistics (spec/sync_batch_norm.md):
+# what that BatchNorm does differently, its synchronized form does too.
+INHERITS = {"batch_norm": ("batch_norm", "sync_batch_norm")}
 
 
 def _offset_rows(shape=(2, 64), offset=1e4, seed=0) -> np.ndarray:
@@ -354,6 +359,10 @@ def _input_dtype_one_pass(case: Case, dtype: str) -> bool:
     return _one_pass_exceeds_budget(case, dtype, clip=False, acc=dtype)
 
 
+def _keras_sync_one_pass(case: Case, dtype: str) -> bool:
+    return _one_pass_exceeds_budget(case, dtype, clip=True, acc="float32")
+
+
 _OFFSET_ROWS = 1e4 + np.array([[0.5, -0.25, 0.125, -0.5, 0.25, 0.0]])
 KNOWN += [
     Divergence("flax.*", "batch_norm", "BN.D8", "flax computes the variance in one pass (use_fast_variance=True)",
@@ -416,6 +425,12 @@ KNOWN += [
                                ("group_norm", (1, 16), {"groups": 1, "channel_axis": -1}))
     if not (name == "keras[torch]" and norm == "layer_norm")  # F.layer_norm there: two-pass (LN.D8)
 ] + [
+    Divergence("keras[tensorflow]", "sync_batch_norm", "SBN.D2",
+               "Keras' synchronized BatchNorm pools E[x^2] - mean^2 (one pass, clipped at 0; SBN.N2)",
+               _keras_sync_one_pass, lambda: (Case("sync_batch_norm", _KERAS_ROWS.reshape(16, 1),
+                                                   {"channel_axis": -1, "eps": 2.0**-20, "training": True,
+                                                    "replica_sizes": (8, 8), "weighting": "count", "running_var": "biased"},
+                                                   "offset"), "float32")),
     Divergence("keras*", "rms_norm", "RMS.D5", "Keras RMSNormalization multiplies an unreshaped scale on non-trailing axes",
                lambda case, dtype: _non_trailing(case),
                lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20, "scale": np.array([1.0, 2.0, 3.0])},

@@ -166,7 +166,7 @@ def case(draw, norm: str, declaration, dtype: str) -> Case:
 
 @st.composite
 def _running_norm(draw, norm, declaration, dtype):
-    min_rank = 2 if norm == "batch_norm" else 3
+    min_rank = 3 if norm == "instance_norm" else 2
     rank = draw(st.integers(min_rank, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
@@ -178,9 +178,26 @@ def _running_norm(draw, norm, declaration, dtype):
         if draw(st.booleans(), label="tracked"):
             params["state"] = draw(running_state(shape[axis]))
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
-    n = math.prod(shape) // shape[axis] if norm == "batch_norm" else math.prod(shape) // (shape[axis] * shape[0])
+    if norm == "sync_batch_norm":
+        shape = _replicated(draw, declaration, params, shape)
+    n = math.prod(shape) // (shape[axis] * (shape[0] if norm == "instance_norm" else 1))
     kind, x = draw(values(shape, dtype, axis, n))
     return Case(norm, x, params, kind)
+
+
+def _replicated(draw, declaration, params, shape) -> tuple:
+    """SBN.P1/P2: the replicas' batch sizes (all equal to shape[0], or each drawn from 1-3) and the
+    pooling rule; the batch axis becomes their sum. The replica count is at most what the adapter's
+    run provides (its declared `replicas`)."""
+    most = declaration.convention("replicas").value if declaration is not None else 4
+    count = draw(st.integers(2, most), label="replicas")
+    if draw(st.booleans(), label="equal_batches"):
+        sizes = (shape[0],) * count
+    else:
+        sizes = tuple(draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="replica_sizes"))
+    params["replica_sizes"] = sizes
+    params["weighting"] = _pick(draw, declaration, "weighting", st.sampled_from(["count", "equal"]))
+    return (sum(sizes),) + tuple(shape[1:])
 
 
 @st.composite
@@ -266,6 +283,7 @@ def _channel_normalize(draw, declaration, dtype):
 _BUILDERS = {
     "batch_norm": lambda d, t: _running_norm("batch_norm", d, t),
     "instance_norm": lambda d, t: _running_norm("instance_norm", d, t),
+    "sync_batch_norm": lambda d, t: _running_norm("sync_batch_norm", d, t),
     "layer_norm": lambda d, t: _axes_norm("layer_norm", d, t),
     "rms_norm": lambda d, t: _axes_norm("rms_norm", d, t),
     "lp_normalize": lambda d, t: _axes_norm("lp_normalize", d, t),

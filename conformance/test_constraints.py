@@ -33,6 +33,9 @@ VIOLATIONS = {
                             ("LRN.C4", "k = 0 with alpha = 0", lambda x, p: (x, {**p, "k": 0.0, "alpha": 0.0}))],
     "lp_normalize": [("LP.C3", "p = 0", lambda x, p: (x, {**p, "p": 0.0})),
                      ("LP.C4", "eps < 0", lambda x, p: (x, {**p, "eps": -0.5}))],
+    "sync_batch_norm": [("SBN.C1", "replica sizes that do not sum to the batch",
+                         lambda x, p: (x, {**p, "replica_sizes": (1, 2)})),
+                        ("SBN.C3", "unknown weighting", lambda x, p: (x, {**p, "weighting": "mean"}))],
     "channel_normalize": [("CN.C4", "a zero std and no floor", lambda x, p: (x, {**p, "std": np.zeros_like(p["std"]),
                                                                                "std_floor": 0.0}))],
 }
@@ -57,6 +60,8 @@ def _base(declaration) -> tuple[np.ndarray, dict]:
         params["axes"] = tuple(range(x.ndim))
     if declaration.norm == "group_norm":
         params["groups"] = 3
+    if declaration.norm == "sync_batch_norm":  # one sample per replica
+        params["replica_sizes"] = (1, 1)
     if declaration.norm == "local_response_norm" and params.get("size") is None:
         params["size"] = 3
     if declaration.norm == "channel_normalize":

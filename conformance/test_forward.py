@@ -12,17 +12,19 @@ from .harness import reference_or_reject, run_or_reject
 
 FORWARD_CLAUSE = {"batch_norm": "BN.S1", "instance_norm": "IN.S1", "layer_norm": "LN.S1", "group_norm": "GN.S1",
                   "rms_norm": "RMS.S1", "local_response_norm": "LRN.S1", "lp_normalize": "LP.S1",
-                  "channel_normalize": "CN.S1"}
-EVAL_CLAUSE = {"batch_norm": "BN.S3", "instance_norm": "IN.S2"}
+                  "channel_normalize": "CN.S1", "sync_batch_norm": "SBN.S1"}
+EVAL_CLAUSE = {"batch_norm": "BN.S3", "instance_norm": "IN.S2", "sync_batch_norm": "SBN.S3"}
 
 
 def _clause(norm, params):
     if params.get("training") is False and params.get("state") is not None:
         return EVAL_CLAUSE[norm]
+    if params.get("weighting") == "equal":
+        return "SBN.S2"
     return FORWARD_CLAUSE[norm]
 
 
-@pytest.mark.clause(*FORWARD_CLAUSE.values(), *EVAL_CLAUSE.values(), "NUM.N5", "NUM.N6", "NUM.N7")
+@pytest.mark.clause(*FORWARD_CLAUSE.values(), *EVAL_CLAUSE.values(), "SBN.S2", "NUM.N5", "NUM.N6", "NUM.N7")
 @given(data=st.data())
 def test_forward_matches_reference(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

@@ -13,7 +13,7 @@ from .harness import reference_or_reject, run_or_reject
 
 VJP_CLAUSE = {"batch_norm": "BN.S6", "instance_norm": "IN.S4", "layer_norm": "LN.S2", "group_norm": "GN.S2",
               "rms_norm": "RMS.S2", "local_response_norm": "LRN.S2", "lp_normalize": "LP.S2",
-              "channel_normalize": "CN.S2"}
+              "channel_normalize": "CN.S2", "sync_batch_norm": "SBN.S4"}
 
 
 @pytest.mark.targets(need=("gradients",))

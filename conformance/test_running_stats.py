@@ -15,8 +15,8 @@ from .harness import reference_or_reject, run_or_reject
 STEPS = 3
 
 
-@pytest.mark.targets(norms=("batch_norm", "instance_norm"), need=("stateful",))
-@pytest.mark.clause("BN.S2", "BN.S3", "BN.S5", "BN.N3", "BN.N4", "IN.S3", "IN.S2")
+@pytest.mark.targets(norms=("batch_norm", "instance_norm", "sync_batch_norm"), need=("stateful",))
+@pytest.mark.clause("BN.S2", "BN.S3", "BN.S5", "BN.N3", "BN.N4", "IN.S3", "IN.S2", "SBN.S3")
 @given(data=st.data())
 def test_state_after_steps_then_eval(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
@@ -24,7 +24,7 @@ def test_state_after_steps_then_eval(target, cell, data):
     if "state" not in first.params:
         first.params["state"] = R.RunningStats.initial(first.x.shape[first.params["channel_axis"]])
     first.params["training"] = True
-    clause = "BN.S2" if target.norm == "batch_norm" else "IN.S3"
+    clause = {"batch_norm": "BN.S2", "instance_norm": "IN.S3", "sync_batch_norm": "SBN.S3"}[target.norm]
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     ref_state = fw_state = first.params["state"]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
@@ -53,5 +53,6 @@ def test_state_after_steps_then_eval(target, cell, data):
     expected = reference_or_reject(ref_case)
     outcome = run_or_reject(cell, ref_case, "BN.S3")
     bound = checks.budget(target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(checks.check("BN.S3" if target.norm == "batch_norm" else "IN.S2", target.adapter, target.norm,
+    eval_clause = {"batch_norm": "BN.S3", "instance_norm": "IN.S2", "sync_batch_norm": "SBN.S3"}[target.norm]
+    cell.settle(checks.check(eval_clause, target.adapter, target.norm,
                              target.dtype, "eval y", outcome.y, expected.y, bound, ref_case.describe()), ref_case)

@@ -12,11 +12,12 @@ from .layer_norm import layer_norm, layer_norm_vjp
 from .local_response_norm import local_response_norm, local_response_norm_vjp
 from .lp_normalize import lp_normalize, lp_normalize_vjp
 from .rms_norm import rms_norm, rms_norm_vjp
+from .sync_batch_norm import sync_batch_norm, sync_batch_norm_vjp
 
 __all__ = [
     "ClauseError", "Grads", "RunningStats",
     "batch_norm", "batch_norm_vjp", "channel_normalize", "channel_normalize_vjp",
     "group_norm", "group_norm_vjp", "instance_norm", "instance_norm_vjp",
     "layer_norm", "layer_norm_vjp", "local_response_norm", "local_response_norm_vjp",
-    "lp_normalize", "lp_normalize_vjp", "rms_norm", "rms_norm_vjp",
+    "lp_normalize", "lp_normalize_vjp", "rms_norm", "rms_norm_vjp", "sync_batch_norm", "sync_batch_norm_vjp",
 ]

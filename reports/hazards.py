@@ -99,6 +99,10 @@ def _layout(declaration, x: np.ndarray):
     return np.moveaxis(x, 1, axis), lambda y: np.moveaxis(np.asarray(y), axis, 1)
 
 
+# A synchronized BatchNorm takes its framework's BatchNorm defaults (SBN.P1): nothing of its own to show.
+SAME_AS = {"sync_batch_norm": "batch_norm"}
+
+
 def measure(name: str, norm: str) -> Measured:
     adapter = adapters.get(name)
     declaration = adapter.declarations[norm]
@@ -173,6 +177,8 @@ def compute(names: list[str] | None = None) -> Hazards:
             skipped[name] = reason
             continue
         for norm in adapter.declarations:
+            if norm in SAME_AS:  # its defaults are another norm's (measured there)
+                continue
             measured[name, norm] = measure(name, norm)
     pairs = []
     for (ka, ma), (kb, mb) in itertools.combinations(measured.items(), 2):

@@ -20,7 +20,7 @@ from .results import SEVERITY, SYMBOL, Run, implementations, load, matrix
 
 TITLES = {"batch_norm": "BatchNorm", "instance_norm": "InstanceNorm", "layer_norm": "LayerNorm",
           "group_norm": "GroupNorm", "rms_norm": "RMSNorm", "local_response_norm": "LRN", "lp_normalize": "Lp-normalize",
-          "channel_normalize": "Normalize"}
+          "channel_normalize": "Normalize", "sync_batch_norm": "SyncBatchNorm"}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
 SHOWN = ("error", "crashed", "timed out", "finding", "expected divergence")  # verdicts that get a card with example and repro
 

@@ -12,13 +12,13 @@ from normconf import reference as R
 
 CLAUSE_PREFIX = {
     "batch_norm": "BN", "instance_norm": "IN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMS",
-    "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN",
+    "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN", "sync_batch_norm": "SBN",
 }
 # The clause of each norm that states its forward equation and its VJP.
 FORWARD_CLAUSE = {"BN": "BN.S1", "IN": "IN.S1", "LN": "LN.S1", "GN": "GN.S1", "RMS": "RMS.S1", "LRN": "LRN.S1",
-                  "LP": "LP.S1", "CN": "CN.S1"}
+                  "LP": "LP.S1", "CN": "CN.S1", "SBN": "SBN.S2"}
 VJP_CLAUSE = {"BN": "BN.S6", "IN": "IN.S4", "LN": "LN.S2", "GN": "GN.S2", "RMS": "RMS.S2", "LRN": "LRN.S2",
-              "LP": "LP.S2", "CN": "CN.S2"}
+              "LP": "LP.S2", "CN": "CN.S2", "SBN": "SBN.S4"}
 
 # Value distributions that matter numerically (shared design notes, "Property suite").
 VALUE_KINDS = {
@@ -59,6 +59,11 @@ class Case:
 
 
 CASES = [
+    Case("sync_batch_norm_unequal_count", R.sync_batch_norm, R.sync_batch_norm_vjp, oracle.sync_batch_norm, (5, 3, 2),
+         {"eps": 1e-5, "replica_sizes": (2, 3)}, (3,), 1, 10, returns_state=True),
+    Case("sync_batch_norm_unequal_equal_weights", R.sync_batch_norm, R.sync_batch_norm_vjp, oracle.sync_batch_norm,
+         (4, 2, 3), {"eps": 1e-3, "channel_axis": -1, "replica_sizes": (1, 3), "weighting": "equal",
+                     "momentum": 0.2, "running_var": "biased"}, (3,), 2, 8, returns_state=True),
     Case("batch_norm", R.batch_norm, R.batch_norm_vjp, oracle.batch_norm, (3, 4, 5), {"eps": 1e-5},
          (4,), 1, 15, returns_state=True),
     Case("batch_norm_channels_last", R.batch_norm, R.batch_norm_vjp, oracle.batch_norm, (2, 3, 5),

@@ -104,6 +104,45 @@ def batch_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training
     return y, state
 
 
+def sync_batch_norm(x, *, replica_sizes, weighting="count", channel_axis=1, eps=1e-5, scale=None, offset=None,
+                    training=True, state=None, momentum=0.1, running_var="unbiased"):
+    """Per channel: each replica's mean of x and of x² (its own rows), pooled with weight n_r/N
+    (count) or 1/R (equal); var = E[x²] − mean², exact at 256 bits."""
+    axis = channel_axis % np.ndim(x)
+    if not training and state is not None:
+        return batch_norm(x, channel_axis=channel_axis, eps=eps, scale=scale, offset=offset, training=False,
+                          state=state)
+    x = exact(x)
+    starts = np.concatenate([[0], np.cumsum(replica_sizes)])
+    replica_of = {row: r for r in range(len(replica_sizes)) for row in range(starts[r], starts[r + 1])}
+    groups = _groups(x.shape, lambda i: (i[axis], replica_of[i[0]]))
+    channels = np.shape(x)[axis]
+    total = sum(len(groups[(0, r)]) for r in range(len(replica_sizes)))
+    pooled = []
+    for ch in range(channels):
+        mean = square = mpf(0)
+        for r in range(len(replica_sizes)):
+            members = groups[(ch, r)]
+            weight = mpf(len(members)) / total if weighting == "count" else mpf(1) / len(replica_sizes)
+            mean += weight * mpmath.fsum(x[i] for i in members) / len(members)
+            square += weight * mpmath.fsum(x[i] * x[i] for i in members) / len(members)
+        pooled.append((mean, square - mean * mean))
+    y = np.empty(x.shape, dtype=object)
+    for i in np.ndindex(x.shape):
+        mean, var = pooled[i[axis]]
+        v = (x[i] - mean) / mpmath.sqrt(var + mpf(eps))
+        v = v * mpf(scale[i[axis]]) if scale is not None else v
+        y[i] = v + mpf(offset[i[axis]]) if offset is not None else v
+    if state is None:
+        return y, None
+    mean0, var0, tracked = state
+    weight = mpf(1) / (tracked + 1) if momentum is None else mpf(momentum)
+    new_mean = [(1 - weight) * mpf(mean0[ch]) + weight * pooled[ch][0] for ch in range(channels)]
+    new_var = [(1 - weight) * mpf(var0[ch]) + weight * (pooled[ch][1] * total / (total - 1) if running_var == "unbiased"
+                                                       else pooled[ch][1]) for ch in range(channels)]
+    return y, (new_mean, new_var, tracked + 1)
+
+
 def instance_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training=True, state=None,
                   momentum=0.1, running_var="unbiased", normalize_var="biased", eps_placement="inside_sqrt"):
     axis = channel_axis % np.ndim(x)

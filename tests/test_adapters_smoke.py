@@ -39,8 +39,10 @@ def _input_and_params(declaration, rng):
         params.setdefault("size", LRN_SIZE)
     if "axes" in params and params["axes"] is None:
         params["axes"] = tuple(range(x.ndim))
-    if norm in ("batch_norm", "instance_norm", "group_norm"):
+    if norm in ("batch_norm", "instance_norm", "group_norm", "sync_batch_norm"):
         params["scale"], params["offset"] = rng.normal(size=CHANNELS) + 1, rng.normal(size=CHANNELS)
+    if norm == "sync_batch_norm":  # one sample per replica
+        params["replica_sizes"] = (1,) * x.shape[0]
     if norm in ("layer_norm", "rms_norm"):
         param_shape = tuple(x.shape[a % x.ndim] for a in sorted(a % x.ndim for a in params["axes"]))
         params["scale"] = rng.normal(size=param_shape) + 1
@@ -62,6 +64,7 @@ def _reduction_length(norm, x, params):
     axes = params.get("axes")
     return {
         "batch_norm": x.size // CHANNELS,
+        "sync_batch_norm": x.size // CHANNELS,
         "instance_norm": x.size // (CHANNELS * x.shape[0]),
         "group_norm": x.size // (GROUPS * x.shape[0]),
         "layer_norm": math.prod(x.shape[a] for a in axes) if axes else 1,
@@ -192,7 +195,8 @@ def test_declared_convention_cites_a_divergence_of_its_norm(name, declaration, c
 
     clause = spec.clause(convention.clause)
     prefix = {"batch_norm": "BN", "instance_norm": "IN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMS",
-              "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN"}[declaration.norm]
+              "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN",
+              "sync_batch_norm": "SBN"}[declaration.norm]
     assert clause.id.split(".")[0] in (prefix, "BN", "NUM"), f"{declaration.api}.{convention.key} cites {clause.id}"
 
 

@@ -15,6 +15,12 @@ STATE = R.RunningStats.initial(3)
 # (clause, parameter, call). Each call must raise ClauseError for exactly that clause and parameter.
 VIOLATIONS = [
     ("BN.C1", "x", lambda: R.batch_norm(np.ones(5))),
+    ("SBN.C1", "replica_sizes", lambda: R.sync_batch_norm(X3, replica_sizes=(1, 2))),
+    ("SBN.C1", "replica_sizes", lambda: R.sync_batch_norm(X3, replica_sizes=(2, 0))),
+    ("SBN.C1", "replica_sizes", lambda: R.sync_batch_norm(X3, replica_sizes=())),
+    ("SBN.C2", "channel_axis", lambda: R.sync_batch_norm(X3, replica_sizes=(1, 1), channel_axis=0)),
+    ("SBN.C3", "weighting", lambda: R.sync_batch_norm(X3, replica_sizes=(1, 1), weighting="mean")),
+    ("BN.C7", "x", lambda: R.sync_batch_norm(np.ones((1, 3)), replica_sizes=(1,), state=STATE)),
     ("BN.C1", "x", lambda: R.batch_norm(np.ones((0, 3)))),
     ("BN.C1", "x", lambda: R.batch_norm(np.array([[1 + 2j]]))),
     ("BN.C2", "channel_axis", lambda: R.batch_norm(X3, channel_axis=3)),

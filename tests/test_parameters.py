@@ -14,7 +14,7 @@ from normconf import spec
 # The reference function each norm's P-clauses describe.
 FUNCTION_OF_PREFIX = {
     "BN": R.batch_norm, "IN": R.instance_norm, "LN": R.layer_norm, "GN": R.group_norm, "RMS": R.rms_norm,
-    "LRN": R.local_response_norm, "LP": R.lp_normalize, "CN": R.channel_normalize,
+    "LRN": R.local_response_norm, "LP": R.lp_normalize, "CN": R.channel_normalize, "SBN": R.sync_batch_norm,
 }
 DEFAULT_LINE = re.compile(r"^Canonical default: (.+)\.$", re.M)
 ASSIGNMENT = re.compile(r"`(\w+)=([^`]+)`")

@@ -1,0 +1,87 @@
+"""Synchronized BatchNorm across replicas (spec/sync_batch_norm.md): with equal batches a synchronized
+step is the single-device step on the concatenated batch (SBN.N1), whatever the pooling; with unequal
+batches the framework pools as it declares (SBN.P2), and which pooling it was is recorded.
+(The general properties - forward, gradients, running statistics, special values - run for
+`sync_batch_norm` as for every norm.)"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normconf import adapters
+from normconf import reference as R
+
+from . import checks, strategies
+from .harness import reference_or_reject, run_or_reject
+
+SYNC = ("sync_batch_norm",)
+
+
+def _equal_batches(case: strategies.Case) -> strategies.Case:
+    """`case` with every replica cut to the smallest replica's batch."""
+    sizes = case.params["replica_sizes"]
+    rows = min(sizes)
+    parts = np.split(case.x, np.cumsum(sizes)[:-1], axis=0)
+    x = np.concatenate([part[:rows] for part in parts])
+    return strategies.Case(case.norm, x, {**case.params, "replica_sizes": (rows,) * len(sizes)}, case.kind)
+
+
+@pytest.mark.targets(norms=SYNC)
+@pytest.mark.clause("SBN.N1", "SBN.N2", "SBN.S3")
+@given(data=st.data())
+def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data):
+    declaration = adapters.get(target.adapter).declarations[target.norm]
+    case = _equal_batches(data.draw(strategies.case(target.norm, declaration, target.dtype), label="case"))
+    single = {k: v for k, v in case.params.items() if k not in ("replica_sizes", "weighting")}
+    expected = reference_or_reject(strategies.Case("batch_norm", case.x, single, case.kind))
+    outcome = run_or_reject(cell, case, "SBN.N1")
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    bound = checks.budget("batch_norm", case.x, single, expected.y, acc_dtype=acc, out_dtype=target.dtype)
+    cell.settle(checks.check("SBN.N1", target.adapter, target.norm, target.dtype, "y", outcome.y, expected.y, bound,
+                             case.describe()), case)
+    if expected.state is not None and case.params.get("training", True):
+        n = checks.reduction_length("batch_norm", case.x, single)
+        scales = checks.state_error_scales("batch_norm", case.x, single, acc)
+        for what in ("mean", "var"):
+            want = getattr(expected.state, what)
+            bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
+                                                  batch_error_scale=scales[what], y_ref=want,
+                                                  previous=getattr(single["state"], what)), "NUM.N5")
+            cell.settle(checks.check("SBN.S3", target.adapter, target.norm, target.dtype, f"state.{what}",
+                                     getattr(outcome.state, what), want, bound, case.describe()), case)
+
+
+# SBN.E1's batches, three channels apart: replica 1 holds three rows, replica 2 one row far off
+UNEQUAL = np.array([[0.0, 1.0, -2.0], [2.0, 3.0, -1.0], [4.0, 2.0, 0.5], [6.0, 9.0, 4.0]])
+
+
+@pytest.mark.targets(norms=SYNC, widest=True)
+@pytest.mark.clause("SBN.P2", "SBN.D1", "SBN.D2")
+def test_unequal_batches_pool_as_declared(target, cell):
+    declaration = adapters.get(target.adapter).declarations[target.norm]
+    declared = declaration.fixed().get("weighting", "count")
+    params = {"replica_sizes": (3, 1), "weighting": declared, "eps": 1e-3, "training": True, "channel_axis": 1}
+    x = strategies.representable(UNEQUAL, target.dtype)
+    case = strategies.Case(target.norm, x, params, "standard")
+    try:
+        outcome = adapters.get(target.adapter).run(target.norm, x, params, dtype=target.dtype)
+    except adapters.Unsupported as exc:  # e.g. a library whose replicas all hold equal shards
+        cell.unsupported[str(exc)] = 1
+        return
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    matches = []
+    for weighting in ("count", "equal"):
+        want = R.sync_batch_norm(x, **{**params, "weighting": weighting}).y
+        bound = checks.budget(target.norm, x, {**params, "weighting": weighting}, want, acc_dtype=acc,
+                              out_dtype=target.dtype)
+        verdict = checks.check("SBN.P2", target.adapter, target.norm, target.dtype, f"y ({weighting} weighting)",
+                               outcome.y, want, bound, case.describe())
+        if verdict.passed:
+            matches.append(weighting)
+        if weighting == declared:
+            declared_verdict = verdict
+    cell.observations.append(f"replica batches of 3 and 1 rows: pools {' / '.join(matches) or 'neither way'} "
+                             f"(declared: {declared})")
+    cell.settle(declared_verdict, case)
