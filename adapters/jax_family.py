@@ -969,6 +969,10 @@ class Haiku(JaxBase):
     declarations = {
         "batch_norm": NormDeclaration("batch_norm", "haiku.BatchNorm", ALL_DTYPES, HK_BN_CONVENTIONS, INPUT_DTYPE,
                                       gradients=True, stateful=True),
+        "sync_batch_norm": NormDeclaration("sync_batch_norm", "haiku.BatchNorm(cross_replica_axis=...) under jax.pmap",
+                                           ALL_DTYPES, HK_BN_CONVENTIONS + _sync(SRC_HK_BN_STATS, "lax.pmean of the "
+                                           "replicas' mean and mean of squares; no mask: equal batches only"),
+                                           INPUT_DTYPE, gradients=True, stateful=True),
         "layer_norm": NormDeclaration("layer_norm", "haiku.LayerNorm", ALL_DTYPES, HK_LN_CONVENTIONS, INPUT_DTYPE,
                                       gradients=True),
         "instance_norm": NormDeclaration("instance_norm", "haiku.InstanceNorm", ALL_DTYPES, HK_IN_CONVENTIONS,
@@ -999,8 +1003,10 @@ class Haiku(JaxBase):
                 "    loaded = {module_name: {k: params[k].reshape(init_params[module_name][k].shape) for k in ('scale', 'offset') if k in params}}",
                 f"    return f.apply(loaded if params else {{}}, extra, None, x, *{_repro.plain(tuple(call_args))})"]
 
-    def _run_batch_norm(self, x, params, dtype, cotangent):
-        """hk.BatchNorm's EMAs are zero-debiased (BN.D9): with decay_rate d the update at haiku step t
+    def _batch_norm_parts(self, x, params, dtype, cross_replica_axis=None):
+        """(make, load_state, call_args, affine, state, training, key) of an hk.BatchNorm call.
+
+        hk.BatchNorm's EMAs are zero-debiased (BN.D9): with decay_rate d the update at haiku step t
         weights the new batch by w_t = (1 - d) / (1 - d^t). The canonical update has one constant
         momentum w; with the direct mapping d = 1 - w, w_t = w exactly only when w = 1 (d = 0; at
         t = 1 every d gives w_1 = 1). Any other momentum in a training step with running statistics
@@ -1036,25 +1042,60 @@ class Haiku(JaxBase):
                 counter = hk_state[key]["counter"]
                 # haiku's invariant: average = hidden / (1 - d^counter); hidden = 0 before any update.
                 # (Built on the host: device arithmetic would compile for every new shape.)
-                loaded[key] = {"counter": jax.device_put(np.asarray(k, counter.dtype)),
-                               "hidden": _array(average * (1.0 - decay**k) if k else np.zeros_like(average), dtype), "average": _array(average, dtype)}
+                hidden = average * (1.0 - decay**k) if k else np.zeros_like(average)
+                loaded[key] = {"counter": jax.device_put(np.asarray(k, counter.dtype)), "hidden": _array(hidden, dtype),
+                               "average": _array(average, dtype)}
             return loaded
 
         def make():
             return hk.BatchNorm(create_scale="scale" in affine, create_offset="offset" in affine, decay_rate=decay,
-                                eps=params.get("eps", 1e-5), data_format=data_format)
+                                eps=params.get("eps", 1e-5), data_format=data_format,
+                                cross_replica_axis=cross_replica_axis)
 
         # training: is_training; eval with state: the EMAs; eval without state: the batch's own
         # statistics, not updating anything (test_local_stats, BN.S4).
         call_args = (training, not training and state is None)
         key = ("BatchNorm", tuple(affine), decay, params.get("eps", 1e-5), data_format)
+        return make, load_state, call_args, affine, state, training, key
+
+    @staticmethod
+    def _ema_state(new, state) -> RunningStats | None:
+        if state is None:
+            return None
+        mean_key, var_key = ([name for name in new if name.endswith(ema)][0] for ema in ("mean_ema", "var_ema"))
+        return RunningStats(_numpy(new[mean_key]["average"]).reshape(-1), _numpy(new[var_key]["average"]).reshape(-1),
+                            int(new[mean_key]["counter"]))
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        make, load_state, call_args, affine, state, _, key = self._batch_norm_parts(x, params, dtype)
         y, new, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent, (True, False), call_args, load_state)
-        new_state = None
-        if state is not None:
-            mean_key, var_key = ([name for name in new if name.endswith(ema)][0] for ema in ("mean_ema", "var_ema"))
-            new_state = RunningStats(_numpy(new[mean_key]["average"]).reshape(-1),
-                                     _numpy(new[var_key]["average"]).reshape(-1), int(new[mean_key]["counter"]))
-        return Outcome(_numpy(y), new_state, grads)
+        return Outcome(_numpy(y), self._ema_state(new, state), grads)
+
+    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
+        """BatchNorm(cross_replica_axis="r") under pmap; replicas hold equal shards (no mask: SBN.D1)."""
+        if not _replicas.here():
+            return _replicas.run_in_child(self, _replicas.jax_env(), x, params, dtype, cotangent)
+        require(params.get("weighting", "count") == "equal", "haiku averages the replicas' statistics: "
+                "weighting='equal' only (SBN.D1)")
+        sizes = tuple(params["replica_sizes"])
+        require(len(set(sizes)) == 1, "haiku BatchNorm has no mask: every replica holds an equal batch under pmap")
+        jax, hk = _jax(), _haiku()
+        make, load_state, call_args, affine, state, _, _ = self._batch_norm_parts(x, params, dtype)
+        synced, _, _, _, _, _, _ = self._batch_norm_parts(x, params, dtype, cross_replica_axis="r")
+        shard = np.zeros((sizes[0],) + x.shape[1:], dtype=np.float32)
+        # shapes from the unsynchronized layer (the same variables): init would need the replica axis
+        local = hk.transform_with_state(lambda xj, *args: make()(xj, *args))
+        abstract_params, abstract_state = jax.eval_shape(lambda xj: local.init(None, xj, True, False), shard)
+        hk_state = load_state(jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), abstract_state))
+        (module_name,) = abstract_params.keys() if abstract_params else ("",)
+        f = hk.transform_with_state(lambda xj, *args: synced()(xj, *args))
+
+        def fn(xr, aff, hk_state, mask):
+            loaded = {module_name: {k: aff[k].reshape(abstract_params[module_name][k].shape) for k in aff}}
+            return f.apply(loaded if aff else {}, hk_state, None, xr, *call_args)
+
+        y, new, grads = _sync_run(fn, x, sizes, dtype, affine, hk_state, cotangent, masked=False)
+        return Outcome(y, self._ema_state(new, state), grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         hk = _haiku()

@@ -122,6 +122,11 @@ sys.stdout.write('\\nOUTPUTS ' + json.dumps(outputs))
 """
 
 
+# Not written yet: a synchronized step's script would set up the devices (XLA_FLAGS, TF logical CPUs)
+# and run pmap / MirroredStrategy itself; failures there carry normconf's own repro only.
+NO_FRAMEWORK_ALONE_REPRO = ("sync_batch_norm",)
+
+
 def _framework_adapters():
     return [name for name in adapters.names() if adapters.get(name).available()[0]]
 
@@ -209,6 +214,8 @@ def test_every_framework_repro_run_alone_gives_the_adapters_numbers(adapter_name
     adapter = adapters.get(adapter_name)
     examples, scripts = [], []
     for norm in adapter.declarations:
+        if norm in NO_FRAMEWORK_ALONE_REPRO:
+            continue
         example = _first_supported(adapter, norm)
         assert example is not None, f"{adapter_name} runs none of the small {norm} examples"
         x, params, dtype, cotangent, outcome = example
