@@ -20,7 +20,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _replicas, _repro
+from . import _devices, _replicas, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
 
 LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
@@ -279,6 +279,7 @@ def _jax():
 
     if not jax.config.jax_enable_x64:  # float64 arrays need it; set before any array is created
         jax.config.update("jax_enable_x64", True)
+        _devices.jax_configure(jax)
         # Compiled programs can persist across runs (the suite compiles one per layer configuration and
         # shape) when NORMCONF_JAX_CACHE names a folder. Off by default: jaxlib 0.10.2's
         # executable.serialize() once segfaulted writing an entry (a default-profile run, flax.nnx
@@ -441,7 +442,7 @@ class JaxBase(Adapter):
             "version": getattr(module, "__version__", "unknown"),
             "jax": jax.__version__,
             "jaxlib": jaxlib.__version__,
-            "device": jax.devices()[0].platform,
+            **_devices.jax_environment(jax),
             "x64": bool(jax.config.jax_enable_x64),
             "compiled": "jax.jit",  # each layer call runs jitted, as in a user's training step
         }

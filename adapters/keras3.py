@@ -24,7 +24,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _isolated, _replicas, _repro
+from . import _devices, _isolated, _replicas, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
 
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
@@ -220,7 +220,17 @@ def _usable_here(backend: str) -> bool:
             os.environ["KERAS_BACKEND"] = backend
         import keras
 
+        if not _CONFIGURED and keras.backend.backend() == backend:  # the backend's device and TF32 (_devices)
+            configure = {"tensorflow": lambda: _devices.tf_configure(sys.modules["tensorflow"]),
+                         "jax": lambda: _devices.jax_configure(sys.modules["jax"]),
+                         "torch": lambda: _devices.torch_device(sys.modules["torch"])}.get(backend)
+            if configure is not None:
+                configure()
+            _CONFIGURED.append(backend)
         return keras.backend.backend() == backend
+
+
+_CONFIGURED: list = []
 
 
 def _keras():
@@ -478,9 +488,12 @@ class Keras(Adapter):
             "backend": keras.backend.backend(),
             "floatx": keras.config.floatx(),
             "epsilon": keras.config.epsilon(),
-            "device": "cpu",
             "process": f"pid {os.getpid()}",
         }
+        device = {"tensorflow": lambda: _devices.tf_environment(sys.modules["tensorflow"]),
+                  "jax": lambda: _devices.jax_environment(sys.modules["jax"]),
+                  "torch": lambda: _devices.torch_environment(sys.modules["torch"])}.get(self.backend)
+        env.update(device() if device is not None else {"device": "cpu"})
         module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}[self.backend]
         env[f"{module}_version"] = sys.modules[module].__version__ if module in sys.modules else None
         if self.backend == "jax":

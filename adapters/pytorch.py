@@ -9,7 +9,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _repro
+from . import _devices, _repro
 from .base import (Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of,
                    require, trailing)
 
@@ -95,9 +95,24 @@ def _dtype(name: str):
     return getattr(_torch(), name)
 
 
+_DEVICE: list = []
+
+
+def _device() -> str:
+    """Where tensors and modules go: CUDA where torch sees a GPU (NORMCONF_DEVICE, _devices.py)."""
+    if not _DEVICE:
+        _DEVICE.append(_devices.torch_device(_torch()))
+    return _DEVICE[0]
+
+
+def _to(t, dtype: str):
+    """A tensor or module moved to the adapter's device and `dtype`, as a user's `.to(device, dtype)`."""
+    return t.to(device=_device(), dtype=_dtype(dtype))
+
+
 def _tensor(value, dtype: str, grad: bool = False):
     torch = _torch()
-    t = torch.tensor(np.asarray(value, dtype=np.float64)).to(_dtype(dtype))
+    t = _to(torch.tensor(np.asarray(value, dtype=np.float64)), dtype)
     return t.requires_grad_(grad)
 
 
@@ -133,7 +148,7 @@ class TorchBase(Adapter):
             "adapter": self.name,
             "framework": "torch",
             "version": torch.__version__,
-            "device": "cpu",
+            **_devices.torch_environment(torch),
             "threads": torch.get_num_threads(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         }
@@ -377,7 +392,7 @@ class TorchModules(TorchBase):
         affine = params.get("scale") is not None or params.get("offset") is not None
         cls = getattr(torch.nn, table[x.ndim])
         module = cls(x.shape[1], eps=params.get("eps", 1e-5), momentum=params.get("momentum", 0.1), affine=affine,
-                     track_running_stats=state is not None).to(_dtype(dtype))
+                     track_running_stats=state is not None).to(device=_device(), dtype=_dtype(dtype))
         self._set_affine(module, params, dtype)
         if state is not None:
             with torch.no_grad():
@@ -404,7 +419,7 @@ class TorchModules(TorchBase):
         require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
         affine = params.get("scale") is not None or params.get("offset") is not None
         module = _torch().nn.LayerNorm(x.shape[x.ndim - count:], eps=params.get("eps", 1e-5), elementwise_affine=affine,
-                                       bias=params.get("offset") is not None).to(_dtype(dtype))
+                                       bias=params.get("offset") is not None).to(device=_device(), dtype=_dtype(dtype))
         self._set_affine(module, params, dtype)
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
@@ -414,7 +429,7 @@ class TorchModules(TorchBase):
         require(params.get("assignment", "contiguous") == "contiguous", "PyTorch groups contiguous channels (GN.D1)")
         affine = params.get("scale") is not None or params.get("offset") is not None
         module = _torch().nn.GroupNorm(params["groups"], x.shape[1], eps=params.get("eps", 1e-5), affine=affine)
-        module = module.to(_dtype(dtype))
+        module = _to(module, dtype)
         self._set_affine(module, params, dtype)
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
@@ -424,7 +439,7 @@ class TorchModules(TorchBase):
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch.nn.RMSNorm has no bias")
         module = _torch().nn.RMSNorm(x.shape[x.ndim - count:], eps=params["eps"],
-                                     elementwise_affine=params.get("scale") is not None).to(_dtype(dtype))
+                                     elementwise_affine=params.get("scale") is not None).to(device=_device(), dtype=_dtype(dtype))
         self._set_affine(module, params, dtype)
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
@@ -454,7 +469,7 @@ def _module_call(build, implied):
     """A no-argument call: the module `build(x, hints)` makes, converted to dtype, run in its default
     (training) mode; its running buffers, if any, come back as the state."""
     def call(x, hints, dtype):
-        module = build(x, hints).to(_dtype(dtype))
+        module = build(x, hints).to(device=_device(), dtype=_dtype(dtype))
         y = module(_tensor(x, dtype))
         state = None
         if getattr(module, "running_mean", None) is not None:
@@ -486,7 +501,8 @@ NN_DEFAULT_CALLS = {
 def _f_batch_norm(t, x, hints):
     """F.batch_norm with the running tensors it requires (the canonical initial ones) and nothing else."""
     torch = _torch()
-    return torch.nn.functional.batch_norm(t, torch.zeros(x.shape[1], dtype=t.dtype), torch.ones(x.shape[1], dtype=t.dtype))
+    return torch.nn.functional.batch_norm(t, torch.zeros(x.shape[1], dtype=t.dtype, device=t.device),
+                                           torch.ones(x.shape[1], dtype=t.dtype, device=t.device))
 
 
 F_DEFAULT_CALLS = {

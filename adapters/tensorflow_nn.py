@@ -17,7 +17,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _repro
+from . import _devices, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require
 
 TF = "https://github.com/tensorflow/tensorflow/blob/v2.21.0"
@@ -83,7 +83,13 @@ LP_CONVENTIONS = (
 def _tf():
     import tensorflow as tf
 
+    if not _CONFIGURED:
+        _devices.tf_configure(tf)
+        _CONFIGURED.append(True)
     return tf
+
+
+_CONFIGURED: list = []
 
 
 def _tensor(value, dtype: str):
@@ -121,7 +127,7 @@ class TfBase(Adapter):
             "adapter": self.name,
             "framework": "tensorflow",
             "version": tf.__version__,
-            "device": "cpu" if not tf.config.list_physical_devices("GPU") else "gpu available (ops placed by TF)",
+            **_devices.tf_environment(tf),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)"),
         }

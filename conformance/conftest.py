@@ -65,6 +65,12 @@ def pytest_configure(config):
         unknown = sorted({v.strip() for v in config.getoption(option).split(",") if v.strip()} - set(known))
         if unknown:
             raise pytest.UsageError(f"--{option}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    from normconf.adapters import _devices
+
+    try:  # the device and TF32 choices, before any framework reads them
+        _devices.accelerators_allowed(), _devices.tf32_requested()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     isolate = config.getoption("isolate").strip()
     if isolate:
         if isolate != "on":

@@ -58,6 +58,7 @@ def _run(args) -> int:
     from normconf.conformance import workers
     from normconf.reports import results
 
+    from normconf.adapters import _devices
     from normconf.adapters.plugin import PluginError
 
     names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
@@ -72,7 +73,9 @@ def _run(args) -> int:
                    *(["--isolate", _seconds(args.isolate)] if args.isolate else []), *args.pytest_args]
     groups = workers.plan(names, args.jobs)
     print(f"{len(names)} adapters in {len(groups)} worker(s), profile {args.profile}", flush=True)
-    code = workers.run(groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    device_env = {key: value for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
+                  if value is not None}
+    code = workers.run(groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env})
     files = sorted(out.glob("worker-*.jsonl"))
     if files:
         print(results.text_matrix(results.load(files)))
@@ -148,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--report", default="reports/out/index.html", help="where to write the HTML report ('' for none)")
     run.add_argument("--no-hazards", action="store_true", help="leave the porting-hazard measurements out of the report")
     run.add_argument("--isolate", type=_timeout, default=300.0, metavar="SECONDS", help=ISOLATE_HELP)
+    run.add_argument("--device", choices=["auto", "cpu"], default=None,
+                     help="auto: each framework's accelerator where it sees one (default), cpu: the CPU only "
+                          "(NORMCONF_DEVICE); the device is recorded in every result")
+    run.add_argument("--tf32", choices=["on", "off"], default=None,
+                     help="TF32 matmuls on or off in torch, JAX and TF (NORMCONF_TF32; default: each framework's own, "
+                          "recorded in every result)")
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
     report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
