@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"normconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("clauses", help="list the spec's clauses (optionally one norm's, e.g. BN)")
-    listing.add_argument("prefix", nargs="?", default="", help="a norm prefix: BN, LN, IN, GN, RMS, LRN, LP, CN, NUM")
+    listing.add_argument("prefix", nargs="?", default="", help="a norm prefix: BN, SBN, LN, IN, GN, RMS, LRN, LP, CN, NUM")
     listing.add_argument("--text", action="store_true", help="print each clause's text too")
     listing.set_defaults(run=_clauses)
     listing = commands.add_parser("adapters", help="list the adapters, whether each can run here, and their norms")
