@@ -203,3 +203,23 @@ def test_an_error_record_and_recorded_observations_render(tmp_path):
     assert "the test itself broke" in page
     invalid = page[page.index('id="invalid"'):]
     assert "LN.C3 (eps &lt; 0)" in invalid and "accepted, output with NaN or inf" in invalid
+
+
+def test_the_results_schema_knows_every_norm():
+    """A norm added to the suite must be a valid `norm` of a result record (else its results are refused)."""
+    from normconf.adapters.base import NORMS
+
+    schema = json.loads((Path(R.__file__).parent / "results.schema.json").read_text(encoding="utf-8"))
+
+    def enums(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("norm"), dict) and "enum" in node["norm"]:
+                yield node["norm"]["enum"]
+            for value in node.values():
+                yield from enums(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from enums(value)
+
+    found = list(enums(schema))
+    assert found and all(sorted(e) == sorted(NORMS) for e in found), found
