@@ -117,6 +117,10 @@ class Adapter:
             return False, f"{', '.join(missing)} not installed (pip install 'normconf[{self.family}]')"
         return True, ""
 
+    def cannot_run(self, norm: str) -> str:
+        """Why this machine cannot run `norm` at all (its cells are skipped with the reason), or ""."""
+        return ""
+
     def environment(self) -> dict[str, Any]:
         """Framework version, device and precision flags; subclasses add what they know."""
         return {"adapter": self.name}

@@ -273,6 +273,34 @@ def _numpy(t) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64)
 
 
+_JITTED: dict = {}
+
+
+def _jitted(layer, shape: tuple, kwargs: dict):
+    """(forward, forward_and_back) of `layer.stateless_call` under `jax.jit`, as Keras' JAX trainer runs
+    a step (fit, predict): one compilation per program instead of one per primitive and shape, which
+    is what eager JAX costs. Layers of one configuration built for one input shape share them (the
+    variables are arguments), so such a layer seen before costs no compilation."""
+    import jax
+
+    config = {k: v for k, v in layer.get_config().items() if k != "name"}  # a name is unique per layer
+    key = (type(layer).__name__, repr(sorted(config.items())), tuple(sorted(kwargs.items())), tuple(shape),
+           tuple(tuple(v.shape) for v in layer.variables))
+    if key not in _JITTED:
+        @jax.jit
+        def forward(x_, trainable_, non_trainable_):
+            return layer.stateless_call(trainable_, non_trainable_, x_, **kwargs)
+
+        @jax.jit
+        def forward_and_back(x_, trainable_, non_trainable_, g):
+            y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
+                                        x_, trainable_, has_aux=True)
+            return y_, updated_, vjp(g.astype(y_.dtype))
+
+        _JITTED[key] = forward, forward_and_back
+    return _JITTED[key]
+
+
 def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     """y = layer(x, **kwargs) and, given a cotangent, the gradients of sum(y * cotangent) w.r.t. x
     and the layer variables in `wrt` (canonical name -> variable); variables the call updates
@@ -284,18 +312,7 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
 
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        # jitted, as Keras' JAX trainer runs a step (fit, predict): one compilation per call instead of
-        # one per primitive and shape, which is what eager JAX costs
-        @jax.jit
-        def forward(x_, trainable_, non_trainable_):
-            return layer.stateless_call(trainable_, non_trainable_, x_, **kwargs)
-
-        @jax.jit
-        def forward_and_back(x_, trainable_, non_trainable_, g):
-            y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
-                                        x_, trainable_, has_aux=True)
-            return y_, updated_, vjp(g.astype(y_.dtype))
+        forward, forward_and_back = _jitted(layer, np.shape(x), kwargs)
 
         if cotangent is None:
             y, updated = forward(xt, trainable, non_trainable)

@@ -313,17 +313,21 @@ class TorchModules(TorchBase):
     def no_argument_calls(self):
         return NN_DEFAULT_CALLS
 
-    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
-        """SBN.D3: SyncBatchNorm synchronizes only across processes that each hold an accelerator."""
+    def cannot_run(self, norm: str) -> str:
+        """SBN.D3: SyncBatchNorm synchronizes only processes that each hold an accelerator."""
+        if norm != "sync_batch_norm":
+            return ""
         torch = _torch()
         found = {kind: getattr(torch, kind).device_count() for kind in SYNC_DEVICE_TYPES
                  if hasattr(getattr(torch, kind, None), "device_count")}
-        replicas = len(params["replica_sizes"])
-        require(max(found.values(), default=0) >= replicas,
-                f"torch.nn.SyncBatchNorm synchronizes {replicas} processes with one accelerator each (SBN.D3); "
-                f"this machine has {', '.join(f'{n} {k}' for k, n in found.items()) or 'none'}")
-        raise Unsupported("torch.nn.SyncBatchNorm over several accelerator processes is not run by this adapter yet "
-                          "(one process per device and a NCCL process group; SBN.D3)")
+        if max(found.values(), default=0) < 2:
+            return (f"torch.nn.SyncBatchNorm synchronizes processes with one accelerator each (SBN.D3); this machine "
+                    f"has {', '.join(f'{n} {k}' for k, n in found.items()) or 'none'}")
+        return ("torch.nn.SyncBatchNorm over several accelerator processes (one per device, a NCCL process group) "
+                "is not run by this adapter yet (SBN.D3)")
+
+    def _run_sync_batch_norm(self, x, params, dtype, cotangent):
+        raise Unsupported(self.cannot_run("sync_batch_norm"))
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
         """The configured module this adapter called (its repr, parameters and buffers as loaded, its

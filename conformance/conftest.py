@@ -135,6 +135,7 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
                 continue
             if no_argument_call and norm not in adapter.no_argument_calls():
                 continue
+            missing = getattr(adapter, "cannot_run", lambda _: "")(norm) if ok else ""  # what this machine lacks
             dtypes = declaration.dtypes
             if widest:  # float32, the dtype defaults are chosen for, else the widest declared
                 dtypes = ("float32",) if "float32" in dtypes else (max(dtypes, key=DTYPES.index),)
@@ -142,7 +143,7 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
                 if only_dtypes and dtype not in only_dtypes:
                     continue
                 target = Target(name, norm, dtype)
-                marks = [] if ok else [pytest.mark.skip(reason=f"{name}: {reason}")]
+                marks = [] if ok and not missing else [pytest.mark.skip(reason=f"{name}: {reason or missing}")]
                 params.append(pytest.param(target, id=target.id, marks=marks))
     return params
 

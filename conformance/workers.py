@@ -15,12 +15,13 @@ from pathlib import Path
 
 # Relative cost of one adapter's run: tens of seconds of the quick profile on the 2-core machine, two
 # workers, calls isolated, JAX compilation cache cold as in CI (the results' per-test `seconds`, summed;
-# `normconf bench --sections rate`). Measured 2026-11-23 (quick run 14 min 25 s with the previous
-# table, whose plan loaded the workers 500 s / 830 s); this one plans 668 s / 662 s. An adapter not
-# listed counts as 1.
-COST = {"keras[jax]": 39.5, "haiku": 20.1, "flax.linen": 16.4, "flax.nnx": 16.0, "equinox": 14.1,
-        "keras[tensorflow]": 3.6, "torch.functional": 3.5, "onnxruntime": 3.4, "keras[torch]": 3.0, "torch.nn": 2.7,
-        "mlx.nn": 2.7, "onnx.reference": 1.8, "keras[numpy]": 1.5}
+# `normconf bench --sections rate`). Measured 2026-11-23 after the JAX-family speed-ups and with the
+# synchronized-BatchNorm cells (quick run 13 min 55 s with the previous table, workers loaded 502 s /
+# 834 s; torch.nn without its SyncBatchNorm cells, now skipped up front). An adapter not listed counts as 1.
+COST = {"haiku": 22.6, "flax.linen": 22.2, "keras[jax]": 21.1, "flax.nnx": 13.6, "equinox": 13.1,
+        "keras[tensorflow]": 7.9, "mlx.nn": 3.3, "onnxruntime": 3.1, "torch.functional": 3.0, "torch.nn": 2.7,
+        "keras[torch]": 2.4, "keras[numpy]": 1.7, "paddle.functional": 1.5, "onnx.reference": 1.4, "tf.nn": 1.2,
+        "tf.fused_batch_norm": 1.1}
 
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
