@@ -62,7 +62,8 @@ UNEQUAL = np.array([[0.0, 1.0, -2.0], [2.0, 3.0, -1.0], [4.0, 2.0, 0.5], [6.0, 9
 def test_unequal_batches_pool_as_declared(target, cell):
     declaration = adapters.get(target.adapter).declarations[target.norm]
     declared = declaration.fixed().get("weighting", "count")
-    params = {"replica_sizes": (3, 1), "weighting": declared, "eps": 1e-3, "training": True, "channel_axis": 1}
+    params = {"replica_sizes": (3, 1), "weighting": declared, "eps": 1e-3, "training": True, "channel_axis": 1,
+              "running_var": declaration.fixed().get("running_var", "unbiased")}  # unused (no state), but declared
     x = strategies.representable(UNEQUAL, target.dtype)
     case = strategies.Case(target.norm, x, params, "standard")
     try:
