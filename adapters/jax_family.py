@@ -20,7 +20,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _devices, _replicas, _repro
+from . import _devices, _isolated, _replicas, _repro
 from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
 
 LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
@@ -463,6 +463,8 @@ class JaxBase(Adapter):
         """The layer this adapter built (its constructor call) and a `forward(x, params, extra)` doing
         what the adapter's compiled call does, jitted the same way (vjp inside the jit when there
         are gradients); params = the canonical scale/offset, extra = the state the adapter passed."""
+        if norm == "sync_batch_norm":
+            return self._sync_repro(x, params, dtype, cotangent)
         module = sys.modules[__name__]
         namespace = self._repro_namespace()
         helper_name = self._repro_helper(norm)
@@ -494,6 +496,64 @@ class JaxBase(Adapter):
     def _repro_helper(self, norm: str) -> str:
         """The module-level helper that receives the built layer for `norm` (recorded for the script)."""
         return self.repro_helper
+
+    sync_axis_keyword = ""  # the layer's replica-axis argument (flax axis_name, haiku cross_replica_axis)
+
+    def _sync_repro(self, x, params, dtype, cotangent):
+        """A synchronized step alone: the CPU devices made first (XLA_FLAGS), the layer with its replica
+        axis, and the same `jax.pmap` over the replicas' padded batches that `_sync_run` made."""
+        if not _replicas.here():
+            return _isolated.isolated(self.name, _replicas.jax_env()).call(
+                "framework_repro", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent)
+        module = sys.modules[__name__]
+        calls = _repro.recorded_calls([*((self._repro_namespace(), c) for c in self.repro_classes), (module, "_sync_run")],
+                                      lambda: self.run("sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent))
+        built = [c for c in calls if c.name in self.repro_classes and c.kwargs.get(self.sync_axis_keyword)][:1]
+        run = _repro.only(calls, "_sync_run")
+        if not built or run is None:
+            return None
+        sizes, affine, extra = run.args[2], run.args[4], run.args[5]
+        masked = run.kwargs["masked"]
+        lines = ["import os", f"os.environ['XLA_FLAGS'] = {_replicas.jax_env()['XLA_FLAGS']!r}  # before JAX starts",
+                 *JAX_HEADER, self.repro_import,
+                 f"sizes = {tuple(sizes)!r}",
+                 f"x = np.array({_repro.values(x)})  # every replica's rows, in order",
+                 "params = {" + ", ".join(f"{k!r}: array({_repro.values(v)}, {dtype!r})" for k, v in affine.items()) + "}",
+                 *self._sync_repro_body(f"{built[0].name}({_repro.arguments(built[0].args, built[0].kwargs)})", extra,
+                                        params),
+                 "def padded(rows):  # replica r's rows, padded to the largest batch",
+                 "    out = np.zeros((len(sizes), max(sizes)) + rows.shape[1:])",
+                 "    for r, part in enumerate(np.split(rows, np.cumsum(sizes)[:-1])):",
+                 "        out[r, :len(part)] = part",
+                 f"    return array(out.tolist(), {dtype!r})",
+                 "mask = np.zeros((len(sizes), max(sizes)) + (1,) * (x.ndim - 1), dtype=bool)",
+                 "for r, n in enumerate(sizes):",
+                 "    mask[r, :n] = True",
+                 f"mask = mask if {masked!r} else None  # flax's mask only where the batches differ",
+                 "devices = jax.devices('cpu')[:len(sizes)]",
+                 "rows = lambda a: np.concatenate([np.asarray(a[r, :n]) for r, n in enumerate(sizes)])"]
+        axes = f"(0, {0 if masked else None}, None, None"
+        if cotangent is None:
+            lines += [f"step = jax.pmap(lambda xr, mr, aff, ext: fn(xr, aff, ext, mr), axis_name='r', in_axes={axes}), "
+                      "devices=devices)",
+                      "y, aux = step(padded(x), mask, params, extra)",
+                      "y = rows(y)"]
+        else:
+            lines += [f"g = np.array({_repro.values(cotangent)})",
+                      "def forward_and_back(xr, mr, aff, ext, gr):",
+                      "    y, pullback, aux = jax.vjp(lambda a, p: fn(a, p, ext, mr), xr, aff, has_aux=True)",
+                      "    return y, aux, pullback(gr.astype(y.dtype))",
+                      f"step = jax.pmap(forward_and_back, axis_name='r', in_axes={axes}, 0), devices=devices)",
+                      "y, aux, (dx, dparams) = step(padded(x), mask, params, extra, padded(g))",
+                      "y = rows(y)",
+                      "grads = {'x': rows(dx), **{k: np.asarray(v).sum(axis=0) for k, v in dparams.items()}}"]
+        lines += ["show('y', y)", "show('state after (replica 0)', jax.tree.map(lambda a: a[0], aux))",
+                  *(["show('grad', grads)"] if cotangent is not None else [])]
+        return _repro.script(lines)
+
+    def _sync_repro_body(self, constructor: str, extra, params: dict) -> list[str]:
+        """Lines defining `extra` and `fn(xr, aff, extra, mask) -> (y, new state)` as the adapter's own."""
+        raise NotImplementedError
 
     def _repro_namespace(self):
         raise NotImplementedError
@@ -610,6 +670,20 @@ class FlaxLinen(JaxBase):
 
     def _repro_namespace(self):
         return _linen()
+
+    sync_axis_keyword = "axis_name"
+
+    def _sync_repro_body(self, constructor, extra, params):
+        running_average = not params.get("training", True) and params.get("state") is not None
+        return [f"module = nn.{constructor}",
+                f"extra = {_tree_literal(extra)}",
+                "def fn(xr, aff, extra, mask):",
+                "    full = {**extra, 'params': {{'scale': 'scale', 'offset': 'bias'}[k]: v for k, v in aff.items()}}",
+                f"    kwargs = dict(use_running_average={running_average!r}, mask=mask)",
+                "    if 'batch_stats' in extra:",
+                "        y, updates = module.apply(full, xr, mutable=['batch_stats'], **kwargs)",
+                "        return y, updates['batch_stats']",
+                "    return module.apply(full, xr, **kwargs), None"]
 
     def _repro_body(self, constructor, helper, extra):
         module, x, affine, cotangent, init_kwargs, call_kwargs, batch_stats = (*helper.args, *[None] * 7)[:7]
@@ -992,6 +1066,19 @@ class Haiku(JaxBase):
 
     def _repro_namespace(self):
         return _haiku()
+
+    sync_axis_keyword = "cross_replica_axis"
+
+    def _sync_repro_body(self, constructor, extra, params):
+        training = params.get("training", True)
+        call_args = (training, not training and params.get("state") is None)
+        (ema,) = [name for name in extra if name.endswith("mean_ema")]
+        return [f"f = hk.transform_with_state(lambda x, *args: hk.{constructor}(x, *args))",
+                f"extra = {_tree_literal(extra)}",
+                f"module_name, shape = {ema.split('/')[0]!r}, {tuple(np.shape(extra[ema]['average']))!r}",
+                "def fn(xr, aff, extra, mask):  # haiku has no mask: every replica holds an equal batch",
+                "    loaded = {module_name: {k: v.reshape(shape) for k, v in aff.items()}}",
+                f"    return f.apply(loaded if aff else {{}}, extra, None, xr, *{call_args!r})"]
 
     def _repro_body(self, constructor, helper, extra):
         key, make, x, affine, cotangent, init_args, call_args, load_state = (*helper.args, (), (), None)[:8]

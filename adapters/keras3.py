@@ -525,6 +525,8 @@ class Keras(Adapter):
         backward)."""
         if not self._here():
             return self._child().call("framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent)
+        if norm == "sync_batch_norm":
+            return self._sync_repro(x, params, dtype, cotangent)
         module, seen = sys.modules[__name__], []
 
         def calling(backend, layer, x_, dtype_, cotangent_, wrt, **kwargs):
@@ -568,6 +570,61 @@ class Keras(Adapter):
         lines += ["show('y', y)", "for variable in layer.non_trainable_variables:", "    show(variable.path, variable.value)"]
         if cotangent is not None:
             lines.append("show('grad', grads)")
+        return _repro.script(lines)
+
+    def _sync_repro(self, x, params, dtype, cotangent):
+        """The synchronized step alone: the logical CPUs made before TF starts, the layer built in the
+        strategy's scope with the weights the adapter loaded, one replica batch each, `strategy.run`."""
+        if not _replicas.here():
+            return _isolated.isolated(self.name, _replicas.tf_env(self.child_env())).call(
+                "framework_repro", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent)
+        built = _repro.recorded_calls([(_keras().layers, "BatchNormalization")],
+                                      lambda: self.run("sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent))
+        if len(built) != 1:
+            return None
+        state, training = params.get("state"), params.get("training", True)
+        weights = {"gamma": params.get("scale"), "beta": params.get("offset"),
+                   "moving_mean": None if state is None else state.mean, "moving_variance": None if state is None else state.var}
+        weights = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in weights.items() if v is not None}
+        sizes = tuple(params["replica_sizes"])
+        lines = [*_repro.HEADER, "import os", "os.environ['KERAS_BACKEND'] = 'tensorflow'", "import tensorflow as tf",
+                 "cpu = tf.config.list_physical_devices('CPU')[0]  # logical devices: before TF starts",
+                 f"tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {len(sizes)})",
+                 "import keras", *_repro.show_function("tf.cast(v, tf.float64)"),
+                 f"sizes = {sizes!r}",
+                 "strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices('CPU')][:len(sizes)])",
+                 "with strategy.scope():",
+                 f"    layer = keras.layers.BatchNormalization({_repro.arguments(built[0].args, built[0].kwargs)})",
+                 f"    layer.build({(None,) + tuple(x.shape[1:])!r})",
+                 f"    weights = {weights!r}",
+                 "    for variable in layer.weights:",
+                 "        if variable.name in weights:",
+                 "            variable.assign(keras.ops.convert_to_tensor(np.array(weights[variable.name]), dtype=variable.dtype))",
+                 f"x = np.array({_repro.values(x)})  # every replica's rows, in order",
+                 "split = lambda a: [keras.ops.convert_to_tensor(p, dtype=" f"{dtype!r}" ") for p in np.split(a, np.cumsum(sizes)[:-1])]",
+                 "per_replica = lambda parts: strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])",
+                 "xs = per_replica(split(x))",
+                 "local = strategy.experimental_local_results"]
+        call = f"training={training or state is None!r}"
+        if cotangent is None:
+            lines += [f"ys = strategy.run(tf.function(lambda xr: layer(xr, {call})), args=(xs,))"]
+        else:
+            keys = [k for k in ("scale", "offset") if params.get(k) is not None]
+            lines += [f"g = np.array({_repro.values(cotangent)})",
+                      f"variables = [{', '.join('layer.' + {'scale': 'gamma', 'offset': 'beta'}[k] + '.value' for k in keys)}]",
+                      "def step(xr, gr):",
+                      "    with tf.GradientTape() as tape:",
+                      "        tape.watch(xr)",
+                      f"        yr = layer(xr, {call})",
+                      "    return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))",
+                      "ys, grads_per_replica = strategy.run(tf.function(step), args=(xs, per_replica(split(g))))",
+                      "parts = [local(t) for t in grads_per_replica]",
+                      "grads = {'x': tf.concat([tf.cast(t, tf.float64) for t in parts[0]], 0),",
+                      f"         **{{key: sum(tf.cast(t, tf.float64) for t in parts[1 + i]) for i, key in enumerate({keys!r})}}}}"]
+        lines += ["y = tf.concat([tf.cast(t, tf.float64) for t in local(ys)], 0)", "show('y', y)",
+                  "show('moving_mean', local(layer.moving_mean.value)[0])",
+                  "show('moving_variance', local(layer.moving_variance.value)[0])",
+                  *(["show('grad', grads)"] if cotangent is not None else [])]
         return _repro.script(lines)
 
     # -- norms ----------------------------------------------------------------------------------
