@@ -319,6 +319,10 @@ KNOWN += [
 def one_pass_standardized(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype: str, clip: bool) -> np.ndarray:
     """x̂ with var = E[x^2] - E[x]^2 in `dtype` (clipped at 0 when `clip`): the one-pass formula of
     BN.D4 / BN.D8 / LN.D4 / GN.D4."""
+    if dtype == "bfloat16":  # NumPy knows it through ml_dtypes only
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
     with np.errstate(all="ignore"):
         xd = np.asarray(x, dtype=np.float64).astype(dtype)
         mean = xd.mean(axis=axes, keepdims=True, dtype=dtype)
@@ -359,6 +363,25 @@ def _input_dtype_one_pass(case: Case, dtype: str) -> bool:
     return _one_pass_exceeds_budget(case, dtype, clip=False, acc=dtype)
 
 
+def _unclipped_one_pass_can_go_negative(case: Case, dtype: str) -> bool:
+    """BN.D8, haiku: mean(x²) − mean² unclipped, in the input dtype, each mean a sum times 1/n (as XLA
+    divides) — on a (near-)constant channel it can come out a few ulps of mean(x²) below 0, and with
+    eps smaller than that rsqrt(var + eps) is NaN. True where var + eps is within 4 ulps of mean(x²)."""
+    from . import checks
+
+    if not _batch_stats(case) or not case.x.size:
+        return False
+    view, axes, _ = checks.statistic_view(case.norm, case.x, case.params)
+    unit = float(np.finfo(np.float32 if dtype in ("float16", "bfloat16") else np.dtype(dtype)).eps)
+    unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else unit
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean_square = np.mean(view * view, axis=axes)
+        return bool(np.any(view.var(axis=axes) + case.params.get("eps", 1e-5) <= 4 * unit * mean_square))
+
+
+_CONSTANT_30 = np.full((30, 1), 1.5)  # mean(x) and mean(x²) multiplied by fl(1/30): var comes out < 0
+
+
 def _keras_sync_one_pass(case: Case, dtype: str) -> bool:
     return _one_pass_exceeds_budget(case, dtype, clip=True, acc="float32")
 
@@ -371,6 +394,10 @@ KNOWN += [
     Divergence("haiku", "batch_norm", "BN.D8", "haiku computes the variance in one pass, unclipped, in the input dtype",
                _input_dtype_one_pass, lambda: (Case("batch_norm", _OFFSET_ROWS.T.copy(), {"channel_axis": -1,
                                                    "eps": 2.0**-20, "training": True}, "offset"), "float32")),
+    Divergence("haiku", "batch_norm", "BN.D8", "haiku's unclipped one-pass variance goes below 0 on a constant channel: "
+               "NaN where eps is smaller", _unclipped_one_pass_can_go_negative,
+               lambda: (Case("batch_norm", _CONSTANT_30, {"channel_axis": -1, "eps": 1e-12, "training": True},
+                             "constant_channel"), "float32")),
 ] + [
     Divergence("flax.*", norm, "LN.D4", "flax computes the variance in one pass (use_fast_variance=True)", _flax_one_pass,
                lambda norm=norm, shape=shape, extra=extra: (
@@ -780,6 +807,11 @@ def _one_pass_gradient_amplified(case: Case, dtype: str) -> bool:
 
 
 _NEAR_ONE = 1.0 + 1e-5 * np.array([[0.3, -1.2, 0.7, 0.2]])
+_rng = np.random.default_rng(3)  # two replicas of 8 values 1 ± 1e-5 (float32-exact): 15x the gradient budget
+_SYNC_NEAR_ONE = ((1.0 + 1e-5 * _rng.normal(size=(16, 1))).astype(np.float32).astype(np.float64),
+                  {"channel_axis": -1, "eps": 1e-6, "training": True, "replica_sizes": (8, 8), "weighting": "count",
+                   "running_var": "biased"})
+_SYNC_NEAR_ONE_COTANGENT = _rng.normal(size=(16, 1)).astype(np.float32).astype(np.float64)
 KNOWN += [
     Divergence("flax.*", norm, "LN.D4", "flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
                _one_pass_gradient_amplified,
@@ -790,6 +822,13 @@ KNOWN += [
                            ("instance_norm", _NEAR_ONE.reshape(1, 4, 1), {"channel_axis": -1}),
                            ("group_norm", _NEAR_ONE.reshape(1, 4, 1), {"groups": 1, "channel_axis": -1}),
                            ("batch_norm", _NEAR_ONE.T.copy(), {"channel_axis": -1, "training": True}))
+]
+KNOWN += [
+    Divergence("keras[tensorflow]", "sync_batch_norm", "SBN.D2",
+               "Keras' synchronized BatchNorm's one-pass pooled variance carries its error into the gradient",
+               _one_pass_gradient_amplified,
+               lambda: (Case("sync_batch_norm", *_SYNC_NEAR_ONE, "tiny_spread", cotangent=_SYNC_NEAR_ONE_COTANGENT),
+                        "float32"), "gradient"),
 ]
 
 KNOWN += [
