@@ -46,7 +46,9 @@ def torch_device(torch) -> str:
 def torch_environment(torch) -> dict:
     device = torch_device(torch)
     return {"device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name(0)})",
-            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}}
+            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+            # the kernels ATen dispatches to, as torch reports them (ATEN_CPU_CAPABILITY caps it; NUM.N10)
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 # -- JAX ----------------------------------------------------------------------------------------

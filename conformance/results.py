@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from normconf import __version__
+from normconf.adapters import _cpu
 
 FORMAT = "normconf-results"
 VERSION = 1
@@ -52,13 +53,14 @@ class Recorder:
             env = dict(adapter.environment())
             env.pop("adapter", None)
             known = {key: _text(env.pop(key, None)) for key in ENVIRONMENT_KEYS}
-            self._write({"kind": "environment", "adapter": adapter.name, **known, "available": True, "flags": env})
+            self._write({"kind": "environment", "adapter": adapter.name, **known, "cpu": _cpu.describe(),
+                         "available": True, "flags": env})
 
     def unavailable(self, name: str, reason: str) -> None:
         if name not in self.environments:
             self.environments.add(name)
             self._write({"kind": "environment", "adapter": name, "framework": None, "version": None, "device": None,
-                         "available": False, "reason": reason, "flags": {}})
+                         "cpu": _cpu.describe(), "available": False, "reason": reason, "flags": {}})
 
     def skipped(self, nodeid: str, target, prop: str, reason: str) -> None:
         """A cell skipped before it ran: its framework is not installed here."""

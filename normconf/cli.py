@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from normconf import __version__
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tf32", choices=["on", "off"], default=None,
                      help="TF32 matmuls on or off in torch, JAX and TF (NORMCONF_TF32; default: each framework's own, "
                           "recorded in every result)")
+    run.add_argument("--max-isa", choices=["native", "avx2", "avx512"], default=None,
+                     help="cap the instruction set XLA, oneDNN and ATen may use, to play an older CPU "
+                          "(NORMCONF_MAX_ISA; the CPU and the caps are recorded in every result)")
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
     report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
@@ -191,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if spec/conventions.md disagrees")
     table.set_defaults(run=_conventions)
     args = parser.parse_args(argv)
+    from normconf.adapters import _cpu
+
+    if getattr(args, "max_isa", None):
+        os.environ[_cpu.MAX_ISA_ENV] = args.max_isa
+    try:  # before any framework is imported: the caps hold for this process and every child
+        _cpu.apply_max_isa()
+    except _cpu.IsaCapError as exc:
+        print(f"normconf: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "jobs", 0) is None:
         from normconf.conformance import workers
 

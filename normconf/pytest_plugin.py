@@ -1,4 +1,5 @@
-"""pytest plugin: the `clause` marker, and a dump of which tests cite which spec clauses.
+"""pytest plugin: the `clause` marker, a dump of which tests cite which spec clauses, and the ISA
+caps of NORMCONF_MAX_ISA applied before any framework is imported.
 
 `@pytest.mark.clause("BN.N2", ...)` ties a test to clauses; `--clause-map FILE` writes
 {clause: [test ids]} after collection, which the clause-coverage meta-test reads.
@@ -15,6 +16,14 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "clause(*ids): the spec clauses a test exercises, e.g. clause('BN.N2')")
+    from normconf.adapters import _cpu
+
+    try:  # NORMCONF_MAX_ISA sets each library's ISA cap before any framework is imported (NUM.N10)
+        _cpu.apply_max_isa()
+    except _cpu.IsaCapError as exc:
+        import pytest
+
+        raise pytest.UsageError(str(exc)) from None
 
 
 def cited_clauses(item) -> list[str]:

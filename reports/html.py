@@ -13,6 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from normconf import __version__
+from normconf.adapters import _cpu
 from normconf.adapters.base import NORMS
 
 from . import markdown, plots
@@ -115,6 +116,7 @@ def _environments(runs: list[Run], labels) -> list[dict]:
     for i, run in enumerate(runs):
         for adapter, env in run.environments.items():
             rows.append({**env, "impl": labels.get((i, adapter), adapter), "run": run.label,
+                         "cpu": _cpu.summary(env.get("cpu")),
                          "flags": ", ".join(f"{k}={v}" for k, v in env.get("flags", {}).items())})
     return rows
 

@@ -46,6 +46,14 @@ class Run:
     def device(self, adapter: str) -> str:
         return self.environments.get(adapter, {}).get("device") or "unknown device"
 
+    def platform(self, adapter: str) -> str:
+        """The device, and on a CPU which one and its ISA caps (NUM.N10): what tells two hosts apart."""
+        device, cpu = self.device(adapter), self.environments.get(adapter, {}).get("cpu")
+        if device != "cpu" or not cpu:
+            return device
+        caps = ", ".join(f"{k}={v}" for k, v in sorted(cpu.get("caps", {}).items()))
+        return f"cpu {cpu.get('model', '?')}" + (f" capped {caps}" if caps else "")
+
 
 @lru_cache(maxsize=None)
 def _validators() -> dict:
@@ -119,12 +127,12 @@ def load(paths) -> list[Run]:
 
 
 def implementations(runs: list[Run]) -> dict[tuple[int, str], str]:
-    """{(run index, adapter): row label}: the adapter, qualified by device when several runs measured
-    it on different devices, and by file when that still leaves two rows with one name."""
+    """{(run index, adapter): row label}: the adapter, qualified by device (and CPU and ISA caps) when
+    several runs measured it on different ones, and by file when that still leaves two rows with one name."""
     seen: dict[str, list[tuple[int, str]]] = {}
     for i, run in enumerate(runs):
         for adapter in dict.fromkeys(r["adapter"] for r in run.results):
-            seen.setdefault(adapter, []).append((i, run.device(adapter)))
+            seen.setdefault(adapter, []).append((i, run.platform(adapter)))
     labels = {}
     for adapter, where in seen.items():
         devices = [d for _, d in where]
