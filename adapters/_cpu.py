@@ -180,16 +180,20 @@ def summary(cpu: dict | None) -> str:
 @dataclass(frozen=True)
 class CpuDependency:
     """A divergence that occurs only where `library` has (`present=True`) or lacks (`present=False`) the
-    CPU feature `feature` in force: the known divergence is claimed, and checked, only where it holds;
-    elsewhere the adapter must conform (NUM.N10)."""
+    CPU feature `feature` in force, and, with `on_cpu` set, only where the CPU itself has (or lacks) it
+    whatever the caps (a framework that picks a kernel by the CPU while the library runs it capped).
+    The known divergence is claimed, and checked, only where this holds; elsewhere the adapter must
+    conform (NUM.N10)."""
 
     library: str  # "xla", "onednn", "aten"
     feature: str  # a FEATURES name: "avx512_fp16"
     present: bool
-    source: str  # where the dependency was read or measured
+    on_cpu: bool | None = None
 
     def holds(self, environ=os.environ) -> bool:
-        return (self.feature in in_force(self.library, environ)) == self.present
+        on_cpu = self.on_cpu is None or (self.feature in features()) == self.on_cpu
+        return on_cpu and (self.feature in in_force(self.library, environ)) == self.present
 
     def describe(self) -> str:
-        return f"{self.library} {'with' if self.present else 'without'} {self.feature} in force"
+        cpu = "" if self.on_cpu is None else f" on a CPU {'with' if self.on_cpu else 'without'} it"
+        return f"{self.library} {'with' if self.present else 'without'} {self.feature} in force{cpu}"

@@ -844,7 +844,7 @@ KNOWN += [
 # haiku's BatchNorm float16 backward overflows only where XLA promotes float16 arithmetic to float32 per
 # operation (no AVX512-FP16 in force); with native float16 it stays finite and within NUM.N8's budget
 # (measured on an AVX512-FP16 Xeon: 351 against a budget of 3.3e7; the same CPU capped to AVX2 overflows).
-_XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False, source="spec/layer_norm.md LN.D10")
+_XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False)
 KNOWN += [
     Divergence("haiku", norm, "LN.D10", "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
                _half_rsqrt_jvp_overflows,
@@ -970,3 +970,15 @@ KNOWN.append(Divergence(
     "keras[torch]", "layer_norm", "BN.D4", "Keras' torch backend takes one-pass moments for non-contiguous LayerNorm axes",
     _keras_torch_manual_layer_norm,
     lambda: (Case("layer_norm", _KERAS_ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"), "float32")))
+
+# TF picks its oneDNN half-precision kernels by the CPU's own features, not by ONEDNN_MAX_CPU_ISA: with oneDNN
+# capped below the ISA those kernels need, FusedBatchNormV3 raises "could not create a primitive descriptor"
+KNOWN += [
+    Divergence("tf.fused_batch_norm", "batch_norm", "BN.D20",
+               f"TF routes {dtype} FusedBatchNorm to oneDNN by the CPU's features, but oneDNN is capped below them: "
+               "it raises", lambda case, dtype, half=dtype: dtype == half,
+               lambda dtype=dtype: (Case("batch_norm", np.array([[[[0.5, -1.0]]], [[[2.0, 0.25]]]]),
+                                         {"channel_axis": -1, "training": True}, "standard"), dtype),
+               cpu=CpuDependency("onednn", feature, present=False, on_cpu=True))
+    for dtype, feature in (("bfloat16", "avx512f"), ("float16", "avx512_fp16"))
+]
