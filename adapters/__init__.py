@@ -5,6 +5,7 @@ module is imported only when it is used, and its framework only when it runs. Pl
 implementations, `plugin.py`) are named by where they live - "path/file.py[:obj]" or "module:obj" - or
 by the name of an installed `normconf.adapters` entry point.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,7 +41,9 @@ class UnknownAdapter(KeyError):
     """An adapter name the registry does not hold."""
 
 
-ISOLATE = "NORMCONF_ISOLATE"  # set (to the per-call timeout in seconds, or "on"): every call in a child process
+ISOLATE = (
+    "NORMCONF_ISOLATE"  # set (to the per-call timeout in seconds, or "on"): every call in a child process
+)
 
 
 @lru_cache(maxsize=None)
@@ -67,8 +70,9 @@ def _load(name: str) -> Adapter:
     if name in plugin.entry_points():
         return plugin.load_entry_point(name)
     known = sorted([*REGISTRY, *plugin.entry_points()])
-    raise UnknownAdapter(f"unknown adapter {name!r}; known: {', '.join(known)} (or a plug-in: path/file.py[:obj], "
-                         f"module:obj)")
+    raise UnknownAdapter(
+        f"unknown adapter {name!r}; known: {', '.join(known)} (or a plug-in: path/file.py[:obj], module:obj)"
+    )
 
 
 def names() -> list[str]:
@@ -78,5 +82,15 @@ def names() -> list[str]:
     return [*REGISTRY, *sorted(set(plugin.entry_points()) - set(REGISTRY))]
 
 
-__all__ = ["NORMS", "REGISTRY", "Adapter", "Convention", "NormDeclaration", "Outcome", "Unsupported", "UnknownAdapter",
-           "get", "names"]
+__all__ = [
+    "NORMS",
+    "REGISTRY",
+    "Adapter",
+    "Convention",
+    "NormDeclaration",
+    "Outcome",
+    "Unsupported",
+    "UnknownAdapter",
+    "get",
+    "names",
+]

@@ -6,12 +6,14 @@ AVX512-FP16, oneDNN (TensorFlow, Paddle) and ATen (PyTorch) dispatch to AVX2 / A
 that sums in other orders and widths. Each library has its own switch to play an older CPU, and
 `NORMCONF_MAX_ISA` sets all three at once, before any framework is imported:
 
-    NORMCONF_MAX_ISA=avx2   ->  XLA_FLAGS=--xla_cpu_max_isa=AVX2  ONEDNN_MAX_CPU_ISA=AVX2  ATEN_CPU_CAPABILITY=avx2
+    NORMCONF_MAX_ISA=avx2   ->  XLA_FLAGS=--xla_cpu_max_isa=AVX2  ONEDNN_MAX_CPU_ISA=AVX2
+                                ATEN_CPU_CAPABILITY=avx2
 
 Every result's environment records `describe()`: the CPU model, its numerics-relevant features and
 the caps in force, so results from two hosts (or one host playing two) are told apart, and a known
 divergence that depends on the CPU is claimed only where its dependency holds (`CpuDependency`).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +27,21 @@ MAX_ISA_ENV = "NORMCONF_MAX_ISA"
 # /proc/cpuinfo flag -> the feature name normconf records. x86: wider vectors and native half-precision
 # arithmetic; ARM (the "Features" line): NEON, SVE, half-precision arithmetic.
 FEATURES = {
-    "fma": "fma", "f16c": "f16c", "avx2": "avx2", "avx512f": "avx512f", "avx512_fp16": "avx512_fp16",
-    "avx512_bf16": "avx512_bf16", "avx512_vnni": "avx512_vnni", "amx_tile": "amx", "amx_bf16": "amx_bf16",
-    "amx_fp16": "amx_fp16", "asimd": "neon", "sve": "sve", "sve2": "sve2", "asimdhp": "fp16", "bf16": "bf16",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx2": "avx2",
+    "avx512f": "avx512f",
+    "avx512_fp16": "avx512_fp16",
+    "avx512_bf16": "avx512_bf16",
+    "avx512_vnni": "avx512_vnni",
+    "amx_tile": "amx",
+    "amx_bf16": "amx_bf16",
+    "amx_fp16": "amx_fp16",
+    "asimd": "neon",
+    "sve": "sve",
+    "sve2": "sve2",
+    "asimdhp": "fp16",
+    "bf16": "bf16",
 }
 
 # Each library's own cap switch and the levels it accepts, oldest first: a cap at one level takes away the
@@ -38,25 +52,51 @@ FEATURES = {
 #   oneDNN ONEDNN_MAX_CPU_ISA (also read as DNNL_MAX_CPU_ISA; an unknown value is silently ignored there).
 #   ATen ATEN_CPU_CAPABILITY: which DispatchStub kernels run (an unknown value is only warned about there).
 LEVELS = {
-    "xla": (("SSE4_2", ()), ("AVX", ()), ("AVX2", ("avx2", "fma", "f16c")), ("AVX512", ("avx512f", "avx512_fp16")),
-            ("AVX512_VNNI", ("avx512_vnni",)), ("AVX512_BF16", ("avx512_bf16",)), ("AMX", ("amx", "amx_bf16")),
-            ("AMX_FP16", ("amx_fp16",)), ("AMX_FP8", ())),
-    "onednn": (("SSE41", ()), ("AVX", ()), ("AVX2", ("avx2", "fma", "f16c")), ("AVX2_VNNI", ()), ("AVX2_VNNI_2", ()),
-               ("AVX512_CORE", ("avx512f",)), ("AVX512_CORE_VNNI", ("avx512_vnni",)),
-               ("AVX512_CORE_BF16", ("avx512_bf16",)), ("AVX10_1_512", ("avx512_fp16",)),
-               ("AVX10_1_512_AMX", ("amx", "amx_bf16")), ("AVX10_1_512_AMX_FP16", ("amx_fp16",))),
-    "aten": (("DEFAULT", ()), ("AVX2", ("avx2", "fma", "f16c")),
-             ("AVX512", ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx", "amx_bf16", "amx_fp16"))),
+    "xla": (
+        ("SSE4_2", ()),
+        ("AVX", ()),
+        ("AVX2", ("avx2", "fma", "f16c")),
+        ("AVX512", ("avx512f", "avx512_fp16")),
+        ("AVX512_VNNI", ("avx512_vnni",)),
+        ("AVX512_BF16", ("avx512_bf16",)),
+        ("AMX", ("amx", "amx_bf16")),
+        ("AMX_FP16", ("amx_fp16",)),
+        ("AMX_FP8", ()),
+    ),
+    "onednn": (
+        ("SSE41", ()),
+        ("AVX", ()),
+        ("AVX2", ("avx2", "fma", "f16c")),
+        ("AVX2_VNNI", ()),
+        ("AVX2_VNNI_2", ()),
+        ("AVX512_CORE", ("avx512f",)),
+        ("AVX512_CORE_VNNI", ("avx512_vnni",)),
+        ("AVX512_CORE_BF16", ("avx512_bf16",)),
+        ("AVX10_1_512", ("avx512_fp16",)),
+        ("AVX10_1_512_AMX", ("amx", "amx_bf16")),
+        ("AVX10_1_512_AMX_FP16", ("amx_fp16",)),
+    ),
+    "aten": (
+        ("DEFAULT", ()),
+        ("AVX2", ("avx2", "fma", "f16c")),
+        ("AVX512", ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx", "amx_bf16", "amx_fp16")),
+    ),
 }
 ARM_LEVELS = {"xla": (("NEON", ("neon", "fp16", "bf16")), ("SVE", ("sve",)), ("SVE2", ("sve2",)))}
-ALIASES = {"onednn": {"AVX512_CORE_FP16": "AVX10_1_512", "AVX512_CORE_AMX": "AVX10_1_512_AMX",
-                      "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16", "DEFAULT": ""}}
+ALIASES = {
+    "onednn": {
+        "AVX512_CORE_FP16": "AVX10_1_512",
+        "AVX512_CORE_AMX": "AVX10_1_512_AMX",
+        "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16",
+        "DEFAULT": "",
+    }
+}
 SWITCHES = {"xla": "XLA_FLAGS", "onednn": "ONEDNN_MAX_CPU_ISA", "aten": "ATEN_CPU_CAPABILITY"}
 OLD_NAMES = {"onednn": "DNNL_MAX_CPU_ISA"}  # read by oneDNN where the new name is unset
 VARIABLES = (MAX_ISA_ENV, *SWITCHES.values(), *OLD_NAMES.values())  # what a child process must inherit
 SOURCES = {
     "xla": "https://github.com/openxla/xla/blob/2b1643c60790bcc02471af47144eec4a4ce470a9/xla/backends/cpu/codegen/"
-           "cpu_features.cc#L78-L180",
+    "cpu_features.cc#L78-L180",
     "onednn": "https://github.com/oneapi-src/oneDNN/blob/v3.7.1/doc/performance_considerations/dispatcher_control.md",
     "aten": "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/DispatchStub.cpp",
 }
@@ -117,8 +157,10 @@ def caps(environ=os.environ) -> dict[str, str]:
             if not level:  # oneDNN's DEFAULT: no cap
                 continue
             if level not in _level_names(library):
-                raise IsaCapError(f"{variable}: {value.strip()!r} is not a level {library} knows; "
-                                  f"one of {', '.join(_level_names(library))}")
+                raise IsaCapError(
+                    f"{variable}: {value.strip()!r} is not a level {library} knows; "
+                    f"one of {', '.join(_level_names(library))}"
+                )
             found[library] = level
     return found
 
@@ -155,23 +197,34 @@ def in_force(library: str, environ=os.environ) -> frozenset[str]:
     names = [name for name, _ in levels]
     if level not in names:  # a level of another architecture: it caps nothing here
         return features()
-    return features() - {f for _, fs in levels[names.index(level) + 1:] for f in fs}
+    return features() - {f for _, fs in levels[names.index(level) + 1 :] for f in fs}
 
 
 def describe(environ=os.environ) -> dict:
     """What an environment record holds about the CPU."""
-    return {"model": _cpuinfo()[0], "arch": platform.machine(), "features": sorted(features()),
-            "caps": caps(environ)}
+    return {
+        "model": _cpuinfo()[0],
+        "arch": platform.machine(),
+        "features": sorted(features()),
+        "caps": caps(environ),
+    }
 
 
 def summary(cpu: dict | None) -> str:
-    """One line for a report: model, the half-precision features, the caps ("AMD EPYC; avx512_bf16; capped xla=AVX2")."""
+    """One line for a report: model, the half-precision features, the caps
+    ("AMD EPYC; avx512_bf16; capped xla=AVX2")."""
     if not cpu:
         return ""
-    half = [f for f in ("avx512_fp16", "avx512_bf16", "amx", "amx_fp16", "sve", "fp16", "bf16")
-            if f in cpu.get("features", ())]
+    half = [
+        f
+        for f in ("avx512_fp16", "avx512_bf16", "amx", "amx_fp16", "sve", "fp16", "bf16")
+        if f in cpu.get("features", ())
+    ]
     widest = next((f for f in ("avx512f", "avx2", "sve", "neon") if f in cpu.get("features", ())), "")
-    parts = [cpu.get("model", "?"), ", ".join(p for p in [widest, *half] if p) or "no vector features recorded"]
+    parts = [
+        cpu.get("model", "?"),
+        ", ".join(p for p in [widest, *half] if p) or "no vector features recorded",
+    ]
     if cpu.get("caps"):
         parts.append("capped " + ", ".join(f"{k}={v}" for k, v in sorted(cpu["caps"].items())))
     return "; ".join(parts)

@@ -7,6 +7,7 @@ frameworks that have a switch: `on`, `off`, or unset (each framework's own defau
 A norm's statistics are reductions, not matmuls, so TF32 matters where a framework builds one from a
 matmul (TF's LRN band matrix) or a fused kernel chooses it.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,6 +35,7 @@ def tf32_requested() -> bool | None:
 
 # -- PyTorch ------------------------------------------------------------------------------------
 
+
 def torch_device(torch) -> str:
     """'cuda' where torch sees a GPU and accelerators are allowed, else 'cpu'; applies NORMCONF_TF32."""
     wanted = tf32_requested()
@@ -45,13 +47,16 @@ def torch_device(torch) -> str:
 
 def torch_environment(torch) -> dict:
     device = torch_device(torch)
-    return {"device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name(0)})",
-            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-            # the kernels ATen dispatches to, as torch reports them (ATEN_CPU_CAPABILITY caps it; NUM.N10)
-            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "device": device if device == "cpu" else f"cuda ({torch.cuda.get_device_name(0)})",
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        # the kernels ATen dispatches to, as torch reports them (ATEN_CPU_CAPABILITY caps it; NUM.N10)
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 # -- JAX ----------------------------------------------------------------------------------------
+
 
 def jax_configure(jax) -> None:
     """Before the first computation: the CPU only when NORMCONF_DEVICE=cpu; TF32 as requested
@@ -65,11 +70,16 @@ def jax_configure(jax) -> None:
 
 def jax_environment(jax) -> dict:
     device = jax.devices()[0]
-    return {"device": device.platform if device.platform == "cpu" else f"{device.platform} ({device.device_kind})",
-            "tf32": {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision}}
+    return {
+        "device": device.platform
+        if device.platform == "cpu"
+        else f"{device.platform} ({device.device_kind})",
+        "tf32": {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision},
+    }
 
 
 # -- TensorFlow ---------------------------------------------------------------------------------
+
 
 def tf_configure(tf) -> None:
     """Before the first op: hide the GPUs when NORMCONF_DEVICE=cpu; TF32 as requested."""
@@ -85,5 +95,7 @@ def tf_configure(tf) -> None:
 
 def tf_environment(tf) -> dict:
     gpus = tf.config.get_visible_devices("GPU")
-    return {"device": "cpu" if not gpus else f"gpu ({len(gpus)} visible; ops placed by TF)",
-            "tf32": {"tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled()}}
+    return {
+        "device": "cpu" if not gpus else f"gpu ({len(gpus)} visible; ops placed by TF)",
+        "tf32": {"tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled()},
+    }

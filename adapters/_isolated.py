@@ -12,6 +12,7 @@ the parent's `__main__` (re-running an unguarded script, with its argv, inside t
 child serves anything) and inherits the environment only through the parent's `os.environ`, which
 would have to be changed while the child starts.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -66,7 +67,10 @@ def _main() -> None:
     requests until it reads None or the parent goes away."""
     from multiprocessing.connection import Connection
 
-    requests, replies = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+    requests, replies = (
+        Connection(int(sys.argv[1]), writable=False),
+        Connection(int(sys.argv[2]), readable=False),
+    )
     name, adapter = sys.argv[3], None
     while True:
         try:
@@ -110,8 +114,12 @@ class Isolated:
         env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         code = "from normconf.adapters._isolated import _main; _main()"
         try:
-            self._process = subprocess.Popen([sys.executable, "-c", code, str(child_reads), str(child_writes), self.name],
-                                             env=env, stdin=subprocess.DEVNULL, pass_fds=(child_reads, child_writes))
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code, str(child_reads), str(child_writes), self.name],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(child_reads, child_writes),
+            )
         finally:
             os.close(child_reads)
             os.close(child_writes)
@@ -126,21 +134,29 @@ class Isolated:
                 self._discard()
                 self._start()
                 self._calls = 0
-            limit = None if self.timeout is None else self.timeout + (FIRST_CALL_ALLOWANCE if not self._calls else 0)
+            limit = (
+                None
+                if self.timeout is None
+                else self.timeout + (FIRST_CALL_ALLOWANCE if not self._calls else 0)
+            )
             try:
                 self._requests.send((method, args, kwargs))
                 if limit is not None and not self._replies.poll(limit):
                     process = self._process
                     process.kill()
                     self._discard()
-                    raise ChildTimedOut(f"{self.name}: {method}() did not return within {limit:g} s; the isolated "
-                                        f"child (pid {process.pid}) was killed")
+                    raise ChildTimedOut(
+                        f"{self.name}: {method}() did not return within {limit:g} s; the isolated "
+                        f"child (pid {process.pid}) was killed"
+                    )
                 reply = self._replies.recv()
             except (EOFError, OSError):
                 process = self._process
                 self._discard()
-                raise ChildDied(f"{self.name}: the isolated child (pid {process.pid}) died with exit code "
-                                f"{process.returncode}{_signal_name(process.returncode)} during {method}()") from None
+                raise ChildDied(
+                    f"{self.name}: the isolated child (pid {process.pid}) died with exit code "
+                    f"{process.returncode}{_signal_name(process.returncode)} during {method}()"
+                ) from None
             self._calls += 1
         if reply[0] == "ok":
             return reply[1]
@@ -231,4 +247,12 @@ def _shutdown() -> None:
         child.close()
 
 
-__all__ = ["ChildDied", "ChildTimedOut", "ChildTraceback", "Isolated", "IsolatedAdapter", "in_child", "isolated"]
+__all__ = [
+    "ChildDied",
+    "ChildTimedOut",
+    "ChildTraceback",
+    "Isolated",
+    "IsolatedAdapter",
+    "in_child",
+    "isolated",
+]

@@ -7,6 +7,7 @@ else. The adapter's `sync_batch_norm` calls go to a child started with the envir
 isolated-child machinery of `_isolated.py`), and the child, seeing `REPLICAS_FLAG`, runs them itself.
 The devices are CPU ones on every machine, so the step runs the same way with or without a GPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,13 @@ TF_DEVICES = 2
 
 def jax_env() -> dict[str, str]:
     """JAX with JAX_DEVICES host (CPU) devices."""
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f)
-    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={JAX_DEVICES}".strip(),
-            REPLICAS_FLAG: str(JAX_DEVICES)}
+    flags = " ".join(
+        f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f
+    )
+    return {
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={JAX_DEVICES}".strip(),
+        REPLICAS_FLAG: str(JAX_DEVICES),
+    }
 
 
 def tf_env(base: dict[str, str]) -> dict[str, str]:
@@ -38,8 +43,9 @@ def here() -> bool:
 
 def run_in_child(adapter, env: dict[str, str], x, params: dict, dtype: str, cotangent):
     """`adapter.run("sync_batch_norm", ...)` in the cached child with `env`."""
-    return _isolated.isolated(adapter.name, env).call("run", "sync_batch_norm", x, params, dtype=dtype,
-                                                      cotangent=cotangent)
+    return _isolated.isolated(adapter.name, env).call(
+        "run", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent
+    )
 
 
 def tf_logical_cpus():

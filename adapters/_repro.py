@@ -7,6 +7,7 @@ what the script spells out, so the script cannot drift from what the adapter rea
 script binds `y` (and `grads`, `state` where there are some) and prints them with `show`, as
 float64 lists that a test can compare with the adapter's own outcome.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -33,6 +34,7 @@ def recorded_calls(targets, run: Callable[[], Any]) -> list[Call]:
             result = original(*args, **kwargs)
             calls.append(Call(name, args, kwargs, result))
             return result
+
         return call
 
     try:
@@ -103,20 +105,25 @@ def function_call(function: str, call: Call, tensor, backward: str | None) -> li
     first = "[0]" if isinstance(call.result, (tuple, list)) else ""
     lines += [f"y = {function}({', '.join(arguments)}){first}", "show('y', y)"]
     if backward is not None:
-        lines += [backward, "show('grad', {" + ", ".join(f"{t!r}: {t}.grad" for t, grad in tensors if grad) + "})"]
+        lines += [
+            backward,
+            "show('grad', {" + ", ".join(f"{t!r}: {t}.grad" for t, grad in tensors if grad) + "})",
+        ]
     lines.append("show('after', {" + ", ".join(f"{t!r}: {t}" for t, grad in tensors[1:] if not grad) + "})")
     return lines
 
 
 def show_function(to_numpy: str) -> list[str]:
     """The script's `show(name, value)`; `to_numpy` converts one framework array named `v`."""
-    return ["def show(name, value):",
-            f"    to_numpy = lambda v: np.asarray({to_numpy}, dtype=np.float64)",
-            "    if isinstance(value, (dict, list, tuple)):",
-            "        for key, v in (value.items() if isinstance(value, dict) else enumerate(value)):",
-            "            show(f'{name}[{key!r}]', v)",
-            "    elif value is not None:",
-            "        print(name, '=', to_numpy(value).tolist())"]
+    return [
+        "def show(name, value):",
+        f"    to_numpy = lambda v: np.asarray({to_numpy}, dtype=np.float64)",
+        "    if isinstance(value, (dict, list, tuple)):",
+        "        for key, v in (value.items() if isinstance(value, dict) else enumerate(value)):",
+        "            show(f'{name}[{key!r}]', v)",
+        "    elif value is not None:",
+        "        print(name, '=', to_numpy(value).tolist())",
+    ]
 
 
 def script(lines) -> str:

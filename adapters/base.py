@@ -6,6 +6,7 @@ NumPy arrays and canonical parameters in, NumPy float64 outputs (and new state, 
 A configuration the framework cannot express raises `Unsupported` with the reason; nothing is
 approximated.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from normconf.reference import NORMS as RECORDS
 from normconf.reference import Grads, RunningStats
 
-NORMS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm", "local_response_norm",
-         "lp_normalize", "channel_normalize", "sync_batch_norm")
+NORMS = tuple(RECORDS)  # every norm's name, in the records' order (normconf.reference.norms)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -61,7 +62,11 @@ class NormDeclaration:
 
     def fixed(self) -> dict[str, Any]:
         """Canonical parameters the framework pins to one value (a strategy must draw exactly these)."""
-        return {c.key: c.value for c in self.conventions if c.fixed and c.key in CANONICAL_PARAMETERS.get(self.norm, ())}
+        return {
+            c.key: c.value
+            for c in self.conventions
+            if c.fixed and c.key in CANONICAL_PARAMETERS.get(self.norm, ())
+        }
 
     def convention(self, key: str) -> Convention:
         for c in self.conventions:
@@ -73,20 +78,10 @@ class NormDeclaration:
 # Divisor conventions (BN.P8, RMS.P4) no framework covered departs from: the suite draws them only where
 # a declaration fixes them, and an adapter is never handed a value it has not declared.
 DIVISOR_CONVENTIONS = {"normalize_var": "biased", "eps_placement": "inside_sqrt"}
-DIVISOR_NORMS = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm")
+DIVISOR_NORMS = tuple(name for name, norm in RECORDS.items() if norm.divisor)
 
 # The canonical keyword parameters of each reference function that a framework default can set.
-CANONICAL_PARAMETERS = {
-    "batch_norm": ("channel_axis", "eps", "momentum", "running_var", "normalize_var", "eps_placement"),
-    "instance_norm": ("channel_axis", "eps", "momentum", "running_var", "normalize_var", "eps_placement"),
-    "layer_norm": ("axes", "eps", "normalize_var", "eps_placement"),
-    "group_norm": ("groups", "channel_axis", "eps", "assignment", "normalize_var", "eps_placement"),
-    "rms_norm": ("axes", "eps", "eps_placement"),
-    "local_response_norm": ("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
-    "lp_normalize": ("p", "axes", "eps", "eps_placement"),
-    "channel_normalize": ("channel_axis", "std_floor"),
-    "sync_batch_norm": ("weighting", "channel_axis", "eps", "momentum", "running_var"),
-}
+CANONICAL_PARAMETERS = {name: norm.defaultable for name, norm in RECORDS.items()}
 
 
 @dataclass
@@ -163,8 +158,12 @@ class Adapter:
             fixed = declaration.fixed()
             for key, canonical in DIVISOR_CONVENTIONS.items():
                 value = params.pop(key, canonical)
-                require(value == fixed.get(key, canonical), f"{declaration.api} computes {key}="
-                        f"{fixed.get(key, canonical)!r}, not {value!r} ({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})")
+                require(
+                    value == fixed.get(key, canonical),
+                    f"{declaration.api} computes {key}="
+                    f"{fixed.get(key, canonical)!r}, not {value!r} "
+                    f"({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})",
+                )
         return self._run(norm, np.asarray(x, dtype=np.float64), params, dtype, cotangent)
 
     def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome:
@@ -187,8 +186,11 @@ def float32_attribute(value: float, dtype: str, what: str) -> float:
     """A value the framework passes as a 32-bit float: exact in a float64 run only when it is a float32
     number, otherwise unsupported there (`what` says whose attribute and which clause)."""
     value = float(value)
-    require(dtype != "float64" or f32(value) == value,
-            f"{what} is a 32-bit float: {value!r} would become {f32(value)!r}, so a float64 run cannot use it exactly")
+    require(
+        dtype != "float64" or f32(value) == value,
+        f"{what} is a 32-bit float: {value!r} would become {f32(value)!r}, "
+        "so a float64 run cannot use it exactly",
+    )
     return value
 
 

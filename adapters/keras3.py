@@ -13,6 +13,7 @@ backend has none. Facts and sources: /work/research/tf_keras.md and the spec's D
 Parameters are canonical: one a caller leaves out means the canonical default (the reference
 function's), not Keras'; Keras' defaults are declared, in canonical terms, as Conventions.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,12 @@ SRC_BN_DEFAULTS = f"{SRC_BN}#L160-L180"
 SRC_BN_TRAINING = f"{SRC_BN}#L363"
 SRC_BN_UPDATE = f"{SRC_BN}#L385-L391"
 SRC_BN_MOMENTS = f"{SRC_BN}#L434-L440"
-SRC_SYNC_MOMENTS = "https://github.com/keras-team/keras/blob/v3.15.1/keras/src/backend/tensorflow/nn.py#L1492-L1544"
-SRC_TF_LOGICAL_DEVICES = ("https://github.com/tensorflow/tensorflow/blob/a481b10260d/tensorflow/python/framework/"
-                          "config.py#L859")
+SRC_SYNC_MOMENTS = (
+    "https://github.com/keras-team/keras/blob/v3.15.1/keras/src/backend/tensorflow/nn.py#L1492-L1544"
+)
+SRC_TF_LOGICAL_DEVICES = (
+    "https://github.com/tensorflow/tensorflow/blob/a481b10260d/tensorflow/python/framework/config.py#L859"
+)
 SRC_OPS_BN = f"{K}/keras/src/ops/nn.py#L2428-L2478"
 SRC_LN = f"{K}/keras/src/layers/normalization/layer_normalization.py"
 SRC_LN_DEFAULTS = f"{SRC_LN}#L105-L151"
@@ -101,87 +105,177 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
 
     x64: tuple[Convention, ...] = ()
     if backend == "jax":
-        x64 = (Convention("jax_enable_x64", "JAX_ENABLE_X64", False, SRC_JAX_X64,
-                          note="float64 runs are made under jax.enable_x64(True), as a float64 user must; without "
-                               "it every array is float32"),)
+        x64 = (
+            Convention(
+                "jax_enable_x64",
+                "JAX_ENABLE_X64",
+                False,
+                SRC_JAX_X64,
+                note="float64 runs are made under jax.enable_x64(True), as a float64 user must; without "
+                "it every array is float32",
+            ),
+        )
     # float64 -> float32: BN, LN, GN, RMS through result_type(x, "float32"); Unit/Normalization through a
     # Python-float operand of minimum/maximum (torch, numpy; numpy even returns float32).
-    common = x64 + (() if tf else (Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
-                                              note="float64 inputs are accepted, computed in float32, cast back"),))
-    plain_common = x64 + (() if plain_f64 == "float64" else (
-        Convention("float64", "— (keras.backend.result_type)", "float32", SRC_64_TO_32,
-                   note="float64 meets a Python-float operand (1/epsilon, epsilon) and is computed in float32"
-                        + ("; the output is float32" if backend == "numpy" else "")),))
+    common = x64 + (
+        ()
+        if tf
+        else (
+            Convention(
+                "float64",
+                "— (keras.backend.result_type)",
+                "float32",
+                SRC_64_TO_32,
+                note="float64 inputs are accepted, computed in float32, cast back",
+            ),
+        )
+    )
+    plain_common = x64 + (
+        ()
+        if plain_f64 == "float64"
+        else (
+            Convention(
+                "float64",
+                "— (keras.backend.result_type)",
+                "float32",
+                SRC_64_TO_32,
+                note="float64 meets a Python-float operand (1/epsilon, epsilon) and is computed in float32"
+                + ("; the output is float32" if backend == "numpy" else ""),
+            ),
+        )
+    )
 
     def trailing_only(source, kernel):
         """torch backend: contiguous axes go to the torch kernel, which normalizes the trailing ones."""
         if backend != "torch":
             return ()
-        return (Convention("contiguous_axes", "axis", "trailing only", source,
-                           note=f"contiguous axes (is_continuous_axis, {SRC_CONTINUOUS}) are passed to {kernel} "
-                                "as a normalized_shape, which names the TRAILING axes: non-trailing ones raise "
-                                "RuntimeError (axis=[1] of (2,3,4,6)) or, where the trailing sizes match, silently "
-                                "normalize the wrong axes (axis=[1] of (2,3,3)); non-contiguous axes are correct"),)
+        return (
+            Convention(
+                "contiguous_axes",
+                "axis",
+                "trailing only",
+                source,
+                note=f"contiguous axes (is_continuous_axis, {SRC_CONTINUOUS}) are passed to {kernel} "
+                "as a normalized_shape, which names the TRAILING axes: non-trailing ones raise "
+                "RuntimeError (axis=[1] of (2,3,4,6)) or, where the trailing sizes match, silently "
+                "normalize the wrong axes (axis=[1] of (2,3,3)); non-contiguous axes are correct",
+            ),
+        )
 
-    variance = Convention("variance", "— (ops.moments)", "biased, one-pass" if one_pass else "biased, two-pass",
-                          SRC_MOMENTS[backend], clause="BN.D4" if one_pass else None,
-                          note="E[x^2] - E[x]^2, unclamped" if one_pass else "")
+    variance = Convention(
+        "variance",
+        "— (ops.moments)",
+        "biased, one-pass" if one_pass else "biased, two-pass",
+        SRC_MOMENTS[backend],
+        clause="BN.D4" if one_pass else None,
+        note="E[x^2] - E[x]^2, unclamped" if one_pass else "",
+    )
     bn = (
         Convention("channel_axis", "axis", -1, SRC_BN_DEFAULTS),
         Convention("eps", "epsilon", 1e-3, SRC_BN_DEFAULTS, clause="BN.D3"),
-        Convention("momentum", "momentum", 0.01, SRC_BN_UPDATE, clause="BN.D2",
-                   note="canonical = 1 - keras momentum (0.99); Keras weights the old value"),
+        Convention(
+            "momentum",
+            "momentum",
+            0.01,
+            SRC_BN_UPDATE,
+            clause="BN.D2",
+            note="canonical = 1 - keras momentum (0.99); Keras weights the old value",
+        ),
         Convention("running_var", "—", "biased", SRC_BN_MOMENTS, clause="BN.D1"),
         Convention("eps_placement", "—", "inside_sqrt", SRC_OPS_BN),
-        Convention("training", "training", False, SRC_BN_TRAINING,
-                   note="a call without training= is inference; training also needs layer.trainable"),
-        Convention("algebraic_form", "— (ops.batch_normalization)",
-                   "(x - mean)*inv + offset" if backend == "torch" else "x*inv + (offset - mean*inv)",
-                   SRC_BATCH_NORMALIZATION[backend], clause=None if backend == "torch" else "BN.D5"),
+        Convention(
+            "training",
+            "training",
+            False,
+            SRC_BN_TRAINING,
+            note="a call without training= is inference; training also needs layer.trainable",
+        ),
+        Convention(
+            "algebraic_form",
+            "— (ops.batch_normalization)",
+            "(x - mean)*inv + offset" if backend == "torch" else "x*inv + (offset - mean*inv)",
+            SRC_BATCH_NORMALIZATION[backend],
+            clause=None if backend == "torch" else "BN.D5",
+        ),
         variance,
     ) + common
     ln = (
-        Convention("axes", "axis", (-1,), SRC_LN_DEFAULTS, note="any int or list of axes"),
-        Convention("eps", "epsilon", 1e-3, SRC_LN_DEFAULTS, clause="LN.D1"),
-        Convention("algebraic_form", "— (ops.layer_normalization)",
-                   "torch.nn.functional.layer_norm for contiguous axes" if backend == "torch"
-                   else "x*inv + (-mean*inv + beta)",
-                   SRC_OPS_LN_TORCH if backend == "torch" else SRC_OPS_LN_FORM),
-        variance,
-    ) + common + trailing_only(SRC_OPS_LN_TORCH, "F.layer_norm")
+        (
+            Convention("axes", "axis", (-1,), SRC_LN_DEFAULTS, note="any int or list of axes"),
+            Convention("eps", "epsilon", 1e-3, SRC_LN_DEFAULTS, clause="LN.D1"),
+            Convention(
+                "algebraic_form",
+                "— (ops.layer_normalization)",
+                "torch.nn.functional.layer_norm for contiguous axes"
+                if backend == "torch"
+                else "x*inv + (-mean*inv + beta)",
+                SRC_OPS_LN_TORCH if backend == "torch" else SRC_OPS_LN_FORM,
+            ),
+            variance,
+        )
+        + common
+        + trailing_only(SRC_OPS_LN_TORCH, "F.layer_norm")
+    )
     gn = (
-        Convention("groups", "groups", 32, SRC_GN_DEFAULTS, clause="GN.D2", note="-1 = one group per channel"),
+        Convention(
+            "groups", "groups", 32, SRC_GN_DEFAULTS, clause="GN.D2", note="-1 = one group per channel"
+        ),
         Convention("channel_axis", "axis", -1, SRC_GN_DEFAULTS),
         Convention("eps", "epsilon", 1e-3, SRC_GN_DEFAULTS, clause="GN.D2"),
-        Convention("assignment", "— (reshape to (groups, C // groups))", "contiguous", SRC_GN_GROUPS,
-                   clause="GN.D1"),
+        Convention(
+            "assignment", "— (reshape to (groups, C // groups))", "contiguous", SRC_GN_GROUPS, clause="GN.D1"
+        ),
         variance,
     ) + common
     rms = (
-        Convention("axes", "axis", (-1,), SRC_RMS),
-        Convention("eps", "epsilon", 1e-6, SRC_RMS, clause="RMS.D2",
-                   note="the layer's default; keras.ops.rms_normalization defaults to backend.epsilon() = 1e-7"),
-        Convention("scale", "scale (always created, ones)", "always", SRC_RMS, note="no offset"),
-        Convention("scale_broadcast", "— (outputs * scale)", "trailing axes only", SRC_OPS_RMS,
-                   note="scale (shape x.shape[axes]) is multiplied without reshaping: for non-trailing axes it "
-                        "broadcasts against the trailing axes, raising or silently scaling the wrong axes"),
-    ) + common + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
+        (
+            Convention("axes", "axis", (-1,), SRC_RMS),
+            Convention(
+                "eps",
+                "epsilon",
+                1e-6,
+                SRC_RMS,
+                clause="RMS.D2",
+                note="the layer's default; keras.ops.rms_normalization defaults to backend.epsilon() = 1e-7",
+            ),
+            Convention("scale", "scale (always created, ones)", "always", SRC_RMS, note="no offset"),
+            Convention(
+                "scale_broadcast",
+                "— (outputs * scale)",
+                "trailing axes only",
+                SRC_OPS_RMS,
+                note="scale (shape x.shape[axes]) is multiplied without reshaping: for non-trailing axes it "
+                "broadcasts against the trailing axes, raising or silently scaling the wrong axes",
+            ),
+        )
+        + common
+        + trailing_only(SRC_OPS_RMS_TORCH, "F.rms_norm")
+    )
     lp = (
         Convention("p", "— (order=2 fixed)", 2.0, SRC_UNIT),
         Convention("axes", "axis", (-1,), SRC_UNIT),
         Convention("eps", "— (epsilon=1e-12 fixed)", 1e-12, SRC_UNIT),
-        Convention("eps_placement", "— (min(rsqrt(sum x^2), 1/eps))", "max_norm", SRC_OPS_NORMALIZE, clause="LP.D1"),
+        Convention(
+            "eps_placement", "— (min(rsqrt(sum x^2), 1/eps))", "max_norm", SRC_OPS_NORMALIZE, clause="LP.D1"
+        ),
     ) + plain_common
     cn = (
         Convention("channel_axis", "axis", -1, SRC_NORMALIZATION_ARGS),
-        Convention("std_floor", "— (backend.epsilon())", 1e-7, SRC_EPSILON, clause="CN.D2",
-                   note="keras.config.epsilon(); set_epsilon changes it"),
+        Convention(
+            "std_floor",
+            "— (backend.epsilon())",
+            1e-7,
+            SRC_EPSILON,
+            clause="CN.D2",
+            note="keras.config.epsilon(); set_epsilon changes it",
+        ),
         Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
     ) + plain_common
 
     def declare(norm, api, conventions, accumulation, stateful=False):
-        return NormDeclaration(norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients,
-                               stateful=stateful)
+        return NormDeclaration(
+            norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients, stateful=stateful
+        )
 
     return {
         "batch_norm": declare("batch_norm", "keras.layers.BatchNormalization", bn, upcast, stateful=True),
@@ -190,16 +284,47 @@ def _declarations(backend: str) -> dict[str, NormDeclaration]:
         "rms_norm": declare("rms_norm", "keras.layers.RMSNormalization", rms, upcast),
         "lp_normalize": declare("lp_normalize", "keras.layers.UnitNormalization", lp, plain),
         "channel_normalize": declare("channel_normalize", "keras.layers.Normalization", cn, plain),
-        **({"sync_batch_norm": declare(
-            "sync_batch_norm", "keras.layers.BatchNormalization(synchronized=True) under tf.distribute.MirroredStrategy",
-            tuple(c for c in bn if c.key != "variance") + (
-                Convention("weighting", "— (fixed)", "count", SRC_SYNC_MOMENTS, clause="SBN.D2",
-                           note="all-reduced sums, sums of squares and counts"),
-                Convention("variance", "— (_compute_moments_sync)", "biased, one-pass, clipped at 0", SRC_SYNC_MOMENTS,
-                           clause="SBN.D2", note="max(E[x^2] - mean^2, 0) (SBN.N2)"),
-                Convention("replicas", "— (logical CPU devices)", _replicas.TF_DEVICES, SRC_TF_LOGICAL_DEVICES,
-                           note="tf.config.set_logical_device_configuration splits the CPU, in a child process")),
-            upcast, stateful=True)} if tf else {}),
+        **(
+            {
+                "sync_batch_norm": declare(
+                    "sync_batch_norm",
+                    "keras.layers.BatchNormalization(synchronized=True) under tf.distribute.MirroredStrategy",
+                    tuple(c for c in bn if c.key != "variance")
+                    + (
+                        Convention(
+                            "weighting",
+                            "— (fixed)",
+                            "count",
+                            SRC_SYNC_MOMENTS,
+                            clause="SBN.D2",
+                            note="all-reduced sums, sums of squares and counts",
+                        ),
+                        Convention(
+                            "variance",
+                            "— (_compute_moments_sync)",
+                            "biased, one-pass, clipped at 0",
+                            SRC_SYNC_MOMENTS,
+                            clause="SBN.D2",
+                            note="max(E[x^2] - mean^2, 0) (SBN.N2)",
+                        ),
+                        Convention(
+                            "replicas",
+                            "— (logical CPU devices)",
+                            _replicas.TF_DEVICES,
+                            SRC_TF_LOGICAL_DEVICES,
+                            note=(
+                                "tf.config.set_logical_device_configuration splits the CPU, "
+                                "in a child process"
+                            ),
+                        ),
+                    ),
+                    upcast,
+                    stateful=True,
+                )
+            }
+            if tf
+            else {}
+        ),
     }
 
 
@@ -221,9 +346,11 @@ def _usable_here(backend: str) -> bool:
         import keras
 
         if not _CONFIGURED and keras.backend.backend() == backend:  # the backend's device and TF32 (_devices)
-            configure = {"tensorflow": lambda: _devices.tf_configure(sys.modules["tensorflow"]),
-                         "jax": lambda: _devices.jax_configure(sys.modules["jax"]),
-                         "torch": lambda: _devices.torch_device(sys.modules["torch"])}.get(backend)
+            configure = {
+                "tensorflow": lambda: _devices.tf_configure(sys.modules["tensorflow"]),
+                "jax": lambda: _devices.jax_configure(sys.modules["jax"]),
+                "torch": lambda: _devices.torch_device(sys.modules["torch"]),
+            }.get(backend)
             if configure is not None:
                 configure()
             _CONFIGURED.append(backend)
@@ -284,17 +411,27 @@ def _jitted(layer, shape: tuple, kwargs: dict):
     import jax
 
     config = {k: v for k, v in layer.get_config().items() if k != "name"}  # a name is unique per layer
-    key = (type(layer).__name__, repr(sorted(config.items())), tuple(sorted(kwargs.items())), tuple(shape),
-           tuple(tuple(v.shape) for v in layer.variables))
+    key = (
+        type(layer).__name__,
+        repr(sorted(config.items())),
+        tuple(sorted(kwargs.items())),
+        tuple(shape),
+        tuple(tuple(v.shape) for v in layer.variables),
+    )
     if key not in _JITTED:
+
         @jax.jit
         def forward(x_, trainable_, non_trainable_):
             return layer.stateless_call(trainable_, non_trainable_, x_, **kwargs)
 
         @jax.jit
         def forward_and_back(x_, trainable_, non_trainable_, g):
-            y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
-                                        x_, trainable_, has_aux=True)
+            y_, vjp, updated_ = jax.vjp(
+                lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
+                x_,
+                trainable_,
+                has_aux=True,
+            )
             return y_, updated_, vjp(g.astype(y_.dtype))
 
         _JITTED[key] = forward, forward_and_back
@@ -308,8 +445,6 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     xt = _tensor(x, dtype)
     grads = {}
     if backend == "jax":
-        import jax
-
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
         forward, forward_and_back = _jitted(layer, np.shape(x), kwargs)
@@ -317,11 +452,13 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
         if cotangent is None:
             y, updated = forward(xt, trainable, non_trainable)
         else:
-            y, updated, (dx, dtrainable) = forward_and_back(xt, trainable, non_trainable, _tensor(cotangent, dtype))
+            y, updated, (dx, dtrainable) = forward_and_back(
+                xt, trainable, non_trainable, _tensor(cotangent, dtype)
+            )
             grads["x"] = dx
             for key, var in wrt.items():
                 grads[key] = dtrainable[next(i for i, v in enumerate(layer.trainable_variables) if v is var)]
-        for var, value in zip(layer.non_trainable_variables, updated):
+        for var, value in zip(layer.non_trainable_variables, updated, strict=True):
             var.assign(value)
     elif backend == "tensorflow":
         import tensorflow as tf
@@ -333,9 +470,12 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
             y = layer(xt, **kwargs)
         if cotangent is not None:
             keys = ["x", *wrt]
-            values = tape.gradient(y, [xt, *(v.value for v in wrt.values())],
-                                   output_gradients=tf.cast(_tensor(cotangent, "float64"), y.dtype))
-            grads = dict(zip(keys, values))
+            values = tape.gradient(
+                y,
+                [xt, *(v.value for v in wrt.values())],
+                output_gradients=tf.cast(_tensor(cotangent, "float64"), y.dtype),
+            )
+            grads = dict(zip(keys, values, strict=True))
     elif backend == "torch":
         if cotangent is not None:
             xt.requires_grad_(True)
@@ -348,7 +488,10 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
         y = layer(xt, **kwargs)
     out = None
     if cotangent is not None:
-        out = Grads(_numpy(grads["x"]), *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")))
+        out = Grads(
+            _numpy(grads["x"]),
+            *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")),
+        )
     return _numpy(y), out
 
 
@@ -389,8 +532,14 @@ def _sorted_axes(axes, ndim: int) -> list[int]:
     return sorted({int(a) % ndim for a in ((axes,) if isinstance(axes, int) else axes)})
 
 
-KERAS_LAYERS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization",
-                "UnitNormalization", "Normalization")
+KERAS_LAYERS = (
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "RMSNormalization",
+    "UnitNormalization",
+    "Normalization",
+)
 # a repro's gradient lines per backend, given the layer call's keyword arguments (as `_call` does it)
 KERAS_GRADIENTS = {
     "jax": lambda call: [
@@ -399,24 +548,29 @@ KERAS_GRADIENTS = {
         "non_trainable = [v.value for v in layer.non_trainable_variables]",
         "@jax.jit  # as Keras' JAX trainer runs a step",
         "def forward_and_back(x_, t_, n_, g_):",
-        f"    y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, n_, a{', ' + call if call else ''}), x_, t_, has_aux=True)",
+        "    y_, vjp, updated_ = jax.vjp(lambda a, t: layer.stateless_call(t, n_, a"
+        f"{', ' + call if call else ''}), x_, t_, has_aux=True)",
         "    return y_, updated_, vjp(g_.astype(y_.dtype))",
         "y, updated, (dx, dtrainable) = forward_and_back(x, trainable, non_trainable, g)",
         "grads = {'x': dx, **{v.path: d for v, d in zip(layer.trainable_variables, dtrainable)}}",
         "for variable, value in zip(layer.non_trainable_variables, updated):",
-        "    variable.assign(value)"],
+        "    variable.assign(value)",
+    ],
     "tensorflow": lambda call: [
         "import tensorflow as tf",
         "with tf.GradientTape() as tape:",
         "    tape.watch(x)",
         f"    y = layer(x{', ' + call if call else ''})",
-        "values = tape.gradient(y, [x, *(v.value for v in layer.trainable_variables)], output_gradients=tf.cast(g, y.dtype))",
-        "grads = dict(zip(['x', *(v.path for v in layer.trainable_variables)], values))"],
+        "values = tape.gradient(y, [x, *(v.value for v in layer.trainable_variables)], "
+        "output_gradients=tf.cast(g, y.dtype))",
+        "grads = dict(zip(['x', *(v.path for v in layer.trainable_variables)], values))",
+    ],
     "torch": lambda call: [
         "x.requires_grad_(True)",
         f"y = layer(x{', ' + call if call else ''})",
         "y.backward(g.to(y.dtype))",
-        "grads = {'x': x.grad, **{v.path: v.value.grad for v in layer.trainable_variables}}"],
+        "grads = {'x': x.grad, **{v.path: v.value.grad for v in layer.trainable_variables}}",
+    ],
 }
 
 
@@ -424,6 +578,7 @@ def _default_layer(build, implied=lambda x: {}, **call):
     """A no-argument call: the layer `build(layers, x, hints)` in Keras' floatx policy, called on x
     converted to `dtype` (Keras casts it to the policy's compute dtype); BatchNorm in training, as
     fit() calls it (called bare it would run in inference and update nothing)."""
+
     def run(x, hints, dtype):
         layer = build(_keras().layers, x, hints)
         y = layer(_tensor(x, dtype), **call)
@@ -431,12 +586,16 @@ def _default_layer(build, implied=lambda x: {}, **call):
         if getattr(layer, "moving_mean", None) is not None:
             state = RunningStats(_numpy(_read(layer.moving_mean)), _numpy(_read(layer.moving_variance)), 1)
         return Outcome(_numpy(y), state), implied(x)
+
     return run
 
 
 KERAS_DEFAULT_CALLS = {
-    "batch_norm": _default_layer(lambda layers, x, h: layers.BatchNormalization(),
-                                 lambda x: {"state": RunningStats.initial(x.shape[-1]), "training": True}, training=True),
+    "batch_norm": _default_layer(
+        lambda layers, x, h: layers.BatchNormalization(),
+        lambda x: {"state": RunningStats.initial(x.shape[-1]), "training": True},
+        training=True,
+    ),
     "layer_norm": _default_layer(lambda layers, x, h: layers.LayerNormalization()),
     "group_norm": _default_layer(lambda layers, x, h: layers.GroupNormalization(groups=h["groups"])),
     "rms_norm": _default_layer(lambda layers, x, h: layers.RMSNormalization()),
@@ -461,13 +620,17 @@ class Keras(Adapter):
         if _usable_here(self.backend):
             return True
         if _isolated.in_child():
-            raise RuntimeError(f"{self.name}: this isolated child imported Keras with backend "
-                               f"{_keras().backend.backend()!r}")
+            raise RuntimeError(
+                f"{self.name}: this isolated child imported Keras with backend {_keras().backend.backend()!r}"
+            )
         return False
 
     def child_env(self) -> dict[str, str]:
         """What a child process running this adapter needs in its environment: Keras' backend."""
-        return {"KERAS_BACKEND": self.backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        return {
+            "KERAS_BACKEND": self.backend,
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
 
     def _child(self) -> _isolated.Isolated:
         return _isolated.isolated(self.name, self.child_env())
@@ -507,16 +670,20 @@ class Keras(Adapter):
             "epsilon": keras.config.epsilon(),
             "process": f"pid {os.getpid()}",
         }
-        device = {"tensorflow": lambda: _devices.tf_environment(sys.modules["tensorflow"]),
-                  "jax": lambda: _devices.jax_environment(sys.modules["jax"]),
-                  "torch": lambda: _devices.torch_environment(sys.modules["torch"])}.get(self.backend)
+        device = {
+            "tensorflow": lambda: _devices.tf_environment(sys.modules["tensorflow"]),
+            "jax": lambda: _devices.jax_environment(sys.modules["jax"]),
+            "torch": lambda: _devices.torch_environment(sys.modules["torch"]),
+        }.get(self.backend)
         env.update(device() if device is not None else {"device": "cpu"})
         module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}[self.backend]
         env[f"{module}_version"] = sys.modules[module].__version__ if module in sys.modules else None
         if self.backend == "jax":
             env["jax_enable_x64"] = "only for float64 runs (jax.enable_x64)"
         if self.backend == "tensorflow":
-            env["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)")
+            env["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get(
+                "TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)"
+            )
         return env
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
@@ -535,39 +702,54 @@ class Keras(Adapter):
 
         original, module._call = module._call, calling
         try:
-            built = _repro.recorded_calls([(_keras().layers, name) for name in KERAS_LAYERS],
-                                          lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
+            built = _repro.recorded_calls(
+                [(_keras().layers, name) for name in KERAS_LAYERS],
+                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
+            )
         finally:
             module._call = original
         if len(built) != 1 or len(seen) != 1:
             return None
         (layer, args, kwargs, _), (weights, call_kwargs) = built[0], seen[0]
-        to_numpy = ("keras.ops.convert_to_numpy(keras.ops.cast(v.detach() if hasattr(v, 'detach') else v, 'float32' "
-                    "if keras.backend.standardize_dtype(v.dtype) in ('float16', 'bfloat16') else v.dtype))")
+        to_numpy = (
+            "keras.ops.convert_to_numpy(keras.ops.cast(v.detach() if hasattr(v, 'detach') else v, 'float32' "
+            "if keras.backend.standardize_dtype(v.dtype) in ('float16', 'bfloat16') else v.dtype))"
+        )
         lines = [*_repro.HEADER, "import os", f"os.environ['KERAS_BACKEND'] = {self.backend!r}"]
         if self.backend == "jax" and dtype == "float64":
             lines += ["import jax", "jax.config.update('jax_enable_x64', True)"]
-        lines += ["import keras", *_repro.show_function(to_numpy),
-                  f"layer = keras.layers.{layer}({_repro.arguments(args, kwargs)})",
-                  f"layer.build({tuple(x.shape)!r})",
-                  f"for variable, value in zip(layer.weights, {weights!r}):",
-                  "    variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",
-                  f"x = keras.ops.convert_to_tensor(np.array({_repro.values(x)}), dtype={dtype!r})"]
+        lines += [
+            "import keras",
+            *_repro.show_function(to_numpy),
+            f"layer = keras.layers.{layer}({_repro.arguments(args, kwargs)})",
+            f"layer.build({tuple(x.shape)!r})",
+            f"for variable, value in zip(layer.weights, {weights!r}):",
+            "    variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",
+            f"x = keras.ops.convert_to_tensor(np.array({_repro.values(x)}), dtype={dtype!r})",
+        ]
         call = _repro.arguments((), call_kwargs)
         if cotangent is None and self.backend == "jax":
-            lines += ["import jax",
-                      "non_trainable = [v.value for v in layer.non_trainable_variables]",
-                      "forward = jax.jit(lambda x_, t_, n_: layer.stateless_call(t_, n_, x_"
-                      f"{', ' + call if call else ''}))  # as Keras' JAX trainer runs a step",
-                      "y, updated = forward(x, [v.value for v in layer.trainable_variables], non_trainable)",
-                      "for variable, value in zip(layer.non_trainable_variables, updated):",
-                      "    variable.assign(value)"]
+            lines += [
+                "import jax",
+                "non_trainable = [v.value for v in layer.non_trainable_variables]",
+                "forward = jax.jit(lambda x_, t_, n_: layer.stateless_call(t_, n_, x_"
+                f"{', ' + call if call else ''}))  # as Keras' JAX trainer runs a step",
+                "y, updated = forward(x, [v.value for v in layer.trainable_variables], non_trainable)",
+                "for variable, value in zip(layer.non_trainable_variables, updated):",
+                "    variable.assign(value)",
+            ]
         elif cotangent is None:
             lines.append(f"y = layer(x{', ' + call if call else ''})")
         else:
-            lines.append(f"g = keras.ops.convert_to_tensor(np.array({_repro.values(cotangent)}), dtype={dtype!r})")
+            lines.append(
+                f"g = keras.ops.convert_to_tensor(np.array({_repro.values(cotangent)}), dtype={dtype!r})"
+            )
             lines += KERAS_GRADIENTS[self.backend](call)
-        lines += ["show('y', y)", "for variable in layer.non_trainable_variables:", "    show(variable.path, variable.value)"]
+        lines += [
+            "show('y', y)",
+            "for variable in layer.non_trainable_variables:",
+            "    show(variable.path, variable.value)",
+        ]
         if cotangent is not None:
             lines.append("show('grad', grads)")
         return _repro.script(lines)
@@ -577,69 +759,104 @@ class Keras(Adapter):
         strategy's scope with the weights the adapter loaded, one replica batch each, `strategy.run`."""
         if not _replicas.here():
             return _isolated.isolated(self.name, _replicas.tf_env(self.child_env())).call(
-                "framework_repro", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent)
-        built = _repro.recorded_calls([(_keras().layers, "BatchNormalization")],
-                                      lambda: self.run("sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent))
+                "framework_repro", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent
+            )
+        built = _repro.recorded_calls(
+            [(_keras().layers, "BatchNormalization")],
+            lambda: self.run("sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent),
+        )
         if len(built) != 1:
             return None
         state, training = params.get("state"), params.get("training", True)
-        weights = {"gamma": params.get("scale"), "beta": params.get("offset"),
-                   "moving_mean": None if state is None else state.mean, "moving_variance": None if state is None else state.var}
+        weights = {
+            "gamma": params.get("scale"),
+            "beta": params.get("offset"),
+            "moving_mean": None if state is None else state.mean,
+            "moving_variance": None if state is None else state.var,
+        }
         weights = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in weights.items() if v is not None}
         sizes = tuple(params["replica_sizes"])
-        lines = [*_repro.HEADER, "import os", "os.environ['KERAS_BACKEND'] = 'tensorflow'", "import tensorflow as tf",
-                 "cpu = tf.config.list_physical_devices('CPU')[0]  # logical devices: before TF starts",
-                 f"tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {len(sizes)})",
-                 "import keras", *_repro.show_function("tf.cast(v, tf.float64)"),
-                 f"sizes = {sizes!r}",
-                 "strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices('CPU')][:len(sizes)])",
-                 "with strategy.scope():",
-                 f"    layer = keras.layers.BatchNormalization({_repro.arguments(built[0].args, built[0].kwargs)})",
-                 f"    layer.build({(None,) + tuple(x.shape[1:])!r})",
-                 f"    weights = {weights!r}",
-                 "    for variable in layer.weights:",
-                 "        if variable.name in weights:",
-                 "            variable.assign(keras.ops.convert_to_tensor(np.array(weights[variable.name]), dtype=variable.dtype))",
-                 f"x = np.array({_repro.values(x)})  # every replica's rows, in order",
-                 "split = lambda a: [keras.ops.convert_to_tensor(p, dtype=" f"{dtype!r}" ") for p in np.split(a, np.cumsum(sizes)[:-1])]",
-                 "per_replica = lambda parts: strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])",
-                 "xs = per_replica(split(x))",
-                 "local = strategy.experimental_local_results"]
+        lines = [
+            *_repro.HEADER,
+            "import os",
+            "os.environ['KERAS_BACKEND'] = 'tensorflow'",
+            "import tensorflow as tf",
+            "cpu = tf.config.list_physical_devices('CPU')[0]  # logical devices: before TF starts",
+            "tf.config.set_logical_device_configuration(cpu, "
+            f"[tf.config.LogicalDeviceConfiguration()] * {len(sizes)})",
+            "import keras",
+            *_repro.show_function("tf.cast(v, tf.float64)"),
+            f"sizes = {sizes!r}",
+            "strategy = tf.distribute.MirroredStrategy("
+            "[d.name for d in tf.config.list_logical_devices('CPU')][:len(sizes)])",
+            "with strategy.scope():",
+            "    layer = keras.layers.BatchNormalization("
+            f"{_repro.arguments(built[0].args, built[0].kwargs)})",
+            f"    layer.build({(None,) + tuple(x.shape[1:])!r})",
+            f"    weights = {weights!r}",
+            "    for variable in layer.weights:",
+            "        if variable.name in weights:",
+            "            variable.assign(keras.ops.convert_to_tensor("
+            "np.array(weights[variable.name]), dtype=variable.dtype))",
+            f"x = np.array({_repro.values(x)})  # every replica's rows, in order",
+            "split = lambda a: [keras.ops.convert_to_tensor(p, dtype="
+            f"{dtype!r}"
+            ") for p in np.split(a, np.cumsum(sizes)[:-1])]",
+            "per_replica = lambda parts: strategy.experimental_distribute_values_from_function("
+            "lambda ctx: parts[ctx.replica_id_in_sync_group])",
+            "xs = per_replica(split(x))",
+            "local = strategy.experimental_local_results",
+        ]
         call = f"training={training or state is None!r}"
         if cotangent is None:
             lines += [f"ys = strategy.run(tf.function(lambda xr: layer(xr, {call})), args=(xs,))"]
         else:
             keys = [k for k in ("scale", "offset") if params.get(k) is not None]
-            lines += [f"g = np.array({_repro.values(cotangent)})",
-                      f"variables = [{', '.join('layer.' + {'scale': 'gamma', 'offset': 'beta'}[k] + '.value' for k in keys)}]",
-                      "def step(xr, gr):",
-                      "    with tf.GradientTape() as tape:",
-                      "        tape.watch(xr)",
-                      f"        yr = layer(xr, {call})",
-                      "    return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))",
-                      "ys, grads_per_replica = strategy.run(tf.function(step), args=(xs, per_replica(split(g))))",
-                      "parts = [local(t) for t in grads_per_replica]",
-                      "grads = {'x': tf.concat([tf.cast(t, tf.float64) for t in parts[0]], 0),",
-                      f"         **{{key: sum(tf.cast(t, tf.float64) for t in parts[1 + i]) for i, key in enumerate({keys!r})}}}}"]
-        lines += ["y = tf.concat([tf.cast(t, tf.float64) for t in local(ys)], 0)", "show('y', y)",
-                  "show('moving_mean', local(layer.moving_mean.value)[0])",
-                  "show('moving_variance', local(layer.moving_variance.value)[0])",
-                  *(["show('grad', grads)"] if cotangent is not None else [])]
+            lines += [
+                f"g = np.array({_repro.values(cotangent)})",
+                "variables = ["
+                f"{', '.join('layer.' + {'scale': 'gamma', 'offset': 'beta'}[k] + '.value' for k in keys)}"
+                "]",
+                "def step(xr, gr):",
+                "    with tf.GradientTape() as tape:",
+                "        tape.watch(xr)",
+                f"        yr = layer(xr, {call})",
+                "    return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))",
+                "ys, grads_per_replica = strategy.run(tf.function(step), args=(xs, per_replica(split(g))))",
+                "parts = [local(t) for t in grads_per_replica]",
+                "grads = {'x': tf.concat([tf.cast(t, tf.float64) for t in parts[0]], 0),",
+                f"         **{{key: sum(tf.cast(t, tf.float64) for t in parts[1 + i]) "
+                f"for i, key in enumerate({keys!r})}}}}",
+            ]
+        lines += [
+            "y = tf.concat([tf.cast(t, tf.float64) for t in local(ys)], 0)",
+            "show('y', y)",
+            "show('moving_mean', local(layer.moving_mean.value)[0])",
+            "show('moving_variance', local(layer.moving_variance.value)[0])",
+            *(["show('grad', grads)"] if cotangent is not None else []),
+        ]
         return _repro.script(lines)
 
     # -- norms ----------------------------------------------------------------------------------
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
-        require(params.get("running_var", "unbiased") == "biased",
-                "Keras updates moving_variance with the biased batch variance (BN.D1)")
+        require(
+            params.get("running_var", "unbiased") == "biased",
+            "Keras updates moving_variance with the biased batch variance (BN.D1)",
+        )
         momentum = params.get("momentum", 0.1)
         require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
         layers = _keras().layers
         axis = channel_axis_of(x, params)
         state, training = params.get("state"), params.get("training", True)
-        layer = layers.BatchNormalization(axis=axis, momentum=1.0 - momentum, epsilon=params.get("eps", 1e-5),
-                                          center=params.get("offset") is not None,
-                                          scale=params.get("scale") is not None, dtype=dtype)
+        layer = layers.BatchNormalization(
+            axis=axis,
+            momentum=1.0 - momentum,
+            epsilon=params.get("eps", 1e-5),
+            center=params.get("offset") is not None,
+            scale=params.get("scale") is not None,
+            dtype=dtype,
+        )
         layer.build(x.shape)
         wrt = _affine(layer, params)
         if state is not None:
@@ -649,8 +866,11 @@ class Keras(Adapter):
         y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt, training=training or state is None)
         new_state = state
         if state is not None and training:
-            new_state = RunningStats(_numpy(_read(layer.moving_mean)), _numpy(_read(layer.moving_variance)),
-                                     state.num_batches_tracked + 1)
+            new_state = RunningStats(
+                _numpy(_read(layer.moving_mean)),
+                _numpy(_read(layer.moving_variance)),
+                state.num_batches_tracked + 1,
+            )
         return Outcome(y, new_state, grads)
 
     def _run_sync_batch_norm(self, x, params, dtype, cotangent):
@@ -658,11 +878,17 @@ class Keras(Adapter):
         devices, one replica batch each (unequal sizes allowed); gradients by a GradientTape per replica,
         the weights' summed over replicas as the strategy's optimizer step would."""
         if not _replicas.here():
-            return _replicas.run_in_child(self, _replicas.tf_env(self.child_env()), x, params, dtype, cotangent)
-        require(params.get("weighting", "count") == "count", "Keras pools the replicas by count: "
-                "weighting='count' only (SBN.D2)")
-        require(params.get("running_var", "unbiased") == "biased",
-                "Keras updates moving_variance with the biased batch variance (BN.D1)")
+            return _replicas.run_in_child(
+                self, _replicas.tf_env(self.child_env()), x, params, dtype, cotangent
+            )
+        require(
+            params.get("weighting", "count") == "count",
+            "Keras pools the replicas by count: weighting='count' only (SBN.D2)",
+        )
+        require(
+            params.get("running_var", "unbiased") == "biased",
+            "Keras updates moving_variance with the biased batch variance (BN.D1)",
+        )
         momentum = params.get("momentum", 0.1)
         require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
         devices = _replicas.tf_logical_cpus()
@@ -670,20 +896,28 @@ class Keras(Adapter):
 
         sizes = tuple(params["replica_sizes"])
         require(len(sizes) <= len(devices), f"{len(sizes)} replicas, {len(devices)} logical devices")
-        strategy = _mirrored(tuple(devices[:len(sizes)]))
+        strategy = _mirrored(tuple(devices[: len(sizes)]))
         axis = channel_axis_of(x, params)
         state, training = params.get("state"), params.get("training", True)
         with strategy.scope():
             layer = _keras().layers.BatchNormalization(
-                axis=axis, momentum=1.0 - momentum, epsilon=params.get("eps", 1e-5), center=params.get("offset") is not None,
-                scale=params.get("scale") is not None, dtype=dtype, synchronized=True)
+                axis=axis,
+                momentum=1.0 - momentum,
+                epsilon=params.get("eps", 1e-5),
+                center=params.get("offset") is not None,
+                scale=params.get("scale") is not None,
+                dtype=dtype,
+                synchronized=True,
+            )
             layer.build((None,) + x.shape[1:])
             wrt = _affine(layer, params)
             if state is not None:
                 _load(layer.moving_mean, state.mean)
                 _load(layer.moving_variance, state.var)
         parts = [_tensor(part, dtype) for part in _replicas.split(x, sizes)]
-        xs = strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+        xs = strategy.experimental_distribute_values_from_function(
+            lambda ctx: parts[ctx.replica_id_in_sync_group]
+        )
         call = {"training": training or state is None}
         if cotangent is None:
             ys = strategy.run(tf.function(lambda xr: layer(xr, **call)), args=(xs,))
@@ -691,7 +925,8 @@ class Keras(Adapter):
         else:
             cotangents = [_tensor(part, dtype) for part in _replicas.split(cotangent, sizes)]
             gs = strategy.experimental_distribute_values_from_function(
-                lambda ctx: cotangents[ctx.replica_id_in_sync_group])
+                lambda ctx: cotangents[ctx.replica_id_in_sync_group]
+            )
             variables = [var.value for var in wrt.values()]
 
             def step(xr, gr):
@@ -703,33 +938,49 @@ class Keras(Adapter):
             ys, per_replica = strategy.run(tf.function(step), args=(xs, gs))
             local = [strategy.experimental_local_results(g) for g in per_replica]
             summed = {key: sum(_numpy(g) for g in local[1 + k]) for k, key in enumerate(wrt)}
-            grads = Grads(np.concatenate([_numpy(g) for g in local[0]]), summed.get("scale"), summed.get("offset"))
+            grads = Grads(
+                np.concatenate([_numpy(g) for g in local[0]]), summed.get("scale"), summed.get("offset")
+            )
         y = np.concatenate([_numpy(t) for t in strategy.experimental_local_results(ys)])
         new_state = state
         if state is not None and training:
-            held = [[_numpy(v) for v in strategy.experimental_local_results(var.value)]
-                    for var in (layer.moving_mean, layer.moving_variance)]
+            held = [
+                [_numpy(v) for v in strategy.experimental_local_results(var.value)]
+                for var in (layer.moving_mean, layer.moving_variance)
+            ]
             for copies in held:  # SBN.S3: every replica ends the step with the same state
                 if any(not np.array_equal(c, copies[0], equal_nan=True) for c in copies):
-                    raise RuntimeError(f"the replicas hold different moving statistics: {[c.tolist() for c in copies]}")
+                    raise RuntimeError(
+                        f"the replicas hold different moving statistics: {[c.tolist() for c in copies]}"
+                    )
             new_state = RunningStats(held[0][0], held[1][0], state.num_batches_tracked + 1)
         return Outcome(y, new_state, grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        layer = _keras().layers.LayerNormalization(axis=_sorted_axes(params.get("axes", (-1,)), x.ndim),
-                                                   epsilon=params.get("eps", 1e-5),
-                                                   center=params.get("offset") is not None,
-                                                   scale=params.get("scale") is not None, dtype=dtype)
+        layer = _keras().layers.LayerNormalization(
+            axis=_sorted_axes(params.get("axes", (-1,)), x.ndim),
+            epsilon=params.get("eps", 1e-5),
+            center=params.get("offset") is not None,
+            scale=params.get("scale") is not None,
+            dtype=dtype,
+        )
         layer.build(x.shape)
         y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
         return Outcome(y, grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
-        require(params.get("assignment", "contiguous") == "contiguous", "Keras groups contiguous channels (GN.D1)")
+        require(
+            params.get("assignment", "contiguous") == "contiguous", "Keras groups contiguous channels (GN.D1)"
+        )
         axis = channel_axis_of(x, params)
-        layer = _keras().layers.GroupNormalization(groups=params["groups"], axis=axis, epsilon=params.get("eps", 1e-5),
-                                                   center=params.get("offset") is not None,
-                                                   scale=params.get("scale") is not None, dtype=dtype)
+        layer = _keras().layers.GroupNormalization(
+            groups=params["groups"],
+            axis=axis,
+            epsilon=params.get("eps", 1e-5),
+            center=params.get("offset") is not None,
+            scale=params.get("scale") is not None,
+            dtype=dtype,
+        )
         layer.build(x.shape)
         y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
         return Outcome(y, grads=grads)
@@ -748,8 +999,10 @@ class Keras(Adapter):
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(params.get("p", 2.0) == 2, "keras.layers.UnitNormalization is p = 2 only")
-        require(params.get("eps_placement", "max_norm") == "max_norm",
-                "UnitNormalization bounds the norm: eps_placement='max_norm' only (LP.D1)")
+        require(
+            params.get("eps_placement", "max_norm") == "max_norm",
+            "UnitNormalization bounds the norm: eps_placement='max_norm' only (LP.D1)",
+        )
         require(params.get("eps", 1e-12) == 1e-12, "UnitNormalization hard-codes epsilon=1e-12")
         axes = params.get("axes", (1,))
         axes = list(range(x.ndim)) if axes is None else _sorted_axes(axes, x.ndim)
@@ -761,13 +1014,15 @@ class Keras(Adapter):
     def _run_channel_normalize(self, x, params, dtype, cotangent):
         keras = _keras()
         floor = keras.config.epsilon()
-        require(params.get("std_floor", 0.0) == floor,
-                f"keras.layers.Normalization floors the std at keras.config.epsilon() = {floor} (CN.D2)")
+        require(
+            params.get("std_floor", 0.0) == floor,
+            f"keras.layers.Normalization floors the std at keras.config.epsilon() = {floor} (CN.D2)",
+        )
         axis = channel_axis_of(x, params, -3)
         channels = x.shape[axis]
         mean = np.broadcast_to(np.ravel(np.asarray(params["mean"], dtype=np.float64)), (channels,))
         std = np.broadcast_to(np.ravel(np.asarray(params["std"], dtype=np.float64)), (channels,))
-        layer = keras.layers.Normalization(axis=axis, mean=mean, variance=std ** 2, dtype=dtype)
+        layer = keras.layers.Normalization(axis=axis, mean=mean, variance=std**2, dtype=dtype)
         layer.build(x.shape)
         y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
         return Outcome(y, grads=grads)

@@ -11,6 +11,7 @@ are as in the installed 0.32.4) and checked numerically against the installed ml
 CPU, `mx.fast.layer_norm` and `mx.fast.rms_norm` always run their composite fallback, which casts
 the input to float32 first: half and float64 inputs alike are computed in float32 (LN.D9).
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,55 +50,123 @@ INPUT_DTYPE = {d: d for d in ALL_DTYPES}
 LAST_AXIS = "— (last axis)"
 
 BN_CONVENTIONS = (
-    Convention("channel_axis", LAST_AXIS, -1, SRC_BN_STATS, note="NC, NLC or NHWC: rank 2 to 4 only (else ValueError)"),
+    Convention(
+        "channel_axis",
+        LAST_AXIS,
+        -1,
+        SRC_BN_STATS,
+        note="NC, NLC or NHWC: rank 2 to 4 only (else ValueError)",
+    ),
     Convention("eps", "eps", 1e-5, SRC_BN, clause="BN.D13", note="must be > 0: eps = 0 raises ValueError"),
-    Convention("momentum", "momentum", 0.1, SRC_BN_UPDATE, note="weight on the new batch, as canonical; no None"),
+    Convention(
+        "momentum", "momentum", 0.1, SRC_BN_UPDATE, note="weight on the new batch, as canonical; no None"
+    ),
     Convention("running_var", "— (ddof=1)", "unbiased", SRC_BN_UPDATE),
     Convention("eps_placement", "— (rsqrt(var + eps))", "inside_sqrt", SRC_BN_CALL),
-    Convention("training", "train() / eval()", "training = module.training", SRC_BN_CALL,
-               note="eval without track_running_stats normalizes by the batch statistics (BN.S4)"),
+    Convention(
+        "training",
+        "train() / eval()",
+        "training = module.training",
+        SRC_BN_CALL,
+        note="eval without track_running_stats normalizes by the batch statistics (BN.S4)",
+    ),
     Convention("affine", "affine", True, SRC_BN),
-    Convention("track_running_stats", "track_running_stats", True, SRC_BN,
-               note="running_mean 0, running_var 1 at init (BN.P7)"),
-    Convention("one_value", "— (training check)", "raises", SRC_BN_ONE_VALUE, clause="BN.D6",
-               note="'BatchNorm training requires more than one value per channel'"),
-    Convention("statistics_dtype", "— (mx.mean, mx.var)", "the input dtype", SRC_VAR, clause="BN.D14",
-               note="float16 sums accumulate in float32 but are stored, squared and offset by eps in float16"),
+    Convention(
+        "track_running_stats",
+        "track_running_stats",
+        True,
+        SRC_BN,
+        note="running_mean 0, running_var 1 at init (BN.P7)",
+    ),
+    Convention(
+        "one_value",
+        "— (training check)",
+        "raises",
+        SRC_BN_ONE_VALUE,
+        clause="BN.D6",
+        note="'BatchNorm training requires more than one value per channel'",
+    ),
+    Convention(
+        "statistics_dtype",
+        "— (mx.mean, mx.var)",
+        "the input dtype",
+        SRC_VAR,
+        clause="BN.D14",
+        note="float16 sums accumulate in float32 but are stored, squared and offset by eps in float16",
+    ),
 )
 LN_CONVENTIONS = (
-    Convention("axes", "— (last axis; dims = x.shape[-1])", (-1,), SRC_LN, clause="LN.D3",
-               note="one trailing axis only"),
+    Convention(
+        "axes",
+        "— (last axis; dims = x.shape[-1])",
+        (-1,),
+        SRC_LN,
+        clause="LN.D3",
+        note="one trailing axis only",
+    ),
     Convention("eps", "eps", 1e-5, SRC_LN, clause="BN.D13", note="must be > 0"),
     Convention("affine", "affine, bias", True, SRC_LN, note="bias=False keeps the scale only"),
-    Convention("computation", "— (mx.fast.layer_norm CPU fallback)", "float32 for every input dtype", SRC_FAST_LN,
-               clause="LN.D9", note="two-pass mean((x - mean)²); the affine is applied in the input dtype"),
+    Convention(
+        "computation",
+        "— (mx.fast.layer_norm CPU fallback)",
+        "float32 for every input dtype",
+        SRC_FAST_LN,
+        clause="LN.D9",
+        note="two-pass mean((x - mean)²); the affine is applied in the input dtype",
+    ),
 )
 GN_CONVENTIONS = (
     Convention("channel_axis", LAST_AXIS, -1, SRC_GN_INTERLEAVED, note="batch axis 0, spatial axes between"),
     Convention("eps", "eps", 1e-5, SRC_GN, clause="BN.D13", note="must be > 0"),
-    Convention("assignment", "pytorch_compatible", "interleaved", SRC_GN_INTERLEAVED, clause="GN.D8",
-               note="False (default): reshape(batch, -1, G) groups channel c with c % G; "
-                    "True: contiguous, as canonical"),
+    Convention(
+        "assignment",
+        "pytorch_compatible",
+        "interleaved",
+        SRC_GN_INTERLEAVED,
+        clause="GN.D8",
+        note="False (default): reshape(batch, -1, G) groups channel c with c % G; "
+        "True: contiguous, as canonical",
+    ),
     Convention("affine", "affine", True, SRC_GN),
-    Convention("computation", "— (by pytorch_compatible)", "contiguous: mx.fast.layer_norm in float32; "
-               "interleaved: mx.mean / mx.var in the input dtype", SRC_GN_CONTIGUOUS, clause="GN.D8",
-               note="the declared statistics dtype is the contiguous path's (LN.D9)"),
+    Convention(
+        "computation",
+        "— (by pytorch_compatible)",
+        "contiguous: mx.fast.layer_norm in float32; interleaved: mx.mean / mx.var in the input dtype",
+        SRC_GN_CONTIGUOUS,
+        clause="GN.D8",
+        note="the declared statistics dtype is the contiguous path's (LN.D9)",
+    ),
 )
 IN_CONVENTIONS = (
     Convention("channel_axis", LAST_AXIS, -1, SRC_IN, note="(N, ..., C), rank >= 3"),
     Convention("eps", "eps", 1e-5, SRC_IN, clause="BN.D13", note="must be > 0"),
     Convention("affine", "affine", False, SRC_IN, clause="IN.D1"),
-    Convention("track_running_stats", "— (none)", False, SRC_IN,
-               note="no running statistics: a canonical state is unsupported"),
-    Convention("computation", "— (mx.fast.layer_norm CPU fallback)", "float32 for every input dtype", SRC_FAST_LN,
-               note="as LayerNorm (LN.D9); the affine is applied in the input dtype"),
+    Convention(
+        "track_running_stats",
+        "— (none)",
+        False,
+        SRC_IN,
+        note="no running statistics: a canonical state is unsupported",
+    ),
+    Convention(
+        "computation",
+        "— (mx.fast.layer_norm CPU fallback)",
+        "float32 for every input dtype",
+        SRC_FAST_LN,
+        note="as LayerNorm (LN.D9); the affine is applied in the input dtype",
+    ),
 )
 RMS_CONVENTIONS = (
     Convention("axes", "— (last axis; dims = x.shape[-1])", (-1,), SRC_RMS, note="one trailing axis only"),
     Convention("eps", "eps", 1e-5, SRC_RMS, clause="RMS.D2", note="must be > 0"),
     Convention("offset", "— (no bias)", "absent", SRC_RMS, note="a canonical offset is unsupported"),
-    Convention("computation", "— (mx.fast.rms_norm CPU fallback)", "float32 for every input dtype", SRC_FAST_RMS,
-               note="as LayerNorm (LN.D9); the scale is applied in the input dtype"),
+    Convention(
+        "computation",
+        "— (mx.fast.rms_norm CPU fallback)",
+        "float32 for every input dtype",
+        SRC_FAST_RMS,
+        note="as LayerNorm (LN.D9); the scale is applied in the input dtype",
+    ),
 )
 
 
@@ -125,7 +194,11 @@ def _numpy(a) -> np.ndarray:
 
 
 def _state(state: RunningStats | None, dtype: str) -> dict:
-    return {} if state is None else {"running_mean": _array(state.mean, dtype), "running_var": _array(state.var, dtype)}
+    return (
+        {}
+        if state is None
+        else {"running_mean": _array(state.mean, dtype), "running_var": _array(state.var, dtype)}
+    )
 
 
 def _call(layer, x, params, dtype, cotangent, training=True):
@@ -145,12 +218,12 @@ def _call(layer, x, params, dtype, cotangent, training=True):
     keys = list(loaded)
 
     def fn(xi, *values):
-        layer.update(dict(zip(keys, values)))
+        layer.update(dict(zip(keys, values, strict=True)))
         return layer(xi)
 
     (y,), vjps = mx.vjp(fn, [xm, *(loaded[k] for k in keys)], [_array(cotangent, dtype)])
     mx.eval(y, vjps)
-    got = dict(zip(keys, vjps[1:]))
+    got = dict(zip(keys, vjps[1:], strict=True))
     return y, Grads(_numpy(vjps[0]), *(_numpy(got[a]) if a in got else None for a in ("weight", "bias")))
 
 
@@ -159,7 +232,9 @@ def _eps(params, default=1e-5) -> float:
 
 
 def _channels_last(api: str, x, params, clause: str) -> None:
-    require(channel_axis_of(x, params) == x.ndim - 1, f"{api} takes channels on the last axis only ({clause})")
+    require(
+        channel_axis_of(x, params) == x.ndim - 1, f"{api} takes channels on the last axis only ({clause})"
+    )
 
 
 def _last_axis(api: str, x, params) -> None:
@@ -173,16 +248,42 @@ class MlxNn(Adapter):
     family = "mlx"
     requires = ("mlx",)
     declarations = {
-        "batch_norm": NormDeclaration("batch_norm", "mlx.nn.BatchNorm", ALL_DTYPES, BN_CONVENTIONS, INPUT_DTYPE,
-                                      gradients=True, stateful=True),
-        "layer_norm": NormDeclaration("layer_norm", "mlx.nn.LayerNorm (mlx.core.fast.layer_norm)", ALL_DTYPES,
-                                      LN_CONVENTIONS, FAST_FLOAT32, gradients=True),
-        "group_norm": NormDeclaration("group_norm", "mlx.nn.GroupNorm", ALL_DTYPES, GN_CONVENTIONS, FAST_FLOAT32,
-                                      gradients=True),
-        "instance_norm": NormDeclaration("instance_norm", "mlx.nn.InstanceNorm (mlx.core.fast.layer_norm)",
-                                         ALL_DTYPES, IN_CONVENTIONS, FAST_FLOAT32, gradients=True),
-        "rms_norm": NormDeclaration("rms_norm", "mlx.nn.RMSNorm (mlx.core.fast.rms_norm)", ALL_DTYPES,
-                                    RMS_CONVENTIONS, FAST_FLOAT32, gradients=True),
+        "batch_norm": NormDeclaration(
+            "batch_norm",
+            "mlx.nn.BatchNorm",
+            ALL_DTYPES,
+            BN_CONVENTIONS,
+            INPUT_DTYPE,
+            gradients=True,
+            stateful=True,
+        ),
+        "layer_norm": NormDeclaration(
+            "layer_norm",
+            "mlx.nn.LayerNorm (mlx.core.fast.layer_norm)",
+            ALL_DTYPES,
+            LN_CONVENTIONS,
+            FAST_FLOAT32,
+            gradients=True,
+        ),
+        "group_norm": NormDeclaration(
+            "group_norm", "mlx.nn.GroupNorm", ALL_DTYPES, GN_CONVENTIONS, FAST_FLOAT32, gradients=True
+        ),
+        "instance_norm": NormDeclaration(
+            "instance_norm",
+            "mlx.nn.InstanceNorm (mlx.core.fast.layer_norm)",
+            ALL_DTYPES,
+            IN_CONVENTIONS,
+            FAST_FLOAT32,
+            gradients=True,
+        ),
+        "rms_norm": NormDeclaration(
+            "rms_norm",
+            "mlx.nn.RMSNorm (mlx.core.fast.rms_norm)",
+            ALL_DTYPES,
+            RMS_CONVENTIONS,
+            FAST_FLOAT32,
+            gradients=True,
+        ),
     }
 
     def environment(self):
@@ -218,39 +319,61 @@ class MlxNn(Adapter):
         def calling(layer, x_, params_, dtype_, cotangent_, training=True):
             from mlx.utils import tree_flatten
 
-            affine = {a: params_[k] for k, a in (("scale", "weight"), ("offset", "bias")) if params_.get(k) is not None}
+            affine = {
+                a: params_[k]
+                for k, a in (("scale", "weight"), ("offset", "bias"))
+                if params_.get(k) is not None
+            }
             arrays = {k: _numpy(v).tolist() for k, v in tree_flatten(layer.parameters())}
-            seen.append(({**arrays, **{k: np.asarray(v, dtype=np.float64).tolist() for k, v in affine.items()}},
-                         training, list(affine)))
+            seen.append(
+                (
+                    {**arrays, **{k: np.asarray(v, dtype=np.float64).tolist() for k, v in affine.items()}},
+                    training,
+                    list(affine),
+                )
+            )
             return original(layer, x_, params_, dtype_, cotangent_, training)
 
         original, module._call = module._call, calling
         try:
-            built = _repro.recorded_calls([(_nn(), name) for name in LAYERS],
-                                          lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
+            built = _repro.recorded_calls(
+                [(_nn(), name) for name in LAYERS],
+                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
+            )
         finally:
             module._call = original
         if len(built) != 1 or len(seen) != 1:
             return None
         (arrays, training, differentiated), call = seen[0], built[0]
-        lines = [*_repro.HEADER, "import mlx.core as mx", "import mlx.nn as nn", "from mlx.utils import tree_unflatten",
-                 *_repro.show_function("v.astype(mx.float64)"),
-                 "mx.set_default_device(mx.cpu)  # float64 runs on the CPU only",
-                 f"array = lambda values: mx.array(np.array(values), dtype=mx.float64).astype(mx.{dtype})",
-                 f"layer = nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
-                 f"layer.set_dtype(mx.{dtype})",
-                 "layer.update(tree_unflatten([" + ", ".join(f"({k!r}, array({v!r}))" for k, v in arrays.items()) + "]))",
-                 f"layer.train({training!r})",
-                 f"x = array({_repro.values(x)})"]
+        lines = [
+            *_repro.HEADER,
+            "import mlx.core as mx",
+            "import mlx.nn as nn",
+            "from mlx.utils import tree_unflatten",
+            *_repro.show_function("v.astype(mx.float64)"),
+            "mx.set_default_device(mx.cpu)  # float64 runs on the CPU only",
+            f"array = lambda values: mx.array(np.array(values), dtype=mx.float64).astype(mx.{dtype})",
+            f"layer = nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
+            f"layer.set_dtype(mx.{dtype})",
+            "layer.update(tree_unflatten(["
+            + ", ".join(f"({k!r}, array({v!r}))" for k, v in arrays.items())
+            + "]))",
+            f"layer.train({training!r})",
+            f"x = array({_repro.values(x)})",
+        ]
         if cotangent is None:
             lines += ["y = layer(x)", "show('y', y)"]
         else:
-            lines += [f"keys = {differentiated!r}",
-                      "def forward(x, *values):",
-                      "    layer.update(dict(zip(keys, values)))",
-                      "    return layer(x)",
-                      f"(y,), vjps = mx.vjp(forward, [x, *(getattr(layer, k) for k in keys)], [array({_repro.values(cotangent)})])",
-                      "show('y', y)", "show('grad', dict(zip(['x', *keys], vjps)))"]
+            lines += [
+                f"keys = {differentiated!r}",
+                "def forward(x, *values):",
+                "    layer.update(dict(zip(keys, values)))",
+                "    return layer(x)",
+                "(y,), vjps = mx.vjp(forward, [x, *(getattr(layer, k) for k in keys)], "
+                f"[array({_repro.values(cotangent)})])",
+                "show('y', y)",
+                "show('grad', dict(zip(['x', *keys], vjps)))",
+            ]
         lines.append("show('after', {k: v for k, v in layer.items() if k.startswith('running')})")
         return _repro.script(lines)
 
@@ -259,26 +382,40 @@ class MlxNn(Adapter):
         _channels_last("mlx.nn.BatchNorm", x, params, "BN.P1")
         state, training = params.get("state"), params.get("training", True)
         if training and state is not None:
-            require(params.get("momentum", 0.1) is not None, "mlx.nn.BatchNorm has no cumulative average (BN.D7)")
-            require(params.get("running_var", "unbiased") == "unbiased",
-                    "mlx.nn.BatchNorm updates the running variance with ddof=1: running_var='unbiased' only")
+            require(
+                params.get("momentum", 0.1) is not None, "mlx.nn.BatchNorm has no cumulative average (BN.D7)"
+            )
+            require(
+                params.get("running_var", "unbiased") == "unbiased",
+                "mlx.nn.BatchNorm updates the running variance with ddof=1: running_var='unbiased' only",
+            )
         momentum = params.get("momentum", 0.1)
         affine = params.get("scale") is not None or params.get("offset") is not None
-        layer = _nn().BatchNorm(x.shape[-1], eps=_eps(params), momentum=0.1 if momentum is None else momentum,
-                                affine=affine, track_running_stats=state is not None)
+        layer = _nn().BatchNorm(
+            x.shape[-1],
+            eps=_eps(params),
+            momentum=0.1 if momentum is None else momentum,
+            affine=affine,
+            track_running_stats=state is not None,
+        )
         layer.set_dtype(getattr(_mx(), dtype))
         layer.update(_state(state, dtype))  # frozen arrays: update() still assigns them
         y, grads = _call(layer, x, params, dtype, cotangent, training)
         new_state = None
         if state is not None:
-            new_state = RunningStats(_numpy(layer.running_mean), _numpy(layer.running_var),
-                                     state.num_batches_tracked + int(training))
+            new_state = RunningStats(
+                _numpy(layer.running_mean),
+                _numpy(layer.running_var),
+                state.num_batches_tracked + int(training),
+            )
         return Outcome(_numpy(y), new_state, grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         _last_axis("mlx.nn.LayerNorm", x, params)
         affine = params.get("scale") is not None or params.get("offset") is not None
-        layer = _nn().LayerNorm(x.shape[-1], eps=_eps(params), affine=affine, bias=params.get("offset") is not None)
+        layer = _nn().LayerNorm(
+            x.shape[-1], eps=_eps(params), affine=affine, bias=params.get("offset") is not None
+        )
         y, grads = _call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
@@ -286,14 +423,18 @@ class MlxNn(Adapter):
         _channels_last("mlx.nn.GroupNorm", x, params, "GN.P2")
         affine = params.get("scale") is not None or params.get("offset") is not None
         contiguous = params.get("assignment", "contiguous") == "contiguous"
-        layer = _nn().GroupNorm(params["groups"], x.shape[-1], eps=_eps(params), affine=affine,
-                                pytorch_compatible=contiguous)
+        layer = _nn().GroupNorm(
+            params["groups"], x.shape[-1], eps=_eps(params), affine=affine, pytorch_compatible=contiguous
+        )
         y, grads = _call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         _channels_last("mlx.nn.InstanceNorm", x, params, "IN.P1")
-        require(params.get("state") is None, "mlx.nn.InstanceNorm keeps no running statistics: state must be None (IN.P4)")
+        require(
+            params.get("state") is None,
+            "mlx.nn.InstanceNorm keeps no running statistics: state must be None (IN.P4)",
+        )
         affine = params.get("scale") is not None or params.get("offset") is not None
         layer = _nn().InstanceNorm(x.shape[-1], eps=_eps(params), affine=affine)
         y, grads = _call(layer, x, params, dtype, cotangent)
@@ -303,13 +444,16 @@ class MlxNn(Adapter):
         _last_axis("mlx.nn.RMSNorm", x, params)
         require(params.get("offset") is None, "mlx.nn.RMSNorm has no bias (RMS.P2)")
         require(params.get("eps") is not None, "mlx.nn.RMSNorm needs an explicit eps (RMS.P3)")
-        layer = _nn().RMSNorm(x.shape[-1], eps=params["eps"])  # the weight is always there: absent scale = ones
+        layer = _nn().RMSNorm(
+            x.shape[-1], eps=params["eps"]
+        )  # the weight is always there: absent scale = ones
         y, grads = _call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
 
 def _default_layer(build, stateful=False):
     """A no-argument call: the layer `build(nn, x, hints)` in its default (training) mode; channels last."""
+
     def call(x, hints, dtype):
         layer = build(_nn(), x, hints)
         layer.set_dtype(getattr(_mx(), dtype))
@@ -319,6 +463,7 @@ def _default_layer(build, stateful=False):
             return Outcome(_numpy(y)), {}
         state = RunningStats(_numpy(layer.running_mean), _numpy(layer.running_var), 1)
         return Outcome(_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
+
     return call
 
 

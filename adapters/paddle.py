@@ -10,6 +10,7 @@ unsupported, not rounded (BN.D17, LRN.D8, LP.D7).
 Importing paddle into a process that already holds TensorFlow crashes the interpreter (paddle 3.3.1,
 TF 2.21, Linux CPU); there the adapter runs in an isolated child process instead (`_isolated`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,17 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from . import _isolated, _repro
-from .base import (Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, f32, float32_attribute,
-                   require, trailing)
+from .base import (
+    Adapter,
+    Convention,
+    NormDeclaration,
+    Outcome,
+    channel_axis_of,
+    f32,
+    float32_attribute,
+    require,
+    trailing,
+)
 
 TAG = "https://github.com/PaddlePaddle/Paddle/blob/v3.3.1"
 SRC_F = f"{TAG}/python/paddle/nn/functional/norm.py"
@@ -41,37 +51,75 @@ SAME = {d: d for d in DTYPES}  # the kernels compute in the input dtype
 
 
 EPS32 = f32(1e-5)  # 9.99999974738e-06: epsilon=1e-5 passed as a float attribute
-MOMENTUM32 = 1.0 - f32(0.9)  # 0.10000002384: Paddle's momentum=0.9 (weight on the old value), a float attribute
+MOMENTUM32 = 1.0 - f32(
+    0.9
+)  # 0.10000002384: Paddle's momentum=0.9 (weight on the old value), a float attribute
 
 
 def _attribute_precision(source: str, names: str) -> Convention:
-    return Convention("attribute_precision", names, "float32", source, clause="BN.D17",
-                      note="32-bit op attributes: float64 runs need float32-representable values")
+    return Convention(
+        "attribute_precision",
+        names,
+        "float32",
+        source,
+        clause="BN.D17",
+        note="32-bit op attributes: float64 runs need float32-representable values",
+    )
 
 
 BN_CONVENTIONS = (
     Convention("channel_axis", "data_format", 1, SRC_F, note="NC/NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
     Convention("eps", "epsilon", EPS32, SRC_BN_ATTR, note="1e-5 as a float attribute"),
-    Convention("momentum", "momentum", MOMENTUM32, SRC_BN_CPU, clause="BN.D2",
-               note="canonical = 1 - paddle momentum (0.9, weight on the old value, a float attribute)"),
+    Convention(
+        "momentum",
+        "momentum",
+        MOMENTUM32,
+        SRC_BN_CPU,
+        clause="BN.D2",
+        note="canonical = 1 - paddle momentum (0.9, weight on the old value, a float attribute)",
+    ),
     Convention("running_var", "— (fixed)", "biased", SRC_BN_CPU, clause="BN.D1"),
     Convention("eps_placement", "—", "inside_sqrt", SRC_BN_CPU),
-    Convention("single_value", "— (N·spatial == 1)", "returns x", SRC_BN_CPU, clause="BN.D16",
-               note="skips normalization, affine and the running update"),
+    Convention(
+        "single_value",
+        "— (N·spatial == 1)",
+        "returns x",
+        SRC_BN_CPU,
+        clause="BN.D16",
+        note="skips normalization, affine and the running update",
+    ),
     _attribute_precision(SRC_BN_ATTR, "momentum, epsilon (float)"),
 )
 IN_CONVENTIONS = (
     Convention("channel_axis", "— (dim 1)", 1, SRC_F, note="the dynamic-graph op takes no data_format"),
     Convention("eps", "eps / epsilon", EPS32, SRC_IN_ATTR, note="1e-5 as a float attribute"),
-    Convention("affine", "weight_attr, bias_attr", True, SRC_LAYERS, clause="IN.D1",
-               note="the layers create scale (1) and bias (0); F.instance_norm takes None"),
-    Convention("track_running_stats", "— (running_mean, running_var, use_input_stats: obsolete)", False, SRC_F,
-               clause="IN.D4", note="no running statistics: a state is unsupported"),
+    Convention(
+        "affine",
+        "weight_attr, bias_attr",
+        True,
+        SRC_LAYERS,
+        clause="IN.D1",
+        note="the layers create scale (1) and bias (0); F.instance_norm takes None",
+    ),
+    Convention(
+        "track_running_stats",
+        "— (running_mean, running_var, use_input_stats: obsolete)",
+        False,
+        SRC_F,
+        clause="IN.D4",
+        note="no running statistics: a state is unsupported",
+    ),
     _attribute_precision(SRC_IN_ATTR, "epsilon (float)"),
 )
 LN_CONVENTIONS = (
-    Convention("axes", "normalized_shape", (-1,), SRC_F, clause="LN.D3",
-               note="trailing axes only; weight and bias are flattened to prod(normalized_shape)"),
+    Convention(
+        "axes",
+        "normalized_shape",
+        (-1,),
+        SRC_F,
+        clause="LN.D3",
+        note="trailing axes only; weight and bias are flattened to prod(normalized_shape)",
+    ),
     Convention("eps", "epsilon", EPS32, SRC_LN_ATTR, note="1e-5 as a float attribute"),
     _attribute_precision(SRC_LN_ATTR, "epsilon (float)"),
 )
@@ -79,12 +127,24 @@ GN_CONVENTIONS = (
     Convention("channel_axis", "data_format", 1, SRC_F, note="NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
     Convention("eps", "epsilon", 1e-5, SRC_GN_ATTR, note="a double attribute: exact"),
     Convention("assignment", "— (fixed)", "contiguous", SRC_GN_CPU, clause="GN.D1"),
-    Convention("variance", "— (CPU kernel)", "one-pass", SRC_GN_CPU, clause="GN.D7",
-               note="max(E[x²] − mean², 0) in the input dtype"),
+    Convention(
+        "variance",
+        "— (CPU kernel)",
+        "one-pass",
+        SRC_GN_CPU,
+        clause="GN.D7",
+        note="max(E[x²] − mean², 0) in the input dtype",
+    ),
 )
 LRN_CONVENTIONS = (
     Convention("alpha", "alpha", 1e-4, SRC_F),
-    Convention("beta", "beta", 0.75, SRC_F, note="a float attribute of pow: float64 runs need a float32 beta (LRN.D8)"),
+    Convention(
+        "beta",
+        "beta",
+        0.75,
+        SRC_F,
+        note="a float attribute of pow: float64 runs need a float32 beta (LRN.D8)",
+    ),
     Convention("k", "k", 1.0, SRC_F),
     Convention("channel_axis", "data_format", 1, SRC_F, note="NCL/NCHW/NCDHW = 1; NLC/NHWC/NDHWC = last"),
     Convention("alpha_over_size", "— (avg_pool)", True, SRC_F),
@@ -98,10 +158,21 @@ LP_CONVENTIONS = (
 )
 RMS_CONVENTIONS = (
     Convention("axes", "begin_norm_axis", (-1,), SRC_RMS, note="[begin_norm_axis, rank): trailing axes only"),
-    Convention("eps", "epsilon (required)", 1e-5, SRC_RMS, clause="RMS.D2",
-               note="no default: required; 1e-5 is paddle.nn.functional.rms_norm's, which has no CPU kernel"),
-    Convention("affine", "norm_weight (required), norm_bias", True, SRC_RMS,
-               note="an absent canonical scale passes ones, exactly"),
+    Convention(
+        "eps",
+        "epsilon (required)",
+        1e-5,
+        SRC_RMS,
+        clause="RMS.D2",
+        note="no default: required; 1e-5 is paddle.nn.functional.rms_norm's, which has no CPU kernel",
+    ),
+    Convention(
+        "affine",
+        "norm_weight (required), norm_bias",
+        True,
+        SRC_RMS,
+        note="an absent canonical scale passes ones, exactly",
+    ),
 )
 
 LAYOUT_FIRST = {2: "NC", 3: "NCL", 4: "NCHW", 5: "NCDHW"}
@@ -140,7 +211,9 @@ def _backward(y, inputs: dict, cotangent, dtype: str, shapes: dict | None = None
     """Gradients of sum(y * cotangent) w.r.t. the named leaf tensors (absent ones stay None)."""
     y.backward(_tensor(cotangent, dtype))
     shapes = shapes or {}
-    grad = {k: None if t is None else _numpy(t.grad).reshape(shapes.get(k, t.shape)) for k, t in inputs.items()}
+    grad = {
+        k: None if t is None else _numpy(t.grad).reshape(shapes.get(k, t.shape)) for k, t in inputs.items()
+    }
     return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
 
 
@@ -154,9 +227,11 @@ def _paddle_momentum(params, dtype: str) -> float:
     require(momentum is not None, "Paddle has no cumulative average (momentum=None) (BN.D7)")
     decay = 1.0 - float(momentum)
     exact = f32(decay) == decay and 1 - Fraction(decay) == Fraction(momentum)
-    require(dtype != "float64" or exact,
-            f"Paddle's momentum is a 32-bit float attribute: {decay!r} (canonical {momentum!r}) is not exact in "
-            f"float32, so a float64 run cannot use it exactly (BN.D17)")
+    require(
+        dtype != "float64" or exact,
+        f"Paddle's momentum is a 32-bit float attribute: {decay!r} (canonical {momentum!r}) is not exact in "
+        f"float32, so a float64 run cannot use it exactly (BN.D17)",
+    )
     return decay
 
 
@@ -170,8 +245,11 @@ def _layout(x, params, norm: str) -> str:
 
 def _bn_checks(x, params, dtype):
     require(params.get("running_var", "biased") == "biased", "Paddle's running variance is biased (BN.D1)")
-    return _layout(x, params, "batch_norm"), _attribute32("epsilon", params.get("eps", EPS32), dtype), \
-        _paddle_momentum(params, dtype)
+    return (
+        _layout(x, params, "batch_norm"),
+        _attribute32("epsilon", params.get("eps", EPS32), dtype),
+        _paddle_momentum(params, dtype),
+    )
 
 
 def _in_checks(x, params, dtype):
@@ -184,14 +262,18 @@ def _in_checks(x, params, dtype):
 def _ln_checks(x, params, dtype):
     count = trailing(params.get("axes", (-1,)), x.ndim)
     require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
-    require(count < x.ndim, "Paddle's layer_norm needs begin_norm_axis > 0: it cannot normalize over every axis")
+    require(
+        count < x.ndim, "Paddle's layer_norm needs begin_norm_axis > 0: it cannot normalize over every axis"
+    )
     eps = _attribute32("epsilon", params.get("eps", EPS32), dtype)
     require(eps <= 1e-3, "Paddle's layer_norm refuses epsilon outside [0, 0.001] (InferMeta check)")
-    return list(x.shape[x.ndim - count:]), eps
+    return list(x.shape[x.ndim - count :]), eps
 
 
 def _gn_checks(x, params):
-    require(params.get("assignment", "contiguous") == "contiguous", "Paddle groups contiguous channels (GN.D1)")
+    require(
+        params.get("assignment", "contiguous") == "contiguous", "Paddle groups contiguous channels (GN.D1)"
+    )
     require(x.ndim >= 3 or channel_axis_of(x, params) == 1, "group_norm: rank 2 is channels-first only")
     axis = channel_axis_of(x, params)
     require(axis in (1, x.ndim - 1), "group_norm: Paddle's channel axis is 1 or the last axis")
@@ -204,11 +286,15 @@ def _lrn_checks(x, params, dtype):
     axis = channel_axis_of(x, params)
     require(axis in (1, x.ndim - 1), "local_response_norm: Paddle's channel axis is 1 or the last axis")
     require(params.get("alpha_over_size", True), "Paddle always divides alpha by size (LRN.D1)")
-    require(params["size"] % 2 == 1 or params.get("extra", "before") == "before",
-            "Paddle puts an even window's extra channel before c (LRN.D2)")
+    require(
+        params["size"] % 2 == 1 or params.get("extra", "before") == "before",
+        "Paddle puts an even window's extra channel before c (LRN.D2)",
+    )
     beta = params.get("beta", 0.75)
-    require(dtype != "float64" or f32(beta) == beta,
-            f"Paddle raises to beta as a 32-bit float: {beta!r} would become {f32(beta)!r} (LRN.D8)")
+    require(
+        dtype != "float64" or f32(beta) == beta,
+        f"Paddle raises to beta as a 32-bit float: {beta!r} would become {f32(beta)!r} (LRN.D8)",
+    )
     return LAYOUT_FIRST[x.ndim] if axis == 1 else LAYOUT_LAST[x.ndim]
 
 
@@ -248,8 +334,10 @@ class PaddleBase(Adapter):
     def _affine(params, dtype, grad, flat=False):
         scale, offset = params.get("scale"), params.get("offset")
         shape = (lambda v: np.ravel(v)) if flat else (lambda v: v)
-        return ((None if scale is None else _tensor(shape(scale), dtype, grad)),
-                (None if offset is None else _tensor(shape(offset), dtype, grad)))
+        return (
+            (None if scale is None else _tensor(shape(scale), dtype, grad)),
+            (None if offset is None else _tensor(shape(offset), dtype, grad)),
+        )
 
 
 class PaddleFunctional(PaddleBase):
@@ -257,21 +345,48 @@ class PaddleFunctional(PaddleBase):
 
     name = "paddle.functional"
     declarations = {
-        "batch_norm": NormDeclaration("batch_norm", "paddle.nn.functional.batch_norm", DTYPES, BN_CONVENTIONS,
-                                      SAME, gradients=True, stateful=True),
-        "instance_norm": NormDeclaration("instance_norm", "paddle.nn.functional.instance_norm", DTYPES,
-                                         IN_CONVENTIONS, SAME, gradients=True),
-        "layer_norm": NormDeclaration("layer_norm", "paddle.nn.functional.layer_norm", DTYPES, LN_CONVENTIONS,
-                                      SAME, gradients=True),
-        "group_norm": NormDeclaration("group_norm", "paddle.nn.functional.group_norm", DTYPES, GN_CONVENTIONS,
-                                      SAME, gradients=True),
-        "local_response_norm": NormDeclaration("local_response_norm", "paddle.nn.functional.local_response_norm",
-                                               DTYPES, LRN_CONVENTIONS, SAME, gradients=True),
-        "lp_normalize": NormDeclaration("lp_normalize", "paddle.nn.functional.normalize", DTYPES, LP_CONVENTIONS,
-                                        SAME, gradients=True),
+        "batch_norm": NormDeclaration(
+            "batch_norm",
+            "paddle.nn.functional.batch_norm",
+            DTYPES,
+            BN_CONVENTIONS,
+            SAME,
+            gradients=True,
+            stateful=True,
+        ),
+        "instance_norm": NormDeclaration(
+            "instance_norm",
+            "paddle.nn.functional.instance_norm",
+            DTYPES,
+            IN_CONVENTIONS,
+            SAME,
+            gradients=True,
+        ),
+        "layer_norm": NormDeclaration(
+            "layer_norm", "paddle.nn.functional.layer_norm", DTYPES, LN_CONVENTIONS, SAME, gradients=True
+        ),
+        "group_norm": NormDeclaration(
+            "group_norm", "paddle.nn.functional.group_norm", DTYPES, GN_CONVENTIONS, SAME, gradients=True
+        ),
+        "local_response_norm": NormDeclaration(
+            "local_response_norm",
+            "paddle.nn.functional.local_response_norm",
+            DTYPES,
+            LRN_CONVENTIONS,
+            SAME,
+            gradients=True,
+        ),
+        "lp_normalize": NormDeclaration(
+            "lp_normalize", "paddle.nn.functional.normalize", DTYPES, LP_CONVENTIONS, SAME, gradients=True
+        ),
         # paddle.nn.functional.rms_norm has no CPU kernel; the incubate fused op runs float32 forward only.
-        "rms_norm": NormDeclaration("rms_norm", "paddle.incubate.nn.functional.fused_rms_norm", ("float32",),
-                                    RMS_CONVENTIONS, {"float32": "float32"}),
+        "rms_norm": NormDeclaration(
+            "rms_norm",
+            "paddle.incubate.nn.functional.fused_rms_norm",
+            ("float32",),
+            RMS_CONVENTIONS,
+            {"float32": "float32"},
+        ),
     }
 
     def no_argument_calls(self):
@@ -281,14 +396,24 @@ class PaddleFunctional(PaddleBase):
         """The `paddle.nn.functional` call this adapter makes, recorded while it runs and written with
         literal tensors (in the isolated child where paddle cannot join this process)."""
         if not self._here():
-            return _isolated.isolated(self.name).call("framework_repro", norm, x, params, dtype=dtype,
-                                                      cotangent=cotangent)
+            return _isolated.isolated(self.name).call(
+                "framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent
+            )
         paddle = _paddle()
         import paddle.incubate.nn.functional as incubate
 
-        names = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "local_response_norm", "normalize")
-        calls = _repro.recorded_calls([*((paddle.nn.functional, n) for n in names), (incubate, "fused_rms_norm")],
-                                      lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
+        names = (
+            "batch_norm",
+            "instance_norm",
+            "layer_norm",
+            "group_norm",
+            "local_response_norm",
+            "normalize",
+        )
+        calls = _repro.recorded_calls(
+            [*((paddle.nn.functional, n) for n in names), (incubate, "fused_rms_norm")],
+            lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
+        )
         if len(calls) != 1:
             return None
         name = calls[0].name
@@ -297,14 +422,26 @@ class PaddleFunctional(PaddleBase):
         def literal(value):
             if not isinstance(value, paddle.Tensor):
                 return None
-            return (f"paddle.to_tensor(np.array({_repro.values(value.numpy())}).astype({dtype!r}), "
-                    f"stop_gradient={value.stop_gradient!r})", not value.stop_gradient)
+            return (
+                f"paddle.to_tensor(np.array({_repro.values(value.numpy())}).astype({dtype!r}), "
+                f"stop_gradient={value.stop_gradient!r})",
+                not value.stop_gradient,
+            )
 
-        backward = None if cotangent is None else (
-            f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))")
-        return _repro.script([*_repro.HEADER, "import paddle", "import paddle.nn.functional as F",
-                              *_repro.show_function("v.numpy()"),
-                              *_repro.function_call(function, calls[0], literal, backward)])
+        backward = (
+            None
+            if cotangent is None
+            else (f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))")
+        )
+        return _repro.script(
+            [
+                *_repro.HEADER,
+                "import paddle",
+                "import paddle.nn.functional as F",
+                *_repro.show_function("v.numpy()"),
+                *_repro.function_call(function, calls[0], literal, backward),
+            ]
+        )
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
@@ -317,8 +454,17 @@ class PaddleFunctional(PaddleBase):
         # call on throwaway buffers, as a user without running stats writes it.
         mean = _tensor(np.zeros(channels) if state is None else state.mean, dtype)
         var = _tensor(np.ones(channels) if state is None else state.var, dtype)
-        y = _paddle().nn.functional.batch_norm(xt, mean, var, scale, offset, training=training or state is None,
-                                               momentum=momentum, epsilon=eps, data_format=layout)
+        y = _paddle().nn.functional.batch_norm(
+            xt,
+            mean,
+            var,
+            scale,
+            offset,
+            training=training or state is None,
+            momentum=momentum,
+            epsilon=eps,
+            data_format=layout,
+        )
         new_state = state
         if state is not None and training:
             new_state = RunningStats(_numpy(mean), _numpy(var), state.num_batches_tracked + 1)
@@ -330,8 +476,9 @@ class PaddleFunctional(PaddleBase):
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = self._affine(params, dtype, grad)
-        y = _paddle().nn.functional.instance_norm(xt, weight=scale, bias=offset, eps=eps,
-                                                  data_format=LAYOUT_FIRST[x.ndim])
+        y = _paddle().nn.functional.instance_norm(
+            xt, weight=scale, bias=offset, eps=eps, data_format=LAYOUT_FIRST[x.ndim]
+        )
         grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
         return Outcome(_numpy(y), grads=grads)
 
@@ -341,8 +488,17 @@ class PaddleFunctional(PaddleBase):
         xt = _tensor(x, dtype, grad)
         scale, offset = self._affine(params, dtype, grad, flat=True)
         y = _paddle().nn.functional.layer_norm(xt, shape, scale, offset, epsilon=eps)
-        grads = (_backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype,
-                           {"scale": shape, "offset": shape}) if grad else None)
+        grads = (
+            _backward(
+                y,
+                {"x": xt, "scale": scale, "offset": offset},
+                cotangent,
+                dtype,
+                {"scale": shape, "offset": shape},
+            )
+            if grad
+            else None
+        )
         return Outcome(_numpy(y), grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
@@ -350,28 +506,43 @@ class PaddleFunctional(PaddleBase):
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = self._affine(params, dtype, grad)
-        y = _paddle().nn.functional.group_norm(xt, params["groups"], epsilon=params.get("eps", 1e-5), weight=scale,
-                                               bias=offset, data_format=layout)
+        y = _paddle().nn.functional.group_norm(
+            xt,
+            params["groups"],
+            epsilon=params.get("eps", 1e-5),
+            weight=scale,
+            bias=offset,
+            data_format=layout,
+        )
         grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         layout = _lrn_checks(x, params, dtype)
         xt = _tensor(x, dtype, cotangent is not None)
-        y = _paddle().nn.functional.local_response_norm(xt, params["size"], alpha=params.get("alpha", 1e-4),
-                                                        beta=params.get("beta", 0.75), k=params.get("k", 1.0),
-                                                        data_format=layout)
+        y = _paddle().nn.functional.local_response_norm(
+            xt,
+            params["size"],
+            alpha=params.get("alpha", 1e-4),
+            beta=params.get("beta", 0.75),
+            k=params.get("k", 1.0),
+            data_format=layout,
+        )
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
-        require(params.get("eps_placement", "max_norm") == "max_norm",
-                "F.normalize takes maximum(norm, eps): eps_placement='max_norm' only (LP.D1)")
+        require(
+            params.get("eps_placement", "max_norm") == "max_norm",
+            "F.normalize takes maximum(norm, eps): eps_placement='max_norm' only (LP.D1)",
+        )
         axes = tuple(params.get("axes", (1,)))
         require(len(axes) == 1, "F.normalize normalizes over one axis")
         p = float(params.get("p", 2.0))
-        require(dtype != "float64" or f32(1.0 / p) == 1.0 / p,
-                f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)")
+        require(
+            dtype != "float64" or f32(1.0 / p) == 1.0 / p,
+            f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)",
+        )
         xt = _tensor(x, dtype, cotangent is not None)
         y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params.get("eps", 1e-12))
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
@@ -383,12 +554,16 @@ class PaddleFunctional(PaddleBase):
         count = trailing(params.get("axes", (-1,)), x.ndim)
         require(count is not None, "begin_norm_axis covers trailing axes only")
         require(count < x.ndim or x.ndim > 1, "fused_rms_norm needs a row axis before the normalized ones")
-        shape = x.shape[x.ndim - count:]
+        shape = x.shape[x.ndim - count :]
         scale = params.get("scale")
         offset = params.get("offset")
-        y, _ = fused_rms_norm(_tensor(x, dtype), _tensor(np.ones(shape) if scale is None else scale, dtype).flatten(),
-                              None if offset is None else _tensor(offset, dtype).flatten(), params["eps"],
-                              begin_norm_axis=x.ndim - count)
+        y, _ = fused_rms_norm(
+            _tensor(x, dtype),
+            _tensor(np.ones(shape) if scale is None else scale, dtype).flatten(),
+            None if offset is None else _tensor(offset, dtype).flatten(),
+            params["eps"],
+            begin_norm_axis=x.ndim - count,
+        )
         return Outcome(_numpy(y))
 
 
@@ -401,30 +576,53 @@ class PaddleLayers(PaddleBase):
 
     name = "paddle.nn"
     declarations = {
-        "batch_norm": NormDeclaration("batch_norm", "paddle.nn.BatchNorm{1,2,3}D", DTYPES, BN_CONVENTIONS, SAME,
-                                      gradients=True, stateful=True),
-        "instance_norm": NormDeclaration("instance_norm", "paddle.nn.InstanceNorm{1,2,3}D", DTYPES, IN_CONVENTIONS,
-                                         SAME, gradients=True),
-        "layer_norm": NormDeclaration("layer_norm", "paddle.nn.LayerNorm", DTYPES, LN_CONVENTIONS, SAME,
-                                      gradients=True),
-        "group_norm": NormDeclaration("group_norm", "paddle.nn.GroupNorm", DTYPES, GN_CONVENTIONS, SAME,
-                                      gradients=True),
-        "local_response_norm": NormDeclaration("local_response_norm", "paddle.nn.LocalResponseNorm", DTYPES,
-                                               LRN_CONVENTIONS, SAME, gradients=True),
+        "batch_norm": NormDeclaration(
+            "batch_norm",
+            "paddle.nn.BatchNorm{1,2,3}D",
+            DTYPES,
+            BN_CONVENTIONS,
+            SAME,
+            gradients=True,
+            stateful=True,
+        ),
+        "instance_norm": NormDeclaration(
+            "instance_norm", "paddle.nn.InstanceNorm{1,2,3}D", DTYPES, IN_CONVENTIONS, SAME, gradients=True
+        ),
+        "layer_norm": NormDeclaration(
+            "layer_norm", "paddle.nn.LayerNorm", DTYPES, LN_CONVENTIONS, SAME, gradients=True
+        ),
+        "group_norm": NormDeclaration(
+            "group_norm", "paddle.nn.GroupNorm", DTYPES, GN_CONVENTIONS, SAME, gradients=True
+        ),
+        "local_response_norm": NormDeclaration(
+            "local_response_norm",
+            "paddle.nn.LocalResponseNorm",
+            DTYPES,
+            LRN_CONVENTIONS,
+            SAME,
+            gradients=True,
+        ),
     }
 
     def no_argument_calls(self):
         return LAYER_DEFAULT_CALLS
 
-    LAYERS = (*BATCH_NORM_BY_RANK.values(), *INSTANCE_NORM_BY_RANK.values(), "LayerNorm", "GroupNorm", "LocalResponseNorm")
+    LAYERS = (
+        *BATCH_NORM_BY_RANK.values(),
+        *INSTANCE_NORM_BY_RANK.values(),
+        "LayerNorm",
+        "GroupNorm",
+        "LocalResponseNorm",
+    )
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
         """The layer this adapter built (its constructor call under the run's default dtype), its
         parameters and buffers as loaded, its train/eval mode and the call (in the isolated child
         where paddle cannot join this process)."""
         if not self._here():
-            return _isolated.isolated(self.name).call("framework_repro", norm, x, params, dtype=dtype,
-                                                      cotangent=cotangent)
+            return _isolated.isolated(self.name).call(
+                "framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent
+            )
         seen, original = [], self._call
 
         def calling(layer, x_, params_, dtype_, cotangent_, training=True, **kwargs):
@@ -433,25 +631,37 @@ class PaddleLayers(PaddleBase):
 
         self._call = calling
         try:
-            built = _repro.recorded_calls([(_paddle().nn, name) for name in dict.fromkeys(self.LAYERS)],
-                                          lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent))
+            built = _repro.recorded_calls(
+                [(_paddle().nn, name) for name in dict.fromkeys(self.LAYERS)],
+                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
+            )
         finally:
             del self._call
         if len(built) != 1 or len(seen) != 1:
             return None
         (state, training), call = seen[0], built[0]
-        lines = [*_repro.HEADER, "import paddle", *_repro.show_function("v.numpy()"),
-                 f"paddle.set_default_dtype({dtype!r})  # the layer creates its parameters in the default dtype",
-                 f"layer = paddle.nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
-                 "layer.set_state_dict({" + ", ".join(f"{k!r}: paddle.to_tensor(np.array({v!r}).astype({dtype!r}))"
-                                                       for k, v in state.items()) + "})",
-                 f"layer.{'train' if training else 'eval'}()",
-                 f"x = paddle.to_tensor(np.array({_repro.values(x)}).astype({dtype!r}), "
-                 f"stop_gradient={cotangent is None!r})",
-                 "y = layer(x)", "show('y', y)"]
+        lines = [
+            *_repro.HEADER,
+            "import paddle",
+            *_repro.show_function("v.numpy()"),
+            f"paddle.set_default_dtype({dtype!r})  # the layer creates its parameters in the default dtype",
+            f"layer = paddle.nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
+            "layer.set_state_dict({"
+            + ", ".join(
+                f"{k!r}: paddle.to_tensor(np.array({v!r}).astype({dtype!r}))" for k, v in state.items()
+            )
+            + "})",
+            f"layer.{'train' if training else 'eval'}()",
+            f"x = paddle.to_tensor(np.array({_repro.values(x)}).astype({dtype!r}), "
+            f"stop_gradient={cotangent is None!r})",
+            "y = layer(x)",
+            "show('y', y)",
+        ]
         if cotangent is not None:
-            lines += [f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))",
-                      "show('grad', {'x': x.grad, **{name: p.grad for name, p in layer.named_parameters()}})"]
+            lines += [
+                f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))",
+                "show('grad', {'x': x.grad, **{name: p.grad for name, p in layer.named_parameters()}})",
+            ]
         lines += ["show('after', {name: b for name, b in layer.named_buffers()})"]
         return _repro.script(lines)
 
@@ -462,7 +672,9 @@ class PaddleLayers(PaddleBase):
             if params.get(key) is not None:
                 getattr(layer, attr).set_value(_tensor(np.ravel(params[key]), dtype))
 
-    def _call(self, layer, x, params, dtype, cotangent, training=True, weight="weight", bias="bias", shape=None):
+    def _call(
+        self, layer, x, params, dtype, cotangent, training=True, weight="weight", bias="bias", shape=None
+    ):
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         layer.train() if training else layer.eval()
@@ -472,7 +684,9 @@ class PaddleLayers(PaddleBase):
             leaves = {"x": xt}
             for key, attr in (("scale", weight), ("offset", bias)):
                 leaves[key] = getattr(layer, attr, None) if params.get(key) is not None else None
-            grads = _backward(y, leaves, cotangent, dtype, {"scale": shape, "offset": shape} if shape else None)
+            grads = _backward(
+                y, leaves, cotangent, dtype, {"scale": shape, "offset": shape} if shape else None
+            )
         return y, grads
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
@@ -482,8 +696,13 @@ class PaddleLayers(PaddleBase):
         cls = getattr(_paddle().nn, BATCH_NORM_BY_RANK[x.ndim])
         # Without tracked statistics, use_global_stats=False normalizes with the batch in eval too (BN.S4).
         with _default_dtype(dtype):
-            layer = cls(channels, momentum=momentum, epsilon=eps, data_format=layout,
-                        use_global_stats=False if state is None else None)
+            layer = cls(
+                channels,
+                momentum=momentum,
+                epsilon=eps,
+                data_format=layout,
+                use_global_stats=False if state is None else None,
+            )
         self._set_affine(layer, params, dtype)
         if state is not None:
             layer._mean.set_value(_tensor(state.mean, dtype))
@@ -491,8 +710,9 @@ class PaddleLayers(PaddleBase):
         y, grads = self._call(layer, x, params, dtype, cotangent, training)
         new_state = None
         if state is not None:
-            new_state = RunningStats(_numpy(layer._mean), _numpy(layer._variance),
-                                     state.num_batches_tracked + int(training))
+            new_state = RunningStats(
+                _numpy(layer._mean), _numpy(layer._variance), state.num_batches_tracked + int(training)
+            )
         return Outcome(_numpy(y), new_state, grads)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
@@ -507,8 +727,12 @@ class PaddleLayers(PaddleBase):
     def _run_layer_norm(self, x, params, dtype, cotangent):
         shape, eps = _ln_checks(x, params, dtype)
         with _default_dtype(dtype):
-            layer = _paddle().nn.LayerNorm(shape, epsilon=eps, weight_attr=None if params.get("scale") is not None else False,
-                                           bias_attr=None if params.get("offset") is not None else False)
+            layer = _paddle().nn.LayerNorm(
+                shape,
+                epsilon=eps,
+                weight_attr=None if params.get("scale") is not None else False,
+                bias_attr=None if params.get("offset") is not None else False,
+            )
         self._set_affine(layer, params, dtype)
         y, grads = self._call(layer, x, params, dtype, cotangent, shape=shape)
         return Outcome(_numpy(y), grads=grads)
@@ -517,19 +741,27 @@ class PaddleLayers(PaddleBase):
         layout = _gn_checks(x, params)
         channels = x.shape[channel_axis_of(x, params)]
         with _default_dtype(dtype):
-            layer = _paddle().nn.GroupNorm(params["groups"], channels, epsilon=params.get("eps", 1e-5),
-                                           weight_attr=None if params.get("scale") is not None else False,
-                                           bias_attr=None if params.get("offset") is not None else False,
-                                           data_format=layout)
+            layer = _paddle().nn.GroupNorm(
+                params["groups"],
+                channels,
+                epsilon=params.get("eps", 1e-5),
+                weight_attr=None if params.get("scale") is not None else False,
+                bias_attr=None if params.get("offset") is not None else False,
+                data_format=layout,
+            )
         self._set_affine(layer, params, dtype)
         y, grads = self._call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         layout = _lrn_checks(x, params, dtype)
-        layer = _paddle().nn.LocalResponseNorm(params["size"], alpha=params.get("alpha", 1e-4),
-                                               beta=params.get("beta", 0.75), k=params.get("k", 1.0),
-                                               data_format=layout)
+        layer = _paddle().nn.LocalResponseNorm(
+            params["size"],
+            alpha=params.get("alpha", 1e-4),
+            beta=params.get("beta", 0.75),
+            k=params.get("k", 1.0),
+            data_format=layout,
+        )
         y, grads = self._call(layer, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
@@ -540,16 +772,19 @@ def _nchw(api: str, x) -> None:
 
 def _function_default(call, implied=lambda x: {}):
     """A no-argument call: `call(F, t, x, hints)` with only the arguments the function requires."""
+
     def run(x, hints, dtype):
         with _default_dtype(dtype):
             y = call(_paddle().nn.functional, _tensor(x, dtype), x, hints)
         return Outcome(_numpy(y)), implied(x)
+
     return run
 
 
 def _layer_default(build, stateful=False):
     """A no-argument call: the layer `build(nn, x, hints)` under the run's default dtype, in its
     default (training) mode; BatchNorm's running statistics after the step come back as the state."""
+
     def run(x, hints, dtype):
         with _default_dtype(dtype):
             layer = build(_paddle().nn, x, hints)
@@ -558,13 +793,17 @@ def _layer_default(build, stateful=False):
             return Outcome(_numpy(y)), {}
         state = RunningStats(_numpy(layer._mean), _numpy(layer._variance), 1)
         return Outcome(_numpy(y), state), {"state": RunningStats.initial(x.shape[1]), "training": True}
+
     return run
 
 
 def _f_batch_norm(F, t, x, hints):
     """F.batch_norm with the running tensors it requires (the canonical initial ones); training=False."""
-    return F.batch_norm(t, _tensor(np.zeros(x.shape[1]), str(t.dtype).removeprefix("paddle.")),
-                        _tensor(np.ones(x.shape[1]), str(t.dtype).removeprefix("paddle.")))
+    return F.batch_norm(
+        t,
+        _tensor(np.zeros(x.shape[1]), str(t.dtype).removeprefix("paddle.")),
+        _tensor(np.ones(x.shape[1]), str(t.dtype).removeprefix("paddle.")),
+    )
 
 
 def _f_lrn(F, t, x, hints):
@@ -579,7 +818,9 @@ def _layer_lrn(nn, x, hints):
 
 FUNCTIONAL_DEFAULT_CALLS = {
     # F.batch_norm defaults to training=False: eval with the running statistics passed
-    "batch_norm": _function_default(_f_batch_norm, lambda x: {"state": RunningStats.initial(x.shape[1]), "training": False}),
+    "batch_norm": _function_default(
+        _f_batch_norm, lambda x: {"state": RunningStats.initial(x.shape[1]), "training": False}
+    ),
     "instance_norm": _function_default(lambda F, t, x, h: F.instance_norm(t)),
     "layer_norm": _function_default(lambda F, t, x, h: F.layer_norm(t, x.shape[-1:])),
     "group_norm": _function_default(lambda F, t, x, h: F.group_norm(t, h["groups"])),
@@ -587,7 +828,9 @@ FUNCTIONAL_DEFAULT_CALLS = {
     "lp_normalize": _function_default(lambda F, t, x, h: F.normalize(t)),
 }
 LAYER_DEFAULT_CALLS = {
-    "batch_norm": _layer_default(lambda nn, x, h: getattr(nn, BATCH_NORM_BY_RANK[x.ndim])(x.shape[1]), stateful=True),
+    "batch_norm": _layer_default(
+        lambda nn, x, h: getattr(nn, BATCH_NORM_BY_RANK[x.ndim])(x.shape[1]), stateful=True
+    ),
     "instance_norm": _layer_default(lambda nn, x, h: getattr(nn, INSTANCE_NORM_BY_RANK[x.ndim])(x.shape[1])),
     "layer_norm": _layer_default(lambda nn, x, h: nn.LayerNorm(x.shape[-1])),
     "group_norm": _layer_default(lambda nn, x, h: nn.GroupNorm(h["groups"], x.shape[1])),

@@ -25,6 +25,7 @@ supports (the reference function's names, spec/<norm>.md P-clauses) and returnin
 The full form is a subclass of `normconf.adapters.Adapter` (declared conventions with sources, state,
 gradients, `_run_<norm>` methods): see adapters/base.py and any adapter in this package.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,8 +40,17 @@ import numpy as np
 
 from normconf import reference as R
 
-from .base import (CANONICAL_PARAMETERS, DIVISOR_CONVENTIONS, DTYPES, NORMS, Adapter, Convention, NormDeclaration,
-                   Outcome, require)
+from .base import (
+    CANONICAL_PARAMETERS,
+    DIVISOR_CONVENTIONS,
+    DTYPES,
+    NORMS,
+    Adapter,
+    Convention,
+    NormDeclaration,
+    Outcome,
+    require,
+)
 
 # What a function that does not take `state` makes irrelevant: without running statistics the batch
 # statistics normalize in training and eval alike (BN.S4), and there is nothing to update.
@@ -86,7 +96,7 @@ def _torch_arrays() -> Arrays:
         leaves = {k: v.clone().requires_grad_(True) for k, v in arrays.items()}
         y = fn(**leaves)
         grads = torch.autograd.grad(y, list(leaves.values()), g.to(y.dtype), allow_unused=True)
-        return dict(zip(leaves, grads))
+        return dict(zip(leaves, grads, strict=True))
 
     return Arrays(to, back, vjp)
 
@@ -107,15 +117,17 @@ def _jax_arrays() -> Arrays:
         import jax
 
         names = list(arrays)
-        y, pullback = jax.vjp(lambda *values: fn(**dict(zip(names, values))), *arrays.values())
-        return dict(zip(names, pullback(g.astype(y.dtype))))
+        y, pullback = jax.vjp(lambda *values: fn(**dict(zip(names, values, strict=True))), *arrays.values())
+        return dict(zip(names, pullback(g.astype(y.dtype)), strict=True))
 
     return Arrays(to, back, vjp)
 
 
 ARRAYS: dict[str, Callable[[], Arrays]] = {
-    "numpy": lambda: Arrays(lambda a, dtype: np.asarray(a, dtype=np.float64).astype(_numpy_dtype(dtype)),
-                            lambda a: np.asarray(a).astype(np.float64)),
+    "numpy": lambda: Arrays(
+        lambda a, dtype: np.asarray(a, dtype=np.float64).astype(_numpy_dtype(dtype)),
+        lambda a: np.asarray(a).astype(np.float64),
+    ),
     "torch": _torch_arrays,
     "jax": _jax_arrays,
 }
@@ -141,10 +153,14 @@ class Implementation:
         allowed = CANONICAL_PARAMETERS[self.norm]
         for key in self.conventions:
             if key not in allowed:
-                raise ValueError(f"conventions: {key!r} is not a canonical parameter of {self.norm} "
-                                 f"(one of {', '.join(allowed)})")
+                raise ValueError(
+                    f"conventions: {key!r} is not a canonical parameter of {self.norm} "
+                    f"(one of {', '.join(allowed)})"
+                )
         if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
-            raise ValueError(f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)")
+            raise ValueError(
+                f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)"
+            )
         if not callable(self.fn):
             raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
 
@@ -167,12 +183,20 @@ class Implementation:
         return self.arrays if isinstance(self.arrays, Arrays) else ARRAYS[self.arrays]()
 
 
-def implementation(norm: str, *, dtypes=("float32", "float64"), conventions: dict | None = None,
-                   arrays: str | Arrays = "numpy", accumulation: dict | None = None):
+def implementation(
+    norm: str,
+    *,
+    dtypes=("float32", "float64"),
+    conventions: dict | None = None,
+    arrays: str | Arrays = "numpy",
+    accumulation: dict | None = None,
+):
     """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
 
     def wrap(fn):
-        return Implementation(norm, fn, tuple(dtypes), dict(conventions or {}), arrays, dict(accumulation or {}))
+        return Implementation(
+            norm, fn, tuple(dtypes), dict(conventions or {}), arrays, dict(accumulation or {})
+        )
 
     return wrap
 
@@ -180,8 +204,10 @@ def implementation(norm: str, *, dtypes=("float32", "float64"), conventions: dic
 def _reference_defaults(norm: str) -> dict:
     """The reference function's keyword parameters and their canonical defaults (None: required)."""
     signature = inspect.signature(getattr(R, norm))
-    return {name: (None if p.default is p.empty else p.default)
-            for name, p in list(signature.parameters.items())[1:]}
+    return {
+        name: (None if p.default is p.empty else p.default)
+        for name, p in list(signature.parameters.items())[1:]
+    }
 
 
 class FunctionAdapter(Adapter):
@@ -194,8 +220,10 @@ class FunctionAdapter(Adapter):
         self.implementations: dict[str, Implementation] = {}
         for impl in implementations:
             if impl.norm in self.implementations:
-                raise PluginError(f"{name}: two implementations of {impl.norm} ({self.implementations[impl.norm].label}, "
-                                  f"{impl.label}); check one at a time: {name}:{impl.label}")
+                raise PluginError(
+                    f"{name}: two implementations of {impl.norm} ({self.implementations[impl.norm].label}, "
+                    f"{impl.label}); check one at a time: {name}:{impl.label}"
+                )
             self.implementations[impl.norm] = impl
         self.declarations = {norm: self._declare(impl) for norm, impl in self.implementations.items()}
 
@@ -205,8 +233,10 @@ class FunctionAdapter(Adapter):
         for key in CANONICAL_PARAMETERS[impl.norm]:
             value = impl.conventions.get(key, DIVISOR_CONVENTIONS.get(key, defaults.get(key)))
             if value is None and key not in taken and key in REQUIRED.get(impl.norm, ()):
-                raise PluginError(f"{impl.label}: takes no {key} and the spec has no default for it; declare the "
-                                  f"value it computes with, e.g. conventions={{{key!r}: ...}}")
+                raise PluginError(
+                    f"{impl.label}: takes no {key} and the spec has no default for it; declare the "
+                    f"value it computes with, e.g. conventions={{{key!r}: ...}}"
+                )
             if key in DIVISOR_CONVENTIONS and key not in impl.conventions:
                 continue  # canonical unless declared (BN.P8): nothing to draw, nothing to hand over
             if key in taken and key not in DIVISOR_CONVENTIONS:
@@ -214,13 +244,23 @@ class FunctionAdapter(Adapter):
             elif key in impl.conventions or key not in _irrelevant(impl):
                 conventions.append(Convention(key, f"— (not a parameter of {impl.label})", value, SOURCE))
         converter = impl.converter()
-        return NormDeclaration(impl.norm, impl.label, impl.dtypes, tuple(conventions), dict(impl.accumulation),
-                               gradients=converter.vjp is not None,
-                               stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken)
+        return NormDeclaration(
+            impl.norm,
+            impl.label,
+            impl.dtypes,
+            tuple(conventions),
+            dict(impl.accumulation),
+            gradients=converter.vjp is not None,
+            stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken,
+        )
 
     def environment(self) -> dict:
-        return {"adapter": self.name, "framework": "plug-in", "version": None,
-                "implementations": {norm: impl.label for norm, impl in self.implementations.items()}}
+        return {
+            "adapter": self.name,
+            "framework": "plug-in",
+            "version": None,
+            "implementations": {norm: impl.label for norm, impl in self.implementations.items()},
+        }
 
     def _run(self, norm, x, params, dtype, cotangent):
         impl = self.implementations[norm]
@@ -233,40 +273,56 @@ class FunctionAdapter(Adapter):
                 if isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
                     differentiable[key] = arrays.to(value, dtype)
                 elif isinstance(value, R.RunningStats):
-                    plain[key] = R.RunningStats(arrays.to(value.mean, dtype), arrays.to(value.var, dtype),
-                                                value.num_batches_tracked)
+                    plain[key] = R.RunningStats(
+                        arrays.to(value.mean, dtype), arrays.to(value.var, dtype), value.num_batches_tracked
+                    )
                 else:
                     plain[key] = value
             elif key in STATE_ONLY and key in _irrelevant(impl):
                 continue
             else:
-                require(_same(value, fixed.get(key), x.ndim if key == "axes" else None), f"{impl.label} takes no {key}: it computes {key}="
-                        f"{fixed.get(key)!r} (declare another value in conventions=), not {value!r}")
+                require(
+                    _same(value, fixed.get(key), x.ndim if key == "axes" else None),
+                    f"{impl.label} takes no {key}: it computes {key}="
+                    f"{fixed.get(key)!r} (declare another value in conventions=), not {value!r}",
+                )
         differentiable["x"] = arrays.to(x, dtype)
 
         def call(**inputs):
             return impl.fn(inputs.pop("x"), **inputs, **plain)
 
         result = call(**differentiable)
-        y, state = (result if declaration.stateful and isinstance(result, tuple) else (result, None))
+        y, state = result if declaration.stateful and isinstance(result, tuple) else (result, None)
         _check_output(impl, y, dtype)
         outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None)
         if cotangent is not None:
-            grads = arrays.vjp(lambda **inputs: _output(call(**inputs), declaration.stateful), differentiable,
-                               arrays.to(cotangent, dtype))
-            outcome.grads = R.Grads(*(None if grads.get(k) is None else arrays.back(grads[k])
-                                      for k in ("x", "scale", "offset")))
+            grads = arrays.vjp(
+                lambda **inputs: _output(call(**inputs), declaration.stateful),
+                differentiable,
+                arrays.to(cotangent, dtype),
+            )
+            outcome.grads = R.Grads(
+                *(None if grads.get(k) is None else arrays.back(grads[k]) for k in ("x", "scale", "offset"))
+            )
         return outcome
 
 
 def _check_output(impl: Implementation, y, dtype: str) -> None:
     """The protocol: y is an array of the input's dtype (a wider or narrower one would be compared as
     if it were what the implementation computes in `dtype`)."""
-    dtype_of = getattr(y, "dtype", None)  # numpy/jax/TF dtypes have a name; torch, paddle, mlx print "module.float32"
-    got = (getattr(dtype_of, "name", None) or str(dtype_of)).rsplit(".", 1)[-1] if dtype_of is not None else type(y).__name__
+    dtype_of = getattr(
+        y, "dtype", None
+    )  # numpy/jax/TF dtypes have a name; torch, paddle, mlx print "module.float32"
+    got = (
+        (getattr(dtype_of, "name", None) or str(dtype_of)).rsplit(".", 1)[-1]
+        if dtype_of is not None
+        else type(y).__name__
+    )
     if got != dtype:
-        raise ProtocolError(f"{impl.label} returned {got} for a {dtype} input: y must be an array of the input's "
-                            f"dtype (the plug-in protocol, adapters/plugin.py)")
+        raise ProtocolError(
+            f"{impl.label} returned {got} for a {dtype} input: y must be an array of the input's "
+            f"dtype (the plug-in protocol, adapters/plugin.py)"
+        )
 
 
 def _irrelevant(impl: Implementation) -> tuple[str, ...]:
@@ -289,7 +345,9 @@ def _same(value, fixed, ndim: int | None = None) -> bool:
     if value is None or fixed is None:
         return value is None and fixed is None
     if ndim is not None:
-        return sorted(a % ndim for a in np.atleast_1d(value)) == sorted(a % ndim for a in np.atleast_1d(fixed))
+        return sorted(a % ndim for a in np.atleast_1d(value)) == sorted(
+            a % ndim for a in np.atleast_1d(fixed)
+        )
     if isinstance(value, (tuple, list)) or isinstance(fixed, (tuple, list)):
         return tuple(np.atleast_1d(value)) == tuple(np.atleast_1d(fixed))
     return value == fixed
@@ -332,8 +390,10 @@ def load(spec: str) -> Adapter:
             raise PluginError(f"{spec}: defines {len(classes)} adapters; name one with {spec}:<name>")
         return as_adapter(classes[0], spec)
     if not found:
-        raise PluginError(f"{spec}: defines no @implementation functions and no Adapter instance "
-                          f"(see normconf.adapters.plugin)")
+        raise PluginError(
+            f"{spec}: defines no @implementation functions and no Adapter instance "
+            f"(see normconf.adapters.plugin)"
+        )
     return as_adapter(found, spec)
 
 
@@ -350,8 +410,10 @@ def as_adapter(obj, name: str) -> Adapter:
         obj = [obj]
     if isinstance(obj, (list, tuple)) and obj and all(isinstance(o, Implementation) for o in obj):
         return FunctionAdapter(name, obj)
-    raise PluginError(f"{name}: is a {type(obj).__name__}, not an @implementation, a list of them, or an Adapter "
-                      f"(see normconf.adapters.plugin)")
+    raise PluginError(
+        f"{name}: is a {type(obj).__name__}, not an @implementation, a list of them, or an Adapter "
+        f"(see normconf.adapters.plugin)"
+    )
 
 
 def _check_protocol(adapter: Adapter, name: str) -> None:
@@ -360,7 +422,9 @@ def _check_protocol(adapter: Adapter, name: str) -> None:
         if norm not in NORMS:
             raise PluginError(f"{name}: declares unknown norm {norm!r} (one of {', '.join(NORMS)})")
         if not isinstance(declaration, NormDeclaration):
-            raise PluginError(f"{name}: declarations[{norm!r}] is a {type(declaration).__name__}, not a NormDeclaration")
+            raise PluginError(
+                f"{name}: declarations[{norm!r}] is a {type(declaration).__name__}, not a NormDeclaration"
+            )
         bad = sorted(set(declaration.dtypes) - set(DTYPES))
         if bad:
             raise PluginError(f"{name}: {norm} declares unknown dtypes {bad}")
@@ -411,5 +475,7 @@ def load_entry_point(name: str) -> Adapter:
     try:
         obj = point.load()
     except Exception as exc:
-        raise PluginError(f"entry point {name} ({point.value}): loading it raised {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"entry point {name} ({point.value}): loading it raised {type(exc).__name__}: {exc}"
+        ) from exc
     return as_adapter(obj, name)

@@ -3,6 +3,7 @@
 A check returns a Verdict: the worst element's error against its budget, the budget's basis, and
 everything a report or a failure message needs (clause, adapter, dtype, the example, a repro).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from normconf import reference as R
-from normconf.reference.group_norm import _grouped, _ungrouped
 
 from . import tolerances as T
 
-STANDARDIZING = {"batch_norm", "sync_batch_norm", "instance_norm", "layer_norm", "group_norm"}
+STANDARDIZING = {name for name, norm in R.NORMS.items() if norm.standardizing}
 
 
 @dataclass
@@ -41,36 +41,21 @@ class Verdict:
         c = self.comparison
         if not c.index and math.isinf(c.worst_error):  # no answer to compare: it raised, crashed or hung
             return f"[{self.clause}] {self.adapter} {self.norm} {self.dtype} {self.what} ({self.basis})"
-        return (f"[{self.clause}] {self.adapter} {self.norm} {self.dtype} {self.what}: worst error {c.worst_error:.3e} "
-                f"at {c.index} vs budget {c.budget:.3e} ({self.basis}; {c.ratio:.3g}x budget, {c.ulps:.1f} ulps)"
-                + (f"; {self.hint}" if self.hint else ""))
+        return (
+            f"[{self.clause}] {self.adapter} {self.norm} {self.dtype} {self.what}: "
+            f"worst error {c.worst_error:.3e} "
+            f"at {c.index} vs budget {c.budget:.3e} ({self.basis}; {c.ratio:.3g}x budget, {c.ulps:.1f} ulps)"
+            + (f"; {self.hint}" if self.hint else "")
+        )
 
 
 def statistic_view(norm: str, x: np.ndarray, params: dict) -> tuple[np.ndarray, tuple[int, ...], Any]:
     """(view of x, axes each statistic spans, function mapping a keepdims statistic back to x's shape)."""
-    ndim = x.ndim
-    if norm in ("batch_norm", "sync_batch_norm", "instance_norm"):
-        axis = params.get("channel_axis", 1) % ndim
-        keep = (0, axis) if norm == "instance_norm" else (axis,)
-        axes = tuple(i for i in range(ndim) if i not in keep)
-        return x, axes, lambda s: np.broadcast_to(s, x.shape)
-    if norm == "group_norm":
-        axis = params.get("channel_axis", 1) % ndim
-        view, axes = _grouped(x, params["groups"], axis, params.get("assignment", "contiguous"))
-        moved = np.moveaxis(x, axis, 1).shape
-        return view, axes, lambda s: _ungrouped(np.broadcast_to(s, view.shape), moved, axis)
-    axes = params.get("axes", (-1,))
-    axes = tuple(sorted(a % ndim for a in ((axes,) if isinstance(axes, int) else axes)))
-    return x, axes, lambda s: np.broadcast_to(s, x.shape)
+    return R.NORMS[norm].statistic_view(x, params)
 
 
 def reduction_length(norm: str, x: np.ndarray, params: dict) -> int:
-    if norm == "local_response_norm":
-        return int(params["size"])
-    if norm == "channel_normalize":
-        return 1
-    view, axes, _ = statistic_view(norm, x, params)
-    return max(1, math.prod(view.shape[a] for a in axes))
+    return R.NORMS[norm].reduction_length(x, params)
 
 
 def uses_batch_stats(params: dict) -> bool:
@@ -95,7 +80,9 @@ def divided(view: np.ndarray, axes: tuple[int, ...], params: dict):
 
     if "replica_sizes" in params:  # SBN.P2: the replicas' values weighted as the declared pooling does
         axis = params.get("channel_axis", 1) % view.ndim
-        weights = element_weights(view.shape, axis, tuple(params["replica_sizes"]), params.get("weighting", "count"))
+        weights = element_weights(
+            view.shape, axis, tuple(params["replica_sizes"]), params.get("weighting", "count")
+        )
         return pooled(view, axes, weights, params.get("eps", 1e-5))
     return _common.standardized(view, axes, params.get("eps", 1e-5), *_divisor_conventions(params))
 
@@ -110,9 +97,18 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
         standardized = divided(view, axes, params)
         kappa = back(T.conditioning(view, axes, divisor=standardized.divisor))
         xhat = back(standardized.xhat)
-        first_order = T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=kappa, xhat=xhat,
-                                             scale=_affine_magnitude(params), y_ref=y_ref)
-        if str(acc_dtype) == "float64":  # float64 is the reference's own precision: no honest-arithmetic excuse
+        first_order = T.standardizing_budget(
+            acc_dtype=acc_dtype,
+            out_dtype=out_dtype,
+            n=n,
+            kappa=kappa,
+            xhat=xhat,
+            scale=_affine_magnitude(params),
+            y_ref=y_ref,
+        )
+        if (
+            str(acc_dtype) == "float64"
+        ):  # float64 is the reference's own precision: no honest-arithmetic excuse
             return first_order, "NUM.N5"
         honest = back(T.standardized_in_dtype(view, axes, eps, acc_dtype, *_divisor_conventions(params)))
         with np.errstate(invalid="ignore"):
@@ -131,15 +127,33 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
         divisor = np.sqrt(state.var.reshape(shape) + params.get("eps", 1e-5))
         with np.errstate(divide="ignore", invalid="ignore"):
             kappa = (np.abs(x) + np.abs(state.mean.reshape(shape))) / divisor
-        return T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=1, kappa=kappa, xhat=y_ref,
-                                      scale=_affine_magnitude(params), y_ref=y_ref), "NUM.N5"
-    first_order = T.standardizing_budget(acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=1.0, xhat=y_ref,
-                                         scale=None, y_ref=y_ref)
+        return T.standardizing_budget(
+            acc_dtype=acc_dtype,
+            out_dtype=out_dtype,
+            n=1,
+            kappa=kappa,
+            xhat=y_ref,
+            scale=_affine_magnitude(params),
+            y_ref=y_ref,
+        ), "NUM.N5"
+    first_order = T.standardizing_budget(
+        acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=1.0, xhat=y_ref, scale=None, y_ref=y_ref
+    )
     return first_order, "NUM.N5"
 
 
-def check(clause: str, adapter: str, norm: str, dtype: str, what: str, actual, expected, budget_and_basis,
-          example: dict, diagnose=None) -> Verdict:
+def check(
+    clause: str,
+    adapter: str,
+    norm: str,
+    dtype: str,
+    what: str,
+    actual,
+    expected,
+    budget_and_basis,
+    example: dict,
+    diagnose=None,
+) -> Verdict:
     """The comparison as a Verdict; on a failure, `diagnose(actual, bound)` may name what explains it."""
     bound, basis = budget_and_basis
     comparison = T.compare(actual, expected, bound, dtype)
@@ -169,7 +183,9 @@ def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: in
                 continue
             moves = {k: np.zeros_like(v) for k, v in spread.items()}
             for _ in range(samples):
-                out = fn(**{**arrays, name: value * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(value)))})
+                out = fn(
+                    **{**arrays, name: value * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(value)))}
+                )
                 for k in moves:
                     moves[k] = np.fmax(moves[k], np.abs(out[k] - base[k]))
             for k in spread:
@@ -198,8 +214,13 @@ def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dic
             error_scale = np.abs(xhat)
             if norm in STANDARDIZING and uses_batch_stats(params):
                 view, axes, back = statistic_view(norm, x, params)
-                error_scale = error_scale + back(T.conditioning(view, axes, divisor=divided(view, axes, params).divisor))
-            affine_sums = {"scale": np.sum(np.abs(g) * error_scale, axis=summed), "offset": np.sum(np.abs(g), axis=summed)}
+                error_scale = error_scale + back(
+                    T.conditioning(view, axes, divisor=divided(view, axes, params).divisor)
+                )
+            affine_sums = {
+                "scale": np.sum(np.abs(g) * error_scale, axis=summed),
+                "offset": np.sum(np.abs(g), axis=summed),
+            }
     with np.errstate(all="ignore"):
         if norm in STANDARDIZING and uses_batch_stats(params):
             view, axes, back = statistic_view(norm, x, params)
@@ -208,29 +229,47 @@ def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dic
             sigma = divided(view, axes, params).divisor
             # x̂ itself carries the forward error u * kappa (NUM.N5), which the terms then multiply
             kappa = T.conditioning(view, axes, divisor=sigma)
-            terms = back(kappa * (gv + gv.mean(axis=axes, keepdims=True) + xh * (gv * xh).mean(axis=axes, keepdims=True))
-                         / sigma)
+            terms = back(
+                kappa
+                * (gv + gv.mean(axis=axes, keepdims=True) + xh * (gv * xh).mean(axis=axes, keepdims=True))
+                / sigma
+            )
         elif norm == "rms_norm":
             axes = tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
             r = np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + params["eps"])
             gv, xh = np.abs(g) * gamma, np.abs(xhat)
             terms = (gv + xh * (gv * xh).mean(axis=axes, keepdims=True)) / r
         elif norm == "local_response_norm":
-            xv, axis, win, a, beta, k = lrn._check(x, params["size"], params.get("alpha", 1e-4), params.get("beta", 0.75),
-                                                   params.get("k", 1.0), params.get("channel_axis", 1),
-                                                   params.get("alpha_over_size", True), params.get("extra", "before"))
+            xv, axis, win, a, beta, k = lrn._check(
+                x,
+                params["size"],
+                params.get("alpha", 1e-4),
+                params.get("beta", 0.75),
+                params.get("k", 1.0),
+                params.get("channel_axis", 1),
+                params.get("alpha_over_size", True),
+                params.get("extra", "before"),
+            )
             base = lrn._base(xv, axis, win, a, k)
             through = lrn.window_sum(np.abs(g * xv) * abs(beta) * base ** (-beta - 1.0), axis, win[1], win[0])
             # powers amplify relative errors by their exponent: |beta| + 1 for base^(-beta-1)
-            terms = (abs(beta) + 1.0) * (np.abs(g) * base ** -beta + 2.0 * a * np.abs(xv) * through)
+            terms = (abs(beta) + 1.0) * (np.abs(g) * base**-beta + 2.0 * a * np.abs(xv) * through)
         elif norm == "lp_normalize":
-            xv, p, axes, eps, placement = lp._check(x, params.get("p", 2.0), params.get("axes", (1,)),
-                                                    params.get("eps", 1e-12), params.get("eps_placement", "max_norm"))
+            xv, p, axes, eps, placement = lp._check(
+                x,
+                params.get("p", 2.0),
+                params.get("axes", (1,)),
+                params.get("eps", 1e-12),
+                params.get("eps_placement", "max_norm"),
+            )
             n = lp.lp_norm(xv, p, axes)
             d = lp.EPS_PLACEMENTS[placement][0](n, eps, p)
             safe = np.where(n > 0, n, 1.0)
             # |x|^p and its root amplify relative errors by p
-            terms = p * (np.abs(g) / d + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1))
+            terms = p * (
+                np.abs(g) / d
+                + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1)
+            )
         else:  # linear in g: channel_normalize, eval with running statistics
             terms = np.zeros_like(x)
     return {"x": np.where(np.isfinite(terms), terms, 0.0), **affine_sums}
@@ -242,8 +281,17 @@ def _param_axes(norm: str, x: np.ndarray, params: dict) -> tuple[int, ...]:
     return (params.get("channel_axis", 1) % x.ndim,)
 
 
-def gradient_budget(norm: str, case_x: np.ndarray, params: dict, g: np.ndarray, want: dict, *, acc_dtype: str,
-                    out_dtype: str, seed: int = 0) -> dict:
+def gradient_budget(
+    norm: str,
+    case_x: np.ndarray,
+    params: dict,
+    g: np.ndarray,
+    want: dict,
+    *,
+    acc_dtype: str,
+    out_dtype: str,
+    seed: int = 0,
+) -> dict:
     """NUM.N8: {"x"|"scale"|"offset": elementwise budget} for the VJP of `norm` at (x, params, g)."""
     n = reduction_length(norm, case_x, params)
     summed = max(1, case_x.size // max(1, np.size(params.get("scale", 1.0))))
@@ -260,8 +308,12 @@ def gradient_budget(norm: str, case_x: np.ndarray, params: dict, g: np.ndarray, 
     terms = gradient_terms(norm, case_x, params, g)
     # the terms may be rounded once more, to the input dtype, before they cancel
     term_rel = rel + T.unit_roundoff(out_dtype)
-    return {key: T.SAFETY * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
-            for key, w in want.items() if w is not None}
+    return {
+        key: T.SAFETY
+        * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
+        for key, w in want.items()
+        if w is not None
+    }
 
 
 def state_error_scales(norm: str, x: np.ndarray, params: dict, acc_dtype: str) -> dict:

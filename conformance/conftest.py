@@ -8,6 +8,7 @@
 `NORMCONF_ADAPTERS`, `NORMCONF_IMPL`, `NORMCONF_PROFILE`, `NORMCONF_SEED` and `NORMCONF_ISOLATE` do the same
 from the environment.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,41 +25,81 @@ PROFILES = {
     # (nightly, its failures saved in a persistent example database and replayed first next time)
     "quick": dict(max_examples=8, deadline=None, derandomize=True, database=None),
     "default": dict(max_examples=40, deadline=None, database=None),
-    "thorough": dict(max_examples=300, deadline=None,
-                     database=DirectoryBasedExampleDatabase(os.environ.get("NORMCONF_DATABASE", ".hypothesis/normconf"))),
+    "thorough": dict(
+        max_examples=300,
+        deadline=None,
+        database=DirectoryBasedExampleDatabase(os.environ.get("NORMCONF_DATABASE", ".hypothesis/normconf")),
+    ),
 }
 for _name, _options in PROFILES.items():
     # `cell` is function-scoped on purpose: it accumulates one result over all examples of a test.
-    settings.register_profile(_name, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                                             HealthCheck.function_scoped_fixture,
-                                                             HealthCheck.data_too_large], **_options)
+    settings.register_profile(
+        _name,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+        ],
+        **_options,
+    )
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("normconf")
-    group.addoption("--adapters", default=os.environ.get("NORMCONF_ADAPTERS", ""),
-                    help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS")
-    group.addoption("--impl", default=os.environ.get("NORMCONF_IMPL", ""),
-                    help="comma-separated plug-ins to check: path/file.py[:obj] or module:obj; only these run "
-                         "unless --adapters names others too; NORMCONF_IMPL")
-    group.addoption("--norms", default=os.environ.get("NORMCONF_NORMS", ""),
-                    help="comma-separated norms (default: every norm an adapter declares); NORMCONF_NORMS")
-    group.addoption("--dtypes", default=os.environ.get("NORMCONF_DTYPES", ""),
-                    help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES")
-    group.addoption("--profile", default=os.environ.get("NORMCONF_PROFILE", "quick"), choices=sorted(PROFILES),
-                    help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE")
-    group.addoption("--results", default=os.environ.get("NORMCONF_RESULTS"),
-                    help="append one JSON line per result to this file; NORMCONF_RESULTS")
-    group.addoption("--seed", default=os.environ.get("NORMCONF_SEED"), type=int,
-                    help="fixed seed: the same examples every run; NORMCONF_SEED")
-    group.addoption("--isolate", default=os.environ.get(adapters.ISOLATE, ""), metavar="SECONDS",
-                    help="run every adapter call in a child process that may take SECONDS ('on': no limit): a "
-                         "crash or hang costs its cell only, reported as 'crashed' / 'timed out'; NORMCONF_ISOLATE")
+    group.addoption(
+        "--adapters",
+        default=os.environ.get("NORMCONF_ADAPTERS", ""),
+        help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS",
+    )
+    group.addoption(
+        "--impl",
+        default=os.environ.get("NORMCONF_IMPL", ""),
+        help="comma-separated plug-ins to check: path/file.py[:obj] or module:obj; only these run "
+        "unless --adapters names others too; NORMCONF_IMPL",
+    )
+    group.addoption(
+        "--norms",
+        default=os.environ.get("NORMCONF_NORMS", ""),
+        help="comma-separated norms (default: every norm an adapter declares); NORMCONF_NORMS",
+    )
+    group.addoption(
+        "--dtypes",
+        default=os.environ.get("NORMCONF_DTYPES", ""),
+        help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES",
+    )
+    group.addoption(
+        "--profile",
+        default=os.environ.get("NORMCONF_PROFILE", "quick"),
+        choices=sorted(PROFILES),
+        help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE",
+    )
+    group.addoption(
+        "--results",
+        default=os.environ.get("NORMCONF_RESULTS"),
+        help="append one JSON line per result to this file; NORMCONF_RESULTS",
+    )
+    group.addoption(
+        "--seed",
+        default=os.environ.get("NORMCONF_SEED"),
+        type=int,
+        help="fixed seed: the same examples every run; NORMCONF_SEED",
+    )
+    group.addoption(
+        "--isolate",
+        default=os.environ.get(adapters.ISOLATE, ""),
+        metavar="SECONDS",
+        help="run every adapter call in a child process that may take SECONDS ('on': no limit): a "
+        "crash or hang costs its cell only, reported as 'crashed' / 'timed out'; NORMCONF_ISOLATE",
+    )
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "targets(norms=None, need=None, widest=False, no_argument_call=False): "
-                                       "which matrix cells a property runs on")
+    config.addinivalue_line(
+        "markers",
+        "targets(norms=None, need=None, widest=False, no_argument_call=False): "
+        "which matrix cells a property runs on",
+    )
     from normconf.adapters.base import DTYPES, NORMS
 
     for option, known in (("norms", NORMS), ("dtypes", DTYPES)):
@@ -77,7 +118,9 @@ def pytest_configure(config):
             try:
                 assert float(isolate) > 0
             except (ValueError, AssertionError):
-                raise pytest.UsageError(f"--isolate: a positive number of seconds or 'on', got {isolate!r}") from None
+                raise pytest.UsageError(
+                    f"--isolate: a positive number of seconds or 'on', got {isolate!r}"
+                ) from None
         os.environ[adapters.ISOLATE] = isolate  # read by adapters.get, before any adapter is loaded
         adapters.get.cache_clear()
     settings.load_profile(config.getoption("profile"))
@@ -118,8 +161,8 @@ def selected_adapters(config) -> list[str]:
 
 def targets(config, norms=None, need=None, widest=False, no_argument_call=False) -> list:
     """pytest params for every selected adapter x declared norm x declared dtype (skips carry reasons).
-    `widest`: only float32 (else the widest dtype declared); `no_argument_call`: only norms the adapter can call
-    with the framework's own defaults (`Adapter.no_argument_calls`)."""
+    `widest`: only float32 (else the widest dtype declared); `no_argument_call`: only norms the adapter
+    can call with the framework's own defaults (`Adapter.no_argument_calls`)."""
     from normconf.adapters.base import DTYPES
 
     only_norms = {n.strip() for n in config.getoption("norms").split(",") if n.strip()}
@@ -135,7 +178,9 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
                 continue
             if no_argument_call and norm not in adapter.no_argument_calls():
                 continue
-            missing = getattr(adapter, "cannot_run", lambda _: "")(norm) if ok else ""  # what this machine lacks
+            missing = (
+                getattr(adapter, "cannot_run", lambda _: "")(norm) if ok else ""
+            )  # what this machine lacks
             dtypes = declaration.dtypes
             if widest:  # float32, the dtype defaults are chosen for, else the widest declared
                 dtypes = ("float32",) if "float32" in dtypes else (max(dtypes, key=DTYPES.index),)
@@ -143,7 +188,9 @@ def targets(config, norms=None, need=None, widest=False, no_argument_call=False)
                 if only_dtypes and dtype not in only_dtypes:
                     continue
                 target = Target(name, norm, dtype)
-                marks = [] if ok and not missing else [pytest.mark.skip(reason=f"{name}: {reason or missing}")]
+                marks = (
+                    [] if ok and not missing else [pytest.mark.skip(reason=f"{name}: {reason or missing}")]
+                )
                 params.append(pytest.param(target, id=target.id, marks=marks))
     return params
 
@@ -165,17 +212,23 @@ def _recorder(config):
     if _RECORDER not in config.stash:
         from .results import Recorder
 
-        config.stash[_RECORDER] = Recorder(config.getoption("results"), profile=config.getoption("profile"),
-                                           seed=config.getoption("seed"))
+        config.stash[_RECORDER] = Recorder(
+            config.getoption("results"), profile=config.getoption("profile"), seed=config.getoption("seed")
+        )
     return config.stash[_RECORDER]
 
 
 def pytest_runtest_teardown(item):
     """A cell skipped before its fixtures ran (framework not installed) still gets a result record."""
     target = getattr(item, "callspec", None) and item.callspec.params.get("target")
-    if isinstance(target, Target) and "cell" not in item.funcargs and item.stash.get(_OUTCOME, "") == "skipped":
-        _recorder(item.config).skipped(item.nodeid, target, item.originalname.removeprefix("test_"),
-                                       item.stash.get(_MESSAGE, ""))
+    if (
+        isinstance(target, Target)
+        and "cell" not in item.funcargs
+        and item.stash.get(_OUTCOME, "") == "skipped"
+    ):
+        _recorder(item.config).skipped(
+            item.nodeid, target, item.originalname.removeprefix("test_"), item.stash.get(_MESSAGE, "")
+        )
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown, which still records an interrupted test's cell
@@ -191,7 +244,10 @@ def pytest_runtest_makereport(item, call):
 
     if call.excinfo is not None and call.excinfo.errisinstance(Unsatisfiable):
         # every drawn example was one the framework cannot express: an unsupported cell, not an error
-        report.outcome, report.longrepr = "skipped", (str(item.path), 0, "Skipped: unsupported: no example expressible")
+        report.outcome, report.longrepr = (
+            "skipped",
+            (str(item.path), 0, "Skipped: unsupported: no example expressible"),
+        )
     if report.when == "call" or (report.when == "setup" and report.skipped):
         item.stash[_OUTCOME] = report.outcome
         item.stash[_MESSAGE] = _message(report)
@@ -221,5 +277,9 @@ def cell(request, target, recorder):
     current = Cell(target.adapter, target.norm, target.dtype, prop)
     recorder.environment(adapters.get(target.adapter))
     yield current
-    recorder.cell(request.node.nodeid, current, request.node.stash.get(_OUTCOME, "failed"),
-                  request.node.stash.get(_MESSAGE, ""))
+    recorder.cell(
+        request.node.nodeid,
+        current,
+        request.node.stash.get(_OUTCOME, "failed"),
+        request.node.stash.get(_MESSAGE, ""),
+    )

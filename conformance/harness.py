@@ -4,12 +4,12 @@
 keeps the worst passing comparison and the last failing one (after shrinking, the minimal example),
 and writes one result record when the test ends (see results.py).
 """
-from __future__ import annotations
 
-from dataclasses import dataclass, field
+from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from hypothesis import reject
@@ -47,16 +47,33 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
     try:
         if call is not None:
             return call()
-        return adapters.get(cell.adapter).run(case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
+        return adapters.get(cell.adapter).run(
+            case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent
+        )
     except adapters.Unsupported as exc:
         cell.unsupported[str(exc)] = cell.unsupported.get(str(exc), 0) + 1
         reject()
     except (_isolated.ChildDied, _isolated.ChildTimedOut) as exc:  # only with isolation (NORMCONF_ISOLATE)
-        cell.abandon("timed out" if isinstance(exc, _isolated.ChildTimedOut) else "crashed", clause, str(exc), case)
-    except Exception as exc:  # the framework refused a valid input: that is a result, not a crash of the suite
+        cell.abandon(
+            "timed out" if isinstance(exc, _isolated.ChildTimedOut) else "crashed", clause, str(exc), case
+        )
+    except (
+        Exception
+    ) as exc:  # the framework refused a valid input: that is a result, not a crash of the suite
         raised = T.Comparison(math.inf, 0.0, math.inf, math.nan, ())
-        cell.settle(Verdict(clause, cell.adapter, cell.norm, cell.dtype, f"raised {type(exc).__name__}: {exc}", raised,
-                            "the spec defines this input", case.describe()), case)
+        cell.settle(
+            Verdict(
+                clause,
+                cell.adapter,
+                cell.norm,
+                cell.dtype,
+                f"raised {type(exc).__name__}: {exc}",
+                raised,
+                "the spec defines this input",
+                case.describe(),
+            ),
+            case,
+        )
         reject()  # reached only when a known divergence explains the error
 
 
@@ -72,8 +89,11 @@ def repro(cell: "Cell", case: Case) -> str:
     params = []
     for key, value in case.params.items():
         if isinstance(value, R.RunningStats):
-            params.append(f"{key!r}: R.RunningStats(np.array({value.mean.tolist()!r}), np.array({value.var.tolist()!r}), "
-                          f"{value.num_batches_tracked})")
+            params.append(
+                f"{key!r}: R.RunningStats(np.array({value.mean.tolist()!r}), "
+                f"np.array({value.var.tolist()!r}), "
+                f"{value.num_batches_tracked})"
+            )
         elif isinstance(value, np.ndarray):
             params.append(f"{key!r}: np.array({value.tolist()!r})")
         else:
@@ -81,9 +101,12 @@ def repro(cell: "Cell", case: Case) -> str:
     lines.append("params = {" + ", ".join(params) + "}")
     alone = _framework_alone(cell, case)
     if alone:  # the same call with the framework alone, for a report upstream: run first, easy to copy
-        lines += ["FRAMEWORK_ALONE = " + repr(alone),
-                  "print('--- the framework alone ---'); exec(FRAMEWORK_ALONE, {}); print('--- through normconf ---')"]
-    clause = (cell.failure or (cell.expected[1] if cell.expected else None))
+        lines += [
+            "FRAMEWORK_ALONE = " + repr(alone),
+            "print('--- the framework alone ---'); exec(FRAMEWORK_ALONE, {}); "
+            "print('--- through normconf ---')",
+        ]
+    clause = cell.failure or (cell.expected[1] if cell.expected else None)
     clause = clause.clause if clause is not None else ""
     lines += [
         "from normconf.conformance import checks",
@@ -95,9 +118,11 @@ def repro(cell: "Cell", case: Case) -> str:
             f"g = np.array({np.asarray(cell.cotangent).tolist()!r})",
             "framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)",
             "expected = getattr(R, norm + '_vjp')(g, x, **params)",
-            "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') if getattr(expected, k) is not None}",
+            "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') "
+            "if getattr(expected, k) is not None}",
             "bounds = checks.gradient_budget(norm, x, params, g, want, acc_dtype=acc, out_dtype=dtype)",
-            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'd' + k, getattr(framework.grads, k), want[k],",
+            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'd' + k, "
+            "getattr(framework.grads, k), want[k],",
             "                          (bounds[k], 'NUM.N8'), {}) for k in want]",
             "for k in want:",
             "    print('d' + k, 'framework:', getattr(framework.grads, k), 'reference:', want[k])",
@@ -110,11 +135,14 @@ def repro(cell: "Cell", case: Case) -> str:
             "print('framework:', framework.y)",
             "print('reference:', want)",
             f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'y', framework.y, want,",
-            "                          checks.budget(norm, x, params, want, acc_dtype=acc, out_dtype=dtype), {})]",
+            "                          checks.budget(norm, x, params, want, "
+            "acc_dtype=acc, out_dtype=dtype), {})]",
         ]
         if any(isinstance(v, R.RunningStats) for v in case.params.values()):
-            lines += ["print('framework state:', framework.state)",
-                      "print('reference state:', getattr(expected, 'state', None))"]
+            lines += [
+                "print('framework state:', framework.state)",
+                "print('reference state:', getattr(expected, 'state', None))",
+            ]
     lines += [
         "for verdict in verdicts:",
         "    print(('ok  ' if verdict.passed else 'FAIL') + ' ' + verdict.message())",
@@ -129,8 +157,9 @@ def _framework_alone(cell: "Cell", case: Case) -> str | None:
     if cell.abnormal is not None:
         return None
     try:
-        return adapters.get(cell.adapter).framework_repro(case.norm, case.x, case.params, dtype=cell.dtype,
-                                                          cotangent=cell.cotangent)
+        return adapters.get(cell.adapter).framework_repro(
+            case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cell.cotangent
+        )
     except Exception:  # an example the framework refuses has no call to write out
         return None
 
@@ -153,7 +182,9 @@ class Cell:
     observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)
     abnormal: str | None = None  # "crashed" or "timed out": the framework's child process was lost
 
-    def settle(self, verdict: Verdict, case: Case, also: tuple = (), explained_by: Case | None = None) -> None:
+    def settle(
+        self, verdict: Verdict, case: Case, also: tuple = (), explained_by: Case | None = None
+    ) -> None:
         """Record the verdict; a failure no known divergence explains fails the test with a repro.
         `also`: further cases the verdict depends on (an identity's other side), whose divergences count;
         `explained_by`: the clean input a special value was put in, whose divergences count in its place
@@ -164,12 +195,25 @@ class Cell:
                 self.worst_pass = verdict
             return
         if self.first_reported is None:
-            self.first_reported = {"examples": self.examples, "seconds": round(time.monotonic() - self.started, 3)}
+            self.first_reported = {
+                "examples": self.examples,
+                "seconds": round(time.monotonic() - self.started, 3),
+            }
         # with a clean case given, the special one counts only for entries about non-finite inputs
-        judged = [(c, False) for c in (case, *also)] if explained_by is None else [(explained_by, False), (case, True)]
-        known = next((entry for c, non_finite_only in judged
-                      if (entry := divergences.explaining(self.adapter, c.norm, c, self.dtype, non_finite_only))
-                      is not None), None)
+        judged = (
+            [(c, False) for c in (case, *also)]
+            if explained_by is None
+            else [(explained_by, False), (case, True)]
+        )
+        known = next(
+            (
+                entry
+                for c, non_finite_only in judged
+                if (entry := divergences.explaining(self.adapter, c.norm, c, self.dtype, non_finite_only))
+                is not None
+            ),
+            None,
+        )
         if known is not None:
             self.expected = (known, verdict, case)
             return
@@ -181,8 +225,16 @@ class Cell:
         unless a known divergence explains it (then the example is rejected). Raised as `Abandoned`,
         which hypothesis does not shrink: every replay would cost another crash or another timeout."""
         self.examples += 1
-        failed = Verdict(clause, self.adapter, self.norm, self.dtype, f"{kind}: {message}",
-                         T.Comparison(math.inf, 0.0, math.inf, math.nan, ()), "the spec defines this input", case.describe())
+        failed = Verdict(
+            clause,
+            self.adapter,
+            self.norm,
+            self.dtype,
+            f"{kind}: {message}",
+            T.Comparison(math.inf, 0.0, math.inf, math.nan, ()),
+            "the spec defines this input",
+            case.describe(),
+        )
         known = divergences.explaining(self.adapter, case.norm, case, self.dtype)
         if known is not None:
             self.expected = (known, failed, case)

@@ -6,13 +6,14 @@ a `session` record first (suite version, commit, profile, seed, start time), an 
 per adapter, a `result` record per test, and an `end` record when the session finishes. A file
 without `end` is an interrupted run; the report still reads it and says so.
 """
+
 from __future__ import annotations
 
 import json
-import time
 import os
 import platform
 import subprocess
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,17 +28,32 @@ ENVIRONMENT_KEYS = ("framework", "version", "device")  # the rest of an adapter'
 
 
 class Recorder:
-    def __init__(self, path: str | os.PathLike | None, *, profile: str | None = None, seed: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike | None, *, profile: str | None = None, seed: int | None = None
+    ):
         self.path = Path(path) if path else None
         self.ended = False
         self.environments: set[str] = set()
         self.counts: Counter = Counter()
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write({"kind": "session", "format": FORMAT, "version": VERSION, "suite_version": __version__,
-                         **_commit(), "profile": profile, "seed": seed, "started": now(),
-                         "host": {"name": platform.node(), "platform": platform.platform(),
-                                  "python": platform.python_version()}})
+            self._write(
+                {
+                    "kind": "session",
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "suite_version": __version__,
+                    **_commit(),
+                    "profile": profile,
+                    "seed": seed,
+                    "started": now(),
+                    "host": {
+                        "name": platform.node(),
+                        "platform": platform.platform(),
+                        "python": platform.python_version(),
+                    },
+                }
+            )
 
     def _write(self, record: dict) -> None:
         if self.path is None or self.ended:  # nothing may follow the end record (a valid file above all)
@@ -53,20 +69,50 @@ class Recorder:
             env = dict(adapter.environment())
             env.pop("adapter", None)
             known = {key: _text(env.pop(key, None)) for key in ENVIRONMENT_KEYS}
-            self._write({"kind": "environment", "adapter": adapter.name, **known, "cpu": _cpu.describe(),
-                         "available": True, "flags": env})
+            self._write(
+                {
+                    "kind": "environment",
+                    "adapter": adapter.name,
+                    **known,
+                    "cpu": _cpu.describe(),
+                    "available": True,
+                    "flags": env,
+                }
+            )
 
     def unavailable(self, name: str, reason: str) -> None:
         if name not in self.environments:
             self.environments.add(name)
-            self._write({"kind": "environment", "adapter": name, "framework": None, "version": None, "device": None,
-                         "cpu": _cpu.describe(), "available": False, "reason": reason, "flags": {}})
+            self._write(
+                {
+                    "kind": "environment",
+                    "adapter": name,
+                    "framework": None,
+                    "version": None,
+                    "device": None,
+                    "cpu": _cpu.describe(),
+                    "available": False,
+                    "reason": reason,
+                    "flags": {},
+                }
+            )
 
     def skipped(self, nodeid: str, target, prop: str, reason: str) -> None:
         """A cell skipped before it ran: its framework is not installed here."""
         self.unavailable(target.adapter, reason)
-        self._result({"test": nodeid, "adapter": target.adapter, "norm": target.norm, "dtype": target.dtype,
-                      "property": prop, "verdict": "skipped", "examples": 0, "unsupported": {}, "message": reason})
+        self._result(
+            {
+                "test": nodeid,
+                "adapter": target.adapter,
+                "norm": target.norm,
+                "dtype": target.dtype,
+                "property": prop,
+                "verdict": "skipped",
+                "examples": 0,
+                "unsupported": {},
+                "message": reason,
+            }
+        )
 
     def cell(self, nodeid: str, cell, outcome: str, message: str | None = None) -> None:
         """One test's result. `outcome` is pytest's ("passed", "failed", "skipped")."""
@@ -76,9 +122,17 @@ class Recorder:
             status = "unsupported" if cell.examples == 0 and cell.unsupported else "skipped"
         else:
             status = "error" if outcome == "failed" and cell.failure is None else cell.status()
-        record = {"test": nodeid, "adapter": cell.adapter, "norm": cell.norm, "dtype": cell.dtype,
-                  "property": cell.prop, "verdict": status, "examples": cell.examples,
-                  "unsupported": cell.unsupported, "seconds": round(time.monotonic() - cell.started, 3)}
+        record = {
+            "test": nodeid,
+            "adapter": cell.adapter,
+            "norm": cell.norm,
+            "dtype": cell.dtype,
+            "property": cell.prop,
+            "verdict": status,
+            "examples": cell.examples,
+            "unsupported": cell.unsupported,
+            "seconds": round(time.monotonic() - cell.started, 3),
+        }
         if message and status in ("error", "skipped"):
             record["message"] = message[:2000]
         elif status in ("finding", "crashed", "timed out"):
@@ -86,8 +140,16 @@ class Recorder:
         shown = cell.failure or (cell.expected[1] if cell.expected else None) or cell.worst_pass
         if shown is not None:
             c = shown.comparison
-            record.update(clause=shown.clause, what=shown.what, worst_error=c.worst_error, budget=c.budget,
-                          ratio=c.ratio, ulps=c.ulps, basis=shown.basis, index=list(c.index))
+            record.update(
+                clause=shown.clause,
+                what=shown.what,
+                worst_error=c.worst_error,
+                budget=c.budget,
+                ratio=c.ratio,
+                ulps=c.ulps,
+                basis=shown.basis,
+                index=list(c.index),
+            )
         case = cell.failure_case or (cell.expected[2] if cell.expected else None)
         if case is not None:
             record["example"] = case.describe()
@@ -110,8 +172,15 @@ class Recorder:
 
     def finish(self, exitstatus: int) -> None:
         """The closing record: its absence marks an interrupted run."""
-        self._write({"kind": "end", "finished": now(), "exitstatus": int(exitstatus),
-                     "interrupted": int(exitstatus) == 2, "counts": dict(self.counts)})
+        self._write(
+            {
+                "kind": "end",
+                "finished": now(),
+                "exitstatus": int(exitstatus),
+                "interrupted": int(exitstatus) == 2,
+                "counts": dict(self.counts),
+            }
+        )
 
 
 def now() -> str:
@@ -122,14 +191,24 @@ def _commit() -> dict:
     """The git commit of the suite's source tree, when it is a checkout (None for an installed wheel)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if head.returncode != 0:
         return {"commit": None, "dirty": None}
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    return {
+        "commit": head.stdout.strip(),
+        "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None,
+    }
 
 
 def _reference(case) -> dict | None:

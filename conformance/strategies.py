@@ -5,6 +5,7 @@ break symmetry (N != C, odd sizes, size-1 axes) and values include what numerics
 relative to spread, tiny or zero variance, constant channels, magnitudes near the dtype's range, mixed
 signs. A strategy draws only what the adapter's declaration allows for parameters the framework fixes.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
-from normconf.reference import RunningStats
+from normconf.reference import NORMS, RunningStats
 from normconf.reference.rms_norm import default_eps
 
 # float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
@@ -35,13 +36,21 @@ class Case:
     cotangent: np.ndarray | None = None  # gradient properties: the output cotangent drawn with the case
 
     def describe(self) -> dict:
-        return {"norm": self.norm, "shape": list(self.x.shape), "values": self.kind,
-                "params": {k: _plain(v) for k, v in self.params.items()}}
+        return {
+            "norm": self.norm,
+            "shape": list(self.x.shape),
+            "values": self.kind,
+            "params": {k: _plain(v) for k, v in self.params.items()},
+        }
 
 
 def _plain(value):
     if isinstance(value, RunningStats):
-        return {"mean": value.mean.tolist(), "var": value.var.tolist(), "num_batches_tracked": value.num_batches_tracked}
+        return {
+            "mean": value.mean.tolist(),
+            "var": value.var.tolist(),
+            "num_batches_tracked": value.num_batches_tracked,
+        }
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
@@ -130,7 +139,9 @@ def running_state(draw, channels: int):
         return RunningStats.initial(channels)
     seed = draw(st.integers(0, 2**32 - 1), label="state_seed")
     rng = np.random.default_rng(seed)
-    return RunningStats(rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(st.integers(0, 5)))
+    return RunningStats(
+        rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(st.integers(0, 5))
+    )
 
 
 def _affine(draw, rng_seed, shape, label="affine"):
@@ -150,23 +161,30 @@ def case(draw, norm: str, declaration, dtype: str) -> Case:
     """One example for `norm`, respecting what the adapter's declaration fixes. Every array parameter
     (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
     framework and the reference start from the same numbers."""
-    drawn = draw(_BUILDERS[norm](declaration, dtype))
+    drawn = draw(_BUILDERS[NORMS[norm].strategy](norm, declaration, dtype))
     if declaration is not None and norm in DIVISOR_NORMS:  # a declared divisor convention (BN.P8) is checked
         fixed = declaration.fixed()
-        drawn.params.update({key: fixed[key] for key, canonical in DIVISOR_CONVENTIONS.items()
-                             if fixed.get(key, canonical) != canonical})
+        drawn.params.update(
+            {
+                key: fixed[key]
+                for key, canonical in DIVISOR_CONVENTIONS.items()
+                if fixed.get(key, canonical) != canonical
+            }
+        )
     for key, value in drawn.params.items():
         if isinstance(value, np.ndarray):
             drawn.params[key] = representable(value, dtype)
         elif isinstance(value, RunningStats):
-            drawn.params[key] = RunningStats(representable(value.mean, dtype), representable(value.var, dtype),
-                                             value.num_batches_tracked)
+            drawn.params[key] = RunningStats(
+                representable(value.mean, dtype), representable(value.var, dtype), value.num_batches_tracked
+            )
     return drawn
 
 
 @st.composite
 def _running_norm(draw, norm, declaration, dtype):
-    min_rank = 3 if norm == "instance_norm" else 2
+    record = NORMS[norm]
+    min_rank = 3 if record.statistics == "sample_channel" else 2  # per-sample statistics need a spatial axis
     rank = draw(st.integers(min_rank, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
@@ -178,10 +196,9 @@ def _running_norm(draw, norm, declaration, dtype):
         if draw(st.booleans(), label="tracked"):
             params["state"] = draw(running_state(shape[axis]))
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
-    if norm == "sync_batch_norm":
+    if "replica_sizes" in record.parameters():
         shape = _replicated(draw, declaration, params, shape)
-    n = math.prod(shape) // (shape[axis] * (shape[0] if norm == "instance_norm" else 1))
-    kind, x = draw(values(shape, dtype, axis, n))
+    kind, x = draw(values(shape, dtype, axis, record.reduction_length(np.empty(shape), params)))
     return Case(norm, x, params, kind)
 
 
@@ -194,47 +211,61 @@ def _replicated(draw, declaration, params, shape) -> tuple:
     if draw(st.booleans(), label="equal_batches"):
         sizes = (shape[0],) * count
     else:
-        sizes = tuple(draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="replica_sizes"))
+        sizes = tuple(
+            draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="replica_sizes")
+        )
     params["replica_sizes"] = sizes
     params["weighting"] = _pick(draw, declaration, "weighting", st.sampled_from(["count", "equal"]))
     return (sum(sizes),) + tuple(shape[1:])
 
 
-@st.composite
-def _axes_norm(draw, norm, declaration, dtype):
+def _axes(draw, declaration) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(shape, normalized axes): the axes the declaration fixes, or a drawn set (trailing or any)."""
     fixed_axes = (declaration.fixed() if declaration else {}).get("axes")
     if fixed_axes is not None:  # the implementation normalizes these axes only: draw ranks that have them
         fixed_axes = (fixed_axes,) if isinstance(fixed_axes, int) else tuple(fixed_axes)
         rank = draw(st.integers(max(1, *(a + 1 if a >= 0 else -a for a in fixed_axes)), 4), label="rank")
         shape = draw(shapes(rank, rank, None))
-        axes = tuple(sorted(a % rank for a in fixed_axes))
-    else:
-        rank = draw(st.integers(1, 4), label="rank")
-        shape = draw(shapes(rank, rank, None))
-        count = draw(st.integers(1, rank), label="normalized_axes")
-        trailing = draw(st.booleans(), label="trailing")
-        axes = tuple(range(rank - count, rank)) if trailing else tuple(sorted(draw(st.permutations(range(rank)))[:count]))
-    params = {"axes": axes}
-    n = math.prod(shape[a] for a in axes)
-    if norm == "lp_normalize":
-        params["p"] = _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0]))
-        params["eps_placement"] = _pick(draw, declaration, "eps_placement",
-                                        st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]))
-        params["eps"] = _pick(draw, declaration, "eps", st.sampled_from([0.0, 1e-12, 1e-6]))
-    else:
-        params["eps"] = _pick(draw, declaration, "eps", POSITIVE_EPS)
-        param_shape = tuple(shape[a] for a in axes)
-        seed = draw(st.integers(0, 2**16))
-        affine = _affine(draw, seed, param_shape)
-        if norm == "rms_norm":
-            affine.pop("offset", None)
-        params.update(affine)
-    kind, x = draw(values(shape, dtype, None, n))
+        return shape, tuple(sorted(a % rank for a in fixed_axes))
+    rank = draw(st.integers(1, 4), label="rank")
+    shape = draw(shapes(rank, rank, None))
+    count = draw(st.integers(1, rank), label="normalized_axes")
+    trailing = draw(st.booleans(), label="trailing")
+    if trailing:
+        return shape, tuple(range(rank - count, rank))
+    return shape, tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+
+
+@st.composite
+def _axes_norm(draw, norm, declaration, dtype):
+    shape, axes = _axes(draw, declaration)
+    params = {"axes": axes, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
+    affine = _affine(draw, draw(st.integers(0, 2**16)), tuple(shape[a] for a in axes))
+    params.update({key: value for key, value in affine.items() if key in NORMS[norm].affine})
+    kind, x = draw(values(shape, dtype, None, math.prod(shape[a] for a in axes)))
     return Case(norm, x, params, kind)
 
 
 @st.composite
-def _group_norm(draw, declaration, dtype):
+def _lp(draw, norm, declaration, dtype):
+    shape, axes = _axes(draw, declaration)
+    params = {
+        "axes": axes,
+        "p": _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0])),
+        "eps_placement": _pick(
+            draw,
+            declaration,
+            "eps_placement",
+            st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]),
+        ),
+        "eps": _pick(draw, declaration, "eps", st.sampled_from([0.0, 1e-12, 1e-6])),
+    }
+    kind, x = draw(values(shape, dtype, None, math.prod(shape[a] for a in axes)))
+    return Case(norm, x, params, kind)
+
+
+@st.composite
+def _group_norm(draw, norm, declaration, dtype):
     rank = draw(st.integers(2, 5), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     groups = _pick(draw, declaration, "groups", st.integers(1, 4))
@@ -242,54 +273,62 @@ def _group_norm(draw, declaration, dtype):
     shape = list(draw(shapes(rank, rank, None)))
     shape[axis] = groups * per_group
     shape = tuple(shape)
-    params = {"groups": groups, "channel_axis": axis, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS),
-              "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"]))}
+    params = {
+        "groups": groups,
+        "channel_axis": axis,
+        "eps": _pick(draw, declaration, "eps", POSITIVE_EPS),
+        "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"])),
+    }
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
     kind, x = draw(values(shape, dtype, axis, math.prod(shape) // (shape[0] * groups)))
     return Case("group_norm", x, params, kind)
 
 
 @st.composite
-def _lrn(draw, declaration, dtype):
+def _lrn(draw, norm, declaration, dtype):
     rank = draw(st.integers(3, 4), label="rank")
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
     size = _pick(draw, declaration, "size", st.integers(1, 6))
-    params = {"size": size, "channel_axis": axis,
-              "alpha": _pick(draw, declaration, "alpha", st.sampled_from([1e-4, 0.1, 1.0, 2.0])),
-              "beta": _pick(draw, declaration, "beta", st.sampled_from([0.5, 0.75, 1.0])),
-              "k": _pick(draw, declaration, "k", st.sampled_from([1.0, 2.0, 0.5])),
-              "alpha_over_size": _pick(draw, declaration, "alpha_over_size", st.booleans()),
-              "extra": _pick(draw, declaration, "extra", st.sampled_from(["before", "after"]))}
+    params = {
+        "size": size,
+        "channel_axis": axis,
+        "alpha": _pick(draw, declaration, "alpha", st.sampled_from([1e-4, 0.1, 1.0, 2.0])),
+        "beta": _pick(draw, declaration, "beta", st.sampled_from([0.5, 0.75, 1.0])),
+        "k": _pick(draw, declaration, "k", st.sampled_from([1.0, 2.0, 0.5])),
+        "alpha_over_size": _pick(draw, declaration, "alpha_over_size", st.booleans()),
+        "extra": _pick(draw, declaration, "extra", st.sampled_from(["before", "after"])),
+    }
     kind, x = draw(values(shape, dtype, axis, size))
     return Case("local_response_norm", x, params, kind)
 
 
 @st.composite
-def _channel_normalize(draw, declaration, dtype):
+def _channel_normalize(draw, norm, declaration, dtype):
     rank = draw(st.integers(3, 4), label="rank")
     default_axis = declaration.defaults().get("channel_axis", -3) if declaration else -3
     axis = default_axis % rank
     shape = draw(shapes(rank, rank, axis))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
-    params = {"channel_axis": axis, "mean": rng.normal(size=shape[axis]),
-              "std": rng.uniform(0.05, 2.0, size=shape[axis]),
-              "std_floor": _pick(draw, declaration, "std_floor", st.sampled_from([0.0, 1e-7]))}
+    params = {
+        "channel_axis": axis,
+        "mean": rng.normal(size=shape[axis]),
+        "std": rng.uniform(0.05, 2.0, size=shape[axis]),
+        "std_floor": _pick(draw, declaration, "std_floor", st.sampled_from([0.0, 1e-7])),
+    }
     kind, x = draw(values(shape, dtype, axis, 1))
     return Case("channel_normalize", x, params, kind)
 
 
+# a norm record's `strategy` -> the builder that draws its cases: (draw, norm, declaration, dtype) -> Case
 _BUILDERS = {
-    "batch_norm": lambda d, t: _running_norm("batch_norm", d, t),
-    "instance_norm": lambda d, t: _running_norm("instance_norm", d, t),
-    "sync_batch_norm": lambda d, t: _running_norm("sync_batch_norm", d, t),
-    "layer_norm": lambda d, t: _axes_norm("layer_norm", d, t),
-    "rms_norm": lambda d, t: _axes_norm("rms_norm", d, t),
-    "lp_normalize": lambda d, t: _axes_norm("lp_normalize", d, t),
-    "group_norm": _group_norm,
-    "local_response_norm": _lrn,
-    "channel_normalize": _channel_normalize,
+    "running": _running_norm,
+    "axes": _axes_norm,
+    "lp": _lp,
+    "groups": _group_norm,
+    "window": _lrn,
+    "channel_map": _channel_normalize,
 }
 
 __all__ = ["Case", "case", "representable", "default_eps"]

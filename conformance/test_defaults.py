@@ -1,6 +1,7 @@
 """Declared defaults are the framework's own: the layer or function called with nothing but what it
 requires must agree with the reference run on the adapter's declared defaults (the conventions of
 spec/conventions.md). A wrong declaration would turn every mapped comparison into a false verdict."""
+
 from __future__ import annotations
 
 import math
@@ -10,17 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from normconf import adapters
+from normconf.reference import NORMS
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
 
 # the clause on each norm's page that lists the frameworks' defaults (a wrong declaration is cited by it)
-DEFAULTS_CLAUSE = {"batch_norm": "BN.D3", "instance_norm": "IN.D1", "layer_norm": "LN.D1", "group_norm": "GN.D2",
-                   "rms_norm": "RMS.D2", "local_response_norm": "LRN.D1", "lp_normalize": "LP.D1",
-                   "channel_normalize": "CN.D1"}
-CLAUSES = (*DEFAULTS_CLAUSE.values(), "BN.D1", "BN.D2", "RMS.D1")
-# what a no-argument call still needs, when the framework declares no default for it
-REQUIRED = {"group_norm": ("groups", 2), "local_response_norm": ("size", 3)}
+CLAUSES = (*(n.clauses.defaults for n in NORMS.values() if n.clauses.defaults), "BN.D1", "BN.D2", "RMS.D1")
 
 
 @pytest.mark.targets(widest=True, no_argument_call=True)
@@ -30,18 +27,23 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     adapter = adapters.get(target.adapter)
     declaration = adapter.declarations[target.norm]
     defaults = declaration.defaults()
-    required = REQUIRED.get(target.norm)
-    hints = {required[0]: defaults.get(*required)} if required else {}
+    # what the call needs beyond the defaults: the framework's default where it declares one
+    hints = {key: defaults.get(key, value) for key, value in NORMS[target.norm].needs.items()}
     rank = data.draw(st.sampled_from([3, 4]), label="rank")
     shape = list(data.draw(st.sampled_from(strategies.SHAPE_POOL[rank]), label="shape"))
     axis = defaults.get("channel_axis", 1) % rank
     shape[axis] = hints.get("groups", 1) * data.draw(st.sampled_from([1, 2, 3]), label="channels_per_group")
-    kind, x = data.draw(strategies.values(tuple(shape), target.dtype, axis, math.prod(shape) // shape[axis]),
-                        label="values")
+    kind, x = data.draw(
+        strategies.values(tuple(shape), target.dtype, axis, math.prod(shape) // shape[axis]), label="values"
+    )
     # the case as far as known before the call (the call may imply a state and mode, see below)
     case = strategies.Case(target.norm, x, {**defaults, **hints}, kind)
-    outcome, implied = run_or_reject(cell, case, DEFAULTS_CLAUSE[target.norm], call=lambda: adapter.run_framework_defaults(
-        target.norm, x, hints, dtype=target.dtype))
+    outcome, implied = run_or_reject(
+        cell,
+        case,
+        NORMS[target.norm].clauses.defaults,
+        call=lambda: adapter.run_framework_defaults(target.norm, x, hints, dtype=target.dtype),
+    )
     params = {**defaults, **hints, **implied}
     if target.norm == "rms_norm" and params.get("eps") is None:  # RMS.D1: the computation dtype's epsilon
         params["eps"] = checks.T.finfo("float64" if target.dtype == "float64" else "float32").eps
@@ -50,15 +52,47 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, x, params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(checks.check(DEFAULTS_CLAUSE[target.norm], target.adapter, target.norm, target.dtype, "default y", outcome.y, y_ref,
-                             bound, case.describe()), case)
+    cell.settle(
+        checks.check(
+            NORMS[target.norm].clauses.defaults,
+            target.adapter,
+            target.norm,
+            target.dtype,
+            "default y",
+            outcome.y,
+            y_ref,
+            bound,
+            case.describe(),
+        ),
+        case,
+    )
     if outcome.state is not None and getattr(expected, "state", None) is not None:
         n = checks.reduction_length(target.norm, x, params)
         scales = checks.state_error_scales(target.norm, x, params, acc)
         for what in ("mean", "var"):
             want = getattr(expected.state, what)
-            state_bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
-                                                        batch_error_scale=scales[what], y_ref=want,
-                                                        previous=getattr(params["state"], what)), "NUM.N5")
-            cell.settle(checks.check("BN.D2", target.adapter, target.norm, target.dtype, f"default state.{what}",
-                                     getattr(outcome.state, what), want, state_bound, case.describe()), case)
+            state_bound = (
+                checks.T.running_stat_budget(
+                    acc_dtype=acc,
+                    out_dtype=target.dtype,
+                    n=n,
+                    batch_error_scale=scales[what],
+                    y_ref=want,
+                    previous=getattr(params["state"], what),
+                ),
+                "NUM.N5",
+            )
+            cell.settle(
+                checks.check(
+                    "BN.D2",
+                    target.adapter,
+                    target.norm,
+                    target.dtype,
+                    f"default state.{what}",
+                    getattr(outcome.state, what),
+                    want,
+                    state_bound,
+                    case.describe(),
+                ),
+                case,
+            )

@@ -1,4 +1,5 @@
 """Gradients (x, scale, offset) from the framework's autodiff against the reference VJPs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,17 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from normconf import adapters
+from normconf.reference import NORMS
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
 
-VJP_CLAUSE = {"batch_norm": "BN.S6", "instance_norm": "IN.S4", "layer_norm": "LN.S2", "group_norm": "GN.S2",
-              "rms_norm": "RMS.S2", "local_response_norm": "LRN.S2", "lp_normalize": "LP.S2",
-              "channel_normalize": "CN.S2", "sync_batch_norm": "SBN.S4"}
-
 
 @pytest.mark.targets(need=("gradients",))
-@pytest.mark.clause(*VJP_CLAUSE.values(), "NUM.N8")
+@pytest.mark.clause(*(n.clauses.vjp for n in NORMS.values()), "NUM.N8")
 @given(data=st.data())
 def test_gradients_match_reference_vjp(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
@@ -26,13 +24,23 @@ def test_gradients_match_reference_vjp(target, cell, data):
     g = strategies.representable(np.random.default_rng(seed).normal(size=case.x.shape), target.dtype)
     case.cotangent = g  # divergences that depend on the cotangent's size see it
     expected = reference_or_reject(case, vjp_of=g)
-    clause = VJP_CLAUSE[target.norm]
+    clause = NORMS[target.norm].clauses.vjp
     outcome = run_or_reject(cell, case, clause, cotangent=g)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     want = {key: getattr(expected, key) for key in ("x", "scale", "offset")}
-    bounds = checks.gradient_budget(target.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=target.dtype,
-                                    seed=seed)
+    bounds = checks.gradient_budget(
+        target.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=target.dtype, seed=seed
+    )
     for key, bound in bounds.items():
-        verdict = checks.check(clause, target.adapter, target.norm, target.dtype, f"d{key}", getattr(outcome.grads, key),
-                               want[key], (bound, "NUM.N8"), case.describe())
+        verdict = checks.check(
+            clause,
+            target.adapter,
+            target.norm,
+            target.dtype,
+            f"d{key}",
+            getattr(outcome.grads, key),
+            want[key],
+            (bound, "NUM.N8"),
+            case.describe(),
+        )
         cell.settle(verdict, case)

@@ -1,5 +1,6 @@
 """Metamorphic identities: each compares the framework with itself, so they hold whatever the
 reference says. Budget: the sum of the two outputs' NUM.N5/N6 budgets against the exact answer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,21 +9,30 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from normconf import adapters
-from normconf.adapters.base import NORMS
+from normconf.reference import NORMS
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
-from .test_forward import FORWARD_CLAUSE
 
-# the clause of each norm whose equations an identity follows from: its forward definition (S1) or,
-# for scale invariance, the numerics clause that states it (N1)
-SCALE_CLAUSE = {"batch_norm": "BN.N1", "layer_norm": "LN.N1", "instance_norm": "IN.N1", "group_norm": "GN.N1",
-                "rms_norm": "RMS.N1", "lp_normalize": "LP.N1"}
 
-PER_SAMPLE = ("layer_norm", "instance_norm", "group_norm", "rms_norm", "lp_normalize", "local_response_norm",
-              "channel_normalize")
-SHIFT_INVARIANT = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
-SCALE_INVARIANT = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm", "lp_normalize")
+def _holding(identity: str) -> tuple[str, ...]:
+    """The norms for which `identity` holds (their records say so)."""
+    return tuple(name for name, norm in NORMS.items() if identity in norm.identities)
+
+
+# each identity follows from a norm's forward definition (S1) or, for scale invariance, from the
+# numerics clause that states it (N1)
+PER_SAMPLE, PERMUTABLE = _holding("independent_samples"), _holding("batch_permutation")
+SHIFT_INVARIANT, SCALE_INVARIANT = _holding("shift"), _holding("scale")
+
+
+def _forward(norm: str) -> str:
+    return NORMS[norm].clauses.forward
+
+
+def _over_batch_axis(target, case) -> bool:
+    """A norm over chosen axes whose axes include the batch axis: the batch is one statistic."""
+    return NORMS[target.norm].statistics == "axes" and 0 in case.params.get("axes", ())
 
 
 def _budget(target, case):
@@ -37,46 +47,62 @@ def _budget(target, case):
 def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b):
     bound = _budget(target, case_a) + _budget(target, case_b)
     # settle on the transformed case: divergences that depend on the input (conditioning) see it
-    cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, what, y_b, y_a, (bound, "NUM.N5"),
-                             case_b.describe()), case_b, also=(case_a,))
+    cell.settle(
+        checks.check(
+            clause,
+            target.adapter,
+            target.norm,
+            target.dtype,
+            what,
+            y_b,
+            y_a,
+            (bound, "NUM.N5"),
+            case_b.describe(),
+        ),
+        case_b,
+        also=(case_a,),
+    )
 
 
 def _draw(target, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
     case = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
     case.params.pop("state", None)  # identities are about the statistics of the input itself
-    case.params["training"] = True if target.norm in ("batch_norm", "instance_norm") else case.params.get("training")
+    case.params["training"] = True if NORMS[target.norm].stateful else case.params.get("training")
     case.params = {k: v for k, v in case.params.items() if v is not None}
     return declaration, case
 
 
 @pytest.mark.targets(norms=PER_SAMPLE)
-@pytest.mark.clause(*(FORWARD_CLAUSE[n] for n in PER_SAMPLE))
+@pytest.mark.clause(*map(_forward, PER_SAMPLE))
 @given(data=st.data())
 def test_samples_are_independent(target, cell, data):
     """Changing every other sample of the batch leaves sample 0's output as it was."""
     declaration, case = _draw(target, data)
-    if case.x.shape[0] < 2 or target.norm in ("layer_norm", "rms_norm", "lp_normalize") and 0 in case.params.get("axes", ()):
+    if case.x.shape[0] < 2 or _over_batch_axis(target, case):
         reject()
     other = case.x.copy()
     other[1:] = strategies.representable(np.flip(other[1:], axis=-1) * 1.5 + 0.25, target.dtype)
     moved = strategies.Case(case.norm, other, case.params, case.kind)
     reference_or_reject(moved)
-    clause = FORWARD_CLAUSE[target.norm]
+    clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, moved, clause).y
-    _compare(cell, target, declaration, clause, "sample 0 after changing the others",
-             strategies.Case(case.norm, case.x[:1], case.params, case.kind), y_a[:1],
-             strategies.Case(case.norm, other[:1], case.params, case.kind), y_b[:1])
-
-
-# A synchronized step pools each replica's rows as a group (SBN.S2): moving rows between replicas
-# changes its statistics, so only the single-device norms are permutation-equivariant over the batch.
-PERMUTABLE = tuple(n for n in NORMS if n != "sync_batch_norm")
+    _compare(
+        cell,
+        target,
+        declaration,
+        clause,
+        "sample 0 after changing the others",
+        strategies.Case(case.norm, case.x[:1], case.params, case.kind),
+        y_a[:1],
+        strategies.Case(case.norm, other[:1], case.params, case.kind),
+        y_b[:1],
+    )
 
 
 @pytest.mark.targets(norms=PERMUTABLE)
-@pytest.mark.clause(*FORWARD_CLAUSE.values())
+@pytest.mark.clause(*map(_forward, PERMUTABLE))
 @given(data=st.data())
 def test_batch_permutation_permutes_the_output(target, cell, data):
     declaration, case = _draw(target, data)
@@ -84,18 +110,17 @@ def test_batch_permutation_permutes_the_output(target, cell, data):
         reject()
     order = np.roll(np.arange(case.x.shape[0]), 1)
     permuted = strategies.Case(case.norm, case.x[order], case.params, case.kind)
-    if target.norm in ("layer_norm", "rms_norm", "lp_normalize") and 0 in case.params.get("axes", ()):
+    if _over_batch_axis(target, case):
         reject()
     reference_or_reject(permuted)
-    clause = FORWARD_CLAUSE[target.norm]
+    clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, permuted, clause).y
-    _compare(cell, target, declaration, clause, "permuted batch",
-             case, y_a[order], permuted, y_b)
+    _compare(cell, target, declaration, clause, "permuted batch", case, y_a[order], permuted, y_b)
 
 
 @pytest.mark.targets(norms=SHIFT_INVARIANT)
-@pytest.mark.clause("BN.S1", "LN.S1", "IN.S1", "GN.S1", "NUM.N5")
+@pytest.mark.clause(*map(_forward, SHIFT_INVARIANT), "NUM.N5")
 @given(data=st.data())
 def test_shift_invariance(target, cell, data):
     """Adding a constant leaves a standardizing norm's output unchanged (up to the larger conditioning)."""
@@ -106,14 +131,14 @@ def test_shift_invariance(target, cell, data):
         reject()  # the shift must be exact in the dtype, or it is not the same input shifted
     shifted = strategies.Case(case.norm, shifted_x, case.params, case.kind)
     reference_or_reject(shifted)
-    clause = FORWARD_CLAUSE[target.norm]
+    clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, shifted, clause).y
     _compare(cell, target, declaration, clause, f"x + {shift}", case, y_a, shifted, y_b)
 
 
 @pytest.mark.targets(norms=SCALE_INVARIANT)
-@pytest.mark.clause(*SCALE_CLAUSE.values())
+@pytest.mark.clause(*(NORMS[n].clauses.scale_invariance for n in SCALE_INVARIANT))
 @given(data=st.data())
 def test_positive_scale_invariance_away_from_eps(target, cell, data):
     """x -> 4x leaves the output unchanged with eps = 0 (any eps > 0 breaks the identity by ~eps/var)."""
@@ -121,9 +146,11 @@ def test_positive_scale_invariance_away_from_eps(target, cell, data):
     case.params["eps"] = 0.0
     if case.kind not in ("standard", "integers", "positive") or not np.all(np.isfinite(case.x)):
         reject()
-    scaled = strategies.Case(case.norm, case.x * 4.0, case.params, case.kind)  # exact in binary floating point
+    scaled = strategies.Case(
+        case.norm, case.x * 4.0, case.params, case.kind
+    )  # exact in binary floating point
     reference_or_reject(case)
-    clause = SCALE_CLAUSE[target.norm]
+    clause = NORMS[target.norm].clauses.scale_invariance
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, scaled, clause).y
     _compare(cell, target, declaration, clause, "4 x", case, y_a, scaled, y_b)
@@ -145,11 +172,15 @@ def test_group_norm_limits(target, cell, data):
     if limit not in adapter.declarations or target.dtype not in adapter.declarations[limit].dtypes:
         reject()
     if limit == "instance_norm":
-        grouped = strategies.Case("group_norm", case.x, {**case.params, "groups": case.x.shape[axis]}, case.kind)
+        grouped = strategies.Case(
+            "group_norm", case.x, {**case.params, "groups": case.x.shape[axis]}, case.kind
+        )
         other = strategies.Case("instance_norm", case.x, {"channel_axis": axis, "eps": eps}, case.kind)
     else:
         grouped = strategies.Case("group_norm", case.x, {**case.params, "groups": 1}, case.kind)
-        other = strategies.Case("layer_norm", case.x, {"axes": tuple(range(1, case.x.ndim)), "eps": eps}, case.kind)
+        other = strategies.Case(
+            "layer_norm", case.x, {"axes": tuple(range(1, case.x.ndim)), "eps": eps}, case.kind
+        )
     reference_or_reject(grouped), reference_or_reject(other)
     y_gn = run_or_reject(cell, grouped, "GN.S3").y
     y_other = run_or_reject(cell, other, "GN.S3").y

@@ -1,4 +1,6 @@
-"""BatchNorm and InstanceNorm running statistics: several training steps, then eval (BN.S2-S5, IN.S3)."""
+"""Running statistics of every stateful norm: several training steps, then eval (BN.S2-S5, IN.S2-S3,
+SBN.S3)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +17,16 @@ from .harness import reference_or_reject, run_or_reject
 STEPS = 3
 
 
-@pytest.mark.targets(norms=("batch_norm", "instance_norm", "sync_batch_norm"), need=("stateful",))
-@pytest.mark.clause("BN.S2", "BN.S3", "BN.S5", "BN.N3", "BN.N4", "IN.S3", "IN.S2", "SBN.S3")
+STATEFUL = tuple(name for name, norm in R.NORMS.items() if norm.stateful)
+
+
+@pytest.mark.targets(norms=STATEFUL, need=("stateful",))
+@pytest.mark.clause(
+    *(c for n in STATEFUL for c in (R.NORMS[n].clauses.state, R.NORMS[n].clauses.eval)),
+    "BN.S5",
+    "BN.N3",
+    "BN.N4",
+)
 @given(data=st.data())
 def test_state_after_steps_then_eval(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
@@ -24,12 +34,16 @@ def test_state_after_steps_then_eval(target, cell, data):
     if "state" not in first.params:
         first.params["state"] = R.RunningStats.initial(first.x.shape[first.params["channel_axis"]])
     first.params["training"] = True
-    clause = {"batch_norm": "BN.S2", "instance_norm": "IN.S3", "sync_batch_norm": "SBN.S3"}[target.norm]
+    clause, eval_clause = R.NORMS[target.norm].clauses.state, R.NORMS[target.norm].clauses.eval
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     ref_state = fw_state = first.params["state"]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
     for step in range(STEPS):
-        x = first.x if step == 0 else strategies.representable(first.x + rng.normal(size=first.x.shape), target.dtype)
+        x = (
+            first.x
+            if step == 0
+            else strategies.representable(first.x + rng.normal(size=first.x.shape), target.dtype)
+        )
         ref_case = strategies.Case(target.norm, x, {**first.params, "state": ref_state}, first.kind)
         fw_case = strategies.Case(target.norm, x, {**first.params, "state": fw_state}, first.kind)
         expected = reference_or_reject(ref_case)
@@ -38,21 +52,61 @@ def test_state_after_steps_then_eval(target, cell, data):
         scales = checks.state_error_scales(target.norm, x, first.params, acc)
         for what in ("mean", "var"):
             want, got = getattr(expected.state, what), getattr(outcome.state, what)
-            bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
-                                                  batch_error_scale=scales[what], y_ref=want,
-                                                  previous=getattr(ref_state, what)), "NUM.N5")
+            bound = (
+                checks.T.running_stat_budget(
+                    acc_dtype=acc,
+                    out_dtype=target.dtype,
+                    n=n,
+                    batch_error_scale=scales[what],
+                    y_ref=want,
+                    previous=getattr(ref_state, what),
+                ),
+                "NUM.N5",
+            )
             explain = lambda actual, b, what=what, case=ref_case: diagnosis.explain(  # noqa: E731
-                target.norm, case.x, case.params, actual, lambda r: getattr(r.state, what), b, target.dtype)
-            cell.settle(checks.check(clause, target.adapter, target.norm, target.dtype, f"step {step + 1} state.{what}",
-                                     got, want, bound, ref_case.describe(), diagnose=explain), ref_case)
+                target.norm, case.x, case.params, actual, lambda r: getattr(r.state, what), b, target.dtype
+            )
+            cell.settle(
+                checks.check(
+                    clause,
+                    target.adapter,
+                    target.norm,
+                    target.dtype,
+                    f"step {step + 1} state.{what}",
+                    got,
+                    want,
+                    bound,
+                    ref_case.describe(),
+                    diagnose=explain,
+                ),
+                ref_case,
+            )
         ref_state, fw_state = expected.state, outcome.state
     # eval from the same (reference) state on both sides, so only the eval arithmetic is judged
-    state = R.RunningStats(strategies.representable(ref_state.mean, target.dtype),
-                           strategies.representable(ref_state.var, target.dtype), ref_state.num_batches_tracked)
-    ref_case = strategies.Case(target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind)
+    state = R.RunningStats(
+        strategies.representable(ref_state.mean, target.dtype),
+        strategies.representable(ref_state.var, target.dtype),
+        ref_state.num_batches_tracked,
+    )
+    ref_case = strategies.Case(
+        target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind
+    )
     expected = reference_or_reject(ref_case)
-    outcome = run_or_reject(cell, ref_case, "BN.S3")
-    bound = checks.budget(target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype)
-    eval_clause = {"batch_norm": "BN.S3", "instance_norm": "IN.S2", "sync_batch_norm": "SBN.S3"}[target.norm]
-    cell.settle(checks.check(eval_clause, target.adapter, target.norm,
-                             target.dtype, "eval y", outcome.y, expected.y, bound, ref_case.describe()), ref_case)
+    outcome = run_or_reject(cell, ref_case, eval_clause)
+    bound = checks.budget(
+        target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype
+    )
+    cell.settle(
+        checks.check(
+            eval_clause,
+            target.adapter,
+            target.norm,
+            target.dtype,
+            "eval y",
+            outcome.y,
+            expected.y,
+            bound,
+            ref_case.describe(),
+        ),
+        ref_case,
+    )

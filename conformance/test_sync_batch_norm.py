@@ -3,6 +3,7 @@ step is the single-device step on the concatenated batch (SBN.N1), whatever the 
 batches the framework pools as it declares (SBN.P2), and which pooling it was is recorded.
 (The general properties - forward, gradients, running statistics, special values - run for
 `sync_batch_norm` as for every norm.)"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,18 +40,50 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
     outcome = run_or_reject(cell, case, "SBN.N1")
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget("batch_norm", case.x, single, expected.y, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(checks.check("SBN.N1", target.adapter, target.norm, target.dtype, "y", outcome.y, expected.y, bound,
-                             case.describe()), case)
+    cell.settle(
+        checks.check(
+            "SBN.N1",
+            target.adapter,
+            target.norm,
+            target.dtype,
+            "y",
+            outcome.y,
+            expected.y,
+            bound,
+            case.describe(),
+        ),
+        case,
+    )
     if expected.state is not None and case.params.get("training", True):
         n = checks.reduction_length("batch_norm", case.x, single)
         scales = checks.state_error_scales("batch_norm", case.x, single, acc)
         for what in ("mean", "var"):
             want = getattr(expected.state, what)
-            bound = (checks.T.running_stat_budget(acc_dtype=acc, out_dtype=target.dtype, n=n,
-                                                  batch_error_scale=scales[what], y_ref=want,
-                                                  previous=getattr(single["state"], what)), "NUM.N5")
-            cell.settle(checks.check("SBN.S3", target.adapter, target.norm, target.dtype, f"state.{what}",
-                                     getattr(outcome.state, what), want, bound, case.describe()), case)
+            bound = (
+                checks.T.running_stat_budget(
+                    acc_dtype=acc,
+                    out_dtype=target.dtype,
+                    n=n,
+                    batch_error_scale=scales[what],
+                    y_ref=want,
+                    previous=getattr(single["state"], what),
+                ),
+                "NUM.N5",
+            )
+            cell.settle(
+                checks.check(
+                    "SBN.S3",
+                    target.adapter,
+                    target.norm,
+                    target.dtype,
+                    f"state.{what}",
+                    getattr(outcome.state, what),
+                    want,
+                    bound,
+                    case.describe(),
+                ),
+                case,
+            )
 
 
 # SBN.E1's batches, three channels apart: replica 1 holds three rows, replica 2 one row far off
@@ -62,8 +95,14 @@ UNEQUAL = np.array([[0.0, 1.0, -2.0], [2.0, 3.0, -1.0], [4.0, 2.0, 0.5], [6.0, 9
 def test_unequal_batches_pool_as_declared(target, cell):
     declaration = adapters.get(target.adapter).declarations[target.norm]
     declared = declaration.fixed().get("weighting", "count")
-    params = {"replica_sizes": (3, 1), "weighting": declared, "eps": 1e-3, "training": True, "channel_axis": 1,
-              "running_var": declaration.fixed().get("running_var", "unbiased")}  # unused (no state), but declared
+    params = {
+        "replica_sizes": (3, 1),
+        "weighting": declared,
+        "eps": 1e-3,
+        "training": True,
+        "channel_axis": 1,
+        "running_var": declaration.fixed().get("running_var", "unbiased"),
+    }  # unused (no state), but declared
     x = strategies.representable(UNEQUAL, target.dtype)
     case = strategies.Case(target.norm, x, params, "standard")
     try:
@@ -75,14 +114,26 @@ def test_unequal_batches_pool_as_declared(target, cell):
     matches = []
     for weighting in ("count", "equal"):
         want = R.sync_batch_norm(x, **{**params, "weighting": weighting}).y
-        bound = checks.budget(target.norm, x, {**params, "weighting": weighting}, want, acc_dtype=acc,
-                              out_dtype=target.dtype)
-        verdict = checks.check("SBN.P2", target.adapter, target.norm, target.dtype, f"y ({weighting} weighting)",
-                               outcome.y, want, bound, case.describe())
+        bound = checks.budget(
+            target.norm, x, {**params, "weighting": weighting}, want, acc_dtype=acc, out_dtype=target.dtype
+        )
+        verdict = checks.check(
+            "SBN.P2",
+            target.adapter,
+            target.norm,
+            target.dtype,
+            f"y ({weighting} weighting)",
+            outcome.y,
+            want,
+            bound,
+            case.describe(),
+        )
         if verdict.passed:
             matches.append(weighting)
         if weighting == declared:
             declared_verdict = verdict
-    cell.observations.append(f"replica batches of 3 and 1 rows: pools {' / '.join(matches) or 'neither way'} "
-                             f"(declared: {declared})")
+    cell.observations.append(
+        f"replica batches of 3 and 1 rows: pools {' / '.join(matches) or 'neither way'} "
+        f"(declared: {declared})"
+    )
     cell.settle(declared_verdict, case)

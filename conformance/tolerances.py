@@ -3,6 +3,7 @@
 Errors are measured elementwise against the float64 reference and budgets are elementwise too, so
 one badly placed eps cannot hide behind large values elsewhere in the array.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,11 +85,19 @@ def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_re
     scale: max|x| for a mean, 2 max|x - mean| max|x| for a variance) plus the roundings of the blend
     (1 - w) * previous + w * batch, each at most the size of its terms."""
     blend = np.abs(y_ref) + np.abs(previous)
-    return SAFETY * (unit_roundoff(acc_dtype) * growth(n) * batch_error_scale + 2 * unit_roundoff(out_dtype) * blend)
+    return SAFETY * (
+        unit_roundoff(acc_dtype) * growth(n) * batch_error_scale + 2 * unit_roundoff(out_dtype) * blend
+    )
 
 
-def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype, normalize_var: str = "biased",
-                          eps_placement: str = "inside_sqrt") -> np.ndarray:
+def standardized_in_dtype(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    eps: float,
+    dtype,
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
+) -> np.ndarray:
     """NUM.N6: (x - mean) / sqrt(var + eps) computed two-pass in `dtype`, as the spec writes it (with the
     declared divisor convention, BN.P8: Bessel's n - 1, eps outside the root).
 
@@ -107,7 +116,11 @@ def standardized_in_dtype(x: np.ndarray, axes: tuple[int, ...], eps: float, dtyp
         centred = (xd - mean).astype(dtype)
         count = n - dtype.type(1) if normalize_var == "unbiased" else n
         var = (np.sum(centred * centred, axis=axes, keepdims=True, dtype=dtype) / count).astype(dtype)
-        divisor = np.sqrt(var + dtype.type(eps)) if eps_placement == "inside_sqrt" else np.sqrt(var) + dtype.type(eps)
+        divisor = (
+            np.sqrt(var + dtype.type(eps))
+            if eps_placement == "inside_sqrt"
+            else np.sqrt(var) + dtype.type(eps)
+        )
         result = (centred / divisor).astype(np.float64)
     # a statistic that overflowed is a breakdown, not an answer: it must excuse nothing (NaN)
     broken = ~(np.isfinite(mean) & np.isfinite(var))
@@ -143,12 +156,18 @@ def compare(actual, expected, budget, dtype) -> Comparison:
     any non-finite result matches, and where it overflows `dtype`, the infinity of its sign (NUM.N7)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:  # a wrongly shaped answer is wrong everywhere, not a crash of the suite
+    if (
+        actual.shape != expected.shape
+    ):  # a wrongly shaped answer is wrong everywhere, not a crash of the suite
         return Comparison(math.inf, 0.0, math.inf, math.nan, ())
     budget = np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape)
     error = np.abs(actual - expected)
     # beyond the dtype's largest finite number the correctly rounded answer is the infinity of its sign
-    overflows = np.isfinite(expected) & (np.abs(expected) > float(finfo(dtype).max)) & (actual == np.sign(expected) * np.inf)
+    overflows = (
+        np.isfinite(expected)
+        & (np.abs(expected) > float(finfo(dtype).max))
+        & (actual == np.sign(expected) * np.inf)
+    )
     same_nonfinite = (~np.isfinite(actual) & ~np.isfinite(expected)) | (actual == expected) | overflows
     error = np.where(same_nonfinite, 0.0, np.where(np.isnan(error), np.inf, error))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -156,5 +175,10 @@ def compare(actual, expected, budget, dtype) -> Comparison:
     if ratio.size == 0:
         return Comparison(0.0, 0.0, 0.0, 0.0, ())
     index = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    return Comparison(float(error[index]), float(budget[index]), float(ratio[index]),
-                      float(ulps(actual[index], expected[index], dtype)), tuple(int(i) for i in index))
+    return Comparison(
+        float(error[index]),
+        float(budget[index]),
+        float(ratio[index]),
+        float(ulps(actual[index], expected[index], dtype)),
+        tuple(int(i) for i in index),
+    )

@@ -5,6 +5,7 @@ it), and one core per worker is what their CPU kernels get anyway. Groups are ba
 adapter's measured cost (`COST`, relative seconds of the quick profile on a 2-core machine), longest
 first; every worker writes its own results file, and the reports merge them.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,24 @@ from pathlib import Path
 # `normconf bench --sections rate`). Measured 2026-11-23 after the JAX-family speed-ups and with the
 # synchronized-BatchNorm cells (quick run 13 min 55 s with the previous table, workers loaded 502 s /
 # 834 s; torch.nn without its SyncBatchNorm cells, now skipped up front). An adapter not listed counts as 1.
-COST = {"haiku": 22.6, "flax.linen": 22.2, "keras[jax]": 21.1, "flax.nnx": 13.6, "equinox": 13.1,
-        "keras[tensorflow]": 7.9, "mlx.nn": 3.3, "onnxruntime": 3.1, "torch.functional": 3.0, "torch.nn": 2.7,
-        "keras[torch]": 2.4, "keras[numpy]": 1.7, "paddle.functional": 1.5, "onnx.reference": 1.4, "tf.nn": 1.2,
-        "tf.fused_batch_norm": 1.1}
+COST = {
+    "haiku": 22.6,
+    "flax.linen": 22.2,
+    "keras[jax]": 21.1,
+    "flax.nnx": 13.6,
+    "equinox": 13.1,
+    "keras[tensorflow]": 7.9,
+    "mlx.nn": 3.3,
+    "onnxruntime": 3.1,
+    "torch.functional": 3.0,
+    "torch.nn": 2.7,
+    "keras[torch]": 2.4,
+    "keras[numpy]": 1.7,
+    "paddle.functional": 1.5,
+    "onnx.reference": 1.4,
+    "tf.nn": 1.2,
+    "tf.fused_batch_norm": 1.1,
+}
 
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
@@ -38,8 +53,13 @@ def plan(names: list[str], jobs: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env: dict | None = None,
-        quiet: bool = False) -> int:
+def run(
+    groups: list[list[str]],
+    pytest_args: list[str],
+    results_dir: Path,
+    env: dict | None = None,
+    quiet: bool = False,
+) -> int:
     """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code
     (INTERRUPTED after Ctrl-C, once every worker has closed its file).
     Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends
@@ -54,10 +74,25 @@ def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env:
         log = open(results_dir / f"worker-{k}.log", "w", encoding="utf-8")
         folder = Path(suite.__file__).parent
         # the properties only: conformance/meta holds the project's tests of the suite itself
-        command = [sys.executable, "-m", "pytest", str(folder), "--ignore", str(folder / "meta"), "-q",
-                   "-p", "no:cacheprovider", "--adapters", ",".join(group),
-                   "--results", str(results_dir / f"worker-{k}.jsonl"), *pytest_args]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(folder),
+            "--ignore",
+            str(folder / "meta"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--adapters",
+            ",".join(group),
+            "--results",
+            str(results_dir / f"worker-{k}.jsonl"),
+            *pytest_args,
+        ]
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         running.append((k, group, process, log))
     worst, interrupted = 0, False
     for k, group, process, log in running:
@@ -67,10 +102,15 @@ def run(groups: list[list[str]], pytest_args: list[str], results_dir: Path, env:
             code = process.wait()
             interrupted = True
         log.close()
-        tail = (results_dir / f"worker-{k}.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or ["(no output)"]
+        tail = (results_dir / f"worker-{k}.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or [
+            "(no output)"
+        ]
         if not quiet:
-            print(f"worker {k} [{', '.join(group)}] exit {code} after {time.monotonic() - started:.0f}s: {tail[0]}",
-                  flush=True)
+            print(
+                f"worker {k} [{', '.join(group)}] exit {code} "
+                f"after {time.monotonic() - started:.0f}s: {tail[0]}",
+                flush=True,
+            )
         if code and not worst:  # the first failure's code; a worker killed by a signal counts as 1
             worst = code if code > 0 else 1
     return INTERRUPTED if interrupted else worst

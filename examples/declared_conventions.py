@@ -7,14 +7,19 @@
   code fails LN.S1 and the failure names this declaration.
 - batch_norm: Keras-style running statistics, the biased variance feeding the running variance (BN.P4).
 """
+
 import numpy as np
 
 from normconf.adapters.plugin import implementation
 from normconf.reference import RunningStats
 
 
-@implementation("layer_norm", arrays="torch", dtypes=("float32", "float64"),
-                conventions={"normalize_var": "unbiased", "eps_placement": "outside_sqrt"})
+@implementation(
+    "layer_norm",
+    arrays="torch",
+    dtypes=("float32", "float64"),
+    conventions={"normalize_var": "unbiased", "eps_placement": "outside_sqrt"},
+)
 def annotated_transformer_layer_norm(x, *, eps, scale=None, offset=None):
     mean = x.mean(-1, keepdim=True)
     std = x.std(-1, keepdim=True)
@@ -36,5 +41,7 @@ def batch_norm(x, *, eps, momentum, training, state=None, scale=None, offset=Non
     y = y if offset is None else y + offset.reshape(shape)
     if training and state is not None:
         w = x.dtype.type(1.0 / (state.num_batches_tracked + 1) if momentum is None else momentum)
-        state = RunningStats((1 - w) * state.mean + w * mean, (1 - w) * state.var + w * var, state.num_batches_tracked + 1)
+        state = RunningStats(
+            (1 - w) * state.mean + w * mean, (1 - w) * state.var + w * var, state.num_batches_tracked + 1
+        )
     return y, state

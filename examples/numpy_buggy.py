@@ -7,6 +7,7 @@
 - batch_norm: normalizes with the unbiased variance (x.var(ddof=1))                 -> BN.S1, BN.N2
 - local_response_norm: the window is one channel short, range(c - half, c + half)   -> LRN.S1, LRN.N1
 """
+
 import numpy as np
 
 from normconf.adapters.plugin import implementation

@@ -8,6 +8,7 @@
   sums formed by np.add.reduce in float32 - not float64.
 - batch_norm: with running statistics: a stateful implementation (`state` in, `(y, state)` out).
 """
+
 import numpy as np
 
 from normconf.adapters.plugin import implementation
@@ -18,8 +19,9 @@ from normconf.reference import RunningStats
 def layer_norm(x, *, axes, eps, scale=None, offset=None):
     axes = tuple(sorted(a % x.ndim for a in axes))
     kept = [a for a in range(x.ndim) if a not in axes]
-    rows = np.moveaxis(x, kept, range(len(kept))).reshape(int(np.prod([x.shape[a] for a in kept])),
-                                                          int(np.prod([x.shape[a] for a in axes])))  # no -1: may be empty
+    rows = np.moveaxis(x, kept, range(len(kept))).reshape(
+        int(np.prod([x.shape[a] for a in kept])), int(np.prod([x.shape[a] for a in axes]))
+    )  # no -1: may be empty
     mean = np.zeros(rows.shape[0], dtype=x.dtype)
     m2 = np.zeros(rows.shape[0], dtype=x.dtype)
     for i in range(rows.shape[1]):  # Welford: one pass, numerically stable
@@ -28,8 +30,9 @@ def layer_norm(x, *, axes, eps, scale=None, offset=None):
         m2 = m2 + delta * (rows[:, i] - mean)
     var = m2 / x.dtype.type(rows.shape[1])
     y_rows = (rows - mean[:, None]) / np.sqrt(var + x.dtype.type(eps))[:, None]
-    y = np.moveaxis(y_rows.reshape([x.shape[a] for a in kept] + [x.shape[a] for a in axes]),
-                    range(len(kept)), kept)
+    y = np.moveaxis(
+        y_rows.reshape([x.shape[a] for a in kept] + [x.shape[a] for a in axes]), range(len(kept)), kept
+    )
     param_shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
     if scale is not None:
         y = y * scale.reshape(param_shape)
@@ -54,8 +57,9 @@ def rms_norm(x, *, eps, scale=None):
     return y if scale is None else y * scale
 
 
-@implementation("group_norm", dtypes=("float16", "float32"),
-                accumulation={"float16": "float32", "float32": "float32"})
+@implementation(
+    "group_norm", dtypes=("float16", "float32"), accumulation={"float16": "float32", "float32": "float32"}
+)
 def group_norm(x, *, groups, eps, scale=None, offset=None):
     """Channels on axis 1, contiguous groups; statistics in float32 whatever the input dtype."""
     n, c = x.shape[:2]
@@ -74,7 +78,8 @@ def group_norm(x, *, groups, eps, scale=None, offset=None):
 
 @implementation("batch_norm", dtypes=("float32", "float64"))
 def batch_norm(x, *, eps, momentum, training, state=None, scale=None, offset=None):
-    """Channels on axis 1; PyTorch's conventions: momentum weights the new batch, unbiased running variance."""
+    """Channels on axis 1; PyTorch's conventions: momentum weights the new batch, unbiased running
+    variance."""
     axes = (0, *range(2, x.ndim))
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     if training or state is None:
@@ -89,6 +94,9 @@ def batch_norm(x, *, eps, momentum, training, state=None, scale=None, offset=Non
     if training and state is not None:
         n = x.size // x.shape[1]
         w = x.dtype.type(1.0 / (state.num_batches_tracked + 1) if momentum is None else momentum)
-        state = RunningStats((1 - w) * state.mean + w * mean, (1 - w) * state.var + w * var * x.dtype.type(n / (n - 1)),
-                             state.num_batches_tracked + 1)
+        state = RunningStats(
+            (1 - w) * state.mean + w * mean,
+            (1 - w) * state.var + w * var * x.dtype.type(n / (n - 1)),
+            state.num_batches_tracked + 1,
+        )
     return y, state

@@ -8,6 +8,7 @@ different implementation from the eager kernels the `torch.functional` adapter c
 compiles one kernel for every shape (the first call takes ~30 s; a gcc/g++ must be installed). Neither
 function takes `axes`: both normalize the last axis, which is what the suite draws.
 """
+
 import torch
 import torch.nn.functional as F
 

@@ -8,6 +8,7 @@
 Each layer is built as a model builds it and called with the module's own forward; the scale goes
 in through `torch.func.functional_call`, so autograd differentiates the shipped code.
 """
+
 import torch
 from torch.func import functional_call
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -36,4 +37,3 @@ def llama_rms_norm(x, *, eps, scale=None):
 @implementation("rms_norm", arrays="torch", dtypes=ALL, accumulation=IN_FLOAT32)
 def t5_layer_norm(x, *, eps, scale=None):
     return _run(T5LayerNorm, x, eps, _scale(scale, x))
-

@@ -8,6 +8,7 @@ Figures, not timed tests: a noisy machine changes them, so nothing here passes o
   discovery   examples and seconds until known divergences (a sample, one per clause) are first reported
   suite       wall time of whole profiles over every installed adapter (`--suite quick,default`)
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,20 @@ import numpy as np
 
 TARGETS = {"reference": 3.0, "throughput": 20.0, "quick": 180.0, "default": 600.0}
 SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
-IMPORTS = {"torch": "import torch", "tensorflow": "import tensorflow", "jax + flax": "import jax, flax.linen",
-           "keras (jax)": "import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras",
-           "onnxruntime": "import onnxruntime", "paddle": "import paddle", "mlx": "import mlx.core"}
-PROPERTY_OF = {"forward": "forward_matches_reference", "gradient": "gradients_match_reference_vjp",
-               "state": "state_after_steps_then_eval"}
+IMPORTS = {
+    "torch": "import torch",
+    "tensorflow": "import tensorflow",
+    "jax + flax": "import jax, flax.linen",
+    "keras (jax)": "import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras",
+    "onnxruntime": "import onnxruntime",
+    "paddle": "import paddle",
+    "mlx": "import mlx.core",
+}
+PROPERTY_OF = {
+    "forward": "forward_matches_reference",
+    "gradient": "gradients_match_reference_vjp",
+    "state": "state_after_steps_then_eval",
+}
 # how many known divergences the discovery figures sample (one per clause, in the order they are listed)
 DISCOVERY_SAMPLE = 8
 
@@ -45,9 +55,13 @@ def reference_ratio() -> list[tuple[str, float]]:
 
     x = np.random.default_rng(0).normal(size=(64, 128, 1024))  # 8M float64
     numpy = _best(lambda: (x.mean(axis=-1), x.var(axis=-1)))
-    calls = {"layer_norm": lambda: R.layer_norm(x, axes=(-1,)), "batch_norm": lambda: R.batch_norm(x, channel_axis=1),
-             "group_norm": lambda: R.group_norm(x, groups=8), "rms_norm": lambda: R.rms_norm(x, axes=(-1,), eps=1e-6),
-             "instance_norm": lambda: R.instance_norm(x)}
+    calls = {
+        "layer_norm": lambda: R.layer_norm(x, axes=(-1,)),
+        "batch_norm": lambda: R.batch_norm(x, channel_axis=1),
+        "group_norm": lambda: R.group_norm(x, groups=8),
+        "rms_norm": lambda: R.rms_norm(x, axes=(-1,), eps=1e-6),
+        "instance_norm": lambda: R.instance_norm(x),
+    }
     return [(norm, _best(call, 3) / numpy) for norm, call in calls.items()]
 
 
@@ -75,7 +89,10 @@ def throughput(names: list[str], calls: int = 20) -> list[tuple[str, str, str, f
         for label, shape in SHAPES.items():
             x = np.random.default_rng(0).normal(size=shape)
             params = _params(norm, declaration, x)
-            for mode, cotangent in (("forward", None), ("gradient", np.ones(shape) if declaration.gradients else None)):
+            for mode, cotangent in (
+                ("forward", None),
+                ("gradient", np.ones(shape) if declaration.gradients else None),
+            ):
                 if mode == "gradient" and cotangent is None:
                     continue
                 try:
@@ -122,41 +139,89 @@ def discovery(profile: str = "default") -> list[tuple[str, str, dict | None]]:
     first report, or None when the profile never drew an example that shows it)."""
     import normconf.conformance as suite
     from normconf import adapters
-    from normconf.reports import results
-
     from normconf.conformance.divergences import KNOWN
+    from normconf.reports import results
 
     cells, clauses = [], set()
     for entry in KNOWN:  # one entry per clause, named by an exact adapter that is installed here
-        if entry.clause in clauses or entry.adapters not in adapters.names() or len(cells) >= DISCOVERY_SAMPLE:
+        if (
+            entry.clause in clauses
+            or entry.adapters not in adapters.names()
+            or len(cells) >= DISCOVERY_SAMPLE
+        ):
             continue
         if adapters.get(entry.adapters).available()[0]:
             clauses.add(entry.clause)
-            cells.append((entry.adapters, entry.norm, PROPERTY_OF[entry.shows_in], entry.example()[1], entry.clause))
+            cells.append(
+                (entry.adapters, entry.norm, PROPERTY_OF[entry.shows_in], entry.example()[1], entry.clause)
+            )
     figures = []
     for adapter, norm, prop, dtype, clause in cells:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "r.jsonl"
-            subprocess.run([sys.executable, "-m", "pytest", str(Path(suite.__file__).parent / _file(prop)), "-q",
-                            "-p", "no:cacheprovider", "--adapters", adapter, "--profile", profile, "--results", str(out),
-                            "-k", f"{adapter}-{norm}-{dtype}"], capture_output=True)
-            found = [r for run in results.load([out]) for r in run.results
-                     if r.get("property") == prop and r.get("divergence_clause") == clause]
-        figures.append((f"{adapter} {norm} {dtype} {prop}", clause, next(
-            (r.get("first_reported") for r in found if r.get("first_reported")), None)))
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    str(Path(suite.__file__).parent / _file(prop)),
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "--adapters",
+                    adapter,
+                    "--profile",
+                    profile,
+                    "--results",
+                    str(out),
+                    "-k",
+                    f"{adapter}-{norm}-{dtype}",
+                ],
+                capture_output=True,
+            )
+            found = [
+                r
+                for run in results.load([out])
+                for r in run.results
+                if r.get("property") == prop and r.get("divergence_clause") == clause
+            ]
+        figures.append(
+            (
+                f"{adapter} {norm} {dtype} {prop}",
+                clause,
+                next((r.get("first_reported") for r in found if r.get("first_reported")), None),
+            )
+        )
     return figures
 
 
 def _file(prop: str) -> str:
-    return {"state_after_steps_then_eval": "test_running_stats.py", "forward_matches_reference": "test_forward.py",
-            "gradients_match_reference_vjp": "test_gradients.py"}[prop]
+    return {
+        "state_after_steps_then_eval": "test_running_stats.py",
+        "forward_matches_reference": "test_forward.py",
+        "gradients_match_reference_vjp": "test_gradients.py",
+    }[prop]
 
 
 def suite_wall_time(profile: str) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "normconf.cli", "run", "--profile", profile, "--results", tmp,
-                        "--report", "", "--no-hazards"], capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "normconf.cli",
+                "run",
+                "--profile",
+                profile,
+                "--results",
+                tmp,
+                "--report",
+                "",
+                "--no-hazards",
+            ],
+            capture_output=True,
+        )
         elapsed = time.perf_counter() - start
         counts: dict = {}
         for path in Path(tmp).glob("worker-*.jsonl"):
@@ -187,21 +252,35 @@ def main(args) -> int:
     if "throughput" in sections:
         print(f"adapter calls per second after warm-up (target >= {TARGETS['throughput']:g} on small shapes)")
         for name, label, what, rate in throughput(names):
-            verdict = "" if label != "small" or rate != rate else ("ok" if rate >= TARGETS["throughput"] else "MISSED")
+            verdict = (
+                ""
+                if label != "small" or rate != rate
+                else ("ok" if rate >= TARGETS["throughput"] else "MISSED")
+            )
             print(f"  {name:<18} {label:<7} {what:<32} {rate:8.1f}/s  {verdict}")
     if "rate" in sections:
         folder = Path(args.results)
         print(f"suite examples per second per adapter, from {folder} (target >= {TARGETS['throughput']:g})")
         for name, n, rate in rates(folder):
-            print(f"  {name:<18} {n:6d} examples {rate:7.1f}/s  {'ok' if rate >= TARGETS['throughput'] else 'MISSED'}")
+            print(
+                f"  {name:<18} {n:6d} examples {rate:7.1f}/s  "
+                f"{'ok' if rate >= TARGETS['throughput'] else 'MISSED'}"
+            )
     if "discovery" in sections:
         print(f"known divergences: examples and seconds to the first report ({args.profile} profile)")
         for cell, clause, first in discovery(args.profile):
-            shown = "not reported" if first is None else f"{first['examples']:4d} examples {first['seconds']:7.2f}s"
+            shown = (
+                "not reported"
+                if first is None
+                else f"{first['examples']:4d} examples {first['seconds']:7.2f}s"
+            )
             print(f"  {clause:<7} {cell:<62} {shown}")
     for profile in [p for p in args.suite.split(",") if p]:
         elapsed, counts = suite_wall_time(profile)
         target = TARGETS.get(profile)
         verdict = "" if target is None else ("ok" if elapsed <= target else "MISSED")
-        print(f"{profile} profile over every installed adapter: {elapsed:.0f}s (target <= {target:g}s) {verdict}  {counts}")
+        print(
+            f"{profile} profile over every installed adapter: {elapsed:.0f}s "
+            f"(target <= {target:g}s) {verdict}  {counts}"
+        )
     return 0

@@ -9,6 +9,7 @@ the verdict lists each norm x property x dtype with its worst error against the 
 finding in full: the clause it breaks, what would explain it, and a repro script. Exit status 0 only
 when the implementation conforms: no finding, no error, and at least one property passed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,9 +31,14 @@ def main(args) -> int:
         print(f"normconf check: {str(exc).strip(chr(34))}", file=sys.stderr)
         return 2
     out = Path(args.results) if args.results else Path(tempfile.mkdtemp(prefix="normconf-check-"))
-    pytest_args = ["--profile", args.profile, *(["--seed", str(args.seed)] if args.seed is not None else []),
-                   *(["--norms", args.norms] if args.norms else []), *(["--dtypes", args.dtypes] if args.dtypes else []),
-                   *(["--isolate", f"{args.isolate:g}"] if args.isolate else [])]
+    pytest_args = [
+        "--profile",
+        args.profile,
+        *(["--seed", str(args.seed)] if args.seed is not None else []),
+        *(["--norms", args.norms] if args.norms else []),
+        *(["--dtypes", args.dtypes] if args.dtypes else []),
+        *(["--isolate", f"{args.isolate:g}"] if args.isolate else []),
+    ]
     declared = ", ".join(f"{norm} ({', '.join(d.dtypes)})" for norm, d in adapter.declarations.items())
     print(f"checking {args.implementation}: {declared}; profile {args.profile}", flush=True)
     code = workers.run([[args.implementation]], pytest_args, out, quiet=True)
@@ -46,7 +52,9 @@ def main(args) -> int:
     print(verdict_table(records))
     failing = [r for r in records if r["verdict"] in FAILING]
     # shown in full: one the diagnosis explains, else the one furthest over its budget
-    failing.sort(key=lambda r: ("it agrees with the reference" not in r.get("message", ""), -(r.get("ratio") or 0)))
+    failing.sort(
+        key=lambda r: ("it agrees with the reference" not in r.get("message", ""), -(r.get("ratio") or 0))
+    )
     for record in failing[:1]:
         print(f"\nfinding ({record['property']}, {record['norm']}, {record['dtype']}):")
         print("  " + record.get("message", "(no message)").replace("\n", "\n  "))
@@ -63,14 +71,18 @@ def main(args) -> int:
         print(f"report: {html.write(files, args.report, None)}")
     print(f"results: {out}")
     if failing:
-        print(f"verdict: DOES NOT CONFORM - {len(failing)} of {len(records)} checks fail "
-              f"(clauses {', '.join(sorted({r.get('clause') or r['property'] for r in failing}))})")
+        print(
+            f"verdict: DOES NOT CONFORM - {len(failing)} of {len(records)} checks fail "
+            f"(clauses {', '.join(sorted({r.get('clause') or r['property'] for r in failing}))})"
+        )
         return 1
     if not passed or code not in (0, 5):
         print(f"verdict: NOT CHECKED - no property could run (exit status {code}); see {out}/worker-1.log")
         return 2
-    print(f"verdict: CONFORMS - {passed} checks pass"
-          + (f", {len(records) - passed} not applicable" if len(records) > passed else ""))
+    print(
+        f"verdict: CONFORMS - {passed} checks pass"
+        + (f", {len(records) - passed} not applicable" if len(records) > passed else "")
+    )
     return 0
 
 
@@ -79,11 +91,15 @@ def verdict_table(records: list[dict]) -> str:
     lines = []
     for r in sorted(records, key=lambda r: (r["norm"], r["property"], r["dtype"])):
         if r.get("ratio") is not None and r["verdict"] in ("pass", "finding"):
-            detail = (f"worst {r['worst_error']:.2e} vs budget {r['budget']:.2e} ({r['ratio']:.2g}x, "
-                      f"{r.get('clause')}, {r.get('basis')}) over {r['examples']} examples")
+            detail = (
+                f"worst {r['worst_error']:.2e} vs budget {r['budget']:.2e} ({r['ratio']:.2g}x, "
+                f"{r.get('clause')}, {r.get('basis')}) over {r['examples']} examples"
+            )
         elif r["verdict"] in ("unsupported", "skipped"):
             detail = (r.get("message") or "; ".join(r.get("unsupported", {})) or "")[:110]
         else:
             detail = (r.get("message") or "")[:110]
-        lines.append(f"  {r['norm']:<20} {r['property']:<40} {r['dtype']:<9} {r['verdict'].upper():<12} {detail}")
+        lines.append(
+            f"  {r['norm']:<20} {r['property']:<40} {r['dtype']:<9} {r['verdict'].upper():<12} {detail}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """The `normconf` command. Subcommands arrive with the features that fill them; none is a stub."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,9 @@ from normconf import __version__
 def _clauses(args) -> int:
     from normconf import spec
 
-    found = [c for c in spec.clauses().values() if not args.prefix or c.id.startswith(args.prefix.upper() + ".")]
+    found = [
+        c for c in spec.clauses().values() if not args.prefix or c.id.startswith(args.prefix.upper() + ".")
+    ]
     if not found:
         print(f"no clause starts with {args.prefix!r}", file=sys.stderr)
         return 2
@@ -42,8 +45,11 @@ def _conventions(args) -> int:
         return 0
     if args.check:
         if conventions.current() != conventions.generated():
-            print("spec/conventions.md disagrees with the adapters' declarations; run `normconf conventions --write`",
-                  file=sys.stderr)
+            print(
+                "spec/conventions.md disagrees with the adapters' declarations; "
+                "run `normconf conventions --write`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     print(conventions.generated())
@@ -56,11 +62,10 @@ def _run(args) -> int:
     from pathlib import Path
 
     from normconf import adapters
-    from normconf.conformance import workers
-    from normconf.reports import results
-
     from normconf.adapters import _devices
     from normconf.adapters.plugin import PluginError
+    from normconf.conformance import workers
+    from normconf.reports import results
 
     names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
     for name in names:
@@ -70,12 +75,20 @@ def _run(args) -> int:
             print(f"normconf run: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 2
     out = Path(args.results)
-    pytest_args = ["--profile", args.profile, *(["--seed", str(args.seed)] if args.seed is not None else []),
-                   *(["--isolate", _seconds(args.isolate)] if args.isolate else []), *args.pytest_args]
+    pytest_args = [
+        "--profile",
+        args.profile,
+        *(["--seed", str(args.seed)] if args.seed is not None else []),
+        *(["--isolate", _seconds(args.isolate)] if args.isolate else []),
+        *args.pytest_args,
+    ]
     groups = workers.plan(names, args.jobs)
     print(f"{len(names)} adapters in {len(groups)} worker(s), profile {args.profile}", flush=True)
-    device_env = {key: value for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
-                  if value is not None}
+    device_env = {
+        key: value
+        for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
+        if value is not None
+    }
     code = workers.run(groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env})
     files = sorted(out.glob("worker-*.jsonl"))
     if files:
@@ -101,12 +114,15 @@ def _timeout(text: str) -> float:
     return value
 
 
-ISOLATE_HELP = ("run every framework call in a child process that may take SECONDS (default %(default)s; 0: in "
-                "the worker itself): a crash or hang costs its own cell only, reported as crashed / timed out")
+ISOLATE_HELP = (
+    "run every framework call in a child process that may take SECONDS (default %(default)s; 0: in "
+    "the worker itself): a crash or hang costs its own cell only, reported as crashed / timed out"
+)
 
 
 def _write_report(paths, out, hazard_adapters: str | None) -> None:
-    """The HTML report; `hazard_adapters`: None skips the porting hazards, "" measures every installed adapter."""
+    """The HTML report; `hazard_adapters`: None skips the porting hazards, "" measures every installed
+    adapter."""
     from normconf.reports import hazards, html
 
     found = None
@@ -118,9 +134,9 @@ def _write_report(paths, out, hazard_adapters: str | None) -> None:
 
 def _report(args) -> int:
     """One HTML report from one or more results files (e.g. from several machines)."""
-    from normconf.reports.results import ResultsError
-
     from pathlib import Path
+
+    from normconf.reports.results import ResultsError
 
     paths = []
     for given in map(Path, args.results):  # a folder from `normconf run` stands for its results files
@@ -138,54 +154,107 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"normconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("clauses", help="list the spec's clauses (optionally one norm's, e.g. BN)")
-    listing.add_argument("prefix", nargs="?", default="", help="a norm prefix: BN, SBN, LN, IN, GN, RMS, LRN, LP, CN, NUM")
+    listing.add_argument(
+        "prefix", nargs="?", default="", help="a norm prefix: BN, SBN, LN, IN, GN, RMS, LRN, LP, CN, NUM"
+    )
     listing.add_argument("--text", action="store_true", help="print each clause's text too")
     listing.set_defaults(run=_clauses)
-    listing = commands.add_parser("adapters", help="list the adapters, whether each can run here, and their norms")
+    listing = commands.add_parser(
+        "adapters", help="list the adapters, whether each can run here, and their norms"
+    )
     listing.set_defaults(run=_adapters)
     run = commands.add_parser("run", help="run the conformance suite over the installed adapters")
     run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
     run.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
-    run.add_argument("--results", default="reports/out/results", help="folder for the results (one file per worker)")
-    run.add_argument("--jobs", type=int, default=None, help="worker processes (default: the CPUs this process may use)")
-    run.add_argument("--report", default="reports/out/index.html", help="where to write the HTML report ('' for none)")
-    run.add_argument("--no-hazards", action="store_true", help="leave the porting-hazard measurements out of the report")
+    run.add_argument(
+        "--results", default="reports/out/results", help="folder for the results (one file per worker)"
+    )
+    run.add_argument(
+        "--jobs", type=int, default=None, help="worker processes (default: the CPUs this process may use)"
+    )
+    run.add_argument(
+        "--report", default="reports/out/index.html", help="where to write the HTML report ('' for none)"
+    )
+    run.add_argument(
+        "--no-hazards", action="store_true", help="leave the porting-hazard measurements out of the report"
+    )
     run.add_argument("--isolate", type=_timeout, default=300.0, metavar="SECONDS", help=ISOLATE_HELP)
-    run.add_argument("--device", choices=["auto", "cpu"], default=None,
-                     help="auto: each framework's accelerator where it sees one (default), cpu: the CPU only "
-                          "(NORMCONF_DEVICE); the device is recorded in every result")
-    run.add_argument("--tf32", choices=["on", "off"], default=None,
-                     help="TF32 matmuls on or off in torch, JAX and TF (NORMCONF_TF32; default: each framework's own, "
-                          "recorded in every result)")
-    run.add_argument("--max-isa", choices=["native", "avx2", "avx512"], default=None,
-                     help="cap the instruction set XLA, oneDNN and ATen may use, to play an older CPU "
-                          "(NORMCONF_MAX_ISA; the CPU and the caps are recorded in every result)")
+    run.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        default=None,
+        help="auto: each framework's accelerator where it sees one (default), cpu: the CPU only "
+        "(NORMCONF_DEVICE); the device is recorded in every result",
+    )
+    run.add_argument(
+        "--tf32",
+        choices=["on", "off"],
+        default=None,
+        help="TF32 matmuls on or off in torch, JAX and TF (NORMCONF_TF32; default: each framework's own, "
+        "recorded in every result)",
+    )
+    run.add_argument(
+        "--max-isa",
+        choices=["native", "avx2", "avx512"],
+        default=None,
+        help="cap the instruction set XLA, oneDNN and ATen may use, to play an older CPU "
+        "(NORMCONF_MAX_ISA; the CPU and the caps are recorded in every result)",
+    )
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
     report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
-    report.add_argument("results", nargs="+", help="results files (JSON lines) or folders of them, from `normconf run` or pytest --results")
+    report.add_argument(
+        "results",
+        nargs="+",
+        help="results files (JSON lines) or folders of them, from `normconf run` or pytest --results",
+    )
     report.add_argument("-o", "--output", default="reports/out/index.html", help="the HTML file to write")
-    report.add_argument("--hazards", nargs="?", const="", default=None, metavar="ADAPTERS",
-                        help="also measure porting hazards with the adapters installed here (optionally only these, "
-                             "comma-separated); off by default, so the report needs nothing but the results")
+    report.add_argument(
+        "--hazards",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADAPTERS",
+        help="also measure porting hazards with the adapters installed here (optionally only these, "
+        "comma-separated); off by default, so the report needs nothing but the results",
+    )
     report.set_defaults(run=_report)
     bench = commands.add_parser("bench", help="print the performance figures next to their targets")
-    bench.add_argument("--sections", default="reference,startup,throughput,discovery",
-                       help="comma-separated: reference, startup, throughput, rate, discovery")
-    bench.add_argument("--results", default="reports/out/results", help="the results folder the rate figures read")
-    bench.add_argument("--adapters", default="", help="adapters for the throughput figures (default: all installed)")
+    bench.add_argument(
+        "--sections",
+        default="reference,startup,throughput,discovery",
+        help="comma-separated: reference, startup, throughput, rate, discovery",
+    )
+    bench.add_argument(
+        "--results", default="reports/out/results", help="the results folder the rate figures read"
+    )
+    bench.add_argument(
+        "--adapters", default="", help="adapters for the throughput figures (default: all installed)"
+    )
     bench.add_argument("--profile", default="default", help="profile for the discovery figures")
-    bench.add_argument("--suite", default="", help="also time whole profiles over every adapter, e.g. quick,default")
+    bench.add_argument(
+        "--suite", default="", help="also time whole profiles over every adapter, e.g. quick,default"
+    )
     bench.set_defaults(run=lambda args: __import__("normconf.bench", fromlist=["main"]).main(args))
-    check = commands.add_parser("check", help="validate your own implementation against the spec (a verdict, exit 0 "
-                                              "only when it conforms)")
-    check.add_argument("implementation", help="path/file.py[:obj], module:obj, or an installed plug-in's name")
+    check = commands.add_parser(
+        "check",
+        help="validate your own implementation against the spec (a verdict, exit 0 only when it conforms)",
+    )
+    check.add_argument(
+        "implementation", help="path/file.py[:obj], module:obj, or an installed plug-in's name"
+    )
     check.add_argument("--profile", default="quick", choices=["quick", "default", "thorough"])
-    check.add_argument("--norms", default="", help="comma-separated norms to check (default: all it declares)")
-    check.add_argument("--dtypes", default="", help="comma-separated dtypes to check (default: all it declares)")
+    check.add_argument(
+        "--norms", default="", help="comma-separated norms to check (default: all it declares)"
+    )
+    check.add_argument(
+        "--dtypes", default="", help="comma-separated dtypes to check (default: all it declares)"
+    )
     check.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
-    check.add_argument("--results", default="", help="folder for the JSON results (default: a temporary folder)")
+    check.add_argument(
+        "--results", default="", help="folder for the JSON results (default: a temporary folder)"
+    )
     check.add_argument("--report", default="", help="also write the HTML report here")
     check.add_argument("--isolate", type=_timeout, default=300.0, metavar="SECONDS", help=ISOLATE_HELP)
     check.set_defaults(run=lambda args: __import__("normconf.check", fromlist=["main"]).main(args))

@@ -4,18 +4,25 @@ caps of NORMCONF_MAX_ISA applied before any framework is imported.
 `@pytest.mark.clause("BN.N2", ...)` ties a test to clauses; `--clause-map FILE` writes
 {clause: [test ids]} after collection, which the clause-coverage meta-test reads.
 """
+
 from __future__ import annotations
 
 import json
 
 
 def pytest_addoption(parser):
-    parser.addoption("--clause-map", metavar="FILE", default=None,
-                     help="write the JSON map {clause: [test ids]} of collected tests and stop")
+    parser.addoption(
+        "--clause-map",
+        metavar="FILE",
+        default=None,
+        help="write the JSON map {clause: [test ids]} of collected tests and stop",
+    )
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "clause(*ids): the spec clauses a test exercises, e.g. clause('BN.N2')")
+    config.addinivalue_line(
+        "markers", "clause(*ids): the spec clauses a test exercises, e.g. clause('BN.N2')"
+    )
     from normconf.adapters import _cpu
 
     try:  # NORMCONF_MAX_ISA sets each library's ISA cap before any framework is imported (NUM.N10)

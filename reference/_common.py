@@ -3,6 +3,7 @@
 Every check raises `ClauseError`, which names the offending parameter and the spec clause that
 forbids the value, before anything is computed: the reference is pure, so nothing partial exists.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,7 +36,9 @@ def as_input(x, clause: str, *, min_rank: int = 1, name: str = "x") -> np.ndarra
         arr = np.asarray(x)
     except Exception as exc:  # ragged nested lists and the like
         raise ClauseError(clause, name, f"is not an array ({exc})") from None
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
         raise ClauseError(clause, name, f"must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim < min_rank:
         raise ClauseError(clause, name, f"must have rank >= {min_rank}, got shape {arr.shape}")
@@ -133,7 +136,7 @@ def along(values: np.ndarray, ndim: int, axes) -> np.ndarray:
     """A parameter laid out over `axes` (an int for one channel axis), shaped to broadcast in rank `ndim`."""
     axes = (axes,) if isinstance(axes, int) else tuple(axes)
     shape = [1] * ndim
-    for a, size in zip(axes, values.shape):
+    for a, size in zip(axes, values.shape, strict=True):
         shape[a] = size
     return values.reshape(shape)
 
@@ -200,8 +203,9 @@ def moments(x: np.ndarray, axes: tuple[int, ...]) -> Moments:
 _SQUARES_SAFE_LOW = 2.0**-900
 
 
-def root_mean_square(v: np.ndarray, axes: tuple[int, ...], eps: float, mean_sq: np.ndarray | None = None,
-                     factor: float = 1.0) -> np.ndarray:
+def root_mean_square(
+    v: np.ndarray, axes: tuple[int, ...], eps: float, mean_sq: np.ndarray | None = None, factor: float = 1.0
+) -> np.ndarray:
     """sqrt(factor * mean(v^2 over axes) + eps), keepdims, correct even where v^2 over- or underflows.
 
     The plain formula is used when its mean of squares is safely in range; otherwise v is first
@@ -238,7 +242,9 @@ def check_divisor(normalize_var, eps_placement, n: int, clause: str) -> None:
     as_choice(normalize_var, NORMALIZE_VARS, clause, "normalize_var")
     as_choice(eps_placement, EPS_PLACEMENTS, clause, "eps_placement")
     if normalize_var == "unbiased" and n < 2:
-        raise ClauseError(clause, "x", f"an unbiased normalizing variance needs >= 2 values per statistic, got {n}")
+        raise ClauseError(
+            clause, "x", f"an unbiased normalizing variance needs >= 2 values per statistic, got {n}"
+        )
 
 
 @dataclass(frozen=True)
@@ -255,8 +261,13 @@ class Standardized:
     slope: np.ndarray | float
 
 
-def standardized(x: np.ndarray, axes: tuple[int, ...], eps: float, normalize_var: str = "biased",
-                 eps_placement: str = "inside_sqrt") -> Standardized:
+def standardized(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    eps: float,
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
+) -> Standardized:
     """(x − mean) / sqrt(v + eps) over `axes` (or / (sqrt(v) + eps) with eps outside), v the biased
     variance (or Bessel-corrected with `normalize_var="unbiased"`)."""
     m = moments(x, axes)

@@ -3,6 +3,7 @@
 A training step is a pure function: it returns the output and the *new* running state, so a
 sequence of steps is a fold and nothing is mutated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,22 @@ def check_state(state, channels: int, clause: str) -> RunningStats | None:
     )
 
 
-def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                       normalize_var="biased", eps_placement="inside_sqrt", *, batch_is_statistic: bool) -> Checked:
+def check_running_norm(
+    prefix: str,
+    x,
+    channel_axis,
+    eps,
+    scale,
+    offset,
+    state,
+    momentum,
+    running_var,
+    training,
+    normalize_var="biased",
+    eps_placement="inside_sqrt",
+    *,
+    batch_is_statistic: bool,
+) -> Checked:
     """The C-clauses BN.C1-C8 (and IN.C1-C8, numbered alike); `prefix` says whose.
 
     BatchNorm reduces every axis but the channel axis; InstanceNorm (`batch_is_statistic`) also keeps
@@ -77,7 +92,9 @@ def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, 
     channels = x.shape[axis]
     reduced = c.other_axes(x.ndim, (0, axis) if batch_is_statistic else (axis,))
     eps = c.as_real(eps, f"{prefix}.C3", "eps", low=0.0)
-    momentum = None if momentum is None else c.as_real(momentum, f"{prefix}.C4", "momentum", low=0.0, high=1.0)
+    momentum = (
+        None if momentum is None else c.as_real(momentum, f"{prefix}.C4", "momentum", low=0.0, high=1.0)
+    )
     scale = c.as_param(scale, (channels,), f"{prefix}.C5", "scale")
     offset = c.as_param(offset, (channels,), f"{prefix}.C5", "offset")
     state = check_state(state, channels, f"{prefix}.C5")
@@ -88,10 +105,16 @@ def check_running_norm(prefix: str, x, channel_axis, eps, scale, offset, state, 
     if n == 0 or x.shape[0] == 0:
         raise c.ClauseError(f"{prefix}.C1", "x", f"has no values per statistic (shape {x.shape})")
     if training and state is not None and running_var == "unbiased" and n < 2:
-        raise c.ClauseError(f"{prefix}.C7", "x", f"an unbiased running-variance update needs >= 2 values per statistic, got {n}")
+        raise c.ClauseError(
+            f"{prefix}.C7",
+            "x",
+            f"an unbiased running-variance update needs >= 2 values per statistic, got {n}",
+        )
     # the normalizing variance exists only where batch statistics normalize (BN.S1/S4)
     c.check_divisor(normalize_var, eps_placement, n if training or state is None else 2, f"{prefix}.C8")
-    return Checked(x, axis, reduced, eps, scale, offset, state, momentum, running_var, normalize_var, eps_placement)
+    return Checked(
+        x, axis, reduced, eps, scale, offset, state, momentum, running_var, normalize_var, eps_placement
+    )
 
 
 def update_running_stats(state: RunningStats, mean, var, momentum) -> RunningStats:
@@ -102,7 +125,9 @@ def update_running_stats(state: RunningStats, mean, var, momentum) -> RunningSta
     """
     tracked = state.num_batches_tracked + 1
     weight = 1.0 / tracked if momentum is None else momentum
-    return RunningStats((1.0 - weight) * state.mean + weight * mean, (1.0 - weight) * state.var + weight * var, tracked)
+    return RunningStats(
+        (1.0 - weight) * state.mean + weight * mean, (1.0 - weight) * state.var + weight * var, tracked
+    )
 
 
 def normalized(k: Checked, training: bool) -> c.Standardized:
@@ -142,8 +167,21 @@ def batch_norm(
     eps_placement: str = "inside_sqrt",
 ) -> Result:
     """One BatchNorm call: output, and the new running state (None when none is tracked)."""
-    k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           normalize_var, eps_placement, batch_is_statistic=False)
+    k = check_running_norm(
+        "BN",
+        x,
+        channel_axis,
+        eps,
+        scale,
+        offset,
+        state,
+        momentum,
+        running_var,
+        training,
+        normalize_var,
+        eps_placement,
+        batch_is_statistic=False,
+    )
     s = normalized(k, training)
     xhat, m = s.xhat, s.moments
     new_state = k.state
@@ -170,6 +208,19 @@ def batch_norm_vjp(
     eps_placement: str = "inside_sqrt",
 ) -> c.Grads:
     """Cotangents of the output y w.r.t. x, scale and offset (the state update is not differentiated)."""
-    k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           normalize_var, eps_placement, batch_is_statistic=False)
+    k = check_running_norm(
+        "BN",
+        x,
+        channel_axis,
+        eps,
+        scale,
+        offset,
+        state,
+        momentum,
+        running_var,
+        training,
+        normalize_var,
+        eps_placement,
+        batch_is_statistic=False,
+    )
     return running_norm_vjp(k, g, training, "BN")

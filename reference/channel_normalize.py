@@ -3,6 +3,7 @@
 torchvision's Normalize is std_floor = 0 with given std; Keras' Normalization layer keeps a
 variance and is std = sqrt(variance), std_floor = 1e-7 (CN.D2).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ def _check(x, mean, std, channel_axis, std_floor):
     for name, value in (("mean", mean), ("std", std)):
         arr = c.as_input(value, "CN.C3", min_rank=0, name=name).reshape(-1)
         if arr.shape[0] not in (1, channels):
-            raise c.ClauseError("CN.C3", name, f"needs 1 or {channels} values (one per channel), got {arr.shape[0]}")
+            raise c.ClauseError(
+                "CN.C3", name, f"needs 1 or {channels} values (one per channel), got {arr.shape[0]}"
+            )
         stats.append(np.broadcast_to(arr, (channels,)))
     mean, std = stats
     std_floor = c.as_real(std_floor, "CN.C4", "std_floor", low=0.0)
@@ -26,7 +29,9 @@ def _check(x, mean, std, channel_axis, std_floor):
         raise c.ClauseError("CN.C4", "std", f"must be finite and >= 0, got {std}")
     divisor = np.maximum(std, std_floor)
     if np.any(divisor == 0):
-        raise c.ClauseError("CN.C4", "std", f"evaluates to zero after the floor {std_floor} (division by zero): {std}")
+        raise c.ClauseError(
+            "CN.C4", "std", f"evaluates to zero after the floor {std_floor} (division by zero): {std}"
+        )
     return x, axis, mean, divisor
 
 

@@ -1,4 +1,5 @@
 """LayerNorm (spec/layer_norm.md): statistics over chosen axes of each sample, elementwise affine."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,16 +20,33 @@ def _check(x, axes, eps, scale, offset, normalize_var, eps_placement):
 
 
 @c.ieee
-def layer_norm(x, *, axes=(-1,), eps: float = 1e-5, scale=None, offset=None, normalize_var: str = "biased",
-               eps_placement: str = "inside_sqrt") -> np.ndarray:
+def layer_norm(
+    x,
+    *,
+    axes=(-1,),
+    eps: float = 1e-5,
+    scale=None,
+    offset=None,
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
+) -> np.ndarray:
     """Normalize over `axes`; scale and offset have the shape x.shape[axes] (LN.P3); LN.P4 the divisor."""
     x, axes, eps, scale, offset = _check(x, axes, eps, scale, offset, normalize_var, eps_placement)
     return c.affine(c.standardized(x, axes, eps, normalize_var, eps_placement).xhat, scale, offset, axes)
 
 
 @c.ieee
-def layer_norm_vjp(g, x, *, axes=(-1,), eps: float = 1e-5, scale=None, offset=None, normalize_var: str = "biased",
-                   eps_placement: str = "inside_sqrt") -> c.Grads:
+def layer_norm_vjp(
+    g,
+    x,
+    *,
+    axes=(-1,),
+    eps: float = 1e-5,
+    scale=None,
+    offset=None,
+    normalize_var: str = "biased",
+    eps_placement: str = "inside_sqrt",
+) -> c.Grads:
     x, axes, eps, scale, offset = _check(x, axes, eps, scale, offset, normalize_var, eps_placement)
     g = c.as_cotangent(g, x, "LN.C1")
     s = c.standardized(x, axes, eps, normalize_var, eps_placement)

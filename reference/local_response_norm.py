@@ -5,6 +5,7 @@ window of neighbouring channels.
 
 W(c) holds `size` channels around c; channels past either end count as zeros (LRN.N4).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,9 @@ def _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra):
 def window_sum(v: np.ndarray, axis: int, before: int, after: int) -> np.ndarray:
     """s_c = sum of v_j for j in [c - before, c + after] along `axis`, zeros past the ends."""
     moved = np.moveaxis(v, axis, 0)
-    padded = np.concatenate([np.zeros((before,) + moved.shape[1:]), moved, np.zeros((after,) + moved.shape[1:])])
+    padded = np.concatenate(
+        [np.zeros((before,) + moved.shape[1:]), moved, np.zeros((after,) + moved.shape[1:])]
+    )
     total = np.zeros_like(moved)
     for shift in range(before + after + 1):
         total += padded[shift : shift + moved.shape[0]]
@@ -51,15 +54,34 @@ def _base(x, axis, win, a, k):
 
 
 @c.ieee
-def local_response_norm(x, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
-                        channel_axis: int = 1, alpha_over_size: bool = True, extra: str = "before") -> np.ndarray:
+def local_response_norm(
+    x,
+    *,
+    size: int,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 1.0,
+    channel_axis: int = 1,
+    alpha_over_size: bool = True,
+    extra: str = "before",
+) -> np.ndarray:
     x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
     return x * _base(x, axis, win, a, k) ** -beta
 
 
 @c.ieee
-def local_response_norm_vjp(g, x, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
-                            channel_axis: int = 1, alpha_over_size: bool = True, extra: str = "before") -> c.Grads:
+def local_response_norm_vjp(
+    g,
+    x,
+    *,
+    size: int,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 1.0,
+    channel_axis: int = 1,
+    alpha_over_size: bool = True,
+    extra: str = "before",
+) -> c.Grads:
     x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
     g = c.as_cotangent(g, x, "LRN.C1")
     base = _base(x, axis, win, a, k)

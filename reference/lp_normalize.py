@@ -3,6 +3,7 @@
 Where eps goes is the whole difference between frameworks (LP.N1); every placement is a function
 of the norm ||x||_p, so it is one table.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,14 @@ from . import _common as c
 # (derivative 1) at that point; where it does not, D is constant in x.
 EPS_PLACEMENTS = {
     "max_norm": (lambda norm, eps, p: np.maximum(norm, eps), lambda norm, eps, p: norm >= eps),
-    "max_power_sum": (lambda norm, eps, p: np.maximum(norm, eps ** (1.0 / p)), lambda norm, eps, p: norm >= eps ** (1.0 / p)),
+    "max_power_sum": (
+        lambda norm, eps, p: np.maximum(norm, eps ** (1.0 / p)),
+        lambda norm, eps, p: norm >= eps ** (1.0 / p),
+    ),
     "add_norm": (lambda norm, eps, p: norm + eps, lambda norm, eps, p: np.ones(norm.shape, bool)),
     "none": (lambda norm, eps, p: norm, lambda norm, eps, p: np.ones(norm.shape, bool)),
-    # x / N, and 0 for a zero row (x / inf): ONNX LpNormalization since onnx 1.21; a NaN norm stays NaN (NUM.N9)
+    # x / N, and 0 for a zero row (x / inf): ONNX LpNormalization since onnx 1.21;
+    # a NaN norm stays NaN (NUM.N9)
     "none_or_zero": (lambda norm, eps, p: np.where(norm == 0, np.inf, norm), lambda norm, eps, p: norm > 0),
 }
 
@@ -39,14 +44,18 @@ def lp_norm(x: np.ndarray, p: float, axes: tuple[int, ...]) -> np.ndarray:
 
 
 @c.ieee
-def lp_normalize(x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm") -> np.ndarray:
+def lp_normalize(
+    x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm"
+) -> np.ndarray:
     x, p, axes, eps, placement = _check(x, p, axes, eps, eps_placement)
     divisor, _ = EPS_PLACEMENTS[placement]
     return x / divisor(lp_norm(x, p, axes), eps, p)
 
 
 @c.ieee
-def lp_normalize_vjp(g, x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm") -> c.Grads:
+def lp_normalize_vjp(
+    g, x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm"
+) -> c.Grads:
     x, p, axes, eps, placement = _check(x, p, axes, eps, eps_placement)
     g = c.as_cotangent(g, x, "LP.C1")
     divisor, follows_norm = EPS_PLACEMENTS[placement]

@@ -1,4 +1,5 @@
 """RMSNorm (spec/rms_norm.md): divide by the root mean square over chosen axes; no centring."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,15 +36,18 @@ def _normalized(x, axes, eps, eps_placement):
 
 
 @c.ieee
-def rms_norm(x, *, axes=(-1,), eps: float, scale=None, offset=None, eps_placement: str = "inside_sqrt") -> np.ndarray:
+def rms_norm(
+    x, *, axes=(-1,), eps: float, scale=None, offset=None, eps_placement: str = "inside_sqrt"
+) -> np.ndarray:
     """x / sqrt(mean(x^2 over axes) + eps) * scale + offset. eps has no canonical default (RMS.P3)."""
     x, axes, eps, scale, offset = _check(x, axes, eps, scale, offset, eps_placement)
     return c.affine(_normalized(x, axes, eps, eps_placement)[0], scale, offset, axes)
 
 
 @c.ieee
-def rms_norm_vjp(g, x, *, axes=(-1,), eps: float, scale=None, offset=None,
-                 eps_placement: str = "inside_sqrt") -> c.Grads:
+def rms_norm_vjp(
+    g, x, *, axes=(-1,), eps: float, scale=None, offset=None, eps_placement: str = "inside_sqrt"
+) -> c.Grads:
     x, axes, eps, scale, offset = _check(x, axes, eps, scale, offset, eps_placement)
     g = c.as_cotangent(g, x, "RMS.C1")
     xhat, divisor, slope = _normalized(x, axes, eps, eps_placement)

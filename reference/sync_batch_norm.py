@@ -7,6 +7,7 @@ concatenated. Both pooling rules are one computation: per-element weights that s
 channel's values — 1/N for every element (count weighting, SBN.S1) or 1/(R·n_r) for an element of
 replica r (equal weighting, SBN.S2).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,18 +18,42 @@ from .batch_norm import Result, check_running_norm, normalized, update_running_s
 WEIGHTINGS = ("count", "equal")
 
 
-def check(x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var, training):
+def check(
+    x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var, training
+):
     """SBN.C1-C3, then BN.C1-C7 on the pooled batch (the statistics are one BatchNorm's)."""
-    k = check_running_norm("BN", x, channel_axis, eps, scale, offset, state, momentum, running_var, training,
-                           batch_is_statistic=False)
+    k = check_running_norm(
+        "BN",
+        x,
+        channel_axis,
+        eps,
+        scale,
+        offset,
+        state,
+        momentum,
+        running_var,
+        training,
+        batch_is_statistic=False,
+    )
     if k.axis == 0:
-        raise c.ClauseError("SBN.C2", "channel_axis", "must not be the batch axis 0, along which the replicas split")
-    if isinstance(replica_sizes, (str, bytes)) or not hasattr(replica_sizes, "__len__") or len(replica_sizes) == 0:
-        raise c.ClauseError("SBN.C1", "replica_sizes", f"must be a non-empty sequence of batch sizes, got {replica_sizes!r}")
+        raise c.ClauseError(
+            "SBN.C2", "channel_axis", "must not be the batch axis 0, along which the replicas split"
+        )
+    if (
+        isinstance(replica_sizes, (str, bytes))
+        or not hasattr(replica_sizes, "__len__")
+        or len(replica_sizes) == 0
+    ):
+        raise c.ClauseError(
+            "SBN.C1", "replica_sizes", f"must be a non-empty sequence of batch sizes, got {replica_sizes!r}"
+        )
     sizes = tuple(c.as_count(n, "SBN.C1", "replica_sizes", low=1) for n in replica_sizes)
     if sum(sizes) != k.x.shape[0]:
-        raise c.ClauseError("SBN.C1", "replica_sizes", f"must sum to the batch size {k.x.shape[0]}, got {sizes} "
-                                                       f"(sum {sum(sizes)})")
+        raise c.ClauseError(
+            "SBN.C1",
+            "replica_sizes",
+            f"must sum to the batch size {k.x.shape[0]}, got {sizes} (sum {sum(sizes)})",
+        )
     c.as_choice(weighting, WEIGHTINGS, "SBN.C3", "weighting")
     return k, sizes
 
@@ -81,8 +106,9 @@ def sync_batch_norm(
 ):
     """One synchronized step over the replicas' batches `x` (split along axis 0 by `replica_sizes`):
     their outputs, concatenated, and the new running state every replica then holds."""
-    k, sizes = check(x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var,
-                     training)
+    k, sizes = check(
+        x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var, training
+    )
     if not training and k.state is not None:  # SBN.S3: eval uses the running statistics, no pooling
         return Result(c.affine(normalized(k, False).xhat, k.scale, k.offset, k.axis), k.state)
     s = pooled(k.x, k.reduced, element_weights(k.x.shape, k.axis, sizes, weighting), k.eps)
@@ -112,8 +138,9 @@ def sync_batch_norm_vjp(
 ) -> c.Grads:
     """SBN.S4: cotangents of every replica's x (concatenated), scale and offset; the pooled statistics
     depend on every replica's values, so each replica's gradient has terms from all of them."""
-    k, sizes = check(x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var,
-                     training)
+    k, sizes = check(
+        x, replica_sizes, weighting, channel_axis, eps, scale, offset, state, momentum, running_var, training
+    )
     g = c.as_cotangent(g, k.x, "BN.C1")
     if not training and k.state is not None:
         s = normalized(k, False)

@@ -7,6 +7,7 @@ Inputs are laid out on each framework's default channel axis and outputs moved b
 difference is named but not measured. BatchNorm also trains a few steps from the canonical initial
 state and then evaluates: momentum and running-variance conventions show up only there.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -83,7 +84,9 @@ def canonical_params(declaration, x: np.ndarray) -> dict:
     if norm in ("batch_norm", "instance_norm", "group_norm"):
         params["scale"], params["offset"] = _affine((channels,))
     if norm in ("layer_norm", "rms_norm"):
-        params["scale"] = _affine(tuple(x.shape[a % x.ndim] for a in sorted(a % x.ndim for a in params["axes"])))[0]
+        params["scale"] = _affine(
+            tuple(x.shape[a % x.ndim] for a in sorted(a % x.ndim for a in params["axes"]))
+        )[0]
     if norm == "channel_normalize":
         params["mean"], params["std"] = _affine((channels,))[1], _affine((channels,))[0]
     if declaration.stateful:
@@ -99,8 +102,9 @@ def _layout(declaration, x: np.ndarray):
     return np.moveaxis(x, 1, axis), lambda y: np.moveaxis(np.asarray(y), axis, 1)
 
 
-# A synchronized BatchNorm takes its framework's BatchNorm defaults (SBN.P1): nothing of its own to show.
-SAME_AS = {"sync_batch_norm": "batch_norm"}
+# A norm that takes another's defaults (a synchronized BatchNorm takes its BatchNorm's, SBN.P1) has
+# nothing of its own to show.
+SAME_AS = {name: norm.defaults_of for name, norm in R.NORMS.items() if norm.defaults_of}
 
 
 def measure(name: str, norm: str) -> Measured:
@@ -110,16 +114,24 @@ def measure(name: str, norm: str) -> Measured:
     batches, test = _batches()
     x, back = _layout(declaration, batches[0])
     params = canonical_params(declaration, x)
-    found = Measured(name, norm, declaration.api, dtype, {k: v for k, v in params.items() if k in declaration.defaults()})
+    found = Measured(
+        name, norm, declaration.api, dtype, {k: v for k, v in params.items() if k in declaration.defaults()}
+    )
     try:
         found.y = back(adapter.run(norm, x, params, dtype=dtype).y)
         if norm == "batch_norm" and declaration.stateful:
             state = params["state"]
             for batch in batches:
-                state = adapter.run(norm, _layout(declaration, batch)[0], {**params, "state": state}, dtype=dtype).state
+                state = adapter.run(
+                    norm, _layout(declaration, batch)[0], {**params, "state": state}, dtype=dtype
+                ).state
                 found.running_var.append(float(np.mean(state.var)))
-            evaluated = adapter.run(norm, _layout(declaration, test)[0], {**params, "state": state, "training": False},
-                                    dtype=dtype)
+            evaluated = adapter.run(
+                norm,
+                _layout(declaration, test)[0],
+                {**params, "state": state, "training": False},
+                dtype=dtype,
+            )
             found.eval_y = back(evaluated.y)
     except adapters.Unsupported as exc:
         found.reason = f"unsupported: {exc}"
@@ -186,21 +198,37 @@ def compute(names: list[str] | None = None) -> Hazards:
             continue
         norm = ka[1]
         da, db = adapters.get(ma.adapter).declarations[norm], adapters.get(mb.adapter).declarations[norm]
-        pairs.append(Hazard(norm, ma.adapter, mb.adapter, _max_abs(ma.y, mb.y), _max_abs(ma.eval_y, mb.eval_y),
-                            differing(da, db)))
+        pairs.append(
+            Hazard(
+                norm,
+                ma.adapter,
+                mb.adapter,
+                _max_abs(ma.y, mb.y),
+                _max_abs(ma.eval_y, mb.eval_y),
+                differing(da, db),
+            )
+        )
     return Hazards(measured, pairs, skipped, reference_running_var())
 
 
 def to_json(found: Hazards) -> dict:
     """Everything the report shows (the outputs themselves stay behind)."""
-    measured = [{k: v for k, v in vars(m).items() if k not in ("y", "eval_y")} for m in found.measured.values()]
-    return {"measured": measured, "pairs": [vars(p) for p in found.pairs], "skipped": found.skipped,
-            "reference_running_var": found.reference_running_var}
+    measured = [
+        {k: v for k, v in vars(m).items() if k not in ("y", "eval_y")} for m in found.measured.values()
+    ]
+    return {
+        "measured": measured,
+        "pairs": [vars(p) for p in found.pairs],
+        "skipped": found.skipped,
+        "reference_running_var": found.reference_running_var,
+    }
 
 
 def from_json(data: dict) -> Hazards:
     measured = {(m["adapter"], m["norm"]): Measured(**m) for m in data["measured"]}
-    return Hazards(measured, [Hazard(**p) for p in data["pairs"]], data["skipped"], data["reference_running_var"])
+    return Hazards(
+        measured, [Hazard(**p) for p in data["pairs"]], data["skipped"], data["reference_running_var"]
+    )
 
 
 def isolated(names: list[str] | None = None, timeout: float = 1800) -> Hazards:
@@ -215,9 +243,16 @@ def isolated(names: list[str] | None = None, timeout: float = 1800) -> Hazards:
         out = os.path.join(tmp, "hazards.json")
         command = [sys.executable, "-m", "normconf.reports.hazards", "--out", out, *(names or [])]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            failure = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-500:]}"
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
+            failure = (
+                None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-500:]}"
+            )
         except subprocess.TimeoutExpired:
             failure = f"no answer within {timeout:.0f} s"
         if failure is None:

@@ -3,6 +3,7 @@ results files, and optionally the porting hazards measured with the adapters ins
 
     build(runs, hazards=None) -> str        write(paths, out, hazards=None) -> Path
 """
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,29 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from normconf import __version__
 from normconf.adapters import _cpu
 from normconf.adapters.base import NORMS
+from normconf.reference import NORMS as RECORDS
 
 from . import markdown, plots
 from .results import SEVERITY, SYMBOL, Run, implementations, load, matrix
 
-TITLES = {"batch_norm": "BatchNorm", "instance_norm": "InstanceNorm", "layer_norm": "LayerNorm",
-          "group_norm": "GroupNorm", "rms_norm": "RMSNorm", "local_response_norm": "LRN", "lp_normalize": "Lp-normalize",
-          "channel_normalize": "Normalize", "sync_batch_norm": "SyncBatchNorm"}
+TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
-SHOWN = ("error", "crashed", "timed out", "finding", "expected divergence")  # verdicts that get a card with example and repro
+SHOWN = (
+    "error",
+    "crashed",
+    "timed out",
+    "finding",
+    "expected divergence",
+)  # verdicts that get a card with example and repro
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("normconf.reports", "templates"), autoescape=select_autoescape(["html", "j2"]),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("normconf.reports", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(num=_num, pretty=_pretty, slug=lambda s: s.replace(" ", "-"))
     return env
 
@@ -69,11 +79,21 @@ def _runs(runs: list[Run]) -> list[dict]:
             incomplete = "the run was interrupted; results are partial"
         else:
             incomplete = ""
-        out.append({"label": run.label, "path": run.path, "suite_version": s["suite_version"],
-                    "commit": (s["commit"] or "unknown")[:12] + (" (modified)" if s.get("dirty") else ""),
-                    "profile": s["profile"], "seed": s["seed"], "started": s["started"],
-                    "finished": run.end["finished"] if run.end else None, "host": s.get("host", {}),
-                    "incomplete": incomplete, "results": len(run.results)})
+        out.append(
+            {
+                "label": run.label,
+                "path": run.path,
+                "suite_version": s["suite_version"],
+                "commit": (s["commit"] or "unknown")[:12] + (" (modified)" if s.get("dirty") else ""),
+                "profile": s["profile"],
+                "seed": s["seed"],
+                "started": s["started"],
+                "finished": run.end["finished"] if run.end else None,
+                "host": s.get("host", {}),
+                "incomplete": incomplete,
+                "results": len(run.results),
+            }
+        )
     return out
 
 
@@ -87,12 +107,20 @@ def _issues(runs: list[Run], labels) -> list[dict]:
                 continue
             n += 1
             key = r.get("divergence_clause") or r.get("clause") or "errors"
-            group = groups.setdefault(key, {"clause": _clause(key) if key != "errors" else None, "key": key,
-                                            "items": []})
+            group = groups.setdefault(
+                key, {"clause": _clause(key) if key != "errors" else None, "key": key, "items": []}
+            )
             # an error (the test itself broke) has no comparison: its numbers show as "—"
             numbers = dict.fromkeys(("worst_error", "budget", "ratio", "ulps", "index", "basis"))
-            group["items"].append({**numbers, **r, "id": f"r{n}", "impl": labels[i, r["adapter"]],
-                                   "checked": _clause(r.get("clause")) if r.get("clause") != key else None})
+            group["items"].append(
+                {
+                    **numbers,
+                    **r,
+                    "id": f"r{n}",
+                    "impl": labels[i, r["adapter"]],
+                    "checked": _clause(r.get("clause")) if r.get("clause") != key else None,
+                }
+            )
     order = lambda g: (min(SEVERITY.index(it["verdict"]) for it in g["items"]), g["key"])  # noqa: E731
     return sorted(groups.values(), key=order)
 
@@ -103,21 +131,38 @@ def _ratio_rows(runs: list[Run], labels) -> list[dict]:
         for r in run.results:
             if r.get("ratio") is None:
                 continue
-            label = (f"{r['property']} {r['dtype']} {r.get('what', '')}: error {_num(r.get('worst_error'))} / budget "
-                     f"{_num(r.get('budget'))} = {_num(r['ratio'])} ({r['verdict']})")
+            label = (
+                f"{r['property']} {r['dtype']} {r.get('what', '')}: "
+                f"error {_num(r.get('worst_error'))} / budget "
+                f"{_num(r.get('budget'))} = {_num(r['ratio'])} ({r['verdict']})"
+            )
             rows.setdefault((labels[i, r["adapter"]], r["norm"]), []).append(
-                {"ratio": float(r["ratio"]), "verdict": r["verdict"], "label": label})
-    return [{"impl": impl, "norm": norm, "svg": plots.ratio_strip(points),
-             "worst": max(p["ratio"] for p in points)} for (impl, norm), points in rows.items()]
+                {"ratio": float(r["ratio"]), "verdict": r["verdict"], "label": label}
+            )
+    return [
+        {
+            "impl": impl,
+            "norm": norm,
+            "svg": plots.ratio_strip(points),
+            "worst": max(p["ratio"] for p in points),
+        }
+        for (impl, norm), points in rows.items()
+    ]
 
 
 def _environments(runs: list[Run], labels) -> list[dict]:
     rows = []
     for i, run in enumerate(runs):
         for adapter, env in run.environments.items():
-            rows.append({**env, "impl": labels.get((i, adapter), adapter), "run": run.label,
-                         "cpu": _cpu.summary(env.get("cpu")),
-                         "flags": ", ".join(f"{k}={v}" for k, v in env.get("flags", {}).items())})
+            rows.append(
+                {
+                    **env,
+                    "impl": labels.get((i, adapter), adapter),
+                    "run": run.label,
+                    "cpu": _cpu.summary(env.get("cpu")),
+                    "flags": ", ".join(f"{k}={v}" for k, v in env.get("flags", {}).items()),
+                }
+            )
     return rows
 
 
@@ -128,7 +173,9 @@ def _invalid_input(runs: list[Run], labels) -> list[dict]:
         for r in run.results:
             for observed in r.get("observations", []):
                 clause, _, answer = observed.partition(": ")
-                rows.append({"impl": labels[i, r["adapter"]], "norm": r["norm"], "case": clause, "answer": answer})
+                rows.append(
+                    {"impl": labels[i, r["adapter"]], "norm": r["norm"], "case": clause, "answer": answer}
+                )
     return rows
 
 
@@ -141,10 +188,12 @@ def _conventions() -> list[dict]:
         try:
             text = conventions.table(norm)
         except Exception as exc:  # an adapter module that does not import here: say so, keep the rest
-            out.append({"norm": norm, "title": TITLES[norm], "html": "", "error": f"{type(exc).__name__}: {exc}"})
+            out.append(
+                {"norm": norm, "title": TITLES[norm], "html": "", "error": f"{type(exc).__name__}: {exc}"}
+            )
             continue
         if text.count("\n") > 1:
-            out.append({"norm": norm, "title": conventions.TITLES[norm], "html": markdown.table(text.splitlines())})
+            out.append({"norm": norm, "title": TITLES[norm], "html": markdown.table(text.splitlines())})
     return out
 
 
@@ -158,10 +207,17 @@ def _hazards(found) -> dict | None:
     trajectories = {"reference (spec defaults)": found.reference_running_var}
     trajectories.update({m.adapter: m.running_var for m in found.measured.values() if m.running_var})
     unmeasured = [m for m in found.measured.values() if m.reason]
-    return {"norms": [by_norm[n] for n in NORMS if n in by_norm], "skipped": found.skipped, "unmeasured": unmeasured,
-            "measured": sorted(found.measured.values(), key=lambda m: (NORMS.index(m.norm), m.adapter)),
-            "trajectory": plots.lines(trajectories, xlabel="training step", ylabel="running variance (channel mean)")
-            if len(trajectories) > 1 else None}
+    return {
+        "norms": [by_norm[n] for n in NORMS if n in by_norm],
+        "skipped": found.skipped,
+        "unmeasured": unmeasured,
+        "measured": sorted(found.measured.values(), key=lambda m: (NORMS.index(m.norm), m.adapter)),
+        "trajectory": plots.lines(
+            trajectories, xlabel="training step", ylabel="running variance (channel mean)"
+        )
+        if len(trajectories) > 1
+        else None,
+    }
 
 
 def build(runs: list[Run], hazards=None) -> str:
@@ -175,11 +231,30 @@ def build(runs: list[Run], hazards=None) -> str:
         for r in run.results:
             details.setdefault((labels[i, r["adapter"]], r["norm"]), Counter())[r["verdict"]] += 1
     counts = Counter(r["verdict"] for run in runs for r in run.results)
-    return _environment().get_template("report.html.j2").render(
-        version=__version__, runs=_runs(runs), impls=impls, norms=norms, titles=TITLES, cells=cells, details=details,
-        counts=counts, severity=SEVERITY, symbol=SYMBOL, short=SHORT, issues=_issues(runs, labels),
-        ratio_rows=_ratio_rows(runs, labels), ratio_axis=plots.ratio_axis(), environments=_environments(runs, labels),
-        conventions=_conventions(), hazards=_hazards(hazards), invalid=_invalid_input(runs, labels))
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            version=__version__,
+            runs=_runs(runs),
+            impls=impls,
+            norms=norms,
+            titles=TITLES,
+            cells=cells,
+            details=details,
+            counts=counts,
+            severity=SEVERITY,
+            symbol=SYMBOL,
+            short=SHORT,
+            issues=_issues(runs, labels),
+            ratio_rows=_ratio_rows(runs, labels),
+            ratio_axis=plots.ratio_axis(),
+            environments=_environments(runs, labels),
+            conventions=_conventions(),
+            hazards=_hazards(hazards),
+            invalid=_invalid_input(runs, labels),
+        )
+    )
 
 
 def write(paths, out, hazards=None) -> Path:

@@ -1,6 +1,7 @@
 """Just enough Markdown for the spec's clause texts and the conventions tables: paragraphs, indented
 and fenced code, bullet lists, pipe tables, `code`, **bold**, *emphasis* and [links](url). Everything
 is escaped first, so no text from a page or a results file can inject markup into the report."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,10 @@ from markupsafe import Markup, escape
 
 _INLINE = [
     (re.compile(r"`([^`]+)`"), lambda m: f"<code>{m[1]}</code>"),
-    (re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)"), lambda m: f'<a href="{m[2]}" rel="noreferrer">{m[1]}</a>'),
+    (
+        re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)"),
+        lambda m: f'<a href="{m[2]}" rel="noreferrer">{m[1]}</a>',
+    ),
     (re.compile(r"\*\*([^*]+)\*\*"), lambda m: f"<strong>{m[1]}</strong>"),
     (re.compile(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])"), lambda m: f"<em>{m[1]}</em>"),
 ]
@@ -38,8 +42,11 @@ def cells(row: str) -> list[str]:
 
 def table(lines: list[str]) -> Markup:
     head, body = cells(lines[0]), [cells(line) for line in lines[2:]]
-    out = ["<div class=\"scroll\"><table><thead><tr>", *(f"<th scope=\"col\">{inline(c)}</th>" for c in head),
-           "</tr></thead><tbody>"]
+    out = [
+        '<div class="scroll"><table><thead><tr>',
+        *(f'<th scope="col">{inline(c)}</th>' for c in head),
+        "</tr></thead><tbody>",
+    ]
     for row in body:
         out.append("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>")
     return Markup("".join(out) + "</tbody></table></div>")
@@ -56,13 +63,15 @@ def render(text: str) -> Markup:
             i += 1
         elif line.startswith("```"):
             j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("```")), len(lines))
-            out.append(f"<pre><code>{escape(chr(10).join(lines[i + 1:j]))}</code></pre>")
+            out.append(f"<pre><code>{escape(chr(10).join(lines[i + 1 : j]))}</code></pre>")
             i = j + 1
         elif line.startswith("    "):
             j = i
             while j < len(lines) and (lines[j].startswith("    ") or not lines[j].strip()):
                 j += 1
-            out.append(f"<pre><code>{escape(chr(10).join(l[4:] for l in lines[i:j]).rstrip())}</code></pre>")
+            out.append(
+                f"<pre><code>{escape(chr(10).join(line[4:] for line in lines[i:j]).rstrip())}</code></pre>"
+            )
             i = j
         elif line.lstrip().startswith("|"):
             j = i
@@ -81,9 +90,13 @@ def render(text: str) -> Markup:
             out.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>")
         else:
             j = i
-            while j < len(lines) and lines[j].strip() and not lines[j].startswith(("```", "    ", "|")) \
-                    and not re.match(r"\s*[-*] ", lines[j]):
+            while (
+                j < len(lines)
+                and lines[j].strip()
+                and not lines[j].startswith(("```", "    ", "|"))
+                and not re.match(r"\s*[-*] ", lines[j])
+            ):
                 j += 1
-            out.append(f"<p>{inline(' '.join(l.strip() for l in lines[i:j]))}</p>")
+            out.append(f"<p>{inline(' '.join(line.strip() for line in lines[i:j]))}</p>")
             i = j
     return Markup("\n".join(out))

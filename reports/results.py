@@ -4,6 +4,7 @@ against the schema record by record, and summarizing them.
 Several files merge: each is one `Run` (one machine or device); an implementation is an adapter on
 a device, so the same adapter measured on two devices gives two rows of the matrix.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,31 @@ from functools import lru_cache
 from pathlib import Path
 
 from normconf.conformance.results import FORMAT, VERSION
+from normconf.reference import NORMS
 
 SCHEMA = Path(__file__).with_name("results.schema.json")
 # worst first: a cell shows the worst verdict of its results
-SEVERITY = ["error", "crashed", "timed out", "finding", "expected divergence", "pass", "unsupported", "skipped"]
+SEVERITY = [
+    "error",
+    "crashed",
+    "timed out",
+    "finding",
+    "expected divergence",
+    "pass",
+    "unsupported",
+    "skipped",
+]
 PROBLEMS = ("error", "crashed", "timed out", "finding")  # verdicts that fail a run
-SYMBOL = {"error": "E", "crashed": "C", "timed out": "T", "finding": "F", "expected divergence": "x", "pass": ".",
-          "unsupported": "-", "skipped": "s"}
+SYMBOL = {
+    "error": "E",
+    "crashed": "C",
+    "timed out": "T",
+    "finding": "F",
+    "expected divergence": "x",
+    "pass": ".",
+    "unsupported": "-",
+    "skipped": "s",
+}
 
 
 class ResultsError(ValueError):
@@ -60,8 +79,11 @@ def _validators() -> dict:
     from jsonschema import Draft202012Validator
 
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    return {kind: Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"})
-            for kind in ("session", "environment", "result", "end")}
+    schema["$defs"]["result"]["properties"]["norm"]["enum"] = list(NORMS)  # one source: the norm records
+    return {
+        kind: Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"})
+        for kind in ("session", "environment", "result", "end")
+    }
 
 
 def check(record, where: str) -> dict:
@@ -115,10 +137,14 @@ def read(path) -> Run:
 
 def _session(record, where: str) -> dict:
     if not isinstance(record, dict) or record.get("kind") != "session" or record.get("format") != FORMAT:
-        raise ResultsError(f"{where}: not a normconf results file (the first record must be a {FORMAT!r} session)")
+        raise ResultsError(
+            f"{where}: not a normconf results file (the first record must be a {FORMAT!r} session)"
+        )
     if isinstance(record.get("version"), int) and record["version"] > VERSION:
-        raise ResultsError(f"{where}: results format version {record['version']} is newer than this normconf reads "
-                           f"({VERSION}); upgrade normconf")
+        raise ResultsError(
+            f"{where}: results format version {record['version']} is newer than this normconf reads "
+            f"({VERSION}); upgrade normconf"
+        )
     return check(record, where)
 
 
@@ -164,7 +190,9 @@ def text_matrix(runs: list[Run]) -> str:
     width = max([len(a) for a in adapters] + [8])
     lines = [" " * width + "  " + "  ".join(n[:6].ljust(6) for n in norms)]
     for a in adapters:
-        lines.append(a.ljust(width) + "  " + "  ".join(SYMBOL[cells.get((a, n), "skipped")].ljust(6) for n in norms))
+        lines.append(
+            a.ljust(width) + "  " + "  ".join(SYMBOL[cells.get((a, n), "skipped")].ljust(6) for n in norms)
+        )
     lines.append("  ".join(f"{s} {v}" for v, s in SYMBOL.items()))
     labels = implementations(runs)
     for i, run in enumerate(runs):
@@ -172,8 +200,13 @@ def text_matrix(runs: list[Run]) -> str:
             lines.append(f"INCOMPLETE: {run.path} has no end record (interrupted run)")
         for r in run.results:
             if r["verdict"] in PROBLEMS:
-                compared = r.get("worst_error") not in (None, float("inf"))  # a crash or a raise compares nothing
-                lines.append(f"{r['verdict'].upper()}: {labels[i, r['adapter']]} {r['norm']} {r['dtype']} "
-                             f"{r.get('property')}: [{r.get('clause')}] {r.get('what', r.get('message', ''))}"
-                             + (f" error {r.get('worst_error')} vs budget {r.get('budget')}" if compared else ""))
+                compared = r.get("worst_error") not in (
+                    None,
+                    float("inf"),
+                )  # a crash or a raise compares nothing
+                lines.append(
+                    f"{r['verdict'].upper()}: {labels[i, r['adapter']]} {r['norm']} {r['dtype']} "
+                    f"{r.get('property')}: [{r.get('clause')}] {r.get('what', r.get('message', ''))}"
+                    + (f" error {r.get('worst_error')} vs budget {r.get('budget')}" if compared else "")
+                )
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 Each clause is a level-3 heading `### <ID> · <title>`; its text runs to the next heading. Tests,
 adapters and reports refer to clauses by ID, and look them up here.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,7 +40,9 @@ def clauses() -> dict[str, Clause]:
             if heading or line.startswith("#"):
                 if current is not None:
                     if current in found:
-                        raise ValueError(f"clause {current} is defined twice ({found[current].page}, {page.name})")
+                        raise ValueError(
+                            f"clause {current} is defined twice ({found[current].page}, {page.name})"
+                        )
                     found[current] = Clause(current, title, page.name, "\n".join(body).strip())
                 current, title, body = (heading["id"], heading["title"], []) if heading else (None, None, [])
             elif current is not None:

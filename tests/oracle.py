@@ -4,6 +4,7 @@ in 256-bit arithmetic (mpmath), sharing no code with normconf.reference.
 Inputs are float64 arrays (or object arrays of mpf, for finite differences); outputs are object
 arrays of mpf. Every sum is over explicitly enumerated index tuples, so axis handling is checked too.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,7 +46,9 @@ def divisor(var, eps, eps_placement):
     return mpmath.sqrt(var + eps) if eps_placement == "inside_sqrt" else mpmath.sqrt(var) + eps
 
 
-def standardize(x, key, eps, scale=None, offset=None, param_key=None, normalize_var="biased", eps_placement="inside_sqrt"):
+def standardize(
+    x, key, eps, scale=None, offset=None, param_key=None, normalize_var="biased", eps_placement="inside_sqrt"
+):
     """(x - mean) / sqrt(var + eps) * scale + offset, mean and var over each group of `key` (var biased
     unless `normalize_var="unbiased"`; eps outside the root with `eps_placement="outside_sqrt"`).
 
@@ -77,11 +80,25 @@ def _channel(axis):
 # --- one function per norm, keyword names as in the spec -------------------------------------
 
 
-def batch_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training=True, state=None,
-               momentum=0.1, running_var="unbiased", normalize_var="biased", eps_placement="inside_sqrt"):
+def batch_norm(
+    x,
+    *,
+    channel_axis=1,
+    eps=1e-5,
+    scale=None,
+    offset=None,
+    training=True,
+    state=None,
+    momentum=0.1,
+    running_var="unbiased",
+    normalize_var="biased",
+    eps_placement="inside_sqrt",
+):
     axis = channel_axis % np.ndim(x)
     if training or state is None:
-        y, stats = standardize(x, _channel(axis), eps, scale, offset, _channel(axis), normalize_var, eps_placement)
+        y, stats = standardize(
+            x, _channel(axis), eps, scale, offset, _channel(axis), normalize_var, eps_placement
+        )
         if not training or state is None:
             return y, None
         mean0, var0, tracked = state
@@ -104,14 +121,27 @@ def batch_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training
     return y, state
 
 
-def sync_batch_norm(x, *, replica_sizes, weighting="count", channel_axis=1, eps=1e-5, scale=None, offset=None,
-                    training=True, state=None, momentum=0.1, running_var="unbiased"):
+def sync_batch_norm(
+    x,
+    *,
+    replica_sizes,
+    weighting="count",
+    channel_axis=1,
+    eps=1e-5,
+    scale=None,
+    offset=None,
+    training=True,
+    state=None,
+    momentum=0.1,
+    running_var="unbiased",
+):
     """Per channel: each replica's mean of x and of x² (its own rows), pooled with weight n_r/N
     (count) or 1/R (equal); var = E[x²] − mean², exact at 256 bits."""
     axis = channel_axis % np.ndim(x)
     if not training and state is not None:
-        return batch_norm(x, channel_axis=channel_axis, eps=eps, scale=scale, offset=offset, training=False,
-                          state=state)
+        return batch_norm(
+            x, channel_axis=channel_axis, eps=eps, scale=scale, offset=offset, training=False, state=state
+        )
     x = exact(x)
     starts = np.concatenate([[0], np.cumsum(replica_sizes)])
     replica_of = {row: r for r in range(len(replica_sizes)) for row in range(starts[r], starts[r + 1])}
@@ -138,18 +168,43 @@ def sync_batch_norm(x, *, replica_sizes, weighting="count", channel_axis=1, eps=
     mean0, var0, tracked = state
     weight = mpf(1) / (tracked + 1) if momentum is None else mpf(momentum)
     new_mean = [(1 - weight) * mpf(mean0[ch]) + weight * pooled[ch][0] for ch in range(channels)]
-    new_var = [(1 - weight) * mpf(var0[ch]) + weight * (pooled[ch][1] * total / (total - 1) if running_var == "unbiased"
-                                                       else pooled[ch][1]) for ch in range(channels)]
+    new_var = [
+        (1 - weight) * mpf(var0[ch])
+        + weight * (pooled[ch][1] * total / (total - 1) if running_var == "unbiased" else pooled[ch][1])
+        for ch in range(channels)
+    ]
     return y, (new_mean, new_var, tracked + 1)
 
 
-def instance_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, training=True, state=None,
-                  momentum=0.1, running_var="unbiased", normalize_var="biased", eps_placement="inside_sqrt"):
+def instance_norm(
+    x,
+    *,
+    channel_axis=1,
+    eps=1e-5,
+    scale=None,
+    offset=None,
+    training=True,
+    state=None,
+    momentum=0.1,
+    running_var="unbiased",
+    normalize_var="biased",
+    eps_placement="inside_sqrt",
+):
     axis = channel_axis % np.ndim(x)
     if not training and state is not None:
-        return batch_norm(x, channel_axis=axis, eps=eps, scale=scale, offset=offset, training=False, state=state,
-                          eps_placement=eps_placement)
-    y, stats = standardize(x, lambda i: (i[0], i[axis]), eps, scale, offset, _channel(axis), normalize_var, eps_placement)
+        return batch_norm(
+            x,
+            channel_axis=axis,
+            eps=eps,
+            scale=scale,
+            offset=offset,
+            training=False,
+            state=state,
+            eps_placement=eps_placement,
+        )
+    y, stats = standardize(
+        x, lambda i: (i[0], i[axis]), eps, scale, offset, _channel(axis), normalize_var, eps_placement
+    )
     if not training or state is None:
         return y, None
     mean0, var0, tracked = state
@@ -158,14 +213,19 @@ def instance_norm(x, *, channel_axis=1, eps=1e-5, scale=None, offset=None, train
     new_mean, new_var = [], []
     for ch in range(np.shape(x)[axis]):
         means = [stats[(b, ch)][0] for b in range(batch)]
-        variances = [stats[(b, ch)][1] * (stats[(b, ch)][2] / mpf(stats[(b, ch)][2] - 1) if running_var == "unbiased" else 1)
-                     for b in range(batch)]
+        variances = [
+            stats[(b, ch)][1]
+            * (stats[(b, ch)][2] / mpf(stats[(b, ch)][2] - 1) if running_var == "unbiased" else 1)
+            for b in range(batch)
+        ]
         new_mean.append((1 - weight) * mpf(mean0[ch]) + weight * mpmath.fsum(means) / batch)
         new_var.append((1 - weight) * mpf(var0[ch]) + weight * mpmath.fsum(variances) / batch)
     return y, (new_mean, new_var, tracked + 1)
 
 
-def layer_norm(x, *, axes=(-1,), eps=1e-5, scale=None, offset=None, normalize_var="biased", eps_placement="inside_sqrt"):
+def layer_norm(
+    x, *, axes=(-1,), eps=1e-5, scale=None, offset=None, normalize_var="biased", eps_placement="inside_sqrt"
+):
     ndim = np.ndim(x)
     axes = sorted(a % ndim for a in axes)
     key = lambda i: tuple(v for d, v in enumerate(i) if d not in axes)  # noqa: E731
@@ -173,13 +233,31 @@ def layer_norm(x, *, axes=(-1,), eps=1e-5, scale=None, offset=None, normalize_va
     return standardize(x, key, eps, scale, offset, param_key, normalize_var, eps_placement)[0]
 
 
-def group_norm(x, *, groups, channel_axis=1, eps=1e-5, scale=None, offset=None, assignment="contiguous",
-               normalize_var="biased", eps_placement="inside_sqrt"):
+def group_norm(
+    x,
+    *,
+    groups,
+    channel_axis=1,
+    eps=1e-5,
+    scale=None,
+    offset=None,
+    assignment="contiguous",
+    normalize_var="biased",
+    eps_placement="inside_sqrt",
+):
     axis = channel_axis % np.ndim(x)
     per_group = np.shape(x)[axis] // groups
     group_of = (lambda ch: ch // per_group) if assignment == "contiguous" else (lambda ch: ch % groups)
-    return standardize(x, lambda i: (i[0], group_of(i[axis])), eps, scale, offset, _channel(axis), normalize_var,
-                       eps_placement)[0]
+    return standardize(
+        x,
+        lambda i: (i[0], group_of(i[axis])),
+        eps,
+        scale,
+        offset,
+        _channel(axis),
+        normalize_var,
+        eps_placement,
+    )[0]
 
 
 def rms_norm(x, *, axes=(-1,), eps, scale=None, offset=None, eps_placement="inside_sqrt"):
@@ -196,8 +274,9 @@ def rms_norm(x, *, axes=(-1,), eps, scale=None, offset=None, eps_placement="insi
     return y
 
 
-def local_response_norm(x, *, size, alpha=1e-4, beta=0.75, k=1.0, channel_axis=1, alpha_over_size=True,
-                        extra="before"):
+def local_response_norm(
+    x, *, size, alpha=1e-4, beta=0.75, k=1.0, channel_axis=1, alpha_over_size=True, extra="before"
+):
     x = exact(x)
     axis = channel_axis % x.ndim
     channels = x.shape[axis]
@@ -207,7 +286,7 @@ def local_response_norm(x, *, size, alpha=1e-4, beta=0.75, k=1.0, channel_axis=1
     for i in np.ndindex(x.shape):
         lo = i[axis] - before
         total = mpmath.fsum(
-            x[i[:axis] + (j,) + i[axis + 1:]] ** 2 for j in range(lo, lo + size) if 0 <= j < channels
+            x[i[:axis] + (j,) + i[axis + 1 :]] ** 2 for j in range(lo, lo + size) if 0 <= j < channels
         )
         y[i] = x[i] * (k + a * total) ** (-mpf(beta))
     return y
@@ -261,7 +340,7 @@ def numeric_vjp(forward, g, arrays: dict, name: str, **params) -> np.ndarray:
     def loss(value):
         y = forward(**{**arrays, name: value}, **params)
         y = y[0] if isinstance(y, tuple) else y
-        return mpmath.fsum(a * b for a, b in zip(y.ravel(), g.ravel()))
+        return mpmath.fsum(a * b for a, b in zip(y.ravel(), g.ravel(), strict=True))
 
     for idx in np.ndindex(base.shape):
         up, down = base.copy(), base.copy()

@@ -2,6 +2,7 @@
 defaults (as declared, in canonical terms), against the reference - in float64 where the framework
 takes float64, else float32 under the tolerance model. Also: declarations are complete and cite
 sources, and a framework that is not installed is skipped with its reason."""
+
 from __future__ import annotations
 
 import math
@@ -78,11 +79,14 @@ def _reduction_length(norm, x, params):
 def _check(actual, expected, declaration, dtype, n, what):
     acc = declaration.accumulation.get(dtype, dtype)
     expected = np.asarray(expected, dtype=np.float64)
-    budget = T.standardizing_budget(acc_dtype=acc, out_dtype=dtype, n=n, kappa=1.0, xhat=expected, scale=None,
-                                    y_ref=expected)
+    budget = T.standardizing_budget(
+        acc_dtype=acc, out_dtype=dtype, n=n, kappa=1.0, xhat=expected, scale=None, y_ref=expected
+    )
     result = T.compare(actual, expected, budget, dtype)
-    assert result.passed, (f"{declaration.api} {what} ({dtype}): worst error {result.worst_error:.3e} at "
-                           f"{result.index} vs budget {result.budget:.3e} ({result.ulps:.1f} ulps)")
+    assert result.passed, (
+        f"{declaration.api} {what} ({dtype}): worst error {result.worst_error:.3e} at "
+        f"{result.index} vs budget {result.budget:.3e} ({result.ulps:.1f} ulps)"
+    )
 
 
 @pytest.mark.clause("NUM.N5")
@@ -155,9 +159,13 @@ def test_declarations_are_complete_and_cite_sources(name):
     for norm, declaration in adapter.declarations.items():
         assert norm in NORMS and declaration.norm == norm
         assert declaration.dtypes and set(declaration.dtypes) <= {"float16", "bfloat16", "float32", "float64"}
-        assert set(declaration.accumulation) >= set(declaration.dtypes), f"{declaration.api}: accumulation dtype per input dtype"
+        assert set(declaration.accumulation) >= set(declaration.dtypes), (
+            f"{declaration.api}: accumulation dtype per input dtype"
+        )
         for convention in declaration.conventions:
-            assert convention.source.startswith("https://"), f"{declaration.api}.{convention.key} cites no source"
+            assert convention.source.startswith("https://"), (
+                f"{declaration.api}.{convention.key} cites no source"
+            )
         unknown = {c.key for c in declaration.conventions} & set(CANONICAL_PARAMETERS[norm])
         assert unknown <= set(CANONICAL_PARAMETERS[norm])
 
@@ -166,11 +174,15 @@ def test_importing_the_registry_imports_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys; from normconf import adapters\n"
-            "[adapters.get(n).declarations for n in adapters.names()]\n"
-            "heavy = {'torch', 'tensorflow', 'jax', 'keras', 'onnxruntime', 'onnx', 'flax', 'haiku', 'equinox'}\n"
-            "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys; from normconf import adapters\n"
+        "[adapters.get(n).declarations for n in adapters.names()]\n"
+        "heavy = {'torch', 'tensorflow', 'jax', 'keras', 'onnxruntime', 'onnx', 'flax', 'haiku', 'equinox'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -184,8 +196,13 @@ def _declared_clauses():
         for norm, declaration in adapters.get(name).declarations.items():
             for convention in declaration.conventions:
                 if convention.clause:
-                    yield pytest.param(name, declaration, convention, id=f"{name}-{norm}-{convention.key}",
-                                       marks=pytest.mark.clause(convention.clause))
+                    yield pytest.param(
+                        name,
+                        declaration,
+                        convention,
+                        id=f"{name}-{norm}-{convention.key}",
+                        marks=pytest.mark.clause(convention.clause),
+                    )
 
 
 @pytest.mark.parametrize("name, declaration, convention", list(_declared_clauses()))
@@ -194,10 +211,20 @@ def test_declared_convention_cites_a_divergence_of_its_norm(name, declaration, c
     from normconf import spec
 
     clause = spec.clause(convention.clause)
-    prefix = {"batch_norm": "BN", "instance_norm": "IN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMS",
-              "local_response_norm": "LRN", "lp_normalize": "LP", "channel_normalize": "CN",
-              "sync_batch_norm": "SBN"}[declaration.norm]
-    assert clause.id.split(".")[0] in (prefix, "BN", "NUM"), f"{declaration.api}.{convention.key} cites {clause.id}"
+    prefix = {
+        "batch_norm": "BN",
+        "instance_norm": "IN",
+        "layer_norm": "LN",
+        "group_norm": "GN",
+        "rms_norm": "RMS",
+        "local_response_norm": "LRN",
+        "lp_normalize": "LP",
+        "channel_normalize": "CN",
+        "sync_batch_norm": "SBN",
+    }[declaration.norm]
+    assert clause.id.split(".")[0] in (prefix, "BN", "NUM"), (
+        f"{declaration.api}.{convention.key} cites {clause.id}"
+    )
 
 
 @pytest.mark.clause("NUM.N1")

@@ -1,4 +1,5 @@
 """Meta-test: every spec clause is cited by at least one test, and every cited clause exists."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,21 @@ def citations(tmp_path_factory) -> dict[str, list[str]]:
     """{clause: [test ids]} over the meta-tests and the conformance suite, from a collect-only run."""
     out = tmp_path_factory.mktemp("clauses") / "map.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", f"--clause-map={out}", "tests", "conformance"],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--clause-map={out}",
+            "tests",
+            "conformance",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())

@@ -1,5 +1,6 @@
 """Every C-clause: invalid input raises ClauseError naming the clause and the parameter, and the
 reference writes nothing (inputs and state are left as they were)."""
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,11 @@ VIOLATIONS = [
     ("BN.C4", "momentum", lambda: R.batch_norm(X3, state=STATE, momentum=1.5)),
     ("BN.C5", "scale", lambda: R.batch_norm(X3, scale=np.ones(4))),
     ("BN.C5", "state.var", lambda: R.batch_norm(X3, state=R.RunningStats(np.zeros(3), np.ones(2)))),
-    ("BN.C5", "state.num_batches_tracked", lambda: R.batch_norm(X3, state=R.RunningStats(np.zeros(3), np.ones(3), -1))),
+    (
+        "BN.C5",
+        "state.num_batches_tracked",
+        lambda: R.batch_norm(X3, state=R.RunningStats(np.zeros(3), np.ones(3), -1)),
+    ),
     ("BN.C6", "running_var", lambda: R.batch_norm(X3, state=STATE, running_var="sample")),
     ("BN.C6", "training", lambda: R.batch_norm(X3, training="yes")),
     ("BN.C7", "x", lambda: R.batch_norm(np.ones((1, 3)), state=STATE)),
@@ -86,13 +91,20 @@ VIOLATIONS = [
     ("CN.C3", "mean", lambda: R.channel_normalize(X3, mean=[0.0, 1.0], std=[1.0], channel_axis=1)),
     ("CN.C4", "std", lambda: R.channel_normalize(X3, mean=[0.0], std=[1.0, 0.0, 2.0], channel_axis=1)),
     ("CN.C4", "std", lambda: R.channel_normalize(X3, mean=[0.0], std=[-1.0], channel_axis=1)),
-    ("CN.C4", "std_floor", lambda: R.channel_normalize(X3, mean=[0.0], std=[1.0], channel_axis=1, std_floor=-1.0)),
+    (
+        "CN.C4",
+        "std_floor",
+        lambda: R.channel_normalize(X3, mean=[0.0], std=[1.0], channel_axis=1, std_floor=-1.0),
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     "clause, parameter, call",
-    [pytest.param(c, p, f, id=f"{c}-{p}-{i}", marks=pytest.mark.clause(c)) for i, (c, p, f) in enumerate(VIOLATIONS)],
+    [
+        pytest.param(c, p, f, id=f"{c}-{p}-{i}", marks=pytest.mark.clause(c))
+        for i, (c, p, f) in enumerate(VIOLATIONS)
+    ],
 )
 def test_violation_raises_clause_error(clause, parameter, call):
     before = (X3.copy(), copy.deepcopy(STATE))
@@ -116,6 +128,7 @@ def test_every_constraint_clause_has_a_violation_here():
     """Each C clause of the spec is exercised above: a new constraint comes with its error test."""
     from normconf import spec
 
-    constraints = {c for c in spec.clauses() if c.split(".")[1].startswith("C") and c.split(".")[1][1:].isdigit()}
+    constraints = {
+        c for c in spec.clauses() if c.split(".")[1].startswith("C") and c.split(".")[1][1:].isdigit()
+    }
     assert constraints - {clause for clause, _, _ in VIOLATIONS} == set()
-

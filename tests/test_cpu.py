@@ -3,6 +3,7 @@ force; NORMCONF_MAX_ISA sets each library's cap and a value no library knows is 
 anything runs; a CPU-dependent known divergence is claimed only where its dependency holds, and the
 divergence meta-tests pass with the ISA capped to AVX2 as they do natively (the half-precision cells
 of the quick profile run capped too, in tests/test_quick_profile.py)."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,26 @@ import pytest
 
 from normconf import adapters
 from normconf.adapters import _cpu
-from normconf.conformance import divergences, results as recorded
+from normconf.conformance import divergences
+from normconf.conformance import results as recorded
 from normconf.reports import html, results
 
 ROOT = Path(__file__).resolve().parent.parent
-SAPPHIRE_RAPIDS = ("Intel(R) Xeon(R) Platinum 8480+", {"fma", "f16c", "avx2", "avx512f", "avx512_fp16", "avx512_bf16",
-                                                        "avx512_vnni", "amx_tile", "amx_bf16", "sse4_2"})
+SAPPHIRE_RAPIDS = (
+    "Intel(R) Xeon(R) Platinum 8480+",
+    {
+        "fma",
+        "f16c",
+        "avx2",
+        "avx512f",
+        "avx512_fp16",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "sse4_2",
+    },
+)
 ZEN4 = ("AMD EPYC 9654", {"fma", "f16c", "avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
 CAPPED = {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
@@ -29,10 +44,12 @@ CAPPED = {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "
 @pytest.fixture
 def cpu(monkeypatch):
     """Play a CPU: (model, /proc/cpuinfo flags)."""
+
     def play(model_and_flags):
         model, flags = model_and_flags
         monkeypatch.setattr(_cpu, "_cpuinfo", lambda: (model, frozenset(flags)))
         monkeypatch.setattr(_cpu.platform, "machine", lambda: "x86_64")
+
     return play
 
 
@@ -43,11 +60,19 @@ def _clean_env(**extra) -> dict:
 
 @pytest.mark.clause("NUM.N10")
 def test_max_isa_sets_every_library_cap_and_keeps_other_xla_flags():
-    env = {"NORMCONF_MAX_ISA": "avx2", "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_cpu_max_isa=AMX",
-           "ATEN_CPU_CAPABILITY": "avx512", "DNNL_MAX_CPU_ISA": "AVX512_CORE"}
+    env = {
+        "NORMCONF_MAX_ISA": "avx2",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_cpu_max_isa=AMX",
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "DNNL_MAX_CPU_ISA": "AVX512_CORE",
+    }
     assert _cpu.apply_max_isa(env) == "avx2"
     assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=4", "--xla_cpu_max_isa=AVX2"]
-    assert (env["ONEDNN_MAX_CPU_ISA"], env["ATEN_CPU_CAPABILITY"], "DNNL_MAX_CPU_ISA" in env) == ("AVX2", "avx2", False)
+    assert (env["ONEDNN_MAX_CPU_ISA"], env["ATEN_CPU_CAPABILITY"], "DNNL_MAX_CPU_ISA" in env) == (
+        "AVX2",
+        "avx2",
+        False,
+    )
     assert _cpu.caps(env) == {"xla": "AVX2", "onednn": "AVX2", "aten": "AVX2"}
     env["NORMCONF_MAX_ISA"] = "native"  # the one switch clears caps set by hand
     _cpu.apply_max_isa(env)
@@ -57,22 +82,55 @@ def test_max_isa_sets_every_library_cap_and_keeps_other_xla_flags():
 @pytest.mark.clause("NUM.N10")
 def test_caps_set_by_hand_are_read_in_any_spelling():
     assert _cpu.caps({"DNNL_MAX_CPU_ISA": "avx512_core_fp16", "XLA_FLAGS": "--xla_cpu_max_isa=avx512"}) == {
-        "onednn": "AVX10_1_512", "xla": "AVX512"}
-    assert _cpu.caps({"ONEDNN_MAX_CPU_ISA": "default", "ATEN_CPU_CAPABILITY": "default"}) == {"aten": "DEFAULT"}
+        "onednn": "AVX10_1_512",
+        "xla": "AVX512",
+    }
+    assert _cpu.caps({"ONEDNN_MAX_CPU_ISA": "default", "ATEN_CPU_CAPABILITY": "default"}) == {
+        "aten": "DEFAULT"
+    }
 
 
 @pytest.mark.clause("NUM.N10")
-@pytest.mark.parametrize("variable, value", [("NORMCONF_MAX_ISA", "avx9"), ("XLA_FLAGS", "--xla_cpu_max_isa=AVX9"),
-                                             ("ONEDNN_MAX_CPU_ISA", "AVX3"), ("ATEN_CPU_CAPABILITY", "sse9")])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("NORMCONF_MAX_ISA", "avx9"),
+        ("XLA_FLAGS", "--xla_cpu_max_isa=AVX9"),
+        ("ONEDNN_MAX_CPU_ISA", "AVX3"),
+        ("ATEN_CPU_CAPABILITY", "sse9"),
+    ],
+)
 def test_an_unknown_cap_is_refused_in_one_line_before_anything_runs(variable, value):
-    command = subprocess.run([sys.executable, "-m", "normconf.cli", "adapters"], capture_output=True, text=True,
-                             env=_clean_env(**{variable: value}), timeout=120, cwd=ROOT)
+    command = subprocess.run(
+        [sys.executable, "-m", "normconf.cli", "adapters"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(**{variable: value}),
+        timeout=120,
+        cwd=ROOT,
+    )
     assert command.returncode == 2 and command.stdout == ""
     [line] = command.stderr.strip().splitlines()
     assert variable in line and ("native, avx2, avx512" in line or "AVX2" in line), line
-    collect = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-                              "conformance/test_forward.py", "--adapters", "onnx.reference"], capture_output=True,
-                             text=True, env=_clean_env(**{variable: value}), timeout=300, cwd=ROOT)
+    collect = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-q",
+            "conformance/test_forward.py",
+            "--adapters",
+            "onnx.reference",
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(**{variable: value}),
+        timeout=300,
+        cwd=ROOT,
+    )
     assert collect.returncode != 0 and variable in collect.stdout + collect.stderr
 
 
@@ -81,7 +139,9 @@ def test_features_in_force_lose_what_a_cap_takes_away(cpu):
     cpu(SAPPHIRE_RAPIDS)
     assert {"avx512_fp16", "amx", "amx_bf16"} <= _cpu.in_force("xla", {})
     assert _cpu.in_force("xla", {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}) == {"fma", "f16c", "avx2"}
-    assert "avx512_fp16" in _cpu.in_force("xla", {"XLA_FLAGS": "--xla_cpu_max_isa=AVX512"})  # XLA keeps it there
+    assert "avx512_fp16" in _cpu.in_force(
+        "xla", {"XLA_FLAGS": "--xla_cpu_max_isa=AVX512"}
+    )  # XLA keeps it there
     assert "avx512_bf16" not in _cpu.in_force("xla", {"XLA_FLAGS": "--xla_cpu_max_isa=AVX512_VNNI"})
     assert "avx512_fp16" not in _cpu.in_force("onednn", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})
     assert _cpu.in_force("aten", {"ATEN_CPU_CAPABILITY": "default"}) == {"sse4_2"} & _cpu.features()
@@ -89,9 +149,15 @@ def test_features_in_force_lose_what_a_cap_takes_away(cpu):
 
 @pytest.mark.clause("NUM.N10", "LN.D10")
 def test_a_cpu_dependent_divergence_is_claimed_only_where_it_holds(cpu, monkeypatch):
-    [entry] = [e for e in divergences.KNOWN if e.cpu is not None and e.adapters == "haiku" and e.norm == "batch_norm"]
+    [entry] = [
+        e for e in divergences.KNOWN if e.cpu is not None and e.adapters == "haiku" and e.norm == "batch_norm"
+    ]
     case, dtype = entry.example()
-    for host, env, claimed in ((SAPPHIRE_RAPIDS, {}, False), (SAPPHIRE_RAPIDS, CAPPED, True), (ZEN4, {}, True)):
+    for host, env, claimed in (
+        (SAPPHIRE_RAPIDS, {}, False),
+        (SAPPHIRE_RAPIDS, CAPPED, True),
+        (ZEN4, {}, True),
+    ):
         cpu(host)
         for variable in _cpu.VARIABLES:
             monkeypatch.delenv(variable, raising=False)
@@ -102,7 +168,9 @@ def test_a_cpu_dependent_divergence_is_claimed_only_where_it_holds(cpu, monkeypa
 
 
 @pytest.mark.clause("NUM.N10")
-def test_every_environment_record_names_the_cpu_and_merged_hosts_get_their_own_rows(cpu, monkeypatch, tmp_path):
+def test_every_environment_record_names_the_cpu_and_merged_hosts_get_their_own_rows(
+    cpu, monkeypatch, tmp_path
+):
     class Plain(adapters.Adapter):
         name = "plain"
 
@@ -118,18 +186,32 @@ def test_every_environment_record_names_the_cpu_and_merged_hosts_get_their_own_r
         recorder = recorded.Recorder(paths[-1], profile="quick", seed=0)
         recorder.environment(Plain())
         recorder.unavailable("absent", "not installed here")
-        recorder._result({"test": "t", "adapter": "plain", "norm": "layer_norm", "dtype": "float16",
-                          "property": "forward", "verdict": "pass", "examples": 1, "unsupported": {}})
+        recorder._result(
+            {
+                "test": "t",
+                "adapter": "plain",
+                "norm": "layer_norm",
+                "dtype": "float16",
+                "property": "forward",
+                "verdict": "pass",
+                "examples": 1,
+                "unsupported": {},
+            }
+        )
         recorder.finish(0)
     runs = results.load(paths)  # the schema accepts the cpu object
-    for run, (host, env) in zip(runs, ((ZEN4, {}), (ZEN4, CAPPED), (SAPPHIRE_RAPIDS, {}))):
+    for run, (host, env) in zip(runs, ((ZEN4, {}), (ZEN4, CAPPED), (SAPPHIRE_RAPIDS, {})), strict=True):
         for adapter in ("plain", "absent"):
             recorded_cpu = run.environments[adapter]["cpu"]
-            assert recorded_cpu["model"] == host[0] and set(recorded_cpu["features"]) <= set(_cpu.FEATURES.values())
+            assert recorded_cpu["model"] == host[0] and set(recorded_cpu["features"]) <= set(
+                _cpu.FEATURES.values()
+            )
             assert recorded_cpu["caps"] == ({"xla": "AVX2", "onednn": "AVX2", "aten": "AVX2"} if env else {})
     assert "avx512_fp16" in runs[2].environments["plain"]["cpu"]["features"]
     labels = set(results.implementations(runs).values())
-    assert len(labels) == 3 and any("capped" in label and "AMD EPYC 9654" in label for label in labels), labels
+    assert len(labels) == 3 and any("capped" in label and "AMD EPYC 9654" in label for label in labels), (
+        labels
+    )
     page = html.build(runs)
     assert "Intel(R) Xeon(R) Platinum 8480+; avx512f, avx512_fp16, avx512_bf16, amx" in page
     assert "capped aten=AVX2, onednn=AVX2, xla=AVX2" in page
@@ -140,11 +222,19 @@ def test_frameworks_report_the_capped_kernels():
     names = [n for n in ("torch.nn", "flax.linen", "tf.nn") if adapters.get(n).available()[0]]
     if "avx2" not in _cpu.features() or not names:
         pytest.skip("needs an AVX2 CPU and torch, JAX or TF")
-    code = ("import json, sys\nfrom normconf.adapters import _cpu\n_cpu.apply_max_isa()\n"
-            "from normconf import adapters\n"
-            "print(json.dumps({n: adapters.get(n).environment() for n in sys.argv[1:]}, default=str))")
-    done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
-                          env=_clean_env(NORMCONF_MAX_ISA="avx2"), timeout=300, cwd=ROOT)
+    code = (
+        "import json, sys\nfrom normconf.adapters import _cpu\n_cpu.apply_max_isa()\n"
+        "from normconf import adapters\n"
+        "print(json.dumps({n: adapters.get(n).environment() for n in sys.argv[1:]}, default=str))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *names],
+        capture_output=True,
+        text=True,
+        env=_clean_env(NORMCONF_MAX_ISA="avx2"),
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     if "torch.nn" in found:  # torch says which kernels it dispatches to: the cap took effect
@@ -156,8 +246,21 @@ def test_frameworks_report_the_capped_kernels():
 def test_divergence_meta_tests_pass_with_the_isa_capped_to_avx2():
     if "avx2" not in _cpu.features():
         pytest.skip("this CPU has no AVX2 to cap at")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "conformance/meta/test_divergences.py"], capture_output=True, text=True,
-                          env=_clean_env(NORMCONF_MAX_ISA="avx2"), timeout=1800, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "conformance/meta/test_divergences.py",
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(NORMCONF_MAX_ISA="avx2"),
+        timeout=1800,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout[-4000:]
     assert " passed" in done.stdout.strip().splitlines()[-1]

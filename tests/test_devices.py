@@ -1,6 +1,7 @@
 """The device axis: every result records the device an adapter computed on and the TF32 modes in
 force; NORMCONF_DEVICE / NORMCONF_TF32 (normconf run --device / --tf32) set them, and a bad value
 is refused before anything runs."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,18 @@ import pytest
 from normconf import adapters
 
 # one adapter per framework whose TF32 switch normconf sets, with the flags it records
-TF32_FLAGS = {"torch.nn": {"on": {"matmul": True, "cudnn": True}, "off": {"matmul": False, "cudnn": False}},
-              "tf.nn": {"on": {"tensor_float_32_execution": True}, "off": {"tensor_float_32_execution": False}},
-              "flax.linen": {"on": {"jax_default_matmul_precision": "tensorfloat32"},
-                             "off": {"jax_default_matmul_precision": "highest"}}}
-PRINT_ENVIRONMENT = ("import json, sys\nfrom normconf import adapters\n"
-                     "print(json.dumps({n: adapters.get(n).environment() for n in sys.argv[1:]}, default=str))")
+TF32_FLAGS = {
+    "torch.nn": {"on": {"matmul": True, "cudnn": True}, "off": {"matmul": False, "cudnn": False}},
+    "tf.nn": {"on": {"tensor_float_32_execution": True}, "off": {"tensor_float_32_execution": False}},
+    "flax.linen": {
+        "on": {"jax_default_matmul_precision": "tensorfloat32"},
+        "off": {"jax_default_matmul_precision": "highest"},
+    },
+}
+PRINT_ENVIRONMENT = (
+    "import json, sys\nfrom normconf import adapters\n"
+    "print(json.dumps({n: adapters.get(n).environment() for n in sys.argv[1:]}, default=str))"
+)
 
 
 def _installed(names):
@@ -27,8 +34,13 @@ def _installed(names):
 def _environments(names, **env) -> dict:
     import os
 
-    done = subprocess.run([sys.executable, "-c", PRINT_ENVIRONMENT, *names], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_ENVIRONMENT, *names],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -55,8 +67,23 @@ def test_every_framework_environment_names_its_device():
 def test_a_bad_choice_is_refused_before_anything_runs(variable, value, tmp_path):
     import os
 
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-                           "conformance/test_forward.py", "--adapters", "onnx.reference"], capture_output=True,
-                          text=True, env={**os.environ, variable: value}, timeout=300,
-                          cwd=__import__("pathlib").Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-q",
+            "conformance/test_forward.py",
+            "--adapters",
+            "onnx.reference",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, variable: value},
+        timeout=300,
+        cwd=__import__("pathlib").Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode != 0 and variable in done.stdout + done.stderr

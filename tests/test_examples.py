@@ -1,6 +1,7 @@
 """The examples/ verdicts, as examples/README.md records them: `normconf check` fails each deliberate
 bug with a message naming the clause and what the implementation does instead, passes correct code
 computed differently, and checks declared conventions against themselves."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,14 +18,27 @@ EXAMPLES = ROOT / "examples"
 
 def check(target: str, tmp_path, *options) -> tuple[int, str, list[dict]]:
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "normconf.cli", "check", target, "--results", str(out), *options],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    records = [json.loads(line) for path in sorted(out.glob("worker-*.jsonl")) for line in path.read_text().splitlines()]
+    proc = subprocess.run(
+        [sys.executable, "-m", "normconf.cli", "check", target, "--results", str(out), *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    records = [
+        json.loads(line)
+        for path in sorted(out.glob("worker-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
     return proc.returncode, proc.stdout + proc.stderr, [r for r in records if r.get("kind") == "result"]
 
 
 def findings(records) -> dict[tuple[str, str, str], str]:
-    return {(r["norm"], r["property"], r["dtype"]): r.get("message", "") for r in records if r["verdict"] == "finding"}
+    return {
+        (r["norm"], r["property"], r["dtype"]): r.get("message", "")
+        for r in records
+        if r["verdict"] == "finding"
+    }
 
 
 def test_each_deliberate_bug_fails_naming_its_clause_and_cause(tmp_path):
@@ -46,7 +60,12 @@ def test_each_deliberate_bug_fails_naming_its_clause_and_cause(tmp_path):
 def test_correct_implementations_computed_differently_conform(tmp_path):
     code, output, records = check(str(EXAMPLES / "numpy_correct.py"), tmp_path)
     assert code == 0 and "verdict: CONFORMS" in output, output[-3000:]
-    assert {r["norm"] for r in records if r["verdict"] == "pass"} == {"layer_norm", "rms_norm", "group_norm", "batch_norm"}
+    assert {r["norm"] for r in records if r["verdict"] == "pass"} == {
+        "layer_norm",
+        "rms_norm",
+        "group_norm",
+        "batch_norm",
+    }
 
 
 def test_declared_conventions_are_checked_and_undeclared_ones_named(tmp_path):
@@ -55,18 +74,28 @@ def test_declared_conventions_are_checked_and_undeclared_ones_named(tmp_path):
     assert code == 0 and "verdict: CONFORMS" in output, output[-3000:]
     undeclared = tmp_path / "undeclared.py"
     source = (EXAMPLES / "declared_conventions.py").read_text()
-    undeclared.write_text(source.replace('conventions={"normalize_var": "unbiased", "eps_placement": "outside_sqrt"}',
-                                         "conventions={}"))
-    code, output, records = check(f"{undeclared}:annotated_transformer_layer_norm", tmp_path, "--dtypes", "float64")
+    undeclared.write_text(
+        source.replace(
+            'conventions={"normalize_var": "unbiased", "eps_placement": "outside_sqrt"}', "conventions={}"
+        )
+    )
+    code, output, records = check(
+        f"{undeclared}:annotated_transformer_layer_norm", tmp_path, "--dtypes", "float64"
+    )
     message = findings(records).get(("layer_norm", "forward_matches_reference", "float64"), "")
-    assert code == 1 and "declare conventions={'normalize_var': 'unbiased', 'eps_placement': 'outside_sqrt'}" in message, \
-        output[-3000:]
+    assert (
+        code == 1
+        and "declare conventions={'normalize_var': 'unbiased', 'eps_placement': 'outside_sqrt'}" in message
+    ), output[-3000:]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed ([examples])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers not installed ([examples])"
+)
 def test_llama_rms_norm_computes_float64_in_float32(tmp_path):
-    code, output, records = check(f"{EXAMPLES / 'transformers_norms.py'}:llama_rms_norm", tmp_path,
-                                  "--dtypes", "float32,float64")
+    code, output, records = check(
+        f"{EXAMPLES / 'transformers_norms.py'}:llama_rms_norm", tmp_path, "--dtypes", "float32,float64"
+    )
     verdicts = {(r["property"], r["dtype"]): r["verdict"] for r in records}
     assert code == 1, output[-3000:]
     assert verdicts[("forward_matches_reference", "float32")] == "pass"
@@ -75,6 +104,7 @@ def test_llama_rms_norm_computes_float64_in_float32(tmp_path):
 
 def test_torch_compiled_layer_norm_conforms_in_float32(tmp_path):
     pytest.importorskip("torch")
-    code, output, records = check(f"{EXAMPLES / 'torch_compile_norms.py'}:compiled_layer_norm", tmp_path,
-                                  "--dtypes", "float32")
+    code, output, records = check(
+        f"{EXAMPLES / 'torch_compile_norms.py'}:compiled_layer_norm", tmp_path, "--dtypes", "float32"
+    )
     assert code == 0 and "verdict: CONFORMS" in output, output[-3000:]

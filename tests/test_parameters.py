@@ -1,5 +1,6 @@
 """P-clauses: the canonical default each clause states is the reference's default, and a parameter
 the spec gives no default is required."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,15 @@ from normconf import spec
 
 # The reference function each norm's P-clauses describe.
 FUNCTION_OF_PREFIX = {
-    "BN": R.batch_norm, "IN": R.instance_norm, "LN": R.layer_norm, "GN": R.group_norm, "RMS": R.rms_norm,
-    "LRN": R.local_response_norm, "LP": R.lp_normalize, "CN": R.channel_normalize, "SBN": R.sync_batch_norm,
+    "BN": R.batch_norm,
+    "IN": R.instance_norm,
+    "LN": R.layer_norm,
+    "GN": R.group_norm,
+    "RMS": R.rms_norm,
+    "LRN": R.local_response_norm,
+    "LP": R.lp_normalize,
+    "CN": R.channel_normalize,
+    "SBN": R.sync_batch_norm,
 }
 DEFAULT_LINE = re.compile(r"^Canonical default: (.+)\.$", re.M)
 ASSIGNMENT = re.compile(r"`(\w+)=([^`]+)`")
@@ -33,7 +41,9 @@ def stated_defaults(clause) -> tuple[dict, list[str]]:
     return {name: ast.literal_eval(value) for name, value in ASSIGNMENT.findall(text)}, []
 
 
-@pytest.mark.parametrize("clause", [pytest.param(c, id=c.id, marks=pytest.mark.clause(c.id)) for c in PARAMETER_CLAUSES])
+@pytest.mark.parametrize(
+    "clause", [pytest.param(c, id=c.id, marks=pytest.mark.clause(c.id)) for c in PARAMETER_CLAUSES]
+)
 def test_reference_default_is_the_stated_canonical_default(clause):
     function = FUNCTION_OF_PREFIX[clause.id.split(".")[0]]
     signature = inspect.signature(function).parameters
@@ -41,6 +51,8 @@ def test_reference_default_is_the_stated_canonical_default(clause):
     assert defaults or required
     for name, value in defaults.items():
         assert name in signature, f"{clause.id}: {function.__name__} has no parameter {name}"
-        assert signature[name].default == value, f"{clause.id}: {name} defaults to {signature[name].default!r}"
+        assert signature[name].default == value, (
+            f"{clause.id}: {name} defaults to {signature[name].default!r}"
+        )
     for name in required:
         assert signature[name].default is inspect.Parameter.empty, f"{clause.id}: {name} should be required"

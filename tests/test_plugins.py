@@ -1,5 +1,6 @@
 """The plug-in protocol: declaring a function, loading it from a file, a module or an entry point,
 and bad plug-ins refused with a message that says what is wrong."""
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,7 @@ from normconf.adapters import plugin
 from normconf.adapters.base import Unsupported
 from normconf.conformance.tolerances import reference_budget, relative_error
 
-LAYER_NORM = '''
+LAYER_NORM = """
 import numpy as np
 from normconf.adapters.plugin import implementation
 
@@ -22,7 +23,7 @@ from normconf.adapters.plugin import implementation
 def layer_norm(x, *, eps, scale=None):
     y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
     return y if scale is None else y * scale
-'''
+"""
 
 
 @pytest.fixture
@@ -50,8 +51,12 @@ def test_undeclared_divisor_conventions_are_refused_and_declared_ones_handed_on(
     adapter = plugin.load(str(source))
     with pytest.raises(Unsupported, match="eps_placement"):
         adapter.run("layer_norm", np.ones((2, 3)), {"eps_placement": "outside_sqrt"}, dtype="float64")
-    outside = plugin.implementation("layer_norm", conventions={"eps_placement": "outside_sqrt"})(lambda x, *, eps: x)
-    assert plugin.as_adapter(outside, "t").declarations["layer_norm"].fixed()["eps_placement"] == "outside_sqrt"
+    outside = plugin.implementation("layer_norm", conventions={"eps_placement": "outside_sqrt"})(
+        lambda x, *, eps: x
+    )
+    assert (
+        plugin.as_adapter(outside, "t").declarations["layer_norm"].fixed()["eps_placement"] == "outside_sqrt"
+    )
 
 
 def test_loading_by_file_object_and_module(source, monkeypatch):
@@ -61,16 +66,29 @@ def test_loading_by_file_object_and_module(source, monkeypatch):
     assert adapters.get(f"{source}").declarations["layer_norm"].api == "layer_norm"
 
 
-@pytest.mark.parametrize("text, spec_tail, message", [
-    ("x = 1\n", "", "defines no @implementation"),
-    ("x = 1\n", ":x", "is a int, not an @implementation"),
-    (LAYER_NORM, ":nothing", "has no 'nothing'"),
-    ("raise RuntimeError('boom')\n", "", "importing it raised RuntimeError: boom"),
-    (LAYER_NORM + LAYER_NORM.replace("def layer_norm", "def other_norm").split("from normconf.adapters.plugin import implementation")[1],
-     "", "two implementations of layer_norm"),
-    ("from normconf.adapters.plugin import implementation\n"
-     "@implementation('rms_norm')\ndef rms(x, *, scale=None):\n    return x\n", "", "takes no eps and the spec has no default"),
-])
+@pytest.mark.parametrize(
+    "text, spec_tail, message",
+    [
+        ("x = 1\n", "", "defines no @implementation"),
+        ("x = 1\n", ":x", "is a int, not an @implementation"),
+        (LAYER_NORM, ":nothing", "has no 'nothing'"),
+        ("raise RuntimeError('boom')\n", "", "importing it raised RuntimeError: boom"),
+        (
+            LAYER_NORM
+            + LAYER_NORM.replace("def layer_norm", "def other_norm").split(
+                "from normconf.adapters.plugin import implementation"
+            )[1],
+            "",
+            "two implementations of layer_norm",
+        ),
+        (
+            "from normconf.adapters.plugin import implementation\n"
+            "@implementation('rms_norm')\ndef rms(x, *, scale=None):\n    return x\n",
+            "",
+            "takes no eps and the spec has no default",
+        ),
+    ],
+)
 def test_bad_plugins_are_refused_with_the_reason(tmp_path, text, spec_tail, message):
     path = tmp_path / f"bad_{abs(hash(text + spec_tail))}.py"
     path.write_text(text)
@@ -78,12 +96,15 @@ def test_bad_plugins_are_refused_with_the_reason(tmp_path, text, spec_tail, mess
         plugin.load(f"{path}{spec_tail}")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"norm": "layernorm"}, "not one of"),
-    ({"dtypes": ("float8",)}, "dtypes"),
-    ({"conventions": {"epsilon": 1e-3}}, "not a canonical parameter"),
-    ({"arrays": "cupy"}, "arrays"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"norm": "layernorm"}, "not one of"),
+        ({"dtypes": ("float8",)}, "dtypes"),
+        ({"conventions": {"epsilon": 1e-3}}, "not a canonical parameter"),
+        ({"arrays": "cupy"}, "arrays"),
+    ],
+)
 def test_bad_declarations_name_the_argument(kwargs, message):
     options = {"norm": "layer_norm", **kwargs}
     norm = options.pop("norm")
@@ -102,9 +123,12 @@ def test_a_full_adapter_without_a_runner_is_refused():
 
 def test_an_installed_entry_point_is_an_adapter(tmp_path, monkeypatch, source):
     (tmp_path / "my_norms_dist-1.0.dist-info").mkdir()
-    (tmp_path / "my_norms_dist-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-norms-dist\nVersion: 1.0\n")
+    (tmp_path / "my_norms_dist-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: my-norms-dist\nVersion: 1.0\n"
+    )
     (tmp_path / "my_norms_dist-1.0.dist-info" / "entry_points.txt").write_text(
-        "[normconf.adapters]\nmy-layer-norm = my_norms:layer_norm\n")
+        "[normconf.adapters]\nmy-layer-norm = my_norms:layer_norm\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "my-layer-norm" in adapters.names()
     assert set(plugin.load_entry_point("my-layer-norm").declarations) == {"layer_norm"}
@@ -113,7 +137,10 @@ def test_an_installed_entry_point_is_an_adapter(tmp_path, monkeypatch, source):
 def test_torch_arrays_give_gradients_from_autograd():
     pytest.importorskip("torch")
     impl = plugin.implementation("rms_norm", arrays="torch", dtypes=("float64",))(
-        lambda x, *, eps, scale=None: x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * (1 if scale is None else scale))
+        lambda x, *, eps, scale=None: (
+            x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * (1 if scale is None else scale)
+        )
+    )
     adapter = plugin.as_adapter(impl, "torch-rms")
     rng = np.random.default_rng(1)
     x, g, scale = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=4)

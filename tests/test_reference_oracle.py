@@ -1,12 +1,19 @@
 """The reference against the independent 256-bit oracle: forward, running state and VJPs, on
 ordinary and nasty inputs. Error is relative to the output's scale; the budget is NUM.N4."""
+
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import oracle
-from cases import CASES, FORWARD_CLAUSE, VALUE_KINDS, VJP_CLAUSE, affine_params, constant_channel, initial_state
+import pytest
+from cases import (
+    CASES,
+    VALUE_KINDS,
+    affine_params,
+    constant_channel,
+    initial_state,
+)
+
 from normconf.conformance.tolerances import reference_budget, relative_error
 
 
@@ -18,18 +25,24 @@ def _inputs(case, kind, seed, plant_constant):
     return rng, x
 
 
-def _cases(clauses):
-    return [pytest.param(case, id=case.name, marks=pytest.mark.clause(clauses[case.clause_prefix], "NUM.N4")) for case in CASES]
+def _cases(clause: str):
+    """Every case, citing its `clause` ("forward_clause" or "vjp_clause") and NUM.N4."""
+    return [
+        pytest.param(case, id=case.name, marks=pytest.mark.clause(getattr(case, clause), "NUM.N4"))
+        for case in CASES
+    ]
 
 
 def _assert_close(actual, exact, n, what):
     err = relative_error(actual, oracle.to_float(np.asarray(exact, dtype=object)))
-    assert err <= reference_budget(n), f"{what}: error {err:.3e} x scale exceeds budget {reference_budget(n):.3e}"
+    assert err <= reference_budget(n), (
+        f"{what}: error {err:.3e} x scale exceeds budget {reference_budget(n):.3e}"
+    )
 
 
 @pytest.mark.parametrize("plant_constant", [False, True], ids=["varied", "constant_channel"])
 @pytest.mark.parametrize("kind", sorted(VALUE_KINDS))
-@pytest.mark.parametrize("case", _cases(FORWARD_CLAUSE))
+@pytest.mark.parametrize("case", _cases("forward_clause"))
 def test_forward_matches_oracle(case, kind, plant_constant):
     rng, x = _inputs(case, kind, 1, plant_constant)
     params = {**case.params, **affine_params(case, rng)}
@@ -48,12 +61,16 @@ def test_forward_matches_oracle(case, kind, plant_constant):
 
 
 @pytest.mark.parametrize("kind", ["standard", "offset_1e8", "mixed_sign_integers"])
-@pytest.mark.parametrize("case", _cases(VJP_CLAUSE))
+@pytest.mark.parametrize("case", _cases("vjp_clause"))
 def test_vjp_matches_central_differences(case, kind):
     rng, x = _inputs(case, kind, 2, plant_constant=kind == "standard")
     params = {**case.params, **affine_params(case, rng)}
     g = rng.normal(size=case.shape)
-    modes = [{"training": True}, {"training": False, "state": initial_state(case, rng)}] if case.returns_state else [{}]
+    modes = (
+        [{"training": True}, {"training": False, "state": initial_state(case, rng)}]
+        if case.returns_state
+        else [{}]
+    )
     for mode in modes:
         ref_mode = dict(mode)
         oracle_mode = dict(mode)
@@ -64,4 +81,6 @@ def test_vjp_matches_central_differences(case, kind):
         others = {k: v for k, v in params.items() if k not in arrays}
         for name in arrays:
             exact = oracle.numeric_vjp(case.oracle, g, arrays, name, **others, **oracle_mode)
-            _assert_close(getattr(grads, name), exact, case.reduction_length, f"d{name} {mode.get('training', '')}")
+            _assert_close(
+                getattr(grads, name), exact, case.reduction_length, f"d{name} {mode.get('training', '')}"
+            )

@@ -1,5 +1,6 @@
 """Reliability: a framework that crashes or hangs costs only its own cells (NORMCONF_ISOLATE), an
 interrupted run leaves results the report reads, and a plug-in outside the protocol is reported."""
+
 from __future__ import annotations
 
 import json
@@ -49,10 +50,33 @@ def test_a_plugin_answering_in_another_dtype_breaks_the_protocol():
 
 def test_a_run_with_a_crashing_and_a_hanging_plugin_reports_them_and_keeps_every_other_result(tmp_path):
     out = tmp_path / "results"
-    done = subprocess.run([*NORMCONF, "run", "--adapters", f"{PLUGIN},onnx.reference", "--profile", "quick",
-                           "--isolate", "5", "--jobs", "2", "--results", str(out), "--report", str(tmp_path / "r.html"),
-                           "--no-hazards", "--", "--norms", "layer_norm,rms_norm,lp_normalize", "-k", "forward"],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            *NORMCONF,
+            "run",
+            "--adapters",
+            f"{PLUGIN},onnx.reference",
+            "--profile",
+            "quick",
+            "--isolate",
+            "5",
+            "--jobs",
+            "2",
+            "--results",
+            str(out),
+            "--report",
+            str(tmp_path / "r.html"),
+            "--no-hazards",
+            "--",
+            "--norms",
+            "layer_norm,rms_norm,lp_normalize",
+            "-k",
+            "forward",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     records = _results(out)
     mine = {(r["norm"], r["property"]): r for r in records if r["adapter"] == PLUGIN}
@@ -64,19 +88,39 @@ def test_a_run_with_a_crashing_and_a_hanging_plugin_reports_them_and_keeps_every
     assert mine["lp_normalize", "forward_matches_reference"]["verdict"] == "finding"
     assert "ProtocolError" in mine["lp_normalize", "forward_matches_reference"]["message"]
     others = [r for r in records if r["adapter"] == "onnx.reference"]
-    assert others and all(r["verdict"] in ("pass", "unsupported", "expected divergence") for r in others), others
+    assert others and all(r["verdict"] in ("pass", "unsupported", "expected divergence") for r in others), (
+        others
+    )
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "crashed" in page and "timed out" in page
 
 
 def test_ctrl_c_leaves_a_closed_results_file_and_a_report(tmp_path):
     out = tmp_path / "results"
-    process = subprocess.Popen([*NORMCONF, "run", "--adapters", "onnx.reference", "--profile", "default", "--jobs", "1",
-                                "--results", str(out), "--report", str(tmp_path / "r.html"), "--no-hazards"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               # a shell without job control starts background jobs with SIGINT ignored;
-                               # a terminal's foreground run has it: restore it
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [
+            *NORMCONF,
+            "run",
+            "--adapters",
+            "onnx.reference",
+            "--profile",
+            "default",
+            "--jobs",
+            "1",
+            "--results",
+            str(out),
+            "--report",
+            str(tmp_path / "r.html"),
+            "--no-hazards",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # a shell without job control starts background jobs with SIGINT ignored;
+        # a terminal's foreground run has it: restore it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # until a few results are in
         files = list(out.glob("*.jsonl"))
@@ -94,14 +138,19 @@ def test_ctrl_c_leaves_a_closed_results_file_and_a_report(tmp_path):
 def test_a_results_file_cut_mid_line_reads_as_an_interrupted_run(tmp_path):
     complete = (Path(__file__).parent / "data").glob("*.jsonl")
     source = next(p for p in complete if p.read_text(encoding="utf-8").count('"kind": "result"') >= 2)
-    lines = [line for line in source.read_text(encoding="utf-8").splitlines(keepends=True)
-             if json.loads(line)["kind"] != "end"]
+    lines = [
+        line
+        for line in source.read_text(encoding="utf-8").splitlines(keepends=True)
+        if json.loads(line)["kind"] != "end"
+    ]
     cut = tmp_path / "cut.jsonl"
     cut.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2], encoding="utf-8")
     (run,) = R.load([cut])
     assert not run.complete and len(run.results) == sum('"kind": "result"' in line for line in lines[:-1])
     garbled = tmp_path / "garbled.jsonl"
-    garbled.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2] + "\n" + lines[-1], encoding="utf-8")
+    garbled.write_text(
+        "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2] + "\n" + lines[-1], encoding="utf-8"
+    )
     with pytest.raises(R.ResultsError, match="not JSON"):  # a broken line in the middle is corruption
         R.load([garbled])
 
@@ -109,8 +158,12 @@ def test_a_results_file_cut_mid_line_reads_as_an_interrupted_run(tmp_path):
 def test_normconf_report_refuses_a_binary_file_and_writes_nothing(tmp_path):
     blob = tmp_path / "blob.jsonl"
     blob.write_bytes(bytes(range(256)) * 4)
-    done = subprocess.run([*NORMCONF, "report", str(blob), "-o", str(tmp_path / "r.html")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [*NORMCONF, "report", str(blob), "-o", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not a text file" in done.stderr and not (tmp_path / "r.html").exists()
 
 
@@ -120,23 +173,51 @@ def test_the_same_seed_gives_the_same_results(tmp_path):
     runs = []
     for k in range(2):
         out = tmp_path / f"run{k}.jsonl"
-        done = subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "--ignore", str(SUITE / "meta"),
-                               "-q", "-p", "no:cacheprovider", "--adapters", "onnx.reference", "--profile", "default",
-                               "--seed", "7", "--norms", "layer_norm,lp_normalize", "-k", "forward or gradients",
-                               "--results", str(out)], capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(SUITE),
+                "--ignore",
+                str(SUITE / "meta"),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--adapters",
+                "onnx.reference",
+                "--profile",
+                "default",
+                "--seed",
+                "7",
+                "--norms",
+                "layer_norm,lp_normalize",
+                "-k",
+                "forward or gradients",
+                "--results",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode in (0, 1), done.stdout[-2000:]
         runs.append([{key: r.get(key) for key in kept} for run in R.load([out]) for r in run.results])
     assert runs[0] and runs[0] == runs[1]
 
 
-@pytest.mark.parametrize("name, message", [("nope", "unknown adapter 'nope'; known: "),
-                                           ("missing_file.py", "no such file")])
+@pytest.mark.parametrize(
+    "name, message", [("nope", "unknown adapter 'nope'; known: "), ("missing_file.py", "no such file")]
+)
 def test_normconf_run_refuses_an_unknown_adapter_before_writing_anything(tmp_path, name, message):
-    done = subprocess.run([*NORMCONF, "run", "--adapters", name, "--results", str(tmp_path / "results")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*NORMCONF, "run", "--adapters", name, "--results", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "results").exists()
-
 
 
 def test_the_protocol_reads_the_dtype_of_every_array_kind():

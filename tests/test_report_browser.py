@@ -4,6 +4,7 @@ and show rows, the copy button answers, and a screenshot is saved (docs/report.p
 Chromium and chromedriver come from Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs
 them where apt-get can); the test skips, saying why, only where neither can be found.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "quick-torch-onnx.jsonl"
 SCREENSHOT = ROOT / "docs" / "report.png"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--window-size=1366,860"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1366,860",
+]
 
 
 def _browser_paths() -> tuple[str, str]:
     chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("no headless Chromium here: install Debian's chromium and chromium-driver (scripts/setup.sh "
-                    "does, where apt-get is available)")
+        pytest.skip(
+            "no headless Chromium here: install Debian's chromium and chromium-driver (scripts/setup.sh "
+            "does, where apt-get is available)"
+        )
     return chromium, driver
 
 
@@ -38,8 +48,21 @@ def page(tmp_path_factory):
 
     chromium, driver_path = _browser_paths()
     tmp = tmp_path_factory.mktemp("report")
-    found = H.Hazards({}, [H.Hazard("batch_norm", "torch.functional", "onnx.reference", 4.8e-7, 0.026,
-                                    ["running_var: 'unbiased' vs 'biased'"])], {}, H.reference_running_var())
+    found = H.Hazards(
+        {},
+        [
+            H.Hazard(
+                "batch_norm",
+                "torch.functional",
+                "onnx.reference",
+                4.8e-7,
+                0.026,
+                ["running_var: 'unbiased' vs 'biased'"],
+            )
+        ],
+        {},
+        H.reference_running_var(),
+    )
     report = html.write([FIXTURE], tmp / "index.html", found)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -64,7 +87,9 @@ def test_matrix_and_a_divergence_are_visible(page):
     from selenium.webdriver.common.by import By
 
     assert {row.get_attribute("data-impl") for row in _visible(browser, "#matrix tbody tr")} == {
-        "torch.functional", "onnx.reference"}
+        "torch.functional",
+        "onnx.reference",
+    }
     assert _visible(browser, "#matrix button.cell.v-expected-divergence")
     item = _visible(browser, "details.item[data-verdict='expected divergence']")[0]
     item.find_element(By.TAG_NAME, "summary").click()
@@ -92,7 +117,9 @@ def test_filters_hide_and_show_rows(page):
 
     Select(browser.find_element(By.ID, "filter-norm")).select_by_value("batch_norm")
     assert {e.get_attribute("data-norm") for e in _visible(browser, "details.item")} == {"batch_norm"}
-    assert [h.get_attribute("data-norm") for h in _visible(browser, "#matrix thead th[data-norm]")] == ["batch_norm"]
+    assert [h.get_attribute("data-norm") for h in _visible(browser, "#matrix thead th[data-norm]")] == [
+        "batch_norm"
+    ]
 
     browser.find_element(By.ID, "filter-problems").click()  # the fixture has no findings: nothing left
     assert not _visible(browser, "details.item") and not _visible(browser, "div.group")
@@ -106,7 +133,6 @@ def test_filters_hide_and_show_rows(page):
 def test_a_matrix_cell_filters_to_its_findings(page):
     browser, tmp = page
     from selenium.webdriver.common.by import By
-
     from selenium.webdriver.common.keys import Keys
 
     cell = _visible(browser, "#matrix button.cell[data-impl='torch.functional'][data-norm='group_norm']")[0]
@@ -114,7 +140,8 @@ def test_a_matrix_cell_filters_to_its_findings(page):
     cell.send_keys(Keys.ENTER)  # keyboard: the cell is a real button
     shown = _visible(browser, "details.item")
     assert shown and {(e.get_attribute("data-impl"), e.get_attribute("data-norm")) for e in shown} == {
-        ("torch.functional", "group_norm")}
+        ("torch.functional", "group_norm")
+    }
     browser.find_element(By.ID, "filter-reset").click()
 
 

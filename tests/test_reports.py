@@ -3,6 +3,7 @@
 tests/data/quick-torch-onnx.jsonl is a real run:
     pytest conformance/ --adapters torch.functional,onnx.reference --profile quick --seed 1 --results FILE
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def _with_finding(records: list[dict]) -> list[dict]:
     out, done = [], False
     for r in records:
         if not done and r.get("verdict") == "expected divergence":
-            r = {k: v for k, v in r.items() if k not in ("divergence_clause", "reason")} | {"verdict": "finding"}
+            r = {k: v for k, v in r.items() if k not in ("divergence_clause", "reason")} | {
+                "verdict": "finding"
+            }
             done = True
         out.append(r)
     return out
@@ -47,11 +50,14 @@ def test_the_fixture_is_a_complete_valid_run():
     assert {"format", "version", "suite_version", "commit", "profile", "seed", "started"} <= set(run.session)
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("{not json", "not JSON"),
-    ('{"name": "some other tool", "value": 3}', "not a normconf results record"),
-    ('[1, 2, 3]', "not a normconf results record"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("{not json", "not JSON"),
+        ('{"name": "some other tool", "value": 3}', "not a normconf results record"),
+        ("[1, 2, 3]", "not a normconf results record"),
+    ],
+)
 def test_a_corrupt_or_foreign_line_names_file_and_line(tmp_path, line, expected):
     path = _write(tmp_path / "r.jsonl", _records()[:3])
     path.write_text(path.read_text() + line + "\n")
@@ -72,14 +78,18 @@ def test_a_newer_format_version_is_refused(tmp_path):
         R.load([_write(tmp_path / "r.jsonl", records)])
 
 
-@pytest.mark.parametrize("kind, field", [("session", "profile"), ("environment", "device"), ("result", "verdict"),
-                                         ("end", "finished")])
+@pytest.mark.parametrize(
+    "kind, field",
+    [("session", "profile"), ("environment", "device"), ("result", "verdict"), ("end", "finished")],
+)
 def test_a_record_missing_a_field_names_file_line_and_field(tmp_path, kind, field):
     records = _records()
     number = next(i for i, r in enumerate(records, 1) if r["kind"] == kind)
     del records[number - 1][field]
     path = _write(tmp_path / "r.jsonl", records)
-    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:{number}: .*'{field}' is a required property"):
+    with pytest.raises(
+        R.ResultsError, match=rf"{re.escape(str(path))}:{number}: .*'{field}' is a required property"
+    ):
         R.load([path])
 
 
@@ -96,16 +106,25 @@ def test_two_devices_merge_side_by_side(tmp_path):
     gpu = _write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))
     runs = R.load([cpu, gpu])
     rows = {impl for impl, _ in R.matrix(runs)}
-    assert rows == {"torch.functional @ cpu", "torch.functional @ cuda:0", "onnx.reference @ cpu",
-                    "onnx.reference @ cuda:0"}
+    assert rows == {
+        "torch.functional @ cpu",
+        "torch.functional @ cuda:0",
+        "onnx.reference @ cpu",
+        "onnx.reference @ cuda:0",
+    }
     page = html.build(runs)
     for row in rows:
         assert f'<tr data-filter data-impl="{row}"><th scope="row">{row}</th>' in page
 
 
 def test_one_device_in_two_files_is_told_apart_by_file(tmp_path):
-    runs = R.load([_write(tmp_path / "monday.jsonl", _records()), _write(tmp_path / "tuesday.jsonl", _records())])
-    assert {impl for impl, _ in R.matrix(runs)} >= {"torch.functional @ cpu (monday)", "torch.functional @ cpu (tuesday)"}
+    runs = R.load(
+        [_write(tmp_path / "monday.jsonl", _records()), _write(tmp_path / "tuesday.jsonl", _records())]
+    )
+    assert {impl for impl, _ in R.matrix(runs)} >= {
+        "torch.functional @ cpu (monday)",
+        "torch.functional @ cpu (tuesday)",
+    }
 
 
 def test_an_interrupted_run_loads_and_renders_with_a_banner(tmp_path):
@@ -123,7 +142,9 @@ def test_the_report_is_self_contained():
     page = html.build(R.load([FIXTURE]))
     assert not re.search(r"""\ssrc\s*=\s*["']?\s*(https?:)?//""", page, re.I), "an external src"
     assert not re.search(r"<link\b", page, re.I), "a linked stylesheet or icon"
-    assert not re.search(r"""(@import|url\()\s*["']?\s*(https?:)?//""", page, re.I), "CSS fetching from the network"
+    assert not re.search(r"""(@import|url\()\s*["']?\s*(https?:)?//""", page, re.I), (
+        "CSS fetching from the network"
+    )
     assert "<script src" not in page and "<style>" in page and "<script>" in page
 
 
@@ -148,12 +169,18 @@ def test_the_hazards_section_renders_from_measurements_without_frameworks():
     from normconf.reports import hazards as H
 
     found = H.Hazards(
-        measured={("a", "batch_norm"): H.Measured("a", "batch_norm", "A.BatchNorm", "float32", {"momentum": 0.1},
-                                                  running_var=[1.1, 1.2]),
-                  ("b", "batch_norm"): H.Measured("b", "batch_norm", "B.BatchNorm", "float32", {"momentum": 0.01},
-                                                  running_var=[1.01, 1.02])},
-        pairs=[H.Hazard("batch_norm", "a", "b", 1e-7, 0.5, ["momentum: 0.1 vs 0.01"])], skipped={},
-        reference_running_var=[1.1, 1.2])
+        measured={
+            ("a", "batch_norm"): H.Measured(
+                "a", "batch_norm", "A.BatchNorm", "float32", {"momentum": 0.1}, running_var=[1.1, 1.2]
+            ),
+            ("b", "batch_norm"): H.Measured(
+                "b", "batch_norm", "B.BatchNorm", "float32", {"momentum": 0.01}, running_var=[1.01, 1.02]
+            ),
+        },
+        pairs=[H.Hazard("batch_norm", "a", "b", 1e-7, 0.5, ["momentum: 0.1 vs 0.01"])],
+        skipped={},
+        reference_running_var=[1.1, 1.2],
+    )
     page = html.build(R.load([FIXTURE]), H.from_json(H.to_json(found)))
     assert 'id="hazards"' in page and "momentum: 0.1 vs 0.01" in page and "<polyline" in page
     assert 'id="hazards"' not in html.build(R.load([FIXTURE]))
@@ -163,8 +190,18 @@ def test_normconf_report_merges_files_and_reports_bad_ones(tmp_path, capsys):
     from normconf.cli import main
 
     out = tmp_path / "out" / "index.html"
-    assert main(["report", str(FIXTURE), str(_write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(FIXTURE),
+                str(_write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "torch.functional @ cuda:0" in out.read_text(encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("hello\n")
@@ -193,33 +230,48 @@ def test_an_error_record_and_recorded_observations_render(tmp_path):
     """An error (no comparison numbers) shows with dashes; constraint observations get their own table."""
     records = _records()
     first = next(i for i, r in enumerate(records) if r.get("kind") == "result")
-    error = {"kind": "result", "test": "conformance/test_forward.py::x", "adapter": records[first]["adapter"],
-             "norm": "layer_norm", "dtype": "float64", "property": "forward_matches_reference", "verdict": "error",
-             "examples": 0, "message": "the test itself broke"}
-    observed = {**error, "test": "conformance/test_constraints.py::y", "property": "constraint_violations_are_recorded",
-                "verdict": "pass", "message": None, "observations": ["LN.C3 (eps < 0): accepted, output with NaN or inf"]}
+    error = {
+        "kind": "result",
+        "test": "conformance/test_forward.py::x",
+        "adapter": records[first]["adapter"],
+        "norm": "layer_norm",
+        "dtype": "float64",
+        "property": "forward_matches_reference",
+        "verdict": "error",
+        "examples": 0,
+        "message": "the test itself broke",
+    }
+    observed = {
+        **error,
+        "test": "conformance/test_constraints.py::y",
+        "property": "constraint_violations_are_recorded",
+        "verdict": "pass",
+        "message": None,
+        "observations": ["LN.C3 (eps < 0): accepted, output with NaN or inf"],
+    }
     del observed["message"]
-    page = html.build(R.load([_write(tmp_path / "r.jsonl", records[:first] + [error, observed] + records[first:])]))
+    page = html.build(
+        R.load([_write(tmp_path / "r.jsonl", records[:first] + [error, observed] + records[first:])])
+    )
     assert "the test itself broke" in page
-    invalid = page[page.index('id="invalid"'):]
+    invalid = page[page.index('id="invalid"') :]
     assert "LN.C3 (eps &lt; 0)" in invalid and "accepted, output with NaN or inf" in invalid
 
 
-def test_the_results_schema_knows_every_norm():
-    """A norm added to the suite must be a valid `norm` of a result record (else its results are refused)."""
-    from normconf.adapters.base import NORMS
+def test_the_results_schema_knows_every_norm_and_no_other():
+    """A norm added to the suite is a valid `norm` of a result record (else its results are refused)."""
+    from normconf.reference import NORMS
+    from normconf.reports.results import ResultsError, check
 
-    schema = json.loads((Path(R.__file__).parent / "results.schema.json").read_text(encoding="utf-8"))
-
-    def enums(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("norm"), dict) and "enum" in node["norm"]:
-                yield node["norm"]["enum"]
-            for value in node.values():
-                yield from enums(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from enums(value)
-
-    found = list(enums(schema))
-    assert found and all(sorted(e) == sorted(NORMS) for e in found), found
+    record = {
+        "kind": "result",
+        "test": "t",
+        "adapter": "a",
+        "dtype": "float32",
+        "property": "p",
+        "verdict": "pass",
+    }
+    for norm in NORMS:
+        check({**record, "norm": norm}, "here")
+    with pytest.raises(ResultsError, match="norm"):
+        check({**record, "norm": "batch_norms"}, "here")

@@ -1,5 +1,6 @@
 """Every failure carries a repro script; run alone, it reproduces the failure: it prints both answers
 and the verdict under the same budget, and exits 1 (NUM.N7)."""
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,19 @@ def _entry(clause, adapter, shows_in):
 
 
 @pytest.mark.clause("NUM.N7")
-@pytest.mark.parametrize("clause, adapter, shows_in", [("LRN.D4", "onnx.reference", "forward"),
-                                                       ("RMS.D3", "torch.functional", "gradient")])
+@pytest.mark.parametrize(
+    "clause, adapter, shows_in",
+    [("LRN.D4", "onnx.reference", "forward"), ("RMS.D3", "torch.functional", "gradient")],
+)
 def test_a_repro_run_alone_reproduces_the_failure(clause, adapter, shows_in, tmp_path):
     entry = _entry(clause, adapter, shows_in)
     case, dtype = entry.example()
     cell = Cell(adapter, entry.norm, dtype, "forward_matches_reference")
     if shows_in == "gradient":
         cell.cotangent = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3)
-    cell.failure = checks.Verdict(clause, adapter, entry.norm, dtype, "y", checks.T.Comparison(1.0, 0.0, np.inf, 0.0, ()),
-                                  "NUM.N5")
+    cell.failure = checks.Verdict(
+        clause, adapter, entry.norm, dtype, "y", checks.T.Comparison(1.0, 0.0, np.inf, 0.0, ()), "NUM.N5"
+    )
     script = tmp_path / "repro.py"
     script.write_text(repro(cell, case), encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
@@ -45,16 +49,26 @@ def test_a_torch_repro_carries_the_framework_alone_call(tmp_path):
     """torch.functional writes the F.* call it made with literal tensors; the repro runs it first."""
     entry = _entry("RMS.D3", "torch.functional", "gradient")
     case, dtype = entry.example()
-    cell = Cell("torch.functional", entry.norm, dtype, "gradients_match_reference_vjp", cotangent=np.full_like(case.x, 0.3))
+    cell = Cell(
+        "torch.functional",
+        entry.norm,
+        dtype,
+        "gradients_match_reference_vjp",
+        cotangent=np.full_like(case.x, 0.3),
+    )
     text = repro(cell, case)
     namespace: dict = {}
     exec(next(line for line in text.splitlines() if line.startswith("FRAMEWORK_ALONE = ")), namespace)
     alone = namespace["FRAMEWORK_ALONE"]
-    assert "import torch.nn.functional as F" in alone and "y = F.rms_norm(" in alone and "normconf" not in alone
+    assert (
+        "import torch.nn.functional as F" in alone and "y = F.rms_norm(" in alone and "normconf" not in alone
+    )
     script = tmp_path / "repro.py"
     script.write_text(text, encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert "--- the framework alone ---" in done.stdout and "grad['a0'] = " in done.stdout, done.stdout[-2000:] + done.stderr
+    assert "--- the framework alone ---" in done.stdout and "grad['a0'] = " in done.stdout, (
+        done.stdout[-2000:] + done.stderr
+    )
 
 
 @pytest.mark.clause("NUM.N7")
@@ -64,7 +78,9 @@ def test_an_onnx_repro_rebuilds_the_model_with_onnx_alone(adapter):
     if not adapters.get(adapter).available()[0]:
         pytest.skip(f"{adapter} is not installed")
     x = np.arange(6.0).reshape(2, 3) / 4
-    alone = adapters.get(adapter).framework_repro("layer_norm", x, {"axes": (-1,), "eps": 2.0**-10}, dtype="float32")
+    alone = adapters.get(adapter).framework_repro(
+        "layer_norm", x, {"axes": (-1,), "eps": 2.0**-10}, dtype="float32"
+    )
     assert "normconf" not in alone and "helper.make_node('LayerNormalization'" in alone
     done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("y = "), done.stdout + done.stderr
@@ -79,8 +95,12 @@ def test_a_torch_nn_repro_rebuilds_the_configured_module():
     if not adapters.get("torch.nn").available()[0]:
         pytest.skip("torch is not installed")
     x = np.arange(24.0).reshape(2, 3, 4) / 7
-    params = {"eps": 2.0**-10, "momentum": 0.25, "state": R.RunningStats(np.ones(3), np.full(3, 2.0), 3),
-              "scale": np.array([1.0, 2.0, 0.5])}
+    params = {
+        "eps": 2.0**-10,
+        "momentum": 0.25,
+        "state": R.RunningStats(np.ones(3), np.full(3, 2.0), 3),
+        "scale": np.array([1.0, 2.0, 0.5]),
+    }
     alone = adapters.get("torch.nn").framework_repro("batch_norm", x, params, dtype="float32")
     assert "normconf" not in alone and "module = torch.nn.BatchNorm1d(3" in alone
     namespace: dict = {}
@@ -96,8 +116,9 @@ def test_a_paddle_repro_carries_the_framework_alone_call():
     if not adapters.get("paddle.functional").available()[0]:
         pytest.skip("paddle is not installed")
     x = np.arange(24.0).reshape(2, 3, 4) / 7
-    alone = adapters.get("paddle.functional").framework_repro("group_norm", x, {"groups": 3, "eps": 2.0**-10},
-                                                             dtype="float32", cotangent=np.ones_like(x))
+    alone = adapters.get("paddle.functional").framework_repro(
+        "group_norm", x, {"groups": 3, "eps": 2.0**-10}, dtype="float32", cotangent=np.ones_like(x)
+    )
     assert "normconf" not in alone and "y = F.group_norm(" in alone
     done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "grad['a0'] = " in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
@@ -160,8 +181,15 @@ def _first_supported(adapter, norm):
             scale, offset = np.linspace(0.5, 2.0, affine_shape[0]), np.linspace(-1.0, 1.0, affine_shape[0])
             variants = [{"scale": scale, "offset": offset}, {"scale": scale}, {}]
         if declaration.stateful:
-            state = {"state": R.RunningStats(np.full(channels, 0.25), np.full(channels, 2.0), 3), "training": True}
-            variants = [{**v, **state} for v in variants] + [{**v, **state, "momentum": 1.0} for v in variants] + variants
+            state = {
+                "state": R.RunningStats(np.full(channels, 0.25), np.full(channels, 2.0), 3),
+                "training": True,
+            }
+            variants = (
+                [{**v, **state} for v in variants]
+                + [{**v, **state, "momentum": 1.0} for v in variants]
+                + variants
+            )
         for variant in variants:
             case = {**params, **variant}
             cotangent = np.cos(np.arange(x.size) * 0.9).reshape(shape) if declaration.gradients else None
@@ -190,8 +218,19 @@ def _agree(adapter, norm, x, params, dtype, cotangent, outcome, printed) -> list
     acc = adapter.declarations[norm].accumulation.get(dtype, dtype)
     expected = getattr(R, norm)(x, **params)
     bound = checks.budget(norm, x, params, getattr(expected, "y", expected), acc_dtype=acc, out_dtype=dtype)
-    failed = [checks.check("NUM.N7", adapter.name, norm, dtype, "repro y", printed.get("y", np.array(np.nan)), outcome.y,
-                           bound, {})]
+    failed = [
+        checks.check(
+            "NUM.N7",
+            adapter.name,
+            norm,
+            dtype,
+            "repro y",
+            printed.get("y", np.array(np.nan)),
+            outcome.y,
+            bound,
+            {},
+        )
+    ]
     if outcome.grads is not None:
         want = getattr(R, f"{norm}_vjp")(cotangent, x, **params)
         want = {k: getattr(want, k) for k in ("x", "scale") if getattr(want, k) is not None}
@@ -199,11 +238,28 @@ def _agree(adapter, norm, x, params, dtype, cotangent, outcome, printed) -> list
         grads = [v for k, v in printed.items() if k.startswith("grad[")]
         for key in want:
             ours = getattr(outcome.grads, key)
-            theirs = next((g for g in grads if g.size == ours.size and
-                           checks.T.compare(g.reshape(ours.shape), ours, bounds[key], dtype).passed), None)
-            failed.append(checks.check("NUM.N7", adapter.name, norm, dtype, f"repro d{key}",
-                                       np.full(ours.shape, np.nan) if theirs is None else theirs.reshape(ours.shape),
-                                       ours, (bounds[key], "NUM.N8"), {}))
+            theirs = next(
+                (
+                    g
+                    for g in grads
+                    if g.size == ours.size
+                    and checks.T.compare(g.reshape(ours.shape), ours, bounds[key], dtype).passed
+                ),
+                None,
+            )
+            failed.append(
+                checks.check(
+                    "NUM.N7",
+                    adapter.name,
+                    norm,
+                    dtype,
+                    f"repro d{key}",
+                    np.full(ours.shape, np.nan) if theirs is None else theirs.reshape(ours.shape),
+                    ours,
+                    (bounds[key], "NUM.N8"),
+                    {},
+                )
+            )
     return [v for v in failed if not v.passed]
 
 
@@ -230,8 +286,13 @@ def test_every_framework_repro_run_alone_gives_the_adapters_numbers(adapter_name
     batches = [[i for i in range(len(scripts)) if i not in alone]] + [[i] for i in alone]
     outputs = [""] * len(scripts)
     for batch in (b for b in batches if b):
-        done = subprocess.run([sys.executable, "-c", RUN_SCRIPTS], input=json.dumps([scripts[i] for i in batch]),
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_SCRIPTS],
+            input=json.dumps([scripts[i] for i in batch]),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert "\nOUTPUTS " in done.stdout, done.stderr[-3000:]
         for i, output in zip(batch, json.loads(done.stdout.rpartition("\nOUTPUTS ")[2]), strict=True):
             outputs[i] = output

@@ -1,6 +1,7 @@
 """S- and N-clauses the oracle comparison does not pin down on its own: running-state rules, identities
 between norms, eps placement, estimators, conventions, ranges. Every comparison uses the tolerance
 model's float64 reference budget (NUM.N4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -123,7 +124,12 @@ def test_eps_sits_inside_the_square_root(norm):
     """A row of variance 1e-4 with eps 1e-2: sqrt(var + eps) and sqrt(var) + eps differ by 10x."""
     row = np.array([1.0, 1.02, 0.98, 1.0])
     var, eps = row.var(), 1e-2
-    x = {"batch": row[:, None], "layer": row[None, :], "instance": row[None, None, :], "group": row[None, None, :]}[norm]
+    x = {
+        "batch": row[:, None],
+        "layer": row[None, :],
+        "instance": row[None, None, :],
+        "group": row[None, None, :],
+    }[norm]
     y = {
         "batch": lambda: R.batch_norm(x, eps=eps).y,
         "layer": lambda: R.layer_norm(x, eps=eps),
@@ -198,9 +204,15 @@ def test_per_group_affine_is_a_special_case_of_per_channel():
     """ONNX-18 per-group scale equals canonical per-channel scale repeated over each group's channels."""
     x = RNG.normal(size=(2, 6, 3))
     group_scale, group_offset = np.array([2.0, -1.0, 0.5]), np.array([1.0, 0.0, 3.0])
-    per_channel = R.group_norm(x, groups=3, scale=np.repeat(group_scale, 2), offset=np.repeat(group_offset, 2))
+    per_channel = R.group_norm(
+        x, groups=3, scale=np.repeat(group_scale, 2), offset=np.repeat(group_offset, 2)
+    )
     plain = R.group_norm(x, groups=3)
-    close(per_channel, plain * np.repeat(group_scale, 2)[None, :, None] + np.repeat(group_offset, 2)[None, :, None], 6)
+    close(
+        per_channel,
+        plain * np.repeat(group_scale, 2)[None, :, None] + np.repeat(group_offset, 2)[None, :, None],
+        6,
+    )
 
 
 # --- RMSNorm ------------------------------------------------------------------------------------
@@ -374,7 +386,10 @@ def test_one_pass_variance_fails_where_two_pass_float32_does_not(clip):
 def test_folded_affine_form_loses_digits_on_offset_inputs():
     """x*inv + (offset - mean*inv) cancels two large terms; (x - mean)*inv does not."""
     x = (1e4 + RNG.normal(size=(256, 1))).astype(np.float32)
-    mean, inv = x.mean(dtype=np.float64).astype(np.float32), np.float32(1) / x.std(dtype=np.float64).astype(np.float32)
+    mean, inv = (
+        x.mean(dtype=np.float64).astype(np.float32),
+        np.float32(1) / x.std(dtype=np.float64).astype(np.float32),
+    )
     reference = R.batch_norm(x.astype(np.float64), eps=0.0).y
     centred = relative_error((x - mean) * inv, reference)
     folded = relative_error(x * inv + (np.float32(0) - mean * inv), reference)
@@ -387,7 +402,10 @@ def test_one_value_per_channel_is_defined_without_unbiased_update():
     offset = np.array([0.5, 2.0])
     y = R.batch_norm(x, offset=offset, eps=1e-5).y
     np.testing.assert_array_equal(y, offset[None, :])
-    assert R.batch_norm(x, state=R.RunningStats.initial(2), running_var="biased").state.var.tolist() == [0.9, 0.9]
+    assert R.batch_norm(x, state=R.RunningStats.initial(2), running_var="biased").state.var.tolist() == [
+        0.9,
+        0.9,
+    ]
 
 
 @pytest.mark.clause("BN.D9")
@@ -398,7 +416,9 @@ def test_zero_debiased_average_is_canonical_update_with_step_momentum():
         batch = RNG.normal(t, 1.0, size=(6, 1))
         hidden_mean = decay * hidden_mean + (1 - decay) * batch.mean()
         hidden_var = decay * hidden_var + (1 - decay) * batch.var()
-        state = R.batch_norm(batch, state=state, momentum=(1 - decay) / (1 - decay**t), running_var="biased").state
+        state = R.batch_norm(
+            batch, state=state, momentum=(1 - decay) / (1 - decay**t), running_var="biased"
+        ).state
         close(state.mean, [hidden_mean / (1 - decay**t)], 6)
         close(state.var, [hidden_var / (1 - decay**t)], 6)
 

@@ -1,4 +1,6 @@
-"""Every example in spec/ (E-clauses, and any clause with a >>> example) runs as a doctest against the reference."""
+"""Every example in spec/ (E-clauses, and any clause with a >>> example) runs as a doctest against
+the reference."""
+
 from __future__ import annotations
 
 import doctest
@@ -14,7 +16,9 @@ EXAMPLES = [c for c in spec.clauses().values() if c.kind == "E" or ">>>" in c.te
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
-@pytest.mark.parametrize("example", [pytest.param(c, id=c.id, marks=pytest.mark.clause(c.id)) for c in EXAMPLES])
+@pytest.mark.parametrize(
+    "example", [pytest.param(c, id=c.id, marks=pytest.mark.clause(c.id)) for c in EXAMPLES]
+)
 def test_example_runs_as_written(example):
     code = "\n".join(CODE_BLOCK.findall(example.text))
     test = doctest.DocTestParser().get_doctest(code, {"np": np, "R": reference}, example.id, example.page, 0)

@@ -1,5 +1,6 @@
 """NUM-clauses: the tolerance model's pieces behave as spec/numerics.md says, and its budgets separate
 honest rounding from a changed formula."""
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,11 @@ RNG = np.random.default_rng(11)
 
 @pytest.mark.clause("NUM.N1")
 def test_unit_roundoff_of_each_dtype():
-    assert [T.unit_roundoff(d) for d in (np.float64, np.float32, np.float16)] == [2.0**-53, 2.0**-24, 2.0**-11]
+    assert [T.unit_roundoff(d) for d in (np.float64, np.float32, np.float16)] == [
+        2.0**-53,
+        2.0**-24,
+        2.0**-11,
+    ]
 
 
 @pytest.mark.clause("NUM.N2")
@@ -30,16 +35,30 @@ def test_budget_admits_honest_float32_and_rejects_a_changed_formula():
     x = RNG.normal(50.0, 1.0, size=(16, 256))
     reference = R.layer_norm(x, eps=1e-5)
     kappa = T.conditioning(x, (1,))
-    budget = T.standardizing_budget(acc_dtype=np.float32, out_dtype=np.float32, n=256, kappa=kappa,
-                                    xhat=reference, scale=None, y_ref=reference)
+    budget = T.standardizing_budget(
+        acc_dtype=np.float32,
+        out_dtype=np.float32,
+        n=256,
+        kappa=kappa,
+        xhat=reference,
+        scale=None,
+        y_ref=reference,
+    )
     honest = T.standardized_in_dtype(x, (1,), 1e-5, np.float32)
     assert T.compare(honest, reference, budget, np.float32).passed
     unbiased = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, ddof=1, keepdims=True) + 1e-5)
     assert not T.compare(unbiased, reference, budget, np.float32).passed
     small = 1e-3 * RNG.normal(size=(16, 256))  # variance 1e-6 against eps 1e-5
     ref_small = R.layer_norm(small, eps=1e-5)
-    budget_small = T.standardizing_budget(acc_dtype=np.float32, out_dtype=np.float32, n=256,
-                                          kappa=T.conditioning(small, (1,)), xhat=ref_small, scale=None, y_ref=ref_small)
+    budget_small = T.standardizing_budget(
+        acc_dtype=np.float32,
+        out_dtype=np.float32,
+        n=256,
+        kappa=T.conditioning(small, (1,)),
+        xhat=ref_small,
+        scale=None,
+        y_ref=ref_small,
+    )
     eps_outside = (small - small.mean(1, keepdims=True)) / (small.std(1, keepdims=True) + 1e-5)
     assert not T.compare(eps_outside, ref_small, budget_small, np.float32).passed
 
@@ -82,11 +101,14 @@ def test_a_wrongly_shaped_answer_fails_everywhere():
 
 @pytest.mark.clause("NUM.N7")
 def test_a_reference_beyond_the_dtype_range_is_matched_by_its_infinity_only():
-    """A float16 answer of 1.3e5 rounds to +inf: inf of that sign matches, -inf, NaN and the largest finite do not."""
+    """A float16 answer of 1.3e5 rounds to +inf: inf of that sign matches, -inf, NaN and the largest
+    finite do not."""
     expected = np.array([128906.25, -128906.25])
     budget = np.full(2, T.unit_roundoff("float16") * 128906.25)
     assert T.compare(np.array([np.inf, -np.inf]), expected, budget, "float16").passed
     assert not T.compare(np.array([-np.inf, -np.inf]), expected, budget, "float16").passed
     assert not T.compare(np.array([np.nan, -np.inf]), expected, budget, "float16").passed
     assert not T.compare(np.array([65504.0, -np.inf]), expected, budget, "float16").passed
-    assert not T.compare(np.array([np.inf, -np.inf]), expected, budget, "float32").passed  # representable there
+    assert not T.compare(
+        np.array([np.inf, -np.inf]), expected, budget, "float32"
+    ).passed  # representable there

@@ -1,9 +1,11 @@
-"""pytest plugin: deliberately broken copies of the reference, to show the suite catches each bug.
+r"""pytest plugin: deliberately broken copies of the reference, to show the suite catches each bug.
 
-    NORMCONF_MUTATION=eps_outside_sqrt pytest conformance/test_forward.py -p normconf.conformance.meta.mutations
+    NORMCONF_MUTATION=eps_outside_sqrt pytest conformance/test_forward.py \
+        -p normconf.conformance.meta.mutations
 
 The patch is applied to the reference's module globals at configure time, in that process only.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -55,8 +57,13 @@ def _misdeclare(norm, key, value):
 
     for cls in (pytorch.TorchModules, pytorch.TorchFunctional):
         declaration = cls.declarations[norm]
-        conventions = tuple(dataclasses.replace(c, value=value) if c.key == key else c for c in declaration.conventions)
-        cls.declarations = {**cls.declarations, norm: dataclasses.replace(declaration, conventions=conventions)}
+        conventions = tuple(
+            dataclasses.replace(c, value=value) if c.key == key else c for c in declaration.conventions
+        )
+        cls.declarations = {
+            **cls.declarations,
+            norm: dataclasses.replace(declaration, conventions=conventions),
+        }
 
 
 def pytest_configure(config):

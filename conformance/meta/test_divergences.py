@@ -2,6 +2,7 @@
 adapter its pattern names - an entry that no longer matches anything is flagged, not kept. An entry
 that depends on the CPU (NUM.N10) is checked where its dependency holds; where it does not (this CPU,
 these ISA caps), the adapter must conform on the same example."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,39 +36,75 @@ def _diverges(name, entry) -> tuple[bool, str]:
         scales = checks.state_error_scales(entry.norm, case.x, case.params, acc)  # as the suite judges states
         for what in ("mean", "var"):
             want = getattr(expected, what)
-            bound = checks.T.running_stat_budget(acc_dtype=acc, out_dtype=dtype, n=n, batch_error_scale=scales[what],
-                                                 y_ref=want, previous=getattr(ref_state, what))
-            verdict = checks.check(entry.clause, name, entry.norm, dtype, f"state.{what}", getattr(outcome.state, what),
-                                   want, (bound, "NUM.N5"), case.describe())
+            bound = checks.T.running_stat_budget(
+                acc_dtype=acc,
+                out_dtype=dtype,
+                n=n,
+                batch_error_scale=scales[what],
+                y_ref=want,
+                previous=getattr(ref_state, what),
+            )
+            verdict = checks.check(
+                entry.clause,
+                name,
+                entry.norm,
+                dtype,
+                f"state.{what}",
+                getattr(outcome.state, what),
+                want,
+                (bound, "NUM.N5"),
+                case.describe(),
+            )
             if not verdict.passed:
                 return True, verdict.message()
         return False, verdict.message()
     if gradient:
         want = reference_or_reject(case, vjp_of=g).x
-        bound = checks.gradient_budget(entry.norm, case.x, case.params, g, {"x": want}, acc_dtype=acc,
-                                       out_dtype=dtype)["x"], "NUM.N8"
+        bound = (
+            checks.gradient_budget(
+                entry.norm, case.x, case.params, g, {"x": want}, acc_dtype=acc, out_dtype=dtype
+            )["x"],
+            "NUM.N8",
+        )
         actual = outcome.grads.x
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
         bound = checks.budget(entry.norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
         actual = outcome.y
-    verdict = checks.check(entry.clause, name, entry.norm, dtype, entry.shows_in, actual, want, bound, case.describe())
+    verdict = checks.check(
+        entry.clause, name, entry.norm, dtype, entry.shows_in, actual, want, bound, case.describe()
+    )
     return not verdict.passed, verdict.message()
 
 
-@pytest.mark.parametrize("entry", [pytest.param(e, id=f"{e.clause}-{e.adapters}-{e.norm}", marks=pytest.mark.clause(e.clause, *(["NUM.N10"] if e.cpu else [])))
-                                   for e in KNOWN])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(
+            e,
+            id=f"{e.clause}-{e.adapters}-{e.norm}",
+            marks=pytest.mark.clause(e.clause, *(["NUM.N10"] if e.cpu else [])),
+        )
+        for e in KNOWN
+    ],
+)
 def test_known_divergence_still_diverges(entry):
     names = [n for n in adapters.names() if entry.names(n)]
     assert names, f"{entry.adapters} names no adapter"
-    installed = [n for n in names if adapters.get(n).available()[0] and entry.norm in adapters.get(n).declarations]
+    installed = [
+        n for n in names if adapters.get(n).available()[0] and entry.norm in adapters.get(n).declarations
+    ]
     if not installed:
         pytest.skip(f"none of {names} is installed")
     for name in installed:
         diverges, detail = _diverges(name, entry)
         if entry.holds_here():
-            assert diverges, f"{entry.clause} no longer diverges in {name}: {detail} - remove or narrow the entry"
+            assert diverges, (
+                f"{entry.clause} no longer diverges in {name}: {detail} - remove or narrow the entry"
+            )
         else:  # NUM.N10: not this CPU's divergence, so the adapter must get it right here
-            assert not diverges, (f"{entry.clause} diverges in {name} although it is declared for "
-                                  f"{entry.cpu.describe()}, which does not hold here: {detail} - widen the dependency")
+            assert not diverges, (
+                f"{entry.clause} diverges in {name} although it is declared for "
+                f"{entry.cpu.describe()}, which does not hold here: {detail} - widen the dependency"
+            )

@@ -1,6 +1,7 @@
 """A plug-in that misbehaves on purpose (tests/test_reliability.py): after its first call in a process,
 its layer_norm crashes the interpreter (SIGSEGV) and its rms_norm hangs; its lp_normalize breaks the
 protocol by answering in float64. normconf must lose only these cells and report each for what it is."""
+
 import ctypes
 import time
 

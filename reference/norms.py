@@ -1,0 +1,274 @@
+"""The norms, one record each (in the spirit of PyTorch's OpInfo).
+
+A record is everything the suite, the reports and the benchmarks know about a norm: its reference
+and VJP, its title and clause prefix, the clause each property cites, which canonical parameters a
+framework default can set, whether it keeps running statistics, how its cases are drawn, which values
+one statistic spans, which identities hold for it, and what a call needs that has no default. Every
+list and map of norms in normconf reads `NORMS`; adding a norm is its spec page, its reference module
+and its record here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batch_norm import batch_norm, batch_norm_vjp
+from .channel_normalize import channel_normalize, channel_normalize_vjp
+from .group_norm import group_norm, group_norm_vjp, grouped, ungrouped
+from .instance_norm import instance_norm, instance_norm_vjp
+from .layer_norm import layer_norm, layer_norm_vjp
+from .local_response_norm import local_response_norm, local_response_norm_vjp
+from .lp_normalize import lp_normalize, lp_normalize_vjp
+from .rms_norm import rms_norm, rms_norm_vjp
+from .sync_batch_norm import sync_batch_norm, sync_batch_norm_vjp
+
+
+@dataclass(frozen=True)
+class Clauses:
+    """The spec clause each property of a norm cites."""
+
+    forward: str  # S: the output in training mode (or the only mode)
+    vjp: str  # S: the gradients of x, scale and offset
+    defaults: str | None  # D: the frameworks' defaults for it (None: another norm's, `Norm.defaults_of`)
+    state: str | None = None  # S: the running statistics after a step (stateful norms)
+    eval: str | None = None  # S: eval mode with running statistics (stateful norms)
+    scale_invariance: str | None = None  # N: x -> c x leaves the output unchanged (eps = 0)
+    equal_weighting: str | None = None  # S: the replicas' statistics pooled per replica (SBN)
+
+    def cited(self) -> tuple[str, ...]:
+        return tuple(c for c in vars(self).values() if c)
+
+
+# The metamorphic identities of conformance/test_identities.py a norm may satisfy
+IDENTITIES = ("independent_samples", "batch_permutation", "shift", "scale")
+
+
+@dataclass(frozen=True)
+class Norm:
+    """One norm, as every part of normconf sees it."""
+
+    name: str  # the reference function's name: "batch_norm"
+    title: str  # "BatchNorm", as its spec page is headed
+    prefix: str  # the spec page's clause prefix: "BN"
+    forward: Callable
+    vjp: Callable
+    clauses: Clauses
+    strategy: str  # which builder of conformance/strategies.py draws its cases
+    statistics: str  # which values one statistic spans: see `statistic_view`
+    defaultable: tuple[str, ...]  # canonical parameters a framework's default can set
+    affine: tuple[str, ...] = ()  # the learnable parameters the strategies draw ("scale", "offset")
+    identities: frozenset[str] = frozenset()  # the IDENTITIES that hold for it
+    standardizing: bool = False  # subtracts a mean: NUM.N5's conditioning applies
+    stateful: bool = False  # keeps running statistics (a step returns the new state)
+    divisor: bool = False  # has the divisor conventions normalize_var / eps_placement (BN.P8)
+    empty_batch: bool = (
+        False  # an empty batch leaves every statistic defined (NUM.N9's empty-output property)
+    )
+    defaults_of: str | None = None  # takes another norm's framework defaults (nothing of its own to compare)
+    needs: dict = field(default_factory=dict)  # a value for each required parameter with no canonical default
+
+    def parameters(self) -> dict[str, Any]:
+        """The reference's keyword parameters and their canonical defaults (inspect.Parameter.empty when
+        required)."""
+        return {
+            name: p.default
+            for name, p in inspect.signature(self.forward).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    def statistic_view(self, x: np.ndarray, params: dict):
+        """(view of x, the axes each statistic spans, a function mapping a keepdims statistic back to x's
+        shape): the values one statistic is computed from, for budgets and divergence models."""
+        return statistic_view(self.statistics, x, params)
+
+    def reduction_length(self, x: np.ndarray, params: dict) -> int:
+        """Values per statistic (NUM.N2's n): the window for LRN, 1 for an elementwise map."""
+        if self.statistics == "window":
+            return int(params["size"])
+        if self.statistics == "none":
+            return 1
+        view, axes, _ = self.statistic_view(x, params)
+        return max(1, math.prod(view.shape[a] for a in axes))
+
+
+def _axes(params: dict, ndim: int) -> tuple[int, ...]:
+    axes = params.get("axes", (-1,))
+    return tuple(sorted(a % ndim for a in ((axes,) if isinstance(axes, int) else axes)))
+
+
+def statistic_view(statistics: str, x: np.ndarray, params: dict):
+    """See `Norm.statistic_view`. `statistics`: "channel" (every axis but the channel axis),
+    "sample_channel" (every axis but batch and channel), "group" (a sample's channels of one group),
+    "axes" (the normalized axes); "window" and "none" have no view of their own (the axes are empty)."""
+    ndim = x.ndim
+    same_shape = lambda s: np.broadcast_to(s, x.shape)  # noqa: E731
+    if statistics in ("channel", "sample_channel"):
+        axis = params.get("channel_axis", 1) % ndim
+        keep = (0, axis) if statistics == "sample_channel" else (axis,)
+        return x, tuple(i for i in range(ndim) if i not in keep), same_shape
+    if statistics == "group":
+        axis = params.get("channel_axis", 1) % ndim
+        view, axes = grouped(x, params["groups"], axis, params.get("assignment", "contiguous"))
+        moved = np.moveaxis(x, axis, 1).shape
+        return view, axes, lambda s: ungrouped(np.broadcast_to(s, view.shape), moved, axis)
+    return x, _axes(params, ndim), same_shape
+
+
+_RUNNING = ("channel_axis", "eps", "momentum", "running_var", "normalize_var", "eps_placement")
+_STANDARDIZING_IDENTITIES = frozenset({"batch_permutation", "shift", "scale"})
+
+NORMS: dict[str, Norm] = {
+    n.name: n
+    for n in (
+        Norm(
+            "batch_norm",
+            "BatchNorm",
+            "BN",
+            batch_norm,
+            batch_norm_vjp,
+            Clauses("BN.S1", "BN.S6", "BN.D3", state="BN.S2", eval="BN.S3", scale_invariance="BN.N1"),
+            affine=("scale", "offset"),
+            strategy="running",
+            statistics="channel",
+            defaultable=_RUNNING,
+            identities=_STANDARDIZING_IDENTITIES,
+            standardizing=True,
+            stateful=True,
+            divisor=True,
+        ),
+        Norm(
+            "layer_norm",
+            "LayerNorm",
+            "LN",
+            layer_norm,
+            layer_norm_vjp,
+            Clauses("LN.S1", "LN.S2", "LN.D1", scale_invariance="LN.N1"),
+            affine=("scale", "offset"),
+            strategy="axes",
+            statistics="axes",
+            defaultable=("axes", "eps", "normalize_var", "eps_placement"),
+            identities=_STANDARDIZING_IDENTITIES | {"independent_samples"},
+            standardizing=True,
+            divisor=True,
+            empty_batch=True,
+        ),
+        Norm(
+            "instance_norm",
+            "InstanceNorm",
+            "IN",
+            instance_norm,
+            instance_norm_vjp,
+            Clauses("IN.S1", "IN.S4", "IN.D1", state="IN.S3", eval="IN.S2", scale_invariance="IN.N1"),
+            affine=("scale", "offset"),
+            strategy="running",
+            statistics="sample_channel",
+            defaultable=_RUNNING,
+            identities=_STANDARDIZING_IDENTITIES | {"independent_samples"},
+            standardizing=True,
+            stateful=True,
+            divisor=True,
+        ),
+        Norm(
+            "group_norm",
+            "GroupNorm",
+            "GN",
+            group_norm,
+            group_norm_vjp,
+            Clauses("GN.S1", "GN.S2", "GN.D2", scale_invariance="GN.N1"),
+            affine=("scale", "offset"),
+            strategy="groups",
+            statistics="group",
+            defaultable=("groups", "channel_axis", "eps", "assignment", "normalize_var", "eps_placement"),
+            identities=_STANDARDIZING_IDENTITIES | {"independent_samples"},
+            standardizing=True,
+            divisor=True,
+            needs={"groups": 2},
+        ),
+        Norm(
+            "rms_norm",
+            "RMSNorm",
+            "RMS",
+            rms_norm,
+            rms_norm_vjp,
+            Clauses("RMS.S1", "RMS.S2", "RMS.D2", scale_invariance="RMS.N1"),
+            affine=("scale",),
+            strategy="axes",
+            statistics="axes",
+            defaultable=("axes", "eps", "eps_placement"),
+            identities=frozenset({"independent_samples", "batch_permutation", "scale"}),
+            divisor=True,
+            empty_batch=True,
+        ),
+        Norm(
+            "local_response_norm",
+            "LocalResponseNorm",
+            "LRN",
+            local_response_norm,
+            local_response_norm_vjp,
+            Clauses("LRN.S1", "LRN.S2", "LRN.D1"),
+            strategy="window",
+            statistics="window",
+            defaultable=("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
+            identities=frozenset({"independent_samples", "batch_permutation"}),
+            empty_batch=True,
+            needs={"size": 3},
+        ),
+        Norm(
+            "lp_normalize",
+            "Lp-normalize",
+            "LP",
+            lp_normalize,
+            lp_normalize_vjp,
+            Clauses("LP.S1", "LP.S2", "LP.D1", scale_invariance="LP.N1"),
+            strategy="lp",
+            statistics="axes",
+            defaultable=("p", "axes", "eps", "eps_placement"),
+            identities=frozenset({"independent_samples", "batch_permutation", "scale"}),
+            empty_batch=True,
+        ),
+        Norm(
+            "channel_normalize",
+            "Per-channel input Normalize",
+            "CN",
+            channel_normalize,
+            channel_normalize_vjp,
+            Clauses("CN.S1", "CN.S2", "CN.D1"),
+            strategy="channel_map",
+            statistics="none",
+            defaultable=("channel_axis", "std_floor"),
+            identities=frozenset({"independent_samples", "batch_permutation"}),
+            empty_batch=True,
+        ),
+        Norm(
+            "sync_batch_norm",
+            "Synchronized BatchNorm",
+            "SBN",
+            sync_batch_norm,
+            sync_batch_norm_vjp,
+            Clauses("SBN.S1", "SBN.S4", None, state="SBN.S3", eval="SBN.S3", equal_weighting="SBN.S2"),
+            affine=("scale", "offset"),
+            strategy="running",
+            statistics="channel",
+            defaultable=("weighting", "channel_axis", "eps", "momentum", "running_var"),
+            # moving rows between replicas changes equal-weighted statistics: not batch-permutable
+            identities=frozenset(),
+            standardizing=True,
+            stateful=True,
+            defaults_of="batch_norm",
+        ),
+    )
+}
+
+
+def get(name: str) -> Norm:
+    """The record of `name`; an unknown name is a ValueError naming the known ones."""
+    try:
+        return NORMS[name]
+    except KeyError:
+        raise ValueError(f"unknown norm {name!r}; one of {', '.join(NORMS)}") from None
