@@ -10,6 +10,8 @@ approximated.
 from __future__ import annotations
 
 import importlib.util
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +84,54 @@ DIVISOR_NORMS = tuple(name for name, norm in RECORDS.items() if norm.divisor)
 
 # The canonical keyword parameters of each reference function that a framework default can set.
 CANONICAL_PARAMETERS = {name: norm.defaultable for name, norm in RECORDS.items()}
+
+
+class Params(Mapping):
+    """One call's canonical parameters, resolved once: every keyword parameter of the norm's reference
+    function, with the reference's own default where the call gave none (a parameter the reference
+    requires stays absent unless given). Read-only; `params.eps`, `params["eps"]` and `params.get("eps")`
+    agree, so no adapter re-defaults a canonical parameter."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, norm: str, given: Mapping, omit: tuple[str, ...] = ()):
+        known = RECORDS[norm].parameters()
+        unknown = set(given) - set(known)
+        if unknown:
+            raise TypeError(f"{norm} takes no parameter {', '.join(sorted(unknown))}")
+        defaults = {k: v for k, v in known.items() if v is not inspect.Parameter.empty}
+        values = {k: v for k, v in {**defaults, **given}.items() if k not in omit}
+        object.__setattr__(self, "_values", values)
+
+    def __getitem__(self, key: str):
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Params are read-only: build new ones with {**params, key: value}")
+
+    def __reduce__(self):  # pickled for isolated and replica children as the plain mapping it holds
+        return (_params_from_values, (self._values,))
+
+    def __repr__(self) -> str:
+        return f"Params({self._values!r})"
+
+
+def _params_from_values(values: dict) -> "Params":
+    params = object.__new__(Params)
+    object.__setattr__(params, "_values", dict(values))
+    return params
 
 
 @dataclass
@@ -164,7 +214,8 @@ class Adapter:
                     f"{fixed.get(key, canonical)!r}, not {value!r} "
                     f"({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})",
                 )
-        return self._run(norm, np.asarray(x, dtype=np.float64), params, dtype, cotangent)
+        omit = tuple(DIVISOR_CONVENTIONS) if norm in DIVISOR_NORMS else ()  # checked above, implicit now
+        return self._run(norm, np.asarray(x, dtype=np.float64), Params(norm, params, omit), dtype, cotangent)
 
     def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome:
         """Dispatch to the `_run_<norm>` method (a plug-in may run every norm in one method instead)."""

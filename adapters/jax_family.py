@@ -599,20 +599,20 @@ def _sync_run(fn, x, sizes, dtype, affine, extra, cotangent, masked: bool):
 
 
 def _axes(x, params) -> tuple[int, ...]:
-    axes = params.get("axes", (-1,))
+    axes = params["axes"]
     return tuple(sorted({a % x.ndim for a in ((axes,) if isinstance(axes, int) else axes)}))
 
 
 def _running(api: str, params) -> tuple[RunningStats | None, bool]:
     """(state, training); checks what a running-statistics update needs when one happens."""
-    state, training = params.get("state"), params.get("training", True)
+    state, training = params.get("state"), params["training"]
     if training and state is not None:
         require(
-            params.get("momentum", 0.1) is not None,
+            params["momentum"] is not None,
             f"{api} has no cumulative average: momentum=None is unsupported (BN.D7)",
         )
         require(
-            params.get("running_var", "unbiased") == "biased",
+            params["running_var"] == "biased",
             f"{api} updates the running variance with the biased batch variance: "
             "running_var='biased' only (BN.D1)",
         )
@@ -966,7 +966,7 @@ class FlaxLinen(JaxBase):
     sync_axis_keyword = "axis_name"
 
     def _sync_repro_body(self, constructor, extra, params):
-        running_average = not params.get("training", True) and params.get("state") is not None
+        running_average = not params["training"] and params.get("state") is not None
         return [
             f"module = nn.{constructor}",
             f"extra = {_tree_literal(extra)}",
@@ -1013,11 +1013,11 @@ class FlaxLinen(JaxBase):
         state, training = _running("flax BatchNorm", params)
         affine = _affine(params, dtype)
         axis = channel_axis_of(x, params)
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         module = _linen().BatchNorm(
             axis=axis,
             momentum=0.99 if momentum is None else 1.0 - momentum,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
             param_dtype=dtype,
@@ -1050,7 +1050,7 @@ class FlaxLinen(JaxBase):
         if not _replicas.here():
             return _replicas.run_in_child(self, _replicas.jax_env(), x, params, dtype, cotangent)
         require(
-            params.get("weighting", "count") == "equal",
+            params["weighting"] == "equal",
             "flax averages the replicas' statistics: weighting='equal' only (SBN.D1)",
         )
         state, training = _running("flax BatchNorm", params)
@@ -1060,8 +1060,8 @@ class FlaxLinen(JaxBase):
         nn = _linen()
         module = nn.BatchNorm(
             axis=axis,
-            momentum=0.99 if params.get("momentum", 0.1) is None else 1.0 - params.get("momentum", 0.1),
-            epsilon=params.get("eps", 1e-5),
+            momentum=0.99 if params["momentum"] is None else 1.0 - params["momentum"],
+            epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
             param_dtype=dtype,
@@ -1100,7 +1100,7 @@ class FlaxLinen(JaxBase):
         affine = _affine(params, dtype)
         axes = _axes(x, params)
         module = _linen().LayerNorm(
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             reduction_axes=axes,
             feature_axes=axes,
             use_scale="scale" in affine,
@@ -1113,14 +1113,14 @@ class FlaxLinen(JaxBase):
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == x.ndim - 1, "flax GroupNorm takes channels last only (GN.P2)")
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "flax GroupNorm groups contiguous channels (GN.D1)",
         )
         affine = _affine(params, dtype)
         module = _linen().GroupNorm(
             num_groups=params["groups"],
             group_size=None,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
             param_dtype=dtype,
@@ -1132,7 +1132,7 @@ class FlaxLinen(JaxBase):
         _no_state("flax InstanceNorm", params)
         affine = _affine(params, dtype)
         module = _linen().InstanceNorm(
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             feature_axes=channel_axis_of(x, params),
             use_scale="scale" in affine,
             use_bias="offset" in affine,
@@ -1300,12 +1300,12 @@ class FlaxNnx(JaxBase):
         state, training = _running("nnx BatchNorm", params)
         affine = _affine(params, dtype)
         axis = channel_axis_of(x, params)
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         module = nnx.BatchNorm(
             x.shape[axis],
             axis=axis,
             momentum=0.99 if momentum is None else 1.0 - momentum,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
             param_dtype=dtype,
@@ -1331,7 +1331,7 @@ class FlaxNnx(JaxBase):
         axes = _axes(x, params)
         module = nnx.LayerNorm(
             math.prod(x.shape[a] for a in axes),
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             reduction_axes=axes,
             feature_axes=axes,
             use_scale="scale" in affine,
@@ -1346,7 +1346,7 @@ class FlaxNnx(JaxBase):
         nnx = _nnx()
         require(channel_axis_of(x, params) == x.ndim - 1, "nnx GroupNorm takes channels last only (GN.P2)")
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "nnx GroupNorm groups contiguous channels (GN.D1)",
         )
         affine = _affine(params, dtype)
@@ -1354,7 +1354,7 @@ class FlaxNnx(JaxBase):
             x.shape[-1],
             num_groups=params["groups"],
             group_size=None,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
             param_dtype=dtype,
@@ -1370,7 +1370,7 @@ class FlaxNnx(JaxBase):
         axis = channel_axis_of(x, params)
         module = nnx.InstanceNorm(
             x.shape[axis],
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             feature_axes=axis,
             use_scale="scale" in affine,
             use_bias="offset" in affine,
@@ -1540,7 +1540,7 @@ class Haiku(JaxBase):
     sync_axis_keyword = "cross_replica_axis"
 
     def _sync_repro_body(self, constructor, extra, params):
-        training = params.get("training", True)
+        training = params["training"]
         call_args = (training, not training and params.get("state") is None)
         (ema,) = [name for name in extra if name.endswith("mean_ema")]
         return [
@@ -1586,7 +1586,7 @@ class Haiku(JaxBase):
         state, training = _running("haiku BatchNorm", params)
         decay = 0.0  # unused unless running statistics are updated
         if training and state is not None:
-            momentum = params.get("momentum", 0.1)
+            momentum = params["momentum"]
             decay = 1.0 - momentum
             step = state.num_batches_tracked + 1
             weight = (1.0 - decay) / (1.0 - decay**step) if decay < 1.0 else math.nan
@@ -1624,7 +1624,7 @@ class Haiku(JaxBase):
                 create_scale="scale" in affine,
                 create_offset="offset" in affine,
                 decay_rate=decay,
-                eps=params.get("eps", 1e-5),
+                eps=params["eps"],
                 data_format=data_format,
                 cross_replica_axis=cross_replica_axis,
             )
@@ -1632,7 +1632,7 @@ class Haiku(JaxBase):
         # training: is_training; eval with state: the EMAs; eval without state: the batch's own
         # statistics, not updating anything (test_local_stats, BN.S4).
         call_args = (training, not training and state is None)
-        key = ("BatchNorm", tuple(affine), decay, params.get("eps", 1e-5), data_format)
+        key = ("BatchNorm", tuple(affine), decay, params["eps"], data_format)
         return make, load_state, call_args, affine, state, training, key
 
     @staticmethod
@@ -1660,7 +1660,7 @@ class Haiku(JaxBase):
         if not _replicas.here():
             return _replicas.run_in_child(self, _replicas.jax_env(), x, params, dtype, cotangent)
         require(
-            params.get("weighting", "count") == "equal",
+            params["weighting"] == "equal",
             "haiku averages the replicas' statistics: weighting='equal' only (SBN.D1)",
         )
         sizes = tuple(params["replica_sizes"])
@@ -1697,11 +1697,11 @@ class Haiku(JaxBase):
                 axis=axes,
                 create_scale="scale" in affine,
                 create_offset="offset" in affine,
-                eps=params.get("eps", 1e-5),
+                eps=params["eps"],
                 param_axis=axes,
             )
 
-        key = ("LayerNorm", axes, tuple(affine), params.get("eps", 1e-5))
+        key = ("LayerNorm", axes, tuple(affine), params["eps"])
         y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
@@ -1715,11 +1715,11 @@ class Haiku(JaxBase):
             return hk.InstanceNorm(
                 create_scale="scale" in affine,
                 create_offset="offset" in affine,
-                eps=params.get("eps", 1e-5),
+                eps=params["eps"],
                 data_format=data_format,
             )
 
-        key = ("InstanceNorm", tuple(affine), params.get("eps", 1e-5), data_format)
+        key = ("InstanceNorm", tuple(affine), params["eps"], data_format)
         y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
@@ -1727,7 +1727,7 @@ class Haiku(JaxBase):
         hk = _haiku()
         data_format = _haiku_format("haiku GroupNorm", x, params, "GN.P2")
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "haiku GroupNorm groups contiguous channels (GN.D1)",
         )
         affine = _affine(params, dtype)
@@ -1737,11 +1737,11 @@ class Haiku(JaxBase):
                 params["groups"],
                 create_scale="scale" in affine,
                 create_offset="offset" in affine,
-                eps=params.get("eps", 1e-5),
+                eps=params["eps"],
                 data_format=data_format,
             )
 
-        key = ("GroupNorm", params["groups"], tuple(affine), params.get("eps", 1e-5), data_format)
+        key = ("GroupNorm", params["groups"], tuple(affine), params["eps"], data_format)
         y, _, grads = _haiku_run(key, make, _array(x, dtype), affine, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
@@ -1953,11 +1953,11 @@ class Equinox(JaxBase):
         )
         state, training = _running("equinox BatchNorm", params)
         affine = _affine(params, dtype)
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         model, eqx_state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(
             x.shape[1],
             axis_name="batch",
-            eps=params.get("eps", 1e-5),
+            eps=params["eps"],
             channelwise_affine=bool(affine),
             momentum=0.99 if momentum is None else 1.0 - momentum,
             mode="ema",
@@ -1978,7 +1978,7 @@ class Equinox(JaxBase):
 
     def _trailing(self, cls, api, x, params, dtype, cotangent, **kwargs):
         """LayerNorm / RMSNorm: shape = the trailing normalized axes, vmapped over the leading ones."""
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(
             count is not None, f"{api} normalizes each whole (vmapped) sample: trailing axes only (LN.D3)"
         )
@@ -1992,7 +1992,7 @@ class Equinox(JaxBase):
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         return self._trailing(
-            _eqx().nn.LayerNorm, "equinox LayerNorm", x, params, dtype, cotangent, eps=params.get("eps", 1e-5)
+            _eqx().nn.LayerNorm, "equinox LayerNorm", x, params, dtype, cotangent, eps=params["eps"]
         )
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
@@ -2006,7 +2006,7 @@ class Equinox(JaxBase):
             "equinox GroupNorm takes channels first per sample: channel_axis=1 only (GN.P2)",
         )
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "equinox GroupNorm groups contiguous channels (GN.D1)",
         )
         affine = _affine(params, dtype)
@@ -2014,7 +2014,7 @@ class Equinox(JaxBase):
         model = eqx.nn.GroupNorm(
             params["groups"],
             x.shape[1],
-            eps=params.get("eps", 1e-5),
+            eps=params["eps"],
             channelwise_affine=bool(affine),
             dtype=dtype,
         )

@@ -767,7 +767,7 @@ class Keras(Adapter):
         )
         if len(built) != 1:
             return None
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         weights = {
             "gamma": params.get("scale"),
             "beta": params.get("offset"),
@@ -841,18 +841,18 @@ class Keras(Adapter):
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(
-            params.get("running_var", "unbiased") == "biased",
+            params["running_var"] == "biased",
             "Keras updates moving_variance with the biased batch variance (BN.D1)",
         )
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
         layers = _keras().layers
         axis = channel_axis_of(x, params)
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         layer = layers.BatchNormalization(
             axis=axis,
             momentum=1.0 - momentum,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             center=params.get("offset") is not None,
             scale=params.get("scale") is not None,
             dtype=dtype,
@@ -882,14 +882,14 @@ class Keras(Adapter):
                 self, _replicas.tf_env(self.child_env()), x, params, dtype, cotangent
             )
         require(
-            params.get("weighting", "count") == "count",
+            params["weighting"] == "count",
             "Keras pools the replicas by count: weighting='count' only (SBN.D2)",
         )
         require(
-            params.get("running_var", "unbiased") == "biased",
+            params["running_var"] == "biased",
             "Keras updates moving_variance with the biased batch variance (BN.D1)",
         )
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
         devices = _replicas.tf_logical_cpus()
         import tensorflow as tf
@@ -898,12 +898,12 @@ class Keras(Adapter):
         require(len(sizes) <= len(devices), f"{len(sizes)} replicas, {len(devices)} logical devices")
         strategy = _mirrored(tuple(devices[: len(sizes)]))
         axis = channel_axis_of(x, params)
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         with strategy.scope():
             layer = _keras().layers.BatchNormalization(
                 axis=axis,
                 momentum=1.0 - momentum,
-                epsilon=params.get("eps", 1e-5),
+                epsilon=params["eps"],
                 center=params.get("offset") is not None,
                 scale=params.get("scale") is not None,
                 dtype=dtype,
@@ -958,8 +958,8 @@ class Keras(Adapter):
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         layer = _keras().layers.LayerNormalization(
-            axis=_sorted_axes(params.get("axes", (-1,)), x.ndim),
-            epsilon=params.get("eps", 1e-5),
+            axis=_sorted_axes(params["axes"], x.ndim),
+            epsilon=params["eps"],
             center=params.get("offset") is not None,
             scale=params.get("scale") is not None,
             dtype=dtype,
@@ -969,14 +969,12 @@ class Keras(Adapter):
         return Outcome(y, grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
-        require(
-            params.get("assignment", "contiguous") == "contiguous", "Keras groups contiguous channels (GN.D1)"
-        )
+        require(params["assignment"] == "contiguous", "Keras groups contiguous channels (GN.D1)")
         axis = channel_axis_of(x, params)
         layer = _keras().layers.GroupNormalization(
             groups=params["groups"],
             axis=axis,
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             center=params.get("offset") is not None,
             scale=params.get("scale") is not None,
             dtype=dtype,
@@ -987,7 +985,7 @@ class Keras(Adapter):
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         require(params.get("offset") is None, "keras.layers.RMSNormalization has no offset")
-        axes = _sorted_axes(params.get("axes", (-1,)), x.ndim)
+        axes = _sorted_axes(params["axes"], x.ndim)
         layer = _keras().layers.RMSNormalization(axis=axes, epsilon=params["eps"], dtype=dtype)
         layer.build(x.shape)
         scale = params.get("scale")
@@ -998,13 +996,13 @@ class Keras(Adapter):
         return Outcome(y, grads=grads)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
-        require(params.get("p", 2.0) == 2, "keras.layers.UnitNormalization is p = 2 only")
+        require(params["p"] == 2, "keras.layers.UnitNormalization is p = 2 only")
         require(
-            params.get("eps_placement", "max_norm") == "max_norm",
+            params["eps_placement"] == "max_norm",
             "UnitNormalization bounds the norm: eps_placement='max_norm' only (LP.D1)",
         )
-        require(params.get("eps", 1e-12) == 1e-12, "UnitNormalization hard-codes epsilon=1e-12")
-        axes = params.get("axes", (1,))
+        require(params["eps"] == 1e-12, "UnitNormalization hard-codes epsilon=1e-12")
+        axes = params["axes"]
         axes = list(range(x.ndim)) if axes is None else _sorted_axes(axes, x.ndim)
         layer = _keras().layers.UnitNormalization(axis=axes, dtype=dtype)
         layer.build(x.shape)
@@ -1015,7 +1013,7 @@ class Keras(Adapter):
         keras = _keras()
         floor = keras.config.epsilon()
         require(
-            params.get("std_floor", 0.0) == floor,
+            params["std_floor"] == floor,
             f"keras.layers.Normalization floors the std at keras.config.epsilon() = {floor} (CN.D2)",
         )
         axis = channel_axis_of(x, params, -3)

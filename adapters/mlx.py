@@ -228,7 +228,7 @@ def _call(layer, x, params, dtype, cotangent, training=True):
 
 
 def _eps(params, default=1e-5) -> float:
-    return params.get("eps", default)
+    return params["eps"]
 
 
 def _channels_last(api: str, x, params, clause: str) -> None:
@@ -238,7 +238,7 @@ def _channels_last(api: str, x, params, clause: str) -> None:
 
 
 def _last_axis(api: str, x, params) -> None:
-    require(trailing(params.get("axes", (-1,)), x.ndim) == 1, f"{api} normalizes the last axis only (LN.D3)")
+    require(trailing(params["axes"], x.ndim) == 1, f"{api} normalizes the last axis only (LN.D3)")
 
 
 class MlxNn(Adapter):
@@ -380,16 +380,14 @@ class MlxNn(Adapter):
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(2 <= x.ndim <= 4, "mlx.nn.BatchNorm takes rank 2 to 4 (NC, NLC, NHWC)")
         _channels_last("mlx.nn.BatchNorm", x, params, "BN.P1")
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         if training and state is not None:
+            require(params["momentum"] is not None, "mlx.nn.BatchNorm has no cumulative average (BN.D7)")
             require(
-                params.get("momentum", 0.1) is not None, "mlx.nn.BatchNorm has no cumulative average (BN.D7)"
-            )
-            require(
-                params.get("running_var", "unbiased") == "unbiased",
+                params["running_var"] == "unbiased",
                 "mlx.nn.BatchNorm updates the running variance with ddof=1: running_var='unbiased' only",
             )
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         affine = params.get("scale") is not None or params.get("offset") is not None
         layer = _nn().BatchNorm(
             x.shape[-1],
@@ -422,7 +420,7 @@ class MlxNn(Adapter):
     def _run_group_norm(self, x, params, dtype, cotangent):
         _channels_last("mlx.nn.GroupNorm", x, params, "GN.P2")
         affine = params.get("scale") is not None or params.get("offset") is not None
-        contiguous = params.get("assignment", "contiguous") == "contiguous"
+        contiguous = params["assignment"] == "contiguous"
         layer = _nn().GroupNorm(
             params["groups"], x.shape[-1], eps=_eps(params), affine=affine, pytorch_compatible=contiguous
         )

@@ -510,14 +510,14 @@ class OnnxBase(Adapter):
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(x.ndim >= 2, "BatchNormalization needs (N, C, ...) input")
         require(channel_axis_of(x, params) == 1, "ONNX BatchNormalization's channel axis is 1 (BN.P1)")
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         updates = training and state is not None
         require(
-            not updates or params.get("running_var", "unbiased") == "biased",
+            not updates or params["running_var"] == "biased",
             "ONNX updates running_var with the population (biased) variance (BN.D1)",
         )
         channels = x.shape[1]
-        eps = _attribute32("epsilon", params.get("eps", 1e-5), dtype)
+        eps = _attribute32("epsilon", params["eps"], dtype)
         scale = params.get("scale")
         offset = params.get("offset")
         inputs = {
@@ -528,7 +528,7 @@ class OnnxBase(Adapter):
         if training or state is None:
             # training_mode=1 normalizes with the batch statistics (BN.S1, BN.S4) and must have all three
             # outputs; without a state the running inputs are placeholders whose outputs are dropped.
-            momentum = _onnx_momentum(params.get("momentum", 0.1), dtype) if updates else f32(0.9)
+            momentum = _onnx_momentum(params["momentum"], dtype) if updates else f32(0.9)
             inputs["input_mean"] = np.zeros(channels) if state is None else state.mean
             inputs["input_var"] = np.ones(channels) if state is None else state.var
             outputs, shapes = ("Y", "running_mean", "running_var"), (x.shape, (channels,), (channels,))
@@ -554,12 +554,12 @@ class OnnxBase(Adapter):
             "scale": np.ones(channels) if scale is None else scale,
             "B": np.zeros(channels) if offset is None else offset,
         }
-        attributes = {"epsilon": _attribute32("epsilon", params.get("eps", 1e-5), dtype)}
+        attributes = {"epsilon": _attribute32("epsilon", params["eps"], dtype)}
         (y,) = self._call("InstanceNormalization", attributes, inputs, ("output",), dtype, (x.shape,))
         return Outcome(y, None)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(
             count is not None, "ONNX LayerNormalization normalizes [axis, rank): trailing axes only (LN.D3)"
         )
@@ -568,7 +568,7 @@ class OnnxBase(Adapter):
         inputs = {"X": x, "Scale": np.ones(shape) if scale is None else scale, "B": offset}
         attributes = {
             "axis": x.ndim - count,
-            "epsilon": _attribute32("epsilon", params.get("eps", 1e-5), dtype),
+            "epsilon": _attribute32("epsilon", params["eps"], dtype),
         }
         (y,) = self._call("LayerNormalization", attributes, inputs, ("Y",), dtype, (x.shape,))
         return Outcome(y)
@@ -576,9 +576,7 @@ class OnnxBase(Adapter):
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(x.ndim >= 2, "GroupNormalization needs (N, C, ...) input")
         require(channel_axis_of(x, params) == 1, "ONNX GroupNormalization's channel axis is 1 (GN.P2)")
-        require(
-            params.get("assignment", "contiguous") == "contiguous", "ONNX groups contiguous channels (GN.D1)"
-        )
+        require(params["assignment"] == "contiguous", "ONNX groups contiguous channels (GN.D1)")
         channels = x.shape[1]
         scale, offset = params.get("scale"), params.get("offset")
         inputs = {
@@ -588,13 +586,13 @@ class OnnxBase(Adapter):
         }
         attributes = {
             "num_groups": int(params["groups"]),
-            "epsilon": _attribute32("epsilon", params.get("eps", 1e-5), dtype),
+            "epsilon": _attribute32("epsilon", params["eps"], dtype),
         }
         (y,) = self._call("GroupNormalization", attributes, inputs, ("Y",), dtype, (x.shape,))
         return Outcome(y)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "ONNX RMSNormalization normalizes [axis, rank): trailing axes only")
         require(params.get("offset") is None, "ONNX RMSNormalization has no bias")
         require(params.get("eps") is not None, "ONNX RMSNormalization needs an explicit eps (RMS.P3)")
@@ -611,31 +609,31 @@ class OnnxBase(Adapter):
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         require(x.ndim >= 3, "ONNX LRN needs (N, C, D1, ...) input")
         require(channel_axis_of(x, params) == 1, "ONNX LRN windows over axis 1 (LRN.P3)")
-        require(params.get("alpha_over_size", True), "ONNX always divides alpha by size (LRN.N2)")
+        require(params["alpha_over_size"], "ONNX always divides alpha by size (LRN.N2)")
         size = int(params["size"])
         require(
-            size % 2 == 1 or params.get("extra", "before") == "after",
+            size % 2 == 1 or params["extra"] == "after",
             "ONNX puts an even window's extra channel after c (LRN.D2)",
         )
         self._lrn_limits(x, params, dtype)
         attributes = {
             "size": size,
-            "alpha": _attribute32("alpha", params.get("alpha", 1e-4), dtype),
-            "beta": _attribute32("beta", params.get("beta", 0.75), dtype),
-            "bias": _attribute32("bias", params.get("k", 1.0), dtype),
+            "alpha": _attribute32("alpha", params["alpha"], dtype),
+            "beta": _attribute32("beta", params["beta"], dtype),
+            "bias": _attribute32("bias", params["k"], dtype),
         }
         (y,) = self._call("LRN", attributes, {"X": x}, ("Y",), dtype, (x.shape,))
         return Outcome(y)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(
-            params.get("eps_placement", "max_norm") == "none_or_zero",
+            params["eps_placement"] == "none_or_zero",
             "ONNX LpNormalization has no eps and maps a zero row to 0: "
             "eps_placement='none_or_zero' only (LP.D2)",
         )
-        p = float(params.get("p", 2.0))
+        p = float(params["p"])
         require(p in (1.0, 2.0), f"ONNX LpNormalization takes p = 1 or 2, not {p!r} (LP.P1)")
-        axes = params.get("axes", (1,))
+        axes = params["axes"]
         axes = (axes,) if isinstance(axes, int) else tuple(axes)
         require(len(axes) == 1, "ONNX LpNormalization normalizes along a single axis (LP.P2)")
         attributes = {"axis": int(axes[0]) % x.ndim, "p": int(p)}
@@ -736,7 +734,7 @@ class OnnxRuntime(OnnxBase):
         require(x.ndim == 4, "onnxruntime's CPU LRN takes 4-D NCHW input only")
         require(int(params["size"]) % 2 == 1, "onnxruntime's CPU LRN enforces an odd size (LRN.D2)")
         require(
-            f32(params.get("alpha", 1e-4)) > 0 and f32(params.get("beta", 0.75)) > 0,
+            f32(params["alpha"]) > 0 and f32(params["beta"]) > 0,
             "onnxruntime's CPU LRN enforces alpha > 0 and beta > 0 (as float32 attributes)",
         )
 

@@ -223,7 +223,7 @@ def _attribute32(name: str, value: float, dtype: str) -> float:
 
 def _paddle_momentum(params, dtype: str) -> float:
     """BN.D2: Paddle weights the old value by `momentum`; canonical w weights the new batch."""
-    momentum = params.get("momentum", MOMENTUM32)
+    momentum = params["momentum"]
     require(momentum is not None, "Paddle has no cumulative average (momentum=None) (BN.D7)")
     decay = 1.0 - float(momentum)
     exact = f32(decay) == decay and 1 - Fraction(decay) == Fraction(momentum)
@@ -244,10 +244,10 @@ def _layout(x, params, norm: str) -> str:
 
 
 def _bn_checks(x, params, dtype):
-    require(params.get("running_var", "biased") == "biased", "Paddle's running variance is biased (BN.D1)")
+    require(params["running_var"] == "biased", "Paddle's running variance is biased (BN.D1)")
     return (
         _layout(x, params, "batch_norm"),
-        _attribute32("epsilon", params.get("eps", EPS32), dtype),
+        _attribute32("epsilon", params["eps"], dtype),
         _paddle_momentum(params, dtype),
     )
 
@@ -256,24 +256,22 @@ def _in_checks(x, params, dtype):
     require(3 <= x.ndim <= 5, "instance_norm: Paddle's InstanceNorm takes rank 3 to 5")
     require(channel_axis_of(x, params) == 1, "instance_norm: Paddle's channel axis is dim 1")
     require(params.get("state") is None, "Paddle's InstanceNorm keeps no running statistics (IN.D4)")
-    return _attribute32("epsilon", params.get("eps", EPS32), dtype)
+    return _attribute32("epsilon", params["eps"], dtype)
 
 
 def _ln_checks(x, params, dtype):
-    count = trailing(params.get("axes", (-1,)), x.ndim)
+    count = trailing(params["axes"], x.ndim)
     require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
     require(
         count < x.ndim, "Paddle's layer_norm needs begin_norm_axis > 0: it cannot normalize over every axis"
     )
-    eps = _attribute32("epsilon", params.get("eps", EPS32), dtype)
+    eps = _attribute32("epsilon", params["eps"], dtype)
     require(eps <= 1e-3, "Paddle's layer_norm refuses epsilon outside [0, 0.001] (InferMeta check)")
     return list(x.shape[x.ndim - count :]), eps
 
 
 def _gn_checks(x, params):
-    require(
-        params.get("assignment", "contiguous") == "contiguous", "Paddle groups contiguous channels (GN.D1)"
-    )
+    require(params["assignment"] == "contiguous", "Paddle groups contiguous channels (GN.D1)")
     require(x.ndim >= 3 or channel_axis_of(x, params) == 1, "group_norm: rank 2 is channels-first only")
     axis = channel_axis_of(x, params)
     require(axis in (1, x.ndim - 1), "group_norm: Paddle's channel axis is 1 or the last axis")
@@ -285,12 +283,12 @@ def _lrn_checks(x, params, dtype):
     require(3 <= x.ndim <= 5, "local_response_norm: Paddle's data formats cover rank 3 to 5")
     axis = channel_axis_of(x, params)
     require(axis in (1, x.ndim - 1), "local_response_norm: Paddle's channel axis is 1 or the last axis")
-    require(params.get("alpha_over_size", True), "Paddle always divides alpha by size (LRN.D1)")
+    require(params["alpha_over_size"], "Paddle always divides alpha by size (LRN.D1)")
     require(
-        params["size"] % 2 == 1 or params.get("extra", "before") == "before",
+        params["size"] % 2 == 1 or params["extra"] == "before",
         "Paddle puts an even window's extra channel before c (LRN.D2)",
     )
-    beta = params.get("beta", 0.75)
+    beta = params["beta"]
     require(
         dtype != "float64" or f32(beta) == beta,
         f"Paddle raises to beta as a 32-bit float: {beta!r} would become {f32(beta)!r} (LRN.D8)",
@@ -445,7 +443,7 @@ class PaddleFunctional(PaddleBase):
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = self._affine(params, dtype, grad)
@@ -509,7 +507,7 @@ class PaddleFunctional(PaddleBase):
         y = _paddle().nn.functional.group_norm(
             xt,
             params["groups"],
-            epsilon=params.get("eps", 1e-5),
+            epsilon=params["eps"],
             weight=scale,
             bias=offset,
             data_format=layout,
@@ -523,9 +521,9 @@ class PaddleFunctional(PaddleBase):
         y = _paddle().nn.functional.local_response_norm(
             xt,
             params["size"],
-            alpha=params.get("alpha", 1e-4),
-            beta=params.get("beta", 0.75),
-            k=params.get("k", 1.0),
+            alpha=params["alpha"],
+            beta=params["beta"],
+            k=params["k"],
             data_format=layout,
         )
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
@@ -533,25 +531,25 @@ class PaddleFunctional(PaddleBase):
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(
-            params.get("eps_placement", "max_norm") == "max_norm",
+            params["eps_placement"] == "max_norm",
             "F.normalize takes maximum(norm, eps): eps_placement='max_norm' only (LP.D1)",
         )
-        axes = tuple(params.get("axes", (1,)))
+        axes = tuple(params["axes"])
         require(len(axes) == 1, "F.normalize normalizes over one axis")
-        p = float(params.get("p", 2.0))
+        p = float(params["p"])
         require(
             dtype != "float64" or f32(1.0 / p) == 1.0 / p,
             f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)",
         )
         xt = _tensor(x, dtype, cotangent is not None)
-        y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params.get("eps", 1e-12))
+        y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params["eps"])
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         from paddle.incubate.nn.functional import fused_rms_norm
 
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "begin_norm_axis covers trailing axes only")
         require(count < x.ndim or x.ndim > 1, "fused_rms_norm needs a row axis before the normalized ones")
         shape = x.shape[x.ndim - count :]
@@ -691,7 +689,7 @@ class PaddleLayers(PaddleBase):
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         channels = x.shape[channel_axis_of(x, params)]
         cls = getattr(_paddle().nn, BATCH_NORM_BY_RANK[x.ndim])
         # Without tracked statistics, use_global_stats=False normalizes with the batch in eval too (BN.S4).
@@ -744,7 +742,7 @@ class PaddleLayers(PaddleBase):
             layer = _paddle().nn.GroupNorm(
                 params["groups"],
                 channels,
-                epsilon=params.get("eps", 1e-5),
+                epsilon=params["eps"],
                 weight_attr=None if params.get("scale") is not None else False,
                 bias_attr=None if params.get("offset") is not None else False,
                 data_format=layout,
@@ -757,9 +755,9 @@ class PaddleLayers(PaddleBase):
         layout = _lrn_checks(x, params, dtype)
         layer = _paddle().nn.LocalResponseNorm(
             params["size"],
-            alpha=params.get("alpha", 1e-4),
-            beta=params.get("beta", 0.75),
-            k=params.get("k", 1.0),
+            alpha=params["alpha"],
+            beta=params["beta"],
+            k=params["k"],
             data_format=layout,
         )
         y, grads = self._call(layer, x, params, dtype, cotangent)

@@ -180,14 +180,12 @@ class TorchBase(Adapter):
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(
-            params.get("eps_placement", "max_norm") == "max_norm",
+            params["eps_placement"] == "max_norm",
             "F.normalize clamps the norm: eps_placement='max_norm' only (LP.D1)",
         )
         xt = _tensor(x, dtype, cotangent is not None)
-        axes = tuple(params.get("axes", (1,)))
-        y = _torch().nn.functional.normalize(
-            xt, p=float(params.get("p", 2.0)), dim=axes, eps=params.get("eps", 1e-12)
-        )
+        axes = tuple(params["axes"])
+        y = _torch().nn.functional.normalize(xt, p=float(params["p"]), dim=axes, eps=params["eps"])
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
 
@@ -195,9 +193,9 @@ class TorchBase(Adapter):
 def _lrn_checks(x, params, dtype):
     require(channel_axis_of(x, params) == 1, "PyTorch windows over dim 1 only")
     require(x.ndim >= 3, "F.local_response_norm needs rank >= 3 (LRN.C1)")
-    require(params.get("alpha_over_size", True), "PyTorch always divides alpha by size (LRN.D1)")
+    require(params["alpha_over_size"], "PyTorch always divides alpha by size (LRN.D1)")
     require(
-        params["size"] % 2 == 1 or params.get("extra", "before") == "before",
+        params["size"] % 2 == 1 or params["extra"] == "before",
         "PyTorch puts an even window's extra channel before c (LRN.D2)",
     )
     require(
@@ -311,21 +309,21 @@ class TorchFunctional(TorchBase):
         """F.batch_norm / F.instance_norm: the running tensors are updated in place, as users see."""
         require(channel_axis_of(x, params) == 1, f"{norm}: PyTorch's channel axis is dim 1")
         require(
-            params.get("running_var", "unbiased") == "unbiased",
+            params["running_var"] == "unbiased",
             "PyTorch's running variance is unbiased (BN.D1)",
         )
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         require(
             momentum is not None,
             "the cumulative average (momentum=None) lives in the nn modules, not F (BN.S5)",
         )
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = _affine(params, dtype, grad)
         mean, var = _state_tensors(state, dtype)
         F = _torch().nn.functional
-        eps = params.get("eps", 1e-5)
+        eps = params["eps"]
         if norm == "batch_norm":
             y = F.batch_norm(
                 xt, mean, var, scale, offset, training=training or state is None, momentum=momentum, eps=eps
@@ -354,34 +352,30 @@ class TorchFunctional(TorchBase):
         return self._running("instance_norm", x, params, dtype, cotangent)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = _affine(params, dtype, grad)
-        y = _torch().nn.functional.layer_norm(
-            xt, x.shape[x.ndim - count :], scale, offset, eps=params.get("eps", 1e-5)
-        )
+        y = _torch().nn.functional.layer_norm(xt, x.shape[x.ndim - count :], scale, offset, eps=params["eps"])
         grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == 1, "PyTorch's channel axis is dim 1")
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "PyTorch groups contiguous channels (GN.D1)",
         )
         grad = cotangent is not None
         xt = _tensor(x, dtype, grad)
         scale, offset = _affine(params, dtype, grad)
-        y = _torch().nn.functional.group_norm(
-            xt, params["groups"], scale, offset, eps=params.get("eps", 1e-5)
-        )
+        y = _torch().nn.functional.group_norm(xt, params["groups"], scale, offset, eps=params["eps"])
         grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch RMSNorm has no bias")
         grad = cotangent is not None
@@ -397,9 +391,9 @@ class TorchFunctional(TorchBase):
         y = _torch().nn.functional.local_response_norm(
             xt,
             params["size"],
-            alpha=params.get("alpha", 1e-4),
-            beta=params.get("beta", 0.75),
-            k=params.get("k", 1.0),
+            alpha=params["alpha"],
+            beta=params["beta"],
+            k=params["k"],
         )
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
@@ -583,16 +577,16 @@ class TorchModules(TorchBase):
         require(x.ndim in table, f"{norm}: no torch.nn module for rank {x.ndim}")
         require(channel_axis_of(x, params) == 1, f"{norm}: PyTorch's channel axis is dim 1")
         require(
-            params.get("running_var", "unbiased") == "unbiased",
+            params["running_var"] == "unbiased",
             "PyTorch's running variance is unbiased (BN.D1)",
         )
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         affine = params.get("scale") is not None or params.get("offset") is not None
         cls = getattr(torch.nn, table[x.ndim])
         module = cls(
             x.shape[1],
-            eps=params.get("eps", 1e-5),
-            momentum=params.get("momentum", 0.1),
+            eps=params["eps"],
+            momentum=params["momentum"],
             affine=affine,
             track_running_stats=state is not None,
         ).to(device=_device(), dtype=_dtype(dtype))
@@ -618,14 +612,14 @@ class TorchModules(TorchBase):
         return self._running("instance_norm", x, params, dtype, cotangent)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
         affine = params.get("scale") is not None or params.get("offset") is not None
         module = (
             _torch()
             .nn.LayerNorm(
                 x.shape[x.ndim - count :],
-                eps=params.get("eps", 1e-5),
+                eps=params["eps"],
                 elementwise_affine=affine,
                 bias=params.get("offset") is not None,
             )
@@ -638,20 +632,18 @@ class TorchModules(TorchBase):
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == 1, "PyTorch's channel axis is dim 1")
         require(
-            params.get("assignment", "contiguous") == "contiguous",
+            params["assignment"] == "contiguous",
             "PyTorch groups contiguous channels (GN.D1)",
         )
         affine = params.get("scale") is not None or params.get("offset") is not None
-        module = _torch().nn.GroupNorm(
-            params["groups"], x.shape[1], eps=params.get("eps", 1e-5), affine=affine
-        )
+        module = _torch().nn.GroupNorm(params["groups"], x.shape[1], eps=params["eps"], affine=affine)
         module = _to(module, dtype)
         self._set_affine(module, params, dtype)
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
-        count = trailing(params.get("axes", (-1,)), x.ndim)
+        count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch.nn.RMSNorm has no bias")
         module = (
@@ -671,9 +663,9 @@ class TorchModules(TorchBase):
         _lrn_checks(x, params, dtype)
         module = _torch().nn.LocalResponseNorm(
             params["size"],
-            alpha=params.get("alpha", 1e-4),
-            beta=params.get("beta", 0.75),
-            k=params.get("k", 1.0),
+            alpha=params["alpha"],
+            beta=params["beta"],
+            k=params["k"],
         )
         y, grads = self._call(module, x, params, dtype, cotangent)
         return Outcome(_numpy(y), grads=grads)
@@ -780,7 +772,7 @@ class TorchVision(TorchBase):
 
         require(x.ndim >= 3, "torchvision needs (..., C, H, W)")
         require(channel_axis_of(x, params, -3) == x.ndim - 3, "torchvision's channel axis is -3")
-        require(params.get("std_floor", 0.0) == 0.0, "torchvision has no std floor (CN.D2)")
+        require(params["std_floor"] == 0.0, "torchvision has no std floor (CN.D2)")
         xt = _tensor(x, dtype, cotangent is not None)
         y = Normalize(list(np.ravel(params["mean"])), list(np.ravel(params["std"])))(xt)
         grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None

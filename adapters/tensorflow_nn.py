@@ -313,7 +313,7 @@ class TfNn(TfBase):
                 if t is not None:
                     tape.watch(t)
             mean, var = tf.nn.moments(xt, axes=reduced, keepdims=True)
-            y = tf.nn.batch_normalization(xt, mean, var, offset, scale, params.get("eps", 1e-5))
+            y = tf.nn.batch_normalization(xt, mean, var, offset, scale, params["eps"])
         grads = None
         if cotangent is not None:
             grads = _gradients(tape, y, {"x": xt, "scale": scale, "offset": offset}, cotangent)
@@ -329,9 +329,7 @@ class TfNn(TfBase):
         require(
             channel_axis_of(x, params) == 3, "tf.nn.local_response_normalization windows over the last axis"
         )
-        require(
-            not params.get("alpha_over_size", True), "TF does not divide alpha by the window size (LRN.D1)"
-        )
+        require(not params["alpha_over_size"], "TF does not divide alpha by the window size (LRN.D1)")
         size = params["size"]
         require(size % 2 == 1, "TF's window is 2*depth_radius + 1: odd sizes only")
         tf = _tf()
@@ -341,26 +339,26 @@ class TfNn(TfBase):
             y = tf.nn.local_response_normalization(
                 xt,
                 depth_radius=(size - 1) // 2,
-                bias=params.get("k", 1.0),
-                alpha=params.get("alpha", 1e-4),
-                beta=params.get("beta", 0.75),
+                bias=params["k"],
+                alpha=params["alpha"],
+                beta=params["beta"],
             )
         grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
-        require(params.get("p", 2.0) == 2, "tf.math.l2_normalize is p = 2 only")
+        require(params["p"] == 2, "tf.math.l2_normalize is p = 2 only")
         require(
-            params.get("eps_placement", "max_norm") == "max_power_sum",
+            params["eps_placement"] == "max_power_sum",
             "tf.math.l2_normalize floors the squared sum: eps_placement='max_power_sum' only (LP.D1)",
         )
         tf = _tf()
-        axes = params.get("axes", (1,))
+        axes = params["axes"]
         axis = None if axes is None else [int(a) for a in ((axes,) if isinstance(axes, int) else axes)]
         xt = _tensor(x, dtype)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(xt)
-            y = tf.math.l2_normalize(xt, axis=axis, epsilon=params.get("eps", 1e-12))
+            y = tf.math.l2_normalize(xt, axis=axis, epsilon=params["eps"])
         grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
         return Outcome(_numpy(y), grads=grads)
 
@@ -393,12 +391,12 @@ class TfFusedBatchNorm(TfBase):
         layout = FUSED_LAYOUTS.get((x.ndim, 1 if axis == 1 else -1 if axis == x.ndim - 1 else None))
         require(layout is not None, "fused_batch_norm's channel axis is 1 (NC...) or the last (N...C)")
         require(
-            params.get("running_var", "unbiased") == "unbiased",
+            params["running_var"] == "unbiased",
             "fused_batch_norm's running variance is Bessel-corrected (BN.D1)",
         )
-        momentum = params.get("momentum", 0.1)
+        momentum = params["momentum"]
         require(momentum is not None, "fused_batch_norm has no cumulative average (BN.D7)")
-        state, training = params.get("state"), params.get("training", True)
+        state, training = params.get("state"), params["training"]
         tf = _tf()
         channels = x.shape[axis]
         xt = _tensor(x, dtype)
@@ -422,7 +420,7 @@ class TfFusedBatchNorm(TfBase):
                 offset,
                 mean=mean,
                 variance=var,
-                epsilon=params.get("eps", 1e-5),
+                epsilon=params["eps"],
                 data_format=layout,
                 is_training=is_training,
                 exponential_avg_factor=factor,
