@@ -1,40 +1,20 @@
 """Adapters: each framework implementation behind the protocol of `base.Adapter`.
 
-The registry names each adapter and where it lives, so listing them imports no framework; an adapter's
-module is imported only when it is used, and its framework only when it runs. Plug-ins (your own
-implementations, `plugin.py`) are named by where they live - "path/file.py[:obj]" or "module:obj" - or
-by the name of an installed `normconf.adapters` entry point.
+One folder per framework family (torch/, tensorflow/, keras/, jax/, onnx/, paddle/, mlx/), each with
+its declarations (sources pinned), runtime, adapters, their cost and the family's known divergences
+(`known.py`). Every adapter, built-in or not, is found the same way: an entry point of the group
+`normconf.adapters` (the built-in ones are declared in normconf's own pyproject.toml), so listing them
+imports no framework; an adapter's module is imported only when it is used, and its framework only
+when it runs. Plug-ins (your own implementations, `plugin.py`) are named by their entry point or by
+where they live - "path/file.py[:obj]" or "module:obj".
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from functools import lru_cache
 
 from .base import NORMS, Adapter, Convention, NormDeclaration, Outcome, Unsupported
-
-# name -> (module in this package, class, constructor keyword arguments)
-REGISTRY: dict[str, tuple[str, str, dict]] = {
-    "torch.functional": ("pytorch", "TorchFunctional", {}),
-    "torch.nn": ("pytorch", "TorchModules", {}),
-    "torchvision": ("pytorch", "TorchVision", {}),
-    "tf.nn": ("tensorflow_nn", "TfNn", {}),
-    "tf.fused_batch_norm": ("tensorflow_nn", "TfFusedBatchNorm", {}),
-    "keras[tensorflow]": ("keras3", "Keras", {"backend": "tensorflow"}),
-    "keras[jax]": ("keras3", "Keras", {"backend": "jax"}),
-    "keras[torch]": ("keras3", "Keras", {"backend": "torch"}),
-    "keras[numpy]": ("keras3", "Keras", {"backend": "numpy"}),
-    "flax.linen": ("jax_family", "FlaxLinen", {}),
-    "flax.nnx": ("jax_family", "FlaxNnx", {}),
-    "haiku": ("jax_family", "Haiku", {}),
-    "equinox": ("jax_family", "Equinox", {}),
-    "onnxruntime": ("onnx_models", "OnnxRuntime", {}),
-    "onnx.reference": ("onnx_models", "OnnxReference", {}),
-    "paddle.functional": ("paddle", "PaddleFunctional", {}),
-    "paddle.nn": ("paddle", "PaddleLayers", {}),
-    "mlx.nn": ("mlx", "MlxNn", {}),
-}
 
 
 class UnknownAdapter(KeyError):
@@ -44,6 +24,7 @@ class UnknownAdapter(KeyError):
 ISOLATE = (
     "NORMCONF_ISOLATE"  # set (to the per-call timeout in seconds, or "on"): every call in a child process
 )
+DISTRIBUTION = "normconf"  # the distribution whose entry points are the built-in adapters
 
 
 @lru_cache(maxsize=None)
@@ -52,45 +33,75 @@ def get(name: str) -> Adapter:
     with NORMCONF_ISOLATE set, a proxy running its calls in a child process (crash and hang isolation)."""
     from . import _isolated
 
-    adapter = _load(name)
+    adapter = load(name)
     setting = os.environ.get(ISOLATE, "")
     if not setting or _isolated.in_child():
         return adapter
     return _isolated.IsolatedAdapter(adapter, None if setting == "on" else float(setting))
 
 
-def _load(name: str) -> Adapter:
+@lru_cache(maxsize=None)
+def load(name: str) -> Adapter:
+    """The adapter itself, never a proxy (its declarations, cost and family are read from it)."""
     from . import plugin
 
-    if name in REGISTRY:
-        module, cls, kwargs = REGISTRY[name]
-        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**kwargs)
-    if plugin.is_spec(name):
-        return plugin.load(name)
     if name in plugin.entry_points():
         return plugin.load_entry_point(name)
-    known = sorted([*REGISTRY, *plugin.entry_points()])
+    if plugin.is_spec(name):
+        return plugin.load(name)
     raise UnknownAdapter(
-        f"unknown adapter {name!r}; known: {', '.join(known)} (or a plug-in: path/file.py[:obj], module:obj)"
+        f"unknown adapter {name!r}; known: {', '.join(names())} "
+        "(or a plug-in: path/file.py[:obj], module:obj)"
     )
 
 
-def names() -> list[str]:
-    """The built-in adapters and the installed plug-ins' entry points."""
+def built_in() -> list[str]:
+    """The adapters normconf ships, in the order its pyproject.toml declares them."""
     from . import plugin
 
-    return [*REGISTRY, *sorted(set(plugin.entry_points()) - set(REGISTRY))]
+    return [name for name, point in plugin.entry_points().items() if _distribution(point) == DISTRIBUTION]
+
+
+def names() -> list[str]:
+    """The built-in adapters, then the installed plug-ins' entry points (sorted)."""
+    from . import plugin
+
+    ours = built_in()
+    return [*ours, *sorted(set(plugin.entry_points()) - set(ours))]
+
+
+def family(name: str) -> str:
+    """The package of the family folder an adapter lives in ("normconf.adapters.jax"), or the module of
+    a plug-in."""
+    module = type(load(name)).__module__
+    return module.rsplit(".", 1)[0] if module.startswith(f"{__name__}.") else module
+
+
+def cost(name: str) -> float:
+    """The adapter's relative cost of a quick-profile run (Adapter.cost; 1 where it says nothing)."""
+    try:
+        return float(load(name).cost)
+    except (UnknownAdapter, ImportError):
+        return 1.0
+
+
+def _distribution(point) -> str | None:
+    dist = getattr(point, "dist", None)
+    return None if dist is None else (dist.metadata["Name"] or "").lower()
 
 
 __all__ = [
     "NORMS",
-    "REGISTRY",
     "Adapter",
     "Convention",
     "NormDeclaration",
     "Outcome",
     "Unsupported",
     "UnknownAdapter",
+    "built_in",
+    "cost",
+    "family",
     "get",
+    "load",
     "names",
 ]

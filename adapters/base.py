@@ -154,6 +154,11 @@ class Adapter:
     family: str = ""  # the extra that installs it: "torch", "tensorflow", "jax", "onnx"
     requires: tuple[str, ...] = ()  # importable module names the adapter needs
     declarations: dict[str, NormDeclaration] = {}
+    # Relative cost of the adapter's run, for balancing workers (conformance/workers.py): tens of seconds
+    # of the quick profile on the 2-core machine, two workers, calls isolated, JAX compilation cache cold as
+    # in CI (the results' per-test `seconds`, summed; `normconf bench --sections rate`). Measured
+    # 2026-11-23; 1 where not measured.
+    cost: float = 1.0
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when every required module is importable, else (False, reason). Imports nothing."""
@@ -161,6 +166,10 @@ class Adapter:
         if missing:
             return False, f"{', '.join(missing)} not installed (pip install 'normconf[{self.family}]')"
         return True, ""
+
+    def startup(self) -> str:
+        """Python that imports this adapter's framework in a fresh process (bench's start-up figure)."""
+        return "; ".join(f"import {module}" for module in self.requires)
 
     def cannot_run(self, norm: str) -> str:
         """Why this machine cannot run `norm` at all (its cells are skipped with the reason), or ""."""

@@ -205,11 +205,18 @@ class Cell:
             if explained_by is None
             else [(explained_by, False), (case, True)]
         )
+        gradient = (
+            verdict.clause == R.NORMS[self.norm].clauses.vjp
+        )  # a VJP comparison: gradient entries first
         known = next(
             (
                 entry
                 for c, non_finite_only in judged
-                if (entry := divergences.explaining(self.adapter, c.norm, c, self.dtype, non_finite_only))
+                if (
+                    entry := divergences.explaining(
+                        self.adapter, c.norm, c, self.dtype, non_finite_only, gradient
+                    )
+                )
                 is not None
             ),
             None,

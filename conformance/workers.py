@@ -2,7 +2,7 @@
 
 Frameworks do not share a process well (start-up cost, thread pools, a crash takes the process with
 it), and one core per worker is what their CPU kernels get anyway. Groups are balanced by each
-adapter's measured cost (`COST`, relative seconds of the quick profile on a 2-core machine), longest
+adapter's measured cost (`Adapter.cost`, relative seconds of the quick profile on a 2-core machine), longest
 first; every worker writes its own results file, and the reports merge them.
 """
 
@@ -14,30 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-# Relative cost of one adapter's run: tens of seconds of the quick profile on the 2-core machine, two
-# workers, calls isolated, JAX compilation cache cold as in CI (the results' per-test `seconds`, summed;
-# `normconf bench --sections rate`). Measured 2026-11-23 after the JAX-family speed-ups and with the
-# synchronized-BatchNorm cells (quick run 13 min 55 s with the previous table, workers loaded 502 s /
-# 834 s; torch.nn without its SyncBatchNorm cells, now skipped up front). An adapter not listed counts as 1.
-COST = {
-    "haiku": 22.6,
-    "flax.linen": 22.2,
-    "keras[jax]": 21.1,
-    "flax.nnx": 13.6,
-    "equinox": 13.1,
-    "keras[tensorflow]": 7.9,
-    "mlx.nn": 3.3,
-    "onnxruntime": 3.1,
-    "torch.functional": 3.0,
-    "torch.nn": 2.7,
-    "keras[torch]": 2.4,
-    "keras[numpy]": 1.7,
-    "paddle.functional": 1.5,
-    "onnx.reference": 1.4,
-    "tf.nn": 1.2,
-    "tf.fused_batch_norm": 1.1,
-}
-
+from normconf import adapters
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
 
@@ -46,10 +23,10 @@ def plan(names: list[str], jobs: int) -> list[list[str]]:
     """`names` split into at most `jobs` groups of similar total cost (longest-processing-time first)."""
     groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(names))))]
     loads = [0.0] * len(groups)
-    for name in sorted(names, key=lambda n: -COST.get(n, 1)):
+    for name in sorted(names, key=lambda n: -adapters.cost(n)):
         k = loads.index(min(loads))
         groups[k].append(name)
-        loads[k] += COST.get(name, 1)
+        loads[k] += adapters.cost(name)
     return [g for g in groups if g]
 
 

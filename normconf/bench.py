@@ -23,15 +23,6 @@ import numpy as np
 
 TARGETS = {"reference": 3.0, "throughput": 20.0, "quick": 180.0, "default": 600.0}
 SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
-IMPORTS = {
-    "torch": "import torch",
-    "tensorflow": "import tensorflow",
-    "jax + flax": "import jax, flax.linen",
-    "keras (jax)": "import os; os.environ['KERAS_BACKEND'] = 'jax'; import keras",
-    "onnxruntime": "import onnxruntime",
-    "paddle": "import paddle",
-    "mlx": "import mlx.core",
-}
 PROPERTY_OF = {
     "forward": "forward_matches_reference",
     "gradient": "gradients_match_reference_vjp",
@@ -66,11 +57,20 @@ def reference_ratio() -> list[tuple[str, float]]:
 
 
 def startup() -> list[tuple[str, float | None]]:
+    """(frameworks, seconds) to import each built-in adapter's framework in a fresh process, once per
+    distinct import (Adapter.startup)."""
+    from normconf import adapters
+
+    statements: dict[str, str] = {}
+    for name in adapters.built_in():
+        adapter = adapters.load(name)
+        label = " + ".join(adapter.requires) + (f" ({name})" if name.startswith("keras[") else "")
+        statements.setdefault(adapter.startup(), label)
     figures = []
-    for name, statement in IMPORTS.items():
+    for statement, label in statements.items():
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", statement], capture_output=True)
-        figures.append((name, time.perf_counter() - start if done.returncode == 0 else None))
+        figures.append((label, time.perf_counter() - start if done.returncode == 0 else None))
     return figures
 
 

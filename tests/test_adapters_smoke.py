@@ -92,7 +92,7 @@ def _check(actual, expected, declaration, dtype, n, what):
 @pytest.mark.clause("NUM.N5")
 @pytest.mark.parametrize("name, norm", list(_pairs()))
 def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
-    """A known divergence (conformance/divergences.py) that explains a mismatch makes this an xfail."""
+    """A known divergence (adapters/<family>/known.py) that explains a mismatch makes this an xfail."""
     try:
         _smoke(name, norm)
     except adapters.Unsupported as reason:  # the framework's defaults need something it cannot express

@@ -53,9 +53,9 @@ DECLARATION_MUTATIONS = {
 def _misdeclare(norm, key, value):
     import dataclasses
 
-    from normconf.adapters import pytorch
+    from normconf.adapters.torch import adapters as torch_adapters
 
-    for cls in (pytorch.TorchModules, pytorch.TorchFunctional):
+    for cls in (torch_adapters.TorchModules, torch_adapters.TorchFunctional):
         declaration = cls.declarations[norm]
         conventions = tuple(
             dataclasses.replace(c, value=value) if c.key == key else c for c in declaration.conventions

@@ -21,8 +21,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _isolated, _repro
-from .base import (
+from .. import _isolated, _repro
+from ..base import (
     Adapter,
     Convention,
     NormDeclaration,
@@ -342,6 +342,7 @@ class PaddleFunctional(PaddleBase):
     """`paddle.nn.functional.*` called directly; running statistics are tensors updated in place."""
 
     name = "paddle.functional"
+    cost = 1.5  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",

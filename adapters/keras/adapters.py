@@ -25,8 +25,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _devices, _isolated, _replicas, _repro
-from .base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
+from .. import _devices, _isolated, _replicas, _repro
+from ..base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
 
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
 SRC_BN = f"{K}/keras/src/layers/normalization/batch_normalization.py"
@@ -614,6 +614,9 @@ class Keras(Adapter):
         self.family, self.requires = BACKENDS[backend]
         self.declarations = _declarations(backend)
 
+    def startup(self) -> str:
+        return f"import os; os.environ['KERAS_BACKEND'] = {self.backend!r}; import keras"
+
     # -- where to run ---------------------------------------------------------------------------
 
     def _here(self) -> bool:
@@ -1027,3 +1030,32 @@ class Keras(Adapter):
 
 
 __all__ = ["Keras", "Unsupported"]
+
+
+# One adapter per backend, each registered by name (pyproject.toml, entry points "normconf.adapters")
+class KerasTensorflow(Keras):
+    cost = 7.9  # see Adapter.cost
+
+    def __init__(self):
+        super().__init__("tensorflow")
+
+
+class KerasJax(Keras):
+    cost = 21.1  # see Adapter.cost
+
+    def __init__(self):
+        super().__init__("jax")
+
+
+class KerasTorch(Keras):
+    cost = 2.4  # see Adapter.cost
+
+    def __init__(self):
+        super().__init__("torch")
+
+
+class KerasNumpy(Keras):
+    cost = 1.7  # see Adapter.cost
+
+    def __init__(self):
+        super().__init__("numpy")

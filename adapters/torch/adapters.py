@@ -10,8 +10,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _devices, _repro
-from .base import (
+from .. import _devices, _repro
+from ..base import (
     Adapter,
     Convention,
     NormDeclaration,
@@ -22,14 +22,14 @@ from .base import (
     trailing,
 )
 
-SRC_BN = "https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/batchnorm.py"
-SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/Normalization.cpp"
+SRC_BN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/batchnorm.py"
+SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/Normalization.cpp"
 SRC_NORM = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/normalization.py"
-SRC_IN = "https://github.com/pytorch/pytorch/blob/main/torch/nn/modules/instancenorm.py"
-SRC_F = "https://github.com/pytorch/pytorch/blob/main/torch/nn/functional.py"
-SRC_GN = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/cpu/group_norm_kernel.cpp"
-SRC_RMS = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/layer_norm.cpp"
-SRC_TV = "https://github.com/pytorch/vision/blob/main/torchvision/transforms/_functional_tensor.py"
+SRC_IN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/instancenorm.py"
+SRC_F = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/functional.py"
+SRC_GN = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/cpu/group_norm_kernel.cpp"
+SRC_RMS = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/layer_norm.cpp"
+SRC_TV = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/transforms/_functional_tensor.py"
 SRC_SYNC = (
     "https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
     "_functions.py#L30-L124"
@@ -208,6 +208,7 @@ class TorchFunctional(TorchBase):
     """`torch.nn.functional.*` called directly, running statistics passed as tensors."""
 
     name = "torch.functional"
+    cost = 3.0  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",
@@ -408,6 +409,7 @@ class TorchModules(TorchBase):
     buffers."""
 
     name = "torch.nn"
+    cost = 2.7  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",

@@ -18,8 +18,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _devices, _repro
-from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require
+from .. import _devices, _repro
+from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require
 
 TF = "https://github.com/tensorflow/tensorflow/blob/v2.21.0"
 SRC_MOMENTS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1239-L1285"
@@ -30,12 +30,12 @@ SRC_FUSED_SIGNATURE = f"{TF}/tensorflow/python/ops/nn_impl.py#L1502-L1512"
 SRC_FUSED_LAYOUT = f"{TF}/tensorflow/python/ops/nn_impl.py#L1547-L1548"
 SRC_FUSED_FACTOR = f"{TF}/tensorflow/python/ops/nn_impl.py#L1552-L1567"
 SRC_FUSED_KERNEL = (
-    "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/fused_batch_norm_op.cc"
+    "https://github.com/tensorflow/tensorflow/blob/v2.21.0/tensorflow/core/kernels/fused_batch_norm_op.cc"
 )
 SRC_FUSED_OP = "https://www.tensorflow.org/api_docs/python/tf/raw_ops/FusedBatchNormV3"
-SRC_LRN_OP = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/ops/nn_ops.cc"
+SRC_LRN_OP = "https://github.com/tensorflow/tensorflow/blob/v2.21.0/tensorflow/core/ops/nn_ops.cc"
 SRC_LRN_DOC = "https://www.tensorflow.org/api_docs/python/tf/nn/local_response_normalization"
-SRC_LRN_KERNEL = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/core/kernels/lrn_op.cc"
+SRC_LRN_KERNEL = "https://github.com/tensorflow/tensorflow/blob/v2.21.0/tensorflow/core/kernels/lrn_op.cc"
 SRC_L2_SIGNATURE = f"{TF}/tensorflow/python/ops/nn_impl.py#L541-L545"
 SRC_L2_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L575-L576"
 
@@ -267,6 +267,7 @@ class TfNn(TfBase):
     `tf.math.l2_normalize`."""
 
     name = "tf.nn"
+    cost = 1.2  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",
@@ -370,6 +371,7 @@ class TfFusedBatchNorm(TfBase):
     """`tf.compat.v1.nn.fused_batch_norm` (op `FusedBatchNormV3`): TF's BatchNorm with running statistics."""
 
     name = "tf.fused_batch_norm"
+    cost = 1.1  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",

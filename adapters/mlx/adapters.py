@@ -20,8 +20,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _repro
-from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from .. import _repro
+from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
 
 MLX = "https://github.com/ml-explore/mlx/blob/846d176227a0ac13d2667e58d2bb68b322109ab0/"
 NORM = MLX + "python/mlx/nn/layers/normalization.py"
@@ -245,6 +245,7 @@ class MlxNn(Adapter):
     """`mlx.nn` layers on the CPU stream."""
 
     name = "mlx.nn"
+    cost = 3.3  # see Adapter.cost
     family = "mlx"
     requires = ("mlx",)
     declarations = {

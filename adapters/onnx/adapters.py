@@ -21,8 +21,8 @@ import numpy as np
 
 from normconf.reference import RunningStats
 
-from . import _repro
-from .base import (
+from .. import _repro
+from ..base import (
     Adapter,
     Convention,
     NormDeclaration,
@@ -651,6 +651,7 @@ class OnnxRuntime(OnnxBase):
         ".run(None, feeds)",
     )
     name = "onnxruntime"
+    cost = 3.1  # see Adapter.cost
     requires = ("onnx", "onnxruntime")
     # onnxruntime 1.32 CPU: bfloat16 has a kernel for LayerNormalization only; float64 has none for
     # InstanceNormalization or LRN. float16 runs natively (LayerNormalization, RMSNormalization) or
@@ -777,6 +778,7 @@ class OnnxReference(OnnxBase):
 
     runner = ("import onnx.reference", "onnx.reference.ReferenceEvaluator(model).run(None, feeds)")
     name = "onnx.reference"
+    cost = 1.4  # see Adapter.cost
     requires = ("onnx",)
     # The evaluator's ops are NumPy in the input dtype (stash_type ignored); GroupNormalization has no
     # Python op and runs its function body (stage one cast to float32, as stash_type=1 says).

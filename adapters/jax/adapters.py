@@ -21,8 +21,8 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from . import _devices, _isolated, _replicas, _repro
-from .base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from .. import _devices, _isolated, _replicas, _repro
+from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
 
 LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
 SRC_LINEN_STATS = LINEN + "#L107-L150"  # _compute_stats: float32 promotion, fast (one-pass) variance
@@ -603,6 +603,13 @@ def _axes(x, params) -> tuple[int, ...]:
     return tuple(sorted({a % x.ndim for a in ((axes,) if isinstance(axes, int) else axes)}))
 
 
+def _decay(momentum: float | None) -> float:
+    """The layer's momentum (the old value's weight) for canonical `momentum` (the new value's): 1 - momentum.
+    None (a cumulative average) is refused by `_running` wherever an update happens; elsewhere the
+    layer's own default (0.99) stands, unused."""
+    return 0.99 if momentum is None else 1.0 - momentum
+
+
 def _running(api: str, params) -> tuple[RunningStats | None, bool]:
     """(state, training); checks what a running-statistics update needs when one happens."""
     state, training = params.get("state"), params["training"]
@@ -892,6 +899,7 @@ class FlaxLinen(JaxBase):
     """`flax.linen` modules, initialized and applied functionally (`init` / `apply`)."""
 
     name = "flax.linen"
+    cost = 22.2  # see Adapter.cost
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -1016,7 +1024,7 @@ class FlaxLinen(JaxBase):
         momentum = params["momentum"]
         module = _linen().BatchNorm(
             axis=axis,
-            momentum=0.99 if momentum is None else 1.0 - momentum,
+            momentum=_decay(momentum),
             epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
@@ -1060,7 +1068,7 @@ class FlaxLinen(JaxBase):
         nn = _linen()
         module = nn.BatchNorm(
             axis=axis,
-            momentum=0.99 if params["momentum"] is None else 1.0 - params["momentum"],
+            momentum=_decay(params["momentum"]),
             epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
@@ -1217,6 +1225,7 @@ class FlaxNnx(JaxBase):
     """`flax.nnx` modules (stateful objects; running statistics are `nnx.BatchStat` variables)."""
 
     name = "flax.nnx"
+    cost = 13.6  # see Adapter.cost
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -1304,7 +1313,7 @@ class FlaxNnx(JaxBase):
         module = nnx.BatchNorm(
             x.shape[axis],
             axis=axis,
-            momentum=0.99 if momentum is None else 1.0 - momentum,
+            momentum=_decay(momentum),
             epsilon=params["eps"],
             use_scale="scale" in affine,
             use_bias="offset" in affine,
@@ -1486,6 +1495,7 @@ class Haiku(JaxBase):
     """dm-haiku modules under `hk.transform_with_state`."""
 
     name = "haiku"
+    cost = 22.6  # see Adapter.cost
     framework = "haiku"
     requires = ("jax", "haiku")
     declarations = {
@@ -1854,6 +1864,7 @@ class Equinox(JaxBase):
     """equinox layers, which take one unbatched sample: batches go through `jax.vmap`."""
 
     name = "equinox"
+    cost = 13.1  # see Adapter.cost
     framework = "equinox"
     requires = ("jax", "equinox")
     declarations = {
@@ -1959,7 +1970,7 @@ class Equinox(JaxBase):
             axis_name="batch",
             eps=params["eps"],
             channelwise_affine=bool(affine),
-            momentum=0.99 if momentum is None else 1.0 - momentum,
+            momentum=_decay(momentum),
             mode="ema",
             dtype=dtype,
         )

@@ -1,0 +1,332 @@
+"""The JAX family's known divergences (flax.linen, flax.nnx, haiku, equinox), sorted by clause: each a
+model of what the library does instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.adapters._cpu import CpuDependency
+from normconf.conformance.checks import statistic_view
+from normconf.conformance.divergences import (
+    HUGE_ROW,
+    OFFSET_ROWS,
+    RSQRT_EXAMPLES,
+    Divergence,
+    batch_stats,
+    eps_underflows,
+    float64_running_update,
+    half_rsqrt_jvp_overflows,
+    half_squares_overflow,
+    huge,
+    one_pass_exceeds_budget,
+    one_pass_gradient_amplified,
+    rsqrt_jvp_underflows,
+)
+from normconf.conformance.strategies import Case
+from normconf.reference import RunningStats
+
+
+def _flax_one_pass(case: Case, dtype: str) -> bool:
+    return one_pass_exceeds_budget(case, dtype, clip=True, acc="float32")
+
+
+def _input_dtype_one_pass(case: Case, dtype: str) -> bool:
+    return one_pass_exceeds_budget(case, dtype, clip=False, acc=dtype)
+
+
+def _unclipped_one_pass_can_go_negative(case: Case, dtype: str) -> bool:
+    """BN.D8, haiku: mean(x²) − mean² unclipped, in the input dtype, each mean a sum times 1/n (as XLA
+    divides) — on a (near-)constant channel it can come out a few ulps of mean(x²) below 0, and with
+    eps smaller than that rsqrt(var + eps) is NaN. True where var + eps is within 4 ulps of mean(x²)."""
+    if not batch_stats(case) or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    unit = float(np.finfo(np.float32 if dtype in ("float16", "bfloat16") else np.dtype(dtype)).eps)
+    unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else unit
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean_square = np.mean(view * view, axis=axes)
+        return bool(np.any(view.var(axis=axes) + case.params.get("eps", 1e-5) <= 4 * unit * mean_square))
+
+
+def _half_cotangent_times_rstd_overflows(case: Case, dtype: str) -> bool:
+    """LN.D5 (flax): |g| * rsqrt(var + eps) beyond float16's range."""
+    if dtype != "float16" or case.cotangent is None or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    smallest = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    return float(np.max(np.abs(case.cotangent))) / np.sqrt(smallest) > huge(dtype)
+
+
+_CONSTANT_30 = np.full((30, 1), 1.5)  # mean(x) and mean(x²) multiplied by fl(1/30): var comes out < 0
+_NEAR_ONE = 1.0 + 1e-5 * np.array([[0.3, -1.2, 0.7, 0.2]])
+
+# haiku's BatchNorm float16 backward overflows only where XLA promotes float16 arithmetic to float32 per
+# operation (no AVX512-FP16 in force); with native float16 it stays finite and within NUM.N8's budget
+# (measured on an AVX512-FP16 Xeon: 351 against a budget of 3.3e7; the same CPU capped to AVX2 overflows).
+_XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False)
+
+KNOWN: list[Divergence] = [
+    Divergence(
+        "flax.*",
+        "batch_norm",
+        "BN.D8",
+        "flax computes the variance in one pass (use_fast_variance=True)",
+        _flax_one_pass,
+        lambda: (
+            Case(
+                "batch_norm",
+                OFFSET_ROWS.T.copy(),
+                {"channel_axis": -1, "eps": 2.0**-20, "training": True},
+                "offset",
+            ),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "haiku",
+        "batch_norm",
+        "BN.D8",
+        "haiku computes the variance in one pass, unclipped, in the input dtype",
+        _input_dtype_one_pass,
+        lambda: (
+            Case(
+                "batch_norm",
+                OFFSET_ROWS.T.copy(),
+                {"channel_axis": -1, "eps": 2.0**-20, "training": True},
+                "offset",
+            ),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "haiku",
+        "batch_norm",
+        "BN.D8",
+        "haiku's unclipped one-pass variance goes below 0 on a constant channel: NaN where eps is smaller",
+        _unclipped_one_pass_can_go_negative,
+        lambda: (
+            Case(
+                "batch_norm",
+                _CONSTANT_30,
+                {"channel_axis": -1, "eps": 1e-12, "training": True},
+                "constant_channel",
+            ),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "equinox",
+        "batch_norm",
+        "BN.D10",
+        "equinox BatchNorm ('ema' mode) normalizes training batches with its running averages",
+        lambda case, dtype: case.params.get("training", True) and case.params.get("state") is not None,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.1, 2.0], [0.7, -1.0], [1.3, 0.5]]),
+                {
+                    "channel_axis": -1,
+                    "momentum": 0.01,
+                    "running_var": "biased",
+                    "training": True,
+                    "state": RunningStats(np.array([5.0, -3.0]), np.array([4.0, 0.25]), 3),
+                },
+                "standard",
+            ),
+            "float64",
+        ),
+    ),
+    *(
+        Divergence(
+            name,
+            norm,
+            "BN.D14",
+            "float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
+            eps_underflows,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel"),
+                "float16",
+            ),
+        )
+        for name, norms in (
+            ("haiku", ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")),
+            ("equinox", ("batch_norm",)),
+        )
+        for norm, x, extra in (
+            ("batch_norm", np.array([[0.5, 0.5]]), {"channel_axis": -1, "training": True}),
+            ("layer_norm", np.array([[0.5, 0.5]]), {"axes": (-1,)}),
+            ("instance_norm", np.array([[[0.5], [0.5]]]), {"channel_axis": -1}),
+            ("group_norm", np.array([[0.5, 0.5]]), {"groups": 1, "channel_axis": -1}),
+            ("rms_norm", np.zeros((1, 2)), {"axes": (-1,)}),
+        )
+        if norm in norms
+    ),
+    Divergence(
+        "flax.nnx",
+        "batch_norm",
+        "BN.D15",
+        "flax.nnx stores float64 running statistics in float32 (param_dtype)",
+        float64_running_update,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.1], [0.7], [1.3]]),
+                {
+                    "channel_axis": -1,
+                    "eps": 2.0**-20,
+                    "momentum": 0.5,
+                    "running_var": "biased",
+                    "training": True,
+                    "state": RunningStats(np.array([0.1]), np.array([0.3]), 0),
+                },
+                "standard",
+            ),
+            "float64",
+        ),
+        "state",
+    ),
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D4",
+            "flax computes the variance in one pass (use_fast_variance=True)",
+            _flax_one_pass,
+            lambda norm=norm, shape=shape, extra=extra: (
+                Case(norm, OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
+                "float32",
+            ),
+        )
+        for norm, shape, extra in (
+            ("layer_norm", (1, 6), {"axes": (-1,)}),
+            ("instance_norm", (1, 6, 1), {"channel_axis": -1}),
+            ("group_norm", (1, 6), {"groups": 1, "channel_axis": -1}),
+        )
+    ),
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D4",
+            "flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
+            one_pass_gradient_amplified,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(
+                    norm,
+                    x,
+                    {"eps": 1e-5, **extra},
+                    "tiny_spread",
+                    cotangent=np.array([0.7, -0.3, 0.2, -0.5]).reshape(x.shape),
+                ),
+                "float32",
+            ),
+            "gradient",
+        )
+        for norm, x, extra in (
+            ("layer_norm", _NEAR_ONE, {"axes": (-1,)}),
+            ("instance_norm", _NEAR_ONE.reshape(1, 4, 1), {"channel_axis": -1}),
+            ("group_norm", _NEAR_ONE.reshape(1, 4, 1), {"groups": 1, "channel_axis": -1}),
+            ("batch_norm", _NEAR_ONE.T.copy(), {"channel_axis": -1, "training": True}),
+        )
+    ),
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D5",
+            "flax's float16 backward multiplies the cotangent by rsqrt(var + eps) in float16",
+            _half_cotangent_times_rstd_overflows,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel", cotangent=np.full_like(x, 0.7)),
+                "float16",
+            ),
+            "gradient",
+        )
+        for norm, x, extra in (
+            ("layer_norm", np.array([[0.125], [-0.25]]), {"axes": (-1,)}),
+            ("group_norm", np.array([[[0.125]], [[-0.25]]]), {"groups": 1, "channel_axis": -1}),
+            ("instance_norm", np.array([[[0.125]], [[-0.25]]]), {"channel_axis": -1}),
+        )
+    ),
+    *(
+        Divergence(
+            name,
+            norm,
+            "LN.D10",
+            "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+            rsqrt_jvp_underflows,
+            lambda norm=norm: (
+                Case(
+                    norm,
+                    *RSQRT_EXAMPLES[norm],
+                    "large",
+                    cotangent=np.array([0.7, 0.3, 0.3]).reshape(RSQRT_EXAMPLES[norm][0].shape),
+                ),
+                "float32",
+            ),
+            "gradient",
+        )
+        for name, norms in (
+            ("flax.*", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
+            ("haiku", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
+            ("equinox", ("layer_norm", "rms_norm")),
+        )
+        for norm in norms
+    ),
+    *(
+        Divergence(
+            "haiku",
+            norm,
+            "LN.D10",
+            "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+            half_rsqrt_jvp_overflows,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(
+                    norm,
+                    x,
+                    {"eps": 2.0**-20, **extra},
+                    "constant_channel",
+                    cotangent=np.array([0.125, -0.132, 0.64]).reshape(x.shape),
+                ),
+                "float16",
+            ),
+            "gradient",
+            cpu=cpu,
+        )
+        for norm, x, extra, cpu in (
+            ("layer_norm", np.full((1, 3), 1e4), {"axes": (-1,)}, None),
+            ("group_norm", np.full((1, 3, 1), 1e4), {"groups": 1, "channel_axis": -1}, None),
+            ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}, None),
+            ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}, _XLA_PROMOTED_HALF),
+        )
+    ),
+    Divergence(
+        "equinox",
+        "group_norm",
+        "LN.D10",
+        "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        lambda: (
+            Case(
+                "group_norm",
+                HUGE_ROW.reshape(1, 1, 3),
+                {"groups": 1, "channel_axis": 1, "eps": 1e-12},
+                "large",
+                cotangent=np.array([[[0.7, 0.3, 0.3]]]),
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "haiku",
+        "rms_norm",
+        "RMS.D4",
+        "haiku squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+        half_squares_overflow,
+        lambda: (
+            Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1.0}, "large"),
+            "float16",
+        ),
+    ),
+]

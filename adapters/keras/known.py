@@ -1,0 +1,431 @@
+"""Keras 3's known divergences (keras[tensorflow], keras[jax], keras[torch], keras[numpy]), sorted by clause:
+each a model of what a backend does instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.conformance.divergences import (
+    HUGE_2X3,
+    HUGE_ROW,
+    RSQRT_EXAMPLES,
+    SMALL_COTANGENT,
+    Divergence,
+    float64_running_update,
+    min_norm,
+    norm_of,
+    norm_square_overflows,
+    one_pass_exceeds_budget,
+    one_pass_gradient_amplified,
+    rsqrt_jvp_underflows,
+    rsqrt_jvp_underflows_in_float32,
+    tiny,
+)
+from normconf.conformance.strategies import Case
+from normconf.reference import RunningStats
+
+
+def _axes_of(case: Case) -> list[int]:
+    return sorted(a % case.x.ndim for a in case.params.get("axes", (-1,)))
+
+
+def _non_trailing(case: Case) -> bool:
+    axes = _axes_of(case)
+    return axes != list(range(case.x.ndim - len(axes), case.x.ndim))
+
+
+def _contiguous_non_trailing(case: Case) -> bool:
+    axes = _axes_of(case)
+    return _non_trailing(case) and axes == list(range(axes[0], axes[0] + len(axes)))
+
+
+def _one_pass(case: Case, dtype: str) -> bool:
+    return one_pass_exceeds_budget(case, dtype, clip=False, acc="float32")
+
+
+def _sync_one_pass(case: Case, dtype: str) -> bool:
+    return one_pass_exceeds_budget(case, dtype, clip=True, acc="float32")
+
+
+def _torch_manual_layer_norm(case: Case, dtype: str) -> bool:
+    """BN.D4 for Keras' torch LayerNorm over non-contiguous axes: there it takes ops.moments (one pass,
+    in float32, float64 inputs too) instead of F.layer_norm."""
+    return (
+        _non_trailing(case)
+        and not _contiguous_non_trailing(case)
+        and _one_pass(case, "float32" if dtype == "float64" else dtype)
+    )
+
+
+def _rsqrt_of_square_sum_underflows(case: Case, dtype: str) -> bool:
+    """LN.D10 for ops.normalize: rsqrt(sum x^2)/sum x^2 below the input dtype's smallest normal (float32 or
+    narrower)."""
+    return dtype != "float64" and norm_of(case) ** 3 > 1.0 / tiny(dtype)
+
+
+_WIDE = np.arange(18.0).reshape(2, 3, 3) / 7.0
+# 16 values offset by 1e3 from a unit spread, exact in float32: one-pass float32 variance fails here
+_ROWS = (1e3 + np.random.default_rng(0).normal(size=16)).astype(np.float32).astype(np.float64)
+_rng = np.random.default_rng(3)  # two replicas of 8 values 1 ± 1e-5 (float32-exact): 15x the gradient budget
+_SYNC_NEAR_ONE = (
+    (1.0 + 1e-5 * _rng.normal(size=(16, 1))).astype(np.float32).astype(np.float64),
+    {
+        "channel_axis": -1,
+        "eps": 1e-6,
+        "training": True,
+        "replica_sizes": (8, 8),
+        "weighting": "count",
+        "running_var": "biased",
+    },
+)
+_SYNC_NEAR_ONE_COTANGENT = _rng.normal(size=(16, 1)).astype(np.float32).astype(np.float64)
+# a nearly constant batch: the running variance is almost all blend, whose float32 rounding shows
+_NEARLY_CONSTANT_BATCH = np.array(
+    [
+        [1.0001257302210933, 0.9998678951367087, 1.0006404226504433],
+        [1.0001049001171531, 0.9994643306268389, 1.0003615950549094],
+    ]
+)
+
+KNOWN: list[Divergence] = [
+    *(
+        Divergence(
+            name,
+            norm,
+            "BN.D4",
+            "Keras' torch and numpy backends compute the variance in one pass, unclipped",
+            _one_pass,
+            lambda norm=norm, shape=shape, extra=extra: (
+                Case(norm, _ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
+                "float32",
+            ),
+        )
+        for name in ("keras[torch]", "keras[numpy]")
+        for norm, shape, extra in (
+            ("batch_norm", (16, 1), {"channel_axis": -1, "training": True, "running_var": "biased"}),
+            ("layer_norm", (1, 16), {"axes": (-1,)}),
+            ("group_norm", (1, 16), {"groups": 1, "channel_axis": -1}),
+        )
+        if not (name == "keras[torch]" and norm == "layer_norm")  # F.layer_norm there: two-pass (LN.D8)
+    ),
+    Divergence(
+        "keras[torch]",
+        "layer_norm",
+        "BN.D4",
+        "Keras' torch backend takes one-pass moments for non-contiguous LayerNorm axes",
+        _torch_manual_layer_norm,
+        lambda: (
+            Case("layer_norm", _ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"),
+            "float32",
+        ),
+    ),
+    *(
+        Divergence(
+            name,
+            "batch_norm",
+            "BN.D15",
+            "Keras keeps its moving statistics in float32 variables, float64 inputs too",
+            float64_running_update,
+            lambda: (
+                Case(
+                    "batch_norm",
+                    _NEARLY_CONSTANT_BATCH,
+                    {
+                        "channel_axis": 1,
+                        "eps": 1e-12,
+                        "running_var": "biased",
+                        "momentum": 0.01,
+                        "training": True,
+                        "state": RunningStats.initial(3),
+                    },
+                    "tiny_spread",
+                ),
+                "float64",
+            ),
+            "state",
+        )
+        for name in ("keras[jax]", "keras[torch]", "keras[numpy]")
+    ),
+    Divergence(
+        "keras[torch]",
+        "layer_norm",
+        "LN.D8",
+        "Keras' torch backend normalizes the trailing axes instead",
+        lambda case, dtype: _contiguous_non_trailing(case),
+        lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+    ),
+    *(
+        Divergence(
+            name,
+            norm,
+            "LN.D10",
+            "Keras computes in float32 here, float64 too: rsqrt's derivative underflows for v > ~2e25",
+            rsqrt_jvp_underflows_in_float32,
+            lambda norm=norm, example=example: (
+                Case(norm, *example, "large", cotangent=np.array([0.7, 0.3, 0.3]).reshape(example[0].shape)),
+                "float64",
+            ),
+            "gradient",
+        )
+        for name in ("keras[jax]", "keras[torch]")
+        for norm in ("layer_norm", "rms_norm", "group_norm", "batch_norm")
+        # Keras' torch backend hands trailing axes to F.layer_norm, whose backward is exact here: use others
+        for example in (
+            [HUGE_ROW.reshape(3, 1, 1), {"axes": (0, 2), "eps": 1e-12}]
+            if norm == "layer_norm"
+            else RSQRT_EXAMPLES[norm],
+        )
+    ),
+    Divergence(
+        "keras[tensorflow]",
+        "group_norm",
+        "LN.D10",
+        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        lambda: (
+            Case(
+                "group_norm",
+                np.array(
+                    [
+                        [
+                            [
+                                1.4220007074850406e17,
+                                1.4181626044502508e18,
+                                1.0295566435677635e18,
+                                -1.6208742031441265e18,
+                            ],
+                            [
+                                1.1649953792304087e18,
+                                -1.520324964295639e18,
+                                7.485851744631521e17,
+                                -1.0572333441037107e18,
+                            ],
+                        ]
+                    ]
+                ),
+                {
+                    "groups": 1,
+                    "channel_axis": 1,
+                    "eps": 1e-12,
+                    "scale": np.array([-0.7522706389427185, 0.11860664188861847]),
+                    "offset": np.array([0.5206981301307678, 0.1494448333978653]),
+                },
+                "large",
+                cotangent=np.array(
+                    [
+                        [
+                            [
+                                0.3645724058151245,
+                                0.2941325008869171,
+                                0.028422242030501366,
+                                0.5467129945755005,
+                            ],
+                            [
+                                -0.7364540696144104,
+                                -0.16290995478630066,
+                                -0.4821193218231201,
+                                0.5988461971282959,
+                            ],
+                        ]
+                    ]
+                ),
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    *(
+        Divergence(
+            name,
+            "lp_normalize",
+            "LN.D10",
+            "Keras differentiates rsqrt(sum x^2) in the input dtype: "
+            "rsqrt(v)/v under- or subflows for large v",
+            _rsqrt_of_square_sum_underflows,
+            lambda example=example: example,
+            "gradient",
+        )
+        for name, example in (
+            (
+                "keras[jax]",
+                (
+                    Case(
+                        "lp_normalize",
+                        np.array([100.125, 99.875, 100.625]),
+                        {"axes": (0,), "p": 2.0, "eps_placement": "max_norm", "eps": 1e-12},
+                        "offset",
+                        cotangent=np.array([0.125732421875, -0.132080078125, 0.640625]),
+                    ),
+                    "float16",
+                ),
+            ),
+            (
+                "keras[torch]",
+                (
+                    Case(
+                        "lp_normalize",
+                        HUGE_ROW.reshape(-1),
+                        {"axes": (0,), "p": 2.0, "eps_placement": "max_norm", "eps": 1e-12},
+                        "large",
+                        cotangent=np.array([0.1257302165031433, -0.13210485875606537, 0.6404226422309875]),
+                    ),
+                    "float32",
+                ),
+            ),
+        )
+    ),
+    # Keras on TF differentiates tf.math.rsqrt (RsqrtGrad) for every standardizing layer and for
+    # UnitNormalization's ops.normalize: the same float32 underflow as its GroupNormalization (LN.D10)
+    *(
+        Divergence(
+            "keras[tensorflow]",
+            norm,
+            "LN.D10",
+            "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+            rsqrt_jvp_underflows,
+            lambda norm=norm, x=x, params=params, g=g: (
+                Case(norm, x, params, "large", cotangent=g),
+                "float32",
+            ),
+            "gradient",
+        )
+        for norm, x, params, g in (
+            (
+                "batch_norm",
+                HUGE_2X3,
+                {"channel_axis": 1, "eps": 1e-12, "running_var": "biased", "training": False},
+                SMALL_COTANGENT,
+            ),
+            ("layer_norm", HUGE_2X3, {"axes": (0,), "eps": 1e-12}, SMALL_COTANGENT),
+            (
+                "rms_norm",
+                np.array(
+                    [
+                        [
+                            [3.443006588049162e17, 1.1787756959002788e18, 4.3824550926247526e17],
+                            [-1.8627761071036826e17, -1.2481824361231155e17, -7.160974920803942e17],
+                            [1.0370656895101829e18, 1.1239236721306501e18, 8.03800518106284e17],
+                            [1.1649254228030915e18, 4.617789063875789e17, -7.087771498210918e17],
+                            [8.833133507363471e17, 7.366934751724175e17, 2.0683299777150976e17],
+                        ]
+                    ]
+                ),
+                {"axes": (0, 1, 2), "eps": 1e-12},
+                np.array(
+                    [
+                        [
+                            [-0.5015294551849365, -0.2821129262447357, -0.47814905643463135],
+                            [-1.6602836847305298, 0.6462036967277527, -0.1277744621038437],
+                            [-1.2871307134628296, 0.20206326246261597, 0.5188384652137756],
+                            [-0.2968858778476715, 1.8651530742645264, -0.05999547243118286],
+                            [-0.14610053598880768, 0.840681791305542, -0.1843334585428238],
+                        ]
+                    ]
+                ),
+            ),
+        )
+    ),
+    Divergence(
+        "keras[tensorflow]",
+        "lp_normalize",
+        "LN.D10",
+        "Keras differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or subflows for large v",
+        _rsqrt_of_square_sum_underflows,
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([2.3003341810806292e18, -2.3929039891684393e18, -1.94159281143441e18]),
+                {"axes": (0,), "p": 2.0, "eps_placement": "max_norm", "eps": 1e-12},
+                "large",
+                cotangent=SMALL_COTANGENT[0].copy(),
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "keras*",
+        "lp_normalize",
+        "LP.D4",
+        "Keras' UnitNormalization sums x^2 in the input dtype: float16 norms above 256 overflow",
+        norm_square_overflows,
+        lambda: (
+            Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1e-12}, "large"),
+            "float16",
+        ),
+    ),
+    *(
+        Divergence(
+            name,
+            "lp_normalize",
+            "LP.D6",
+            "Keras 3.15 UnitNormalization's gradient at a zero vector is inf",
+            lambda case, dtype: min_norm(case) == 0,
+            lambda: (
+                Case("lp_normalize", np.zeros((3, 1)), {"axes": (0,), "eps": 1e-12}, "integers"),
+                "float64",
+            ),
+            "gradient",
+        )
+        for name in ("keras[jax]", "keras[torch]")
+    ),
+    Divergence(
+        "keras*",
+        "rms_norm",
+        "RMS.D5",
+        "Keras RMSNormalization multiplies an unreshaped scale on non-trailing axes",
+        lambda case, dtype: _non_trailing(case),
+        lambda: (
+            Case(
+                "rms_norm",
+                _WIDE,
+                {"axes": (1,), "eps": 2.0**-20, "scale": np.array([1.0, 2.0, 3.0])},
+                "standard",
+            ),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "keras[torch]",
+        "rms_norm",
+        "RMS.D6",
+        "Keras' torch backend normalizes the trailing axes instead",
+        lambda case, dtype: _contiguous_non_trailing(case),
+        lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+    ),
+    Divergence(
+        "keras[tensorflow]",
+        "sync_batch_norm",
+        "SBN.D2",
+        "Keras' synchronized BatchNorm pools E[x^2] - mean^2 (one pass, clipped at 0; SBN.N2)",
+        _sync_one_pass,
+        lambda: (
+            Case(
+                "sync_batch_norm",
+                _ROWS.reshape(16, 1),
+                {
+                    "channel_axis": -1,
+                    "eps": 2.0**-20,
+                    "training": True,
+                    "replica_sizes": (8, 8),
+                    "weighting": "count",
+                    "running_var": "biased",
+                },
+                "offset",
+            ),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "keras[tensorflow]",
+        "sync_batch_norm",
+        "SBN.D2",
+        "Keras' synchronized BatchNorm's one-pass pooled variance carries its error into the gradient",
+        one_pass_gradient_amplified,
+        lambda: (
+            Case("sync_batch_norm", *_SYNC_NEAR_ONE, "tiny_spread", cotangent=_SYNC_NEAR_ONE_COTANGENT),
+            "float32",
+        ),
+        "gradient",
+    ),
+]

@@ -1,0 +1,229 @@
+"""MLX's known divergences (mlx.nn), sorted by clause: each a model of what the framework does instead,
+checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.conformance.checks import statistic_view, uses_batch_stats
+from normconf.conformance.divergences import (
+    Divergence,
+    batch_stats,
+    eps_underflows,
+    half,
+    half_rsqrt_jvp_overflows,
+    huge,
+    values_per_statistic,
+)
+from normconf.conformance.strategies import Case
+
+
+def _statistics_dtype(case: Case, dtype: str) -> str:
+    """The dtype mlx.nn computes a case's statistics in: float32 in mx.fast's CPU fallback (LayerNorm,
+    InstanceNorm, RMSNorm, GroupNorm(pytorch_compatible=True)), the input dtype in mx.mean / mx.var."""
+    fast = case.norm in ("layer_norm", "instance_norm", "rms_norm") or (
+        case.norm == "group_norm" and case.params.get("assignment", "contiguous") == "contiguous"
+    )
+    return "float32" if fast else dtype
+
+
+def _float32_range(case: Case, dtype: str) -> bool:
+    """LN.D9 / RMS.D3: float32-range statistics v (variance, or mean square for RMSNorm) beyond ~1e25,
+    where the backward's rsqrt(v)/v underflows (and beyond ~1e38, where the squares overflow)."""
+    if _statistics_dtype(case, dtype) not in ("float32", "bfloat16") or not case.x.size:
+        return False
+    if case.norm == "batch_norm" and not uses_batch_stats(case.params):
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    centred = view if case.norm == "rms_norm" else view - view.mean(axis=axes, keepdims=True)
+    return float(np.max(np.mean(centred**2, axis=axes))) > 1e25
+
+
+def _half_sum_overflows(case: Case, dtype: str) -> bool:
+    """BN.D14 (mlx): a float16 sum over one statistic's values beyond float16's range."""
+    if dtype != "float16" or not case.x.size or not batch_stats(case):
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    return float(np.max(np.abs(view.sum(axis=axes)))) > huge(dtype)
+
+
+_HUGE = np.array([1e20, -3e20])
+
+KNOWN: list[Divergence] = [
+    Divergence(
+        "mlx.nn",
+        "batch_norm",
+        "BN.D6",
+        "mlx.nn.BatchNorm raises 'BatchNorm training requires more than one value per channel' in training",
+        lambda case, dtype: case.params.get("training", True) and values_per_statistic(case) == 1,
+        lambda: (
+            Case("batch_norm", np.array([[0.5, -1.0]]), {"channel_axis": -1, "training": True}, "standard"),
+            "float64",
+        ),
+    ),
+    *(
+        Divergence(
+            "mlx.nn",
+            norm,
+            "BN.D13",
+            "mlx.nn's normalization layers raise ValueError for eps <= 0 when constructed",
+            lambda case, dtype: case.params.get("eps", 1e-5) == 0,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(norm, np.array(x), {"eps": 0.0, **extra}, "standard"),
+                "float64",
+            ),
+        )
+        for norm, x, extra in (
+            ("batch_norm", [[0.5], [-1.0]], {"channel_axis": -1}),
+            ("layer_norm", [[0.5, -1.0]], {"axes": (-1,)}),
+            ("instance_norm", [[[0.5], [-1.0]]], {"channel_axis": -1}),
+            ("group_norm", [[0.5, -1.0]], {"groups": 1, "channel_axis": -1}),
+            ("rms_norm", [[0.5, -1.0]], {"axes": (-1,)}),
+        )
+    ),
+    Divergence(
+        "mlx.nn",
+        "batch_norm",
+        "BN.D14",
+        "mlx.nn.BatchNorm keeps float16 statistics (mx.var) and adds eps in float16: "
+        "eps below ~3e-8 rounds to 0",
+        eps_underflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5], [0.5]]),
+                {"channel_axis": -1, "eps": 1e-12, "training": True},
+                "constant_channel",
+            ),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "mlx.nn",
+        "batch_norm",
+        "BN.D14",
+        "mlx.nn.BatchNorm's float16 mean divides a float16 sum: past 65504 it is inf",
+        _half_sum_overflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.full((12, 1), 1e4),
+                {"channel_axis": -1, "eps": 1.0, "training": True},
+                "offset",
+            ),
+            "float16",
+        ),
+    ),
+    *(
+        Divergence(
+            "mlx.nn",
+            norm,
+            "GN.D6",
+            "mlx.nn applies the affine in the half input dtype after rounding x̂ to it",
+            lambda case, dtype: half(dtype) and case.params.get("offset") is not None,
+            lambda norm=norm, x=x, scale=scale, offset=offset, extra=extra: (
+                Case(
+                    norm,
+                    np.array(x),
+                    {"eps": 2.0**-20, "scale": np.array(scale), "offset": np.array(offset), **extra},
+                    "standard",
+                ),
+                "float16",
+            ),
+        )
+        for norm, x, scale, offset, extra in (
+            (
+                "layer_norm",
+                [[-0.0557861328125, 2.068359375, 0.300537109375, -1.025390625, 0.174072265625]],
+                [1.1259765625, 0.86767578125, 1.640625, 1.1044921875, 0.46435546875],
+                [0.361572265625, 1.3037109375, 0.947265625, -0.70361328125, -1.265625],
+                {"axes": (-1,)},
+            ),
+            (
+                "instance_norm",
+                [[[-1.125, 0.75], [1.5, -0.375], [0.75, -0.375]]],
+                [1.375, 1.5],
+                [-1.40625, -0.75],
+                {"channel_axis": -1},
+            ),
+            (
+                "group_norm",
+                [[[-0.75, 0.125], [0.0, 0.875], [-0.375, -0.625]]],
+                [1.25, 0.375],
+                [-0.859375, 0.34375],
+                {"groups": 1, "channel_axis": -1},
+            ),
+        )
+    ),
+    Divergence(
+        "mlx.nn",
+        "group_norm",
+        "GN.D8",
+        "mlx.nn.GroupNorm's interleaved (default) path computes mean, variance and eps "
+        "in the half input dtype",
+        lambda case, dtype: case.params.get("assignment", "contiguous") == "interleaved" and half(dtype),
+        lambda: (
+            Case(
+                "group_norm",
+                np.array([[0.5, 0.5]]),
+                {"groups": 1, "channel_axis": -1, "eps": 1e-12, "assignment": "interleaved"},
+                "constant_channel",
+            ),
+            "float16",
+        ),
+    ),
+    *(
+        Divergence(
+            "mlx.nn",
+            norm,
+            "LN.D9",
+            "MLX's norms square and differentiate rsqrt in float32: "
+            "variances beyond ~1e25 underflow the backward, "
+            "beyond ~1e38 overflow the forward",
+            _float32_range,
+            lambda norm=norm, x=x, extra=extra, dtype=dtype: (
+                Case(norm, x, {"eps": 1e-12, **extra}, "large"),
+                dtype,
+            ),
+        )
+        for norm, x, extra, dtype in (
+            ("layer_norm", _HUGE.reshape(1, 2), {"axes": (-1,)}, "float64"),
+            ("instance_norm", _HUGE.reshape(1, 2, 1), {"channel_axis": -1}, "float64"),
+            ("group_norm", _HUGE.reshape(1, 2), {"groups": 1, "channel_axis": -1}, "float64"),
+            ("batch_norm", _HUGE.reshape(2, 1), {"channel_axis": -1, "training": True}, "float32"),
+        )
+    ),
+    Divergence(
+        "mlx.nn",
+        "batch_norm",
+        "LN.D10",
+        "MLX differentiates rsqrt in float16 (BN.D14): -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+        half_rsqrt_jvp_overflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array(
+                    [
+                        [0.125732421875, -0.132080078125, 0.640625],
+                        [0.10491943359375, -0.53564453125, 0.361572265625],
+                    ]
+                ),
+                {"channel_axis": -1, "eps": 2.0**-20, "training": True},
+                "standard",
+                cotangent=np.array([[0.5, -0.25, 0.75], [0.125, 0.375, -0.5]]),
+            ),
+            "float16",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "mlx.nn",
+        "rms_norm",
+        "RMS.D3",
+        "mx.fast.rms_norm's CPU backward differentiates rsqrt(mean(x^2)) in float32: "
+        "-1/2 m^(-3/2) underflows",
+        _float32_range,
+        lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+        "gradient",
+    ),
+]

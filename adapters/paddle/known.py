@@ -1,0 +1,137 @@
+"""Paddle's known divergences (paddle.functional, paddle.nn), sorted by clause: each a model of what the
+framework does instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.conformance.divergences import (
+    OFFSET_ROWS,
+    Divergence,
+    lrn_power_derivative_underflows,
+    min_norm,
+    one_pass_exceeds_budget,
+    one_value_per_statistic,
+    power_sum_out_of_range,
+)
+from normconf.conformance.strategies import Case
+from normconf.conformance.tolerances import finfo
+
+
+def _p_norm_backward(case: Case, dtype: str) -> bool:
+    """LP.D7: Paddle's p-norm backward divides by norm^(p-1) + eps; visible once eps / norm^(p-1)
+    passes u/16."""
+    p, eps = case.params.get("p", 2.0), case.params.get("eps", 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # NumPy floats: a zero row's norm gives inf here, where Python floats raise ZeroDivisionError
+        return eps > 0 and bool(
+            np.float64(eps) / np.float64(min_norm(case)) ** (p - 1.0) > float(finfo(dtype).eps) / 16
+        )
+
+
+def _power_of_two(size: int) -> bool:
+    return size & (size - 1) == 0
+
+
+KNOWN: list[Divergence] = [
+    Divergence(
+        "paddle.*",
+        "batch_norm",
+        "BN.D16",
+        "Paddle's CPU batch_norm returns x unchanged (no affine, no running update) when N*spatial == 1",
+        one_value_per_statistic,
+        lambda: (
+            Case(
+                "batch_norm", np.array([[0.5, -1.0]]), {"training": True, "running_var": "biased"}, "standard"
+            ),
+            "float64",
+        ),
+    ),
+    Divergence(
+        "paddle.nn",
+        "batch_norm",
+        "BN.D19",
+        "Paddle's eval-mode BatchNorm with use_global_stats=False differentiates "
+        "the batch statistics as constants",
+        lambda case, dtype: case.params.get("state") is None and not case.params.get("training", True),
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5], [-1.0], [2.0]]),
+                {"training": False, "running_var": "biased"},
+                "standard",
+            ),
+            "float64",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "paddle.*",
+        "group_norm",
+        "GN.D7",
+        "Paddle's CPU group_norm computes max(E[x^2] - mean^2, 0) in the input dtype",
+        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=True, acc=dtype),
+        lambda: (
+            Case("group_norm", OFFSET_ROWS.copy(), {"groups": 1, "eps": 2.0**-20}, "offset"),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "paddle.*",
+        "group_norm",
+        "GN.D9",
+        "Paddle's group_norm backward gives a wrong dx when weight is None",
+        lambda case, dtype: case.params.get("scale") is None,
+        lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
+        "gradient",
+    ),
+    Divergence(
+        "paddle.functional",
+        "lp_normalize",
+        "LP.D4",
+        "Paddle's p-norm raises |x| to p in the input dtype: it over- or underflows",
+        power_sum_out_of_range,
+        lambda: (
+            Case("lp_normalize", np.array([[3e19, 4e19]]), {"axes": (-1,), "eps": 0.0}, "large"),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "paddle.functional",
+        "lp_normalize",
+        "LP.D7",
+        "Paddle's p-norm backward divides by norm^(p-1) + eps: not the derivative of the forward",
+        _p_norm_backward,
+        lambda: (
+            Case("lp_normalize", np.array([[0.6, 0.8]]), {"axes": (-1,), "eps": 1e-6}, "standard"),
+            "float64",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "paddle.*",
+        "local_response_norm",
+        "LRN.D5",
+        "Paddle's derivative of base^-beta underflows in the input dtype for large |x|",
+        lrn_power_derivative_underflows,
+        lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
+        "gradient",
+    ),
+    Divergence(
+        "paddle.*",
+        "local_response_norm",
+        "LRN.D8",
+        "Paddle's average-pool backward scales by 1/size in float32: float64 LRN gradients are off by ~1e-8",
+        lambda case, dtype: dtype == "float64" and not _power_of_two(case.params["size"]),
+        lambda: (
+            Case(
+                "local_response_norm",
+                np.arange(1.0, 7.0).reshape(1, 6, 1),
+                {"size": 3, "alpha": 1.0},
+                "standard",
+            ),
+            "float64",
+        ),
+        "gradient",
+    ),
+]

@@ -1,0 +1,199 @@
+"""TensorFlow's known divergences (tf.nn, tf.fused_batch_norm), sorted by clause: each a model of what the
+framework does instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.adapters._cpu import CpuDependency
+from normconf.conformance.checks import statistic_view
+from normconf.conformance.divergences import (
+    HUGE_2X3,
+    SMALL_COTANGENT,
+    Divergence,
+    batch_stats,
+    eps_underflows,
+    half_squares_overflow,
+    huge,
+    lrn_base_power,
+    max_abs,
+    norm_square_overflows,
+    rsqrt_jvp_underflows,
+)
+from normconf.conformance.strategies import Case
+from normconf.conformance.tolerances import SAFETY
+
+
+def _folded_overflow(case: Case, dtype: str) -> bool:
+    """BN.D18: in float16, x*rsqrt(var + eps) or rsqrt's derivative -inv^3/2 leaves the range."""
+    if dtype != "float16" or not batch_stats(case) or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    floor = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    return max_abs(case) / np.sqrt(floor) > huge(dtype) or floor**-1.5 / 2 > huge(dtype)
+
+
+def _lrn_log_amplification(case: Case) -> bool:
+    """LRN.D9: exp(-beta*log(base)) amplifies rounding by |beta| ln(base); the budget allows |beta| + 1."""
+    beta = abs(case.params.get("beta", 0.75))
+    return beta * np.log(max(lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)) > SAFETY * (beta + 1.0)
+
+
+KNOWN: list[Divergence] = [
+    Divergence(
+        "tf.nn",
+        "batch_norm",
+        "BN.D14",
+        "float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
+        eps_underflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5, 0.5]]),
+                {"eps": 1e-12, "channel_axis": -1, "training": True},
+                "constant_channel",
+            ),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "tf.nn",
+        "batch_norm",
+        "BN.D18",
+        "tf.nn.batch_normalization computes x*inv + (offset - mean*inv) in float16: "
+        "x*inv (and rsqrt's derivative) overflow",
+        _folded_overflow,
+        lambda: (
+            Case(
+                "batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 2.0**-20, "running_var": "biased"}, "offset"
+            ),
+            "float16",
+        ),
+    ),
+    # TF picks its oneDNN half-precision kernels by the CPU's own features, not by ONEDNN_MAX_CPU_ISA: with
+    # oneDNN capped below the ISA those kernels need, FusedBatchNormV3 raises "could not create a primitive
+    # descriptor"
+    *(
+        Divergence(
+            "tf.fused_batch_norm",
+            "batch_norm",
+            "BN.D20",
+            f"TF routes {dtype} FusedBatchNorm to oneDNN by the CPU's features, "
+            "but oneDNN is capped below them: it raises",
+            lambda case, dtype, half=dtype: dtype == half,
+            lambda dtype=dtype: (
+                Case(
+                    "batch_norm",
+                    np.array([[[[0.5, -1.0]]], [[[2.0, 0.25]]]]),
+                    {"channel_axis": -1, "training": True},
+                    "standard",
+                ),
+                dtype,
+            ),
+            cpu=CpuDependency("onednn", feature, present=False, on_cpu=True),
+        )
+        for dtype, feature in (("bfloat16", "avx512f"), ("float16", "avx512_fp16"))
+    ),
+    Divergence(
+        "tf.nn",
+        "batch_norm",
+        "LN.D10",
+        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                HUGE_2X3,
+                {"channel_axis": 1, "eps": 1e-12},
+                "large",
+                cotangent=SMALL_COTANGENT,
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "tf.nn",
+        "lp_normalize",
+        "LP.D4",
+        "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow",
+        norm_square_overflows,
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([[300.0, 400.0]]),
+                {"axes": (-1,), "eps": 0.0, "eps_placement": "max_power_sum"},
+                "large",
+            ),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "tf.nn",
+        "lp_normalize",
+        "LP.D6",
+        "TF's l2_normalize gradient underflows in float32 at huge |x|",
+        lambda case, dtype: dtype != "float64" and max_abs(case) > 1e15,
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([[3.8e18, 1.0]]),
+                {"axes": (-1,), "eps": 1e-12, "eps_placement": "max_power_sum"},
+                "large",
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "tf.nn",
+        "local_response_norm",
+        "LRN.D3",
+        "TF's float16 LRN squares in float16: x*x overflows for |x| > 255.9",
+        half_squares_overflow,
+        lambda: (
+            Case(
+                "local_response_norm",
+                np.full((1, 1, 1, 3), 1e3),
+                {"size": 3, "channel_axis": 3, "alpha_over_size": False},
+                "large",
+            ),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "tf.nn",
+        "local_response_norm",
+        "LRN.D9",
+        "TF's LRN computes base^-beta through exp and log in float32: error grows with ln(base)",
+        lambda case, dtype: dtype != "float64" and _lrn_log_amplification(case),
+        lambda: (
+            Case(
+                "local_response_norm",
+                np.array([[[[1.2627243707536507e18]]]]),
+                {"size": 1, "channel_axis": 3, "alpha_over_size": False},
+                "large",
+            ),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "tf.nn",
+        "local_response_norm",
+        "LRN.D10",
+        "TF's CPU LRN multiplies the squares by a 0/1 band matrix: "
+        "a NaN or ±inf makes NaN of channels outside its window",
+        lambda case, dtype: not np.all(np.isfinite(case.x)),
+        lambda: (
+            Case(
+                "local_response_norm",
+                np.array([[[[1.0, np.nan, 2.0, 3.0, 1.0, 2.0]]]]),
+                {"size": 1, "channel_axis": 3, "alpha": 1.0, "beta": 0.5, "k": 1.0, "alpha_over_size": False},
+                "standard",
+            ),
+            "float32",
+        ),
+        non_finite=True,
+    ),
+]

@@ -1,0 +1,207 @@
+"""PyTorch's known divergences (torch.functional, torch.nn, torchvision), sorted by clause: each a model of
+what the framework does instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.conformance.checks import statistic_view
+from normconf.conformance.divergences import (
+    Divergence,
+    batch_stats,
+    half_squares_overflow,
+    huge,
+    lrn_power_derivative_underflows,
+    max_abs,
+    min_norm,
+    one_value_per_statistic,
+    power_sum_out_of_range,
+)
+from normconf.conformance.strategies import Case
+
+
+def _half_rstd_overflows(case: Case, dtype: str) -> bool:
+    """BN.D11 / LN.D5: 1/sqrt(var + eps) kept in float16 is inf when var + eps < 2^-32."""
+    return dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32
+
+
+def _group_check(case: Case) -> bool:
+    """GN.D5: F.group_norm's check N*(C/G)*spatial == 1."""
+    x, groups = case.x, case.params["groups"]
+    spatial = int(
+        np.prod(
+            [s for i, s in enumerate(x.shape) if i not in (0, case.params.get("channel_axis", 1) % x.ndim)]
+        )
+    )
+    return x.shape[0] * (x.shape[case.params.get("channel_axis", 1) % x.ndim] // groups) * spatial == 1
+
+
+def _rstd_scaled_input_overflows(case: Case, dtype: str) -> bool:
+    """LN.D6: (|x| * rstd)^2 beyond the input dtype's range (float32 or narrower)."""
+    if dtype == "float64":
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    rstd = 1.0 / np.sqrt(view.var(axis=axes) + case.params.get("eps", 1e-5))
+    return (max_abs(case) * float(np.max(rstd, initial=0.0))) ** 2 > huge(dtype)
+
+
+KNOWN: list[Divergence] = [
+    Divergence(
+        "torch.*",
+        "batch_norm",
+        "BN.D6",
+        "PyTorch raises 'Expected more than 1 value per channel when training' for one value per channel",
+        one_value_per_statistic,
+        lambda: (Case("batch_norm", np.array([[0.5, -1.0]]), {"training": True}, "standard"), "float64"),
+    ),
+    Divergence(
+        "torch.*",
+        "batch_norm",
+        "BN.D11",
+        "PyTorch half-precision BatchNorm stores invstd in float16: inf when var + eps < 2^-32",
+        _half_rstd_overflows,
+        lambda: (Case("batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"), "float16"),
+    ),
+    Divergence(
+        "torch.*",
+        "instance_norm",
+        "BN.D11",
+        "PyTorch's InstanceNorm runs the BatchNorm kernel: "
+        "in float16 invstd overflows when var + eps < 2^-32",
+        _half_rstd_overflows,
+        lambda: (
+            Case("instance_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "torch.*",
+        "batch_norm",
+        "BN.D13",
+        "PyTorch raises 'batch_norm eps must be positive during training' for eps = 0",
+        lambda case, dtype: case.params.get("eps", 1e-5) == 0 and batch_stats(case),
+        lambda: (
+            Case("batch_norm", np.array([[[0.5, -1.0, 2.0]]]), {"eps": 0.0, "training": True}, "standard"),
+            "float64",
+        ),
+    ),
+    Divergence(
+        "torch.*",
+        "group_norm",
+        "GN.D5",
+        "PyTorch's F.group_norm raises 'Expected more than 1 value per channel' when N*(C/G)*spatial == 1",
+        lambda case, dtype: _group_check(case),
+        lambda: (Case("group_norm", np.array([[0.5, -1.0]]), {"groups": 2}, "standard"), "float64"),
+    ),
+    Divergence(
+        "torch.*",
+        "instance_norm",
+        "IN.D3",
+        "PyTorch raises 'Expected more than 1 spatial element when training' for one spatial value",
+        one_value_per_statistic,
+        lambda: (
+            Case("instance_norm", np.array([[[0.5], [-1.0]]]), {"training": True}, "standard"),
+            "float64",
+        ),
+    ),
+    Divergence(
+        "torch.*",
+        "layer_norm",
+        "LN.D5",
+        "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+        _half_rstd_overflows,
+        lambda: (
+            Case("layer_norm", np.array([[0.125]]), {"axes": (-1,), "eps": 1e-12}, "standard"),
+            "float16",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "torch.*",
+        "group_norm",
+        "LN.D5",
+        "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+        _half_rstd_overflows,
+        lambda: (
+            Case("group_norm", np.array([[[1e4, 1e4]]]), {"groups": 1, "eps": 1e-12}, "constant_channel"),
+            "float16",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "torch.*",
+        "layer_norm",
+        "LN.D6",
+        "PyTorch's float32 LayerNorm backward overflows to inf where |x| * rstd is beyond ~1e19",
+        _rstd_scaled_input_overflows,
+        lambda: (Case("layer_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+        "gradient",
+    ),
+    Divergence(
+        "torch.*",
+        "group_norm",
+        "LN.D6",
+        "PyTorch's float32 GroupNorm backward overflows to inf/NaN where |x| * rstd is beyond ~1e19",
+        _rstd_scaled_input_overflows,
+        lambda: (
+            Case("group_norm", np.array([[[1.25e18, 1.25e18]]]), {"groups": 1, "eps": 1e-12}, "large"),
+            "float32",
+        ),
+        "gradient",
+    ),
+    Divergence(
+        "torch.functional",
+        "lp_normalize",
+        "LP.D4",
+        "PyTorch's p-norm raises |x| to p (and squares the norm in the backward) in the input dtype: "
+        "it over- or underflows",
+        lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
+        lambda: (
+            Case("lp_normalize", np.array([3e19, 4e19]), {"axes": (0,), "eps": 0.0}, "large"),
+            "float32",
+        ),
+    ),
+    Divergence(
+        "torch.functional",
+        "lp_normalize",
+        "LP.D5",
+        "PyTorch casts eps to the input dtype: "
+        "in float16 eps below 3e-8 becomes 0, and rows of norm below it divide by 0",
+        lambda case, dtype: (
+            dtype == "float16"
+            and float(np.float16(case.params.get("eps", 1e-12))) != case.params.get("eps", 1e-12)
+            and min_norm(case) < case.params.get("eps", 1e-12)
+        ),
+        lambda: (
+            Case("lp_normalize", np.zeros((1, 2)), {"axes": (-1,), "eps": 1e-12}, "integers"),
+            "float16",
+        ),
+    ),
+    Divergence(
+        "torch.*",
+        "local_response_norm",
+        "LRN.D3",
+        "PyTorch squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+        half_squares_overflow,
+        lambda: (Case("local_response_norm", np.array([[[300.0], [1.0]]]), {"size": 2}, "large"), "float16"),
+    ),
+    Divergence(
+        "torch.*",
+        "local_response_norm",
+        "LRN.D5",
+        "PyTorch's derivative of base^-beta, -beta base^(-beta-1), "
+        "underflows in the input dtype for large |x|",
+        lrn_power_derivative_underflows,
+        lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
+        "gradient",
+    ),
+    Divergence(
+        "torch.*",
+        "rms_norm",
+        "RMS.D3",
+        "PyTorch differentiates rsqrt(mean(x^2)) in float32: the -1/2 m^(-3/2) term underflows for m > ~1e25",
+        lambda case, dtype: dtype != "float64" and max_abs(case) > 1e12,
+        lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
+        "gradient",
+    ),
+]
