@@ -19,6 +19,7 @@ import fnmatch
 import functools
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 from dataclasses import dataclass
 from typing import Callable
@@ -30,7 +31,7 @@ from normconf import reference as R
 from normconf.adapters._cpu import CpuDependency
 from normconf.reference.lp_normalize import lp_norm
 
-from .checks import budget, reduction_length, statistic_view
+from .checks import budget, reduction_length, statistic_view, uses_batch_stats
 from .strategies import Case
 from .tolerances import SAFETY, conditioning, finfo, growth
 
@@ -114,6 +115,16 @@ def explaining(
 HALF_SQUARE_LIMIT = 255.9  # |x| above which x*x overflows float16 (sqrt(65504) = 255.94)
 
 
+def param(case: Case, key: str):
+    """The case's canonical parameter `key`: as drawn, or the reference's default (its norm's record)."""
+    if key in case.params:
+        return case.params[key]
+    default = R.NORMS[case.norm].parameters()[key]
+    if default is inspect.Parameter.empty:
+        raise KeyError(f"{case.norm} requires {key}: the case has none")
+    return default
+
+
 def max_abs(case: Case) -> float:
     """The largest |x| of the case's input (0 for an empty one)."""
     return float(np.max(np.abs(case.x))) if case.x.size else 0.0
@@ -136,7 +147,7 @@ def half(dtype: str) -> bool:
 
 def batch_stats(case: Case) -> bool:
     """Whether the case normalizes with batch statistics: training, or no running state to use."""
-    return case.params.get("training", True) or case.params.get("state") is None
+    return uses_batch_stats(case.params)
 
 
 def values_per_statistic(case: Case) -> int:
@@ -151,27 +162,19 @@ def one_value_per_statistic(case: Case, dtype: str) -> bool:
 
 def norm_of(case: Case) -> float:
     """The largest Lp norm of the case's rows (lp_normalize; 0 for an empty input)."""
-    axes = tuple(a % case.x.ndim for a in case.params.get("axes", (1,)))
-    return (
-        float(np.max(lp_norm(case.x, case.params.get("p", 2.0), axes), initial=0.0)) if case.x.size else 0.0
-    )
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    return float(np.max(lp_norm(case.x, param(case, "p"), axes), initial=0.0)) if case.x.size else 0.0
 
 
 def min_norm(case: Case) -> float:
     """The smallest Lp norm of the case's rows (lp_normalize; inf for an empty input)."""
-    axes = tuple(a % case.x.ndim for a in case.params.get("axes", (1,)))
-    return (
-        float(np.min(lp_norm(case.x, case.params.get("p", 2.0), axes), initial=np.inf))
-        if case.x.size
-        else np.inf
-    )
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    return float(np.min(lp_norm(case.x, param(case, "p"), axes), initial=np.inf)) if case.x.size else np.inf
 
 
 def eps_underflows(case: Case, dtype: str) -> bool:
     """BN.D14: eps is not a float16 number (below ~3e-8 it rounds to 0) in a float16 run."""
-    return dtype == "float16" and float(np.float16(case.params.get("eps", 1e-5))) != case.params.get(
-        "eps", 1e-5
-    )
+    return dtype == "float16" and float(np.float16(param(case, "eps"))) != case.params.get("eps", 1e-5)
 
 
 def half_squares_overflow(case: Case, dtype: str) -> bool:
@@ -188,7 +191,7 @@ def norm_square_overflows(case: Case, dtype: str) -> bool:
 def power_sum_out_of_range(case: Case, dtype: str, norm_power: float | None = None) -> bool:
     """LP.D4: |x|^p taken in the input dtype (float32 or narrower) over- or underflows, or so does the
     norm raised to `norm_power` (p, the sum of |x|^p, by default)."""
-    p = case.params.get("p", 2.0)
+    p = param(case, "p")
     return dtype != "float64" and (
         max_abs(case) ** p > huge(dtype)
         or 0 < max_abs(case) ** p < tiny(dtype)
@@ -212,7 +215,7 @@ def lrn_power_derivative_underflows(case: Case, dtype: str) -> bool:
 
 def float64_running_update(case: Case, dtype: str) -> bool:
     """BN.D15: a float64 training step that updates running statistics (kept in float32 by some)."""
-    return dtype == "float64" and case.params.get("state") is not None and case.params.get("training", True)
+    return dtype == "float64" and case.params.get("state") is not None and param(case, "training")
 
 
 def one_pass_standardized(
@@ -235,7 +238,7 @@ def one_pass_standardized(
 def one_pass_exceeds_budget(case: Case, dtype: str, clip: bool, acc: str = "float32") -> bool:
     """Does honest one-pass arithmetic in `acc` itself break the NUM.N5/N6 budget on this example?"""
     view, axes, back = statistic_view(case.norm, case.x, case.params)
-    eps = case.params.get("eps", 1e-5)
+    eps = param(case, "eps")
     xhat = back(one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc, clip))
     plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
     ref = getattr(R, case.norm)(case.x, **plain)
@@ -254,7 +257,7 @@ def one_pass_gradient_amplified(case: Case, dtype: str) -> bool:
     if not batch_stats(case) or not case.x.size:  # every dtype: flax's float64 statistics are one-pass too
         return False
     view, axes, _ = statistic_view(case.norm, case.x, case.params)
-    eps = case.params.get("eps", 1e-5)
+    eps = param(case, "eps")
     amplification = np.mean(view * view, axis=axes) / (view.var(axis=axes) + eps)
     kappa = conditioning(view, axes, eps)
     allowed = SAFETY * growth(reduction_length(case.norm, case.x, case.params)) * kappa
@@ -266,10 +269,10 @@ def _square_statistics(case: Case) -> np.ndarray:
     if not case.x.size:
         return np.zeros(1)
     if case.norm == "rms_norm":
-        axes = tuple(sorted(a % case.x.ndim for a in case.params.get("axes", (-1,))))
+        axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
         return np.mean(case.x * case.x, axis=axes) + (case.params.get("eps") or 0.0)
     view, axes, _ = statistic_view(case.norm, case.x, case.params)
-    return view.var(axis=axes) + case.params.get("eps", 1e-5)
+    return view.var(axis=axes) + param(case, "eps")
 
 
 def half_rsqrt_jvp_overflows(case: Case, dtype: str) -> bool:

@@ -20,6 +20,7 @@ from normconf.conformance.divergences import (
     huge,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
+    param,
     rsqrt_jvp_underflows,
 )
 from normconf.conformance.strategies import Case
@@ -45,7 +46,7 @@ def _unclipped_one_pass_can_go_negative(case: Case, dtype: str) -> bool:
     unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else unit
     with np.errstate(over="ignore", invalid="ignore"):
         mean_square = np.mean(view * view, axis=axes)
-        return bool(np.any(view.var(axis=axes) + case.params.get("eps", 1e-5) <= 4 * unit * mean_square))
+        return bool(np.any(view.var(axis=axes) + param(case, "eps") <= 4 * unit * mean_square))
 
 
 def _half_cotangent_times_rstd_overflows(case: Case, dtype: str) -> bool:
@@ -53,7 +54,7 @@ def _half_cotangent_times_rstd_overflows(case: Case, dtype: str) -> bool:
     if dtype != "float16" or case.cotangent is None or not case.x.size:
         return False
     view, axes, _ = statistic_view(case.norm, case.x, case.params)
-    smallest = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    smallest = float(np.min(view.var(axis=axes))) + param(case, "eps")
     return float(np.max(np.abs(case.cotangent))) / np.sqrt(smallest) > huge(dtype)
 
 
@@ -119,7 +120,7 @@ KNOWN: list[Divergence] = [
         "batch_norm",
         "BN.D10",
         "equinox BatchNorm ('ema' mode) normalizes training batches with its running averages",
-        lambda case, dtype: case.params.get("training", True) and case.params.get("state") is not None,
+        lambda case, dtype: param(case, "training") and case.params.get("state") is not None,
         lambda: (
             Case(
                 "batch_norm",

@@ -17,6 +17,7 @@ from normconf.conformance.divergences import (
     norm_square_overflows,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
+    param,
     rsqrt_jvp_underflows,
     rsqrt_jvp_underflows_in_float32,
     tiny,
@@ -26,7 +27,7 @@ from normconf.reference import RunningStats
 
 
 def _axes_of(case: Case) -> list[int]:
-    return sorted(a % case.x.ndim for a in case.params.get("axes", (-1,)))
+    return sorted(a % case.x.ndim for a in param(case, "axes"))
 
 
 def _non_trailing(case: Case) -> bool:

@@ -13,6 +13,7 @@ from normconf.conformance.divergences import (
     half,
     half_rsqrt_jvp_overflows,
     huge,
+    param,
     values_per_statistic,
 )
 from normconf.conformance.strategies import Case
@@ -22,7 +23,7 @@ def _statistics_dtype(case: Case, dtype: str) -> str:
     """The dtype mlx.nn computes a case's statistics in: float32 in mx.fast's CPU fallback (LayerNorm,
     InstanceNorm, RMSNorm, GroupNorm(pytorch_compatible=True)), the input dtype in mx.mean / mx.var."""
     fast = case.norm in ("layer_norm", "instance_norm", "rms_norm") or (
-        case.norm == "group_norm" and case.params.get("assignment", "contiguous") == "contiguous"
+        case.norm == "group_norm" and param(case, "assignment") == "contiguous"
     )
     return "float32" if fast else dtype
 
@@ -55,7 +56,7 @@ KNOWN: list[Divergence] = [
         "batch_norm",
         "BN.D6",
         "mlx.nn.BatchNorm raises 'BatchNorm training requires more than one value per channel' in training",
-        lambda case, dtype: case.params.get("training", True) and values_per_statistic(case) == 1,
+        lambda case, dtype: param(case, "training") and values_per_statistic(case) == 1,
         lambda: (
             Case("batch_norm", np.array([[0.5, -1.0]]), {"channel_axis": -1, "training": True}, "standard"),
             "float64",
@@ -67,7 +68,7 @@ KNOWN: list[Divergence] = [
             norm,
             "BN.D13",
             "mlx.nn's normalization layers raise ValueError for eps <= 0 when constructed",
-            lambda case, dtype: case.params.get("eps", 1e-5) == 0,
+            lambda case, dtype: param(case, "eps") == 0,
             lambda norm=norm, x=x, extra=extra: (
                 Case(norm, np.array(x), {"eps": 0.0, **extra}, "standard"),
                 "float64",
@@ -161,7 +162,7 @@ KNOWN: list[Divergence] = [
         "GN.D8",
         "mlx.nn.GroupNorm's interleaved (default) path computes mean, variance and eps "
         "in the half input dtype",
-        lambda case, dtype: case.params.get("assignment", "contiguous") == "interleaved" and half(dtype),
+        lambda case, dtype: param(case, "assignment") == "interleaved" and half(dtype),
         lambda: (
             Case(
                 "group_norm",

@@ -12,6 +12,7 @@ from normconf.conformance.divergences import (
     half,
     half_squares_overflow,
     one_pass_exceeds_budget,
+    param,
     power_sum_out_of_range,
 )
 from normconf.conformance.strategies import Case
@@ -94,7 +95,7 @@ KNOWN: list[Divergence] = [
         "LP.D3",
         "onnx.reference's LpNormalization omits abs(): "
         "for p = 1 the 'norm' of mixed or negative values is a signed sum",
-        lambda case, dtype: case.params.get("p", 2.0) == 1.0 and bool(np.any(case.x < 0)),
+        lambda case, dtype: param(case, "p") == 1.0 and bool(np.any(case.x < 0)),
         lambda: (
             Case(
                 "lp_normalize",
@@ -127,7 +128,7 @@ KNOWN: list[Divergence] = [
         "LRN.D4",
         "onnx.reference's LRN loops over the batch axis: "
         "with N != C channels get no window or it raises IndexError",
-        lambda case, dtype: case.x.shape[0] != case.x.shape[case.params.get("channel_axis", 1) % case.x.ndim],
+        lambda case, dtype: case.x.shape[0] != case.x.shape[param(case, "channel_axis") % case.x.ndim],
         lambda: (
             Case(
                 "local_response_norm",
@@ -143,7 +144,7 @@ KNOWN: list[Divergence] = [
         "local_response_norm",
         "LRN.D6",
         "onnxruntime slides a running sum of squares along the channels: error grows with all squares seen",
-        lambda case, dtype: case.x.shape[case.params.get("channel_axis", 1) % case.x.ndim] > 1,
+        lambda case, dtype: case.x.shape[param(case, "channel_axis") % case.x.ndim] > 1,
         lambda: (
             Case(
                 "local_response_norm",
@@ -160,7 +161,7 @@ KNOWN: list[Divergence] = [
         "LRN.D7",
         "onnx.reference keeps alpha/size in float32 and squares in the input dtype",
         lambda case, dtype: (
-            (dtype == "float64" and _float32_inexact(case.params.get("alpha", 1e-4) / case.params["size"]))
+            (dtype == "float64" and _float32_inexact(param(case, "alpha") / case.params["size"]))
             or half_squares_overflow(case, dtype)
         ),
         lambda: (

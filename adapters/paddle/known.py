@@ -12,6 +12,7 @@ from normconf.conformance.divergences import (
     min_norm,
     one_pass_exceeds_budget,
     one_value_per_statistic,
+    param,
     power_sum_out_of_range,
 )
 from normconf.conformance.strategies import Case
@@ -21,7 +22,7 @@ from normconf.conformance.tolerances import finfo
 def _p_norm_backward(case: Case, dtype: str) -> bool:
     """LP.D7: Paddle's p-norm backward divides by norm^(p-1) + eps; visible once eps / norm^(p-1)
     passes u/16."""
-    p, eps = case.params.get("p", 2.0), case.params.get("eps", 1e-12)
+    p, eps = param(case, "p"), param(case, "eps")
     with np.errstate(divide="ignore", invalid="ignore"):
         # NumPy floats: a zero row's norm gives inf here, where Python floats raise ZeroDivisionError
         return eps > 0 and bool(
@@ -53,7 +54,7 @@ KNOWN: list[Divergence] = [
         "BN.D19",
         "Paddle's eval-mode BatchNorm with use_global_stats=False differentiates "
         "the batch statistics as constants",
-        lambda case, dtype: case.params.get("state") is None and not case.params.get("training", True),
+        lambda case, dtype: case.params.get("state") is None and not param(case, "training"),
         lambda: (
             Case(
                 "batch_norm",

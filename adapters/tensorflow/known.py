@@ -18,6 +18,7 @@ from normconf.conformance.divergences import (
     lrn_base_power,
     max_abs,
     norm_square_overflows,
+    param,
     rsqrt_jvp_underflows,
 )
 from normconf.conformance.strategies import Case
@@ -29,13 +30,13 @@ def _folded_overflow(case: Case, dtype: str) -> bool:
     if dtype != "float16" or not batch_stats(case) or not case.x.size:
         return False
     view, axes, _ = statistic_view(case.norm, case.x, case.params)
-    floor = float(np.min(view.var(axis=axes))) + case.params.get("eps", 1e-5)
+    floor = float(np.min(view.var(axis=axes))) + param(case, "eps")
     return max_abs(case) / np.sqrt(floor) > huge(dtype) or floor**-1.5 / 2 > huge(dtype)
 
 
 def _lrn_log_amplification(case: Case) -> bool:
     """LRN.D9: exp(-beta*log(base)) amplifies rounding by |beta| ln(base); the budget allows |beta| + 1."""
-    beta = abs(case.params.get("beta", 0.75))
+    beta = abs(param(case, "beta"))
     return beta * np.log(max(lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)) > SAFETY * (beta + 1.0)
 
 

@@ -15,6 +15,7 @@ from normconf.conformance.divergences import (
     max_abs,
     min_norm,
     one_value_per_statistic,
+    param,
     power_sum_out_of_range,
 )
 from normconf.conformance.strategies import Case
@@ -22,18 +23,16 @@ from normconf.conformance.strategies import Case
 
 def _half_rstd_overflows(case: Case, dtype: str) -> bool:
     """BN.D11 / LN.D5: 1/sqrt(var + eps) kept in float16 is inf when var + eps < 2^-32."""
-    return dtype == "float16" and case.params.get("eps", 1e-5) < 2.0**-32
+    return dtype == "float16" and param(case, "eps") < 2.0**-32
 
 
 def _group_check(case: Case) -> bool:
     """GN.D5: F.group_norm's check N*(C/G)*spatial == 1."""
     x, groups = case.x, case.params["groups"]
     spatial = int(
-        np.prod(
-            [s for i, s in enumerate(x.shape) if i not in (0, case.params.get("channel_axis", 1) % x.ndim)]
-        )
+        np.prod([s for i, s in enumerate(x.shape) if i not in (0, param(case, "channel_axis") % x.ndim)])
     )
-    return x.shape[0] * (x.shape[case.params.get("channel_axis", 1) % x.ndim] // groups) * spatial == 1
+    return x.shape[0] * (x.shape[param(case, "channel_axis") % x.ndim] // groups) * spatial == 1
 
 
 def _rstd_scaled_input_overflows(case: Case, dtype: str) -> bool:
@@ -41,7 +40,7 @@ def _rstd_scaled_input_overflows(case: Case, dtype: str) -> bool:
     if dtype == "float64":
         return False
     view, axes, _ = statistic_view(case.norm, case.x, case.params)
-    rstd = 1.0 / np.sqrt(view.var(axis=axes) + case.params.get("eps", 1e-5))
+    rstd = 1.0 / np.sqrt(view.var(axis=axes) + param(case, "eps"))
     return (max_abs(case) * float(np.max(rstd, initial=0.0))) ** 2 > huge(dtype)
 
 
@@ -79,7 +78,7 @@ KNOWN: list[Divergence] = [
         "batch_norm",
         "BN.D13",
         "PyTorch raises 'batch_norm eps must be positive during training' for eps = 0",
-        lambda case, dtype: case.params.get("eps", 1e-5) == 0 and batch_stats(case),
+        lambda case, dtype: param(case, "eps") == 0 and batch_stats(case),
         lambda: (
             Case("batch_norm", np.array([[[0.5, -1.0, 2.0]]]), {"eps": 0.0, "training": True}, "standard"),
             "float64",
@@ -169,8 +168,8 @@ KNOWN: list[Divergence] = [
         "in float16 eps below 3e-8 becomes 0, and rows of norm below it divide by 0",
         lambda case, dtype: (
             dtype == "float16"
-            and float(np.float16(case.params.get("eps", 1e-12))) != case.params.get("eps", 1e-12)
-            and min_norm(case) < case.params.get("eps", 1e-12)
+            and float(np.float16(param(case, "eps"))) != param(case, "eps")
+            and min_norm(case) < param(case, "eps")
         ),
         lambda: (
             Case("lp_normalize", np.zeros((1, 2)), {"axes": (-1,), "eps": 1e-12}, "integers"),
