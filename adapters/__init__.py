@@ -56,10 +56,12 @@ def load(name: str) -> Adapter:
 
 
 def built_in() -> list[str]:
-    """The adapters normconf ships, in the order its pyproject.toml declares them."""
+    """The adapters normconf ships (its own entry points), sorted by name."""
     from . import plugin
 
-    return [name for name, point in plugin.entry_points().items() if _distribution(point) == DISTRIBUTION]
+    return sorted(
+        name for name, point in plugin.entry_points().items() if _distribution(point) == DISTRIBUTION
+    )
 
 
 def names() -> list[str]:
