@@ -130,6 +130,7 @@ def apply_max_isa(environ=os.environ) -> str:
     wanted = environ.get(MAX_ISA_ENV, "").strip().lower()
     if wanted and wanted not in CAPS:
         raise IsaCapError(f"{MAX_ISA_ENV}={wanted!r}: must be one of {', '.join(CAPS)}")
+    caps(environ)  # a malformed cap set by hand is refused even where NORMCONF_MAX_ISA replaces it
     if wanted:  # the one switch replaces whatever caps were set by hand ("native": none at all)
         others = _XLA_FLAG.sub("", environ.get("XLA_FLAGS", "")).split()
         environ["XLA_FLAGS"] = " ".join(others)
@@ -141,7 +142,6 @@ def apply_max_isa(environ=os.environ) -> str:
             environ["XLA_FLAGS"] = " ".join([*environ["XLA_FLAGS"].split(), f"--xla_cpu_max_isa={level}"])
         else:
             environ[SWITCHES[library]] = level.lower() if library == "aten" else level
-    caps(environ)  # a cap set by hand is checked too
     return wanted
 
 

@@ -46,9 +46,8 @@ class Divergence:
     example: Callable[[], tuple[Case, str]]  # a minimal (case, dtype) that shows the divergence
     shows_in: str = "forward"  # where the example diverges: "forward" output, "gradient", or running "state"
     non_finite: bool = False  # explains how NaN / ±inf inputs come out (NUM.N9): judged on the input as run
-    cpu: CpuDependency | None = (
-        None  # occurs only on CPUs where this holds (NUM.N10); elsewhere the adapter conforms
-    )
+    # occurs only on CPUs where this holds (NUM.N10); elsewhere the adapter conforms
+    cpu: CpuDependency | None = None
 
     def holds_here(self) -> bool:
         """Whether this divergence occurs on this CPU under the ISA caps in force (always, without a

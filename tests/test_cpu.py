@@ -112,26 +112,7 @@ def test_an_unknown_cap_is_refused_in_one_line_before_anything_runs(variable, va
     assert command.returncode == 2 and command.stdout == ""
     [line] = command.stderr.strip().splitlines()
     assert variable in line and ("native, avx2, avx512" in line or "AVX2" in line), line
-    collect = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--collect-only",
-            "-q",
-            "conformance/test_forward.py",
-            "--adapters",
-            "onnx.reference",
-        ],
-        capture_output=True,
-        text=True,
-        env=_clean_env(**{variable: value}),
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert collect.returncode != 0 and variable in collect.stdout + collect.stderr
+    # pytest refuses it too: tests/test_devices.py::test_a_bad_choice_is_refused_before_anything_runs
 
 
 @pytest.mark.clause("NUM.N10")

@@ -63,7 +63,17 @@ def test_every_framework_environment_names_its_device():
         assert "tf32" in environment, f"{name} records no TF32 mode"
 
 
-@pytest.mark.parametrize("variable, value", [("NORMCONF_TF32", "maybe"), ("NORMCONF_DEVICE", "gpu0")])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("NORMCONF_TF32", "maybe"),
+        ("NORMCONF_DEVICE", "gpu0"),
+        pytest.param("NORMCONF_MAX_ISA", "avx9", marks=pytest.mark.clause("NUM.N10")),
+        pytest.param("XLA_FLAGS", "--xla_cpu_max_isa=AVX9", marks=pytest.mark.clause("NUM.N10")),
+        pytest.param("ONEDNN_MAX_CPU_ISA", "AVX3", marks=pytest.mark.clause("NUM.N10")),
+        pytest.param("ATEN_CPU_CAPABILITY", "sse9", marks=pytest.mark.clause("NUM.N10")),
+    ],
+)
 def test_a_bad_choice_is_refused_before_anything_runs(variable, value, tmp_path):
     import os
 
