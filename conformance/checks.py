@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 
 from normconf import reference as R
+from normconf.reference.local_response_norm import checked as lrn_checked
+from normconf.reference.local_response_norm import window_base, window_sum
+from normconf.reference.lp_normalize import EPS_PLACEMENTS, lp_norm
+from normconf.reference.lp_normalize import checked as lp_checked
 
 from . import tolerances as T
 
@@ -195,24 +199,21 @@ def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: in
 
 def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dict:
     """NUM.N8: the magnitudes of the terms each gradient is summed from (a running-error bound): what
-    rounding in a VJP's intermediate sums can cost even where the terms cancel to nearly nothing."""
-    import importlib
-
-    lrn = importlib.import_module("normconf.reference.local_response_norm")
-    lp = importlib.import_module("normconf.reference.lp_normalize")
-
+    rounding in a VJP's intermediate sums can cost even where the terms cancel to nearly nothing. How
+    they are summed is the norm record's `gradient_terms` (a key of TERMS)."""
+    record = R.NORMS[norm]
     gamma = _affine_magnitude(params)
     plain = {k: v for k, v in params.items() if k not in ("scale", "offset")}
-    affine_sums = {}
-    if norm in STANDARDIZING or norm == "rms_norm":
-        xhat = getattr(R, norm)(x, **plain)
+    xhat, affine_sums = None, {}
+    if record.gradient_terms in ("standardizing", "rms"):
+        xhat = record.forward(x, **plain)
         xhat = getattr(xhat, "y", xhat)
         if params.get("scale") is not None or params.get("offset") is not None:
             param_axes = _param_axes(norm, x, params)
             summed = tuple(i for i in range(x.ndim) if i not in param_axes)
             # each x̂ in the sum carries the forward error u * (kappa + |x̂|) of NUM.N5
             error_scale = np.abs(xhat)
-            if norm in STANDARDIZING and uses_batch_stats(params):
+            if record.standardizing and uses_batch_stats(params):
                 view, axes, back = statistic_view(norm, x, params)
                 error_scale = error_scale + back(
                     T.conditioning(view, axes, divisor=divided(view, axes, params).divisor)
@@ -222,61 +223,84 @@ def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dic
                 "offset": np.sum(np.abs(g), axis=summed),
             }
     with np.errstate(all="ignore"):
-        if norm in STANDARDIZING and uses_batch_stats(params):
-            view, axes, back = statistic_view(norm, x, params)
-            gv = np.abs(statistic_view(norm, g, params)[0]) * gamma
-            xh = np.abs(statistic_view(norm, xhat, params)[0])
-            sigma = divided(view, axes, params).divisor
-            # x̂ itself carries the forward error u * kappa (NUM.N5), which the terms then multiply
-            kappa = T.conditioning(view, axes, divisor=sigma)
-            terms = back(
-                kappa
-                * (gv + gv.mean(axis=axes, keepdims=True) + xh * (gv * xh).mean(axis=axes, keepdims=True))
-                / sigma
-            )
-        elif norm == "rms_norm":
-            axes = tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
-            r = np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + params["eps"])
-            gv, xh = np.abs(g) * gamma, np.abs(xhat)
-            terms = (gv + xh * (gv * xh).mean(axis=axes, keepdims=True)) / r
-        elif norm == "local_response_norm":
-            xv, axis, win, a, beta, k = lrn._check(
-                x,
-                params["size"],
-                params.get("alpha", 1e-4),
-                params.get("beta", 0.75),
-                params.get("k", 1.0),
-                params.get("channel_axis", 1),
-                params.get("alpha_over_size", True),
-                params.get("extra", "before"),
-            )
-            base = lrn._base(xv, axis, win, a, k)
-            through = lrn.window_sum(np.abs(g * xv) * abs(beta) * base ** (-beta - 1.0), axis, win[1], win[0])
-            # powers amplify relative errors by their exponent: |beta| + 1 for base^(-beta-1)
-            terms = (abs(beta) + 1.0) * (np.abs(g) * base**-beta + 2.0 * a * np.abs(xv) * through)
-        elif norm == "lp_normalize":
-            xv, p, axes, eps, placement = lp._check(
-                x,
-                params.get("p", 2.0),
-                params.get("axes", (1,)),
-                params.get("eps", 1e-12),
-                params.get("eps_placement", "max_norm"),
-            )
-            n = lp.lp_norm(xv, p, axes)
-            d = lp.EPS_PLACEMENTS[placement][0](n, eps, p)
-            safe = np.where(n > 0, n, 1.0)
-            # |x|^p and its root amplify relative errors by p
-            terms = p * (
-                np.abs(g) / d
-                + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1)
-            )
-        else:  # linear in g: channel_normalize, eval with running statistics
-            terms = np.zeros_like(x)
+        terms = TERMS[record.gradient_terms](norm, x, params, g, gamma, xhat)
     return {"x": np.where(np.isfinite(terms), terms, 0.0), **affine_sums}
 
 
+def _standardizing_terms(norm, x, params, g, gamma, xhat):
+    """dx = (ĝ − mean ĝ − x̂·mean(ĝx̂))/σ; in eval with running statistics it is linear in g (no terms)."""
+    if not uses_batch_stats(params):
+        return np.zeros_like(x)
+    view, axes, back = statistic_view(norm, x, params)
+    gv = np.abs(statistic_view(norm, g, params)[0]) * gamma
+    xh = np.abs(statistic_view(norm, xhat, params)[0])
+    sigma = divided(view, axes, params).divisor
+    # x̂ itself carries the forward error u * kappa (NUM.N5), which the terms then multiply
+    kappa = T.conditioning(view, axes, divisor=sigma)
+    return back(
+        kappa
+        * (gv + gv.mean(axis=axes, keepdims=True) + xh * (gv * xh).mean(axis=axes, keepdims=True))
+        / sigma
+    )
+
+
+def _rms_terms(norm, x, params, g, gamma, xhat):
+    """dx = (ĝ − x̂·mean(ĝx̂))/r."""
+    axes = tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
+    r = np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + params["eps"])
+    gv, xh = np.abs(g) * gamma, np.abs(xhat)
+    return (gv + xh * (gv * xh).mean(axis=axes, keepdims=True)) / r
+
+
+def _window_terms(norm, x, params, g, gamma, xhat):
+    """LRN: g·base^-β plus the window sum of the base's derivative."""
+    defaults = R.NORMS[norm].parameters()
+    xv, axis, win, a, beta, k = lrn_checked(
+        x,
+        *(params.get(key, defaults[key]) for key in ("size", "alpha", "beta", "k", "channel_axis")),
+        params.get("alpha_over_size", defaults["alpha_over_size"]),
+        params.get("extra", defaults["extra"]),
+    )
+    base = window_base(xv, axis, win, a, k)
+    through = window_sum(np.abs(g * xv) * abs(beta) * base ** (-beta - 1.0), axis, win[1], win[0])
+    # powers amplify relative errors by their exponent: |beta| + 1 for base^(-beta-1)
+    return (abs(beta) + 1.0) * (np.abs(g) * base**-beta + 2.0 * a * np.abs(xv) * through)
+
+
+def _lp_terms(norm, x, params, g, gamma, xhat):
+    """Lp: g/d and the projection term through the norm."""
+    defaults = R.NORMS[norm].parameters()
+    xv, p, axes, eps, placement = lp_checked(
+        x, *(params.get(key, defaults[key]) for key in ("p", "axes", "eps", "eps_placement"))
+    )
+    n = lp_norm(xv, p, axes)
+    d = EPS_PLACEMENTS[placement][0](n, eps, p)
+    safe = np.where(n > 0, n, 1.0)
+    # |x|^p and its root amplify relative errors by p
+    return p * (
+        np.abs(g) / d
+        + np.sum(np.abs(g * xv), axis=axes, keepdims=True) / (d * d) * (np.abs(xv) / safe) ** (p - 1)
+    )
+
+
+def _linear_terms(norm, x, params, g, gamma, xhat):
+    """A map linear in g (channel_normalize): no sums to round."""
+    return np.zeros_like(x)
+
+
+# a norm record's `gradient_terms` -> how its VJP's terms are summed
+TERMS = {
+    "standardizing": _standardizing_terms,
+    "rms": _rms_terms,
+    "window": _window_terms,
+    "lp": _lp_terms,
+    "linear": _linear_terms,
+}
+
+
 def _param_axes(norm: str, x: np.ndarray, params: dict) -> tuple[int, ...]:
-    if norm in ("layer_norm", "rms_norm"):
+    """The axes the affine parameters span: the normalized axes, or the channel axis."""
+    if R.NORMS[norm].statistics == "axes":
         return tuple(sorted(a % x.ndim for a in params.get("axes", (-1,))))
     return (params.get("channel_axis", 1) % x.ndim,)
 

@@ -23,7 +23,7 @@ def window(size: int, extra: str) -> tuple[int, int]:
     return (longer, shorter) if extra == "before" else (shorter, longer)
 
 
-def _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra):
+def checked(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra):
     x = c.as_input(x, "LRN.C1", min_rank=2)
     axis = c.as_axis(channel_axis, x.ndim, "LRN.C2", "channel_axis")
     size = c.as_count(size, "LRN.C3", "size")
@@ -49,7 +49,7 @@ def window_sum(v: np.ndarray, axis: int, before: int, after: int) -> np.ndarray:
     return np.moveaxis(total, 0, axis)
 
 
-def _base(x, axis, win, a, k):
+def window_base(x, axis, win, a, k):
     return k + a * window_sum(x * x, axis, *win)
 
 
@@ -65,8 +65,8 @@ def local_response_norm(
     alpha_over_size: bool = True,
     extra: str = "before",
 ) -> np.ndarray:
-    x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
-    return x * _base(x, axis, win, a, k) ** -beta
+    x, axis, win, a, beta, k = checked(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
+    return x * window_base(x, axis, win, a, k) ** -beta
 
 
 @c.ieee
@@ -82,9 +82,9 @@ def local_response_norm_vjp(
     alpha_over_size: bool = True,
     extra: str = "before",
 ) -> c.Grads:
-    x, axis, win, a, beta, k = _check(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
+    x, axis, win, a, beta, k = checked(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra)
     g = c.as_cotangent(g, x, "LRN.C1")
-    base = _base(x, axis, win, a, k)
+    base = window_base(x, axis, win, a, k)
     # x_j feeds base_c for every c whose window holds j, i.e. c in [j - after, j + before]:
     # the transposed window.
     through_base = window_sum(g * x * -beta * base ** (-beta - 1.0), axis, win[1], win[0])

@@ -26,7 +26,7 @@ EPS_PLACEMENTS = {
 }
 
 
-def _check(x, p, axes, eps, eps_placement):
+def checked(x, p, axes, eps, eps_placement):
     x = c.as_input(x, "LP.C1", min_rank=1)
     axes = c.as_axes(axes, x.ndim, "LP.C2")
     c.require_values(x, axes, "LP.C1")
@@ -47,7 +47,7 @@ def lp_norm(x: np.ndarray, p: float, axes: tuple[int, ...]) -> np.ndarray:
 def lp_normalize(
     x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm"
 ) -> np.ndarray:
-    x, p, axes, eps, placement = _check(x, p, axes, eps, eps_placement)
+    x, p, axes, eps, placement = checked(x, p, axes, eps, eps_placement)
     divisor, _ = EPS_PLACEMENTS[placement]
     return x / divisor(lp_norm(x, p, axes), eps, p)
 
@@ -56,7 +56,7 @@ def lp_normalize(
 def lp_normalize_vjp(
     g, x, *, p: float = 2.0, axes=(1,), eps: float = 1e-12, eps_placement: str = "max_norm"
 ) -> c.Grads:
-    x, p, axes, eps, placement = _check(x, p, axes, eps, eps_placement)
+    x, p, axes, eps, placement = checked(x, p, axes, eps, eps_placement)
     g = c.as_cotangent(g, x, "LP.C1")
     divisor, follows_norm = EPS_PLACEMENTS[placement]
     norm = lp_norm(x, p, axes)

@@ -63,6 +63,7 @@ class Norm:
     statistics: str  # which values one statistic spans: see `statistic_view`
     defaultable: tuple[str, ...]  # canonical parameters a framework's default can set
     affine: tuple[str, ...] = ()  # the learnable parameters the strategies draw ("scale", "offset")
+    gradient_terms: str = "linear"  # how its VJP sums terms (NUM.N8; conformance.checks.TERMS)
     identities: frozenset[str] = frozenset()  # the IDENTITIES that hold for it
     standardizing: bool = False  # subtracts a mean: NUM.N5's conditioning applies
     stateful: bool = False  # keeps running statistics (a step returns the new state)
@@ -134,6 +135,7 @@ NORMS: dict[str, Norm] = {
             batch_norm_vjp,
             Clauses("BN.S1", "BN.S6", "BN.D3", state="BN.S2", eval="BN.S3", scale_invariance="BN.N1"),
             affine=("scale", "offset"),
+            gradient_terms="standardizing",
             strategy="running",
             statistics="channel",
             defaultable=_RUNNING,
@@ -150,6 +152,7 @@ NORMS: dict[str, Norm] = {
             layer_norm_vjp,
             Clauses("LN.S1", "LN.S2", "LN.D1", scale_invariance="LN.N1"),
             affine=("scale", "offset"),
+            gradient_terms="standardizing",
             strategy="axes",
             statistics="axes",
             defaultable=("axes", "eps", "normalize_var", "eps_placement"),
@@ -166,6 +169,7 @@ NORMS: dict[str, Norm] = {
             instance_norm_vjp,
             Clauses("IN.S1", "IN.S4", "IN.D1", state="IN.S3", eval="IN.S2", scale_invariance="IN.N1"),
             affine=("scale", "offset"),
+            gradient_terms="standardizing",
             strategy="running",
             statistics="sample_channel",
             defaultable=_RUNNING,
@@ -182,6 +186,7 @@ NORMS: dict[str, Norm] = {
             group_norm_vjp,
             Clauses("GN.S1", "GN.S2", "GN.D2", scale_invariance="GN.N1"),
             affine=("scale", "offset"),
+            gradient_terms="standardizing",
             strategy="groups",
             statistics="group",
             defaultable=("groups", "channel_axis", "eps", "assignment", "normalize_var", "eps_placement"),
@@ -198,6 +203,7 @@ NORMS: dict[str, Norm] = {
             rms_norm_vjp,
             Clauses("RMS.S1", "RMS.S2", "RMS.D2", scale_invariance="RMS.N1"),
             affine=("scale",),
+            gradient_terms="rms",
             strategy="axes",
             statistics="axes",
             defaultable=("axes", "eps", "eps_placement"),
@@ -212,6 +218,7 @@ NORMS: dict[str, Norm] = {
             local_response_norm,
             local_response_norm_vjp,
             Clauses("LRN.S1", "LRN.S2", "LRN.D1"),
+            gradient_terms="window",
             strategy="window",
             statistics="window",
             defaultable=("size", "alpha", "beta", "k", "channel_axis", "alpha_over_size", "extra"),
@@ -226,6 +233,7 @@ NORMS: dict[str, Norm] = {
             lp_normalize,
             lp_normalize_vjp,
             Clauses("LP.S1", "LP.S2", "LP.D1", scale_invariance="LP.N1"),
+            gradient_terms="lp",
             strategy="lp",
             statistics="axes",
             defaultable=("p", "axes", "eps", "eps_placement"),
@@ -239,6 +247,7 @@ NORMS: dict[str, Norm] = {
             channel_normalize,
             channel_normalize_vjp,
             Clauses("CN.S1", "CN.S2", "CN.D1"),
+            gradient_terms="linear",
             strategy="channel_map",
             statistics="none",
             defaultable=("channel_axis", "std_floor"),
@@ -253,6 +262,7 @@ NORMS: dict[str, Norm] = {
             sync_batch_norm_vjp,
             Clauses("SBN.S1", "SBN.S4", None, state="SBN.S3", eval="SBN.S3", equal_weighting="SBN.S2"),
             affine=("scale", "offset"),
+            gradient_terms="standardizing",
             strategy="running",
             statistics="channel",
             defaultable=("weighting", "channel_axis", "eps", "momentum", "running_var"),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from normconf import reference as R
 from normconf import spec
 from normconf.adapters import base, conventions
-from normconf.conformance import strategies
+from normconf.conformance import checks, strategies
 from normconf.reference.norms import IDENTITIES
 from normconf.reports import html, results
 
@@ -59,7 +59,7 @@ def test_every_list_of_norms_covers_the_record(norm):
     results.check({**RESULT, "norm": norm.name}, "a result of this norm")  # the schema accepts it
     assert norm.name in base.NORMS and base.CANONICAL_PARAMETERS[norm.name] == norm.defaultable
     assert html.TITLES[norm.name] == conventions.TITLES[norm.name] == norm.title
-    assert norm.strategy in strategies._BUILDERS
+    assert norm.strategy in strategies._BUILDERS and norm.gradient_terms in checks.TERMS
 
 
 @RECORDS
