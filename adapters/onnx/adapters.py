@@ -27,6 +27,7 @@ from ..base import (
     Convention,
     NormDeclaration,
     Outcome,
+    Params,
     channel_axis_of,
     f32,
     float32_attribute,
@@ -465,8 +466,8 @@ class OnnxBase(Adapter):
 
         def node(op, output, inputs, attributes=lambda h: {}, implied=lambda x: {}):
             def call(x, hints, dtype):
-                if op == "LRN":
-                    self._lrn_limits(x, hints, dtype)
+                if op == "LRN":  # the operator's defaults are the canonical ones (LRN.D1)
+                    self._lrn_limits(x, Params("local_response_norm", hints), dtype)
                 (y,) = self._call(op, attributes(hints), inputs(x), (output,), dtype, (x.shape,))
                 return Outcome(y), implied(x)
 
