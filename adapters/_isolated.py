@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -153,6 +154,8 @@ class Isolated:
             except (EOFError, OSError):
                 process = self._process
                 self._discard()
+                if process.returncode == -signal.SIGINT:  # Ctrl-C reached the child before this process
+                    raise KeyboardInterrupt from None
                 raise ChildDied(
                     f"{self.name}: the isolated child (pid {process.pid}) died with exit code "
                     f"{process.returncode}{_signal_name(process.returncode)} during {method}()"
