@@ -72,13 +72,6 @@ def names() -> list[str]:
     return [*ours, *sorted(set(plugin.entry_points()) - set(ours))]
 
 
-def family(name: str) -> str:
-    """The package of the family folder an adapter lives in ("normconf.adapters.jax"), or the module of
-    a plug-in."""
-    module = type(load(name)).__module__
-    return module.rsplit(".", 1)[0] if module.startswith(f"{__name__}.") else module
-
-
 def cost(name: str) -> float:
     """The adapter's relative cost of a quick-profile run (Adapter.cost; 1 where it says nothing)."""
     try:
@@ -102,7 +95,6 @@ __all__ = [
     "UnknownAdapter",
     "built_in",
     "cost",
-    "family",
     "get",
     "load",
     "names",

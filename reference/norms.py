@@ -10,6 +10,7 @@ and its record here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -76,12 +77,8 @@ class Norm:
 
     def parameters(self) -> dict[str, Any]:
         """The reference's keyword parameters and their canonical defaults (inspect.Parameter.empty when
-        required)."""
-        return {
-            name: p.default
-            for name, p in inspect.signature(self.forward).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        required). Read on every adapter call (adapters.base.Params): inspected once per function."""
+        return dict(_keyword_defaults(self.forward))
 
     def statistic_view(self, x: np.ndarray, params: dict):
         """(view of x, the axes each statistic spans, a function mapping a keepdims statistic back to x's
@@ -96,6 +93,15 @@ class Norm:
             return 1
         view, axes, _ = self.statistic_view(x, params)
         return max(1, math.prod(view.shape[a] for a in axes))
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_defaults(fn: Callable) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (name, p.default)
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 def _axes(params: dict, ndim: int) -> tuple[int, ...]:
