@@ -76,21 +76,6 @@ def _divisor_conventions(params: dict) -> tuple[str, str]:
     return params.get("normalize_var", "biased"), params.get("eps_placement", "inside_sqrt")
 
 
-def divided(view: np.ndarray, axes: tuple[int, ...], params: dict):
-    """The reference's standardization of a statistic view under the params' divisor convention
-    (BN.P8): its x̂ and divisor, which the budgets' conditioning is relative to."""
-    from normconf.reference import _common
-    from normconf.reference.sync_batch_norm import element_weights, pooled
-
-    if "replica_sizes" in params:  # SBN.P2: the replicas' values weighted as the declared pooling does
-        axis = params.get("channel_axis", 1) % view.ndim
-        weights = element_weights(
-            view.shape, axis, tuple(params["replica_sizes"]), params.get("weighting", "count")
-        )
-        return pooled(view, axes, weights, params.get("eps", 1e-5))
-    return _common.standardized(view, axes, params.get("eps", 1e-5), *_divisor_conventions(params))
-
-
 def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dtype: str, out_dtype: str):
     """(elementwise budget, basis): NUM.N5, raised to NUM.N6 where honest arithmetic in the accumulation
     dtype is worse than the first-order model (ill-conditioned inputs of standardizing norms)."""
@@ -98,7 +83,7 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
     if norm in STANDARDIZING and uses_batch_stats(params):
         view, axes, back = statistic_view(norm, x, params)
         eps = params.get("eps", 1e-5)
-        standardized = divided(view, axes, params)
+        standardized = R.NORMS[norm].standardized(view, axes, params)
         kappa = back(T.conditioning(view, axes, divisor=standardized.divisor))
         xhat = back(standardized.xhat)
         first_order = T.standardizing_budget(
@@ -216,7 +201,7 @@ def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dic
             if record.standardizing and uses_batch_stats(params):
                 view, axes, back = statistic_view(norm, x, params)
                 error_scale = error_scale + back(
-                    T.conditioning(view, axes, divisor=divided(view, axes, params).divisor)
+                    T.conditioning(view, axes, divisor=R.NORMS[norm].standardized(view, axes, params).divisor)
                 )
             affine_sums = {
                 "scale": np.sum(np.abs(g) * error_scale, axis=summed),
@@ -234,7 +219,7 @@ def _standardizing_terms(norm, x, params, g, gamma, xhat):
     view, axes, back = statistic_view(norm, x, params)
     gv = np.abs(statistic_view(norm, g, params)[0]) * gamma
     xh = np.abs(statistic_view(norm, xhat, params)[0])
-    sigma = divided(view, axes, params).divisor
+    sigma = R.NORMS[norm].standardized(view, axes, params).divisor
     # x̂ itself carries the forward error u * kappa (NUM.N5), which the terms then multiply
     kappa = T.conditioning(view, axes, divisor=sigma)
     return back(

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch_norm import batch_norm, batch_norm_vjp
+from ._common import Standardized, standardized
+from .batch_norm import RunningStats, batch_norm, batch_norm_vjp
 from .channel_normalize import channel_normalize, channel_normalize_vjp
 from .group_norm import group_norm, group_norm_vjp, grouped, ungrouped
 from .instance_norm import instance_norm, instance_norm_vjp
@@ -27,7 +28,7 @@ from .layer_norm import layer_norm, layer_norm_vjp
 from .local_response_norm import local_response_norm, local_response_norm_vjp
 from .lp_normalize import lp_normalize, lp_normalize_vjp
 from .rms_norm import rms_norm, rms_norm_vjp
-from .sync_batch_norm import sync_batch_norm, sync_batch_norm_vjp
+from .sync_batch_norm import element_weights, pooled, sync_batch_norm, sync_batch_norm_vjp
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class Norm:
     )
     defaults_of: str | None = None  # takes another norm's framework defaults (nothing of its own to compare)
     needs: dict = field(default_factory=dict)  # a value for each required parameter with no canonical default
+    # what a typical call sets that no default does, on the porting hazards' (4, 6, 3, 5) input and the
+    # benchmarks' (a value, or a function of x); its per-statistic arrays come from `typical_params`
+    typical: dict = field(default_factory=dict)
+    typical_arrays: tuple[str, ...] | None = None  # per-statistic arrays a typical call passes (None: affine)
 
     def parameters(self) -> dict[str, Any]:
         """The reference's keyword parameters and their canonical defaults (inspect.Parameter.empty when
@@ -84,6 +89,43 @@ class Norm:
         """(view of x, the axes each statistic spans, a function mapping a keepdims statistic back to x's
         shape): the values one statistic is computed from, for budgets and divergence models."""
         return statistic_view(self.statistics, x, params)
+
+    def typical_params(self, x: np.ndarray, params: dict) -> dict:
+        """`params` (a framework's defaults) completed as a typical call on x completes them, the same for
+        every framework: `needs` and `typical`, trained-looking per-statistic arrays (a scale near 1, an
+        offset near 0) shaped for x, the initial running state."""
+        typical = {k: v(x) if callable(v) else v for k, v in self.typical.items()}
+        params = {**self.needs, **typical, **params}
+        if params.get("axes", ()) is None:
+            params["axes"] = tuple(range(x.ndim))
+        shape = self.parameter_shape(x, params)
+        k = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+        trained = {"scale": 1.0 + 0.25 * np.cos(k), "std": 1.0 + 0.25 * np.cos(k), "offset": 0.1 * np.sin(k)}
+        trained["mean"] = trained["offset"]
+        arrays = self.affine if self.typical_arrays is None else self.typical_arrays
+        params.update({name: trained[name] for name in arrays})
+        if self.stateful:
+            params["state"] = RunningStats.initial(shape[0])
+        return params
+
+    def parameter_shape(self, x: np.ndarray, params: dict) -> tuple[int, ...]:
+        """The shape of its per-statistic parameters (scale, offset, mean, std) for x: the channels, or
+        the normalized axes' sizes."""
+        if self.statistics == "axes":
+            return tuple(x.shape[a] for a in _axes(params, x.ndim))
+        return (x.shape[params.get("channel_axis", self.parameters().get("channel_axis", 1)) % x.ndim],)
+
+    def standardized(self, view: np.ndarray, axes: tuple[int, ...], params: dict) -> Standardized:
+        """The reference's x̂ and divisor on a statistic view (`statistic_view`) under the params' divisor
+        conventions (BN.P8), or pooled over replicas as the declared weighting does (SBN.P2): what the
+        budgets' conditioning is relative to."""
+        eps = params.get("eps", self.parameters().get("eps", 1e-5))
+        if "replica_sizes" in params:
+            axis = params.get("channel_axis", 1) % view.ndim
+            sizes, weighting = tuple(params["replica_sizes"]), params.get("weighting", "count")
+            return pooled(view, axes, element_weights(view.shape, axis, sizes, weighting), eps)
+        divisor = params.get("normalize_var", "biased"), params.get("eps_placement", "inside_sqrt")
+        return standardized(view, axes, eps, *divisor)
 
     def reduction_length(self, x: np.ndarray, params: dict) -> int:
         """Values per statistic (NUM.N2's n): the window for LRN, 1 for an elementwise map."""
@@ -200,6 +242,7 @@ NORMS: dict[str, Norm] = {
             standardizing=True,
             divisor=True,
             needs={"groups": 2},
+            typical={"groups": 3},  # 32 groups by default need 32 channels: every framework gets 3
         ),
         Norm(
             "rms_norm",
@@ -216,6 +259,7 @@ NORMS: dict[str, Norm] = {
             identities=frozenset({"independent_samples", "batch_permutation", "scale"}),
             divisor=True,
             empty_batch=True,
+            typical={"eps": 1e-6},  # no canonical default (RMS.P3)
         ),
         Norm(
             "local_response_norm",
@@ -231,6 +275,7 @@ NORMS: dict[str, Norm] = {
             identities=frozenset({"independent_samples", "batch_permutation"}),
             empty_batch=True,
             needs={"size": 3},
+            typical={"size": 3},
         ),
         Norm(
             "lp_normalize",
@@ -259,6 +304,7 @@ NORMS: dict[str, Norm] = {
             defaultable=("channel_axis", "std_floor"),
             identities=frozenset({"independent_samples", "batch_permutation"}),
             empty_batch=True,
+            typical_arrays=("mean", "std"),
         ),
         Norm(
             "sync_batch_norm",
@@ -277,6 +323,7 @@ NORMS: dict[str, Norm] = {
             standardizing=True,
             stateful=True,
             defaults_of="batch_norm",
+            typical={"replica_sizes": lambda x: (x.shape[0] - x.shape[0] // 2, x.shape[0] // 2)},
         ),
     )
 }

@@ -19,7 +19,7 @@ from normconf import adapters
 from normconf import reference as R
 
 SHAPE = (4, 6, 3, 5)  # N, C, H, W: small, N != C, odd spatial sizes
-GROUPS, LRN_SIZE, STEPS = 3, 3, 10
+STEPS = 10
 BATCH_SPREAD, BATCH_OFFSET = 2.0, 1.0  # a typical activation: not zero-mean, not unit variance
 
 
@@ -64,34 +64,10 @@ def _batches():
     return [draw() for _ in range(STEPS)], draw()
 
 
-def _affine(shape) -> tuple[np.ndarray, np.ndarray]:
-    """A trained-looking scale and offset, the same for every framework."""
-    k = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
-    return 1.0 + 0.25 * np.cos(k), 0.1 * np.sin(k)
-
-
 def canonical_params(declaration, x: np.ndarray) -> dict:
-    """The framework's defaults, plus what they leave open, for input x (already in its layout)."""
-    params = declaration.defaults()
-    norm = declaration.norm
-    if norm == "group_norm":
-        params["groups"] = GROUPS  # a default of 32 groups needs 32 channels; every framework gets 3
-    if norm == "local_response_norm":
-        params.setdefault("size", LRN_SIZE)
-    if "axes" in params and params["axes"] is None:
-        params["axes"] = tuple(range(x.ndim))
-    channels = x.shape[params.get("channel_axis", 1) % x.ndim]
-    if norm in ("batch_norm", "instance_norm", "group_norm"):
-        params["scale"], params["offset"] = _affine((channels,))
-    if norm in ("layer_norm", "rms_norm"):
-        params["scale"] = _affine(
-            tuple(x.shape[a % x.ndim] for a in sorted(a % x.ndim for a in params["axes"]))
-        )[0]
-    if norm == "channel_normalize":
-        params["mean"], params["std"] = _affine((channels,))[1], _affine((channels,))[0]
-    if declaration.stateful:
-        params["state"] = R.RunningStats.initial(channels)
-    return params
+    """The framework's defaults, completed as a typical call completes them (the norm's record), for
+    input x (already in its layout)."""
+    return R.NORMS[declaration.norm].typical_params(x, declaration.defaults())
 
 
 def _layout(declaration, x: np.ndarray):

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from normconf import bench, spec
 from normconf import reference as R
-from normconf import spec
 from normconf.adapters import base, conventions
 from normconf.conformance import checks, strategies
 from normconf.reference.norms import IDENTITIES
-from normconf.reports import html, results
+from normconf.reports import hazards, html, results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = {
@@ -46,8 +46,8 @@ def test_record_matches_its_reference_module(norm):
     assert norm.forward is getattr(R, norm.name) and norm.vjp is getattr(R, f"{norm.name}_vjp")
     vjp = {n for n, p in inspect.signature(norm.vjp).parameters.items() if p.kind is p.KEYWORD_ONLY}
     assert set(norm.parameters()) == vjp, "the VJP takes the forward's parameters"
-    for field_name in ("defaultable", "affine", "needs"):
-        unknown = set(getattr(norm, field_name)) - set(norm.parameters())
+    for field_name in ("defaultable", "affine", "needs", "typical", "typical_arrays"):
+        unknown = set(getattr(norm, field_name) or ()) - set(norm.parameters())
         assert not unknown, f"{field_name} names parameters the reference does not take: {unknown}"
     assert norm.identities <= set(IDENTITIES)
     assert norm.stateful == ("state" in norm.parameters()) == bool(norm.clauses.state)
@@ -60,6 +60,19 @@ def test_every_list_of_norms_covers_the_record(norm):
     assert norm.name in base.NORMS and base.CANONICAL_PARAMETERS[norm.name] == norm.defaultable
     assert html.TITLES[norm.name] == conventions.TITLES[norm.name] == norm.title
     assert norm.strategy in strategies._BUILDERS and norm.gradient_terms in checks.TERMS
+    assert norm.name in dict(bench.reference_ratio(shape=(4, 6, 3, 5)))  # the reference benchmark
+
+
+@RECORDS
+def test_its_typical_call_runs_on_the_porting_hazards_input(norm):
+    """Norm.typical_params completes any framework's defaults (hazards, bench) into a call the
+    reference accepts, with per-statistic arrays shaped for the input."""
+    x = np.random.default_rng(0).normal(size=hazards.SHAPE)
+    params = norm.typical_params(x, {})
+    out = norm.forward(x, **params)
+    assert np.shape(getattr(out, "y", out)) == x.shape
+    for name in norm.affine if norm.typical_arrays is None else norm.typical_arrays:
+        assert np.shape(params[name]) == norm.parameter_shape(x, params)
 
 
 @RECORDS
