@@ -20,6 +20,8 @@ import numpy as np
 from normconf.reference import NORMS as RECORDS
 from normconf.reference import Grads, RunningStats
 
+from . import plan
+
 NORMS = tuple(RECORDS)  # every norm's name, in the records' order (normconf.reference.norms)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -197,14 +199,21 @@ class Adapter:
 
     def framework_repro(self, norm: str, x, params: dict, *, dtype: str, cotangent=None) -> str | None:
         """Python code that makes the same framework call with the framework alone (no normconf), for a
-        bug report upstream; None where the adapter cannot write one."""
-        return None
+        bug report upstream: the rendered plan of a `_run_<norm>` that returns one (plan.py); None where
+        the adapter cannot write one."""
+        planned = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
+        return plan.render(planned.plan) if isinstance(planned, plan.Planned) else None
 
     def supports(self, norm: str) -> bool:
         return norm in self.declarations
 
     def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
         """Run `norm` on x with canonical `params`, computing in `dtype`; gradients when given a cotangent."""
+        result = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
+        return result.outcome(plan.execute(result.plan)) if isinstance(result, plan.Planned) else result
+
+    def _resolved(self, norm: str, x, params: dict, dtype: str, cotangent) -> tuple[np.ndarray, Params]:
+        """x as float64 and the call's resolved Params, once the declaration is known to cover the call."""
         declaration = self.declarations.get(norm)
         if declaration is None:
             raise Unsupported(f"{self.name} has no {norm}")
@@ -224,10 +233,11 @@ class Adapter:
                     f"({'RMS.P4' if norm == 'rms_norm' else 'BN.P8'})",
                 )
         omit = tuple(DIVISOR_CONVENTIONS) if norm in DIVISOR_NORMS else ()  # checked above, implicit now
-        return self._run(norm, np.asarray(x, dtype=np.float64), Params(norm, params, omit), dtype, cotangent)
+        return np.asarray(x, dtype=np.float64), Params(norm, params, omit)
 
-    def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome:
-        """Dispatch to the `_run_<norm>` method (a plug-in may run every norm in one method instead)."""
+    def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome | plan.Planned:
+        """Dispatch to the `_run_<norm>` method (a plug-in may run every norm in one method instead): an
+        Outcome, or a Planned call that `run` executes and `framework_repro` renders."""
         return getattr(self, f"_run_{norm}")(x, params, dtype, cotangent)
 
 

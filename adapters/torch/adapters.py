@@ -21,6 +21,7 @@ from ..base import (
     require,
     trailing,
 )
+from ..plan import Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
 
 SRC_BN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/batchnorm.py"
 SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/Normalization.cpp"
@@ -143,24 +144,54 @@ def _numpy(t) -> np.ndarray:
     return t.detach().to(_torch().float64).cpu().numpy()
 
 
-def _backward(y, inputs: dict, cotangent, dtype: str) -> Grads:
-    """Gradients of sum(y * cotangent) w.r.t. the named leaf tensors (absent ones stay None)."""
-    y.backward(_tensor(cotangent, dtype))
-    grad = {k: (None if t is None else _numpy(t.grad)) for k, t in inputs.items()}
-    return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
-
-
-def _affine(params, dtype, grad):
-    scale, offset = params.get("scale"), params.get("offset")
-    return (None if scale is None else _tensor(scale, dtype, grad)), (
-        None if offset is None else _tensor(offset, dtype, grad)
+def _tensor_source(value: Input) -> str:
+    device = _device()
+    where = "" if device == "cpu" else f"{device!r}, "
+    return (
+        f"torch.tensor({_repro.values(value.value)}, dtype=torch.float64).to({where}torch.{value.dtype})"
+        + (".requires_grad_()" if value.grad else "")
     )
 
 
-def _state_tensors(state: RunningStats | None, dtype: str):
-    if state is None:
-        return None, None
-    return _tensor(state.mean, dtype), _tensor(state.var, dtype)
+TORCH = Runtime(
+    imports=("import torch", "import torch.nn.functional as F"),
+    tensor=lambda value: _tensor(value.value, value.dtype, value.grad),
+    tensor_source=_tensor_source,
+    numpy=lambda t: _numpy(t),
+    numpy_source="v.detach().to(torch.float64).cpu()",
+    aliases=(("torch.nn.functional", "F"),),
+)
+
+
+def _planned(steps: list[Step], leaves: dict, cotangent, dtype: str, finish, after=None) -> Planned:
+    """The steps that bind y, then (given a cotangent) y.backward(g) and the gradients of the named
+    leaves (canonical name -> where its .grad is read); `finish(executed, grads)` makes the Outcome."""
+    grads = {}
+    if cotangent is not None:
+        steps = [*steps, Step(None, Get("y", "backward"), (Input("g", cotangent, dtype),))]
+        grads = {key: Get(where.name, f"{where.attr}.grad".lstrip(".")) for key, where in leaves.items()}
+    plan = Plan(TORCH, tuple(steps), grads, after or {})
+
+    def outcome(executed: Executed) -> Outcome:
+        found = None
+        if cotangent is not None:
+            found = Grads(executed.grads["x"], executed.grads.get("scale"), executed.grads.get("offset"))
+        return finish(executed, found)
+
+    return Planned(plan, outcome)
+
+
+def _function(fn: str, args: tuple, kwargs: dict, leaves: dict, cotangent, dtype: str) -> Planned:
+    """y = torch.nn.functional.<fn>(...): the output and the gradients of the leaves."""
+    step = Step("y", Symbol(f"torch.nn.functional.{fn}"), args, kwargs)
+    return _planned([step], leaves, cotangent, dtype, lambda e, g: Outcome(e.y, grads=g))
+
+
+def _affine_inputs(params, dtype: str, grad: bool) -> tuple[Input | None, Input | None]:
+    return tuple(
+        None if params.get(key) is None else Input(name, params[key], dtype, grad)
+        for key, name in (("scale", "weight"), ("offset", "bias"))
+    )
 
 
 class TorchBase(Adapter):
@@ -183,11 +214,9 @@ class TorchBase(Adapter):
             params["eps_placement"] == "max_norm",
             "F.normalize clamps the norm: eps_placement='max_norm' only (LP.D1)",
         )
-        xt = _tensor(x, dtype, cotangent is not None)
-        axes = tuple(params["axes"])
-        y = _torch().nn.functional.normalize(xt, p=float(params["p"]), dim=axes, eps=params["eps"])
-        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        x_in = Input("x", x, dtype, cotangent is not None)
+        kwargs = {"p": float(params["p"]), "dim": tuple(params["axes"]), "eps": params["eps"]}
+        return _function("normalize", (x_in,), kwargs, {"x": Get("x")}, cotangent, dtype)
 
 
 def _lrn_checks(x, params, dtype):
@@ -273,39 +302,6 @@ class TorchFunctional(TorchBase):
     def no_argument_calls(self):
         return F_DEFAULT_CALLS
 
-    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The `torch.nn.functional` call(s) this adapter makes, recorded while it runs, written out
-        with literal tensors: the repro a PyTorch issue wants."""
-        names = (
-            "batch_norm",
-            "instance_norm",
-            "layer_norm",
-            "group_norm",
-            "rms_norm",
-            "local_response_norm",
-            "normalize",
-        )
-        calls = _repro.recorded_calls(
-            [(_torch().nn.functional, n) for n in names],
-            lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
-        )
-        if len(calls) != 1:
-            return None
-        backward = (
-            None
-            if cotangent is None
-            else (f"y.backward(torch.tensor({_repro.values(cotangent)}, dtype=torch.float64).to(y.dtype))")
-        )
-        return _repro.script(
-            [
-                *_repro.HEADER,
-                "import torch",
-                "import torch.nn.functional as F",
-                *TORCH_SHOW,
-                *_repro.function_call(f"F.{calls[0].name}", calls[0], _literal, backward),
-            ]
-        )
-
     def _running(self, norm, x, params, dtype, cotangent):
         """F.batch_norm / F.instance_norm: the running tensors are updated in place, as users see."""
         require(channel_axis_of(x, params) == 1, f"{norm}: PyTorch's channel axis is dim 1")
@@ -320,31 +316,42 @@ class TorchFunctional(TorchBase):
         )
         state, training = params.get("state"), params["training"]
         grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = _affine(params, dtype, grad)
-        mean, var = _state_tensors(state, dtype)
-        F = _torch().nn.functional
-        eps = params["eps"]
-        if norm == "batch_norm":
-            y = F.batch_norm(
-                xt, mean, var, scale, offset, training=training or state is None, momentum=momentum, eps=eps
+        scale, offset = _affine_inputs(params, dtype, grad)
+        mean, var = (
+            (None, None)
+            if state is None
+            else (
+                Input("running_mean", state.mean, dtype),
+                Input("running_var", state.var, dtype),
             )
-        else:
-            y = F.instance_norm(
-                xt,
-                mean,
-                var,
-                scale,
-                offset,
-                use_input_stats=training or state is None,
-                momentum=momentum,
-                eps=eps,
-            )
-        new_state = state
-        if state is not None and training:
-            new_state = RunningStats(_numpy(mean), _numpy(var), state.num_batches_tracked + 1)
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), new_state, grads)
+        )
+        batch = training or state is None
+        kwargs = {"momentum": momentum, "eps": params["eps"]}
+        kwargs = (
+            {"training": batch, **kwargs} if norm == "batch_norm" else {"use_input_stats": batch, **kwargs}
+        )
+        step = Step(
+            "y",
+            Symbol(f"torch.nn.functional.{norm}"),
+            (Input("x", x, dtype, grad), mean, var, scale, offset),
+            kwargs,
+        )
+        leaves = {"x": Get("x"), **{k: Get(v.name) for k, v in (("scale", scale), ("offset", offset)) if v}}
+        after = (
+            {} if state is None else {"running_mean": Get("running_mean"), "running_var": Get("running_var")}
+        )
+
+        def finish(executed, grads):
+            new_state = state
+            if state is not None and training:
+                new_state = RunningStats(
+                    executed.after["running_mean"],
+                    executed.after["running_var"],
+                    state.num_batches_tracked + 1,
+                )
+            return Outcome(executed.y, new_state, grads)
+
+        return _planned([step], leaves, cotangent, dtype, finish, after)
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         return self._running("batch_norm", x, params, dtype, cotangent)
@@ -352,15 +359,19 @@ class TorchFunctional(TorchBase):
     def _run_instance_norm(self, x, params, dtype, cotangent):
         return self._running("instance_norm", x, params, dtype, cotangent)
 
+    def _affine_call(self, fn, x, args, kwargs, params, dtype, cotangent, keys=("scale", "offset")):
+        """F.<fn>(x, *args, weight, bias, **kwargs) with the canonical affine inputs (absent: None)."""
+        grad = cotangent is not None
+        affine = dict(zip(("scale", "offset"), _affine_inputs(params, dtype, grad), strict=True))
+        leaves = {"x": Get("x"), **{k: Get(v.name) for k, v in affine.items() if v and k in keys}}
+        inputs = tuple(affine[k] for k in keys)
+        return _function(fn, (Input("x", x, dtype, grad), *args, *inputs), kwargs, leaves, cotangent, dtype)
+
     def _run_layer_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = _affine(params, dtype, grad)
-        y = _torch().nn.functional.layer_norm(xt, x.shape[x.ndim - count :], scale, offset, eps=params["eps"])
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), grads=grads)
+        shape = x.shape[x.ndim - count :]
+        return self._affine_call("layer_norm", x, (shape,), {"eps": params["eps"]}, params, dtype, cotangent)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == 1, "PyTorch's channel axis is dim 1")
@@ -368,36 +379,24 @@ class TorchFunctional(TorchBase):
             params["assignment"] == "contiguous",
             "PyTorch groups contiguous channels (GN.D1)",
         )
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = _affine(params, dtype, grad)
-        y = _torch().nn.functional.group_norm(xt, params["groups"], scale, offset, eps=params["eps"])
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), grads=grads)
+        args, kwargs = (params["groups"],), {"eps": params["eps"]}
+        return self._affine_call("group_norm", x, args, kwargs, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch RMSNorm has no bias")
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, _ = _affine(params, dtype, grad)
-        y = _torch().nn.functional.rms_norm(xt, x.shape[x.ndim - count :], scale, eps=params["eps"])
-        grads = _backward(y, {"x": xt, "scale": scale}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), grads=grads)
+        shape = x.shape[x.ndim - count :]
+        kwargs = {"eps": params["eps"]}
+        return self._affine_call("rms_norm", x, (shape,), kwargs, params, dtype, cotangent, keys=("scale",))
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         _lrn_checks(x, params, dtype)
-        xt = _tensor(x, dtype, cotangent is not None)
-        y = _torch().nn.functional.local_response_norm(
-            xt,
-            params["size"],
-            alpha=params["alpha"],
-            beta=params["beta"],
-            k=params["k"],
+        kwargs = {"alpha": params["alpha"], "beta": params["beta"], "k": params["k"]}
+        x_in = Input("x", x, dtype, cotangent is not None)
+        return _function(
+            "local_response_norm", (x_in, params["size"]), kwargs, {"x": Get("x")}, cotangent, dtype
         )
-        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
 
 
 BATCH_NORM_BY_RANK = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
@@ -503,78 +502,46 @@ class TorchModules(TorchBase):
     def _run_sync_batch_norm(self, x, params, dtype, cotangent):
         raise Unsupported(self.cannot_run("sync_batch_norm"))
 
-    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The configured module this adapter called (its repr, parameters and buffers as loaded, its
-        train/eval mode) and the call, written with literal tensors: the repro a PyTorch issue wants."""
-        seen, original = [], self._call
-
-        def recording(module, x, params, dtype, cotangent, training=True):
-            torch = _torch()
-            state = {
-                k: (v.detach().to(torch.float64).tolist(), str(v.dtype).removeprefix("torch."))
-                for k, v in module.state_dict().items()
-            }
-            seen.append((repr(module), state, training))
-            return original(module, x, params, dtype, cotangent, training)
-
-        self._call = recording
-        try:
-            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
-        finally:
-            del self._call
-        if len(seen) != 1:
-            return None
-        module, state, training = seen[0]
-        lines = [*_repro.HEADER, "import torch", *TORCH_SHOW, f"module = torch.nn.{module}.to(torch.{dtype})"]
-        if state:
-            lines.append(
-                "module.load_state_dict({"
-                + ", ".join(
-                    f"{k!r}: torch.tensor({v!r}, dtype=torch.float64).to(torch.{t})"
-                    for k, (v, t) in state.items()
-                )
-                + "})"
-            )
-        lines += [
-            f"module.train({training!r})",
-            f"x = torch.tensor({_repro.values(x)}, dtype=torch.float64).to(torch.{dtype})"
-            + (".requires_grad_()" if cotangent is not None else ""),
-            "y = module(x)",
-            "show('y', y)",
-        ]
-        if cotangent is not None:
-            lines += [
-                f"y.backward(torch.tensor({_repro.values(cotangent)}, dtype=torch.float64).to(y.dtype))",
-                "show('grad', {'x': x.grad, **{name: p.grad for name, p in module.named_parameters()}})",
-            ]
-        lines += ["show('after', dict(module.named_buffers()))"]
-        return _repro.script(lines)
-
-    @staticmethod
-    def _set_affine(module, params, dtype):
-        """Load canonical scale/offset into the module's weight/bias (absent = 1 and 0, exactly)."""
-        torch = _torch()
-        with torch.no_grad():
-            if params.get("scale") is not None:
-                module.weight.copy_(_tensor(params["scale"], dtype))
-            if params.get("offset") is not None:
-                module.bias.copy_(_tensor(params["offset"], dtype))
-
-    def _call(self, module, x, params, dtype, cotangent, training=True):
+    def _module(
+        self,
+        cls: str,
+        args: tuple,
+        kwargs: dict,
+        x,
+        params,
+        dtype,
+        cotangent,
+        *,
+        loads=None,
+        training=True,
+        finish=None,
+    ):
+        """torch.nn.<cls>(*args, **kwargs) moved to the device and dtype as a user's `.to(...)`, its
+        weight and bias (the canonical scale and offset, where given) and `loads` (buffers) loaded, put in
+        train or eval mode and called on x; the gradients of x, weight and bias."""
         grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        module.train(training)
-        y = module(xt)
-        grads = None
-        if grad:
-            leaves = {"x": xt}
-            for key, attr in (("scale", "weight"), ("offset", "bias")):
-                leaves[key] = getattr(module, attr, None) if params.get(key) is not None else None
-            grads = _backward(y, leaves, cotangent, dtype)
-        return y, grads
+        scale, offset = _affine_inputs(params, dtype, grad=False)
+        state = {v.name: v for v in (scale, offset) if v is not None} | (loads or {})
+        steps = [
+            Step("module", Symbol(f"torch.nn.{cls}"), args, kwargs),
+            Step("module", Get("module", "to"), (), {"device": _device(), "dtype": Symbol(f"torch.{dtype}")}),
+        ]
+        if state:
+            steps.append(Step(None, Get("module", "load_state_dict"), (state,), {"strict": False}))
+        steps += [
+            Step(None, Get("module", "train"), (training,)),
+            Step("y", Get("module"), (Input("x", x, dtype, grad),)),
+        ]
+        leaves = {"x": Get("x")}
+        leaves |= {
+            k: Get("module", v.name) for k, v in (("scale", scale), ("offset", offset)) if v is not None
+        }
+        after = {k: Get("module", k) for k in (loads or {}) if k != "num_batches_tracked"}
+        return _planned(
+            steps, leaves, cotangent, dtype, finish or (lambda e, g: Outcome(e.y, grads=g)), after
+        )
 
     def _running(self, norm, x, params, dtype, cotangent):
-        torch = _torch()
         table = BATCH_NORM_BY_RANK if norm == "batch_norm" else INSTANCE_NORM_BY_RANK
         require(x.ndim in table, f"{norm}: no torch.nn module for rank {x.ndim}")
         require(channel_axis_of(x, params) == 1, f"{norm}: PyTorch's channel axis is dim 1")
@@ -584,28 +551,45 @@ class TorchModules(TorchBase):
         )
         state, training = params.get("state"), params["training"]
         affine = params.get("scale") is not None or params.get("offset") is not None
-        cls = getattr(torch.nn, table[x.ndim])
-        module = cls(
-            x.shape[1],
-            eps=params["eps"],
-            momentum=params["momentum"],
-            affine=affine,
-            track_running_stats=state is not None,
-        ).to(device=_device(), dtype=_dtype(dtype))
-        self._set_affine(module, params, dtype)
+        kwargs = {
+            "eps": params["eps"],
+            "momentum": params["momentum"],
+            "affine": affine,
+            "track_running_stats": state is not None,
+        }
+        loads = {}
         if state is not None:
-            with torch.no_grad():
-                module.running_mean.copy_(_tensor(state.mean, dtype))
-                module.running_var.copy_(_tensor(state.var, dtype))
-                if module.num_batches_tracked is not None:
-                    module.num_batches_tracked.fill_(state.num_batches_tracked)
-        y, grads = self._call(module, x, params, dtype, cotangent, training)
-        new_state = None
-        if state is not None:
-            # InstanceNorm never counts batches (IN.D2); the canonical count still advances per step.
-            tracked = state.num_batches_tracked + int(training)
-            new_state = RunningStats(_numpy(module.running_mean), _numpy(module.running_var), tracked)
-        return Outcome(_numpy(y), new_state, grads)
+            loads = {
+                "running_mean": Input("running_mean", state.mean, dtype),
+                "running_var": Input("running_var", state.var, dtype),
+            }
+            if norm == "batch_norm":  # InstanceNorm has no counter buffer
+                loads["num_batches_tracked"] = Input(
+                    "num_batches_tracked", np.asarray(state.num_batches_tracked), "int64"
+                )
+
+        def finish(executed, grads):
+            new_state = None
+            if state is not None:
+                # InstanceNorm never counts batches (IN.D2); the canonical count still advances per step.
+                tracked = state.num_batches_tracked + int(training)
+                new_state = RunningStats(
+                    executed.after["running_mean"], executed.after["running_var"], tracked
+                )
+            return Outcome(executed.y, new_state, grads)
+
+        return self._module(
+            table[x.ndim],
+            (x.shape[1],),
+            kwargs,
+            x,
+            params,
+            dtype,
+            cotangent,
+            loads=loads,
+            training=training,
+            finish=finish,
+        )
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         return self._running("batch_norm", x, params, dtype, cotangent)
@@ -617,19 +601,12 @@ class TorchModules(TorchBase):
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only (LN.D3)")
         affine = params.get("scale") is not None or params.get("offset") is not None
-        module = (
-            _torch()
-            .nn.LayerNorm(
-                x.shape[x.ndim - count :],
-                eps=params["eps"],
-                elementwise_affine=affine,
-                bias=params.get("offset") is not None,
-            )
-            .to(device=_device(), dtype=_dtype(dtype))
-        )
-        self._set_affine(module, params, dtype)
-        y, grads = self._call(module, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {
+            "eps": params["eps"],
+            "elementwise_affine": affine,
+            "bias": params.get("offset") is not None,
+        }
+        return self._module("LayerNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == 1, "PyTorch's channel axis is dim 1")
@@ -638,55 +615,20 @@ class TorchModules(TorchBase):
             "PyTorch groups contiguous channels (GN.D1)",
         )
         affine = params.get("scale") is not None or params.get("offset") is not None
-        module = _torch().nn.GroupNorm(params["groups"], x.shape[1], eps=params["eps"], affine=affine)
-        module = _to(module, dtype)
-        self._set_affine(module, params, dtype)
-        y, grads = self._call(module, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"eps": params["eps"], "affine": affine}
+        return self._module("GroupNorm", (params["groups"], x.shape[1]), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch.nn.RMSNorm has no bias")
-        module = (
-            _torch()
-            .nn.RMSNorm(
-                x.shape[x.ndim - count :],
-                eps=params["eps"],
-                elementwise_affine=params.get("scale") is not None,
-            )
-            .to(device=_device(), dtype=_dtype(dtype))
-        )
-        self._set_affine(module, params, dtype)
-        y, grads = self._call(module, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"eps": params["eps"], "elementwise_affine": params.get("scale") is not None}
+        return self._module("RMSNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         _lrn_checks(x, params, dtype)
-        module = _torch().nn.LocalResponseNorm(
-            params["size"],
-            alpha=params["alpha"],
-            beta=params["beta"],
-            k=params["k"],
-        )
-        y, grads = self._call(module, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
-
-
-TORCH_SHOW = _repro.show_function("v.detach().to(torch.float64)")
-
-
-def _literal(value):
-    """A tensor argument as a literal (its dtype and requires_grad kept): (source, requires_grad)."""
-    torch = _torch()
-    if not isinstance(value, torch.Tensor):
-        return None
-    dtype = str(value.dtype).removeprefix("torch.")
-    return (
-        f"torch.tensor({_repro.values(value.detach().to(torch.float64))}, dtype=torch.float64)"
-        f".to(torch.{dtype}){'.requires_grad_()' if value.requires_grad else ''}",
-        value.requires_grad,
-    )
+        kwargs = {"alpha": params["alpha"], "beta": params["beta"], "k": params["k"]}
+        return self._module("LocalResponseNorm", (params["size"],), kwargs, x, params, dtype, cotangent)
 
 
 def _module_call(build, implied):
@@ -770,15 +712,15 @@ class TorchVision(TorchBase):
     }
 
     def _run_channel_normalize(self, x, params, dtype, cotangent):
-        from torchvision.transforms import Normalize
-
         require(x.ndim >= 3, "torchvision needs (..., C, H, W)")
         require(channel_axis_of(x, params, -3) == x.ndim - 3, "torchvision's channel axis is -3")
         require(params["std_floor"] == 0.0, "torchvision has no std floor (CN.D2)")
-        xt = _tensor(x, dtype, cotangent is not None)
-        y = Normalize(list(np.ravel(params["mean"])), list(np.ravel(params["std"])))(xt)
-        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        mean, std = list(np.ravel(params["mean"])), list(np.ravel(params["std"]))
+        steps = [
+            Step("normalize", Symbol("torchvision.transforms.Normalize"), (mean, std)),
+            Step("y", Get("normalize"), (Input("x", x, dtype, cotangent is not None),)),
+        ]
+        return _planned(steps, {"x": Get("x")}, cotangent, dtype, lambda e, g: Outcome(e.y, grads=g))
 
 
 __all__ = ["TorchFunctional", "TorchModules", "TorchVision", "Unsupported"]

@@ -1,0 +1,190 @@
+"""A framework call as data: one function runs it, another writes it as a framework-alone script.
+
+An adapter builds a `Plan` - the arrays it passes (`Input`), then steps that each call something (a
+framework function or class named by its import path, `Symbol`, or a method of a value bound earlier,
+`Get`) and bind the result - and hands it to `execute`. The repro a bug report upstream wants (spec
+NUM.N7) is `render` of the same plan: the script is the call that ran, by construction, and watching
+the adapter run (patching framework modules) is never needed. Every script binds `y` and prints it,
+the gradients and the state after the call with `show`, as float64 lists a test compares with the
+adapter's own outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _repro
+
+
+class Input(NamedTuple):
+    """An array the plan passes to the framework, converted by its runtime (a literal in the script)."""
+
+    name: str
+    value: Any  # float64 array-like
+    dtype: str  # the framework dtype it is converted to
+    grad: bool = False  # a leaf the gradient is taken with respect to
+
+
+class Symbol(str):
+    """A dotted import path: `torch.nn.functional.batch_norm`, `torch.float16`."""
+
+
+class Get(NamedTuple):
+    """A value the plan bound earlier, or an attribute path of it: Get("module", "running_var")."""
+
+    name: str
+    attr: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """bind = fn(*args, **kwargs); `bind` None: a call made for its effect (an in-place load, backward)."""
+
+    bind: str | None
+    fn: Symbol | Get
+    args: tuple = ()
+    kwargs: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How one framework family's arrays are made and read, run and written."""
+
+    imports: tuple[str, ...]  # the script's import lines
+    tensor: Callable[[Input], Any]  # an Input as a framework array
+    tensor_source: Callable[[Input], str]  # ... written as source
+    numpy: Callable[[Any], np.ndarray]  # a framework array as float64 NumPy
+    numpy_source: str  # that conversion as source, of a framework array named `v`
+    aliases: tuple[tuple[str, str], ...] = ()  # (import path prefix, the script's name for it)
+
+
+@dataclass(frozen=True)
+class Plan:
+    runtime: Runtime
+    steps: tuple[Step, ...]
+    grads: Mapping[str, Get] = field(default_factory=dict)  # canonical name -> where its gradient is read
+    after: Mapping[str, Get] = field(default_factory=dict)  # state name -> where it is read after the call
+
+
+@dataclass
+class Executed:
+    """What a plan's run left: every bound value (framework objects), and y / grads / after as NumPy."""
+
+    bound: dict
+    y: np.ndarray
+    grads: dict
+    after: dict
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(path: str):
+    """The object a dotted import path names: the longest importable module prefix, then attributes."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            value = getattr(value, attr)
+        return value
+    raise ImportError(f"nothing importable in {path!r}")
+
+
+def _attr(value, path: str):
+    for attr in path.split(".") if path else ():
+        value = getattr(value, attr)
+    return value
+
+
+def execute(plan: Plan) -> Executed:
+    """Run the plan's steps in order; read y, the gradients and the state after the call."""
+    bound: dict = {}
+    made: dict = {}
+
+    def value(arg):
+        if isinstance(arg, Input):
+            if arg.name not in made:
+                made[arg.name] = plan.runtime.tensor(arg)
+            return made[arg.name]
+        if isinstance(arg, Get):
+            return _attr(made[arg.name] if arg.name in made else bound[arg.name], arg.attr)
+        if isinstance(arg, Symbol):
+            return resolve(arg)
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(value(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: value(v) for k, v in arg.items()}
+        return arg
+
+    for step in plan.steps:
+        result = value(step.fn)(*value(step.args), **value(dict(step.kwargs)))
+        if step.bind is not None:
+            bound[step.bind] = result
+    read = lambda v: None if v is None else plan.runtime.numpy(v)  # noqa: E731
+    bound.update(made)
+    return Executed(
+        bound,
+        plan.runtime.numpy(bound["y"]),
+        {k: read(value(g)) for k, g in plan.grads.items()},
+        {k: read(value(a)) for k, a in plan.after.items()},
+    )
+
+
+def render(plan: Plan) -> str:
+    """The plan as a script with the framework alone: literal inputs, the same steps, then `show` of y,
+    the gradients and the state after the call."""
+    runtime, defined, lines = plan.runtime, set(), []
+
+    def symbol(path: str) -> str:
+        for prefix, alias in runtime.aliases:
+            if path == prefix or path.startswith(prefix + "."):
+                return alias + path[len(prefix) :]
+        return path
+
+    def source(arg) -> str:
+        if isinstance(arg, Input):
+            if arg.name not in defined:
+                defined.add(arg.name)
+                lines.append(f"{arg.name} = {runtime.tensor_source(arg)}")
+            return arg.name
+        if isinstance(arg, Get):
+            return ".".join(p for p in (arg.name, arg.attr) if p)
+        if isinstance(arg, Symbol):
+            return symbol(arg)
+        if isinstance(arg, (list, tuple)):
+            inner = ", ".join(map(source, arg))
+            return f"[{inner}]" if isinstance(arg, list) else f"({inner}{',' if len(arg) == 1 else ''})"
+        if isinstance(arg, dict):
+            return "{" + ", ".join(f"{k!r}: {source(v)}" for k, v in arg.items()) + "}"
+        return _repro.plain(arg)
+
+    for step in plan.steps:
+        call = ", ".join(
+            [*(source(a) for a in step.args), *(f"{k}={source(v)}" for k, v in step.kwargs.items())]
+        )
+        lines.append(f"{'' if step.bind is None else step.bind + ' = '}{source(step.fn)}({call})")
+    shows = ["show('y', y)"]
+    for label, read in (("grad", plan.grads), ("after", plan.after)):
+        if read:
+            shows.append(
+                f"show({label!r}, {{" + ", ".join(f"{k!r}: {source(v)}" for k, v in read.items()) + "})"
+            )
+    return _repro.script(
+        [*_repro.HEADER, *runtime.imports, *_repro.show_function(runtime.numpy_source), *lines, *shows]
+    )
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What an adapter's `_run_<norm>` returns when it runs through a plan: the plan, and how the
+    adapter's Outcome is read from what it left (`Adapter.run` executes it, `framework_repro` renders it)."""
+
+    plan: Plan
+    outcome: Callable[[Executed], Any]
