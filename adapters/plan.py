@@ -36,20 +36,38 @@ class Symbol(str):
 
 
 class Get(NamedTuple):
-    """A value the plan bound earlier, or an attribute path of it: Get("module", "running_var")."""
+    """A value the plan bound earlier, or an attribute path of it: Get("module", "running_var"); a
+    number in the path indexes: Get("out", "0") is out[0]."""
 
     name: str
     attr: str = ""
 
+    def source(self) -> str:
+        parts = self.attr.split(".") if self.attr else ()
+        return self.name + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
+
 
 @dataclass(frozen=True)
 class Step:
-    """bind = fn(*args, **kwargs); `bind` None: a call made for its effect (an in-place load, backward)."""
+    """bind = fn(*args, **kwargs)[pick]; `bind` None: a call made for its effect (an in-place load,
+    backward); `pick`: the one result kept of a call that returns several."""
 
     bind: str | None
     fn: Symbol | Get
     args: tuple = ()
     kwargs: Mapping = field(default_factory=dict)
+    pick: int | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """`with fn(*args, **kwargs) as bind:` around `body` (a GradientTape recording the steps in it)."""
+
+    bind: str
+    fn: Symbol | Get
+    args: tuple = ()
+    kwargs: Mapping = field(default_factory=dict)
+    body: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -67,9 +85,10 @@ class Runtime:
 @dataclass(frozen=True)
 class Plan:
     runtime: Runtime
-    steps: tuple[Step, ...]
+    steps: tuple[Step | Block, ...]
     grads: Mapping[str, Get] = field(default_factory=dict)  # canonical name -> where its gradient is read
     after: Mapping[str, Get] = field(default_factory=dict)  # state name -> where it is read after the call
+    y: Get = Get("y")  # where the output is read
 
 
 @dataclass
@@ -84,22 +103,22 @@ class Executed:
 
 @functools.lru_cache(maxsize=None)
 def resolve(path: str):
-    """The object a dotted import path names: the longest importable module prefix, then attributes."""
+    """The object a dotted import path names, read as the script reads it: attributes from the top
+    package down, importing a submodule only where no attribute of that name exists yet (importing one
+    first would rebind a package's function of the same name to its module)."""
     parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
+    value = importlib.import_module(parts[0])
+    for depth, part in enumerate(parts[1:], start=2):
         try:
-            value = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            value = getattr(value, attr)
-        return value
-    raise ImportError(f"nothing importable in {path!r}")
+            value = getattr(value, part)
+        except AttributeError:
+            value = importlib.import_module(".".join(parts[:depth]))
+    return value
 
 
 def _attr(value, path: str):
     for attr in path.split(".") if path else ():
-        value = getattr(value, attr)
+        value = value[int(attr)] if attr.isdigit() else getattr(value, attr)
     return value
 
 
@@ -123,24 +142,33 @@ def execute(plan: Plan) -> Executed:
             return {k: value(v) for k, v in arg.items()}
         return arg
 
-    for step in plan.steps:
-        result = value(step.fn)(*value(step.args), **value(dict(step.kwargs)))
-        if step.bind is not None:
-            bound[step.bind] = result
+    def run(steps):
+        for step in steps:
+            if isinstance(step, Block):
+                with value(step.fn)(*value(step.args), **value(dict(step.kwargs))) as entered:
+                    bound[step.bind] = entered
+                    run(step.body)
+                continue
+            result = value(step.fn)(*value(step.args), **value(dict(step.kwargs)))
+            result = result if step.pick is None else result[step.pick]
+            if step.bind is not None:
+                bound[step.bind] = result
+
+    run(plan.steps)
     read = lambda v: None if v is None else plan.runtime.numpy(v)  # noqa: E731
     bound.update(made)
     return Executed(
         bound,
-        plan.runtime.numpy(bound["y"]),
+        plan.runtime.numpy(value(plan.y)),
         {k: read(value(g)) for k, g in plan.grads.items()},
         {k: read(value(a)) for k, a in plan.after.items()},
     )
 
 
 def render(plan: Plan) -> str:
-    """The plan as a script with the framework alone: literal inputs, the same steps, then `show` of y,
-    the gradients and the state after the call."""
-    runtime, defined, lines = plan.runtime, set(), []
+    """The plan as a script with the framework alone: literal inputs (each defined where first used),
+    the same steps, then `show` of y, the gradients and the state after the call."""
+    runtime, defined, lines, indent = plan.runtime, set(), [], [""]
 
     def symbol(path: str) -> str:
         for prefix, alias in runtime.aliases:
@@ -152,10 +180,10 @@ def render(plan: Plan) -> str:
         if isinstance(arg, Input):
             if arg.name not in defined:
                 defined.add(arg.name)
-                lines.append(f"{arg.name} = {runtime.tensor_source(arg)}")
+                lines.append(f"{indent[0]}{arg.name} = {runtime.tensor_source(arg)}")
             return arg.name
         if isinstance(arg, Get):
-            return ".".join(p for p in (arg.name, arg.attr) if p)
+            return arg.source()
         if isinstance(arg, Symbol):
             return symbol(arg)
         if isinstance(arg, (list, tuple)):
@@ -165,17 +193,27 @@ def render(plan: Plan) -> str:
             return "{" + ", ".join(f"{k!r}: {source(v)}" for k, v in arg.items()) + "}"
         return _repro.plain(arg)
 
-    for step in plan.steps:
-        call = ", ".join(
-            [*(source(a) for a in step.args), *(f"{k}={source(v)}" for k, v in step.kwargs.items())]
-        )
-        lines.append(f"{'' if step.bind is None else step.bind + ' = '}{source(step.fn)}({call})")
-    shows = ["show('y', y)"]
+    def call(step) -> str:
+        arguments = [*(source(a) for a in step.args), *(f"{k}={source(v)}" for k, v in step.kwargs.items())]
+        return f"{source(step.fn)}({', '.join(arguments)})"
+
+    def write(steps) -> None:
+        for step in steps:
+            if isinstance(step, Block):
+                lines.append(f"{indent[0]}with {call(step)} as {step.bind}:")
+                indent[0] += "    "
+                write(step.body)
+                indent[0] = indent[0][:-4]
+                continue
+            text = call(step) + ("" if step.pick is None else f"[{step.pick}]")
+            lines.append(indent[0] + ("" if step.bind is None else f"{step.bind} = ") + text)
+
+    write(plan.steps)
+    shows = [f"show('y', {plan.y.source()})"]
     for label, read in (("grad", plan.grads), ("after", plan.after)):
         if read:
-            shows.append(
-                f"show({label!r}, {{" + ", ".join(f"{k!r}: {source(v)}" for k, v in read.items()) + "})"
-            )
+            shown = ", ".join(f"{k!r}: {source(v)}" for k, v in read.items())
+            shows.append(f"show({label!r}, {{{shown}}})")
     return _repro.script(
         [*_repro.HEADER, *runtime.imports, *_repro.show_function(runtime.numpy_source), *lines, *shows]
     )

@@ -121,7 +121,7 @@ def test_a_paddle_repro_carries_the_framework_alone_call():
     )
     assert "normconf" not in alone and "y = F.group_norm(" in alone
     done = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "grad['a0'] = " in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0 and "grad['x'] = " in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ..base import (
     require,
     trailing,
 )
+from ..plan import Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
 
 TAG = "https://github.com/PaddlePaddle/Paddle/blob/v3.3.1"
 SRC_F = f"{TAG}/python/paddle/nn/functional/norm.py"
@@ -207,14 +208,58 @@ def _numpy(t) -> np.ndarray:
     return np.asarray(t.numpy(), dtype=np.float64)
 
 
-def _backward(y, inputs: dict, cotangent, dtype: str, shapes: dict | None = None) -> Grads:
-    """Gradients of sum(y * cotangent) w.r.t. the named leaf tensors (absent ones stay None)."""
-    y.backward(_tensor(cotangent, dtype))
+PADDLE = Runtime(
+    imports=("import paddle", "import paddle.nn.functional as F"),
+    tensor=lambda value: _tensor(value.value, value.dtype, value.grad),
+    tensor_source=lambda value: (
+        f"paddle.to_tensor(np.array({_repro.values(value.value)}).astype({value.dtype!r}), "
+        f"stop_gradient={not value.grad!r})"
+    ),
+    numpy=lambda t: _numpy(t),
+    numpy_source="v.numpy()",
+    aliases=(("paddle.nn.functional", "F"),),
+)
+
+
+def _planned(steps, leaves: dict, cotangent, dtype: str, finish=None, after=None, shapes=None) -> Planned:
+    """The steps that bind y, then (given a cotangent) y.backward(g) and the gradients of the named
+    leaves, reshaped to `shapes` where Paddle keeps them flat; `finish(executed, grads)` makes the
+    Outcome (by default y and the gradients)."""
+    grads = {}
+    if cotangent is not None:
+        steps = [*steps, Step(None, Get("y", "backward"), (Input("g", cotangent, dtype),))]
+        grads = {key: Get(where.name, f"{where.attr}.grad".lstrip(".")) for key, where in leaves.items()}
     shapes = shapes or {}
-    grad = {
-        k: None if t is None else _numpy(t.grad).reshape(shapes.get(k, t.shape)) for k, t in inputs.items()
+
+    def outcome(executed: Executed) -> Outcome:
+        found = None
+        if cotangent is not None:
+            read = {k: v if k not in shapes else v.reshape(shapes[k]) for k, v in executed.grads.items()}
+            found = Grads(read["x"], read.get("scale"), read.get("offset"))
+        return (finish or (lambda e, g: Outcome(e.y, grads=g)))(executed, found)
+
+    return Planned(Plan(PADDLE, tuple(steps), grads, after or {}), outcome)
+
+
+def _affine_inputs(params, dtype: str, grad: bool, flat: bool = False) -> dict:
+    """The canonical scale and offset given, as the named inputs weight and bias (flattened: `flat`)."""
+    shape = np.ravel if flat else np.asarray
+    return {
+        key: Input(name, shape(params[key]), dtype, grad)
+        for key, name in (("scale", "weight"), ("offset", "bias"))
+        if params.get(key) is not None
     }
-    return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
+
+
+def _function(fn: str, args: tuple, kwargs: dict, x, params, dtype, cotangent, affine=None, **planned):
+    """y = <fn>(x, *args, **kwargs) (paddle.nn.functional.<fn> unless a dotted path); the gradients of x
+    and of the affine inputs given (canonical name -> Input)."""
+    affine = affine or {}
+    leaves = {"x": Get("x"), **{k: Get(v.name) for k, v in affine.items() if v.grad}}
+    path = fn if "." in fn else f"paddle.nn.functional.{fn}"
+    x_in = Input("x", x, dtype, cotangent is not None)
+    step = Step("y", Symbol(path), (x_in, *args), kwargs, pick=planned.pop("pick", None))
+    return _planned([step], leaves, cotangent, dtype, **planned)
 
 
 def _attribute32(name: str, value: float, dtype: str) -> float:
@@ -392,143 +437,78 @@ class PaddleFunctional(PaddleBase):
         return FUNCTIONAL_DEFAULT_CALLS
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The `paddle.nn.functional` call this adapter makes, recorded while it runs and written with
-        literal tensors (in the isolated child where paddle cannot join this process)."""
-        if not self._here():
+        if not self._here():  # written in the isolated child, where paddle can be imported
             return _isolated.isolated(self.name).call(
                 "framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent
             )
-        paddle = _paddle()
-        import paddle.incubate.nn.functional as incubate
-
-        names = (
-            "batch_norm",
-            "instance_norm",
-            "layer_norm",
-            "group_norm",
-            "local_response_norm",
-            "normalize",
-        )
-        calls = _repro.recorded_calls(
-            [*((paddle.nn.functional, n) for n in names), (incubate, "fused_rms_norm")],
-            lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
-        )
-        if len(calls) != 1:
-            return None
-        name = calls[0].name
-        function = "paddle.incubate.nn.functional.fused_rms_norm" if name == "fused_rms_norm" else f"F.{name}"
-
-        def literal(value):
-            if not isinstance(value, paddle.Tensor):
-                return None
-            return (
-                f"paddle.to_tensor(np.array({_repro.values(value.numpy())}).astype({dtype!r}), "
-                f"stop_gradient={value.stop_gradient!r})",
-                not value.stop_gradient,
-            )
-
-        backward = (
-            None
-            if cotangent is None
-            else (f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))")
-        )
-        return _repro.script(
-            [
-                *_repro.HEADER,
-                "import paddle",
-                "import paddle.nn.functional as F",
-                *_repro.show_function("v.numpy()"),
-                *_repro.function_call(function, calls[0], literal, backward),
-            ]
-        )
+        return super().framework_repro(norm, x, params, dtype=dtype, cotangent=cotangent)
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
         state, training = params.get("state"), params["training"]
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = self._affine(params, dtype, grad)
+        affine = _affine_inputs(params, dtype, cotangent is not None)
         channels = x.shape[channel_axis_of(x, params)]
         # Without tracked statistics the batch statistics normalize in both modes (BN.S4): a training
         # call on throwaway buffers, as a user without running stats writes it.
-        mean = _tensor(np.zeros(channels) if state is None else state.mean, dtype)
-        var = _tensor(np.ones(channels) if state is None else state.var, dtype)
-        y = _paddle().nn.functional.batch_norm(
-            xt,
-            mean,
-            var,
-            scale,
-            offset,
-            training=training or state is None,
-            momentum=momentum,
-            epsilon=eps,
-            data_format=layout,
+        mean = Input("running_mean", np.zeros(channels) if state is None else state.mean, dtype)
+        var = Input("running_var", np.ones(channels) if state is None else state.var, dtype)
+        kwargs = {
+            "training": training or state is None,
+            "momentum": momentum,
+            "epsilon": eps,
+            "data_format": layout,
+        }
+        args = (mean, var, affine.get("scale"), affine.get("offset"))
+
+        def finish(executed, grads):
+            new_state = state
+            if state is not None and training:
+                after = executed.after
+                new_state = RunningStats(
+                    after["running_mean"], after["running_var"], state.num_batches_tracked + 1
+                )
+            return Outcome(executed.y, new_state, grads)
+
+        after = {"running_mean": Get("running_mean"), "running_var": Get("running_var")}
+        return _function(
+            "batch_norm", args, kwargs, x, params, dtype, cotangent, affine, finish=finish, after=after
         )
-        new_state = state
-        if state is not None and training:
-            new_state = RunningStats(_numpy(mean), _numpy(var), state.num_batches_tracked + 1)
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), new_state, grads)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         eps = _in_checks(x, params, dtype)
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = self._affine(params, dtype, grad)
-        y = _paddle().nn.functional.instance_norm(
-            xt, weight=scale, bias=offset, eps=eps, data_format=LAYOUT_FIRST[x.ndim]
-        )
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), grads=grads)
+        affine = _affine_inputs(params, dtype, cotangent is not None)
+        kwargs = {
+            "weight": affine.get("scale"),
+            "bias": affine.get("offset"),
+            "eps": eps,
+            "data_format": LAYOUT_FIRST[x.ndim],
+        }
+        return _function("instance_norm", (), kwargs, x, params, dtype, cotangent, affine)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         shape, eps = _ln_checks(x, params, dtype)
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = self._affine(params, dtype, grad, flat=True)
-        y = _paddle().nn.functional.layer_norm(xt, shape, scale, offset, epsilon=eps)
-        grads = (
-            _backward(
-                y,
-                {"x": xt, "scale": scale, "offset": offset},
-                cotangent,
-                dtype,
-                {"scale": shape, "offset": shape},
-            )
-            if grad
-            else None
+        affine = _affine_inputs(params, dtype, cotangent is not None, flat=True)
+        args = (shape, affine.get("scale"), affine.get("offset"))
+        shapes = {"scale": shape, "offset": shape}
+        return _function(
+            "layer_norm", args, {"epsilon": eps}, x, params, dtype, cotangent, affine, shapes=shapes
         )
-        return Outcome(_numpy(y), grads=grads)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         layout = _gn_checks(x, params)
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        scale, offset = self._affine(params, dtype, grad)
-        y = _paddle().nn.functional.group_norm(
-            xt,
-            params["groups"],
-            epsilon=params["eps"],
-            weight=scale,
-            bias=offset,
-            data_format=layout,
-        )
-        grads = _backward(y, {"x": xt, "scale": scale, "offset": offset}, cotangent, dtype) if grad else None
-        return Outcome(_numpy(y), grads=grads)
+        affine = _affine_inputs(params, dtype, cotangent is not None)
+        kwargs = {
+            "epsilon": params["eps"],
+            "weight": affine.get("scale"),
+            "bias": affine.get("offset"),
+            "data_format": layout,
+        }
+        return _function("group_norm", (params["groups"],), kwargs, x, params, dtype, cotangent, affine)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         layout = _lrn_checks(x, params, dtype)
-        xt = _tensor(x, dtype, cotangent is not None)
-        y = _paddle().nn.functional.local_response_norm(
-            xt,
-            params["size"],
-            alpha=params["alpha"],
-            beta=params["beta"],
-            k=params["k"],
-            data_format=layout,
-        )
-        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"alpha": params["alpha"], "beta": params["beta"], "k": params["k"], "data_format": layout}
+        return _function("local_response_norm", (params["size"],), kwargs, x, params, dtype, cotangent)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(
@@ -542,28 +522,23 @@ class PaddleFunctional(PaddleBase):
             dtype != "float64" or f32(1.0 / p) == 1.0 / p,
             f"Paddle's p-norm raises to 1/p as a 32-bit float: 1/{p!r} is not a float32 number (LP.D7)",
         )
-        xt = _tensor(x, dtype, cotangent is not None)
-        y = _paddle().nn.functional.normalize(xt, p=p, axis=axes[0], epsilon=params["eps"])
-        grads = _backward(y, {"x": xt}, cotangent, dtype) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"p": p, "axis": axes[0], "epsilon": params["eps"]}
+        return _function("normalize", (), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
-        from paddle.incubate.nn.functional import fused_rms_norm
-
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "begin_norm_axis covers trailing axes only")
         require(count < x.ndim or x.ndim > 1, "fused_rms_norm needs a row axis before the normalized ones")
         shape = x.shape[x.ndim - count :]
-        scale = params.get("scale")
-        offset = params.get("offset")
-        y, _ = fused_rms_norm(
-            _tensor(x, dtype),
-            _tensor(np.ones(shape) if scale is None else scale, dtype).flatten(),
-            None if offset is None else _tensor(offset, dtype).flatten(),
+        scale, offset = params.get("scale"), params.get("offset")
+        args = (
+            Input("weight", np.ravel(np.ones(shape) if scale is None else scale), dtype),
+            None if offset is None else Input("bias", np.ravel(offset), dtype),
             params["eps"],
-            begin_norm_axis=x.ndim - count,
         )
-        return Outcome(_numpy(y))
+        kwargs = {"begin_norm_axis": x.ndim - count}
+        fused = "paddle.incubate.nn.functional.fused_rms_norm"
+        return _function(fused, args, kwargs, x, params, dtype, cotangent, pick=0)
 
 
 BATCH_NORM_BY_RANK = {2: "BatchNorm1D", 3: "BatchNorm1D", 4: "BatchNorm2D", 5: "BatchNorm3D"}
@@ -606,163 +581,120 @@ class PaddleLayers(PaddleBase):
     def no_argument_calls(self):
         return LAYER_DEFAULT_CALLS
 
-    LAYERS = (
-        *BATCH_NORM_BY_RANK.values(),
-        *INSTANCE_NORM_BY_RANK.values(),
-        "LayerNorm",
-        "GroupNorm",
-        "LocalResponseNorm",
-    )
-
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The layer this adapter built (its constructor call under the run's default dtype), its
-        parameters and buffers as loaded, its train/eval mode and the call (in the isolated child
-        where paddle cannot join this process)."""
-        if not self._here():
+        if not self._here():  # written in the isolated child, where paddle can be imported
             return _isolated.isolated(self.name).call(
                 "framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent
             )
-        seen, original = [], self._call
+        return super().framework_repro(norm, x, params, dtype=dtype, cotangent=cotangent)
 
-        def calling(layer, x_, params_, dtype_, cotangent_, training=True, **kwargs):
-            seen.append(({k: _numpy(v).tolist() for k, v in layer.state_dict().items()}, training))
-            return original(layer, x_, params_, dtype_, cotangent_, training, **kwargs)
-
-        self._call = calling
-        try:
-            built = _repro.recorded_calls(
-                [(_paddle().nn, name) for name in dict.fromkeys(self.LAYERS)],
-                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
-            )
-        finally:
-            del self._call
-        if len(built) != 1 or len(seen) != 1:
-            return None
-        (state, training), call = seen[0], built[0]
-        lines = [
-            *_repro.HEADER,
-            "import paddle",
-            *_repro.show_function("v.numpy()"),
-            f"paddle.set_default_dtype({dtype!r})  # the layer creates its parameters in the default dtype",
-            f"layer = paddle.nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
-            "layer.set_state_dict({"
-            + ", ".join(
-                f"{k!r}: paddle.to_tensor(np.array({v!r}).astype({dtype!r}))" for k, v in state.items()
-            )
-            + "})",
-            f"layer.{'train' if training else 'eval'}()",
-            f"x = paddle.to_tensor(np.array({_repro.values(x)}).astype({dtype!r}), "
-            f"stop_gradient={cotangent is None!r})",
-            "y = layer(x)",
-            "show('y', y)",
-        ]
-        if cotangent is not None:
-            lines += [
-                f"y.backward(paddle.to_tensor(np.array({_repro.values(cotangent)}).astype({dtype!r})))",
-                "show('grad', {'x': x.grad, **{name: p.grad for name, p in layer.named_parameters()}})",
-            ]
-        lines += ["show('after', {name: b for name, b in layer.named_buffers()})"]
-        return _repro.script(lines)
-
-    @staticmethod
-    def _set_affine(layer, params, dtype, weight="weight", bias="bias"):
-        """Load canonical scale/offset into the layer's parameters (absent = 1 and 0, exactly)."""
-        for key, attr in (("scale", weight), ("offset", bias)):
-            if params.get(key) is not None:
-                getattr(layer, attr).set_value(_tensor(np.ravel(params[key]), dtype))
-
-    def _call(
-        self, layer, x, params, dtype, cotangent, training=True, weight="weight", bias="bias", shape=None
+    def _layer(
+        self,
+        cls: str,
+        args,
+        kwargs,
+        x,
+        params,
+        dtype,
+        cotangent,
+        *,
+        weight="weight",
+        loads=None,
+        training=True,
+        shape=None,
+        finish=None,
     ):
-        grad = cotangent is not None
-        xt = _tensor(x, dtype, grad)
-        layer.train() if training else layer.eval()
-        y = layer(xt)
-        grads = None
-        if grad:
-            leaves = {"x": xt}
-            for key, attr in (("scale", weight), ("offset", bias)):
-                leaves[key] = getattr(layer, attr, None) if params.get(key) is not None else None
-            grads = _backward(
-                y, leaves, cotangent, dtype, {"scale": shape, "offset": shape} if shape else None
-            )
-        return y, grads
+        """paddle.nn.<cls>(*args, **kwargs) built under the run's default dtype (layers create their
+        parameters in it, as a user building a float64 model sets it), the canonical scale and offset
+        (and `loads`) set into its state, train() or eval(), and called on x."""
+        affine = _affine_inputs(params, dtype, grad=False, flat=True)
+        names = {"scale": weight, "offset": "bias"}
+        state = {names[k]: v for k, v in affine.items()} | (loads or {})
+        steps = [
+            Step("previous", Symbol("paddle.get_default_dtype")),
+            Step(None, Symbol("paddle.set_default_dtype"), (dtype,)),
+            Step("layer", Symbol(f"paddle.nn.{cls}"), args, kwargs),
+            Step(None, Symbol("paddle.set_default_dtype"), (Get("previous"),)),
+        ]
+        if state:
+            steps.append(Step(None, Get("layer", "set_state_dict"), (state,)))
+        steps += [
+            Step(None, Get("layer", "train" if training else "eval")),
+            Step("y", Get("layer"), (Input("x", x, dtype, cotangent is not None),)),
+        ]
+        leaves = {"x": Get("x"), **{k: Get("layer", names[k]) for k in affine}}
+        after = {k: Get("layer", k) for k in loads or {}}
+        shapes = {"scale": shape, "offset": shape} if shape else None
+        return _planned(steps, leaves, cotangent, dtype, finish, after, shapes)
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
         layout, eps, momentum = _bn_checks(x, params, dtype)
         state, training = params.get("state"), params["training"]
         channels = x.shape[channel_axis_of(x, params)]
-        cls = getattr(_paddle().nn, BATCH_NORM_BY_RANK[x.ndim])
         # Without tracked statistics, use_global_stats=False normalizes with the batch in eval too (BN.S4).
-        with _default_dtype(dtype):
-            layer = cls(
-                channels,
-                momentum=momentum,
-                epsilon=eps,
-                data_format=layout,
-                use_global_stats=False if state is None else None,
-            )
-        self._set_affine(layer, params, dtype)
+        kwargs = {
+            "momentum": momentum,
+            "epsilon": eps,
+            "data_format": layout,
+            "use_global_stats": False if state is None else None,
+        }
+        loads = {}
         if state is not None:
-            layer._mean.set_value(_tensor(state.mean, dtype))
-            layer._variance.set_value(_tensor(state.var, dtype))
-        y, grads = self._call(layer, x, params, dtype, cotangent, training)
-        new_state = None
-        if state is not None:
-            new_state = RunningStats(
-                _numpy(layer._mean), _numpy(layer._variance), state.num_batches_tracked + int(training)
-            )
-        return Outcome(_numpy(y), new_state, grads)
+            loads = {
+                "_mean": Input("running_mean", state.mean, dtype),
+                "_variance": Input("running_var", state.var, dtype),
+            }
+
+        def finish(executed, grads):
+            new_state = None
+            if state is not None:
+                tracked = state.num_batches_tracked + int(training)
+                new_state = RunningStats(executed.after["_mean"], executed.after["_variance"], tracked)
+            return Outcome(executed.y, new_state, grads)
+
+        return self._layer(
+            BATCH_NORM_BY_RANK[x.ndim],
+            (channels,),
+            kwargs,
+            x,
+            params,
+            dtype,
+            cotangent,
+            loads=loads,
+            training=training,
+            finish=finish,
+        )
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         eps = _in_checks(x, params, dtype)
-        cls = getattr(_paddle().nn, INSTANCE_NORM_BY_RANK[x.ndim])
-        with _default_dtype(dtype):
-            layer = cls(x.shape[1], epsilon=eps)  # scale 1 and bias 0 by default (IN.D1)
-        self._set_affine(layer, params, dtype, weight="scale")
-        y, grads = self._call(layer, x, params, dtype, cotangent, weight="scale")
-        return Outcome(_numpy(y), grads=grads)
+        # scale 1 and bias 0 by default (IN.D1)
+        cls = INSTANCE_NORM_BY_RANK[x.ndim]
+        return self._layer(cls, (x.shape[1],), {"epsilon": eps}, x, params, dtype, cotangent, weight="scale")
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         shape, eps = _ln_checks(x, params, dtype)
-        with _default_dtype(dtype):
-            layer = _paddle().nn.LayerNorm(
-                shape,
-                epsilon=eps,
-                weight_attr=None if params.get("scale") is not None else False,
-                bias_attr=None if params.get("offset") is not None else False,
-            )
-        self._set_affine(layer, params, dtype)
-        y, grads = self._call(layer, x, params, dtype, cotangent, shape=shape)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {
+            "epsilon": eps,
+            "weight_attr": None if params.get("scale") is not None else False,
+            "bias_attr": None if params.get("offset") is not None else False,
+        }
+        return self._layer("LayerNorm", (shape,), kwargs, x, params, dtype, cotangent, shape=shape)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         layout = _gn_checks(x, params)
         channels = x.shape[channel_axis_of(x, params)]
-        with _default_dtype(dtype):
-            layer = _paddle().nn.GroupNorm(
-                params["groups"],
-                channels,
-                epsilon=params["eps"],
-                weight_attr=None if params.get("scale") is not None else False,
-                bias_attr=None if params.get("offset") is not None else False,
-                data_format=layout,
-            )
-        self._set_affine(layer, params, dtype)
-        y, grads = self._call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {
+            "epsilon": params["eps"],
+            "weight_attr": None if params.get("scale") is not None else False,
+            "bias_attr": None if params.get("offset") is not None else False,
+            "data_format": layout,
+        }
+        return self._layer("GroupNorm", (params["groups"], channels), kwargs, x, params, dtype, cotangent)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         layout = _lrn_checks(x, params, dtype)
-        layer = _paddle().nn.LocalResponseNorm(
-            params["size"],
-            alpha=params["alpha"],
-            beta=params["beta"],
-            k=params["k"],
-            data_format=layout,
-        )
-        y, grads = self._call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"alpha": params["alpha"], "beta": params["beta"], "k": params["k"], "data_format": layout}
+        return self._layer("LocalResponseNorm", (params["size"],), kwargs, x, params, dtype, cotangent)
 
 
 def _nchw(api: str, x) -> None:

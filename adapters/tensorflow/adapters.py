@@ -20,6 +20,7 @@ from normconf.reference import Grads, RunningStats
 
 from .. import _devices, _repro
 from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require
+from ..plan import Block, Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
 
 TF = "https://github.com/tensorflow/tensorflow/blob/v2.21.0"
 SRC_MOMENTS = f"{TF}/tensorflow/python/ops/nn_impl.py#L1239-L1285"
@@ -148,20 +149,54 @@ def _numpy(t) -> np.ndarray:
     return _tf().cast(t, _tf().float64).numpy()
 
 
-def _gradients(tape, y, leaves: dict, cotangent) -> Grads:
-    """Gradients of sum(y * cotangent) w.r.t. the named watched tensors (absent ones stay None)."""
-    present = {k: t for k, t in leaves.items() if t is not None}
-    g = _tf().cast(_tf().constant(np.asarray(cotangent, dtype=np.float64)), y.dtype)
-    values = tape.gradient(y, list(present.values()), output_gradients=g)
-    grad = {k: _numpy(v) for k, v in zip(present, values, strict=True)}
-    return Grads(grad["x"], grad.get("scale"), grad.get("offset"))
+TF = Runtime(
+    imports=("import tensorflow as tf",),
+    tensor=lambda value: _tensor(value.value, value.dtype),
+    tensor_source=lambda value: (
+        f"tf.cast(tf.constant({_repro.values(value.value)}, tf.float64), tf.{value.dtype})"
+    ),
+    numpy=lambda t: _numpy(t),
+    numpy_source="tf.cast(v, tf.float64)",
+    aliases=(("tensorflow", "tf"),),
+)
 
 
-def _along(t, ndim: int, axis: int):
-    """A (C,) tensor reshaped to broadcast along `axis` of a rank-`ndim` input."""
+def _taped(steps: list, leaves: dict, cotangent, dtype: str, finish=None, after=None, y=None) -> Planned:
+    """The steps, under a GradientTape watching the leaves given (canonical name -> Input, absent: None)
+    when there is a cotangent; then the gradients of sum(y * g). `finish(executed, grads)` makes the
+    Outcome (by default y and the gradients, reshaped to the canonical parameters' flat shape)."""
+    present = {k: v for k, v in leaves.items() if v is not None}
+    y, grads = y or Get("y"), {}
+    if cotangent is not None:
+        watch = Step(None, Get("tape", "watch"), (list(present.values()),))
+        tape = Block(
+            "tape", Symbol("tensorflow.GradientTape"), (), {"watch_accessed_variables": False}, (watch, *steps)
+        )
+        gradient = Step(
+            "grads",
+            Get("tape", "gradient"),
+            (y, list(present.values())),
+            {"output_gradients": Input("g", cotangent, dtype)},
+        )
+        steps = [tape, gradient]
+        grads = {key: Get("grads", str(i)) for i, key in enumerate(present)}
+
+    def outcome(executed: Executed) -> Outcome:
+        found = None
+        if cotangent is not None:
+            g = executed.grads
+            flat = {k: None if k not in g else g[k].reshape(-1) for k in ("scale", "offset")}
+            found = Grads(g["x"], flat["scale"], flat["offset"])
+        return (finish or (lambda e, found: Outcome(e.y, grads=found)))(executed, found)
+
+    return Planned(Plan(TF, tuple(steps), grads, after or {}, y), outcome)
+
+
+def _along(value, ndim: int, axis: int) -> np.ndarray:
+    """A (C,) array reshaped to broadcast along `axis` of a rank-`ndim` input."""
     shape = [1] * ndim
     shape[axis] = -1
-    return _tf().reshape(t, shape)
+    return np.reshape(value, shape)
 
 
 class TfBase(Adapter):
@@ -180,86 +215,6 @@ class TfBase(Adapter):
                 "TF_ENABLE_ONEDNN_OPTS", "unset (oneDNN on for x86 CPU builds)"
             ),
         }
-
-    # the TF entry points the adapters call: (namespace path under tf, attribute)
-    ENTRY_POINTS = (
-        ("nn", "moments"),
-        ("nn", "batch_normalization"),
-        ("nn", "local_response_normalization"),
-        ("math", "l2_normalize"),
-        ("compat.v1.nn", "fused_batch_norm"),
-    )
-
-    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The TF calls this adapter made, in order, with literal input tensors and each call's outputs
-        feeding the next by name, under a GradientTape when there are gradients."""
-        tf = _tf()
-        targets = []
-        for path, name in self.ENTRY_POINTS:
-            namespace = tf
-            for part in path.split("."):
-                namespace = getattr(namespace, part)
-            targets.append((namespace, name))
-        calls = _repro.recorded_calls(
-            targets, lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
-        )
-        if not calls:
-            return None
-        qualified = {name: f"tf.{path}.{name}" for path, name in self.ENTRY_POINTS}
-        known, leaves, leaf_lines, call_lines = {}, [], [], []
-
-        def source(value):
-            if isinstance(value, (list, tuple)) and any(tf.is_tensor(v) for v in value):
-                return "[" + ", ".join(map(source, value)) + "]"
-            if not tf.is_tensor(value):
-                return _repro.plain(value)
-            if id(value) not in known:  # an input made by the adapter, not the output of a recorded call
-                known[id(value)] = label = f"t{len(leaves)}"
-                leaves.append(label)
-                leaf_lines.append(
-                    f"{label} = tf.cast(tf.constant({_repro.values(_numpy(value))}, tf.float64), "
-                    f"tf.{value.dtype.name})"
-                )
-            return known[id(value)]
-
-        for i, call in enumerate(calls):
-            arguments = ", ".join(
-                [*map(source, call.args), *(f"{k}={source(v)}" for k, v in call.kwargs.items())]
-            )
-            call_lines.append(f"r{i} = {qualified[call.name]}({arguments})")
-            for j, part in enumerate(call.result if isinstance(call.result, (tuple, list)) else ()):
-                known[id(part)] = f"r{i}[{j}]"
-            known[id(call.result)] = f"r{i}"
-        last = f"r{len(calls) - 1}"
-        y = f"{last}[0]" if isinstance(calls[-1].result, (tuple, list)) else last
-        lines = [
-            *_repro.HEADER,
-            "import tensorflow as tf",
-            *_repro.show_function("tf.cast(v, tf.float64)"),
-            *leaf_lines,
-        ]
-        if cotangent is None:
-            lines += [*call_lines, f"y = {y}"]
-        else:
-            lines += [
-                "with tf.GradientTape(watch_accessed_variables=False) as tape:",
-                f"    tape.watch([{', '.join(leaves)}])",
-                *(f"    {line}" for line in call_lines),
-                f"    y = {y}",
-                f"g = tf.cast(tf.constant({_repro.values(cotangent)}, tf.float64), y.dtype)",
-                f"grads = dict(zip({leaves!r}, tape.gradient(y, [{', '.join(leaves)}], output_gradients=g)))",
-            ]
-        lines.append("show('y', y)")
-        if (
-            isinstance(calls[-1].result, (tuple, list)) and len(calls[-1].result) > 1
-        ):  # fused: the new statistics
-            lines += [
-                f"show('batch or running mean', {last}[1])",
-                f"show('batch or running variance', {last}[2])",
-            ]
-        if cotangent is not None:
-            lines.append("show('grad', grads)")
-        return _repro.script(lines)
 
 
 class TfNn(TfBase):
@@ -300,30 +255,23 @@ class TfNn(TfBase):
             params.get("state") is None,
             "tf.nn.batch_normalization keeps no running statistics (tf.compat.v1.nn.fused_batch_norm does)",
         )
-        tf = _tf()
         axis = channel_axis_of(x, params)
         reduced = [a for a in range(x.ndim) if a != axis]
-        xt = _tensor(x, dtype)
-        scale = None if params.get("scale") is None else _along(_tensor(params["scale"], dtype), x.ndim, axis)
-        offset = (
-            None if params.get("offset") is None else _along(_tensor(params["offset"], dtype), x.ndim, axis)
+        x_in = Input("x", x, dtype)
+        scale, offset = (
+            None if params.get(key) is None else Input(key, _along(params[key], x.ndim, axis), dtype)
+            for key in ("scale", "offset")
         )
         # With no state the batch statistics normalize in either mode (BN.S4).
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for t in (xt, scale, offset):
-                if t is not None:
-                    tape.watch(t)
-            mean, var = tf.nn.moments(xt, axes=reduced, keepdims=True)
-            y = tf.nn.batch_normalization(xt, mean, var, offset, scale, params["eps"])
-        grads = None
-        if cotangent is not None:
-            grads = _gradients(tape, y, {"x": xt, "scale": scale, "offset": offset}, cotangent)
-            grads = Grads(
-                grads.x,
-                None if grads.scale is None else grads.scale.reshape(-1),
-                None if grads.offset is None else grads.offset.reshape(-1),
-            )
-        return Outcome(_numpy(y), grads=grads)
+        steps = [
+            Step("moments", Symbol("tensorflow.nn.moments"), (x_in,), {"axes": reduced, "keepdims": True}),
+            Step(
+                "y",
+                Symbol("tensorflow.nn.batch_normalization"),
+                (x_in, Get("moments", "0"), Get("moments", "1"), offset, scale, params["eps"]),
+            ),
+        ]
+        return _taped(steps, {"x": x_in, "scale": scale, "offset": offset}, cotangent, dtype)
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         require(x.ndim == 4, "tf.nn.local_response_normalization takes 4-D (NHWC) input only")
@@ -333,19 +281,15 @@ class TfNn(TfBase):
         require(not params["alpha_over_size"], "TF does not divide alpha by the window size (LRN.D1)")
         size = params["size"]
         require(size % 2 == 1, "TF's window is 2*depth_radius + 1: odd sizes only")
-        tf = _tf()
-        xt = _tensor(x, dtype)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(xt)
-            y = tf.nn.local_response_normalization(
-                xt,
-                depth_radius=(size - 1) // 2,
-                bias=params["k"],
-                alpha=params["alpha"],
-                beta=params["beta"],
-            )
-        grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        x_in = Input("x", x, dtype)
+        kwargs = {
+            "depth_radius": (size - 1) // 2,
+            "bias": params["k"],
+            "alpha": params["alpha"],
+            "beta": params["beta"],
+        }
+        step = Step("y", Symbol("tensorflow.nn.local_response_normalization"), (x_in,), kwargs)
+        return _taped([step], {"x": x_in}, cotangent, dtype)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(params["p"] == 2, "tf.math.l2_normalize is p = 2 only")
@@ -353,15 +297,11 @@ class TfNn(TfBase):
             params["eps_placement"] == "max_power_sum",
             "tf.math.l2_normalize floors the squared sum: eps_placement='max_power_sum' only (LP.D1)",
         )
-        tf = _tf()
         axes = params["axes"]
         axis = None if axes is None else [int(a) for a in ((axes,) if isinstance(axes, int) else axes)]
-        xt = _tensor(x, dtype)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(xt)
-            y = tf.math.l2_normalize(xt, axis=axis, epsilon=params["eps"])
-        grads = _gradients(tape, y, {"x": xt}, cotangent) if cotangent is not None else None
-        return Outcome(_numpy(y), grads=grads)
+        x_in = Input("x", x, dtype)
+        step = Step("y", Symbol("tensorflow.math.l2_normalize"), (x_in,), {"axis": axis, "epsilon": params["eps"]})
+        return _taped([step], {"x": x_in}, cotangent, dtype)
 
 
 FUSED_LAYOUTS = {(4, -1): "NHWC", (4, 1): "NCHW", (5, -1): "NDHWC", (5, 1): "NCDHW"}
@@ -399,46 +339,47 @@ class TfFusedBatchNorm(TfBase):
         momentum = params["momentum"]
         require(momentum is not None, "fused_batch_norm has no cumulative average (BN.D7)")
         state, training = params.get("state"), params["training"]
-        tf = _tf()
         channels = x.shape[axis]
-        xt = _tensor(x, dtype)
+        x_in = Input("x", x, dtype)
         # scale and offset are float32 inputs of the op; absent = ones and zeros (exactly x1 and +0).
-        scale = _tensor(np.ones(channels) if params.get("scale") is None else params["scale"], "float32")
-        offset = _tensor(np.zeros(channels) if params.get("offset") is None else params["offset"], "float32")
+        scale = Input(
+            "scale", np.ones(channels) if params.get("scale") is None else params["scale"], "float32"
+        )
+        offset = Input(
+            "offset", np.zeros(channels) if params.get("offset") is None else params["offset"], "float32"
+        )
         is_training = training or state is None  # no state: batch statistics in either mode (BN.S4)
         mean = var = None
         factor = 1.0
         if state is not None:
-            mean, var = _tensor(state.mean, "float32"), _tensor(state.var, "float32")
+            mean, var = Input("mean", state.mean, "float32"), Input("variance", state.var, "float32")
             factor = float(momentum)
         if is_training and factor == 1.0:
             mean = var = None  # the wrapper requires None here; the batch statistics replace the state
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for t in (xt, scale, offset):
-                tape.watch(t)
-            y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
-                xt,
-                scale,
-                offset,
-                mean=mean,
-                variance=var,
-                epsilon=params["eps"],
-                data_format=layout,
-                is_training=is_training,
-                exponential_avg_factor=factor,
-            )
-        new_state = state
-        if state is not None and training:
-            new_state = RunningStats(_numpy(new_mean), _numpy(new_var), state.num_batches_tracked + 1)
-        grads = None
-        if cotangent is not None:
-            leaves = {
-                "x": xt,
-                "scale": scale if params.get("scale") is not None else None,
-                "offset": offset if params.get("offset") is not None else None,
-            }
-            grads = _gradients(tape, y, leaves, cotangent)
-        return Outcome(_numpy(y), new_state, grads)
+        kwargs = {
+            "mean": mean,
+            "variance": var,
+            "epsilon": params["eps"],
+            "data_format": layout,
+            "is_training": is_training,
+            "exponential_avg_factor": factor,
+        }
+        step = Step("out", Symbol("tensorflow.compat.v1.nn.fused_batch_norm"), (x_in, scale, offset), kwargs)
+        leaves = {
+            "x": x_in,
+            "scale": scale if params.get("scale") is not None else None,
+            "offset": offset if params.get("offset") is not None else None,
+        }
+
+        def finish(executed, grads):
+            new_state = state
+            if state is not None and training:
+                after = executed.after
+                new_state = RunningStats(after["mean"], after["variance"], state.num_batches_tracked + 1)
+            return Outcome(executed.y, new_state, grads)
+
+        after = {"mean": Get("out", "1"), "variance": Get("out", "2")}
+        return _taped([step], leaves, cotangent, dtype, finish, after, y=Get("out", "0"))
 
 
 def _lrn_defaults(x, hints, dtype):
