@@ -71,6 +71,17 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Define:
+    """`def bind(*params): <body>; return returns` - the function a framework differentiates (mx.vjp,
+    jax.vjp). Its parameter names must not shadow the plan's other names."""
+
+    bind: str
+    params: tuple[str, ...]
+    body: tuple = ()
+    returns: Any = None
+
+
+@dataclass(frozen=True)
 class Runtime:
     """How one framework family's arrays are made and read, run and written."""
 
@@ -85,7 +96,7 @@ class Runtime:
 @dataclass(frozen=True)
 class Plan:
     runtime: Runtime
-    steps: tuple[Step | Block, ...]
+    steps: tuple[Step | Block | Define, ...]
     grads: Mapping[str, Get] = field(default_factory=dict)  # canonical name -> where its gradient is read
     after: Mapping[str, Get] = field(default_factory=dict)  # state name -> where it is read after the call
     y: Get = Get("y")  # where the output is read
@@ -142,8 +153,19 @@ def execute(plan: Plan) -> Executed:
             return {k: value(v) for k, v in arg.items()}
         return arg
 
+    def define(step: Define):
+        def function(*args):
+            bound.update(zip(step.params, args, strict=True))
+            run(step.body)
+            return value(step.returns)
+
+        return function
+
     def run(steps):
         for step in steps:
+            if isinstance(step, Define):
+                bound[step.bind] = define(step)
+                continue
             if isinstance(step, Block):
                 with value(step.fn)(*value(step.args), **value(dict(step.kwargs))) as entered:
                     bound[step.bind] = entered
@@ -199,6 +221,13 @@ def render(plan: Plan) -> str:
 
     def write(steps) -> None:
         for step in steps:
+            if isinstance(step, Define):
+                lines.append(f"{indent[0]}def {step.bind}({', '.join(step.params)}):")
+                indent[0] += "    "
+                write(step.body)
+                lines.append(f"{indent[0]}return {source(step.returns)}")
+                indent[0] = indent[0][:-4]
+                continue
             if isinstance(step, Block):
                 lines.append(f"{indent[0]}with {call(step)} as {step.bind}:")
                 indent[0] += "    "

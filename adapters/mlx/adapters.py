@@ -14,14 +14,13 @@ the input to float32 first: half and float64 inputs alike are computed in float3
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
 from .. import _repro
 from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from ..plan import Define, Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
 
 MLX = "https://github.com/ml-explore/mlx/blob/846d176227a0ac13d2667e58d2bb68b322109ab0/"
 NORM = MLX + "python/mlx/nn/layers/normalization.py"
@@ -193,42 +192,74 @@ def _numpy(a) -> np.ndarray:
     return np.array(a.astype(mx.float64), dtype=np.float64)
 
 
-def _state(state: RunningStats | None, dtype: str) -> dict:
-    return (
+MLX = Runtime(
+    imports=(
+        "import mlx.core as mx",
+        "import mlx.nn as nn",
+        "mx.set_default_device(mx.cpu)  # float64: CPU only",
+    ),
+    tensor=lambda value: _array(value.value, value.dtype),
+    tensor_source=lambda value: (
+        f"mx.array(np.array({_repro.values(value.value)}), dtype=mx.float64).astype(mx.{value.dtype})"
+    ),
+    numpy=lambda a: _numpy(a),
+    numpy_source="v.astype(mx.float64)",
+    aliases=(("mlx.core", "mx"), ("mlx.nn", "nn")),
+)
+
+
+def _layer(cls: str, args, kwargs, x, params, dtype, cotangent, *, state=None, training=True, finish=None):
+    """mlx.nn.<cls>(*args, **kwargs) in `dtype`, its running statistics (`state`) and the canonical
+    affine loaded (absent ones keep MLX's 1 and 0), train(training), called on x; gradients by mx.vjp
+    w.r.t. x and the loaded affine parameters."""
+    steps = [
+        Step("layer", Symbol(f"mlx.nn.{cls}"), args, kwargs),
+        Step(None, Get("layer", "set_dtype"), (Symbol(f"mlx.core.{dtype}"),)),
+    ]
+    if state is not None:  # frozen arrays: update() still assigns them
+        running = {"running_mean": Input("running_mean", state.mean, dtype)}
+        running["running_var"] = Input("running_var", state.var, dtype)
+        steps.append(Step(None, Get("layer", "update"), (running,)))
+    steps.append(Step(None, Get("layer", "train"), (training,)))
+    names = {k: a for k, a in (("scale", "weight"), ("offset", "bias")) if params.get(k) is not None}
+    loaded = {a: Input(a, params[k], dtype) for k, a in names.items()}
+    if loaded:
+        steps.append(Step(None, Get("layer", "update"), (loaded,)))
+    x_in, grads, y = Input("x", x, dtype), {}, Get("y")
+    if cotangent is None:
+        steps.append(Step("y", Get("layer"), (x_in,)))
+    else:
+        arguments = ("x_", *(f"{a}_" for a in loaded))
+        forward = Define(
+            "forward",
+            arguments,
+            (
+                Step(None, Get("layer", "update"), ({a: Get(f"{a}_") for a in loaded},)),
+                Step("y_", Get("layer"), (Get("x_"),)),
+            ),
+            Get("y_"),
+        )
+        vjp = Step(
+            "out",
+            Symbol("mlx.core.vjp"),
+            (Get("forward"), [x_in, *loaded.values()], [Input("g", cotangent, dtype)]),
+        )
+        steps += [forward, vjp]
+        y = Get("out", "0.0")
+        grads = {"x": Get("out", "1.0"), **{k: Get("out", f"1.{i}") for i, k in enumerate(names, start=1)}}
+    after = (
         {}
         if state is None
-        else {"running_mean": _array(state.mean, dtype), "running_var": _array(state.var, dtype)}
+        else {"running_mean": Get("layer", "running_mean"), "running_var": Get("layer", "running_var")}
     )
 
+    def outcome(executed: Executed) -> Outcome:
+        found = None
+        if cotangent is not None:
+            found = Grads(executed.grads["x"], executed.grads.get("scale"), executed.grads.get("offset"))
+        return (finish or (lambda e, g: Outcome(e.y, grads=g)))(executed, found)
 
-def _call(layer, x, params, dtype, cotangent, training=True):
-    """Load the canonical affine into `layer` (absent ones keep MLX's 1 and 0), call it in the train
-    or eval mode asked for; grads via mx.vjp w.r.t. x and the loaded parameters."""
-    mx = _mx()
-    layer.set_dtype(getattr(mx, dtype))
-    layer.train(training)
-    names = {k: a for k, a in (("scale", "weight"), ("offset", "bias")) if params.get(k) is not None}
-    loaded = {a: _array(params[k], dtype) for k, a in names.items()}
-    layer.update(loaded)
-    xm = _array(x, dtype)
-    if cotangent is None:
-        y = layer(xm)
-        mx.eval(y)
-        return y, None
-    keys = list(loaded)
-
-    def fn(xi, *values):
-        layer.update(dict(zip(keys, values, strict=True)))
-        return layer(xi)
-
-    (y,), vjps = mx.vjp(fn, [xm, *(loaded[k] for k in keys)], [_array(cotangent, dtype)])
-    mx.eval(y, vjps)
-    got = dict(zip(keys, vjps[1:], strict=True))
-    return y, Grads(_numpy(vjps[0]), *(_numpy(got[a]) if a in got else None for a in ("weight", "bias")))
-
-
-def _eps(params, default=1e-5) -> float:
-    return params["eps"]
+    return Planned(Plan(MLX, tuple(steps), grads, after, y), outcome)
 
 
 def _channels_last(api: str, x, params, clause: str) -> None:
@@ -312,72 +343,6 @@ class MlxNn(Adapter):
         with mx.stream(mx.cpu):
             return super().run_framework_defaults(norm, x, hints, dtype=dtype)
 
-    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The layer this adapter built (its constructor call), its arrays as loaded, its mode and the
-        call; gradients by mx.vjp w.r.t. x and the loaded parameters, as the adapter takes them."""
-        module, seen = sys.modules[__name__], []
-
-        def calling(layer, x_, params_, dtype_, cotangent_, training=True):
-            from mlx.utils import tree_flatten
-
-            affine = {
-                a: params_[k]
-                for k, a in (("scale", "weight"), ("offset", "bias"))
-                if params_.get(k) is not None
-            }
-            arrays = {k: _numpy(v).tolist() for k, v in tree_flatten(layer.parameters())}
-            seen.append(
-                (
-                    {**arrays, **{k: np.asarray(v, dtype=np.float64).tolist() for k, v in affine.items()}},
-                    training,
-                    list(affine),
-                )
-            )
-            return original(layer, x_, params_, dtype_, cotangent_, training)
-
-        original, module._call = module._call, calling
-        try:
-            built = _repro.recorded_calls(
-                [(_nn(), name) for name in LAYERS],
-                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
-            )
-        finally:
-            module._call = original
-        if len(built) != 1 or len(seen) != 1:
-            return None
-        (arrays, training, differentiated), call = seen[0], built[0]
-        lines = [
-            *_repro.HEADER,
-            "import mlx.core as mx",
-            "import mlx.nn as nn",
-            "from mlx.utils import tree_unflatten",
-            *_repro.show_function("v.astype(mx.float64)"),
-            "mx.set_default_device(mx.cpu)  # float64 runs on the CPU only",
-            f"array = lambda values: mx.array(np.array(values), dtype=mx.float64).astype(mx.{dtype})",
-            f"layer = nn.{call.name}({_repro.arguments(call.args, call.kwargs)})",
-            f"layer.set_dtype(mx.{dtype})",
-            "layer.update(tree_unflatten(["
-            + ", ".join(f"({k!r}, array({v!r}))" for k, v in arrays.items())
-            + "]))",
-            f"layer.train({training!r})",
-            f"x = array({_repro.values(x)})",
-        ]
-        if cotangent is None:
-            lines += ["y = layer(x)", "show('y', y)"]
-        else:
-            lines += [
-                f"keys = {differentiated!r}",
-                "def forward(x, *values):",
-                "    layer.update(dict(zip(keys, values)))",
-                "    return layer(x)",
-                "(y,), vjps = mx.vjp(forward, [x, *(getattr(layer, k) for k in keys)], "
-                f"[array({_repro.values(cotangent)})])",
-                "show('y', y)",
-                "show('grad', dict(zip(['x', *keys], vjps)))",
-            ]
-        lines.append("show('after', {k: v for k, v in layer.items() if k.startswith('running')})")
-        return _repro.script(lines)
-
     def _run_batch_norm(self, x, params, dtype, cotangent):
         require(2 <= x.ndim <= 4, "mlx.nn.BatchNorm takes rank 2 to 4 (NC, NLC, NHWC)")
         _channels_last("mlx.nn.BatchNorm", x, params, "BN.P1")
@@ -390,43 +355,47 @@ class MlxNn(Adapter):
             )
         momentum = params["momentum"]
         affine = params.get("scale") is not None or params.get("offset") is not None
-        layer = _nn().BatchNorm(
-            x.shape[-1],
-            eps=_eps(params),
-            momentum=0.1 if momentum is None else momentum,
-            affine=affine,
-            track_running_stats=state is not None,
+        kwargs = {
+            "eps": params["eps"],
+            "momentum": 0.1 if momentum is None else momentum,
+            "affine": affine,
+            "track_running_stats": state is not None,
+        }
+
+        def finish(executed, grads):
+            new_state = None
+            if state is not None:
+                tracked = state.num_batches_tracked + int(training)
+                new_state = RunningStats(
+                    executed.after["running_mean"], executed.after["running_var"], tracked
+                )
+            return Outcome(executed.y, new_state, grads)
+
+        return _layer(
+            "BatchNorm",
+            (x.shape[-1],),
+            kwargs,
+            x,
+            params,
+            dtype,
+            cotangent,
+            state=state,
+            training=training,
+            finish=finish,
         )
-        layer.set_dtype(getattr(_mx(), dtype))
-        layer.update(_state(state, dtype))  # frozen arrays: update() still assigns them
-        y, grads = _call(layer, x, params, dtype, cotangent, training)
-        new_state = None
-        if state is not None:
-            new_state = RunningStats(
-                _numpy(layer.running_mean),
-                _numpy(layer.running_var),
-                state.num_batches_tracked + int(training),
-            )
-        return Outcome(_numpy(y), new_state, grads)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         _last_axis("mlx.nn.LayerNorm", x, params)
         affine = params.get("scale") is not None or params.get("offset") is not None
-        layer = _nn().LayerNorm(
-            x.shape[-1], eps=_eps(params), affine=affine, bias=params.get("offset") is not None
-        )
-        y, grads = _call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"eps": params["eps"], "affine": affine, "bias": params.get("offset") is not None}
+        return _layer("LayerNorm", (x.shape[-1],), kwargs, x, params, dtype, cotangent)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         _channels_last("mlx.nn.GroupNorm", x, params, "GN.P2")
         affine = params.get("scale") is not None or params.get("offset") is not None
         contiguous = params["assignment"] == "contiguous"
-        layer = _nn().GroupNorm(
-            params["groups"], x.shape[-1], eps=_eps(params), affine=affine, pytorch_compatible=contiguous
-        )
-        y, grads = _call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"eps": params["eps"], "affine": affine, "pytorch_compatible": contiguous}
+        return _layer("GroupNorm", (params["groups"], x.shape[-1]), kwargs, x, params, dtype, cotangent)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         _channels_last("mlx.nn.InstanceNorm", x, params, "IN.P1")
@@ -435,19 +404,15 @@ class MlxNn(Adapter):
             "mlx.nn.InstanceNorm keeps no running statistics: state must be None (IN.P4)",
         )
         affine = params.get("scale") is not None or params.get("offset") is not None
-        layer = _nn().InstanceNorm(x.shape[-1], eps=_eps(params), affine=affine)
-        y, grads = _call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        kwargs = {"eps": params["eps"], "affine": affine}
+        return _layer("InstanceNorm", (x.shape[-1],), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         _last_axis("mlx.nn.RMSNorm", x, params)
         require(params.get("offset") is None, "mlx.nn.RMSNorm has no bias (RMS.P2)")
         require(params.get("eps") is not None, "mlx.nn.RMSNorm needs an explicit eps (RMS.P3)")
-        layer = _nn().RMSNorm(
-            x.shape[-1], eps=params["eps"]
-        )  # the weight is always there: absent scale = ones
-        y, grads = _call(layer, x, params, dtype, cotangent)
-        return Outcome(_numpy(y), grads=grads)
+        # the weight is always there: absent scale = ones
+        return _layer("RMSNorm", (x.shape[-1],), {"eps": params["eps"]}, x, params, dtype, cotangent)
 
 
 def _default_layer(build, stateful=False):
@@ -465,8 +430,6 @@ def _default_layer(build, stateful=False):
 
     return call
 
-
-LAYERS = ("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm")
 
 DEFAULT_CALLS = {
     "batch_norm": _default_layer(lambda nn, x, h: nn.BatchNorm(x.shape[-1]), stateful=True),

@@ -170,7 +170,11 @@ def _taped(steps: list, leaves: dict, cotangent, dtype: str, finish=None, after=
     if cotangent is not None:
         watch = Step(None, Get("tape", "watch"), (list(present.values()),))
         tape = Block(
-            "tape", Symbol("tensorflow.GradientTape"), (), {"watch_accessed_variables": False}, (watch, *steps)
+            "tape",
+            Symbol("tensorflow.GradientTape"),
+            (),
+            {"watch_accessed_variables": False},
+            (watch, *steps),
         )
         gradient = Step(
             "grads",
@@ -300,7 +304,9 @@ class TfNn(TfBase):
         axes = params["axes"]
         axis = None if axes is None else [int(a) for a in ((axes,) if isinstance(axes, int) else axes)]
         x_in = Input("x", x, dtype)
-        step = Step("y", Symbol("tensorflow.math.l2_normalize"), (x_in,), {"axis": axis, "epsilon": params["eps"]})
+        step = Step(
+            "y", Symbol("tensorflow.math.l2_normalize"), (x_in,), {"axis": axis, "epsilon": params["eps"]}
+        )
         return _taped([step], {"x": x_in}, cotangent, dtype)
 
 
