@@ -202,7 +202,15 @@ class Adapter:
         bug report upstream: the rendered plan of a `_run_<norm>` that returns one (plan.py); None where
         the adapter cannot write one."""
         planned = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
-        return plan.render(planned.plan) if isinstance(planned, plan.Planned) else None
+        return self.render_plan(planned.plan) if isinstance(planned, plan.Planned) else None
+
+    def execute_plan(self, planned) -> plan.Executed:
+        """Run a plan (plan.Plan, or a family's own plan record where it overrides this and render_plan)."""
+        return plan.execute(planned)
+
+    def render_plan(self, planned) -> str:
+        """The framework-alone script of a plan (the same record `execute_plan` runs)."""
+        return plan.render(planned)
 
     def supports(self, norm: str) -> bool:
         return norm in self.declarations
@@ -210,7 +218,7 @@ class Adapter:
     def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
         """Run `norm` on x with canonical `params`, computing in `dtype`; gradients when given a cotangent."""
         result = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
-        return result.outcome(plan.execute(result.plan)) if isinstance(result, plan.Planned) else result
+        return result.outcome(self.execute_plan(result.plan)) if isinstance(result, plan.Planned) else result
 
     def _resolved(self, norm: str, x, params: dict, dtype: str, cotangent) -> tuple[np.ndarray, Params]:
         """x as float64 and the call's resolved Params, once the declaration is known to cover the call."""

@@ -14,6 +14,7 @@ not a float32 number cannot be expressed and is reported unsupported, not rounde
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -34,6 +35,7 @@ from ..base import (
     require,
     trailing,
 )
+from ..plan import Executed, Planned
 
 ONNX_VERSION = "https://github.com/onnx/onnx/blob/v1.22.0"
 SRC_OPS = f"{ONNX_VERSION}/docs/Operators.md"
@@ -327,6 +329,20 @@ class _Cache:
         return value
 
 
+@dataclass(frozen=True)
+class Node:
+    """An ONNX adapter's plan: `op` with `attributes`, its inputs (name -> float64 array, None for an
+    omitted optional one) and the named outputs of the given shapes, every tensor of `dtype`: the
+    one-node model that `_call` runs and `render_plan` writes with onnx.helper."""
+
+    op: str
+    attributes: dict
+    inputs: dict
+    outputs: tuple
+    output_shapes: tuple
+    dtype: str
+
+
 @lru_cache(maxsize=512)
 def build_model(op: str, attributes: tuple, inputs: tuple, outputs: tuple, dtype: str):
     """A checked one-node ModelProto: `op` at OPSET[op] with `attributes` ((name, value), ...), graph
@@ -405,22 +421,28 @@ class OnnxBase(Adapter):
     # how a one-node model runs with the framework alone (subclasses): (import line, expression)
     runner: tuple[str, str] = ("", "")
 
-    def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The one-node model this adapter ran, rebuilt with onnx.helper and run with the runtime alone."""
-        calls, original = [], self._call
+    def _node(self, op, attributes, inputs, outputs=("Y",), shapes=None, *, x, dtype, finish=None) -> Planned:
+        """The one-node plan; its Outcome is y (the first output), or `finish(executed)` with the other
+        outputs in `executed.after`."""
+        node = Node(op, attributes, inputs, tuple(outputs), tuple(shapes or (x.shape,)), dtype)
+        return Planned(node, finish or (lambda executed: Outcome(executed.y)))
 
-        def recording(op, attributes, inputs, outputs, dtype, output_shapes):
-            calls.append((op, attributes, inputs, outputs, output_shapes))
-            return original(op, attributes, inputs, outputs, dtype, output_shapes)
+    def execute_plan(self, node: Node) -> Executed:
+        results = self._call(
+            node.op, node.attributes, node.inputs, node.outputs, node.dtype, node.output_shapes
+        )
+        return Executed({}, results[0], {}, dict(zip(node.outputs[1:], results[1:], strict=True)))
 
-        self._call = recording
-        try:
-            self.run(norm, x, params, dtype=dtype, cotangent=cotangent)
-        finally:
-            del self._call
-        if len(calls) != 1:
-            return None
-        op, attributes, inputs, outputs, shapes = calls[0]
+    def render_plan(self, node: Node) -> str:
+        """The one-node model, rebuilt with onnx.helper and run with the runtime alone."""
+        op, attributes, inputs, outputs, shapes, dtype = (
+            node.op,
+            node.attributes,
+            node.inputs,
+            node.outputs,
+            node.output_shapes,
+            node.dtype,
+        )
         given = {name: value for name, value in inputs.items() if value is not None}
         np_dtype = "ml_dtypes.bfloat16" if dtype == "bfloat16" else f"np.{dtype}"
         lines = [
@@ -538,11 +560,19 @@ class OnnxBase(Adapter):
             inputs["input_mean"], inputs["input_var"] = state.mean, state.var
             outputs, shapes = ("Y",), (x.shape,)
             attributes = {"epsilon": eps, "training_mode": 0}
-        results = self._call("BatchNormalization", attributes, inputs, outputs, dtype, shapes)
-        new_state = state
-        if updates:
-            new_state = RunningStats(results[1], results[2], state.num_batches_tracked + 1)
-        return Outcome(results[0], new_state)
+
+        def finish(executed):
+            new_state = state
+            if updates:
+                after = executed.after
+                new_state = RunningStats(
+                    after["running_mean"], after["running_var"], state.num_batches_tracked + 1
+                )
+            return Outcome(executed.y, new_state)
+
+        return self._node(
+            "BatchNormalization", attributes, inputs, outputs, shapes, x=x, dtype=dtype, finish=finish
+        )
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         require(x.ndim >= 3, "InstanceNormalization needs (N, C, D1, ...) input (IN.C1)")
@@ -556,8 +586,7 @@ class OnnxBase(Adapter):
             "B": np.zeros(channels) if offset is None else offset,
         }
         attributes = {"epsilon": _attribute32("epsilon", params["eps"], dtype)}
-        (y,) = self._call("InstanceNormalization", attributes, inputs, ("output",), dtype, (x.shape,))
-        return Outcome(y, None)
+        return self._node("InstanceNormalization", attributes, inputs, ("output",), x=x, dtype=dtype)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
@@ -571,8 +600,7 @@ class OnnxBase(Adapter):
             "axis": x.ndim - count,
             "epsilon": _attribute32("epsilon", params["eps"], dtype),
         }
-        (y,) = self._call("LayerNormalization", attributes, inputs, ("Y",), dtype, (x.shape,))
-        return Outcome(y)
+        return self._node("LayerNormalization", attributes, inputs, x=x, dtype=dtype)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(x.ndim >= 2, "GroupNormalization needs (N, C, ...) input")
@@ -589,8 +617,7 @@ class OnnxBase(Adapter):
             "num_groups": int(params["groups"]),
             "epsilon": _attribute32("epsilon", params["eps"], dtype),
         }
-        (y,) = self._call("GroupNormalization", attributes, inputs, ("Y",), dtype, (x.shape,))
-        return Outcome(y)
+        return self._node("GroupNormalization", attributes, inputs, x=x, dtype=dtype)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
@@ -601,8 +628,7 @@ class OnnxBase(Adapter):
         scale = params.get("scale")
         inputs = {"X": x, "scale": np.ones(shape) if scale is None else scale}
         attributes = {"axis": x.ndim - count, "epsilon": _attribute32("epsilon", params["eps"], dtype)}
-        (y,) = self._call("RMSNormalization", attributes, inputs, ("Y",), dtype, (x.shape,))
-        return Outcome(y)
+        return self._node("RMSNormalization", attributes, inputs, x=x, dtype=dtype)
 
     def _lrn_limits(self, x, params, dtype):
         """Where a runtime implements less of LRN than the operator spec; overridden."""
@@ -623,8 +649,7 @@ class OnnxBase(Adapter):
             "beta": _attribute32("beta", params["beta"], dtype),
             "bias": _attribute32("bias", params["k"], dtype),
         }
-        (y,) = self._call("LRN", attributes, {"X": x}, ("Y",), dtype, (x.shape,))
-        return Outcome(y)
+        return self._node("LRN", attributes, {"X": x}, x=x, dtype=dtype)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(
@@ -638,8 +663,7 @@ class OnnxBase(Adapter):
         axes = (axes,) if isinstance(axes, int) else tuple(axes)
         require(len(axes) == 1, "ONNX LpNormalization normalizes along a single axis (LP.P2)")
         attributes = {"axis": int(axes[0]) % x.ndim, "p": int(p)}
-        (y,) = self._call("LpNormalization", attributes, {"input": x}, ("output",), dtype, (x.shape,))
-        return Outcome(y)
+        return self._node("LpNormalization", attributes, {"input": x}, ("output",), x=x, dtype=dtype)
 
 
 class OnnxRuntime(OnnxBase):
