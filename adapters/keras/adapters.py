@@ -20,6 +20,7 @@ import contextlib
 import os
 import sys
 import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from normconf.reference import Grads, RunningStats
 
 from .. import _devices, _isolated, _replicas, _repro
 from ..base import Adapter, Convention, NormDeclaration, Outcome, Unsupported, channel_axis_of, require
+from ..plan import Executed, Planned
 
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
 SRC_BN = f"{K}/keras/src/layers/normalization/batch_normalization.py"
@@ -517,29 +519,37 @@ def _load(var, value) -> None:
     var.assign(_tensor(value, var.dtype))
 
 
-def _affine(layer, params, scale_attr="gamma", offset_attr="beta") -> dict:
-    """Load canonical scale/offset into the layer's weights; the variables to differentiate."""
-    wrt = {}
-    for key, attr in (("scale", scale_attr), ("offset", offset_attr)):
-        if params.get(key) is not None:
-            var = getattr(layer, attr)
-            _load(var, params[key])
-            wrt[key] = var
-    return wrt
+@dataclass(frozen=True)
+class LayerPlan:
+    """A Keras adapter's plan: `keras.layers.<layer>(**kwargs)` built for `build_shape`, the weights
+    given loaded (attribute -> float64 values), called on x with `call`; the gradients of x and of the
+    variables in `wrt` (canonical name -> attribute), and the variables in `reads` read afterwards.
+    With `replica_sizes`: a synchronized step, one replica batch each (MirroredStrategy.run)."""
+
+    layer: str
+    kwargs: dict
+    build_shape: tuple
+    weights: dict
+    call: dict
+    x: np.ndarray
+    dtype: str
+    cotangent: np.ndarray | None = None
+    wrt: dict = field(default_factory=dict)
+    reads: tuple = ()
+    replica_sizes: tuple | None = None
+
+
+def _affine_weights(params, names=(("scale", "gamma"), ("offset", "beta"))) -> tuple[dict, dict]:
+    """(weights, wrt) for the canonical scale and offset given: loaded into, and differentiated as,
+    the layer's gamma and beta (or the attributes `names` says)."""
+    given = {key: attr for key, attr in names if params.get(key) is not None}
+    return {attr: params[key] for key, attr in given.items()}, given
 
 
 def _sorted_axes(axes, ndim: int) -> list[int]:
     return sorted({int(a) % ndim for a in ((axes,) if isinstance(axes, int) else axes)})
 
 
-KERAS_LAYERS = (
-    "BatchNormalization",
-    "LayerNormalization",
-    "GroupNormalization",
-    "RMSNormalization",
-    "UnitNormalization",
-    "Normalization",
-)
 # a repro's gradient lines per backend, given the layer call's keyword arguments (as `_call` does it)
 KERAS_GRADIENTS = {
     "jax": lambda call: [
@@ -690,48 +700,135 @@ class Keras(Adapter):
         return env
 
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
-        """The Keras layer this adapter built (its constructor call), the weights it held when called,
-        and the call, with gradients the backend's own way (jax.vjp of stateless_call, GradientTape,
-        backward)."""
-        if not self._here():
+        if not self._here():  # written where the backend can be imported
             return self._child().call("framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent)
-        if norm == "sync_batch_norm":
-            return self._sync_repro(x, params, dtype, cotangent)
-        module, seen = sys.modules[__name__], []
-
-        def calling(backend, layer, x_, dtype_, cotangent_, wrt, **kwargs):
-            seen.append(([_numpy(_read(v)).tolist() for v in layer.weights], kwargs))
-            return original(backend, layer, x_, dtype_, cotangent_, wrt, **kwargs)
-
-        original, module._call = module._call, calling
-        try:
-            built = _repro.recorded_calls(
-                [(_keras().layers, name) for name in KERAS_LAYERS],
-                lambda: self.run(norm, x, params, dtype=dtype, cotangent=cotangent),
+        if norm == "sync_batch_norm" and not _replicas.here():  # where the logical CPUs exist
+            return _isolated.isolated(self.name, _replicas.tf_env(self.child_env())).call(
+                "framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent
             )
-        finally:
-            module._call = original
-        if len(built) != 1 or len(seen) != 1:
-            return None
-        (layer, args, kwargs, _), (weights, call_kwargs) = built[0], seen[0]
+        with _precision(self.backend, dtype):
+            return super().framework_repro(norm, x, params, dtype=dtype, cotangent=cotangent)
+
+    # -- plans ----------------------------------------------------------------------------------
+
+    def _plan(self, layer, kwargs, x, params, dtype, cotangent, *, weights=None, wrt=None, call=None, **rest):
+        """The layer plan with the canonical affine as gamma/beta (unless `weights`/`wrt` say
+        otherwise); its Outcome is y and the gradients (or `finish(executed)`)."""
+        if weights is None:
+            weights, wrt = _affine_weights(params)
+        finish = rest.pop("finish", None)
+        plan = LayerPlan(
+            layer,
+            kwargs,
+            rest.pop("build_shape", x.shape),
+            weights,
+            call or {},
+            x,
+            dtype,
+            cotangent,
+            wrt or {},
+            **rest,
+        )
+
+        def outcome(executed: Executed) -> Outcome:
+            grads = None
+            if cotangent is not None:
+                grads = Grads(*(executed.grads.get(k) for k in ("x", "scale", "offset")))
+            return Outcome(executed.y, grads=grads) if finish is None else finish(executed, grads)
+
+        return Planned(plan, outcome)
+
+    def _built(self, plan: LayerPlan):
+        """The plan's layer, built and with its weights loaded."""
+        layer = getattr(_keras().layers, plan.layer)(**plan.kwargs)
+        layer.build(plan.build_shape)
+        for attr, value in plan.weights.items():
+            _load(getattr(layer, attr), value)
+        return layer
+
+    def execute_plan(self, plan: LayerPlan) -> Executed:
+        if plan.replica_sizes is not None:
+            return self._execute_synchronized(plan)
+        layer = self._built(plan)
+        wrt = {key: getattr(layer, attr) for key, attr in plan.wrt.items()}
+        y, grads = _call(self.backend, layer, plan.x, plan.dtype, plan.cotangent, wrt, **plan.call)
+        found = {} if grads is None else {"x": grads.x, "scale": grads.scale, "offset": grads.offset}
+        after = {attr: _numpy(_read(getattr(layer, attr))) for attr in plan.reads}
+        return Executed({"layer": layer}, y, found, after)
+
+    def _execute_synchronized(self, plan: LayerPlan) -> Executed:
+        """BatchNormalization(synchronized=True) in `tf.distribute.MirroredStrategy.run` over logical CPU
+        devices, one replica batch each (unequal sizes allowed); gradients by a GradientTape per replica,
+        the weights' summed over replicas as the strategy's optimizer step would."""
+        import tensorflow as tf
+
+        devices = _replicas.tf_logical_cpus()
+        sizes = plan.replica_sizes
+        require(len(sizes) <= len(devices), f"{len(sizes)} replicas, {len(devices)} logical devices")
+        strategy = _mirrored(tuple(devices[: len(sizes)]))
+        with strategy.scope():
+            layer = self._built(plan)
+            wrt = {key: getattr(layer, attr) for key, attr in plan.wrt.items()}
+        parts = [_tensor(part, plan.dtype) for part in _replicas.split(plan.x, sizes)]
+        xs = strategy.experimental_distribute_values_from_function(
+            lambda ctx: parts[ctx.replica_id_in_sync_group]
+        )
+        grads = {}
+        if plan.cotangent is None:
+            ys = strategy.run(tf.function(lambda xr: layer(xr, **plan.call)), args=(xs,))
+        else:
+            cotangents = [_tensor(part, plan.dtype) for part in _replicas.split(plan.cotangent, sizes)]
+            gs = strategy.experimental_distribute_values_from_function(
+                lambda ctx: cotangents[ctx.replica_id_in_sync_group]
+            )
+            variables = [var.value for var in wrt.values()]
+
+            def step(xr, gr):
+                with tf.GradientTape() as tape:
+                    tape.watch(xr)
+                    yr = layer(xr, **plan.call)
+                return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))
+
+            ys, per_replica = strategy.run(tf.function(step), args=(xs, gs))
+            local = [strategy.experimental_local_results(g) for g in per_replica]
+            grads = {key: sum(_numpy(g) for g in local[1 + k]) for k, key in enumerate(wrt)}
+            grads["x"] = np.concatenate([_numpy(g) for g in local[0]])
+        y = np.concatenate([_numpy(t) for t in strategy.experimental_local_results(ys)])
+        after = {}
+        for attr in plan.reads:
+            copies = [_numpy(v) for v in strategy.experimental_local_results(getattr(layer, attr).value)]
+            if any(not np.array_equal(c, copies[0], equal_nan=True) for c in copies):  # SBN.S3
+                raise RuntimeError(f"the replicas hold different {attr}: {[c.tolist() for c in copies]}")
+            after[attr] = copies[0]
+        return Executed({"layer": layer}, y, grads, after)
+
+    def render_plan(self, plan: LayerPlan) -> str:
+        """The layer built and loaded as the plan says and called, with gradients the backend's own way
+        (jax.vjp of stateless_call under jit, GradientTape, backward); a synchronized step in a
+        MirroredStrategy over logical CPUs made before TF starts."""
+        if plan.replica_sizes is not None:
+            return self._render_synchronized(plan)
         to_numpy = (
             "keras.ops.convert_to_numpy(keras.ops.cast(v.detach() if hasattr(v, 'detach') else v, 'float32' "
             "if keras.backend.standardize_dtype(v.dtype) in ('float16', 'bfloat16') else v.dtype))"
         )
         lines = [*_repro.HEADER, "import os", f"os.environ['KERAS_BACKEND'] = {self.backend!r}"]
-        if self.backend == "jax" and dtype == "float64":
+        if self.backend == "jax" and plan.dtype == "float64":
             lines += ["import jax", "jax.config.update('jax_enable_x64', True)"]
         lines += [
             "import keras",
             *_repro.show_function(to_numpy),
-            f"layer = keras.layers.{layer}({_repro.arguments(args, kwargs)})",
-            f"layer.build({tuple(x.shape)!r})",
-            f"for variable, value in zip(layer.weights, {weights!r}):",
-            "    variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",
-            f"x = keras.ops.convert_to_tensor(np.array({_repro.values(x)}), dtype={dtype!r})",
+            f"layer = keras.layers.{plan.layer}({_repro.arguments((), plan.kwargs)})",
+            f"layer.build({tuple(plan.build_shape)!r})",
+            *(
+                f"layer.{attr}.assign(keras.ops.convert_to_tensor(np.array({_repro.values(value)}), "
+                f"dtype=layer.{attr}.dtype))"
+                for attr, value in plan.weights.items()
+            ),
+            f"x = keras.ops.convert_to_tensor(np.array({_repro.values(plan.x)}), dtype={plan.dtype!r})",
         ]
-        call = _repro.arguments((), call_kwargs)
-        if cotangent is None and self.backend == "jax":
+        call = _repro.arguments((), plan.call)
+        if plan.cotangent is None and self.backend == "jax":
             lines += [
                 "import jax",
                 "non_trainable = [v.value for v in layer.non_trainable_variables]",
@@ -741,11 +838,12 @@ class Keras(Adapter):
                 "for variable, value in zip(layer.non_trainable_variables, updated):",
                 "    variable.assign(value)",
             ]
-        elif cotangent is None:
+        elif plan.cotangent is None:
             lines.append(f"y = layer(x{', ' + call if call else ''})")
         else:
             lines.append(
-                f"g = keras.ops.convert_to_tensor(np.array({_repro.values(cotangent)}), dtype={dtype!r})"
+                f"g = keras.ops.convert_to_tensor(np.array({_repro.values(plan.cotangent)}), "
+                f"dtype={plan.dtype!r})"
             )
             lines += KERAS_GRADIENTS[self.backend](call)
         lines += [
@@ -753,32 +851,13 @@ class Keras(Adapter):
             "for variable in layer.non_trainable_variables:",
             "    show(variable.path, variable.value)",
         ]
-        if cotangent is not None:
+        if plan.cotangent is not None:
             lines.append("show('grad', grads)")
         return _repro.script(lines)
 
-    def _sync_repro(self, x, params, dtype, cotangent):
-        """The synchronized step alone: the logical CPUs made before TF starts, the layer built in the
-        strategy's scope with the weights the adapter loaded, one replica batch each, `strategy.run`."""
-        if not _replicas.here():
-            return _isolated.isolated(self.name, _replicas.tf_env(self.child_env())).call(
-                "framework_repro", "sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent
-            )
-        built = _repro.recorded_calls(
-            [(_keras().layers, "BatchNormalization")],
-            lambda: self.run("sync_batch_norm", x, params, dtype=dtype, cotangent=cotangent),
-        )
-        if len(built) != 1:
-            return None
-        state, training = params.get("state"), params["training"]
-        weights = {
-            "gamma": params.get("scale"),
-            "beta": params.get("offset"),
-            "moving_mean": None if state is None else state.mean,
-            "moving_variance": None if state is None else state.var,
-        }
-        weights = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in weights.items() if v is not None}
-        sizes = tuple(params["replica_sizes"])
+    def _render_synchronized(self, plan: LayerPlan) -> str:
+        sizes, x = plan.replica_sizes, plan.x
+        weights = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in plan.weights.items()}
         lines = [
             *_repro.HEADER,
             "import os",
@@ -793,33 +872,29 @@ class Keras(Adapter):
             "strategy = tf.distribute.MirroredStrategy("
             "[d.name for d in tf.config.list_logical_devices('CPU')][:len(sizes)])",
             "with strategy.scope():",
-            "    layer = keras.layers.BatchNormalization("
-            f"{_repro.arguments(built[0].args, built[0].kwargs)})",
-            f"    layer.build({(None,) + tuple(x.shape[1:])!r})",
+            f"    layer = keras.layers.{plan.layer}({_repro.arguments((), plan.kwargs)})",
+            f"    layer.build({tuple(plan.build_shape)!r})",
             f"    weights = {weights!r}",
-            "    for variable in layer.weights:",
-            "        if variable.name in weights:",
-            "            variable.assign(keras.ops.convert_to_tensor("
-            "np.array(weights[variable.name]), dtype=variable.dtype))",
+            "    for name, value in weights.items():",
+            "        variable = getattr(layer, name)",
+            "        variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",
             f"x = np.array({_repro.values(x)})  # every replica's rows, in order",
             "split = lambda a: [keras.ops.convert_to_tensor(p, dtype="
-            f"{dtype!r}"
+            f"{plan.dtype!r}"
             ") for p in np.split(a, np.cumsum(sizes)[:-1])]",
             "per_replica = lambda parts: strategy.experimental_distribute_values_from_function("
             "lambda ctx: parts[ctx.replica_id_in_sync_group])",
             "xs = per_replica(split(x))",
             "local = strategy.experimental_local_results",
         ]
-        call = f"training={training or state is None!r}"
-        if cotangent is None:
+        call = _repro.arguments((), plan.call)
+        if plan.cotangent is None:
             lines += [f"ys = strategy.run(tf.function(lambda xr: layer(xr, {call})), args=(xs,))"]
         else:
-            keys = [k for k in ("scale", "offset") if params.get(k) is not None]
+            keys = list(plan.wrt)
             lines += [
-                f"g = np.array({_repro.values(cotangent)})",
-                "variables = ["
-                f"{', '.join('layer.' + {'scale': 'gamma', 'offset': 'beta'}[k] + '.value' for k in keys)}"
-                "]",
+                f"g = np.array({_repro.values(plan.cotangent)})",
+                f"variables = [{', '.join(f'layer.{plan.wrt[k]}.value' for k in keys)}]",
                 "def step(xr, gr):",
                 "    with tf.GradientTape() as tape:",
                 "        tape.watch(xr)",
@@ -836,50 +911,69 @@ class Keras(Adapter):
             "show('y', y)",
             "show('moving_mean', local(layer.moving_mean.value)[0])",
             "show('moving_variance', local(layer.moving_variance.value)[0])",
-            *(["show('grad', grads)"] if cotangent is not None else []),
+            *(["show('grad', grads)"] if plan.cotangent is not None else []),
         ]
         return _repro.script(lines)
 
     # -- norms ----------------------------------------------------------------------------------
 
-    def _run_batch_norm(self, x, params, dtype, cotangent):
+    def _batch_norm(self, x, params, dtype, cotangent, **synchronized):
+        """BatchNormalization's plan (synchronized: over `replica_sizes`, built for any batch size)."""
         require(
             params["running_var"] == "biased",
             "Keras updates moving_variance with the biased batch variance (BN.D1)",
         )
         momentum = params["momentum"]
         require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
-        layers = _keras().layers
-        axis = channel_axis_of(x, params)
         state, training = params.get("state"), params["training"]
-        layer = layers.BatchNormalization(
-            axis=axis,
-            momentum=1.0 - momentum,
-            epsilon=params["eps"],
-            center=params.get("offset") is not None,
-            scale=params.get("scale") is not None,
-            dtype=dtype,
-        )
-        layer.build(x.shape)
-        wrt = _affine(layer, params)
+        kwargs = {
+            "axis": channel_axis_of(x, params),
+            "momentum": 1.0 - momentum,
+            "epsilon": params["eps"],
+            "center": params.get("offset") is not None,
+            "scale": params.get("scale") is not None,
+            "dtype": dtype,
+            **synchronized,
+        }
+        weights, wrt = _affine_weights(params)
         if state is not None:
-            _load(layer.moving_mean, state.mean)
-            _load(layer.moving_variance, state.var)
+            weights |= {"moving_mean": state.mean, "moving_variance": state.var}
+
+        def finish(executed, grads):
+            new_state = state
+            if state is not None and training:
+                after = executed.after
+                new_state = RunningStats(
+                    after["moving_mean"], after["moving_variance"], state.num_batches_tracked + 1
+                )
+            return Outcome(executed.y, new_state, grads)
+
         # No state: the batch statistics normalize in either mode (BN.S4); the moving ones are dropped.
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt, training=training or state is None)
-        new_state = state
-        if state is not None and training:
-            new_state = RunningStats(
-                _numpy(_read(layer.moving_mean)),
-                _numpy(_read(layer.moving_variance)),
-                state.num_batches_tracked + 1,
-            )
-        return Outcome(y, new_state, grads)
+        return self._plan(
+            "BatchNormalization",
+            kwargs,
+            x,
+            params,
+            dtype,
+            cotangent,
+            weights=weights,
+            wrt=wrt,
+            call={"training": training or state is None},
+            reads=("moving_mean", "moving_variance") if state is not None and training else (),
+            finish=finish,
+            **(
+                {"build_shape": (None,) + x.shape[1:], "replica_sizes": tuple(params["replica_sizes"])}
+                if synchronized
+                else {}
+            ),
+        )
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        return self._batch_norm(x, params, dtype, cotangent)
 
     def _run_sync_batch_norm(self, x, params, dtype, cotangent):
-        """BatchNormalization(synchronized=True) in `tf.distribute.MirroredStrategy.run` over logical CPU
-        devices, one replica batch each (unequal sizes allowed); gradients by a GradientTape per replica,
-        the weights' summed over replicas as the strategy's optimizer step would."""
+        """BatchNormalization(synchronized=True) over logical CPU devices (`_execute_synchronized`), in a
+        child that made them before TF started where this process could not."""
         if not _replicas.here():
             return _replicas.run_in_child(
                 self, _replicas.tf_env(self.child_env()), x, params, dtype, cotangent
@@ -888,115 +982,39 @@ class Keras(Adapter):
             params["weighting"] == "count",
             "Keras pools the replicas by count: weighting='count' only (SBN.D2)",
         )
-        require(
-            params["running_var"] == "biased",
-            "Keras updates moving_variance with the biased batch variance (BN.D1)",
-        )
-        momentum = params["momentum"]
-        require(momentum is not None, "Keras has no cumulative average, momentum=None (BN.D7)")
-        devices = _replicas.tf_logical_cpus()
-        import tensorflow as tf
-
-        sizes = tuple(params["replica_sizes"])
-        require(len(sizes) <= len(devices), f"{len(sizes)} replicas, {len(devices)} logical devices")
-        strategy = _mirrored(tuple(devices[: len(sizes)]))
-        axis = channel_axis_of(x, params)
-        state, training = params.get("state"), params["training"]
-        with strategy.scope():
-            layer = _keras().layers.BatchNormalization(
-                axis=axis,
-                momentum=1.0 - momentum,
-                epsilon=params["eps"],
-                center=params.get("offset") is not None,
-                scale=params.get("scale") is not None,
-                dtype=dtype,
-                synchronized=True,
-            )
-            layer.build((None,) + x.shape[1:])
-            wrt = _affine(layer, params)
-            if state is not None:
-                _load(layer.moving_mean, state.mean)
-                _load(layer.moving_variance, state.var)
-        parts = [_tensor(part, dtype) for part in _replicas.split(x, sizes)]
-        xs = strategy.experimental_distribute_values_from_function(
-            lambda ctx: parts[ctx.replica_id_in_sync_group]
-        )
-        call = {"training": training or state is None}
-        if cotangent is None:
-            ys = strategy.run(tf.function(lambda xr: layer(xr, **call)), args=(xs,))
-            grads = None
-        else:
-            cotangents = [_tensor(part, dtype) for part in _replicas.split(cotangent, sizes)]
-            gs = strategy.experimental_distribute_values_from_function(
-                lambda ctx: cotangents[ctx.replica_id_in_sync_group]
-            )
-            variables = [var.value for var in wrt.values()]
-
-            def step(xr, gr):
-                with tf.GradientTape() as tape:
-                    tape.watch(xr)
-                    yr = layer(xr, **call)
-                return yr, tape.gradient(yr, [xr, *variables], output_gradients=tf.cast(gr, yr.dtype))
-
-            ys, per_replica = strategy.run(tf.function(step), args=(xs, gs))
-            local = [strategy.experimental_local_results(g) for g in per_replica]
-            summed = {key: sum(_numpy(g) for g in local[1 + k]) for k, key in enumerate(wrt)}
-            grads = Grads(
-                np.concatenate([_numpy(g) for g in local[0]]), summed.get("scale"), summed.get("offset")
-            )
-        y = np.concatenate([_numpy(t) for t in strategy.experimental_local_results(ys)])
-        new_state = state
-        if state is not None and training:
-            held = [
-                [_numpy(v) for v in strategy.experimental_local_results(var.value)]
-                for var in (layer.moving_mean, layer.moving_variance)
-            ]
-            for copies in held:  # SBN.S3: every replica ends the step with the same state
-                if any(not np.array_equal(c, copies[0], equal_nan=True) for c in copies):
-                    raise RuntimeError(
-                        f"the replicas hold different moving statistics: {[c.tolist() for c in copies]}"
-                    )
-            new_state = RunningStats(held[0][0], held[1][0], state.num_batches_tracked + 1)
-        return Outcome(y, new_state, grads)
+        return self._batch_norm(x, params, dtype, cotangent, synchronized=True)
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        layer = _keras().layers.LayerNormalization(
-            axis=_sorted_axes(params["axes"], x.ndim),
-            epsilon=params["eps"],
-            center=params.get("offset") is not None,
-            scale=params.get("scale") is not None,
-            dtype=dtype,
-        )
-        layer.build(x.shape)
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
-        return Outcome(y, grads=grads)
+        kwargs = {
+            "axis": _sorted_axes(params["axes"], x.ndim),
+            "epsilon": params["eps"],
+            "center": params.get("offset") is not None,
+            "scale": params.get("scale") is not None,
+            "dtype": dtype,
+        }
+        return self._plan("LayerNormalization", kwargs, x, params, dtype, cotangent)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(params["assignment"] == "contiguous", "Keras groups contiguous channels (GN.D1)")
-        axis = channel_axis_of(x, params)
-        layer = _keras().layers.GroupNormalization(
-            groups=params["groups"],
-            axis=axis,
-            epsilon=params["eps"],
-            center=params.get("offset") is not None,
-            scale=params.get("scale") is not None,
-            dtype=dtype,
-        )
-        layer.build(x.shape)
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, _affine(layer, params))
-        return Outcome(y, grads=grads)
+        kwargs = {
+            "groups": params["groups"],
+            "axis": channel_axis_of(x, params),
+            "epsilon": params["eps"],
+            "center": params.get("offset") is not None,
+            "scale": params.get("scale") is not None,
+            "dtype": dtype,
+        }
+        return self._plan("GroupNormalization", kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         require(params.get("offset") is None, "keras.layers.RMSNormalization has no offset")
         axes = _sorted_axes(params["axes"], x.ndim)
-        layer = _keras().layers.RMSNormalization(axis=axes, epsilon=params["eps"], dtype=dtype)
-        layer.build(x.shape)
+        kwargs = {"axis": axes, "epsilon": params["eps"], "dtype": dtype}
         scale = params.get("scale")
         # The layer always has a scale: absent canonically means ones (exactly x1), not differentiated.
-        _load(layer.scale, np.ones(tuple(x.shape[a] for a in axes)) if scale is None else scale)
-        wrt = {} if scale is None else {"scale": layer.scale}
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, wrt)
-        return Outcome(y, grads=grads)
+        weights = {"scale": np.ones(tuple(x.shape[a] for a in axes)) if scale is None else scale}
+        wrt = {} if scale is None else {"scale": "scale"}
+        return self._plan("RMSNormalization", kwargs, x, params, dtype, cotangent, weights=weights, wrt=wrt)
 
     def _run_lp_normalize(self, x, params, dtype, cotangent):
         require(params["p"] == 2, "keras.layers.UnitNormalization is p = 2 only")
@@ -1007,14 +1025,11 @@ class Keras(Adapter):
         require(params["eps"] == 1e-12, "UnitNormalization hard-codes epsilon=1e-12")
         axes = params["axes"]
         axes = list(range(x.ndim)) if axes is None else _sorted_axes(axes, x.ndim)
-        layer = _keras().layers.UnitNormalization(axis=axes, dtype=dtype)
-        layer.build(x.shape)
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
-        return Outcome(y, grads=grads)
+        kwargs = {"axis": axes, "dtype": dtype}
+        return self._plan("UnitNormalization", kwargs, x, params, dtype, cotangent, weights={}, wrt={})
 
     def _run_channel_normalize(self, x, params, dtype, cotangent):
-        keras = _keras()
-        floor = keras.config.epsilon()
+        floor = _keras().config.epsilon()
         require(
             params["std_floor"] == floor,
             f"keras.layers.Normalization floors the std at keras.config.epsilon() = {floor} (CN.D2)",
@@ -1023,10 +1038,8 @@ class Keras(Adapter):
         channels = x.shape[axis]
         mean = np.broadcast_to(np.ravel(np.asarray(params["mean"], dtype=np.float64)), (channels,))
         std = np.broadcast_to(np.ravel(np.asarray(params["std"], dtype=np.float64)), (channels,))
-        layer = keras.layers.Normalization(axis=axis, mean=mean, variance=std**2, dtype=dtype)
-        layer.build(x.shape)
-        y, grads = _call(self.backend, layer, x, dtype, cotangent, {})
-        return Outcome(y, grads=grads)
+        kwargs = {"axis": axis, "mean": mean, "variance": std**2, "dtype": dtype}
+        return self._plan("Normalization", kwargs, x, params, dtype, cotangent, weights={}, wrt={})
 
 
 __all__ = ["Keras", "Unsupported"]
