@@ -53,6 +53,7 @@ class Run:
     environments: dict[str, dict] = field(default_factory=dict)
     results: list[dict] = field(default_factory=list)
     end: dict | None = None
+    name: str = ""  # how the report names it when its file name alone is ambiguous (`load`)
 
     @property
     def complete(self) -> bool:
@@ -60,7 +61,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return Path(self.path).stem
+        return self.name or Path(self.path).stem
 
     def device(self, adapter: str) -> str:
         return self.environments.get(adapter, {}).get("device") or "unknown device"
@@ -149,7 +150,14 @@ def _session(record, where: str) -> dict:
 
 
 def load(paths) -> list[Run]:
-    return [read(path) for path in paths]
+    """The results files as runs; files of one name from different folders (each host's or job's
+    worker-1.jsonl) are named by their folder too, so the report tells them apart."""
+    runs = [read(path) for path in paths]
+    stems = [Path(run.path).stem for run in runs]
+    for run, stem in zip(runs, stems, strict=True):
+        if stems.count(stem) > 1:
+            run.name = f"{Path(run.path).resolve().parent.name}/{stem}"
+    return runs
 
 
 def implementations(runs: list[Run]) -> dict[tuple[int, str], str]:

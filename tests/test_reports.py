@@ -127,6 +127,21 @@ def test_one_device_in_two_files_is_told_apart_by_file(tmp_path):
     }
 
 
+def test_files_of_one_name_from_two_folders_are_named_by_their_folder(tmp_path):
+    """Two hosts' (or CI jobs') folders each hold a worker-1.jsonl: the report's runs and rows say
+    which folder each came from, not worker-1 twice."""
+    (tmp_path / "host-a").mkdir()
+    (tmp_path / "host-b").mkdir()
+    runs = R.load([_write(tmp_path / d / "worker-1.jsonl", _records()) for d in ("host-a", "host-b")])
+    assert [run.label for run in runs] == ["host-a/worker-1", "host-b/worker-1"]
+    assert {impl for impl, _ in R.matrix(runs)} >= {
+        "torch.functional @ cpu (host-a/worker-1)",
+        "torch.functional @ cpu (host-b/worker-1)",
+    }
+    page = html.build(runs)
+    assert "host-a/worker-1" in page and "host-b/worker-1" in page
+
+
 def test_an_interrupted_run_loads_and_renders_with_a_banner(tmp_path):
     records = [r for r in _records() if r["kind"] != "end"][: len(_records()) // 2]
     path = _write(tmp_path / "partial.jsonl", records)

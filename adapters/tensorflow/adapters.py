@@ -4,7 +4,7 @@ with running statistics).
 `tf.nn.moments` + `tf.nn.batch_normalization` is TF's own BatchNorm without running statistics;
 `tf.compat.v1.nn.fused_batch_norm` (`FusedBatchNormV3`) is the stateful one, kept as its own adapter
 because its dtypes, layouts and running-variance estimator differ. Gradients come from
-`tf.GradientTape`. Facts and sources: /work/research/tf_keras.md, spec BN/LRN/LP clauses.
+`tf.GradientTape`. Facts and sources: the Conventions below and the spec's BN/LRN/LP clauses.
 
 Parameters are canonical: one a caller leaves out means the canonical default (the reference
 function's), not TF's; TF's defaults are declared, in canonical terms, as Conventions.
@@ -42,7 +42,7 @@ SRC_L2_FORM = f"{TF}/tensorflow/python/ops/nn_impl.py#L575-L576"
 
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 SAME = {d: d for d in ALL_DTYPES}
-# tf.nn.moments upcasts float16 only: bfloat16 statistics stay bfloat16 (research §1a, verified 2.21).
+# tf.nn.moments upcasts float16 only: bfloat16 statistics stay bfloat16 (measured on TF 2.21).
 # tf.nn.moments sums float16 in float32 but returns float16 statistics, which batch_normalization then
 # uses (and adds eps to) in float16: the statistics' precision is float16 (spec BN.D14).
 MOMENTS_ACCUMULATION = {
