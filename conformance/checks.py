@@ -36,6 +36,9 @@ class Verdict:
     basis: str  # "NUM.N5" or "NUM.N6"
     example: dict = field(default_factory=dict)
     hint: str = ""  # on a failure: the convention that would explain it (diagnosis.py)
+    # the arrays compared and the elementwise budget (a known divergence's model judges them; not written)
+    actual: Any = field(default=None, repr=False, compare=False)
+    bound: Any = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -148,7 +151,9 @@ def check(
     comparison = T.compare(actual, expected, bound, dtype)
     if np.shape(actual) != np.shape(expected):  # a protocol violation: say so, there is no element to show
         what = f"{what} has shape {tuple(np.shape(actual))}, not {tuple(np.shape(expected))}"
-    verdict = Verdict(clause, adapter, norm, dtype, what, comparison, basis, example)
+    verdict = Verdict(
+        clause, adapter, norm, dtype, what, comparison, basis, example, actual=actual, bound=bound
+    )
     if not comparison.passed and diagnose is not None:
         verdict.hint = diagnose(actual, bound)
     return verdict

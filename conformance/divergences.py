@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import math
 import pkgutil
 from dataclasses import dataclass
 from typing import Callable
@@ -32,6 +33,7 @@ from normconf.adapters._cpu import CpuDependency
 from normconf.reference.lp_normalize import lp_norm
 
 from .checks import budget, reduction_length, statistic_view, uses_batch_stats
+from .models import Bounded, Computes, Envelope, Judged, Model, Raises, Reference, Simulated  # noqa: F401
 from .strategies import Case
 from .tolerances import SAFETY, conditioning, finfo, growth
 
@@ -48,6 +50,19 @@ class Divergence:
     non_finite: bool = False  # explains how NaN / ±inf inputs come out (NUM.N9): judged on the input as run
     # occurs only on CPUs where this holds (NUM.N10); elsewhere the adapter conforms
     cpu: CpuDependency | None = None
+    # what the framework computes instead (models.py): a failure is this divergence only if it agrees
+    model: Model | None = None
+
+    @property
+    def severity(self) -> str:
+        """The report's kind of divergence: "semantic", "precision" or "special" (models.KINDS)."""
+        return self.model.kind if self.model is not None else "precision"
+
+    def judge(self, observations, dtype: str) -> Judged:
+        """Whether the framework's answers are what this divergence says it computes."""
+        if self.model is None:
+            return Judged(False, math.inf, "this entry has no model")
+        return self.model.judge(observations, dtype)
 
     def holds_here(self) -> bool:
         """Whether this divergence occurs on this CPU under the ISA caps in force (always, without a
@@ -95,18 +110,27 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def explaining(
+def candidates(
     adapter: str, norm: str, case: Case, dtype: str, non_finite_only: bool = False, gradient: bool = False
-) -> Divergence | None:
-    """The entry that explains a failure of `adapter` on (case, dtype), or None; one about the same kind
-    of comparison first (`gradient`: a VJP, else an output or a state), then any."""
+) -> list[Divergence]:
+    """The entries whose territory holds a failure of `adapter` on (case, dtype): those about the same
+    kind of comparison first (`gradient`: a VJP, else an output or a state). Each is only a candidate:
+    its model must agree with what the framework answered (`Divergence.judge`)."""
     found = [
         entry
         for entry in known()
         if (entry.non_finite or not non_finite_only) and entry.matches(adapter, norm, case, dtype)
     ]
     same_kind = [entry for entry in found if (entry.shows_in == "gradient") == gradient]
-    return (same_kind or found or [None])[0]
+    return same_kind + [entry for entry in found if entry not in same_kind]
+
+
+def explaining(
+    adapter: str, norm: str, case: Case, dtype: str, non_finite_only: bool = False, gradient: bool = False
+) -> Divergence | None:
+    """The first candidate entry for a failure of `adapter` on (case, dtype), or None (its model not
+    consulted: for the divergence meta-test, which checks each entry's own example)."""
+    return (candidates(adapter, norm, case, dtype, non_finite_only, gradient) or [None])[0]
 
 
 # --- the models of framework arithmetic the families' entries share ---------------------------------
@@ -313,3 +337,173 @@ SMALL_COTANGENT = np.array(
         [0.10490011423826218, -0.5356693863868713, 0.3615950644016266],
     ]
 )
+
+
+# --- the models the families' entries share (models.py says how each kind is judged) ---------------
+
+
+def statistic_mask(case: Case, holds) -> np.ndarray:
+    """The elements of x whose statistic group satisfies `holds(view, axes) -> keepdims bool` (a
+    divergence that breaks whole groups: an overflowing sum, an inf rstd)."""
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    with np.errstate(all="ignore"):
+        return np.asarray(back(np.asarray(holds(view, axes), dtype=bool)), dtype=bool)
+
+
+def groups_where_var_below(threshold) -> Callable:
+    """affected(case, dtype, which): the groups whose var + eps is below `threshold(dtype)`; a gradient
+    of scale or offset sums over every group, so any such group reaches all of it."""
+
+    def affected(case: Case, dtype: str, which: str):
+        eps = param(case, "eps")
+        mask = statistic_mask(
+            case, lambda view, axes: view.var(axis=axes, keepdims=True) + eps < threshold(dtype)
+        )
+        return np.any(mask) if which in ("scale", "offset") else mask
+
+    return affected
+
+
+def groups_where_any(value_holds) -> Callable:
+    """affected(case, dtype, which): the groups holding an element for which `value_holds(x, dtype)`
+    (an overflowing square); scale/offset gradients are reached wholly."""
+
+    def affected(case: Case, dtype: str, which: str):
+        mask = statistic_mask(
+            case, lambda view, axes: np.any(value_holds(view, dtype), axis=axes, keepdims=True)
+        )
+        return np.any(mask) if which in ("scale", "offset") else mask
+
+    return affected
+
+
+def window_mask(case: Case, bad: np.ndarray) -> np.ndarray:
+    """LRN: the elements whose window of channels holds a `bad` element."""
+    from normconf.reference.local_response_norm import window, window_sum
+
+    axis = param(case, "channel_axis") % case.x.ndim
+    win = window(int(case.params["size"]), param(case, "extra"))
+    return window_sum(np.asarray(bad, dtype=np.float64), axis, *win) > 0
+
+
+def row_mask(case: Case, per_row) -> np.ndarray:
+    """lp_normalize: the elements of rows for which `per_row(x, p, axes) -> keepdims bool`."""
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    with np.errstate(all="ignore"):
+        return np.broadcast_to(per_row(case.x, param(case, "p"), axes), case.x.shape)
+
+
+def scale_along(case: Case) -> np.ndarray:
+    """The canonical scale broadcast against x (1 when absent)."""
+    scale = case.params.get("scale")
+    if scale is None:
+        return np.ones(1)
+    record = R.NORMS[case.norm]
+    if record.statistics == "axes":
+        axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
+        shape = [case.x.shape[i] if i in axes else 1 for i in range(case.x.ndim)]
+    else:
+        axis = param(case, "channel_axis") % case.x.ndim
+        shape = [case.x.shape[i] if i == axis else 1 for i in range(case.x.ndim)]
+    return np.reshape(scale, shape)
+
+
+def statistic_held(case: Case, dtype: str, which: str):
+    """The gradient of x with the derivative of the norm's divisor lost (it underflows: rsqrt's
+    -rsqrt(v)/(2v), base^(-beta-1), the norm's own derivative), as `Computes` takes it: the other
+    gradients are the reference's."""
+    if which != "x":
+        return None
+    record, g = R.NORMS[case.norm], case.cotangent * scale_along(case)
+    with np.errstate(all="ignore"):
+        if record.gradient_terms == "standardizing":
+            view, axes, back = statistic_view(case.norm, case.x, case.params)
+            gview = statistic_view(case.norm, np.broadcast_to(g, case.x.shape), case.params)[0]
+            divisor = record.standardized(view, axes, case.params).divisor
+            return np.asarray(back((gview - gview.mean(axis=axes, keepdims=True)) / divisor))
+        if record.gradient_terms == "rms":
+            axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
+            return g / np.sqrt(
+                np.mean(case.x * case.x, axis=axes, keepdims=True) + (case.params.get("eps") or 0.0)
+            )
+        if record.gradient_terms == "lp":
+            axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+            return g / np.maximum(lp_norm(case.x, param(case, "p"), axes), param(case, "eps"))
+        if record.gradient_terms == "window":
+            from normconf.reference.local_response_norm import window, window_base
+
+            p = case.params
+            axis = param(case, "channel_axis") % case.x.ndim
+            a = param(case, "alpha") / (p["size"] if param(case, "alpha_over_size") else 1)
+            base = window_base(
+                case.x, axis, window(int(p["size"]), param(case, "extra")), a, param(case, "k")
+            )
+            return g * base ** -param(case, "beta")
+    raise ValueError(f"no divisor to hold for {case.norm}")
+
+
+def half_square_windows(case: Case, dtype: str, which: str):
+    """LRN.D3: the elements whose window holds an |x| whose float16 square overflows."""
+    return window_mask(case, np.abs(case.x) > HALF_SQUARE_LIMIT)
+
+
+def rows_where_norm_square_overflows(case: Case, dtype: str, which: str):
+    """LP.D4 for sum(x^2) in the input dtype: the rows whose squared norm leaves its range."""
+    return row_mask(case, lambda x, p, axes: lp_norm(x, p, axes) ** 2 > huge(dtype))
+
+
+def groups_where(holds) -> Callable:
+    """affected(case, dtype, which) from `holds(view, axes, case, dtype) -> keepdims bool` per
+    statistic group; scale/offset gradients are reached wholly when any group is."""
+
+    def affected(case: Case, dtype: str, which: str):
+        mask = statistic_mask(case, lambda view, axes: holds(view, axes, case, dtype))
+        return np.any(mask) if which in ("scale", "offset") else mask
+
+    return affected
+
+
+def offset_along(case: Case) -> np.ndarray:
+    """The canonical offset broadcast against x (0 when absent)."""
+    offset = case.params.get("offset")
+    if offset is None:
+        return np.zeros(1)
+    return np.reshape(
+        offset, np.shape(scale_along(Case(case.norm, case.x, {**case.params, "scale": offset}, case.kind)))
+    )
+
+
+def standardized_as(xhat_of) -> Callable:
+    """A model's compute(case, dtype, which): y = x̂ * scale + offset, with x̂ from
+    `xhat_of(view, axes, eps, dtype)` on the case's statistic view (another arithmetic for the
+    statistics); every other quantity, and eval with running statistics, as the reference."""
+
+    def compute(case: Case, dtype: str, which: str):
+        if which != "y" or not batch_stats(case) or not case.x.size:
+            return None
+        view, axes, back = statistic_view(case.norm, case.x, case.params)
+        with np.errstate(all="ignore"):
+            xhat = np.asarray(back(xhat_of(view, axes, param(case, "eps"), dtype)), dtype=np.float64)
+            return xhat * scale_along(case) + offset_along(case)
+
+    return compute
+
+
+def statistics_in(acc: str | None = None) -> Callable:
+    """standardized_as: two-pass statistics with every operation rounded to `acc` (None: the input
+    dtype), as NUM.N6 writes them."""
+    from .tolerances import standardized_in_dtype
+
+    return standardized_as(
+        lambda view, axes, eps, dtype: standardized_in_dtype(view, axes, eps, acc or dtype)
+    )
+
+
+def one_pass_in(acc: str | None = None, clip: bool = True) -> Callable:
+    """standardized_as: var = E[x²] - E[x]² in `acc` (None: the input dtype; float64 runs in float64),
+    clipped at 0 when `clip` (BN.D4 / BN.D8 / LN.D4 / GN.D4)."""
+
+    def xhat(view, axes, eps, dtype):
+        return one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc or dtype, clip)
+
+    return standardized_as(xhat)

@@ -18,7 +18,7 @@ from normconf import adapters
 from normconf import reference as R
 from normconf.adapters import _isolated
 
-from . import divergences
+from . import divergences, models
 from . import tolerances as T
 from .checks import Verdict
 from .strategies import Case
@@ -75,6 +75,21 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
             case,
         )
         reject()  # reached only when a known divergence explains the error
+
+
+def _considered(misses) -> str:
+    """What a finding says of the known divergences whose territory held it: each one's model and by how
+    much the framework missed it."""
+    return "".join(
+        f"\nconsidered [{entry.clause}] {entry.adapters}: {entry.reason} - its model "
+        f"({entry.model.describe() if entry.model else 'none'}) misses by "
+        f"{judged.miss:.3g}x its budget ({judged.where})"
+        for entry, judged in misses
+    )
+
+
+def _failure_text(verdict: Verdict, misses, case: Case, script: str) -> str:
+    return f"{verdict.message()}{_considered(misses)}\nexample: {case.describe()}\nrepro:\n{script}"
 
 
 def repro(cell: "Cell", case: Case) -> str:
@@ -181,14 +196,23 @@ class Cell:
     first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
     observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)
     abnormal: str | None = None  # "crashed" or "timed out": the framework's child process was lost
+    missed: list = field(default_factory=list)  # [(divergence, models.Judged)] considered for the finding
 
     def settle(
-        self, verdict: Verdict, case: Case, also: tuple = (), explained_by: Case | None = None
+        self,
+        verdict: Verdict,
+        case: Case,
+        also: tuple = (),
+        explained_by: Case | None = None,
+        observed: tuple = (),
     ) -> None:
-        """Record the verdict; a failure no known divergence explains fails the test with a repro.
+        """Record the verdict; a failure is an expected divergence only when a known divergence whose
+        territory holds it *and whose model agrees with what the framework answered* explains it;
+        otherwise it fails the test with a repro, naming the divergences considered and their misses.
         `also`: further cases the verdict depends on (an identity's other side), whose divergences count;
         `explained_by`: the clean input a special value was put in, whose divergences count in its place
-        (so the special value cannot trip a predicate); on `case` only entries about non-finite inputs."""
+        (so the special value cannot trip a predicate); on `case` only entries about non-finite inputs.
+        `observed`: the framework's answers the models judge (default: the verdict's own array)."""
         self.examples += 1
         if verdict.passed:
             if self.worst_pass is None or verdict.comparison.ratio > self.worst_pass.comparison.ratio:
@@ -208,29 +232,34 @@ class Cell:
         gradient = (
             verdict.clause == R.NORMS[self.norm].clauses.vjp
         )  # a VJP comparison: gradient entries first
-        known = next(
-            (
-                entry
-                for c, non_finite_only in judged
-                if (
-                    entry := divergences.explaining(
-                        self.adapter, c.norm, c, self.dtype, non_finite_only, gradient
-                    )
-                )
-                is not None
-            ),
-            None,
-        )
-        if known is not None:
-            self.expected = (known, verdict, case)
-            return
+        considered = []
+        for c, non_finite_only in judged:
+            for entry in divergences.candidates(
+                self.adapter, c.norm, c, self.dtype, non_finite_only, gradient
+            ):
+                if entry not in considered:
+                    considered.append(entry)
+        observations = observed or (self._observation(verdict, case),)
+        misses = []
+        for entry in considered:
+            outcome = entry.judge(observations, self.dtype)
+            if outcome.agrees:
+                self.expected = (entry, verdict, case)
+                return
+            misses.append((entry, outcome))
         self.failure, self.failure_case = verdict, case
-        raise AssertionError(f"{verdict.message()}\nexample: {case.describe()}\nrepro:\n{repro(self, case)}")
+        self.missed = misses
+        raise AssertionError(_failure_text(verdict, misses, case, repro(self, case)))
+
+    def _observation(self, verdict: Verdict, case: Case) -> models.Observation:
+        which = models.quantity(verdict.what)
+        return models.Observation(case, which, verdict.actual, verdict.bound, verdict.what)
 
     def abandon(self, kind: str, clause: str, message: str, case: Case) -> None:
         """The framework crashed or hung on `case` (its isolated child is gone): the cell's verdict,
-        unless a known divergence explains it (then the example is rejected). Raised as `Abandoned`,
-        which hypothesis does not shrink: every replay would cost another crash or another timeout."""
+        unless a known divergence whose model says it raises explains it (then the example is
+        rejected). Raised as `Abandoned`, which hypothesis does not shrink: every replay would cost
+        another crash or another timeout."""
         self.examples += 1
         failed = Verdict(
             clause,
@@ -242,12 +271,16 @@ class Cell:
             "the spec defines this input",
             case.describe(),
         )
-        known = divergences.explaining(self.adapter, case.norm, case, self.dtype)
-        if known is not None:
-            self.expected = (known, failed, case)
-            reject()
-        self.failure, self.failure_case, self.abnormal = failed, case, kind
-        raise Abandoned(f"{failed.message()}\nexample: {case.describe()}\nrepro:\n{repro(self, case)}")
+        observation = (models.Observation(case, "raised", None, None, f"{kind}: {message}"),)
+        misses = []
+        for entry in divergences.candidates(self.adapter, case.norm, case, self.dtype):
+            outcome = entry.judge(observation, self.dtype)
+            if outcome.agrees:
+                self.expected = (entry, failed, case)
+                reject()
+            misses.append((entry, outcome))
+        self.failure, self.failure_case, self.abnormal, self.missed = failed, case, kind, misses
+        raise Abandoned(_failure_text(failed, misses, case, repro(self, case)))
 
     def status(self) -> str:
         if self.abnormal is not None:

@@ -13,6 +13,7 @@ from normconf.reference import NORMS
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
+from .models import Observation
 
 
 def _holding(identity: str) -> tuple[str, ...]:
@@ -44,8 +45,11 @@ def _budget(target, case):
     return checks.budget(case.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)[0]
 
 
-def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b):
+def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b, runs):
+    """y_b against y_a under both sides' budgets. `runs`: the two calls as made, ((case, y), (case, y)):
+    a divergence explains the broken identity only if its model gives both calls' answers."""
     bound = _budget(target, case_a) + _budget(target, case_b)
+    observed = tuple(Observation(c, "y", y, _budget(target, c)) for c, y in runs)
     # settle on the transformed case: divergences that depend on the input (conditioning) see it
     cell.settle(
         checks.check(
@@ -61,6 +65,7 @@ def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b):
         ),
         case_b,
         also=(case_a,),
+        observed=observed,
     )
 
 
@@ -98,6 +103,7 @@ def test_samples_are_independent(target, cell, data):
         y_a[:1],
         strategies.Case(case.norm, other[:1], case.params, case.kind),
         y_b[:1],
+        ((case, y_a), (moved, y_b)),
     )
 
 
@@ -116,7 +122,8 @@ def test_batch_permutation_permutes_the_output(target, cell, data):
     clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, permuted, clause).y
-    _compare(cell, target, declaration, clause, "permuted batch", case, y_a[order], permuted, y_b)
+    runs = ((case, y_a), (permuted, y_b))
+    _compare(cell, target, declaration, clause, "permuted batch", case, y_a[order], permuted, y_b, runs)
 
 
 @pytest.mark.targets(norms=SHIFT_INVARIANT)
@@ -134,7 +141,8 @@ def test_shift_invariance(target, cell, data):
     clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, shifted, clause).y
-    _compare(cell, target, declaration, clause, f"x + {shift}", case, y_a, shifted, y_b)
+    runs = ((case, y_a), (shifted, y_b))
+    _compare(cell, target, declaration, clause, f"x + {shift}", case, y_a, shifted, y_b, runs)
 
 
 @pytest.mark.targets(norms=SCALE_INVARIANT)
@@ -153,7 +161,7 @@ def test_positive_scale_invariance_away_from_eps(target, cell, data):
     clause = NORMS[target.norm].clauses.scale_invariance
     y_a = run_or_reject(cell, case, clause).y
     y_b = run_or_reject(cell, scaled, clause).y
-    _compare(cell, target, declaration, clause, "4 x", case, y_a, scaled, y_b)
+    _compare(cell, target, declaration, clause, "4 x", case, y_a, scaled, y_b, ((case, y_a), (scaled, y_b)))
 
 
 @pytest.mark.targets(norms=("group_norm",))
@@ -184,4 +192,5 @@ def test_group_norm_limits(target, cell, data):
     reference_or_reject(grouped), reference_or_reject(other)
     y_gn = run_or_reject(cell, grouped, "GN.S3").y
     y_other = run_or_reject(cell, other, "GN.S3").y
-    _compare(cell, target, declaration, "GN.S3", f"GroupNorm vs {limit}", grouped, y_gn, other, y_other)
+    runs = ((grouped, y_gn), (other, y_other))
+    _compare(cell, target, declaration, "GN.S3", f"GroupNorm vs {limit}", grouped, y_gn, other, y_other, runs)

@@ -13,6 +13,7 @@ from normconf import reference as R
 
 from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
+from .models import Observation
 
 STEPS = 3
 
@@ -80,6 +81,8 @@ def test_state_after_steps_then_eval(target, cell, data):
                     diagnose=explain,
                 ),
                 ref_case,
+                # a divergence's model starts from the state the framework itself held
+                observed=(Observation(fw_case, what, got, bound[0]),),
             )
         ref_state, fw_state = expected.state, outcome.state
     # eval from the same (reference) state on both sides, so only the eval arithmetic is judged

@@ -7,15 +7,27 @@ import numpy as np
 
 from normconf.conformance.checks import statistic_view, uses_batch_stats
 from normconf.conformance.divergences import (
+    Computes,
     Divergence,
+    Envelope,
+    Raises,
+    Simulated,
     batch_stats,
     eps_underflows,
+    groups_where,
+    groups_where_var_below,
     half,
     half_rsqrt_jvp_overflows,
     huge,
+    offset_along,
     param,
+    scale_along,
+    statistic_held,
+    statistic_mask,
+    statistics_in,
     values_per_statistic,
 )
+from normconf.conformance.models import reference_value, rounded
 from normconf.conformance.strategies import Case
 
 
@@ -50,6 +62,37 @@ def _half_sum_overflows(case: Case, dtype: str) -> bool:
 
 _HUGE = np.array([1e20, -3e20])
 
+
+# The models: what MLX computes where each divergence holds (conformance/models.py).
+def _half_affine(case: Case, dtype: str, which: str):
+    """GN.D6: x̂ rounded to the half dtype, then times scale and plus offset, each rounded to it."""
+    if which != "y":
+        return None
+    plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
+    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
+    scaled = rounded(rounded(xhat, dtype) * rounded(scale_along(case), dtype), dtype)
+    return rounded(scaled + rounded(offset_along(case), dtype), dtype)
+
+
+def _float32_range_affected(case: Case, dtype: str, which: str):
+    """LN.D9: forward, the groups whose mean square leaves float32's range; backward, those whose
+    variance is beyond ~1e25, where rsqrt(v)/v underflows."""
+    limit = float(np.finfo(np.float32).max) if which == "y" else 1e25
+    mask = statistic_mask(case, lambda view, axes: np.mean(view * view, axis=axes, keepdims=True) > limit)
+    return np.any(mask) if which in ("scale", "offset") else mask
+
+
+def _half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
+    """LN.D10 (float16): the groups where rsqrt(v)/(2v) leaves float16's range."""
+    v = view.var(axis=axes, keepdims=True) + param(case, "eps")
+    return (v == 0) | (v**-1.5 / 2 > huge(dtype))
+
+
+def _half_sum_groups(view, axes, case: Case, dtype: str):
+    """BN.D14 (mlx): the groups whose float16 sum leaves float16's range."""
+    return np.abs(view.sum(axis=axes, keepdims=True)) > huge(dtype)
+
+
 KNOWN: list[Divergence] = [
     Divergence(
         "mlx.nn",
@@ -61,6 +104,7 @@ KNOWN: list[Divergence] = [
             Case("batch_norm", np.array([[0.5, -1.0]]), {"channel_axis": -1, "training": True}, "standard"),
             "float64",
         ),
+        model=Raises(pattern="more than one value per channel"),
     ),
     *(
         Divergence(
@@ -73,6 +117,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, np.array(x), {"eps": 0.0, **extra}, "standard"),
                 "float64",
             ),
+            model=Raises(pattern="eps"),
         )
         for norm, x, extra in (
             ("batch_norm", [[0.5], [-1.0]], {"channel_axis": -1}),
@@ -98,6 +143,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(groups_where_var_below(lambda dtype: 2.0**-24), allowed="any"),
     ),
     Divergence(
         "mlx.nn",
@@ -114,6 +160,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(groups_where(_half_sum_groups), allowed="any"),
     ),
     *(
         Divergence(
@@ -131,6 +178,7 @@ KNOWN: list[Divergence] = [
                 ),
                 "float16",
             ),
+            model=Computes(_half_affine),
         )
         for norm, x, scale, offset, extra in (
             (
@@ -172,6 +220,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Simulated(statistics_in()),
     ),
     *(
         Divergence(
@@ -186,6 +235,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, x, {"eps": 1e-12, **extra}, "large"),
                 dtype,
             ),
+            model=Envelope(_float32_range_affected, allowed="any", kind="precision"),
         )
         for norm, x, extra, dtype in (
             ("layer_norm", _HUGE.reshape(1, 2), {"axes": (-1,)}, "float64"),
@@ -216,6 +266,7 @@ KNOWN: list[Divergence] = [
             "float16",
         ),
         "gradient",
+        model=Envelope(groups_where(_half_rsqrt_jvp_groups), allowed="any"),
     ),
     Divergence(
         "mlx.nn",
@@ -226,5 +277,6 @@ KNOWN: list[Divergence] = [
         _float32_range,
         lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
         "gradient",
+        model=Computes(statistic_held, either=True),
     ),
 ]

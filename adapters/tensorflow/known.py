@@ -10,16 +10,25 @@ from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
     HUGE_2X3,
     SMALL_COTANGENT,
+    Bounded,
+    Computes,
     Divergence,
+    Envelope,
+    Raises,
     batch_stats,
     eps_underflows,
+    groups_where,
+    groups_where_var_below,
+    half_square_windows,
     half_squares_overflow,
     huge,
     lrn_base_power,
     max_abs,
     norm_square_overflows,
     param,
+    rows_where_norm_square_overflows,
     rsqrt_jvp_underflows,
+    statistic_held,
 )
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
@@ -40,6 +49,27 @@ def _lrn_log_amplification(case: Case) -> bool:
     return beta * np.log(max(lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)) > SAFETY * (beta + 1.0)
 
 
+# The models: what TF computes where each divergence holds (conformance/models.py).
+def _folded_overflow_groups(view, axes, case: Case, dtype: str):
+    """BN.D18: the groups where x*rsqrt(var + eps), or rsqrt's derivative, leaves float16's range."""
+    floor = view.var(axis=axes, keepdims=True) + param(case, "eps")
+    peak = np.max(np.abs(view), axis=axes, keepdims=True)
+    return (peak / np.sqrt(floor) > huge(dtype)) | (floor**-1.5 / 2 > huge(dtype))
+
+
+def _log_amplified(case: Case, dtype: str) -> float:
+    """LRN.D9: exp(-beta log(base)) in float32 carries log(base)'s rounding times |beta| ln(base)."""
+    beta = abs(param(case, "beta"))
+    base = max(lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)
+    return SAFETY * float(np.finfo(np.float32).eps) * (beta * np.log(base) + 1.0)
+
+
+def _samples_with_non_finite(case: Case, dtype: str, which: str):
+    """LRN.D10: every channel at a position where some channel's input is NaN or ±inf."""
+    axis = param(case, "channel_axis") % case.x.ndim
+    return np.broadcast_to(np.any(~np.isfinite(case.x), axis=axis, keepdims=True), case.x.shape)
+
+
 KNOWN: list[Divergence] = [
     Divergence(
         "tf.nn",
@@ -56,6 +86,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(groups_where_var_below(lambda dtype: 2.0**-24), allowed="any"),
     ),
     Divergence(
         "tf.nn",
@@ -70,6 +101,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(groups_where(_folded_overflow_groups), allowed="any", kind="precision"),
     ),
     # TF picks its oneDNN half-precision kernels by the CPU's own features, not by ONEDNN_MAX_CPU_ISA: with
     # oneDNN capped below the ISA those kernels need, FusedBatchNormV3 raises "could not create a primitive
@@ -92,6 +124,7 @@ KNOWN: list[Divergence] = [
                 dtype,
             ),
             cpu=CpuDependency("onednn", feature, present=False, on_cpu=True),
+            model=Raises(pattern="could not create a primitive"),
         )
         for dtype, feature in (("bfloat16", "avx512f"), ("float16", "avx512_fp16"))
     ),
@@ -112,6 +145,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=Computes(statistic_held, either=True),
     ),
     Divergence(
         "tf.nn",
@@ -128,6 +162,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(rows_where_norm_square_overflows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
         "tf.nn",
@@ -145,6 +180,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=Computes(statistic_held, either=True),
     ),
     Divergence(
         "tf.nn",
@@ -161,6 +197,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(half_square_windows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
         "tf.nn",
@@ -178,6 +215,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=Bounded(rel=_log_amplified),
     ),
     Divergence(
         "tf.nn",
@@ -196,5 +234,6 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         non_finite=True,
+        model=Envelope(_samples_with_non_finite),
     ),
 ]

@@ -1,5 +1,6 @@
 """Meta-test: every known divergence still diverges on its own minimal example, in every installed
-adapter its pattern names - an entry that no longer matches anything is flagged, not kept. An entry
+adapter its pattern names, and the framework's answer there is what the entry's model says it computes
+- an entry that no longer matches anything, or whose model is wrong, is flagged, not kept. An entry
 that depends on the CPU (NUM.N10) is checked where its dependency holds; where it does not (this CPU,
 these ISA caps), the adapter must conform on the same example."""
 
@@ -13,22 +14,33 @@ from normconf import adapters
 from .. import checks
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
+from ..models import Observation, quantity
+from ..strategies import Case
 
 
-def _diverges(name, entry) -> tuple[bool, str]:
+def observe(name, entry, perturb=None):
+    """The adapter on the entry's own example: (diverges, detail, observations for its model). The
+    observations are the quantities the example shows (y, the running state, the x gradient), each with
+    the property's budget; `perturb(outcome, case, dtype)` alters the outcome first (the masking
+    meta-test)."""
     case, dtype = entry.example()
     adapter = adapters.get(name)
     if not entry.applies(case, dtype):
-        return False, "the entry's own example is outside what it says it explains"
+        return False, "the entry's own example is outside what it says it explains", ()
     gradient = entry.shows_in == "gradient"
     g = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3) if gradient else None
+    case = Case(case.norm, case.x, case.params, case.kind, cotangent=g)
     try:
         outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype, cotangent=g)
     except adapters.Unsupported as exc:
-        return False, f"unsupported: {exc}"
+        return False, f"unsupported: {exc}", ()
     except Exception as exc:  # raising on a defined input is the divergence
-        return True, f"raised {type(exc).__name__}: {exc}"
+        message = f"raised {type(exc).__name__}: {exc}"
+        return True, message, (Observation(case, "raised", None, None, message),)
+    if perturb is not None:
+        outcome = perturb(outcome, case, dtype)
     acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
+    verdicts = []
     if entry.shows_in == "state":
         expected = reference_or_reject(case).state
         ref_state = case.params["state"]
@@ -44,21 +56,20 @@ def _diverges(name, entry) -> tuple[bool, str]:
                 y_ref=want,
                 previous=getattr(ref_state, what),
             )
-            verdict = checks.check(
-                entry.clause,
-                name,
-                entry.norm,
-                dtype,
-                f"state.{what}",
-                getattr(outcome.state, what),
-                want,
-                (bound, "NUM.N5"),
-                case.describe(),
+            verdicts.append(
+                checks.check(
+                    entry.clause,
+                    name,
+                    entry.norm,
+                    dtype,
+                    f"state.{what}",
+                    getattr(outcome.state, what),
+                    want,
+                    (bound, "NUM.N5"),
+                    case.describe(),
+                )
             )
-            if not verdict.passed:
-                return True, verdict.message()
-        return False, verdict.message()
-    if gradient:
+    elif gradient:
         want = reference_or_reject(case, vjp_of=g).x
         bound = (
             checks.gradient_budget(
@@ -66,16 +77,17 @@ def _diverges(name, entry) -> tuple[bool, str]:
             )["x"],
             "NUM.N8",
         )
-        actual = outcome.grads.x
+        verdicts.append(
+            checks.check(entry.clause, name, entry.norm, dtype, "dx", outcome.grads.x, want, bound, {})
+        )
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
         bound = checks.budget(entry.norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
-        actual = outcome.y
-    verdict = checks.check(
-        entry.clause, name, entry.norm, dtype, entry.shows_in, actual, want, bound, case.describe()
-    )
-    return not verdict.passed, verdict.message()
+        verdicts.append(checks.check(entry.clause, name, entry.norm, dtype, "y", outcome.y, want, bound, {}))
+    failed = [v for v in verdicts if not v.passed]
+    observations = tuple(Observation(case, quantity(v.what), v.actual, v.bound, v.what) for v in verdicts)
+    return bool(failed), (failed or verdicts)[0].message(), observations
 
 
 @pytest.mark.parametrize(
@@ -98,10 +110,16 @@ def test_known_divergence_still_diverges(entry):
     if not installed:
         pytest.skip(f"none of {names} is installed")
     for name in installed:
-        diverges, detail = _diverges(name, entry)
+        diverges, detail, observations = observe(name, entry)
         if entry.holds_here():
             assert diverges, (
                 f"{entry.clause} no longer diverges in {name}: {detail} - remove or narrow the entry"
+            )
+            judged = entry.judge(observations, entry.example()[1])
+            assert judged.agrees, (
+                f"{entry.clause} in {name}: the framework is not what the entry's model says it computes "
+                f"({entry.model.describe() if entry.model else 'no model'} missed by {judged.miss:.3g}x its "
+                f"budget, {judged.where}): {detail}"
             )
         else:  # NUM.N10: not this CPU's divergence, so the adapter must get it right here
             assert not diverges, (

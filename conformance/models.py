@@ -1,0 +1,264 @@
+"""What a framework computes where a known divergence holds, and how closely it must agree.
+
+A known divergence is a model, never an excuse: a failing comparison counts as that divergence only
+when the framework's answer agrees with the entry's model within the model's budget; otherwise it is a
+finding, which names the divergence considered and by how much the framework missed it.
+
+A model judges observations - the framework's answer for one quantity (`y`, the running `mean` or
+`var`, the gradient of `x`, `scale` or `offset`) of one case, with the property's elementwise budget.
+Its `kind` is the severity the report shows: "semantic" (differs in exact arithmetic: conventions,
+axes, state), "precision" (only in low precision or on ill-conditioned inputs), "special" (NaN, ±inf,
+degenerate inputs the framework refuses).
+
+- `Raises`: the framework refuses the input with an exception.
+- `Reference`: the spec's reference under other parameters or conventions, held to the budget.
+- `Computes`: a NumPy model of the divergent arithmetic, exact up to rounding: held to the budget.
+- `Simulated`: a NumPy simulation of arithmetic whose rounding depends on summation order (one-pass
+  variance, half-precision statistics): held to the budget plus `slack` times the simulated
+  divergence's own size (its largest distance from the reference) - a quantitative envelope.
+- `Bounded`: arithmetic the entry can only bound: within `rel` of the reference's magnitude.
+- `Envelope`: the divergent arithmetic breaks only the elements `affected(case, dtype)` marks (an
+  overflow's statistic groups, an underflowing window): there the answer may be non-finite or zero
+  (`allowed`), everywhere else it is held to the reference and the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from normconf import reference as R
+
+from . import tolerances as T
+from .strategies import Case
+
+KINDS = ("semantic", "precision", "special")
+QUANTITIES = ("y", "mean", "var", "x", "scale", "offset", "raised")
+
+
+def quantity(what: str) -> str:
+    """The quantity a verdict's `what` names: "y", "mean", "var", "x", "scale", "offset" or "raised"."""
+    if what.startswith(("raised", "crashed", "timed out")):
+        return "raised"
+    if "state.mean" in what:
+        return "mean"
+    if "state.var" in what:
+        return "var"
+    for key in ("x", "scale", "offset"):
+        if what.startswith(f"d{key}"):
+            return key
+    return "y"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The framework's answer for one quantity of one case, with the property's elementwise budget."""
+
+    case: Case
+    quantity: str
+    actual: Any  # float64 array, or None when it raised
+    bound: Any
+    message: str = ""  # what it raised
+
+
+@dataclass(frozen=True)
+class Judged:
+    agrees: bool
+    miss: float  # the worst error against the model over its budget (inf: another kind of outcome)
+    where: str = ""  # what missed: the quantity and element
+
+
+def reference_value(case: Case, which: str, changes: dict | None = None):
+    """The reference's `which` ("y", "mean", "var", "x", "scale", "offset") for the case, with its
+    parameters changed by `changes` (for x/scale/offset: the VJP of the case's cotangent)."""
+    params = {**case.params, **(changes or {})}
+    with np.errstate(all="ignore"):
+        if which in ("x", "scale", "offset"):
+            grads = getattr(R, f"{case.norm}_vjp")(case.cotangent, case.x, **params)
+            return getattr(grads, which)
+        out = getattr(R, case.norm)(case.x, **params)
+    if which in ("mean", "var"):
+        return getattr(out.state, which)
+    return getattr(out, "y", out)
+
+
+def _closest(observation: Observation, model) -> np.ndarray:
+    """Per element, the model's value or the reference's, whichever the framework's answer is nearer."""
+    reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+    actual, model = np.asarray(observation.actual, dtype=np.float64), np.asarray(model, dtype=np.float64)
+    if actual.shape != model.shape or actual.shape != reference.shape:
+        return model
+    with np.errstate(all="ignore"):
+        nearer = np.abs(actual - model) <= np.abs(actual - reference)
+    return np.where(nearer | ~np.isfinite(reference), model, reference)
+
+
+def _against(observation: Observation, model, bound, dtype: str) -> Judged:
+    if observation.actual is None or model is None:
+        return Judged(False, math.inf, f"{observation.quantity}: no answer to compare")
+    comparison = T.compare(observation.actual, model, bound, dtype)
+    return Judged(comparison.passed, comparison.ratio, f"{observation.quantity} at {comparison.index}")
+
+
+@dataclass(frozen=True)
+class Model:
+    kind: str = field(default="precision", kw_only=True)  # the severity: one of KINDS
+
+    def judge(self, observations, dtype: str) -> Judged:
+        """Agreement of every observation: the first that does not agree, else the closest call."""
+        judged = [self.judge_one(observation, dtype) for observation in observations]
+        missed = [j for j in judged if not j.agrees]
+        return missed[0] if missed else max(judged, key=lambda j: j.miss, default=Judged(True, 0.0))
+
+    def judge_one(self, observation: Observation, dtype: str) -> Judged:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class Raises(Model):
+    """The framework raises (or, isolated, crashes) on these inputs; any answer is not this divergence."""
+
+    pattern: str = ""  # a substring the exception's message must hold ("" = any)
+    kind: str = field(default="special", kw_only=True)
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity != "raised":
+            return Judged(False, math.inf, f"{observation.quantity}: an answer where it should raise")
+        if self.pattern and self.pattern not in observation.message:
+            return Judged(False, math.inf, f"raised something else: {observation.message[:200]}")
+        return Judged(True, 0.0)
+
+
+@dataclass(frozen=True)
+class Reference(Model):
+    """The reference with `changes(case, dtype) -> {parameter: value}` (another convention, axes, a
+    state the framework uses instead); quantities it does not change must match as they are."""
+
+    changes: Callable[[Case, str], dict] = field(default=lambda case, dtype: {})
+    kind: str = field(default="semantic", kw_only=True)
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        changes = self.changes(observation.case, dtype)
+        try:
+            model = reference_value(observation.case, observation.quantity, changes)
+        except R.ClauseError as exc:
+            return Judged(False, math.inf, f"the model is not defined here: {exc}")
+        return _against(observation, model, observation.bound, dtype)
+
+
+@dataclass(frozen=True)
+class Computes(Model):
+    """`compute(case, dtype, quantity)` -> the framework's answer as the divergent arithmetic gives it
+    (None: this model says nothing about that quantity, which must then match the reference)."""
+
+    compute: Callable = field(default=lambda case, dtype, which: None)
+    # the loss reaches some elements only (an underflow in some statistics): each element agrees with
+    # the model or with the reference
+    either: bool = field(default=False, kw_only=True)
+
+    def model_value(self, case, dtype, which):
+        with np.errstate(all="ignore"):
+            value = self.compute(case, dtype, which)
+        return reference_value(case, which) if value is None else value
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        model = self.model_value(observation.case, dtype, observation.quantity)
+        if self.either and observation.actual is not None:
+            model = _closest(observation, model)
+        return _against(observation, model, observation.bound, dtype)
+
+
+@dataclass(frozen=True)
+class Simulated(Computes):
+    """As Computes, for arithmetic whose rounding depends on the order of a reduction: the budget is
+    the property's plus `slack` times the largest distance of the simulation from the reference."""
+
+    slack: float = field(default=4.0, kw_only=True)
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        case, which = observation.case, observation.quantity
+        model = self.model_value(case, dtype, which)
+        reference = reference_value(case, which)
+        with np.errstate(all="ignore"):
+            gap = np.abs(np.asarray(model, dtype=np.float64) - np.asarray(reference, dtype=np.float64))
+        size = float(np.max(gap[np.isfinite(gap)], initial=0.0))
+        return _against(observation, model, np.asarray(observation.bound) + self.slack * size, dtype)
+
+
+@dataclass(frozen=True)
+class Envelope(Model):
+    """Only the elements `affected(case, dtype, quantity)` marks may break, as `allowed` says:
+    "non_finite" (NaN or ±inf), "non_finite_or_zero", or "any" (bounded only by the mask); every other
+    element is held to the reference and the budget."""
+
+    affected: Callable = field(default=lambda case, dtype, which: None)
+    allowed: str = "non_finite"
+    kind: str = field(default="special", kw_only=True)
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        case, which = observation.case, observation.quantity
+        reference = np.asarray(reference_value(case, which), dtype=np.float64)
+        actual = np.asarray(observation.actual, dtype=np.float64)
+        if actual.shape != reference.shape:
+            return Judged(False, math.inf, f"{which} has shape {actual.shape}, not {reference.shape}")
+        with np.errstate(all="ignore"):
+            mask = np.broadcast_to(np.asarray(self.affected(case, dtype, which), dtype=bool), actual.shape)
+        broken = {
+            "non_finite": ~np.isfinite(actual),
+            "non_finite_or_zero": ~np.isfinite(actual) | (actual == 0),
+            "any": np.ones(actual.shape, dtype=bool),
+        }[self.allowed]
+        outside = np.where(mask & broken, reference, actual)  # inside the mask, broken values are excused
+        return _against(
+            Observation(case, which, outside, observation.bound), reference, observation.bound, dtype
+        )
+
+
+@dataclass(frozen=True)
+class Bounded(Model):
+    """Arithmetic the entry can only bound: the answer within `rel` of the reference's magnitude
+    (elementwise, on top of the budget). The entry states the measured size `rel` is set from."""
+
+    rel: float | Callable = 0.0  # or rel(case, dtype) when it grows with the input
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+        rel = self.rel(observation.case, dtype) if callable(self.rel) else self.rel
+        with np.errstate(all="ignore"):
+            bound = np.asarray(observation.bound) + rel * np.abs(reference)
+        return _against(observation, reference, bound, dtype)
+
+    def describe(self) -> str:
+        return f"Bounded(rel={self.rel:g})" if not callable(self.rel) else "Bounded(rel by the input)"
+
+
+def dtype_of(name: str):
+    """NumPy's dtype for `name` (bfloat16 through ml_dtypes)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def rounded(value, dtype: str) -> np.ndarray:
+    """`value` rounded to `dtype` and back to float64."""
+    with np.errstate(all="ignore"):
+        return np.asarray(value, dtype=np.float64).astype(dtype_of(dtype)).astype(np.float64)
