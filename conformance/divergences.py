@@ -507,3 +507,27 @@ def one_pass_in(acc: str | None = None, clip: bool = True) -> Callable:
         return one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc or dtype, clip)
 
     return standardized_as(xhat)
+
+
+def statistics_constant(case: Case, dtype: str, which: str):
+    """The gradient of x with both batch statistics treated as constants: scale * g / divisor (an eval
+    step differentiated as if its statistics were given), as `Computes` takes it."""
+    if which != "x":
+        return None
+    record = R.NORMS[case.norm]
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
+    gview = statistic_view(case.norm, g, case.params)[0]
+    with np.errstate(all="ignore"):
+        return np.asarray(back(gview / record.standardized(view, axes, case.params).divisor))
+
+
+def rows_where_power_sum_out_of_range(case: Case, dtype: str, which: str):
+    """LP.D4: the rows whose |x|^p over- or underflows the input dtype, or whose norm squared overflows."""
+
+    def rows(x, p, axes):
+        power = np.abs(x) ** p
+        out_of_range = (power > huge(dtype)) | ((power > 0) & (power < tiny(dtype)))
+        return np.any(out_of_range, axis=axes, keepdims=True) | (lp_norm(x, p, axes) ** 2 > huge(dtype))
+
+    return row_mask(case, rows)

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf import reference as R
+from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
     OFFSET_ROWS,
+    Bounded,
+    Computes,
     Divergence,
+    Envelope,
+    Simulated,
+    lp_norm,
     lrn_power_derivative_underflows,
     min_norm,
     one_pass_exceeds_budget,
+    one_pass_in,
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
+    rows_where_power_sum_out_of_range,
+    scale_along,
+    statistic_held,
 )
+from normconf.conformance.models import reference_value
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import finfo
 
@@ -34,6 +46,65 @@ def _power_of_two(size: int) -> bool:
     return size & (size - 1) == 0
 
 
+# The models: what Paddle computes where each divergence holds (conformance/models.py).
+def _unchanged(case: Case, dtype: str, which: str):
+    """BN.D16: y = x, the running statistics as they were, dx = g."""
+    state = case.params.get("state")
+    return (
+        {"y": case.x, "x": case.cotangent}.get(which)
+        if which not in ("mean", "var")
+        else (None if state is None else getattr(state, which))
+    )
+
+
+def _fresh_running_variance(case: Case, dtype: str, which: str):
+    """BN.D19: dx = scale * g / sqrt(v + eps) with v the layer's own running variance after this call,
+    (1 - momentum) * 1 + momentum * the batch's biased variance: a constant of the backward."""
+    if which != "x":
+        return None
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    momentum = param(case, "momentum")
+    running = (1.0 - momentum) + momentum * view.var(axis=axes, keepdims=True)
+    g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
+    return np.asarray(
+        back(statistic_view(case.norm, g, case.params)[0] / np.sqrt(running + param(case, "eps")))
+    )
+
+
+def _p_norm_backward_model(case: Case, dtype: str, which: str):
+    """LP.D7: y = x / n differentiated with dn/dx = x |x|^(p-2) / (n^(p-1) + eps) instead of / n^(p-1)."""
+    if which != "x":
+        return None
+    p, eps = param(case, "p"), param(case, "eps")
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    x, g = case.x, case.cotangent
+    n = np.maximum(lp_norm(x, p, axes), eps)
+    with np.errstate(all="ignore"):
+        dn = x * np.abs(x) ** (p - 2.0) / (n ** (p - 1.0) + eps)
+        return g / n - np.sum(g * x, axis=axes, keepdims=True) / n**2 * dn
+
+
+def _without_mean_term(case: Case, dtype: str, which: str):
+    """GN.D9: without weight, dx lacks the -mean(g)/divisor term of the group's mean."""
+    if which != "x":
+        return None
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    gview = statistic_view(case.norm, case.cotangent, case.params)[0]
+    divisor = R.NORMS[case.norm].standardized(view, axes, case.params).divisor
+    with np.errstate(all="ignore"):
+        return reference_value(case, "x") + np.asarray(back(gview.mean(axis=axes, keepdims=True) / divisor))
+
+
+def _float32_pool_scale(case: Case, dtype: str, which: str):
+    """LRN.D8: the window term of dx scaled by fl32(1/size) * size instead of 1."""
+    if which != "x":
+        return None
+    size = int(case.params["size"])
+    factor = float(np.float32(1.0 / size)) * size
+    held, reference = statistic_held(case, dtype, "x"), reference_value(case, "x")
+    return held + factor * (reference - held)
+
+
 KNOWN: list[Divergence] = [
     Divergence(
         "paddle.*",
@@ -50,6 +121,7 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        model=Computes(_unchanged, kind="special"),
     ),
     Divergence(
         "paddle.nn",
@@ -68,6 +140,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
+        model=Computes(_fresh_running_variance, kind="semantic"),
     ),
     Divergence(
         "paddle.*",
@@ -79,6 +152,7 @@ KNOWN: list[Divergence] = [
             Case("group_norm", OFFSET_ROWS.copy(), {"groups": 1, "eps": 2.0**-20}, "offset"),
             "float32",
         ),
+        model=Simulated(one_pass_in(clip=True)),
     ),
     Divergence(
         "paddle.*",
@@ -88,6 +162,7 @@ KNOWN: list[Divergence] = [
         lambda case, dtype: case.params.get("scale") is None,
         lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
         "gradient",
+        model=Computes(_without_mean_term, kind="semantic"),
     ),
     Divergence(
         "paddle.functional",
@@ -99,6 +174,7 @@ KNOWN: list[Divergence] = [
             Case("lp_normalize", np.array([[3e19, 4e19]]), {"axes": (-1,), "eps": 0.0}, "large"),
             "float32",
         ),
+        model=Envelope(rows_where_power_sum_out_of_range, allowed="any", kind="precision"),
     ),
     Divergence(
         "paddle.functional",
@@ -111,6 +187,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
+        model=Computes(_p_norm_backward_model, kind="semantic"),
     ),
     Divergence(
         "paddle.*",
@@ -120,6 +197,7 @@ KNOWN: list[Divergence] = [
         lrn_power_derivative_underflows,
         lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
         "gradient",
+        model=Bounded(rel=0.02),
     ),
     Divergence(
         "paddle.*",
@@ -137,5 +215,6 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
+        model=Computes(_float32_pool_scale),
     ),
 ]
