@@ -33,7 +33,19 @@ from normconf.adapters._cpu import CpuDependency
 from normconf.reference.lp_normalize import lp_norm
 
 from .checks import budget, reduction_length, statistic_view, uses_batch_stats
-from .models import Bounded, Computes, Envelope, Judged, Model, Raises, Reference, Simulated  # noqa: F401
+from .models import (  # noqa: F401 - the model kinds, for the families' known.py
+    Bounded,
+    Computes,
+    Envelope,
+    Judged,
+    Model,
+    OneOf,
+    Raises,
+    Reference,
+    Simulated,
+    reference_value,
+    rounded,
+)
 from .strategies import Case
 from .tolerances import SAFETY, conditioning, finfo, growth
 
@@ -494,9 +506,10 @@ def statistics_in(acc: str | None = None) -> Callable:
     dtype), as NUM.N6 writes them."""
     from .tolerances import standardized_in_dtype
 
-    return standardized_as(
-        lambda view, axes, eps, dtype: standardized_in_dtype(view, axes, eps, acc or dtype)
-    )
+    def xhat(view, axes, eps, dtype):
+        return standardized_in_dtype(view, axes, eps, acc or dtype, breakdown=False)
+
+    return standardized_as(xhat)
 
 
 def one_pass_in(acc: str | None = None, clip: bool = True) -> Callable:
@@ -531,3 +544,13 @@ def rows_where_power_sum_out_of_range(case: Case, dtype: str, which: str):
         return np.any(out_of_range, axis=axes, keepdims=True) | (lp_norm(x, p, axes) ** 2 > huge(dtype))
 
     return row_mask(case, rows)
+
+
+def affine_in_dtype(case: Case, dtype: str, which: str):
+    """GN.D6: x̂ rounded to the input dtype, then times scale and plus offset, each rounded to it."""
+    if which != "y":
+        return None
+    plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
+    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
+    scaled = rounded(rounded(xhat, dtype) * rounded(scale_along(case), dtype), dtype)
+    return rounded(scaled + rounded(offset_along(case), dtype), dtype)

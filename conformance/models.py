@@ -17,6 +17,7 @@ degenerate inputs the framework refuses).
   variance, half-precision statistics): held to the budget plus `slack` times the simulated
   divergence's own size (its largest distance from the reference) - a quantitative envelope.
 - `Bounded`: arithmetic the entry can only bound: within `rel` of the reference's magnitude.
+- `OneOf`: several behaviours of one entry (it raises, or computes as another model says).
 - `Envelope`: the divergent arithmetic breaks only the elements `affected(case, dtype)` marks (an
   overflow's statistic groups, an underflowing window): there the answer may be non-finite or zero
   (`allowed`), everywhere else it is held to the reference and the budget.
@@ -234,19 +235,47 @@ class Bounded(Model):
     """Arithmetic the entry can only bound: the answer within `rel` of the reference's magnitude
     (elementwise, on top of the budget). The entry states the measured size `rel` is set from."""
 
-    rel: float | Callable = 0.0  # or rel(case, dtype) when it grows with the input
+    # or rel(case, dtype): a number, or an elementwise array for y; where it reaches 1 no digit is left
+    # and any answer is excused
+    rel: float | Callable = 0.0
 
     def judge_one(self, observation, dtype):
         if observation.quantity == "raised":
             return Judged(False, math.inf, "raised where the model gives an answer")
         reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
         rel = self.rel(observation.case, dtype) if callable(self.rel) else self.rel
+        if observation.actual is None or np.shape(observation.actual) != reference.shape:
+            return _against(observation, reference, observation.bound, dtype)
         with np.errstate(all="ignore"):
             bound = np.asarray(observation.bound) + rel * np.abs(reference)
-        return _against(observation, reference, bound, dtype)
+            excused = np.broadcast_to(np.asarray(rel) >= 1, reference.shape)
+        actual = np.where(excused, reference, np.asarray(observation.actual, dtype=np.float64))
+        within = Observation(observation.case, observation.quantity, actual, bound)
+        return _against(within, reference, bound, dtype)
 
     def describe(self) -> str:
         return f"Bounded(rel={self.rel:g})" if not callable(self.rel) else "Bounded(rel by the input)"
+
+
+@dataclass(frozen=True)
+class OneOf(Model):
+    """Several behaviours one entry names (it raises, or answers as another model says): agrees when
+    any of `models` does; its severity is the first's."""
+
+    models: tuple = ()
+    kind: str = field(default="", kw_only=True)
+
+    def __post_init__(self):
+        if not self.kind:
+            object.__setattr__(self, "kind", self.models[0].kind)
+
+    def judge(self, observations, dtype: str) -> Judged:
+        judged = [model.judge(observations, dtype) for model in self.models]
+        agreeing = [j for j in judged if j.agrees]
+        return agreeing[0] if agreeing else min(judged, key=lambda j: j.miss)
+
+    def describe(self) -> str:
+        return " or ".join(model.describe() for model in self.models)
 
 
 def dtype_of(name: str):

@@ -97,9 +97,11 @@ def standardized_in_dtype(
     dtype,
     normalize_var: str = "biased",
     eps_placement: str = "inside_sqrt",
+    breakdown: bool = True,
 ) -> np.ndarray:
     """NUM.N6: (x - mean) / sqrt(var + eps) computed two-pass in `dtype`, as the spec writes it (with the
-    declared divisor convention, BN.P8: Bessel's n - 1, eps outside the root).
+    declared divisor convention, BN.P8: Bessel's n - 1, eps outside the root). `breakdown`: a statistic
+    that overflowed gives NaN (the yardstick excuses nothing there); False: what the arithmetic gives.
 
     The honest-arithmetic yardstick: the float64 reference's equations with every operation rounded
     to `dtype`, returned as float64.
@@ -123,7 +125,7 @@ def standardized_in_dtype(
         )
         result = (centred / divisor).astype(np.float64)
     # a statistic that overflowed is a breakdown, not an answer: it must excuse nothing (NaN)
-    broken = ~(np.isfinite(mean) & np.isfinite(var))
+    broken = ~(np.isfinite(mean) & np.isfinite(var)) if breakdown else np.zeros(np.shape(result), dtype=bool)
     return np.where(broken, np.nan, result)
 
 

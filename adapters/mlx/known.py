@@ -12,6 +12,7 @@ from normconf.conformance.divergences import (
     Envelope,
     Raises,
     Simulated,
+    affine_in_dtype,
     batch_stats,
     eps_underflows,
     groups_where,
@@ -19,15 +20,12 @@ from normconf.conformance.divergences import (
     half,
     half_rsqrt_jvp_overflows,
     huge,
-    offset_along,
     param,
-    scale_along,
     statistic_held,
     statistic_mask,
     statistics_in,
     values_per_statistic,
 )
-from normconf.conformance.models import reference_value, rounded
 from normconf.conformance.strategies import Case
 
 
@@ -64,16 +62,6 @@ _HUGE = np.array([1e20, -3e20])
 
 
 # The models: what MLX computes where each divergence holds (conformance/models.py).
-def _half_affine(case: Case, dtype: str, which: str):
-    """GN.D6: x̂ rounded to the half dtype, then times scale and plus offset, each rounded to it."""
-    if which != "y":
-        return None
-    plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
-    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
-    scaled = rounded(rounded(xhat, dtype) * rounded(scale_along(case), dtype), dtype)
-    return rounded(scaled + rounded(offset_along(case), dtype), dtype)
-
-
 def _float32_range_affected(case: Case, dtype: str, which: str):
     """LN.D9: forward, the groups whose mean square leaves float32's range; backward, those whose
     variance is beyond ~1e25, where rsqrt(v)/v underflows."""
@@ -178,7 +166,7 @@ KNOWN: list[Divergence] = [
                 ),
                 "float16",
             ),
-            model=Computes(_half_affine),
+            model=Computes(affine_in_dtype),
         )
         for norm, x, scale, offset, extra in (
             (

@@ -6,16 +6,34 @@ from __future__ import annotations
 import numpy as np
 
 from normconf.conformance.divergences import (
+    HALF_SQUARE_LIMIT,
+    Bounded,
+    Computes,
     Divergence,
+    Envelope,
+    OneOf,
+    Raises,
+    Reference,
+    Simulated,
+    affine_in_dtype,
     batch_stats,
     eps_underflows,
+    groups_where,
+    groups_where_any,
     half,
+    half_square_windows,
     half_squares_overflow,
+    huge,
     one_pass_exceeds_budget,
+    one_pass_in,
     param,
     power_sum_out_of_range,
+    reference_value,
+    rows_where_power_sum_out_of_range,
+    statistics_in,
 )
 from normconf.conformance.strategies import Case
+from normconf.conformance.tolerances import SAFETY
 
 
 def _float32_inexact(value: float) -> bool:
@@ -25,6 +43,64 @@ def _float32_inexact(value: float) -> bool:
 def _float16_statistics(case: Case, dtype: str) -> bool:
     """stash_type ignored: float16 statistics round eps away (BN.D14) or overflow the squares."""
     return eps_underflows(case, dtype) or half_squares_overflow(case, dtype)
+
+
+# The models: what each ONNX implementation computes where a divergence holds (conformance/models.py).
+def _signed_sum(case: Case, dtype: str, which: str):
+    """LP.D3: p = 1 with the 'norm' a signed sum, sum(x) (none_or_zero: a zero sum gives 0)."""
+    if which != "y":
+        return None
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    total = np.sum(case.x, axis=axes, keepdims=True)
+    with np.errstate(all="ignore"):
+        return np.where(total == 0, 0.0, case.x / total)
+
+
+def _windows_below_batch(case: Case, dtype: str, which: str):
+    """LRN.D4: channels c < N get their window (alpha / size a float32 number, LRN.D7); the rest none
+    (base k): y = x * k^-beta there."""
+    if which != "y":
+        return None
+    axis = param(case, "channel_axis") % case.x.ndim
+    y = np.array(reference_value(case, "y", _float32_alpha(case, dtype)), dtype=np.float64)
+    beyond = np.arange(case.x.shape[axis]) >= case.x.shape[0]
+    lone = case.x * param(case, "k") ** -param(case, "beta")
+    shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
+    return np.where(beyond.reshape(shape), lone, y)
+
+
+def _running_sum_loss(case: Case, dtype: str):
+    """LRN.D6: the relative error of y where window sums are differences of a running sum of squares
+    in float32 (onnxruntime's kernel): beta * alpha/size * u * (all squares up to the window's end) /
+    base, elementwise (1 or more: no digit left)."""
+    from normconf.reference.local_response_norm import window, window_base
+
+    axis = param(case, "channel_axis") % case.x.ndim
+    size = int(case.params["size"])
+    before, after = window(size, param(case, "extra"))
+    squares = np.moveaxis(case.x * case.x, axis, 0)
+    seen = np.cumsum(squares, axis=0)
+    end = np.minimum(np.arange(squares.shape[0]) + after, squares.shape[0] - 1)
+    seen = np.moveaxis(seen[end], 0, axis)
+    a = param(case, "alpha") / (size if param(case, "alpha_over_size") else 1)
+    base = window_base(case.x, axis, (before, after), a, param(case, "k"))
+    u = float(np.finfo(np.float32).eps)
+    with np.errstate(all="ignore"):
+        return SAFETY * abs(param(case, "beta")) * a * u * seen * (size + 1) / base
+
+
+def _float32_alpha(case: Case, dtype: str) -> dict:
+    """LRN.D7: alpha / size kept as a float32 number."""
+    size = case.params["size"]
+    return {"alpha": float(np.float32(param(case, "alpha") / size)) * size}
+
+
+def _rms_half_groups(view, axes, case: Case, dtype: str):
+    """RMS.D4: the rows whose float16 squares overflow, or whose mean square rounds eps away."""
+    squares = view * view
+    return np.any(squares > huge(dtype), axis=axes, keepdims=True) | (
+        np.mean(squares, axis=axes, keepdims=True) < 2.0**-24
+    )
 
 
 KNOWN: list[Divergence] = [
@@ -38,6 +114,9 @@ KNOWN: list[Divergence] = [
         lambda: (
             Case("batch_norm", np.array([[-300.0], [300.0]]), {"eps": 2.0**-20, "training": True}, "large"),
             "float16",
+        ),
+        model=Envelope(
+            groups_where_any(lambda x, dtype: np.abs(x) > HALF_SQUARE_LIMIT), allowed="any", kind="precision"
         ),
     ),
     Divergence(
@@ -56,6 +135,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Simulated(one_pass_in("float32", clip=False)),
     ),
     Divergence(
         "onnx.reference",
@@ -77,6 +157,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Computes(affine_in_dtype),
     ),
     Divergence(
         "onnx.reference",
@@ -88,6 +169,7 @@ KNOWN: list[Divergence] = [
             Case("layer_norm", np.array([[-300.0, 300.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"),
             "float16",
         ),
+        model=Simulated(statistics_in()),
     ),
     Divergence(
         "onnx.reference",
@@ -105,6 +187,7 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        model=Computes(_signed_sum, kind="semantic"),
     ),
     Divergence(
         "onnx.reference",
@@ -121,6 +204,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
+        model=Envelope(rows_where_power_sum_out_of_range, allowed="any", kind="precision"),
     ),
     Divergence(
         "onnx.reference",
@@ -138,6 +222,9 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        model=OneOf(
+            (Raises(pattern="IndexError", kind="semantic"), Computes(_windows_below_batch, kind="semantic"))
+        ),
     ),
     Divergence(
         "onnxruntime",
@@ -154,6 +241,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Bounded(rel=_running_sum_loss),
     ),
     Divergence(
         "onnx.reference",
@@ -173,6 +261,12 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        model=OneOf(
+            (
+                Reference(_float32_alpha, kind="precision"),
+                Envelope(half_square_windows, allowed="any", kind="precision"),
+            )
+        ),
     ),
     Divergence(
         "onnx.reference",
@@ -184,5 +278,6 @@ KNOWN: list[Divergence] = [
             Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"),
             "float16",
         ),
+        model=Envelope(groups_where(_rms_half_groups), allowed="any", kind="precision"),
     ),
 ]
