@@ -554,3 +554,45 @@ def affine_in_dtype(case: Case, dtype: str, which: str):
     xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
     scaled = rounded(rounded(xhat, dtype) * rounded(scale_along(case), dtype), dtype)
     return rounded(scaled + rounded(offset_along(case), dtype), dtype)
+
+
+def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
+    """LN.D10 in float16: the groups where rsqrt(v)/(2v) leaves float16's range (v = var + eps)."""
+    v = view.var(axis=axes, keepdims=True) + param(case, "eps")
+    return (v == 0) | (v**-1.5 / 2 > huge(dtype))
+
+
+def tiny_statistic_groups(view, axes, case: Case, dtype: str):
+    """BN.D14: the groups whose variance (mean square for RMSNorm) is below float16's smallest
+    subnormal, where an eps rounded to 0 leaves 0/0 or a huge quotient."""
+    statistic = (
+        np.mean(view * view, axis=axes, keepdims=True)
+        if case.norm == "rms_norm"
+        else view.var(axis=axes, keepdims=True)
+    )
+    return statistic < 2.0**-24
+
+
+def one_pass_gradient_loss(acc: str | None = None) -> Callable:
+    """Bounded's rel(case, dtype): a one-pass variance's relative error, u(acc) * E[x²] / (var + eps),
+    carried into the gradient (times SAFETY), per group; acc None: the input dtype (float64 runs in
+    float64)."""
+
+    def rel(case: Case, dtype: str):
+        acc_dtype = "float64" if dtype == "float64" else acc or dtype
+        eps = param(case, "eps")
+
+        def loss(view, axes):
+            mean_square = np.mean(view * view, axis=axes, keepdims=True)
+            return (
+                SAFETY
+                * float(finfo(acc_dtype).eps)
+                * mean_square
+                / (view.var(axis=axes, keepdims=True) + eps)
+            )
+
+        view, axes, back = statistic_view(case.norm, case.x, case.params)
+        with np.errstate(all="ignore"):
+            return np.asarray(back(loss(view, axes)), dtype=np.float64)
+
+    return rel

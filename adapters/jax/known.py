@@ -5,23 +5,38 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf import reference as R
 from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
+    HALF_SQUARE_LIMIT,
     HUGE_ROW,
     OFFSET_ROWS,
     RSQRT_EXAMPLES,
+    Bounded,
+    Computes,
     Divergence,
+    Envelope,
+    Simulated,
     batch_stats,
     eps_underflows,
     float64_running_update,
+    groups_where,
+    groups_where_any,
+    half_rsqrt_jvp_groups,
     half_rsqrt_jvp_overflows,
     half_squares_overflow,
     huge,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
+    one_pass_gradient_loss,
+    one_pass_in,
     param,
+    reference_value,
+    rounded,
     rsqrt_jvp_underflows,
+    statistic_held,
+    tiny_statistic_groups,
 )
 from normconf.conformance.strategies import Case
 from normconf.reference import RunningStats
@@ -72,6 +87,39 @@ _CONSTANT_1_5_COTANGENT = np.array(
 # (measured on an AVX512-FP16 Xeon: 351 against a budget of 3.3e7; the same CPU capped to AVX2 overflows).
 _XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False)
 
+
+# The models: what each JAX library computes where a divergence holds (conformance/models.py).
+def _ema_normalized(case: Case, dtype: str, which: str):
+    """BN.D10: a training batch normalized by the running averages after this step's update."""
+    if which != "y":
+        return None
+    updated = R.batch_norm(case.x, **case.params).state
+    return reference_value(case, "y", {"training": False, "state": updated})
+
+
+def _float32_state(case: Case, dtype: str, which: str):
+    """BN.D15: the running statistics after the step, rounded to float32."""
+    return rounded(reference_value(case, which), "float32") if which in ("mean", "var") else None
+
+
+def _half_cotangent_groups(view, axes, case: Case, dtype: str):
+    """LN.D5 (flax): the groups where |g| * rsqrt(var + eps) leaves float16's range."""
+    g = statistic_view(case.norm, case.cotangent, case.params)[0]
+    rstd = 1.0 / np.sqrt(view.var(axis=axes, keepdims=True) + param(case, "eps"))
+    return np.max(np.abs(g), axis=axes, keepdims=True) * rstd > huge(dtype)
+
+
+def _near_zero_one_pass_groups(view, axes, case: Case, dtype: str):
+    """BN.D8 (haiku): the groups where var + eps is within 4 ulps of mean(x²) (the unclipped one-pass
+    variance can come out below 0 there)."""
+    unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else float(np.finfo(dtype).eps)
+    mean_square = np.mean(view * view, axis=axes, keepdims=True)
+    return view.var(axis=axes, keepdims=True) + param(case, "eps") <= 4 * unit * mean_square
+
+
+_RSQRT_HELD = Computes(statistic_held, either=True)  # LN.D10: rsqrt's derivative underflows to 0
+
+
 KNOWN: list[Divergence] = [
     Divergence(
         "flax.*",
@@ -88,6 +136,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Simulated(one_pass_in("float32", clip=True)),
     ),
     Divergence(
         "haiku",
@@ -107,6 +156,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
+        model=Bounded(rel=one_pass_gradient_loss()),
     ),
     Divergence(
         "haiku",
@@ -123,6 +173,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Simulated(one_pass_in(clip=False)),
     ),
     Divergence(
         "haiku",
@@ -139,6 +190,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Envelope(groups_where(_near_zero_one_pass_groups), allowed="any"),
     ),
     Divergence(
         "equinox",
@@ -161,6 +213,7 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        model=Computes(_ema_normalized, kind="semantic"),
     ),
     *(
         Divergence(
@@ -173,6 +226,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel"),
                 "float16",
             ),
+            model=Envelope(groups_where(tiny_statistic_groups), allowed="any"),
         )
         for name, norms in (
             ("haiku", ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")),
@@ -210,6 +264,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "state",
+        model=Simulated(_float32_state),
     ),
     *(
         Divergence(
@@ -222,6 +277,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
                 "float32",
             ),
+            model=Simulated(one_pass_in("float32", clip=True)),
         )
         for norm, shape, extra in (
             ("layer_norm", (1, 6), {"axes": (-1,)}),
@@ -247,6 +303,7 @@ KNOWN: list[Divergence] = [
                 "float32",
             ),
             "gradient",
+            model=Bounded(rel=one_pass_gradient_loss("float32")),
         )
         for norm, x, extra in (
             ("layer_norm", _NEAR_ONE, {"axes": (-1,)}),
@@ -267,6 +324,7 @@ KNOWN: list[Divergence] = [
                 "float16",
             ),
             "gradient",
+            model=Envelope(groups_where(_half_cotangent_groups), allowed="any"),
         )
         for norm, x, extra in (
             ("layer_norm", np.array([[0.125], [-0.25]]), {"axes": (-1,)}),
@@ -291,6 +349,7 @@ KNOWN: list[Divergence] = [
                 "float32",
             ),
             "gradient",
+            model=_RSQRT_HELD,
         )
         for name, norms in (
             ("flax.*", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
@@ -318,6 +377,7 @@ KNOWN: list[Divergence] = [
             ),
             "gradient",
             cpu=cpu,
+            model=Envelope(groups_where(half_rsqrt_jvp_groups), allowed="any"),
         )
         for norm, x, extra, cpu in (
             ("layer_norm", np.full((1, 3), 1e4), {"axes": (-1,)}, None),
@@ -343,6 +403,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=_RSQRT_HELD,
     ),
     Divergence(
         "haiku",
@@ -353,6 +414,9 @@ KNOWN: list[Divergence] = [
         lambda: (
             Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1.0}, "large"),
             "float16",
+        ),
+        model=Envelope(
+            groups_where_any(lambda x, dtype: np.abs(x) > HALF_SQUARE_LIMIT), allowed="any", kind="precision"
         ),
     ),
 ]
