@@ -512,12 +512,13 @@ def statistics_in(acc: str | None = None) -> Callable:
     return standardized_as(xhat)
 
 
-def one_pass_in(acc: str | None = None, clip: bool = True) -> Callable:
-    """standardized_as: var = E[x²] - E[x]² in `acc` (None: the input dtype; float64 runs in float64),
-    clipped at 0 when `clip` (BN.D4 / BN.D8 / LN.D4 / GN.D4)."""
+def one_pass_in(acc: str | None = None, clip: bool = True, float64_too: bool = False) -> Callable:
+    """standardized_as: var = E[x²] - E[x]² in `acc` (None: the input dtype; float64 runs in float64
+    unless `float64_too`), clipped at 0 when `clip` (BN.D4 / BN.D8 / LN.D4 / GN.D4)."""
 
     def xhat(view, axes, eps, dtype):
-        return one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc or dtype, clip)
+        within = "float64" if dtype == "float64" and not float64_too else acc or dtype
+        return one_pass_standardized(view, axes, eps, within, clip)
 
     return standardized_as(xhat)
 
@@ -596,3 +597,23 @@ def one_pass_gradient_loss(acc: str | None = None) -> Callable:
             return np.asarray(back(loss(view, axes)), dtype=np.float64)
 
     return rel
+
+
+def state_in_float32(case: Case, dtype: str, which: str):
+    """BN.D15: the running statistics after the step, rounded to float32 (as a Simulated model: the
+    framework's float32 update rounds along the way)."""
+    return rounded(reference_value(case, which), "float32") if which in ("mean", "var") else None
+
+
+def trailing_axes(case: Case, dtype: str) -> dict:
+    """LN.D8 / RMS.D6, for Reference: the same number of axes, the trailing ones."""
+    count = len(tuple(param(case, "axes")))
+    return {"axes": tuple(range(case.x.ndim - count, case.x.ndim))}
+
+
+def rows_of_zero_norm(case: Case, dtype: str, which: str):
+    """LP.D6: the rows whose norm is 0 (the gradient there is inf)."""
+    return row_mask(case, lambda x, p, axes: lp_norm(x, p, axes) == 0)
+
+
+RSQRT_HELD = Computes(statistic_held, either=True)  # LN.D10 / RMS.D3: rsqrt's derivative underflows to 0

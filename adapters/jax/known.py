@@ -13,6 +13,7 @@ from normconf.conformance.divergences import (
     HUGE_ROW,
     OFFSET_ROWS,
     RSQRT_EXAMPLES,
+    RSQRT_HELD,
     Bounded,
     Computes,
     Divergence,
@@ -33,9 +34,8 @@ from normconf.conformance.divergences import (
     one_pass_in,
     param,
     reference_value,
-    rounded,
     rsqrt_jvp_underflows,
-    statistic_held,
+    state_in_float32,
     tiny_statistic_groups,
 )
 from normconf.conformance.strategies import Case
@@ -97,11 +97,6 @@ def _ema_normalized(case: Case, dtype: str, which: str):
     return reference_value(case, "y", {"training": False, "state": updated})
 
 
-def _float32_state(case: Case, dtype: str, which: str):
-    """BN.D15: the running statistics after the step, rounded to float32."""
-    return rounded(reference_value(case, which), "float32") if which in ("mean", "var") else None
-
-
 def _half_cotangent_groups(view, axes, case: Case, dtype: str):
     """LN.D5 (flax): the groups where |g| * rsqrt(var + eps) leaves float16's range."""
     g = statistic_view(case.norm, case.cotangent, case.params)[0]
@@ -115,9 +110,6 @@ def _near_zero_one_pass_groups(view, axes, case: Case, dtype: str):
     unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else float(np.finfo(dtype).eps)
     mean_square = np.mean(view * view, axis=axes, keepdims=True)
     return view.var(axis=axes, keepdims=True) + param(case, "eps") <= 4 * unit * mean_square
-
-
-_RSQRT_HELD = Computes(statistic_held, either=True)  # LN.D10: rsqrt's derivative underflows to 0
 
 
 KNOWN: list[Divergence] = [
@@ -264,7 +256,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "state",
-        model=Simulated(_float32_state),
+        model=Simulated(state_in_float32),
     ),
     *(
         Divergence(
@@ -349,7 +341,7 @@ KNOWN: list[Divergence] = [
                 "float32",
             ),
             "gradient",
-            model=_RSQRT_HELD,
+            model=RSQRT_HELD,
         )
         for name, norms in (
             ("flax.*", ("layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm")),
@@ -403,7 +395,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
-        model=_RSQRT_HELD,
+        model=RSQRT_HELD,
     ),
     Divergence(
         "haiku",

@@ -9,20 +9,37 @@ from normconf.conformance.divergences import (
     HUGE_2X3,
     HUGE_ROW,
     RSQRT_EXAMPLES,
+    RSQRT_HELD,
     SMALL_COTANGENT,
+    Bounded,
+    Computes,
     Divergence,
+    Envelope,
+    OneOf,
+    Reference,
+    Simulated,
     float64_running_update,
+    lp_norm,
     min_norm,
     norm_of,
     norm_square_overflows,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
+    one_pass_gradient_loss,
+    one_pass_in,
     param,
+    reference_value,
+    rows_of_zero_norm,
+    rows_where_norm_square_overflows,
     rsqrt_jvp_underflows,
     rsqrt_jvp_underflows_in_float32,
+    state_in_float32,
+    statistic_held,
     tiny,
+    trailing_axes,
 )
 from normconf.conformance.strategies import Case
+from normconf.conformance.tolerances import SAFETY, finfo
 from normconf.reference import RunningStats
 
 
@@ -88,6 +105,31 @@ _NEARLY_CONSTANT_BATCH = np.array(
     ]
 )
 
+
+# The models: what each backend computes where a divergence holds (conformance/models.py).
+def _scale_on_last_axis(case: Case, dtype: str, which: str):
+    """RMS.D5: x̂ times the scale broadcast as it is, against the last axis."""
+    if which != "y":
+        return None
+    plain = {k: v for k, v in case.params.items() if k != "scale"}
+    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
+    scale = case.params.get("scale")
+    return xhat if scale is None else xhat * np.ravel(scale)
+
+
+def _subnormal_projection(case: Case, dtype: str):
+    """LN.D10 for ops.normalize in the input dtype: rsqrt(v)/v = 1/norm^3 among the subnormals keeps
+    only smallest_subnormal * norm^3 of its relative precision (1 or more: no digit left)."""
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    norm = lp_norm(case.x, param(case, "p"), axes)
+    return SAFETY * float(finfo(dtype).smallest_subnormal) * norm**3
+
+
+_ONE_PASS_FLOAT32 = Simulated(one_pass_in("float32", clip=False))
+# LN.D10 for ops.normalize: the norm's derivative lost, or kept with the bits a subnormal leaves it
+_LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(rel=_subnormal_projection)))
+
+
 KNOWN: list[Divergence] = [
     *(
         Divergence(
@@ -100,6 +142,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, _ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
                 "float32",
             ),
+            model=_ONE_PASS_FLOAT32,
         )
         for name in ("keras[torch]", "keras[numpy]")
         for norm, shape, extra in (
@@ -119,6 +162,7 @@ KNOWN: list[Divergence] = [
             Case("layer_norm", _ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"),
             "float32",
         ),
+        model=Simulated(one_pass_in("float32", clip=False, float64_too=True)),
     ),
     *(
         Divergence(
@@ -144,6 +188,7 @@ KNOWN: list[Divergence] = [
                 "float64",
             ),
             "state",
+            model=Simulated(state_in_float32),
         )
         for name in ("keras[jax]", "keras[torch]", "keras[numpy]")
     ),
@@ -154,6 +199,7 @@ KNOWN: list[Divergence] = [
         "Keras' torch backend normalizes the trailing axes instead",
         lambda case, dtype: _contiguous_non_trailing(case),
         lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        model=Reference(trailing_axes),
     ),
     *(
         Divergence(
@@ -167,6 +213,7 @@ KNOWN: list[Divergence] = [
                 "float64",
             ),
             "gradient",
+            model=RSQRT_HELD,
         )
         for name in ("keras[jax]", "keras[torch]")
         for norm in ("layer_norm", "rms_norm", "group_norm", "batch_norm")
@@ -234,6 +281,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=RSQRT_HELD,
     ),
     *(
         Divergence(
@@ -245,6 +293,7 @@ KNOWN: list[Divergence] = [
             _rsqrt_of_square_sum_underflows,
             lambda example=example: example,
             "gradient",
+            model=_LP_HELD,
         )
         for name, example in (
             (
@@ -289,6 +338,7 @@ KNOWN: list[Divergence] = [
                 "float32",
             ),
             "gradient",
+            model=RSQRT_HELD,
         )
         for norm, x, params, g in (
             (
@@ -343,6 +393,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=_LP_HELD,
     ),
     Divergence(
         "keras*",
@@ -354,6 +405,7 @@ KNOWN: list[Divergence] = [
             Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1e-12}, "large"),
             "float16",
         ),
+        model=Envelope(rows_where_norm_square_overflows, allowed="non_finite_or_zero", kind="precision"),
     ),
     *(
         Divergence(
@@ -367,6 +419,7 @@ KNOWN: list[Divergence] = [
                 "float64",
             ),
             "gradient",
+            model=Envelope(rows_of_zero_norm),
         )
         for name in ("keras[jax]", "keras[torch]")
     ),
@@ -385,6 +438,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=OneOf((Computes(_scale_on_last_axis, kind="semantic"), Reference(trailing_axes))),
     ),
     Divergence(
         "keras[torch]",
@@ -393,6 +447,7 @@ KNOWN: list[Divergence] = [
         "Keras' torch backend normalizes the trailing axes instead",
         lambda case, dtype: _contiguous_non_trailing(case),
         lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        model=Reference(trailing_axes),
     ),
     Divergence(
         "keras[tensorflow]",
@@ -416,6 +471,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        model=Simulated(one_pass_in("float32", clip=True)),
     ),
     Divergence(
         "keras[tensorflow]",
@@ -428,5 +484,6 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
+        model=Bounded(rel=one_pass_gradient_loss("float32")),
     ),
 ]

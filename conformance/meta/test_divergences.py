@@ -14,7 +14,7 @@ from normconf import adapters
 from .. import checks
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
-from ..models import Observation, quantity
+from ..models import KINDS, Observation, quantity
 from ..strategies import Case
 
 
@@ -102,6 +102,8 @@ def observe(name, entry, perturb=None):
     ],
 )
 def test_known_divergence_still_diverges(entry):
+    assert entry.model is not None, f"{entry.clause} ({entry.adapters}) has no model of what it computes"
+    assert entry.model.kind in KINDS, f"{entry.clause}: severity {entry.model.kind!r} is not one of {KINDS}"
     names = [n for n in adapters.names() if entry.names(n)]
     assert names, f"{entry.adapters} names no adapter"
     installed = [
