@@ -917,6 +917,7 @@ class Haiku(JaxBase):
         key = (
             "haiku",
             plan.module,
+            plan.args,  # the module's configuration: everything `make` closes over
             repr(sorted(plan.kwargs.items())),
             module_name,
             tuple(sorted(shapes.items())),
