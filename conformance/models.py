@@ -98,6 +98,17 @@ def _closest(observation: Observation, model) -> np.ndarray:
     return np.where(nearer | ~np.isfinite(reference), model, reference)
 
 
+def _clamped(observation: Observation, model) -> np.ndarray:
+    """Per element, the framework's answer clamped into [min, max] of the model and the reference: its
+    distance from that interval is what the budget judges."""
+    reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+    actual, model = np.asarray(observation.actual, dtype=np.float64), np.asarray(model, dtype=np.float64)
+    if actual.shape != model.shape or actual.shape != reference.shape:
+        return model
+    with np.errstate(all="ignore"):
+        return np.clip(actual, np.minimum(model, reference), np.maximum(model, reference))
+
+
 def _against(observation: Observation, model, bound, dtype: str) -> Judged:
     if observation.actual is None or model is None:
         return Judged(False, math.inf, f"{observation.quantity}: no answer to compare")
@@ -165,6 +176,9 @@ class Computes(Model):
     # the loss reaches some elements only (an underflow in some statistics): each element agrees with
     # the model or with the reference
     either: bool = field(default=False, kw_only=True)
+    # the loss is partial (a term kept with the few bits a subnormal leaves it): anywhere between the
+    # model and the reference
+    between: bool = field(default=False, kw_only=True)
 
     def model_value(self, case, dtype, which):
         with np.errstate(all="ignore"):
@@ -177,6 +191,8 @@ class Computes(Model):
         model = self.model_value(observation.case, dtype, observation.quantity)
         if self.either and observation.actual is not None:
             model = _closest(observation, model)
+        if self.between and observation.actual is not None:
+            model = _clamped(observation, model)
         return _against(observation, model, observation.bound, dtype)
 
 
@@ -238,12 +254,18 @@ class Bounded(Model):
     # or rel(case, dtype): a number, or an elementwise array for y; where it reaches 1 no digit is left
     # and any answer is excused
     rel: float | Callable = 0.0
+    # or an absolute elementwise bound, absolute(case, dtype, quantity) (None: that quantity exact)
+    absolute: Callable | None = field(default=None, kw_only=True)
 
     def judge_one(self, observation, dtype):
         if observation.quantity == "raised":
             return Judged(False, math.inf, "raised where the model gives an answer")
         reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
         rel = self.rel(observation.case, dtype) if callable(self.rel) else self.rel
+        if self.absolute is not None:
+            extra = self.absolute(observation.case, dtype, observation.quantity)
+            with np.errstate(all="ignore"):
+                rel = rel + (0.0 if extra is None else np.asarray(extra) / np.abs(reference))
         if observation.actual is None or np.shape(observation.actual) != reference.shape:
             return _against(observation, reference, observation.bound, dtype)
         with np.errstate(all="ignore"):

@@ -8,6 +8,7 @@ import numpy as np
 from normconf.conformance.divergences import (
     HUGE_2X3,
     HUGE_ROW,
+    MODERATE_ROWS,
     RSQRT_EXAMPLES,
     RSQRT_HELD,
     SMALL_COTANGENT,
@@ -82,11 +83,14 @@ def _rsqrt_of_square_sum_underflows(case: Case, dtype: str) -> bool:
 
 
 _WIDE = np.arange(18.0).reshape(2, 3, 3) / 7.0
-# 16 values offset by 1e3 from a unit spread, exact in float32: one-pass float32 variance fails here
-_ROWS = (1e3 + np.random.default_rng(0).normal(size=16)).astype(np.float32).astype(np.float64)
-_rng = np.random.default_rng(3)  # two replicas of 8 values 1 ± 1e-5 (float32-exact): 15x the gradient budget
+# 16 values offset by 100 from a unit spread, exact in float32: one-pass float32 variance misses the
+# budget here by ~10x, yet keeps all but ~1e-3 of y - a 1 % error elsewhere still shows
+_ROWS = MODERATE_ROWS
+# two replicas of 8 values 1 ± 3.5e-3 (float32-exact): the one-pass variance's error is ~2x the gradient
+# budget, and still 2 % of dx
+_rng = np.random.default_rng(3)
 _SYNC_NEAR_ONE = (
-    (1.0 + 1e-5 * _rng.normal(size=(16, 1))).astype(np.float32).astype(np.float64),
+    (1.0 + 3.5e-3 * _rng.normal(size=(16, 1))).astype(np.float32).astype(np.float64),
     {
         "channel_axis": -1,
         "eps": 1e-6,
@@ -117,17 +121,23 @@ def _scale_on_last_axis(case: Case, dtype: str, which: str):
     return xhat if scale is None else xhat * np.ravel(scale)
 
 
-def _subnormal_projection(case: Case, dtype: str):
-    """LN.D10 for ops.normalize in the input dtype: rsqrt(v)/v = 1/norm^3 among the subnormals keeps
-    only smallest_subnormal * norm^3 of its relative precision (1 or more: no digit left)."""
+def _subnormal_projection(case: Case, dtype: str, which: str):
+    """LN.D10 for ops.normalize in the input dtype: rsqrt(v)/v = 1/norm^3 rounded among the subnormals
+    keeps a few bits - the projection x (x·g) / norm^3 is off by up to |x (x·g)| * spacing / 2 there;
+    below the smallest subnormal it is lost whole (the `either` model), above the normals it is exact."""
+    if which != "x":
+        return None
+    info = finfo(dtype)
     axes = tuple(a % case.x.ndim for a in param(case, "axes"))
-    norm = lp_norm(case.x, param(case, "p"), axes)
-    return SAFETY * float(finfo(dtype).smallest_subnormal) * norm**3
+    cube = 1.0 / lp_norm(case.x, 2.0, axes) ** 3
+    partial = (cube >= float(info.smallest_subnormal)) & (cube < float(info.tiny))
+    projection = np.abs(case.x * np.sum(case.x * case.cotangent, axis=axes, keepdims=True))
+    return np.where(partial, SAFETY * projection * float(info.smallest_subnormal) / 2, 0.0)
 
 
 _ONE_PASS_FLOAT32 = Simulated(one_pass_in("float32", clip=False))
-# LN.D10 for ops.normalize: the norm's derivative lost, or kept with the bits a subnormal leaves it
-_LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(rel=_subnormal_projection)))
+# LN.D10 for ops.normalize: the norm's derivative lost, wholly or to the bits a subnormal leaves it
+_LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=_subnormal_projection)))
 
 
 KNOWN: list[Divergence] = [
@@ -294,6 +304,13 @@ KNOWN: list[Divergence] = [
             lambda example=example: example,
             "gradient",
             model=_LP_HELD,
+            indistinguishable={
+                "scaled_gradient": "in float16, 1/norm^3 among the subnormals keeps a few bits: the "
+                "projection term is off by up to half a subnormal spacing times |x (x.g)| - 40 % of dx "
+                "on the example (norm 173), more than the 10 % perturbation"
+            }
+            if name == "keras[jax]"
+            else {},
         )
         for name, example in (
             (

@@ -7,16 +7,19 @@ import numpy as np
 
 from normconf.conformance.checks import statistic_view, uses_batch_stats
 from normconf.conformance.divergences import (
+    RSQRT_HELD,
     Computes,
     Divergence,
     Envelope,
+    OneOf,
     Raises,
+    Reference,
     Simulated,
     affine_in_dtype,
     batch_stats,
+    eps_in,
     eps_underflows,
     groups_where,
-    groups_where_var_below,
     half,
     half_rsqrt_jvp_groups,
     half_rsqrt_jvp_overflows,
@@ -126,7 +129,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(groups_where_var_below(lambda dtype: 2.0**-24), allowed="any"),
+        model=Reference(eps_in(), kind="special"),
     ),
     Divergence(
         "mlx.nn",
@@ -143,7 +146,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(groups_where(_half_sum_groups), allowed="any"),
+        model=Envelope(groups_where(_half_sum_groups)),
     ),
     *(
         Divergence(
@@ -218,7 +221,12 @@ KNOWN: list[Divergence] = [
                 Case(norm, x, {"eps": 1e-12, **extra}, "large"),
                 dtype,
             ),
-            model=Envelope(_float32_range_affected, allowed="any", kind="precision"),
+            model=OneOf(
+                (
+                    Envelope(_float32_range_affected, allowed="non_finite_or_zero", kind="precision"),
+                    RSQRT_HELD,
+                )
+            ),
         )
         for norm, x, extra, dtype in (
             ("layer_norm", _HUGE.reshape(1, 2), {"axes": (-1,)}, "float64"),
@@ -249,7 +257,7 @@ KNOWN: list[Divergence] = [
             "float16",
         ),
         "gradient",
-        model=Envelope(groups_where(half_rsqrt_jvp_groups), allowed="any"),
+        model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
         "mlx.nn",

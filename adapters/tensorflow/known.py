@@ -15,19 +15,23 @@ from normconf.conformance.divergences import (
     Divergence,
     Envelope,
     Raises,
+    Reference,
+    Simulated,
     batch_stats,
+    eps_in,
     eps_underflows,
-    groups_where,
-    groups_where_var_below,
     half_square_windows,
     half_squares_overflow,
     huge,
+    lp_in_dtype,
     lrn_base_power,
     max_abs,
     norm_square_overflows,
+    offset_along,
     param,
-    rows_where_norm_square_overflows,
+    rounded,
     rsqrt_jvp_underflows,
+    scale_along,
     statistic_held,
 )
 from normconf.conformance.strategies import Case
@@ -50,11 +54,19 @@ def _lrn_log_amplification(case: Case) -> bool:
 
 
 # The models: what TF computes where each divergence holds (conformance/models.py).
-def _folded_overflow_groups(view, axes, case: Case, dtype: str):
-    """BN.D18: the groups where x*rsqrt(var + eps), or rsqrt's derivative, leaves float16's range."""
-    floor = view.var(axis=axes, keepdims=True) + param(case, "eps")
-    peak = np.max(np.abs(view), axis=axes, keepdims=True)
-    return (peak / np.sqrt(floor) > huge(dtype)) | (floor**-1.5 / 2 > huge(dtype))
+def _folded_in_half(case: Case, dtype: str, which: str):
+    """BN.D18: tf.nn.batch_normalization in the input dtype on float32 moments rounded to it:
+    inv = rsqrt(var + eps) * scale, y = x * inv + (offset - mean * inv), each step rounded."""
+    if which != "y" or not case.x.size:
+        return None
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    mean = rounded(back(view.mean(axis=axes, keepdims=True)), dtype)
+    var = rounded(back(view.var(axis=axes, keepdims=True)), dtype)
+    inv = rounded(1.0 / np.sqrt(rounded(var + rounded(param(case, "eps"), dtype), dtype)), dtype)
+    if case.params.get("scale") is not None:
+        inv = rounded(inv * rounded(scale_along(case), dtype), dtype)
+    shift = rounded(rounded(offset_along(case), dtype) - rounded(mean * inv, dtype), dtype)
+    return rounded(rounded(case.x * inv, dtype) + shift, dtype)
 
 
 def _log_amplified(case: Case, dtype: str) -> float:
@@ -86,7 +98,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(groups_where_var_below(lambda dtype: 2.0**-24), allowed="any"),
+        model=Reference(eps_in(), kind="special"),
     ),
     Divergence(
         "tf.nn",
@@ -101,7 +113,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(groups_where(_folded_overflow_groups), allowed="any", kind="precision"),
+        model=Simulated(_folded_in_half),
     ),
     # TF picks its oneDNN half-precision kernels by the CPU's own features, not by ONEDNN_MAX_CPU_ISA: with
     # oneDNN capped below the ISA those kernels need, FusedBatchNormV3 raises "could not create a primitive
@@ -162,7 +174,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(rows_where_norm_square_overflows, allowed="non_finite_or_zero", kind="precision"),
+        model=Simulated(lp_in_dtype),
     ),
     Divergence(
         "tf.nn",

@@ -1,0 +1,224 @@
+"""Meta-test: a known divergence masks nothing. Each installed adapter with known divergences has its
+answers perturbed the way a real bug would - the output scaled by 1 + 1e-2, the running variance off
+by 5 %, eval run with eps x 10, the input gradient scaled by 1.1 - on each entry's own minimal example
+and on a few drawn cases where the entry holds; wherever the perturbation moves a finite answer by more
+than its budget and the perturbed answer fails its comparison, no entry's model may agree with it: it
+is a finding, never an expected divergence. An entry may declare a perturbation indistinguishable
+(`Divergence.indistinguishable`, with the measured reason) where its own arithmetic is less certain
+than the perturbation (float16 subnormals).
+
+(The settle logic before the models accepted any failure inside an entry's territory, so every
+perturbation here was an expected divergence then.)"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from normconf import adapters
+from normconf.adapters.base import Outcome
+from normconf.reference import Grads, RunningStats
+
+from .. import checks, divergences, strategies
+from ..divergences import KNOWN
+from ..harness import reference_or_reject
+from ..models import Observation
+
+DRAWN = 3  # drawn cases per entry and adapter, beyond its own example
+
+
+def scaled_output(outcome, case, dtype, adapter):
+    return replace(outcome, y=outcome.y * (1 + 1e-2))
+
+
+def shifted_running_variance(outcome, case, dtype, adapter):
+    if outcome.state is None:
+        return None
+    state = outcome.state
+    return replace(outcome, state=RunningStats(state.mean, state.var * 1.05, state.num_batches_tracked))
+
+
+def eval_eps_ten_times(outcome, case, dtype, adapter):
+    if case.params.get("state") is None or case.params.get("training", True):
+        return None
+    eps = divergences.param(case, "eps")
+    return adapter.run(case.norm, case.x, {**case.params, "eps": 10 * eps}, dtype=dtype, cotangent=None)
+
+
+def scaled_gradient(outcome, case, dtype, adapter):
+    if outcome.grads is None:
+        return None
+    g = outcome.grads
+    scale = lambda a: None if a is None else a * 1.1  # noqa: E731
+    return replace(outcome, grads=Grads(scale(g.x), scale(g.scale), scale(g.offset)))
+
+
+PERTURBATIONS = {
+    "forward": (scaled_output, eval_eps_ten_times),
+    "state": (shifted_running_variance,),
+    "gradient": (scaled_gradient,),
+}
+
+
+def _observations(name, norm, case, dtype, outcome: Outcome, gradient: bool, every: bool = False):
+    """The answers as the properties compare them: (failed verdicts, observations of the failed ones,
+    or of every comparison with `every`)."""
+    declaration = adapters.get(name).declarations[norm]
+    acc = declaration.accumulation.get(dtype, dtype)
+    verdicts = []
+    if gradient:
+        want = reference_or_reject(case, vjp_of=case.cotangent).x
+        bound = checks.gradient_budget(
+            norm, case.x, case.params, case.cotangent, {"x": want}, acc_dtype=acc, out_dtype=dtype
+        )["x"]
+        verdicts.append(
+            checks.check("", name, norm, dtype, "dx", outcome.grads.x, want, (bound, "NUM.N8"), {})
+        )
+    else:
+        expected = reference_or_reject(case)
+        want = getattr(expected, "y", expected)
+        bound = checks.budget(norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
+        verdicts.append(checks.check("", name, norm, dtype, "y", outcome.y, want, bound, {}))
+        if outcome.state is not None and getattr(expected, "state", None) is not None:
+            n = checks.reduction_length(norm, case.x, case.params)
+            scales = checks.state_error_scales(norm, case.x, case.params, acc)
+            for what in ("mean", "var"):
+                ref = getattr(expected.state, what)
+                state_bound = checks.T.running_stat_budget(
+                    acc_dtype=acc,
+                    out_dtype=dtype,
+                    n=n,
+                    batch_error_scale=scales[what],
+                    y_ref=ref,
+                    previous=getattr(case.params["state"], what),
+                )
+                verdicts.append(
+                    checks.check(
+                        "",
+                        name,
+                        norm,
+                        dtype,
+                        f"state.{what}",
+                        getattr(outcome.state, what),
+                        ref,
+                        (state_bound, "NUM.N5"),
+                        {},
+                    )
+                )
+    failed = [v for v in verdicts if not v.passed]
+    shown = verdicts if every else failed
+    return failed, tuple(Observation(case, _quantity(v.what), v.actual, v.bound) for v in shown)
+
+
+def _quantity(what: str) -> str:
+    return {"dx": "x", "state.mean": "mean", "state.var": "var"}.get(what, "y")
+
+
+def _detectable(name, norm, case, dtype, outcome, perturbed, gradient) -> bool:
+    """Whether the perturbation moved some finite answer by more than its comparison's budget (a
+    perturbation of NaNs, or below the budget, is no bug anyone could see)."""
+    _, before = _observations(name, norm, case, dtype, outcome, gradient, every=True)
+    _, after = _observations(name, norm, case, dtype, perturbed, gradient, every=True)
+    for a, b in zip(before, after, strict=True):
+        x, y = np.asarray(a.actual, dtype=np.float64), np.asarray(b.actual, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            moved = np.isfinite(x) & np.isfinite(y) & (np.abs(y - x) > np.asarray(a.bound))
+        if np.any(moved):
+            return True
+    return False
+
+
+def _masked(name, norm, case, dtype, outcome, perturbed, gradient) -> list[str]:
+    """The entries whose models accept the perturbed answer where it fails its comparison."""
+    if not _detectable(name, norm, case, dtype, outcome, perturbed, gradient):
+        return []
+    failed, observations = _observations(name, norm, case, dtype, perturbed, gradient)
+    if not failed:
+        return []
+    return [
+        f"[{entry.clause}] {entry.reason}"
+        for entry in divergences.candidates(name, norm, case, dtype, gradient=gradient)
+        if entry.judge(observations, dtype).agrees
+    ]
+
+
+def _targets():
+    for entry in KNOWN:
+        for name in adapters.names():
+            if not entry.names(name) or not entry.holds_here():
+                continue
+            adapter = adapters.get(name)
+            if adapter.available()[0] and entry.norm in adapter.declarations:
+                yield pytest.param(entry, name, id=f"{entry.clause}-{name}-{entry.norm}-{entry.shows_in}")
+
+
+TARGETS = list(_targets())
+
+
+def _outcome(adapter, case, dtype, gradient):
+    try:
+        return adapter.run(
+            case.norm, case.x, case.params, dtype=dtype, cotangent=case.cotangent if gradient else None
+        )
+    except Exception:  # an entry that raises has no answer to perturb
+        return None
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.parametrize("entry, name", TARGETS)
+def test_a_perturbed_answer_on_the_entrys_example_is_a_finding(entry, name):
+    case, dtype = entry.example()
+    gradient = entry.shows_in == "gradient"
+    if gradient and case.cotangent is None:
+        case = strategies.Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
+    adapter = adapters.get(name)
+    outcome = _outcome(adapter, case, dtype, gradient)
+    if outcome is None:
+        pytest.skip("the framework raises on the example: no answer to perturb")
+    for perturb in PERTURBATIONS[entry.shows_in]:
+        perturbed = perturb(outcome, case, dtype, adapter)
+        if perturbed is None or perturb.__name__ in entry.indistinguishable:
+            continue
+        masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
+        assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.parametrize("entry, name", TARGETS)
+def test_a_perturbed_answer_on_drawn_cases_is_a_finding(entry, name):
+    """A few cases drawn for the entry's cell (its adapter, norm and example's dtype) where it holds."""
+    _, dtype = entry.example()
+    adapter = adapters.get(name)
+    declaration = adapter.declarations[entry.norm]
+    if dtype not in declaration.dtypes:
+        pytest.skip(f"{name} has no {dtype} {entry.norm}")
+    gradient = entry.shows_in == "gradient"
+    checked = []
+
+    @settings(max_examples=DRAWN * 4, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def draws(data):
+        if len(checked) >= DRAWN:
+            return
+        case = data.draw(strategies.case(entry.norm, declaration, dtype), label="case")
+        if gradient:
+            g = np.random.default_rng(0).normal(size=case.x.shape)
+            case = strategies.Case(case.norm, case.x, case.params, case.kind, cotangent=g)
+        if not entry.applies(case, dtype):
+            return
+        outcome = _outcome(adapter, case, dtype, gradient)
+        if outcome is None:
+            return
+        checked.append(case)
+        for perturb in PERTURBATIONS[entry.shows_in]:
+            perturbed = perturb(outcome, case, dtype, adapter)
+            if perturbed is None or perturb.__name__ in entry.indistinguishable:
+                continue
+            masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
+            assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
+
+    draws()
