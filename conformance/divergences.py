@@ -655,3 +655,38 @@ def lp_in_dtype(case: Case, dtype: str, which: str):
             divisor = np.maximum(norm, eps)
         y = case.x / divisor
         return np.where(divisor == 0, 0.0, y) if placement == "none_or_zero" else y
+
+
+def one_pass_forward_loss(acc: str | None = None, float64_too: bool = False) -> Callable:
+    """Bounded's absolute(case, dtype, which) for y: the one-pass variance's relative error,
+    SAFETY * u(acc) * E[x²] / (var + eps), halved through the square root, times |scale * x̂|."""
+
+    def absolute(case: Case, dtype: str, which: str):
+        if which != "y" or not batch_stats(case) or not case.x.size:
+            return None
+        within = "float64" if dtype == "float64" and not float64_too else acc or dtype
+        view, axes, back = statistic_view(case.norm, case.x, case.params)
+        eps = param(case, "eps")
+        with np.errstate(all="ignore"):
+            var = view.var(axis=axes, keepdims=True)
+            loss = (
+                SAFETY
+                * float(finfo(within).eps)
+                * np.mean(view * view, axis=axes, keepdims=True)
+                / (var + eps)
+            )
+            xhat = (view - view.mean(axis=axes, keepdims=True)) / np.sqrt(var + eps)
+            return np.asarray(back(loss * np.abs(xhat)), dtype=np.float64) * np.abs(scale_along(case)) / 2
+
+    return absolute
+
+
+def one_pass_model(acc: str | None = None, clip: bool = True, float64_too: bool = False) -> Model:
+    """BN.D4 / BN.D8 / LN.D4 / GN.D4 / GN.D7 / SBN.D2: var = E[x²] - E[x]² in `acc` - simulated, or
+    within the error such a variance can have whatever the summation order (its size, bounded)."""
+    return OneOf(
+        (
+            Simulated(one_pass_in(acc, clip, float64_too)),
+            Bounded(absolute=one_pass_forward_loss(acc, float64_too)),
+        )
+    )

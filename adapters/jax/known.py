@@ -34,7 +34,7 @@ from normconf.conformance.divergences import (
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
     one_pass_gradient_loss,
-    one_pass_in,
+    one_pass_model,
     param,
     reference_value,
     rsqrt_jvp_underflows,
@@ -130,7 +130,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=Simulated(one_pass_in("float32", clip=True)),
+        model=one_pass_model("float32", clip=True),
     ),
     Divergence(
         "haiku",
@@ -167,7 +167,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=Simulated(one_pass_in(clip=False)),
+        model=one_pass_model(clip=False),
     ),
     Divergence(
         "haiku",
@@ -184,7 +184,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=OneOf((Simulated(one_pass_in(clip=False)), Envelope(groups_where(_near_zero_one_pass_groups)))),
+        model=OneOf((one_pass_model(clip=False), Envelope(groups_where(_near_zero_one_pass_groups)))),
     ),
     Divergence(
         "equinox",
@@ -271,7 +271,7 @@ KNOWN: list[Divergence] = [
                 Case(norm, OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
                 "float32",
             ),
-            model=Simulated(one_pass_in("float32", clip=True)),
+            model=one_pass_model("float32", clip=True),
         )
         for norm, shape, extra in (
             ("layer_norm", (1, 6), {"axes": (-1,)}),

@@ -27,7 +27,7 @@ from normconf.conformance.divergences import (
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
     one_pass_gradient_loss,
-    one_pass_in,
+    one_pass_model,
     param,
     reference_value,
     rows_of_zero_norm,
@@ -135,7 +135,7 @@ def _subnormal_projection(case: Case, dtype: str, which: str):
     return np.where(partial, SAFETY * projection * float(info.smallest_subnormal) / 2, 0.0)
 
 
-_ONE_PASS_FLOAT32 = Simulated(one_pass_in("float32", clip=False))
+_ONE_PASS_FLOAT32 = one_pass_model("float32", clip=False)
 # LN.D10 for ops.normalize: the norm's derivative lost, wholly or to the bits a subnormal leaves it
 _LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=_subnormal_projection)))
 
@@ -172,7 +172,7 @@ KNOWN: list[Divergence] = [
             Case("layer_norm", _ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"),
             "float32",
         ),
-        model=Simulated(one_pass_in("float32", clip=False, float64_too=True)),
+        model=one_pass_model("float32", clip=False, float64_too=True),
     ),
     *(
         Divergence(
@@ -488,7 +488,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=Simulated(one_pass_in("float32", clip=True)),
+        model=one_pass_model("float32", clip=True),
     ),
     Divergence(
         "keras[tensorflow]",

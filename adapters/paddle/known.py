@@ -18,7 +18,7 @@ from normconf.conformance.divergences import (
     lrn_power_derivative_underflows,
     min_norm,
     one_pass_exceeds_budget,
-    one_pass_in,
+    one_pass_model,
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
@@ -151,7 +151,7 @@ KNOWN: list[Divergence] = [
             Case("group_norm", OFFSET_ROWS.copy(), {"groups": 1, "eps": 2.0**-20}, "offset"),
             "float32",
         ),
-        model=Simulated(one_pass_in(clip=True)),
+        model=one_pass_model(clip=True),
     ),
     Divergence(
         "paddle.*",
