@@ -129,6 +129,12 @@ class Model:
     def judge_one(self, observation: Observation, dtype: str) -> Judged:
         raise NotImplementedError
 
+    def width(self, observation: Observation, dtype: str):
+        """How far beyond the budget, elementwise, this model lets an answer stray from its prediction:
+        its own uncertainty (0 for an exact model; inf where no digit is left). A bug smaller than
+        this is indistinguishable from the divergence."""
+        return 0.0
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -214,6 +220,16 @@ class Simulated(Computes):
         size = float(np.max(gap[np.isfinite(gap)], initial=0.0))
         return _against(observation, model, np.asarray(observation.bound) + self.slack * size, dtype)
 
+    def width(self, observation, dtype):
+        case, which = observation.case, observation.quantity
+        with np.errstate(all="ignore"):
+            gap = np.abs(
+                np.asarray(self.model_value(case, dtype, which), dtype=np.float64)
+                - np.asarray(reference_value(case, which), dtype=np.float64)
+            )
+        size = float(np.max(gap[np.isfinite(gap)], initial=0.0))
+        return self.slack * size + np.where(np.isfinite(gap), 0.0, np.inf)
+
 
 @dataclass(frozen=True)
 class Envelope(Model):
@@ -257,15 +273,25 @@ class Bounded(Model):
     # or an absolute elementwise bound, absolute(case, dtype, quantity) (None: that quantity exact)
     absolute: Callable | None = field(default=None, kw_only=True)
 
-    def judge_one(self, observation, dtype):
-        if observation.quantity == "raised":
-            return Judged(False, math.inf, "raised where the model gives an answer")
-        reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+    def _rel(self, observation, dtype, reference):
         rel = self.rel(observation.case, dtype) if callable(self.rel) else self.rel
         if self.absolute is not None:
             extra = self.absolute(observation.case, dtype, observation.quantity)
             with np.errstate(all="ignore"):
                 rel = rel + (0.0 if extra is None else np.asarray(extra) / np.abs(reference))
+        return rel
+
+    def width(self, observation, dtype):
+        reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+        rel = np.asarray(self._rel(observation, dtype, reference), dtype=np.float64)
+        with np.errstate(all="ignore"):
+            return np.where(rel >= 1, np.inf, np.nan_to_num(rel * np.abs(reference), nan=np.inf))
+
+    def judge_one(self, observation, dtype):
+        if observation.quantity == "raised":
+            return Judged(False, math.inf, "raised where the model gives an answer")
+        reference = np.asarray(reference_value(observation.case, observation.quantity), dtype=np.float64)
+        rel = self._rel(observation, dtype, reference)
         if observation.actual is None or np.shape(observation.actual) != reference.shape:
             return _against(observation, reference, observation.bound, dtype)
         with np.errstate(all="ignore"):
@@ -295,6 +321,10 @@ class OneOf(Model):
         judged = [model.judge(observations, dtype) for model in self.models]
         agreeing = [j for j in judged if j.agrees]
         return agreeing[0] if agreeing else min(judged, key=lambda j: j.miss)
+
+    def width(self, observation, dtype):
+        widths = [np.asarray(model.width(observation, dtype), dtype=np.float64) for model in self.models]
+        return np.maximum.reduce(np.broadcast_arrays(*widths)) if len(widths) > 1 else widths[0]
 
     def describe(self) -> str:
         return " or ".join(model.describe() for model in self.models)

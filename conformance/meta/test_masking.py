@@ -16,8 +16,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
 from normconf import adapters
 from normconf.adapters.base import Outcome
@@ -119,14 +120,19 @@ def _quantity(what: str) -> str:
 
 
 def _detectable(name, norm, case, dtype, outcome, perturbed, gradient) -> bool:
-    """Whether the perturbation moved some finite answer by more than its comparison's budget (a
-    perturbation of NaNs, or below the budget, is no bug anyone could see)."""
+    """Whether the perturbation moved some finite answer by more than its comparison's budget plus the
+    widest uncertainty a candidate divergence's model declares there (a perturbation of NaNs, or one
+    the divergence's own arithmetic could produce, is no bug anyone could tell apart)."""
     _, before = _observations(name, norm, case, dtype, outcome, gradient, every=True)
     _, after = _observations(name, norm, case, dtype, perturbed, gradient, every=True)
+    entries = divergences.candidates(name, norm, case, dtype, gradient=gradient)
     for a, b in zip(before, after, strict=True):
         x, y = np.asarray(a.actual, dtype=np.float64), np.asarray(b.actual, dtype=np.float64)
+        width = np.zeros(np.shape(x))
+        for entry in entries:
+            width = np.maximum(width, np.asarray(entry.model.width(a, dtype), dtype=np.float64))
         with np.errstate(all="ignore"):
-            moved = np.isfinite(x) & np.isfinite(y) & (np.abs(y - x) > np.asarray(a.bound))
+            moved = np.isfinite(x) & np.isfinite(y) & (np.abs(y - x) > np.asarray(a.bound) + width)
         if np.any(moved):
             return True
     return False
@@ -197,23 +203,17 @@ def test_a_perturbed_answer_on_drawn_cases_is_a_finding(entry, name):
     if dtype not in declaration.dtypes:
         pytest.skip(f"{name} has no {dtype} {entry.norm}")
     gradient = entry.shows_in == "gradient"
-    checked = []
 
-    @settings(max_examples=DRAWN * 4, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=DRAWN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def draws(data):
-        if len(checked) >= DRAWN:
-            return
         case = data.draw(strategies.case(entry.norm, declaration, dtype), label="case")
         if gradient:
             g = np.random.default_rng(0).normal(size=case.x.shape)
             case = strategies.Case(case.norm, case.x, case.params, case.kind, cotangent=g)
-        if not entry.applies(case, dtype):
-            return
+        assume(entry.applies(case, dtype))
         outcome = _outcome(adapter, case, dtype, gradient)
-        if outcome is None:
-            return
-        checked.append(case)
+        assume(outcome is not None)
         for perturb in PERTURBATIONS[entry.shows_in]:
             perturbed = perturb(outcome, case, dtype, adapter)
             if perturbed is None or perturb.__name__ in entry.indistinguishable:
@@ -221,4 +221,7 @@ def test_a_perturbed_answer_on_drawn_cases_is_a_finding(entry, name):
             masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
             assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
 
-    draws()
+    try:
+        draws()
+    except Unsatisfiable:
+        pytest.skip(f"no drawn {dtype} case falls where {entry.clause} holds")
