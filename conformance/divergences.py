@@ -690,3 +690,28 @@ def one_pass_model(acc: str | None = None, clip: bool = True, float64_too: bool 
             Bounded(absolute=one_pass_forward_loss(acc, float64_too)),
         )
     )
+
+
+def one_pass_gradient_absolute(acc: str | None = None) -> Callable:
+    """Bounded's absolute(case, dtype, which) for dx: a one-pass variance's relative error δ (as
+    `one_pass_gradient_loss`) moves each term of dx = (g - mean(g) - x̂ mean(g x̂)) / σ by δ: the bound is
+    δ (|g| + mean|g| + |x̂| mean|g x̂|) / σ, scale included - the terms, not their cancelled sum."""
+
+    def absolute(case: Case, dtype: str, which: str):
+        if which != "x" or not batch_stats(case) or not case.x.size:
+            return None
+        loss = one_pass_gradient_loss(acc)(case, dtype)
+        view, axes, back = statistic_view(case.norm, case.x, case.params)
+        g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
+        gview = statistic_view(case.norm, np.abs(g), case.params)[0]
+        with np.errstate(all="ignore"):
+            sigma = np.sqrt(view.var(axis=axes, keepdims=True) + param(case, "eps"))
+            xhat = np.abs(view - view.mean(axis=axes, keepdims=True)) / sigma
+            terms = (
+                gview
+                + gview.mean(axis=axes, keepdims=True)
+                + xhat * (gview * xhat).mean(axis=axes, keepdims=True)
+            )
+            return loss * np.asarray(back(terms / sigma), dtype=np.float64)
+
+    return absolute

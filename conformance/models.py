@@ -122,9 +122,17 @@ class Model:
 
     def judge(self, observations, dtype: str) -> Judged:
         """Agreement of every observation: the first that does not agree, else the closest call."""
-        judged = [self.judge_one(observation, dtype) for observation in observations]
+        judged = [self._judged(observation, dtype) for observation in observations]
         missed = [j for j in judged if not j.agrees]
         return missed[0] if missed else max(judged, key=lambda j: j.miss, default=Judged(True, 0.0))
+
+    def _judged(self, observation: Observation, dtype: str) -> Judged:
+        """judge_one, where a model undefined on the case (its reference refuses the changed
+        parameters, shapes that do not broadcast) agrees with nothing."""
+        try:
+            return self.judge_one(observation, dtype)
+        except (R.ClauseError, ValueError, TypeError) as exc:
+            return Judged(False, math.inf, f"the model is not defined here: {exc}")
 
     def judge_one(self, observation: Observation, dtype: str) -> Judged:
         raise NotImplementedError
@@ -250,7 +258,13 @@ class Envelope(Model):
         if actual.shape != reference.shape:
             return Judged(False, math.inf, f"{which} has shape {actual.shape}, not {reference.shape}")
         with np.errstate(all="ignore"):
-            mask = np.broadcast_to(np.asarray(self.affected(case, dtype, which), dtype=bool), actual.shape)
+            mask = np.asarray(self.affected(case, dtype, which), dtype=bool)
+        if which in ("mean", "var") and mask.shape == np.shape(
+            case.x
+        ):  # a channel's state: any of its groups
+            axis = case.params.get("channel_axis", 1) % case.x.ndim
+            mask = np.any(mask, axis=tuple(i for i in range(case.x.ndim) if i != axis))
+        mask = np.broadcast_to(mask, actual.shape)
         broken = {
             "non_finite": ~np.isfinite(actual),
             "non_finite_or_zero": ~np.isfinite(actual) | (actual == 0),

@@ -1040,7 +1040,7 @@ class Haiku(JaxBase):
     def _synchronized(self, plan, affine):
         sizes = plan.replica_sizes
         shard = (sizes[0],) + plan.x.shape[1:]
-        f, module_name, shapes, hk_state = self._setup(plan, shard, np.float32)
+        f, module_name, shapes, hk_state = self._setup(plan, shard, host(0, plan.dtype).dtype)
         call_args = plan.options["call"]
 
         def fn(xr, aff, hk_state, mask):
@@ -1053,7 +1053,8 @@ class Haiku(JaxBase):
 
     def _sync_repro_body(self, plan):
         sizes = plan.replica_sizes
-        _, module_name, shapes, hk_state = self._setup(plan, (sizes[0],) + plan.x.shape[1:], np.float32)
+        shard = (sizes[0],) + plan.x.shape[1:]
+        _, module_name, shapes, hk_state = self._setup(plan, shard, host(0, plan.dtype).dtype)
         return [
             f"f = hk.transform_with_state(lambda x, *args: hk.{self._constructor(plan)}(x, *args))",
             f"extra = {tree_literal(hk_state)}",

@@ -32,8 +32,8 @@ from normconf.conformance.divergences import (
     half_squares_overflow,
     huge,
     one_pass_exceeds_budget,
+    one_pass_gradient_absolute,
     one_pass_gradient_amplified,
-    one_pass_gradient_loss,
     one_pass_model,
     param,
     reference_value,
@@ -150,7 +150,7 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
-        model=Bounded(rel=one_pass_gradient_loss()),
+        model=Bounded(absolute=one_pass_gradient_absolute()),
     ),
     Divergence(
         "haiku",
@@ -297,7 +297,7 @@ KNOWN: list[Divergence] = [
                 "float32",
             ),
             "gradient",
-            model=Bounded(rel=one_pass_gradient_loss("float32")),
+            model=Bounded(absolute=one_pass_gradient_absolute("float32")),
         )
         for norm, x, extra in (
             ("layer_norm", _NEAR_ONE, {"axes": (-1,)}),

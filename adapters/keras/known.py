@@ -25,8 +25,8 @@ from normconf.conformance.divergences import (
     norm_of,
     norm_square_overflows,
     one_pass_exceeds_budget,
+    one_pass_gradient_absolute,
     one_pass_gradient_amplified,
-    one_pass_gradient_loss,
     one_pass_model,
     param,
     reference_value,
@@ -501,6 +501,6 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
-        model=Bounded(rel=one_pass_gradient_loss("float32")),
+        model=Bounded(absolute=one_pass_gradient_absolute("float32")),
     ),
 ]

@@ -130,7 +130,10 @@ def _detectable(name, norm, case, dtype, outcome, perturbed, gradient) -> bool:
         x, y = np.asarray(a.actual, dtype=np.float64), np.asarray(b.actual, dtype=np.float64)
         width = np.zeros(np.shape(x))
         for entry in entries:
-            width = np.maximum(width, np.asarray(entry.model.width(a, dtype), dtype=np.float64))
+            try:
+                width = np.maximum(width, np.asarray(entry.model.width(a, dtype), dtype=np.float64))
+            except (ValueError, TypeError):  # the model is not defined on this case: it explains nothing
+                continue
         with np.errstate(all="ignore"):
             moved = np.isfinite(x) & np.isfinite(y) & (np.abs(y - x) > np.asarray(a.bound) + width)
         if np.any(moved):
