@@ -157,6 +157,7 @@ class Implementation:
                     f"conventions: {key!r} is not a canonical parameter of {self.norm} "
                     f"(one of {', '.join(allowed)})"
                 )
+        _check_convention_values(self.norm, self.conventions)
         if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
             raise ValueError(
                 f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)"
@@ -181,6 +182,21 @@ class Implementation:
 
     def converter(self) -> Arrays:
         return self.arrays if isinstance(self.arrays, Arrays) else ARRAYS[self.arrays]()
+
+
+def _check_convention_values(norm: str, conventions: dict) -> None:
+    """Each declared value must be one the spec defines: the reference runs a typical call with it, and
+    a value it refuses (an unknown eps placement, a negative eps) is refused here, with the reference's
+    own message naming the parameter, its clause and the valid values - before any example is drawn."""
+    record = R.NORMS[norm]
+    x = np.random.default_rng(0).normal(size=(4, 6, 3, 5))
+    for key, value in conventions.items():
+        try:
+            record.forward(x, **record.typical_params(x, {key: value}))
+        except R.ClauseError as exc:
+            raise ValueError(f"conventions: {key}={value!r} is not a value the spec defines: {exc}") from None
+        except (ValueError, TypeError):  # the value is fine; the typical call's other parameters clash
+            continue
 
 
 def implementation(

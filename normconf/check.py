@@ -6,8 +6,12 @@
 
 The conformance suite runs on the plug-in alone (in a worker process, so a crash is a verdict too);
 the verdict lists each norm x property x dtype with its worst error against the budget, then the most telling
-finding in full: the clause it breaks, what would explain it, and a repro script. Exit status 0 only
-when the implementation conforms: no finding, no error, and at least one property passed.
+finding in full: the clause it breaks, what would explain it, and a repro script.
+
+Exit status: 0 CONFORMS (no finding, no error, and every declared norm judged by at least one property
+on at least one example); 1 DOES NOT CONFORM; 2 the implementation could not be loaded (a bad
+declaration names the parameter and the valid values); 3 NOT CHECKED - some norm had every property
+unsupported, skipped or only recorded, so nothing about it was judged.
 """
 
 from __future__ import annotations
@@ -17,6 +21,33 @@ import tempfile
 from pathlib import Path
 
 FAILING = ("finding", "error", "crashed", "timed out")
+# properties that record what an implementation does with invalid input without judging it (README)
+RECORDED_ONLY = ("constraint_violations_are_recorded",)
+NOT_CHECKED = 3
+
+
+def judged(records: list[dict]) -> dict[str, int]:
+    """Examples judged per property (record-only properties and unsupported cells judge none)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["property"] in RECORDED_ONLY:
+            continue
+        counts[r["property"]] = counts.get(r["property"], 0) + (
+            r.get("examples", 0) if r["verdict"] not in ("unsupported", "skipped") else 0
+        )
+    return counts
+
+
+def unjudged_norms(records: list[dict], declared) -> list[str]:
+    """The declared norms no property passed or failed on any example."""
+    judged_norms = {
+        r["norm"]
+        for r in records
+        if r["property"] not in RECORDED_ONLY
+        and r["verdict"] not in ("unsupported", "skipped")
+        and r.get("examples", 0) > 0
+    }
+    return [norm for norm in declared if norm not in judged_norms]
 
 
 def main(args) -> int:
@@ -48,7 +79,7 @@ def main(args) -> int:
         log = out / "worker-1.log"
         print(log.read_text(encoding="utf-8")[-3000:] if log.exists() else "no results", file=sys.stderr)
         print(f"verdict: NOT CHECKED (the suite ended with exit status {code} before any result)")
-        return 2
+        return NOT_CHECKED
     print(verdict_table(records))
     failing = [r for r in records if r["verdict"] in FAILING]
     # shown in full: one the diagnosis explains, else the one furthest over its budget
@@ -64,7 +95,9 @@ def main(args) -> int:
             script = out / "repro.py"
             script.write_text(record["repro"], encoding="utf-8")
             print(f"  repro (python {script}):\n    " + record["repro"].rstrip().replace("\n", "\n    "))
-    passed = sum(r["verdict"] == "pass" for r in records)
+    passed = sum(r["verdict"] == "pass" and r["property"] not in RECORDED_ONLY for r in records)
+    counts = judged(records)
+    print("examples judged: " + ", ".join(f"{prop} {n}" for prop, n in sorted(counts.items())))
     if args.report:
         from normconf.reports import html
 
@@ -76,11 +109,17 @@ def main(args) -> int:
             f"(clauses {', '.join(sorted({r.get('clause') or r['property'] for r in failing}))})"
         )
         return 1
-    if not passed or code not in (0, 5):
-        print(f"verdict: NOT CHECKED - no property could run (exit status {code}); see {out}/worker-1.log")
-        return 2
+    unjudged = unjudged_norms(records, adapter.declarations)
+    if not passed or unjudged or code not in (0, 5):
+        why = (
+            f"nothing judged {', '.join(unjudged)}: every property was unsupported, skipped or only recorded"
+            if unjudged
+            else f"no property could run (exit status {code})"
+        )
+        print(f"verdict: NOT CHECKED - {why}; see {out}/worker-1.log")
+        return NOT_CHECKED
     print(
-        f"verdict: CONFORMS - {passed} checks pass"
+        f"verdict: CONFORMS - {passed} checks pass on {sum(counts.values())} judged examples"
         + (f", {len(records) - passed} not applicable" if len(records) > passed else "")
     )
     return 0

@@ -108,3 +108,35 @@ def test_torch_compiled_layer_norm_conforms_in_float32(tmp_path):
         f"{EXAMPLES / 'torch_compile_norms.py'}:compiled_layer_norm", tmp_path, "--dtypes", "float32"
     )
     assert code == 0 and "verdict: CONFORMS" in output, output[-3000:]
+
+
+def test_an_unknown_convention_value_is_refused_at_load_naming_the_valid_ones(tmp_path):
+    """A plug-in declaring eps_placement="outside" (the valid value is "outside_sqrt") once had every
+    example rejected and was called CONFORMS; now it is refused before anything runs, exit 2."""
+    plugin = tmp_path / "bad_convention.py"
+    plugin.write_text(
+        "from normconf.adapters.plugin import implementation\n"
+        "@implementation('layer_norm', conventions={'eps_placement': 'outside'})\n"
+        "def layer_norm(x, *, axes, eps, scale=None, offset=None):\n"
+        "    return x * 0 + 42\n"
+    )
+    code, output, records = check(str(plugin), tmp_path, "--dtypes", "float64")
+    assert code == 2 and not records, output[-2000:]
+    assert "eps_placement='outside'" in output and "['inside_sqrt', 'outside_sqrt']" in output, output
+    assert "Traceback" not in output and "CONFORMS" not in output
+
+
+def test_an_implementation_that_supports_nothing_is_not_checked(tmp_path):
+    """A plug-in raising Unsupported on every call was CONFORMS ('1 checks pass, 7 not applicable' - the
+    one pass a record-only property); now nothing judged is NOT CHECKED, exit 3."""
+    plugin = tmp_path / "nothing.py"
+    plugin.write_text(
+        "from normconf.adapters import Unsupported\n"
+        "from normconf.adapters.plugin import implementation\n"
+        "@implementation('layer_norm')\n"
+        "def layer_norm(x, *, axes, eps, scale=None, offset=None):\n"
+        "    raise Unsupported('not today')\n"
+    )
+    code, output, _ = check(str(plugin), tmp_path, "--dtypes", "float64")
+    assert code == 3 and "verdict: NOT CHECKED - nothing judged layer_norm" in output, output[-3000:]
+    assert "CONFORMS" not in output.replace("NOT CHECKED", "")
