@@ -163,7 +163,16 @@ class Recorder:
             record["first_reported"] = cell.first_reported
         if cell.expected:
             entry = cell.expected[0]
-            record.update(divergence_clause=entry.clause, reason=entry.reason)
+            record.update(divergence_clause=entry.clause, reason=entry.reason, severity=entry.severity)
+        if cell.failure is not None and cell.missed:
+            record["considered"] = [
+                {
+                    "clause": entry.clause,
+                    "miss": judged.miss if judged.miss < float("inf") else 1e308,
+                    "where": judged.where,
+                }
+                for entry, judged in cell.missed
+            ]
         self._result(record)
 
     def _result(self, record: dict) -> None:

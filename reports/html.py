@@ -19,7 +19,7 @@ from normconf.adapters.base import NORMS
 from normconf.reference import NORMS as RECORDS
 
 from . import markdown, plots
-from .results import SEVERITY, SYMBOL, Run, implementations, load, matrix
+from .results import KINDS, SEVERITY, SYMBOL, Run, implementations, kinds, load, matrix
 
 TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
@@ -245,6 +245,8 @@ def build(runs: list[Run], hazards=None) -> str:
             counts=counts,
             severity=SEVERITY,
             symbol=SYMBOL,
+            marks=kinds(runs),
+            kind_letters=KINDS,
             short=SHORT,
             issues=_issues(runs, labels),
             ratio_rows=_ratio_rows(runs, labels),

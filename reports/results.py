@@ -28,6 +28,10 @@ SEVERITY = [
     "skipped",
 ]
 PROBLEMS = ("error", "crashed", "timed out", "finding")  # verdicts that fail a run
+# the kinds of expected divergence a cell may hold beside its worst verdict, with their matrix letters:
+# semantic (differs in exact arithmetic), precision (low precision or ill-conditioned inputs only), special
+# values (NaN, inf, empty or degenerate inputs); a record written before kinds were recorded is "divergence"
+KINDS = {"semantic": "S", "precision": "P", "special": "V", "divergence": "D"}
 SYMBOL = {
     "error": "E",
     "crashed": "C",
@@ -191,17 +195,46 @@ def matrix(runs: list[Run]) -> dict[tuple[str, str], str]:
     return cells
 
 
+def kinds(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """{(implementation, norm): {kind: dtypes}} of its expected divergences, kinds in KINDS order: the
+    matrix shows each beside the worst verdict, so a semantic divergence is not painted like a
+    float16 rounding."""
+    labels = implementations(runs)
+    found: dict[tuple[str, str], dict[str, set]] = {}
+    for i, run in enumerate(runs):
+        for r in run.results:
+            if r["verdict"] == "expected divergence":
+                kind = r.get("severity", "divergence")
+                found.setdefault((labels[i, r["adapter"]], r["norm"]), {}).setdefault(kind, set()).add(
+                    r["dtype"]
+                )
+    order = lambda d: DTYPE_ORDER.index(d) if d in DTYPE_ORDER else len(DTYPE_ORDER)  # noqa: E731
+    return {key: {k: sorted(by[k], key=order) for k in KINDS if k in by} for key, by in found.items()}
+
+
+DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
+
+
 def text_matrix(runs: list[Run]) -> str:
     cells = matrix(runs)
+    marks = kinds(runs)
     adapters = list(dict.fromkeys(a for a, _ in cells))
     norms = sorted({n for _, n in cells})
     width = max([len(a) for a in adapters] + [8])
     lines = [" " * width + "  " + "  ".join(n[:6].ljust(6) for n in norms)]
     for a in adapters:
         lines.append(
-            a.ljust(width) + "  " + "  ".join(SYMBOL[cells.get((a, n), "skipped")].ljust(6) for n in norms)
+            a.ljust(width)
+            + "  "
+            + "  ".join(
+                (
+                    SYMBOL[cells.get((a, n), "skipped")] + "".join(KINDS[k] for k in marks.get((a, n), {}))
+                ).ljust(6)
+                for n in norms
+            )
         )
     lines.append("  ".join(f"{s} {v}" for v, s in SYMBOL.items()))
+    lines.append("divergences beside the worst verdict: " + "  ".join(f"{s} {k}" for k, s in KINDS.items()))
     labels = implementations(runs)
     for i, run in enumerate(runs):
         if not run.complete:

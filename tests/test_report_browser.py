@@ -97,7 +97,10 @@ def test_matrix_and_a_divergence_are_visible(page):
     assert repro.is_displayed() and "from normconf import adapters" in repro.text
     item.find_element(By.CSS_SELECTOR, "button.copy").click()
     status = item.find_element(By.CSS_SELECTOR, ".copy-status")
-    assert status.text.startswith(("Copied", "Copy failed"))  # the button answers either way
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the button answers either way, once the clipboard's promise settles
+    WebDriverWait(browser, 5).until(lambda _: status.text.startswith(("Copied", "Copy failed")))
     browser.save_screenshot(str(tmp / "divergence.png"))
     assert (tmp / "divergence.png").stat().st_size
 
@@ -152,3 +155,60 @@ def test_screenshot_of_the_summary(page):
     assert browser.save_screenshot(str(path)) and path.stat().st_size
     if os.environ.get("NORMCONF_UPDATE_SCREENSHOT"):  # the README's picture, renewed on request only
         shutil.copyfile(path, SCREENSHOT)
+
+
+def test_the_matrix_tells_divergence_kinds_apart_and_fits_1440_pixels(page, tmp_path):
+    """Every adapter and norm, each cell a finding beside a semantic, a precision (with its dtypes) and a
+    special-value divergence - the widest cell there is: the matrix shows the kinds apart and needs
+    no horizontal scrolling in a 1440-px-wide window."""
+    import json
+
+    from normconf import adapters
+    from normconf.reference import NORMS
+    from normconf.reports import html
+
+    browser, _ = page
+    lines = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    session, end = lines[0], lines[-1]
+    template = next(r for r in lines if r.get("verdict") == "expected divergence")
+    records = [session]
+    for name in adapters.built_in():
+        for norm in NORMS:
+            for dtype, severity in (
+                ("float16", "precision"),
+                ("bfloat16", "precision"),
+                ("float32", "semantic"),
+                ("float64", "special"),
+            ):
+                records.append(
+                    {**template, "adapter": name, "norm": norm, "dtype": dtype, "severity": severity}
+                )
+            records.append(
+                {
+                    **template,
+                    "adapter": name,
+                    "norm": norm,
+                    "dtype": "float64",
+                    "property": "x",
+                    "verdict": "finding",
+                }
+            )
+    records.append(end)
+    wide = tmp_path / "wide.jsonl"
+    wide.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    report = html.write([wide], tmp_path / "wide.html", None)
+    browser.set_window_size(1440, 900)
+    try:
+        browser.get(report.as_uri())
+        cell = _visible(browser, "#matrix button.cell")[0]
+        assert [k.text for k in cell.find_elements("css selector", ".kind")] == ["S", "P", "V"]
+        assert "precision divergence: float16, bfloat16" in cell.get_attribute("aria-label").replace(
+            "precision divergence (float16, bfloat16)", "precision divergence: float16, bfloat16"
+        )
+        overflow = browser.execute_script(
+            "const s = document.querySelector('#matrix').closest('.scroll');"
+            "return [s.scrollWidth, s.clientWidth, document.documentElement.scrollWidth, window.innerWidth];"
+        )
+        assert overflow[0] <= overflow[1] and overflow[2] <= overflow[3], overflow
+    finally:
+        browser.set_window_size(1366, 860)
