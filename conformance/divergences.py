@@ -662,11 +662,14 @@ def one_pass_forward_loss(acc: str | None = None, float64_too: bool = False) -> 
     SAFETY * u(acc) * E[x²] / (var + eps), halved through the square root, times |scale * x̂|."""
 
     def absolute(case: Case, dtype: str, which: str):
-        if which != "y" or not batch_stats(case) or not case.x.size:
+        if which not in ("y", "var") or not batch_stats(case) or not case.x.size:
             return None
         within = "float64" if dtype == "float64" and not float64_too else acc or dtype
         view, axes, back = statistic_view(case.norm, case.x, case.params)
         eps = param(case, "eps")
+        if which == "var":  # the running variance takes momentum times the batch's: its error too
+            mean_square = np.mean(view * view, axis=axes)
+            return param(case, "momentum") * SAFETY * float(finfo(within).eps) * np.ravel(mean_square)
         with np.errstate(all="ignore"):
             var = view.var(axis=axes, keepdims=True)
             loss = (
@@ -698,9 +701,18 @@ def one_pass_gradient_absolute(acc: str | None = None) -> Callable:
     δ (|g| + mean|g| + |x̂| mean|g x̂|) / σ, scale included - the terms, not their cancelled sum."""
 
     def absolute(case: Case, dtype: str, which: str):
-        if which != "x" or not batch_stats(case) or not case.x.size:
+        if which not in ("x", "scale") or not batch_stats(case) or not case.x.size:
             return None
         loss = one_pass_gradient_loss(acc)(case, dtype)
+        if which == "scale":  # dscale = sum of g x̂: each x̂ off by half the variance's relative error
+            view, axes, back = statistic_view(case.norm, case.x, case.params)
+            with np.errstate(all="ignore"):
+                xhat = np.abs(view - view.mean(axis=axes, keepdims=True)) / np.sqrt(
+                    view.var(axis=axes, keepdims=True) + param(case, "eps")
+                )
+                terms = loss * np.abs(case.cotangent) * np.asarray(back(xhat), dtype=np.float64) / 2
+            kept = R.NORMS[case.norm].parameter_shape(case.x, case.params)
+            return np.reshape(_sum_to_parameter(case, terms), kept)
         view, axes, back = statistic_view(case.norm, case.x, case.params)
         g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
         gview = statistic_view(case.norm, np.abs(g), case.params)[0]
@@ -715,3 +727,13 @@ def one_pass_gradient_absolute(acc: str | None = None) -> Callable:
             return loss * np.asarray(back(terms / sigma), dtype=np.float64)
 
     return absolute
+
+
+def _sum_to_parameter(case: Case, values: np.ndarray) -> np.ndarray:
+    """An x-shaped array summed over the axes a per-statistic parameter (scale, offset) does not span."""
+    record = R.NORMS[case.norm]
+    if record.statistics == "axes":
+        kept = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
+    else:
+        kept = (param(case, "channel_axis") % case.x.ndim,)
+    return np.sum(values, axis=tuple(i for i in range(case.x.ndim) if i not in kept))
