@@ -529,30 +529,6 @@ def one_pass_in(acc: str | None = None, clip: bool = True, float64_too: bool = F
     return standardized_as(xhat)
 
 
-def statistics_constant(case: Case, dtype: str, which: str):
-    """The gradient of x with both batch statistics treated as constants: scale * g / divisor (an eval
-    step differentiated as if its statistics were given), as `Computes` takes it."""
-    if which != "x":
-        return None
-    record = R.NORMS[case.norm]
-    view, axes, back = statistic_view(case.norm, case.x, case.params)
-    g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
-    gview = statistic_view(case.norm, g, case.params)[0]
-    with np.errstate(all="ignore"):
-        return np.asarray(back(gview / record.standardized(view, axes, case.params).divisor))
-
-
-def rows_where_power_sum_out_of_range(case: Case, dtype: str, which: str):
-    """LP.D4: the rows whose |x|^p over- or underflows the input dtype, or whose norm squared overflows."""
-
-    def rows(x, p, axes):
-        power = np.abs(x) ** p
-        out_of_range = (power > huge(dtype)) | ((power > 0) & (power < tiny(dtype)))
-        return np.any(out_of_range, axis=axes, keepdims=True) | (lp_norm(x, p, axes) ** 2 > huge(dtype))
-
-    return row_mask(case, rows)
-
-
 def affine_in_dtype(case: Case, dtype: str, which: str):
     """GN.D6: x̂ rounded to the input dtype, then times scale and plus offset, each rounded to it."""
     if which != "y":
@@ -567,17 +543,6 @@ def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
     """LN.D10 in float16: the groups where rsqrt(v)/(2v) leaves float16's range (v = var + eps)."""
     v = view.var(axis=axes, keepdims=True) + param(case, "eps")
     return (v == 0) | (v**-1.5 / 2 > huge(dtype))
-
-
-def tiny_statistic_groups(view, axes, case: Case, dtype: str):
-    """BN.D14: the groups whose variance (mean square for RMSNorm) is below float16's smallest
-    subnormal, where an eps rounded to 0 leaves 0/0 or a huge quotient."""
-    statistic = (
-        np.mean(view * view, axis=axes, keepdims=True)
-        if case.norm == "rms_norm"
-        else view.var(axis=axes, keepdims=True)
-    )
-    return statistic < 2.0**-24
 
 
 def one_pass_gradient_loss(acc: str | None = None) -> Callable:
