@@ -249,6 +249,22 @@ class Adapter:
         return getattr(self, f"_run_{norm}")(x, params, dtype, cotangent)
 
 
+def stepped(state: RunningStats | None, training: bool, read):
+    """The `finish` of a stateful layer's plan: y, the gradients, and the running statistics after the
+    call - `read(executed) -> (mean, var)` - counted one step further when it trained (a layer that
+    keeps no counter, InstanceNorm's, still advances the canonical one); no state without one."""
+
+    def finish(executed, grads) -> Outcome:
+        new_state = None
+        if state is not None:
+            mean, var = read(executed)
+            tracked = state.num_batches_tracked + int(training)
+            new_state = RunningStats(as_float64(mean), as_float64(var), tracked)
+        return Outcome(executed.y, new_state, grads)
+
+    return finish
+
+
 def require(condition: bool, reason: str) -> None:
     """Raise Unsupported(reason) unless `condition`: a canonical configuration the framework lacks."""
     if not condition:

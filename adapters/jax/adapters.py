@@ -21,7 +21,7 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from .. import _devices, _replicas, _repro
-from ..base import Adapter, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from ..base import Adapter, NormDeclaration, Outcome, channel_axis_of, require, stepped, trailing
 from ..plan import Executed, Planned
 from .declarations import (
     ALL_DTYPES,
@@ -450,12 +450,7 @@ class FlaxLinen(JaxBase):
         # Without running statistics the batch statistics normalize in eval too (BN.S4).
         use_running_average = not training and state is not None
 
-        def finish(executed, grads):
-            new, new_state = executed.after["state"], None
-            if state is not None:
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(to_numpy(new["mean"]), to_numpy(new["var"]), tracked)
-            return Outcome(executed.y, new_state, grads)
+        finish = stepped(state, training, lambda e: (e.after["state"]["mean"], e.after["state"]["var"]))
 
         if synchronized:
             sizes = tuple(params["replica_sizes"])
@@ -722,12 +717,7 @@ class FlaxNnx(JaxBase):
         # Without running statistics the batch statistics normalize in eval too (BN.S4).
         options = {"use_running_average": not training and state is not None}
 
-        def finish(executed, grads):
-            new, new_state = executed.after["state"], None
-            if state is not None:
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(to_numpy(new[0]), to_numpy(new[1]), tracked)
-            return Outcome(executed.y, new_state, grads)
+        finish = stepped(state, training, lambda e: e.after["state"])
 
         return self._plan(
             "BatchNorm",
@@ -1309,13 +1299,7 @@ class Equinox(JaxBase):
             }
         options = {"inference": not training and state is not None}
 
-        def finish(executed, grads):
-            new_state = None
-            if state is not None:
-                mean, var = executed.after["state"]
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(to_numpy(mean), to_numpy(var), tracked)
-            return Outcome(executed.y, new_state, grads)
+        finish = stepped(state, training, lambda e: e.after["state"])
 
         return self._plan(
             "BatchNorm",

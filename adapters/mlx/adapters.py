@@ -19,7 +19,7 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from .. import _repro
-from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, trailing
+from ..base import Adapter, Convention, NormDeclaration, Outcome, channel_axis_of, require, stepped, trailing
 from ..plan import Define, Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
 
 MLX = "https://github.com/ml-explore/mlx/blob/846d176227a0ac13d2667e58d2bb68b322109ab0/"
@@ -362,14 +362,7 @@ class MlxNn(Adapter):
             "track_running_stats": state is not None,
         }
 
-        def finish(executed, grads):
-            new_state = None
-            if state is not None:
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(
-                    executed.after["running_mean"], executed.after["running_var"], tracked
-                )
-            return Outcome(executed.y, new_state, grads)
+        finish = stepped(state, training, lambda e: (e.after["running_mean"], e.after["running_var"]))
 
         return _layer(
             "BatchNorm",

@@ -31,6 +31,7 @@ from ..base import (
     f32,
     float32_attribute,
     require,
+    stepped,
     trailing,
 )
 from ..plan import Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
@@ -645,12 +646,7 @@ class PaddleLayers(PaddleBase):
                 "_variance": Input("running_var", state.var, dtype),
             }
 
-        def finish(executed, grads):
-            new_state = None
-            if state is not None:
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(executed.after["_mean"], executed.after["_variance"], tracked)
-            return Outcome(executed.y, new_state, grads)
+        finish = stepped(state, training, lambda e: (e.after["_mean"], e.after["_variance"]))
 
         return self._layer(
             BATCH_NORM_BY_RANK[x.ndim],

@@ -19,6 +19,7 @@ from ..base import (
     Unsupported,
     channel_axis_of,
     require,
+    stepped,
     trailing,
 )
 from ..plan import Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
@@ -568,15 +569,8 @@ class TorchModules(TorchBase):
                     "num_batches_tracked", np.asarray(state.num_batches_tracked), "int64"
                 )
 
-        def finish(executed, grads):
-            new_state = None
-            if state is not None:
-                # InstanceNorm never counts batches (IN.D2); the canonical count still advances per step.
-                tracked = state.num_batches_tracked + int(training)
-                new_state = RunningStats(
-                    executed.after["running_mean"], executed.after["running_var"], tracked
-                )
-            return Outcome(executed.y, new_state, grads)
+        # InstanceNorm never counts batches (IN.D2); the canonical count still advances per step.
+        finish = stepped(state, training, lambda e: (e.after["running_mean"], e.after["running_var"]))
 
         return self._module(
             table[x.ndim],

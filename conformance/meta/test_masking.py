@@ -155,6 +155,15 @@ def _masked(name, norm, case, dtype, outcome, perturbed, gradient) -> list[str]:
     ]
 
 
+def _assert_each_perturbation_is_a_finding(entry, name, adapter, case, dtype, outcome, gradient) -> None:
+    for perturb in PERTURBATIONS[entry.shows_in]:
+        perturbed = perturb(outcome, case, dtype, adapter)
+        if perturbed is None or perturb.__name__ in entry.indistinguishable:
+            continue
+        masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
+        assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
+
+
 def _targets():
     for entry in KNOWN:
         for name in adapters.names():
@@ -188,12 +197,7 @@ def test_a_perturbed_answer_on_the_entrys_example_is_a_finding(entry, name):
     outcome = _outcome(adapter, case, dtype, gradient)
     if outcome is None:
         pytest.skip("the framework raises on the example: no answer to perturb")
-    for perturb in PERTURBATIONS[entry.shows_in]:
-        perturbed = perturb(outcome, case, dtype, adapter)
-        if perturbed is None or perturb.__name__ in entry.indistinguishable:
-            continue
-        masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
-        assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
+    _assert_each_perturbation_is_a_finding(entry, name, adapter, case, dtype, outcome, gradient)
 
 
 @pytest.mark.clause("NUM.N7")
@@ -217,12 +221,7 @@ def test_a_perturbed_answer_on_drawn_cases_is_a_finding(entry, name):
         assume(entry.applies(case, dtype))
         outcome = _outcome(adapter, case, dtype, gradient)
         assume(outcome is not None)
-        for perturb in PERTURBATIONS[entry.shows_in]:
-            perturbed = perturb(outcome, case, dtype, adapter)
-            if perturbed is None or perturb.__name__ in entry.indistinguishable:
-                continue
-            masked = _masked(name, entry.norm, case, dtype, outcome, perturbed, gradient)
-            assert not masked, f"{perturb.__name__} on {name} is excused as {masked}: {case.describe()}"
+        _assert_each_perturbation_is_a_finding(entry, name, adapter, case, dtype, outcome, gradient)
 
     try:
         draws()
