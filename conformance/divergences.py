@@ -545,13 +545,13 @@ def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
     return (v == 0) | (v**-1.5 / 2 > huge(dtype))
 
 
-def one_pass_gradient_loss(acc: str | None = None) -> Callable:
+def one_pass_gradient_loss(acc: str | None = None, float64_too: bool = False) -> Callable:
     """Bounded's rel(case, dtype): a one-pass variance's relative error, u(acc) * E[x²] / (var + eps),
     carried into the gradient (times SAFETY), per group; acc None: the input dtype (float64 runs in
     float64)."""
 
     def rel(case: Case, dtype: str):
-        acc_dtype = "float64" if dtype == "float64" else acc or dtype
+        acc_dtype = "float64" if dtype == "float64" and not float64_too else acc or dtype
         eps = param(case, "eps")
 
         def loss(view, axes):
@@ -585,9 +585,6 @@ def trailing_axes(case: Case, dtype: str) -> dict:
 def rows_of_zero_norm(case: Case, dtype: str, which: str):
     """LP.D6: the rows whose norm is 0 (the gradient there is inf)."""
     return row_mask(case, lambda x, p, axes: lp_norm(x, p, axes) == 0)
-
-
-RSQRT_HELD = Computes(statistic_held, either=True)  # LN.D10 / RMS.D3: rsqrt's derivative underflows to 0
 
 
 def eps_in(acc: str | None = None) -> Callable:
@@ -652,15 +649,35 @@ def one_pass_forward_loss(acc: str | None = None, float64_too: bool = False) -> 
 def one_pass_model(acc: str | None = None, clip: bool = True, float64_too: bool = False) -> Model:
     """BN.D4 / BN.D8 / LN.D4 / GN.D4 / GN.D7 / SBN.D2: var = E[x²] - E[x]² in `acc` - simulated, or
     within the error such a variance can have whatever the summation order (its size, bounded)."""
+    forward, backward = one_pass_forward_loss(acc, float64_too), one_pass_gradient_absolute(acc, float64_too)
+
+    def absolute(case: Case, dtype: str, which: str):
+        return (backward if which in ("x", "scale") else forward)(case, dtype, which)
+
+    def near_zero(view, axes, case: Case, dtype: str):
+        """Where var + eps is within the one-pass rounding of 0 the divisor keeps no digit."""
+        within = "float64" if dtype == "float64" and not float64_too else acc or dtype
+        unit = SAFETY * float(finfo(within).eps)
+        mean_square = np.mean(view * view, axis=axes, keepdims=True)
+        return view.var(axis=axes, keepdims=True) + param(case, "eps") <= unit * mean_square
+
     return OneOf(
         (
             Simulated(one_pass_in(acc, clip, float64_too)),
-            Bounded(absolute=one_pass_forward_loss(acc, float64_too)),
+            Bounded(absolute=absolute),
+            # y and the gradients only: a running variance takes momentum times a tiny batch variance
+            Envelope(
+                lambda case, dtype, which: (
+                    groups_where(near_zero)(case, dtype, which) if which in ("y", "x", "scale") else False
+                ),
+                allowed="any",
+                kind="special",
+            ),
         )
     )
 
 
-def one_pass_gradient_absolute(acc: str | None = None) -> Callable:
+def one_pass_gradient_absolute(acc: str | None = None, float64_too: bool = False) -> Callable:
     """Bounded's absolute(case, dtype, which) for dx: a one-pass variance's relative error δ (as
     `one_pass_gradient_loss`) moves each term of dx = (g - mean(g) - x̂ mean(g x̂)) / σ by δ: the bound is
     δ (|g| + mean|g| + |x̂| mean|g x̂|) / σ, scale included - the terms, not their cancelled sum."""
@@ -668,7 +685,7 @@ def one_pass_gradient_absolute(acc: str | None = None) -> Callable:
     def absolute(case: Case, dtype: str, which: str):
         if which not in ("x", "scale") or not batch_stats(case) or not case.x.size:
             return None
-        loss = one_pass_gradient_loss(acc)(case, dtype)
+        loss = one_pass_gradient_loss(acc, float64_too)(case, dtype)
         if which == "scale":  # dscale = sum of g x̂: each x̂ off by half the variance's relative error
             view, axes, back = statistic_view(case.norm, case.x, case.params)
             with np.errstate(all="ignore"):
@@ -702,3 +719,42 @@ def _sum_to_parameter(case: Case, values: np.ndarray) -> np.ndarray:
     else:
         kept = (param(case, "channel_axis") % case.x.ndim,)
     return np.sum(values, axis=tuple(i for i in range(case.x.ndim) if i not in kept))
+
+
+def rsqrt_subnormal_loss(case: Case, dtype: str, which: str):
+    """LN.D10's partial loss: rsqrt's derivative v^-1.5 / 2 among float32's subnormals keeps only
+    smallest_subnormal / (v^-1.5 / 2) of its relative precision - the variance term of dx, x̂ mean(g x̂) / σ,
+    is off by that much of itself (below the subnormals it is lost whole: `statistic_held`)."""
+    if which != "x" or R.NORMS[case.norm].gradient_terms != "standardizing" or not case.x.size:
+        return None
+    info = finfo("float32")
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
+    gview = statistic_view(case.norm, g, case.params)[0]
+    with np.errstate(all="ignore"):
+        v = view.var(axis=axes, keepdims=True) + param(case, "eps")
+        factor = v**-1.5 / 2
+        partial = (factor < float(info.tiny)) & (factor >= float(info.smallest_subnormal))
+        xhat = (view - view.mean(axis=axes, keepdims=True)) / np.sqrt(v)
+        term = np.abs(xhat * np.mean(gview * xhat, axis=axes, keepdims=True)) / np.sqrt(v)
+        loss = np.where(partial, SAFETY * float(info.smallest_subnormal) / factor, 0.0)
+        return np.asarray(back(np.minimum(loss, 1.0) * term), dtype=np.float64)
+
+
+# LN.D10 / RMS.D3: rsqrt's derivative underflows - to 0, or to a subnormal's few bits
+RSQRT_HELD = Computes(statistic_held, either=True, absolute=rsqrt_subnormal_loss)
+
+
+def underflowing_derivative_windows(case: Case, dtype: str, which: str):
+    """LRN.D5: the elements whose window's base^(beta + 1) passes 1 / the smallest normal of the input
+    dtype: there the derivative of base^-beta underflows and the cross term keeps few or no digits."""
+    if which != "x" or dtype == "float64":
+        return False
+    from normconf.reference.local_response_norm import window, window_base
+
+    p = case.params
+    axis = param(case, "channel_axis") % case.x.ndim
+    a = param(case, "alpha") / (p["size"] if param(case, "alpha_over_size") else 1)
+    base = window_base(case.x, axis, window(int(p["size"]), param(case, "extra")), a, param(case, "k"))
+    with np.errstate(all="ignore"):
+        return window_mask(case, base ** (param(case, "beta") + 1.0) > 1.0 / tiny(dtype))

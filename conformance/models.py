@@ -151,13 +151,14 @@ class Model:
 class Raises(Model):
     """The framework raises (or, isolated, crashes) on these inputs; any answer is not this divergence."""
 
-    pattern: str = ""  # a substring the exception's message must hold ("" = any)
+    pattern: str | tuple = ""  # a substring (or one of several) the exception's message holds ("": any)
     kind: str = field(default="special", kw_only=True)
 
     def judge_one(self, observation, dtype):
         if observation.quantity != "raised":
             return Judged(False, math.inf, f"{observation.quantity}: an answer where it should raise")
-        if self.pattern and self.pattern not in observation.message:
+        patterns = (self.pattern,) if isinstance(self.pattern, str) else self.pattern
+        if self.pattern and not any(p in observation.message for p in patterns):
             return Judged(False, math.inf, f"raised something else: {observation.message[:200]}")
         return Judged(True, 0.0)
 
@@ -193,6 +194,8 @@ class Computes(Model):
     # the loss is partial (a term kept with the few bits a subnormal leaves it): anywhere between the
     # model and the reference
     between: bool = field(default=False, kw_only=True)
+    # a second divergence's error on top of this model's answer: absolute(case, dtype, which), elementwise
+    absolute: Callable | None = field(default=None, kw_only=True)
 
     def model_value(self, case, dtype, which):
         with np.errstate(all="ignore"):
@@ -207,7 +210,11 @@ class Computes(Model):
             model = _closest(observation, model)
         if self.between and observation.actual is not None:
             model = _clamped(observation, model)
-        return _against(observation, model, observation.bound, dtype)
+        bound = observation.bound
+        if self.absolute is not None:
+            extra = self.absolute(observation.case, dtype, observation.quantity)
+            bound = bound if extra is None else np.asarray(bound) + np.asarray(extra)
+        return _against(observation, model, bound, dtype)
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,22 @@ class Envelope(Model):
     allowed: str = "non_finite"
     kind: str = field(default="special", kw_only=True)
 
+    def _mask(self, case, dtype, which, shape):
+        with np.errstate(all="ignore"):
+            mask = np.asarray(self.affected(case, dtype, which), dtype=bool)
+        if which in ("mean", "var") and mask.shape == np.shape(case.x):  # a channel's state: its groups
+            axis = case.params.get("channel_axis", 1) % case.x.ndim
+            mask = np.any(mask, axis=tuple(i for i in range(case.x.ndim) if i != axis))
+        return np.broadcast_to(mask, shape)
+
+    def width(self, observation, dtype):
+        """No digit is left where "any" answer is allowed; elsewhere (and for finite answers where only
+        non-finite or zero ones are) the reference and the budget hold."""
+        if self.allowed != "any":
+            return 0.0
+        shape = np.shape(observation.actual)
+        return np.where(self._mask(observation.case, dtype, observation.quantity, shape), np.inf, 0.0)
+
     def judge_one(self, observation, dtype):
         if observation.quantity == "raised":
             return Judged(False, math.inf, "raised where the model gives an answer")
@@ -257,14 +280,7 @@ class Envelope(Model):
         actual = np.asarray(observation.actual, dtype=np.float64)
         if actual.shape != reference.shape:
             return Judged(False, math.inf, f"{which} has shape {actual.shape}, not {reference.shape}")
-        with np.errstate(all="ignore"):
-            mask = np.asarray(self.affected(case, dtype, which), dtype=bool)
-        if which in ("mean", "var") and mask.shape == np.shape(
-            case.x
-        ):  # a channel's state: any of its groups
-            axis = case.params.get("channel_axis", 1) % case.x.ndim
-            mask = np.any(mask, axis=tuple(i for i in range(case.x.ndim) if i != axis))
-        mask = np.broadcast_to(mask, actual.shape)
+        mask = self._mask(case, dtype, which, actual.shape)
         broken = {
             "non_finite": ~np.isfinite(actual),
             "non_finite_or_zero": ~np.isfinite(actual) | (actual == 0),

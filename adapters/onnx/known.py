@@ -31,7 +31,7 @@ from normconf.conformance.divergences import (
     one_pass_model,
     param,
     power_sum_out_of_range,
-    reference_value,
+    rounded,
     statistics_in,
 )
 from normconf.conformance.strategies import Case
@@ -63,8 +63,17 @@ def _windows_below_batch(case: Case, dtype: str, which: str):
     (base k): y = x * k^-beta there."""
     if which != "y":
         return None
+    from normconf.reference.local_response_norm import window, window_sum
+
     axis = param(case, "channel_axis") % case.x.ndim
-    y = np.array(reference_value(case, "y", _float32_alpha(case, dtype)), dtype=np.float64)
+    size = int(case.params["size"])
+    a = float(np.float32(param(case, "alpha") / size))  # LRN.D7: alpha / size a float32 number
+    # the squares and their window sums in the input dtype (NumPy in that dtype: they overflow there)
+    sums = rounded(
+        window_sum(rounded(case.x * case.x, dtype), axis, *window(size, param(case, "extra"))), dtype
+    )
+    with np.errstate(all="ignore"):
+        y = case.x * (param(case, "k") + a * sums) ** -param(case, "beta")
     beyond = np.arange(case.x.shape[axis]) >= case.x.shape[0]
     lone = case.x * param(case, "k") ** -param(case, "beta")
     shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
@@ -89,6 +98,20 @@ def _running_sum_loss(case: Case, dtype: str):
     u = float(np.finfo(np.float32).eps)
     with np.errstate(all="ignore"):
         return SAFETY * abs(param(case, "beta")) * a * u * seen * (size + 1) / base
+
+
+def _after_a_non_finite_square(case: Case, dtype: str, which: str):
+    """LRN.D6: a NaN or ±inf square enters the running sum for good: every channel whose window ends at
+    or past it is NaN."""
+    from normconf.reference.local_response_norm import window
+
+    axis = param(case, "channel_axis") % case.x.ndim
+    _, after = window(int(case.params["size"]), param(case, "extra"))
+    bad = np.moveaxis(~np.isfinite(case.x), axis, 0)
+    seen = np.maximum.accumulate(bad, axis=0)
+    channels = bad.shape[0]
+    reached = seen[np.minimum(np.arange(channels) + after, channels - 1)]
+    return np.moveaxis(reached, 0, axis)
 
 
 def _float32_alpha(case: Case, dtype: str) -> dict:
@@ -139,7 +162,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=one_pass_model("float32", clip=False),
+        model=one_pass_model("float32", clip=False, float64_too=True),
     ),
     Divergence(
         "onnx.reference",
@@ -245,7 +268,7 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        model=Bounded(rel=_running_sum_loss),
+        model=OneOf((Bounded(rel=_running_sum_loss), Envelope(_after_a_non_finite_square))),
     ),
     Divergence(
         "onnx.reference",

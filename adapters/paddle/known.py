@@ -9,21 +9,23 @@ from normconf import reference as R
 from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
     OFFSET_ROWS,
-    Bounded,
     Computes,
     Divergence,
+    Envelope,
     Simulated,
     lp_in_dtype,
     lp_norm,
     lrn_power_derivative_underflows,
     min_norm,
     one_pass_exceeds_budget,
+    one_pass_gradient_absolute,
     one_pass_model,
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
     scale_along,
     statistic_held,
+    underflowing_derivative_windows,
 )
 from normconf.conformance.models import reference_value
 from normconf.conformance.strategies import Case
@@ -59,11 +61,15 @@ def _unchanged(case: Case, dtype: str, which: str):
 def _fresh_running_variance(case: Case, dtype: str, which: str):
     """BN.D19: dx = scale * g / sqrt(v + eps) with v the layer's own running variance after this call,
     (1 - momentum) * 1 + momentum * the batch's biased variance: a constant of the backward."""
-    if which != "x":
+    if which not in ("x", "scale"):
         return None
     view, axes, back = statistic_view(case.norm, case.x, case.params)
     momentum = param(case, "momentum")
     running = (1.0 - momentum) + momentum * view.var(axis=axes, keepdims=True)
+    if which == "scale":  # dscale = sum of g (x - mean) / sqrt(v + eps), v the same running variance
+        xhat = back((view - view.mean(axis=axes, keepdims=True)) / np.sqrt(running + param(case, "eps")))
+        channel = param(case, "channel_axis") % case.x.ndim
+        return np.sum(case.cotangent * xhat, axis=tuple(i for i in range(case.x.ndim) if i != channel))
     g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
     return np.asarray(
         back(statistic_view(case.norm, g, case.params)[0] / np.sqrt(running + param(case, "eps")))
@@ -161,7 +167,9 @@ KNOWN: list[Divergence] = [
         lambda case, dtype: case.params.get("scale") is None,
         lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
         "gradient",
-        model=Computes(_without_mean_term, kind="semantic"),
+        model=Computes(
+            _without_mean_term, kind="semantic", absolute=one_pass_gradient_absolute()
+        ),  # with GN.D7
     ),
     Divergence(
         "paddle.functional",
@@ -196,7 +204,7 @@ KNOWN: list[Divergence] = [
         lrn_power_derivative_underflows,
         lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
         "gradient",
-        model=Bounded(rel=0.02),
+        model=Envelope(underflowing_derivative_windows, allowed="any", kind="precision"),
     ),
     Divergence(
         "paddle.*",
