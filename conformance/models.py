@@ -110,8 +110,14 @@ def _clamped(observation: Observation, model) -> np.ndarray:
 
 
 def _against(observation: Observation, model, bound, dtype: str) -> Judged:
+    """The answer against the model's: the property's budget (sized for the reference's answer), plus
+    the rounding of the model's own answer in the dtype - a model far from the reference in magnitude
+    (an unnormalized channel) is held to its own size, as NUM.N5 holds the reference to its."""
     if observation.actual is None or model is None:
         return Judged(False, math.inf, f"{observation.quantity}: no answer to compare")
+    with np.errstate(all="ignore"):
+        size = np.nan_to_num(np.abs(np.asarray(model, dtype=np.float64)), nan=0.0, posinf=0.0)
+    bound = np.asarray(bound, dtype=np.float64) + T.SAFETY * T.unit_roundoff(dtype) * size
     comparison = T.compare(observation.actual, model, bound, dtype)
     return Judged(comparison.passed, comparison.ratio, f"{observation.quantity} at {comparison.index}")
 

@@ -86,6 +86,40 @@ _CONSTANT_1_5_COTANGENT = np.array(
     [[0.13, -0.13], [0.1, -0.54], [1.3, 0.95], [-1.27, -0.62], [-2.33, -0.22], [-0.73, -0.54]]
 )
 
+# equinox's BatchNorm gradient where the batch variance is ~1e35 (drawn by the quick profile, as found)
+_EQX_HUGE = np.array(
+    [
+        [
+            [
+                [-7.720282054763479e17, -6.073974360962499e17, 7.280617033039872e15],
+                [7.544476845631078e16, -4.596612813522207e17, -1.0060976009164882e18],
+            ]
+        ],
+        [
+            [
+                [9.668968674702131e16, -2.301425068414075e17, -8.450446423731732e17],
+                [5.663297490858803e17, 8.723883283248579e17, 2.29102987316822e17],
+            ]
+        ],
+    ]
+)
+_EQX_HUGE_COTANGENT = np.array(
+    [
+        [
+            [
+                [-1.3758431673049927, -0.8541995286941528, -1.262688159942627],
+                [-0.3357083201408386, -0.024902762845158577, 0.37274956703186035],
+            ]
+        ],
+        [
+            [
+                [-0.3915764093399048, -0.6178653836250305, -0.10967652499675751],
+                [1.0256526470184326, -0.7968522906303406, -1.2155134677886963],
+            ]
+        ],
+    ]
+)
+
 # haiku's BatchNorm float16 backward overflows only where XLA promotes float16 arithmetic to float32 per
 # operation (no AVX512-FP16 in force); with native float16 it stays finite and within NUM.N8's budget
 # (measured on an AVX512-FP16 Xeon: 351 against a budget of 3.3e7; the same CPU capped to AVX2 overflows).
@@ -112,11 +146,22 @@ def _float32_bookkeeping(case: Case, dtype: str, which: str):
     if which in ("mean", "var"):
         return u * np.abs(reference_value(case, which))
     view, axes, back = statistic_view(case.norm, case.x, case.params)
+    state, eps = case.params["state"], param(case, "eps")
     with np.errstate(all="ignore"):
-        sigma = np.sqrt(view.var(axis=axes, keepdims=True) + param(case, "eps"))
+        if which == "y" and not param(case, "training"):  # eval: the float32 state's mean and variance
+            axis = param(case, "channel_axis") % case.x.ndim
+            shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
+            mean, var = np.reshape(state.mean, shape), np.reshape(state.var, shape)
+            spread = (np.abs(mean) + np.abs(case.x - mean)) / np.sqrt(var + eps)
+            return u * (spread * np.abs(scale_along(case)) + np.abs(offset_along(case)))
+        sigma = np.sqrt(view.var(axis=axes, keepdims=True) + eps)
         xhat = np.abs(view - view.mean(axis=axes, keepdims=True)) / sigma
         if which == "y":
             return u * (np.asarray(back(xhat)) * np.abs(scale_along(case)) + np.abs(offset_along(case)))
+        if which == "scale":
+            channel = param(case, "channel_axis") % case.x.ndim
+            terms = np.abs(case.cotangent) * np.asarray(back(xhat))
+            return u * np.sum(terms, axis=tuple(i for i in range(case.x.ndim) if i != channel))
         if which == "x":
             g = statistic_view(case.norm, np.abs(case.cotangent * scale_along(case)), case.params)[0]
             terms = g + g.mean(axis=axes, keepdims=True) + xhat * (g * xhat).mean(axis=axes, keepdims=True)
@@ -417,6 +462,46 @@ KNOWN: list[Divergence] = [
             ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}, None),
             ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}, _XLA_PROMOTED_HALF),
         )
+    ),
+    Divergence(
+        "equinox",
+        "batch_norm",
+        "LN.D10",
+        "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                _EQX_HUGE,
+                {"channel_axis": 1, "eps": 1e-12},
+                "large",
+                cotangent=_EQX_HUGE_COTANGENT,
+            ),
+            "float32",
+        ),
+        "gradient",
+        model=RSQRT_HELD,
+    ),
+    Divergence(
+        "equinox",
+        "batch_norm",
+        "LN.D10",
+        "equinox's BatchNorm differentiates rsqrt in the input dtype: in float16 -rsqrt(v)/(2v) overflows "
+        "for v < ~6.1e-4",
+        half_rsqrt_jvp_overflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.full((3, 1), 1e4),
+                {"eps": 2.0**-20, "channel_axis": 1, "training": True},
+                "constant_channel",
+                cotangent=np.array([0.125, -0.132, 0.64]).reshape(3, 1),
+            ),
+            "float16",
+        ),
+        "gradient",
+        cpu=_XLA_PROMOTED_HALF,
+        model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
         "equinox",

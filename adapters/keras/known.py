@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf import reference as R
 from normconf.conformance.divergences import (
     HUGE_2X3,
     HUGE_ROW,
@@ -112,13 +113,16 @@ _NEARLY_CONSTANT_BATCH = np.array(
 
 # The models: what each backend computes where a divergence holds (conformance/models.py).
 def _scale_on_last_axis(case: Case, dtype: str, which: str):
-    """RMS.D5: x̂ times the scale broadcast as it is, against the last axis."""
+    """RMS.D5: x̂ times the layer's scale (ones when the canonical call has none: the layer always
+    holds one, shaped by the normalized axes) broadcast as it is, against the last axis."""
     if which != "y":
         return None
     plain = {k: v for k, v in case.params.items() if k != "scale"}
     xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
     scale = case.params.get("scale")
-    return xhat if scale is None else xhat * np.ravel(scale)
+    if scale is None:
+        scale = np.ones(R.NORMS[case.norm].parameter_shape(case.x, case.params))
+    return xhat * np.ravel(scale)
 
 
 def _subnormal_projection(case: Case, dtype: str, which: str):

@@ -66,8 +66,9 @@ def _fresh_running_variance(case: Case, dtype: str, which: str):
     view, axes, back = statistic_view(case.norm, case.x, case.params)
     momentum = param(case, "momentum")
     running = (1.0 - momentum) + momentum * view.var(axis=axes, keepdims=True)
-    if which == "scale":  # dscale = sum of g (x - mean) / sqrt(v + eps), v the same running variance
-        xhat = back((view - view.mean(axis=axes, keepdims=True)) / np.sqrt(running + param(case, "eps")))
+    if which == "scale":  # dscale = sum of g (x - m) / sqrt(v + eps), m and v the fresh running ones
+        running_mean = momentum * view.mean(axis=axes, keepdims=True)  # from the initial 0
+        xhat = back((view - running_mean) / np.sqrt(running + param(case, "eps")))
         channel = param(case, "channel_axis") % case.x.ndim
         return np.sum(case.cotangent * xhat, axis=tuple(i for i in range(case.x.ndim) if i != channel))
     g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
