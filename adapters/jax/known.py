@@ -154,8 +154,10 @@ def _float32_bookkeeping(case: Case, dtype: str, which: str):
             mean, var = np.reshape(state.mean, shape), np.reshape(state.var, shape)
             spread = (np.abs(mean) + np.abs(case.x - mean)) / np.sqrt(var + eps)
             return u * (spread * np.abs(scale_along(case)) + np.abs(offset_along(case)))
+        # a training step: the batch's statistics in float32, the mean's rounding amplified by |mean| / σ
         sigma = np.sqrt(view.var(axis=axes, keepdims=True) + eps)
-        xhat = np.abs(view - view.mean(axis=axes, keepdims=True)) / sigma
+        mean = view.mean(axis=axes, keepdims=True)
+        xhat = (np.abs(mean) + np.abs(view - mean)) / sigma
         if which == "y":
             return u * (np.asarray(back(xhat)) * np.abs(scale_along(case)) + np.abs(offset_along(case)))
         if which == "scale":

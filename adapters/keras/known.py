@@ -122,7 +122,7 @@ def _scale_on_last_axis(case: Case, dtype: str, which: str):
     scale = case.params.get("scale")
     if scale is None:
         scale = np.ones(R.NORMS[case.norm].parameter_shape(case.x, case.params))
-    return xhat * np.ravel(scale)
+    return xhat * np.asarray(scale)  # shaped by the normalized axes, aligned to the trailing ones
 
 
 def _subnormal_projection(case: Case, dtype: str, which: str):
