@@ -109,15 +109,21 @@ def _clamped(observation: Observation, model) -> np.ndarray:
         return np.clip(actual, np.minimum(model, reference), np.maximum(model, reference))
 
 
+def own_rounding(model, dtype: str) -> np.ndarray:
+    """The rounding a model's own answer carries in `dtype` (SAFETY ulps of it): what every model is
+    allowed beyond the property's budget, which is sized for the reference's answer."""
+    with np.errstate(all="ignore"):
+        size = np.nan_to_num(np.abs(np.asarray(model, dtype=np.float64)), nan=0.0, posinf=0.0)
+    return T.SAFETY * T.unit_roundoff(dtype) * size
+
+
 def _against(observation: Observation, model, bound, dtype: str) -> Judged:
     """The answer against the model's: the property's budget (sized for the reference's answer), plus
     the rounding of the model's own answer in the dtype - a model far from the reference in magnitude
     (an unnormalized channel) is held to its own size, as NUM.N5 holds the reference to its."""
     if observation.actual is None or model is None:
         return Judged(False, math.inf, f"{observation.quantity}: no answer to compare")
-    with np.errstate(all="ignore"):
-        size = np.nan_to_num(np.abs(np.asarray(model, dtype=np.float64)), nan=0.0, posinf=0.0)
-    bound = np.asarray(bound, dtype=np.float64) + T.SAFETY * T.unit_roundoff(dtype) * size
+    bound = np.asarray(bound, dtype=np.float64) + own_rounding(model, dtype)
     comparison = T.compare(observation.actual, model, bound, dtype)
     return Judged(comparison.passed, comparison.ratio, f"{observation.quantity} at {comparison.index}")
 
@@ -207,6 +213,22 @@ class Computes(Model):
         with np.errstate(all="ignore"):
             value = self.compute(case, dtype, which)
         return reference_value(case, which) if value is None else value
+
+    def width(self, observation, dtype):
+        """`between`: the interval from the model to the reference; `absolute`: its widening."""
+        case, which = observation.case, observation.quantity
+        width = np.zeros(np.shape(observation.actual))
+        with np.errstate(all="ignore"):
+            if self.between or self.either:
+                gap = np.abs(
+                    np.asarray(self.model_value(case, dtype, which))
+                    - np.asarray(reference_value(case, which))
+                )
+                width = width + (gap if self.between else 0.0)
+            if self.absolute is not None:
+                extra = self.absolute(case, dtype, which)
+                width = width + (0.0 if extra is None else np.asarray(extra))
+        return np.nan_to_num(width, nan=np.inf)
 
     def judge_one(self, observation, dtype):
         if observation.quantity == "raised":

@@ -27,7 +27,7 @@ from normconf.reference import Grads, RunningStats
 from .. import checks, divergences, strategies
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
-from ..models import Observation
+from ..models import Observation, own_rounding
 
 DRAWN = 3  # drawn cases per entry and adapter, beyond its own example
 
@@ -128,7 +128,7 @@ def _detectable(name, norm, case, dtype, outcome, perturbed, gradient) -> bool:
     entries = divergences.candidates(name, norm, case, dtype, gradient=gradient)
     for a, b in zip(before, after, strict=True):
         x, y = np.asarray(a.actual, dtype=np.float64), np.asarray(b.actual, dtype=np.float64)
-        width = np.zeros(np.shape(x))
+        width = own_rounding(y, dtype)  # what any model is allowed beyond the budget
         for entry in entries:
             try:
                 width = np.maximum(width, np.asarray(entry.model.width(a, dtype), dtype=np.float64))
