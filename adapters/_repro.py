@@ -7,14 +7,28 @@ adapter's own outcome.
 
 from __future__ import annotations
 
+import base64
+import zlib
+
 import numpy as np
 
 HEADER = ("import numpy as np", "nan, inf = float('nan'), float('inf')")
 
 
+LITERAL_LIMIT = 256  # arrays with more elements are written compressed: a long reduction's 10^4 values
+
+
 def values(array) -> str:
-    """A float64 literal list of `array` (the script rounds it to the run's dtype itself)."""
-    return repr(np.asarray(array, dtype=np.float64).tolist())
+    """A float64 list of `array` as source: a literal, or for a large array an expression that
+    decompresses its bytes (the script rounds it to the run's dtype itself)."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.size <= LITERAL_LIMIT:
+        return repr(array.tolist())
+    packed = base64.b64encode(zlib.compress(array.astype("<f8").tobytes(), 9)).decode("ascii")
+    return (
+        f"np.frombuffer(__import__('zlib').decompress(__import__('base64').b64decode('{packed}')), "
+        f"'<f8').reshape({array.shape!r}).tolist()"
+    )
 
 
 class Source(str):

@@ -40,6 +40,7 @@ for _name, _options in PROFILES.items():
             HealthCheck.filter_too_much,
             HealthCheck.function_scoped_fixture,
             HealthCheck.data_too_large,
+            HealthCheck.nested_given,  # a covering example draws the simplest example of a strategy
         ],
         **_options,
     )

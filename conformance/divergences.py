@@ -19,7 +19,6 @@ import fnmatch
 import functools
 import importlib
 import importlib.util
-import inspect
 import math
 import pkgutil
 from dataclasses import dataclass, field
@@ -43,10 +42,12 @@ from .models import (  # noqa: F401 - the model kinds, for the families' known.p
     Raises,
     Reference,
     Simulated,
+    along,
+    param,
     reference_value,
     rounded,
 )
-from .strategies import Case
+from .strategies import OVERFLOW_MAGNITUDE, Case
 from .tolerances import SAFETY, conditioning, finfo, growth
 
 
@@ -151,16 +152,6 @@ def explaining(
 # --- the models of framework arithmetic the families' entries share ---------------------------------
 
 HALF_SQUARE_LIMIT = 255.9  # |x| above which x*x overflows float16 (sqrt(65504) = 255.94)
-
-
-def param(case: Case, key: str):
-    """The case's canonical parameter `key`: as drawn, or the reference's default (its norm's record)."""
-    if key in case.params:
-        return case.params[key]
-    default = R.NORMS[case.norm].parameters()[key]
-    if default is inspect.Parameter.empty:
-        raise KeyError(f"{case.norm} requires {key}: the case has none")
-    return default
 
 
 def max_abs(case: Case) -> float:
@@ -414,16 +405,7 @@ def row_mask(case: Case, per_row) -> np.ndarray:
 def scale_along(case: Case) -> np.ndarray:
     """The canonical scale broadcast against x (1 when absent)."""
     scale = case.params.get("scale")
-    if scale is None:
-        return np.ones(1)
-    record = R.NORMS[case.norm]
-    if record.statistics == "axes":
-        axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
-        shape = [case.x.shape[i] if i in axes else 1 for i in range(case.x.ndim)]
-    else:
-        axis = param(case, "channel_axis") % case.x.ndim
-        shape = [case.x.shape[i] if i == axis else 1 for i in range(case.x.ndim)]
-    return np.reshape(scale, shape)
+    return np.ones(1) if scale is None else along(case, scale)
 
 
 def statistic_held(case: Case, dtype: str, which: str):
@@ -463,6 +445,11 @@ def statistic_held(case: Case, dtype: str, which: str):
 def half_square_windows(case: Case, dtype: str, which: str):
     """LRN.D3: the elements whose window holds an |x| whose float16 square overflows."""
     return window_mask(case, np.abs(case.x) > HALF_SQUARE_LIMIT)
+
+
+def rows_below_eps(case: Case, dtype: str, which: str):
+    """LP.D5: rows of norm below eps, which divide by an eps rounded to 0 (or by 1/eps gone to inf)."""
+    return row_mask(case, lambda x, p, axes: lp_norm(x, p, axes) < param(case, "eps"))
 
 
 def rows_where_norm_square_overflows(case: Case, dtype: str, which: str):
@@ -537,6 +524,17 @@ def affine_in_dtype(case: Case, dtype: str, which: str):
     xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
     scaled = rounded(rounded(xhat, dtype) * rounded(scale_along(case), dtype), dtype)
     return rounded(scaled + rounded(offset_along(case), dtype), dtype)
+
+
+def xhat_rounding(case: Case, dtype: str, which: str):
+    """GN.D6's x̂ is itself computed in the input dtype ((x - mean) * rstd, two roundings), not rounded
+    from the exact one: up to eps·|x̂| more (one or two ulps), times |scale| (measured 0.4 ulp past the rounded
+    model where y = x̂·scale + offset cancels, mlx.nn's float16 LayerNorm over 10^4 values)."""
+    if which != "y":
+        return None
+    plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
+    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
+    return float(finfo(dtype).eps) * np.abs(xhat) * np.abs(scale_along(case))
 
 
 def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
@@ -747,3 +745,98 @@ def underflowing_derivative_windows(case: Case, dtype: str, which: str):
     base = window_base(case.x, axis, window(int(p["size"]), param(case, "extra")), a, param(case, "k"))
     with np.errstate(all="ignore"):
         return window_mask(case, base ** (param(case, "beta") + 1.0) > 1.0 / tiny(dtype))
+
+
+# --- NUM.D1: squares beyond the range of the dtype the statistics are computed in ------------------
+
+# what may break where a statistic overflowed: y as if x-hat were 0 (the divisor went to inf) or
+# non-finite (inf - inf); dx likewise 0 or non-finite; dscale loses those groups' terms (any value);
+# doffset (a sum of the cotangent) and the running statistics only by turning non-finite
+SQUARES_ALLOWED = {
+    "y": "non_finite_or_offset",
+    "x": "non_finite_or_zero",
+    "scale": "any",
+    "offset": "non_finite",
+    "mean": "non_finite",
+    "var": "non_finite",
+}
+
+
+def square_sums(case: Case) -> np.ndarray:
+    """Per element of x, the sum its statistic takes of squares (|x|^p for lp_normalize; the window's
+    for local_response_norm), in float64 - what overflows when that sum is taken in a narrower dtype."""
+    from normconf.reference.local_response_norm import window, window_sum
+
+    x = case.x
+    with np.errstate(all="ignore"):
+        if case.norm == "local_response_norm":
+            axis = param(case, "channel_axis") % x.ndim
+            return window_sum(x * x, axis, *window(int(case.params["size"]), param(case, "extra")))
+        if case.norm == "lp_normalize":
+            axes = tuple(a % x.ndim for a in param(case, "axes"))
+            powers = np.sum(np.abs(x) ** param(case, "p"), axis=axes, keepdims=True)
+            return np.broadcast_to(powers, x.shape)
+        view, axes, back = statistic_view(case.norm, x, case.params)
+        return np.asarray(back(np.sum(view * view, axis=axes, keepdims=True)))
+
+
+def squares_overflow_in(half_in_half: bool) -> Callable:
+    """affected(case, dtype, which): the elements whose statistic's sum of squares exceeds the largest
+    float32 (float16's for a float16 input when `half_in_half`) - only where the input's own statistics
+    normalize."""
+
+    def affected(case: Case, dtype: str, which: str):
+        limit = huge("float16" if half_in_half and dtype == "float16" else "float32")
+        mask = square_sums(case) > limit if batch_stats(case) or case.norm not in STATEFUL else False
+        mask = np.broadcast_to(mask, case.x.shape)
+        return np.any(mask) if which in ("scale", "offset") else mask
+
+    return affected
+
+
+STATEFUL = tuple(name for name, record in R.NORMS.items() if record.stateful or name == "sync_batch_norm")
+
+
+def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params) -> Callable:
+    """An entry's example: a typical call on x whose squares overflow `dtype`'s statistics (the
+    strategies' "overflow" magnitude), `params` overriding the typical ones (a framework's layout);
+    every array rounded to `dtype`. LRN takes beta = 0.5, where the reference's answer is not ~0."""
+    params = {"beta": 0.5, "alpha": 1.0, **params} if norm == "local_response_norm" else params
+
+    def example() -> tuple[Case, str]:
+        magnitude = OVERFLOW_MAGNITUDE.get(dtype, OVERFLOW_MAGNITUDE["default"])
+        shape = (2, 3, 2, 3)[:rank] if rank > 1 else (3,)
+        x = rounded(magnitude * np.random.default_rng(0).uniform(-1, 1, size=shape), dtype)
+        record = R.NORMS[norm]
+        chosen = record.typical_params(x, params)
+        chosen.pop("state", None)
+        if record.stateful:
+            chosen["training"] = True
+        chosen = {k: rounded(v, dtype) if isinstance(v, np.ndarray) else v for k, v in chosen.items()}
+        return Case(norm, x, chosen, "overflow"), dtype
+
+    return example
+
+
+def squares_overflow(
+    adapters: str, norms, *, half_in_half: bool = False, rank: int = 4, **params
+) -> list[Divergence]:
+    """NUM.D1 for `adapters`: each of `norms` sums its squares in float32 (a float16 input's in float16
+    too when `half_in_half`), and where that overflows the statistic is inf - the group normalizes to
+    its offset, or to NaN - instead of the reference's finite answer. A model, not an excuse: elsewhere
+    the reference holds, and in those groups only what an infinite divisor gives (SQUARES_ALLOWED)."""
+    where = "in float32 (float16 for a float16 input)" if half_in_half else "in float32"
+    affected = squares_overflow_in(half_in_half)
+    return [
+        Divergence(
+            adapters,
+            norm,
+            "NUM.D1",
+            f"squares summed {where} overflow: the statistic is inf and the group normalizes to its "
+            "offset (or NaN)",
+            applies=lambda case, dtype, affected=affected: bool(np.any(affected(case, dtype, "y"))),
+            example=overflow_example(norm, "float32", rank, **params),
+            model=Envelope(affected, SQUARES_ALLOWED, kind="special"),
+        )
+        for norm in norms
+    ]

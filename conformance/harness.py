@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from hypothesis import reject
+from hypothesis import reject, target
+from hypothesis.control import current_build_context
+from hypothesis.errors import InvalidArgument
 
 from normconf import adapters
 from normconf import reference as R
-from normconf.adapters import _isolated
+from normconf.adapters import _isolated, _repro
 
 from . import divergences, models
 from . import tolerances as T
@@ -77,6 +79,19 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
         reject()  # reached only when a known divergence explains the error
 
 
+def _climb(verdict: Verdict) -> None:
+    """hypothesis.target() on the error against the budget, so the search climbs toward the worst case
+    (the first comparison of each quantity in an example; not outside a hypothesis example)."""
+    ratio = verdict.comparison.ratio
+    try:
+        context = current_build_context()
+    except InvalidArgument:
+        return
+    label = f"{verdict.what} error / budget"
+    if math.isfinite(ratio) and label not in context.data.target_observations:
+        target(ratio, label=label)
+
+
 def _considered(misses) -> str:
     """What a finding says of the known divergences whose territory held it: each one's model and by how
     much the framework missed it."""
@@ -99,18 +114,18 @@ def repro(cell: "Cell", case: Case) -> str:
         "import numpy as np",
         "from normconf import adapters, reference as R",
         "nan, inf = float('nan'), float('inf')",
-        f"x = np.array({case.x.tolist()!r})",
+        f"x = np.array({_repro.values(case.x)})",
     ]
     params = []
     for key, value in case.params.items():
         if isinstance(value, R.RunningStats):
             params.append(
-                f"{key!r}: R.RunningStats(np.array({value.mean.tolist()!r}), "
-                f"np.array({value.var.tolist()!r}), "
+                f"{key!r}: R.RunningStats(np.array({_repro.values(value.mean)}), "
+                f"np.array({_repro.values(value.var)}), "
                 f"{value.num_batches_tracked})"
             )
         elif isinstance(value, np.ndarray):
-            params.append(f"{key!r}: np.array({value.tolist()!r})")
+            params.append(f"{key!r}: np.array({_repro.values(value)})")
         else:
             params.append(f"{key!r}: {value!r}")
     lines.append("params = {" + ", ".join(params) + "}")
@@ -130,7 +145,7 @@ def repro(cell: "Cell", case: Case) -> str:
     ]
     if cell.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
         lines += [
-            f"g = np.array({np.asarray(cell.cotangent).tolist()!r})",
+            f"g = np.array({_repro.values(cell.cotangent)})",
             "framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)",
             "expected = getattr(R, norm + '_vjp')(g, x, **params)",
             "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') "
@@ -214,6 +229,7 @@ class Cell:
         (so the special value cannot trip a predicate); on `case` only entries about non-finite inputs.
         `observed`: the framework's answers the models judge (default: the verdict's own array)."""
         self.examples += 1
+        _climb(verdict)
         if verdict.passed:
             if self.worst_pass is None or verdict.comparison.ratio > self.worst_pass.comparison.ratio:
                 self.worst_pass = verdict

@@ -25,6 +25,7 @@ degenerate inputs the framework refuses).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,11 +278,12 @@ class Simulated(Computes):
 @dataclass(frozen=True)
 class Envelope(Model):
     """Only the elements `affected(case, dtype, quantity)` marks may break, as `allowed` says:
-    "non_finite" (NaN or ±inf), "non_finite_or_zero", or "any" (bounded only by the mask); every other
-    element is held to the reference and the budget."""
+    "non_finite" (NaN or ±inf), "non_finite_or_zero", "non_finite_or_offset" (y as if x-hat were 0: the
+    offset where there is one, else 0 - a divisor gone to inf), or "any" (bounded only by the mask);
+    every other element is held to the reference and the budget."""
 
     affected: Callable = field(default=lambda case, dtype, which: None)
-    allowed: str = "non_finite"
+    allowed: str | dict = "non_finite"  # or one per quantity ("y", "x", "scale", "mean", ...)
     kind: str = field(default="special", kw_only=True)
 
     def _mask(self, case, dtype, which, shape):
@@ -292,10 +294,13 @@ class Envelope(Model):
             mask = np.any(mask, axis=tuple(i for i in range(case.x.ndim) if i != axis))
         return np.broadcast_to(mask, shape)
 
+    def _allowed(self, which: str) -> str:
+        return self.allowed.get(which, "non_finite") if isinstance(self.allowed, dict) else self.allowed
+
     def width(self, observation, dtype):
         """No digit is left where "any" answer is allowed; elsewhere (and for finite answers where only
         non-finite or zero ones are) the reference and the budget hold."""
-        if self.allowed != "any":
+        if self._allowed(observation.quantity) != "any":
             return 0.0
         shape = np.shape(observation.actual)
         return np.where(self._mask(observation.case, dtype, observation.quantity, shape), np.inf, 0.0)
@@ -309,15 +314,48 @@ class Envelope(Model):
         if actual.shape != reference.shape:
             return Judged(False, math.inf, f"{which} has shape {actual.shape}, not {reference.shape}")
         mask = self._mask(case, dtype, which, actual.shape)
+        settled = _offset(case, which, actual.shape)  # what y is when x-hat is 0 (the offset, or 0)
         broken = {
             "non_finite": ~np.isfinite(actual),
             "non_finite_or_zero": ~np.isfinite(actual) | (actual == 0),
+            "non_finite_or_offset": ~np.isfinite(actual) | (actual == settled),
             "any": np.ones(actual.shape, dtype=bool),
-        }[self.allowed]
+        }[self._allowed(which)]
         outside = np.where(mask & broken, reference, actual)  # inside the mask, broken values are excused
         return _against(
             Observation(case, which, outside, observation.bound), reference, observation.bound, dtype
         )
+
+
+def param(case: Case, key: str):
+    """The case's canonical parameter `key`: as drawn, or the reference's default (its norm's record)."""
+    if key in case.params:
+        return case.params[key]
+    default = R.NORMS[case.norm].parameters()[key]
+    if default is inspect.Parameter.empty:
+        raise KeyError(f"{case.norm} requires {key}: the case has none")
+    return default
+
+
+def along(case: Case, parameter: np.ndarray) -> np.ndarray:
+    """An affine parameter (scale, offset) shaped to broadcast against x as the norm applies it."""
+    record = R.NORMS[case.norm]
+    if record.statistics == "axes":
+        axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
+        shape = [case.x.shape[i] if i in axes else 1 for i in range(case.x.ndim)]
+    else:
+        axis = param(case, "channel_axis") % case.x.ndim
+        shape = [case.x.shape[i] if i == axis else 1 for i in range(case.x.ndim)]
+    return np.reshape(parameter, shape)
+
+
+def _offset(case: Case, which: str, shape) -> np.ndarray:
+    """y's value where the normalized input is 0: the offset broadcast as the norm applies it (0 without
+    one, and for every quantity but y)."""
+    offset = case.params.get("offset")
+    if which != "y" or offset is None:
+        return np.zeros(shape)
+    return np.broadcast_to(along(case, offset), shape)
 
 
 @dataclass(frozen=True)

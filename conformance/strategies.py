@@ -2,16 +2,24 @@
 
 Every draw is labelled (`draw(..., label=...)`) so a failing example reads as its parameters. Shapes
 break symmetry (N != C, odd sizes, size-1 axes) and values include what numerics fear: offsets large
-relative to spread, tiny or zero variance, constant channels, magnitudes near the dtype's range, mixed
-signs. A strategy draws only what the adapter's declaration allows for parameters the framework fixes.
+relative to spread, tiny or zero variance, constant channels, statistics comparable to eps, magnitudes
+whose squares overflow float32 or float16, long reductions, mixed signs. A strategy draws only what the
+adapter's declaration allows for parameters the framework fixes.
+
+Random draws may miss a regime in a quick run, so every property also runs the COVERS first: explicit
+examples (`@covering`) that force the labels of one regime each and take the simplest draw for the rest.
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import HealthCheck, Phase, example, find, settings
 from hypothesis import strategies as st
 
 from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
@@ -21,8 +29,113 @@ from normconf.reference.rms_norm import default_eps
 # float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
 EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0, 2.0**-20, 2.0**-10])
 POSITIVE_EPS = EPS.filter(lambda e: e > 0)
-MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0, 0.125, 0.75])
-VALUE_KINDS = ("standard", "offset", "tiny_spread", "constant_channel", "large", "integers", "positive")
+LP_EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-3, 1.0])
+# None: the cumulative average of every batch so far (BN.S5)
+MOMENTA = st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.9, 1.0, 0.125, 0.75, None])
+VALUE_KINDS = (
+    "standard",
+    "offset",
+    "tiny_spread",
+    "constant_channel",
+    "large",
+    "integers",
+    "positive",
+    "near_eps",  # the statistic (variance, mean square, norm, window term) comparable to eps (or k)
+    "overflow",  # squares beyond float32's range (float16's in a float16 run): NUM.N6 excuses nothing
+)
+# a long reduction (LONG values per statistic) in one draw of eight: kept cheap by few channels
+LONG = 10_000
+LONGS = st.sampled_from([False] * 7 + [True])
+NEAR_EPS_RATIOS = st.sampled_from([1.0, 0.1, 10.0])
+# squares of |x| above these overflow float16, float32: an "overflow" draw has most |x| well above
+OVERFLOW_MAGNITUDE = {"float16": 6.0e4, "default": 1.0e30}
+
+
+# --- covering examples: each regime at least once per property, whatever the random draws do -------
+
+_FORCED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("forced", default=None)
+_SIMPLEST = settings(
+    database=None,
+    derandomize=True,
+    max_examples=1,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+# regime -> the labels it forces; every other draw takes its simplest value. Shape index 0 of each
+# pool rank has N != C and every size above 1, index 1 a size-1 axis (tests/test_strategies.py).
+COVERS = {
+    "code_paths": dict(
+        affine=True,
+        size=3,
+        shape=0,
+        rank=3,
+        normalized_axes=2,
+        trailing=True,
+        channels_per_group=2,
+        groups=2,
+        training=True,
+        tracked=True,
+        state="drawn",
+    ),
+    "size_1_axes_cumulative": dict(shape=1, rank=3, training=True, tracked=True, momentum=None),
+    "near_eps": dict(values="near_eps", eps=1e-3, affine=True, rank=3, shape=0, trailing=True),
+    "near_large_eps": dict(values="near_eps", eps=1.0, near_eps_ratio=0.1, rank=2, shape=0, trailing=True),
+    "long": dict(long=True, affine=True, rank=3, training=True, trailing=True),
+    "overflow": dict(values="overflow", rank=4, shape=0, training=True, trailing=True),
+}
+
+
+class Cover:
+    """The `data` of one covering example: each draw is the strategy's simplest example with the
+    regime's labels forced (deterministic and cached, so a cover costs one call of the property)."""
+
+    def __init__(self, regime: str):
+        self.regime = regime
+
+    def __repr__(self) -> str:
+        return f"Cover({self.regime!r})"
+
+    def draw(self, strategy, label=None):
+        return copy.deepcopy(_simplest(strategy, self.regime))
+
+
+_SIMPLE: dict = {}
+
+
+def _simplest(strategy, regime: str):
+    """The strategy's first (simplest) example under the regime's forced labels, once per strategy."""
+    key = (repr(strategy), regime)
+    if key not in _SIMPLE:
+        token = _FORCED.set(COVERS[regime])
+        try:
+            _SIMPLE[key] = find(strategy, lambda _: True, settings=_SIMPLEST)
+        finally:
+            _FORCED.reset(token)
+    return _SIMPLE[key]
+
+
+def covering(test):
+    """Run `test` (a @given(data=st.data()) property) on every regime of COVERS before its random
+    draws: the quick profile then reaches each regime in every property, norm and dtype."""
+    for regime in reversed(COVERS):
+        test = example(data=Cover(regime))(test)
+    return test
+
+
+def composite(builder):
+    """st.composite whose labelled draws a covering example can force (COVERS)."""
+
+    @st.composite
+    @functools.wraps(builder)
+    def strategy(draw, *args, **kwargs):
+        forced = _FORCED.get() or {}
+
+        def drawing(inner, label=None):
+            return forced[label] if label in forced else draw(inner, label=label)
+
+        return builder(drawing, *args, **kwargs)
+
+    return strategy
 
 
 @dataclass
@@ -72,10 +185,14 @@ def _dtype_max(dtype: str) -> float:
     return float(np.finfo(np.dtype(dtype)).max)
 
 
-@st.composite
-def values(draw, shape, dtype: str, channel_axis: int | None, n: int):
-    """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled)."""
-    kind = draw(st.sampled_from(VALUE_KINDS), label="values")
+@composite
+def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: float | None = None):
+    """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled). `n`: values per
+    statistic; `near`: the magnitude per element that puts the statistic at eps (None where the norm
+    has no eps-like term: "near_eps" is then not drawn)."""
+    kinds = VALUE_KINDS if near is not None else tuple(k for k in VALUE_KINDS if k != "near_eps")
+    kind = draw(st.sampled_from(kinds), label="values")
+    kind = kind if kind in kinds else "standard"
     seed = draw(st.integers(0, 2**32 - 1), label="seed")
     rng = np.random.default_rng(seed)
     if kind == "standard":
@@ -94,6 +211,10 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int):
         # as large as the dtype allows without the sum of n squares overflowing in float32 statistics
         top = min(_dtype_max(dtype), 3.4e38) ** 0.5 / math.sqrt(max(n, 1)) / 4
         x = top * rng.uniform(-1, 1, size=shape)
+    elif kind == "near_eps":
+        x = draw(NEAR_EPS_RATIOS, label="near_eps_ratio") * near * rng.normal(size=shape)
+    elif kind == "overflow":
+        x = OVERFLOW_MAGNITUDE.get(dtype, OVERFLOW_MAGNITUDE["default"]) * rng.uniform(-1, 1, size=shape)
     elif kind == "integers":
         x = rng.integers(-3, 4, size=shape).astype(float)
     else:
@@ -104,24 +225,40 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int):
 # Shapes come from a bounded pool per rank: compiled frameworks (JAX, XLA, TF graphs) compile once per
 # shape, so a few hundred distinct shapes would cost minutes of compilation and no coverage. The pool
 # still breaks symmetry: N differs from C, odd sizes, a size-1 axis in every position, 1-d to 3-d spatial.
+# Index 0 of each rank has every size above 1 and N != C, index 1 a size-1 axis (COVERS rely on it).
 SHAPE_POOL = {
     1: ((3,), (1,), (5,)),
     2: ((2, 3), (3, 1), (1, 5)),
     3: ((2, 3, 4), (3, 1, 2), (1, 5, 3)),
     4: ((2, 3, 2, 3), (3, 2, 1, 4), (1, 4, 3, 2)),
-    5: ((2, 3, 2, 1, 3), (1, 2, 2, 3, 2), (3, 1, 2, 2, 1)),
+    5: ((2, 3, 2, 2, 3), (1, 2, 2, 3, 2), (3, 1, 2, 2, 1)),
 }
 CHANNELS = st.sampled_from([3, 1, 4, 6])
 
 
-@st.composite
+@composite
 def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
     """A shape of rank in [min_rank, max_rank] from the pool; the channel size (if any) drawn separately."""
-    rank = draw(st.integers(min_rank, max_rank), label="rank")
-    shape = list(draw(st.sampled_from(SHAPE_POOL[rank]), label="shape"))
+    rank = _rank(draw, min_rank, max_rank)
+    shape = list(SHAPE_POOL[rank][draw(st.integers(0, len(SHAPE_POOL[rank]) - 1), label="shape")])
     if channels_at is not None:
         shape[channels_at % rank] = draw(CHANNELS, label="channels")
     return tuple(shape)
+
+
+def _rank(draw, lowest: int, highest: int) -> int:
+    """A rank in [lowest, highest]; a covering example's forced rank is moved into the range."""
+    return min(max(draw(st.integers(lowest, highest), label="rank"), lowest), highest)
+
+
+def _lengthened(shape, axes, keep=()) -> tuple:
+    """A long reduction (LONG_REDUCTIONS): the last of `axes` made LONG long, the rest of `axes` 1, the
+    other axes (channels, batch) at most 2 unless in `keep` - few channels keep it cheap."""
+    axes = sorted(axes)
+    return tuple(
+        LONG if i == axes[-1] else 1 if i in axes else size if i in keep else min(size, 2)
+        for i, size in enumerate(shape)
+    )
 
 
 def _channel_axis(draw, declaration, rank):
@@ -132,7 +269,7 @@ def _channel_axis(draw, declaration, rank):
     return draw(st.sampled_from(sorted({1, rank - 1, default % rank})), label="channel_axis")
 
 
-@st.composite
+@composite
 def running_state(draw, channels: int):
     kind = draw(st.sampled_from(["initial", "drawn"]), label="state")
     if kind == "initial":
@@ -156,7 +293,12 @@ def _pick(draw, declaration, key, strategy, label=None):
     return fixed[key] if key in fixed else draw(strategy, label=label or key)
 
 
-@st.composite
+def _eps_root(eps, dtype: str) -> float:
+    """The magnitude per element whose mean square is eps (RMS.D1's default where eps is None)."""
+    return math.sqrt(default_eps(dtype) if eps is None else eps)
+
+
+@composite
 def case(draw, norm: str, declaration, dtype: str) -> Case:
     """One example for `norm`, respecting what the adapter's declaration fixes. Every array parameter
     (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
@@ -181,13 +323,15 @@ def case(draw, norm: str, declaration, dtype: str) -> Case:
     return drawn
 
 
-@st.composite
+@composite
 def _running_norm(draw, norm, declaration, dtype):
     record = NORMS[norm]
     min_rank = 3 if record.statistics == "sample_channel" else 2  # per-sample statistics need a spatial axis
-    rank = draw(st.integers(min_rank, 5), label="rank")
+    rank = _rank(draw, min_rank, 5)
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
+    if draw(LONGS, label="long"):  # the longest spatial axis (the batch when there is none)
+        shape = _lengthened(shape, [i for i in range(rank) if i != axis and (rank == 2 or i != 0)])
     params = {"channel_axis": axis, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
     params["running_var"] = _pick(draw, declaration, "running_var", st.sampled_from(["biased", "unbiased"]))
     params["momentum"] = _pick(draw, declaration, "momentum", MOMENTA)
@@ -198,7 +342,8 @@ def _running_norm(draw, norm, declaration, dtype):
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
     if "replica_sizes" in record.parameters():
         shape = _replicated(draw, declaration, params, shape)
-    kind, x = draw(values(shape, dtype, axis, record.reduction_length(np.empty(shape), params)))
+    n = record.reduction_length(np.empty(shape), params)
+    kind, x = draw(values(shape, dtype, axis, n, _eps_root(params["eps"], dtype)))
     return Case(norm, x, params, kind)
 
 
@@ -220,33 +365,40 @@ def _replicated(draw, declaration, params, shape) -> tuple:
 
 
 def _axes(draw, declaration) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(shape, normalized axes): the axes the declaration fixes, or a drawn set (trailing or any)."""
+    """(shape, normalized axes): the axes the declaration fixes, or a drawn set (trailing or any); one
+    draw in eight makes the normalized axes LONG values long."""
     fixed_axes = (declaration.fixed() if declaration else {}).get("axes")
     if fixed_axes is not None:  # the implementation normalizes these axes only: draw ranks that have them
         fixed_axes = (fixed_axes,) if isinstance(fixed_axes, int) else tuple(fixed_axes)
-        rank = draw(st.integers(max(1, *(a + 1 if a >= 0 else -a for a in fixed_axes)), 4), label="rank")
+        rank = _rank(draw, max(1, *(a + 1 if a >= 0 else -a for a in fixed_axes)), 4)
         shape = draw(shapes(rank, rank, None))
-        return shape, tuple(sorted(a % rank for a in fixed_axes))
-    rank = draw(st.integers(1, 4), label="rank")
-    shape = draw(shapes(rank, rank, None))
-    count = draw(st.integers(1, rank), label="normalized_axes")
-    trailing = draw(st.booleans(), label="trailing")
-    if trailing:
-        return shape, tuple(range(rank - count, rank))
-    return shape, tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+        axes = tuple(sorted(a % rank for a in fixed_axes))
+    else:
+        rank = _rank(draw, 1, 4)
+        shape = draw(shapes(rank, rank, None))
+        count = min(draw(st.integers(1, rank), label="normalized_axes"), rank)
+        trailing = draw(st.booleans(), label="trailing")
+        if trailing:
+            axes = tuple(range(rank - count, rank))
+        else:
+            axes = tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+    if draw(LONGS, label="long"):
+        shape = _lengthened(shape, axes)
+    return shape, axes
 
 
-@st.composite
+@composite
 def _axes_norm(draw, norm, declaration, dtype):
     shape, axes = _axes(draw, declaration)
     params = {"axes": axes, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
     affine = _affine(draw, draw(st.integers(0, 2**16)), tuple(shape[a] for a in axes))
     params.update({key: value for key, value in affine.items() if key in NORMS[norm].affine})
-    kind, x = draw(values(shape, dtype, None, math.prod(shape[a] for a in axes)))
+    n = math.prod(shape[a] for a in axes)
+    kind, x = draw(values(shape, dtype, None, n, _eps_root(params["eps"], dtype)))
     return Case(norm, x, params, kind)
 
 
-@st.composite
+@composite
 def _lp(draw, norm, declaration, dtype):
     shape, axes = _axes(draw, declaration)
     params = {
@@ -258,21 +410,31 @@ def _lp(draw, norm, declaration, dtype):
             "eps_placement",
             st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]),
         ),
-        "eps": _pick(draw, declaration, "eps", st.sampled_from([0.0, 1e-12, 1e-6])),
+        "eps": _pick(draw, declaration, "eps", LP_EPS),
     }
-    kind, x = draw(values(shape, dtype, None, math.prod(shape[a] for a in axes)))
+    p, eps, n = params["p"], params["eps"], math.prod(shape[a] for a in axes)
+    # the row norm at eps (at eps^(1/p) where eps bounds the sum of |x|^p; 1e-3 without eps)
+    at = (eps ** (1 / p) if params["eps_placement"] == "max_power_sum" else eps) if eps else 1e-3
+    kind, x = draw(values(shape, dtype, None, n, at / max(n, 1) ** (1 / p)))
     return Case(norm, x, params, kind)
 
 
-@st.composite
+@composite
 def _group_norm(draw, norm, declaration, dtype):
-    rank = draw(st.integers(2, 5), label="rank")
+    rank = _rank(draw, 2, 5)
     axis = _channel_axis(draw, declaration, rank)
     groups = _pick(draw, declaration, "groups", st.integers(1, 4))
     per_group = draw(st.integers(1, 2), label="channels_per_group")
     shape = list(draw(shapes(rank, rank, None)))
     shape[axis] = groups * per_group
     shape = tuple(shape)
+    if draw(LONGS, label="long"):  # the longest spatial axis (the channels of a group when there is none)
+        spatial = [i for i in range(1, rank) if i != axis]
+        shape = (
+            _lengthened(shape, spatial, keep=(axis,))
+            if spatial
+            else tuple(groups * LONG if i == axis else 2 for i in range(rank))
+        )
     params = {
         "groups": groups,
         "channel_axis": axis,
@@ -280,16 +442,20 @@ def _group_norm(draw, norm, declaration, dtype):
         "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"])),
     }
     params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
-    kind, x = draw(values(shape, dtype, axis, math.prod(shape) // (shape[0] * groups)))
+    n = math.prod(shape) // (shape[0] * groups)
+    kind, x = draw(values(shape, dtype, axis, n, _eps_root(params["eps"], dtype)))
     return Case("group_norm", x, params, kind)
 
 
-@st.composite
+@composite
 def _lrn(draw, norm, declaration, dtype):
-    rank = draw(st.integers(3, 4), label="rank")
+    rank = _rank(draw, 3, 4)
     axis = _channel_axis(draw, declaration, rank)
     shape = draw(shapes(rank, rank, axis))
-    size = _pick(draw, declaration, "size", st.integers(1, 6))
+    long = draw(LONGS, label="long")  # a window of LONG + 1 channels, as many as there are
+    size = _pick(draw, declaration, "size", st.integers(1, 6) if not long else st.just(LONG + 1))
+    if long:
+        shape = tuple(size if i == axis else 1 for i in range(rank))
     params = {
         "size": size,
         "channel_axis": axis,
@@ -299,13 +465,15 @@ def _lrn(draw, norm, declaration, dtype):
         "alpha_over_size": _pick(draw, declaration, "alpha_over_size", st.booleans()),
         "extra": _pick(draw, declaration, "extra", st.sampled_from(["before", "after"])),
     }
-    kind, x = draw(values(shape, dtype, axis, size))
+    # the window term alpha' * sum(x^2) at k: each square near k / (alpha' * size)
+    alpha = params["alpha"] / (size if params["alpha_over_size"] else 1)
+    kind, x = draw(values(shape, dtype, axis, size, math.sqrt(params["k"] / (alpha * size))))
     return Case("local_response_norm", x, params, kind)
 
 
-@st.composite
+@composite
 def _channel_normalize(draw, norm, declaration, dtype):
-    rank = draw(st.integers(3, 4), label="rank")
+    rank = _rank(draw, 3, 4)
     default_axis = declaration.defaults().get("channel_axis", -3) if declaration else -3
     axis = default_axis % rank
     shape = draw(shapes(rank, rank, axis))
@@ -331,4 +499,4 @@ _BUILDERS = {
     "channel_map": _channel_normalize,
 }
 
-__all__ = ["Case", "case", "representable", "default_eps"]
+__all__ = ["COVERS", "Case", "Cover", "case", "covering", "representable", "default_eps"]

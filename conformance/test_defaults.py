@@ -22,6 +22,7 @@ CLAUSES = (*(n.clauses.defaults for n in NORMS.values() if n.clauses.defaults), 
 
 @pytest.mark.targets(widest=True, no_argument_call=True)
 @pytest.mark.clause(*CLAUSES)
+@strategies.covering
 @given(data=st.data())
 def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     adapter = adapters.get(target.adapter)

@@ -30,6 +30,7 @@ def _clause(norm, params):
     "NUM.N6",
     "NUM.N7",
 )
+@strategies.covering
 @given(data=st.data())
 def test_forward_matches_reference(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

@@ -16,6 +16,7 @@ from .harness import reference_or_reject, run_or_reject
 
 @pytest.mark.targets(need=("gradients",))
 @pytest.mark.clause(*(n.clauses.vjp for n in NORMS.values()), "NUM.N8")
+@strategies.covering
 @given(data=st.data())
 def test_gradients_match_reference_vjp(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

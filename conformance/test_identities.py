@@ -80,6 +80,7 @@ def _draw(target, data):
 
 @pytest.mark.targets(norms=PER_SAMPLE)
 @pytest.mark.clause(*map(_forward, PER_SAMPLE))
+@strategies.covering
 @given(data=st.data())
 def test_samples_are_independent(target, cell, data):
     """Changing every other sample of the batch leaves sample 0's output as it was."""
@@ -109,6 +110,7 @@ def test_samples_are_independent(target, cell, data):
 
 @pytest.mark.targets(norms=PERMUTABLE)
 @pytest.mark.clause(*map(_forward, PERMUTABLE))
+@strategies.covering
 @given(data=st.data())
 def test_batch_permutation_permutes_the_output(target, cell, data):
     declaration, case = _draw(target, data)
@@ -128,6 +130,7 @@ def test_batch_permutation_permutes_the_output(target, cell, data):
 
 @pytest.mark.targets(norms=SHIFT_INVARIANT)
 @pytest.mark.clause(*map(_forward, SHIFT_INVARIANT), "NUM.N5")
+@strategies.covering
 @given(data=st.data())
 def test_shift_invariance(target, cell, data):
     """Adding a constant leaves a standardizing norm's output unchanged (up to the larger conditioning)."""
@@ -147,6 +150,7 @@ def test_shift_invariance(target, cell, data):
 
 @pytest.mark.targets(norms=SCALE_INVARIANT)
 @pytest.mark.clause(*(NORMS[n].clauses.scale_invariance for n in SCALE_INVARIANT))
+@strategies.covering
 @given(data=st.data())
 def test_positive_scale_invariance_away_from_eps(target, cell, data):
     """x -> 4x leaves the output unchanged with eps = 0 (any eps > 0 breaks the identity by ~eps/var)."""
@@ -166,6 +170,7 @@ def test_positive_scale_invariance_away_from_eps(target, cell, data):
 
 @pytest.mark.targets(norms=("group_norm",))
 @pytest.mark.clause("GN.S3")
+@strategies.covering
 @given(data=st.data())
 def test_group_norm_limits(target, cell, data):
     """GroupNorm with G = C equals the same framework's InstanceNorm, and with G = 1 its LayerNorm over

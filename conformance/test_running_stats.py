@@ -28,6 +28,7 @@ STATEFUL = tuple(name for name, norm in R.NORMS.items() if norm.stateful)
     "BN.N3",
     "BN.N4",
 )
+@strategies.covering
 @given(data=st.data())
 def test_state_after_steps_then_eval(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

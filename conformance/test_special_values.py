@@ -23,6 +23,7 @@ EMPTY_BATCH_NORMS = tuple(name for name, norm in NORMS.items() if norm.empty_bat
 
 @pytest.mark.targets(widest=True)
 @pytest.mark.clause("NUM.N9", "NUM.N7")
+@strategies.covering
 @given(data=st.data())
 def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
@@ -49,6 +50,7 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
 
 @pytest.mark.targets(norms=EMPTY_BATCH_NORMS, widest=True)
 @pytest.mark.clause("NUM.N9")
+@strategies.covering
 @given(data=st.data())
 def test_an_empty_batch_gives_an_empty_output(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

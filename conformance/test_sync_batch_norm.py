@@ -31,6 +31,7 @@ def _equal_batches(case: strategies.Case) -> strategies.Case:
 
 @pytest.mark.targets(norms=SYNC)
 @pytest.mark.clause("SBN.N1", "SBN.N2", "SBN.S3")
+@strategies.covering
 @given(data=st.data())
 def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

@@ -39,6 +39,7 @@ from normconf.conformance.divergences import (
     reference_value,
     rsqrt_jvp_underflows,
     scale_along,
+    squares_overflow,
     state_in_float32,
 )
 from normconf.conformance.strategies import Case
@@ -540,4 +541,16 @@ KNOWN: list[Divergence] = [
             kind="precision",
         ),
     ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow("flax.*", ("batch_norm", "instance_norm", "group_norm"), channel_axis=-1),
+    *squares_overflow("flax.*", ("layer_norm", "rms_norm")),
+    *squares_overflow(
+        "haiku", ("batch_norm", "instance_norm", "group_norm"), half_in_half=True, channel_axis=-1
+    ),
+    *squares_overflow("haiku", ("layer_norm", "rms_norm"), half_in_half=True),
+    *squares_overflow("equinox", ("batch_norm",), half_in_half=True),
+    *squares_overflow("equinox", ("layer_norm", "group_norm", "rms_norm")),
 ]

@@ -558,7 +558,7 @@ class Keras(Adapter):
 
     def _render_synchronized(self, plan: LayerPlan) -> str:
         sizes, x = plan.replica_sizes, plan.x
-        weights = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in plan.weights.items()}
+        weights = {k: _repro.Source(_repro.values(v)) for k, v in plan.weights.items()}
         lines = [
             *_repro.HEADER,
             "import os",
@@ -575,7 +575,7 @@ class Keras(Adapter):
             "with strategy.scope():",
             f"    layer = keras.layers.{plan.layer}({_repro.arguments((), plan.kwargs)})",
             f"    layer.build({tuple(plan.build_shape)!r})",
-            f"    weights = {weights!r}",
+            f"    weights = {_repro.plain(weights)}",
             "    for name, value in weights.items():",
             "        variable = getattr(layer, name)",
             "        variable.assign(keras.ops.convert_to_tensor(np.array(value), dtype=variable.dtype))",

@@ -22,6 +22,7 @@ from normconf.conformance.divergences import (
     Reference,
     Simulated,
     float64_running_update,
+    huge,
     lp_norm,
     min_norm,
     norm_of,
@@ -31,10 +32,12 @@ from normconf.conformance.divergences import (
     one_pass_model,
     param,
     reference_value,
+    rounded,
     rows_of_zero_norm,
     rows_where_norm_square_overflows,
     rsqrt_jvp_underflows,
     rsqrt_jvp_underflows_in_float32,
+    squares_overflow,
     state_in_float32,
     statistic_held,
     tiny,
@@ -147,6 +150,34 @@ _REFUSES_SHAPE = Raises(
 )
 # LN.D10 for ops.normalize: the norm's derivative lost, wholly or to the bits a subnormal leaves it
 _LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=_subnormal_projection)))
+
+
+def _square_sums_in(case: Case, dtype: str) -> np.ndarray:
+    """LP.D5: each row's sum of squares as Keras takes it in `dtype` (squares rounded, then summed)."""
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    return rounded(np.sum(rounded(case.x * case.x, dtype), axis=axes, keepdims=True), dtype)
+
+
+def _unclamped_half_rows(case: Case, dtype: str) -> bool:
+    """LP.D5: a float16 run whose 1/eps overflows, with a row whose float16 sum of squares is below
+    float16's normal range (rsqrt of it unclamped, or inf)."""
+    eps = param(case, "eps")
+    return (
+        dtype == "float16"
+        and (eps == 0 or 1.0 / eps > huge("float16"))
+        and bool(np.any(_square_sums_in(case, dtype) < tiny("float16")))
+    )
+
+
+def _unit_normalized_in_dtype(case: Case, dtype: str, which: str):
+    """LP.D5: y = x * min(rsqrt(sum of squares), 1/eps), every step rounded to the input dtype."""
+    if which != "y":
+        return None
+    eps = param(case, "eps")
+    with np.errstate(all="ignore"):
+        inverse = rounded(1.0 / np.sqrt(_square_sums_in(case, dtype)), dtype)
+        clamp = rounded(np.float64(1.0) / np.float64(eps), dtype)
+        return rounded(case.x * np.minimum(inverse, clamp), dtype)
 
 
 KNOWN: list[Divergence] = [
@@ -433,6 +464,24 @@ KNOWN: list[Divergence] = [
         ),
         model=Envelope(rows_where_norm_square_overflows, allowed="non_finite_or_zero", kind="precision"),
     ),
+    Divergence(
+        "keras*",
+        "lp_normalize",
+        "LP.D5",
+        "Keras computes x * min(rsqrt(sum x^2), 1/eps) in the input dtype: in float16 1/eps is inf for eps "
+        "below ~1.5e-5, so a row whose float16 sum of squares underflows is not clamped: x * inf",
+        _unclamped_half_rows,
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([[0.0, 0.0], [2.0**-24, 0.0]]),
+                {"axes": (-1,), "eps": 1e-12},
+                "integers",
+            ),
+            "float16",
+        ),
+        model=Simulated(_unit_normalized_in_dtype),
+    ),
     *(
         Divergence(
             name,
@@ -514,4 +563,10 @@ KNOWN: list[Divergence] = [
         "gradient",
         model=one_pass_model("float32", clip=True),
     ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow("keras*", ("batch_norm",), running_var="biased"),
+    *squares_overflow("keras*", ("layer_norm", "group_norm", "rms_norm")),
 ]

@@ -25,10 +25,12 @@ from normconf.conformance.divergences import (
     half_rsqrt_jvp_overflows,
     huge,
     param,
+    squares_overflow,
     statistic_held,
     statistic_mask,
     statistics_in,
     values_per_statistic,
+    xhat_rounding,
 )
 from normconf.conformance.strategies import Case
 
@@ -164,7 +166,7 @@ KNOWN: list[Divergence] = [
                 ),
                 "float16",
             ),
-            model=Computes(affine_in_dtype),
+            model=Computes(affine_in_dtype, absolute=xhat_rounding),
         )
         for norm, x, scale, offset, extra in (
             (
@@ -270,4 +272,11 @@ KNOWN: list[Divergence] = [
         "gradient",
         model=Computes(statistic_held, either=True),
     ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow("mlx.nn", ("batch_norm",), half_in_half=True, channel_axis=-1),
+    *squares_overflow("mlx.nn", ("instance_norm", "group_norm"), channel_axis=-1),
+    *squares_overflow("mlx.nn", ("layer_norm", "rms_norm")),
 ]

@@ -471,8 +471,7 @@ class OnnxBase(Adapter):
             f"opset_imports=[helper.make_opsetid('', {OPSET[op]})])",
             "feeds = {"
             + ", ".join(
-                f"{name!r}: np.array({np.asarray(v, dtype=np.float64).tolist()!r}).astype({np_dtype})"
-                for name, v in given.items()
+                f"{name!r}: np.array({_repro.values(v)}).astype({np_dtype})" for name, v in given.items()
             )
             + "}",
             f"outputs = dict(zip({list(outputs)!r}, {self.runner[1]}))",

@@ -32,7 +32,9 @@ from normconf.conformance.divergences import (
     param,
     power_sum_out_of_range,
     rounded,
+    squares_overflow,
     statistics_in,
+    xhat_rounding,
 )
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
@@ -187,7 +189,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Computes(affine_in_dtype),
+        model=Computes(affine_in_dtype, absolute=xhat_rounding),
     ),
     Divergence(
         "onnx.reference",
@@ -314,5 +316,17 @@ KNOWN: list[Divergence] = [
                 Reference(eps_in()),
             )
         ),
+    ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow(
+        "onnx.reference", ("batch_norm", "instance_norm", "layer_norm", "rms_norm"), half_in_half=True
+    ),
+    *squares_overflow("onnx.reference", ("group_norm",)),
+    *squares_overflow(
+        "onnxruntime",
+        ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm"),
     ),
 ]

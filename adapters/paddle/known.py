@@ -24,6 +24,7 @@ from normconf.conformance.divergences import (
     param,
     power_sum_out_of_range,
     scale_along,
+    squares_overflow,
     statistic_held,
     underflowing_derivative_windows,
 )
@@ -224,5 +225,13 @@ KNOWN: list[Divergence] = [
         ),
         "gradient",
         model=Computes(_float32_pool_scale),
+    ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow("paddle.*", ("batch_norm",), running_var="biased"),
+    *squares_overflow(
+        "paddle.*", ("instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm")
     ),
 ]

@@ -36,6 +36,7 @@ from normconf.conformance.divergences import (
     rounded,
     rsqrt_jvp_underflows,
     scale_along,
+    squares_overflow,
     statistic_held,
 )
 from normconf.conformance.strategies import Case
@@ -257,5 +258,14 @@ KNOWN: list[Divergence] = [
         ),
         non_finite=True,
         model=Envelope(_samples_with_non_finite),
+    ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow("tf.fused_batch_norm", ("batch_norm",)),
+    *squares_overflow("tf.nn", ("batch_norm",), half_in_half=True),
+    *squares_overflow(
+        "tf.nn", ("local_response_norm",), half_in_half=True, channel_axis=-1, alpha_over_size=False
     ),
 ]

@@ -18,14 +18,14 @@ from normconf.conformance.divergences import (
     half_squares_overflow,
     huge,
     lp_in_dtype,
-    lp_norm,
     lrn_power_derivative_underflows,
     max_abs,
     min_norm,
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
-    row_mask,
+    rows_below_eps,
+    squares_overflow,
     statistic_held,
     statistic_mask,
     underflowing_derivative_windows,
@@ -75,11 +75,6 @@ def _rstd_scaled_input_affected(case: Case, dtype: str, which: str):
         ),
     )
     return np.any(mask) if which in ("scale", "offset") else mask
-
-
-def _below_eps_rows(case: Case, dtype: str, which: str):
-    """LP.D5: rows of norm below eps, which divide by an eps rounded to 0."""
-    return row_mask(case, lambda x, p, axes: lp_norm(x, p, axes) < param(case, "eps"))
 
 
 KNOWN: list[Divergence] = [
@@ -224,7 +219,7 @@ KNOWN: list[Divergence] = [
             Case("lp_normalize", np.zeros((1, 2)), {"axes": (-1,), "eps": 1e-12}, "integers"),
             "float16",
         ),
-        model=Envelope(_below_eps_rows),
+        model=Envelope(rows_below_eps),
     ),
     Divergence(
         "torch.*",
@@ -256,5 +251,13 @@ KNOWN: list[Divergence] = [
         lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
         "gradient",
         model=Computes(statistic_held, either=True),
+    ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
+KNOWN += [
+    *squares_overflow(
+        "torch.*",
+        ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm"),
     ),
 ]
