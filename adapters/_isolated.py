@@ -52,6 +52,8 @@ class ChildTimedOut(RuntimeError):
 
 # A fresh child's first call also imports the framework (and may compile): allowed this much more.
 FIRST_CALL_ALLOWANCE = 120.0
+SLOW_CALL = 5.0  # seconds after which a call still running is announced (once) on stderr
+SLOW_MARK = "normconf: still running:"  # what starts that line (normconf check echoes it)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -135,6 +137,8 @@ class Isolated:
                 self._discard()
                 self._start()
                 self._calls = 0
+                if self.timeout is not None and method != "environment":
+                    self._warm_up()
             limit = (
                 None
                 if self.timeout is None
@@ -142,7 +146,7 @@ class Isolated:
             )
             try:
                 self._requests.send((method, args, kwargs))
-                if limit is not None and not self._replies.poll(limit):
+                if limit is not None and not self._answered(method, args, limit):
                     process = self._process
                     process.kill()
                     self._discard()
@@ -165,6 +169,42 @@ class Isolated:
             return reply[1]
         _, exc, text = reply
         raise exc from ChildTraceback(text)
+
+    def _warm_up(self) -> None:
+        """A fresh child imports its framework through `environment()`, within FIRST_CALL_ALLOWANCE
+        more than a call's timeout: the calls after it are held to the timeout alone (a hang then
+        costs `timeout` seconds, not the import's allowance too). A child that fails here is left to
+        the call, which reports it; one that hangs here is killed (ChildTimedOut)."""
+        limit = self.timeout + FIRST_CALL_ALLOWANCE
+        try:
+            self._requests.send(("environment", (), {}))
+            if self._replies.poll(limit):
+                self._replies.recv()
+                self._calls += 1
+                return
+        except (EOFError, OSError):
+            return
+        process = self._process
+        process.kill()
+        self._discard()
+        raise ChildTimedOut(
+            f"{self.name}: the isolated child (pid {process.pid}) did not start within {limit:g} s; "
+            "it was killed"
+        )
+
+    def _answered(self, method: str, args: tuple, limit: float) -> bool:
+        """Whether the child answers within `limit` seconds; a line on stderr once SLOW_CALL passes."""
+        if limit <= SLOW_CALL:
+            return self._replies.poll(limit)
+        if self._replies.poll(SLOW_CALL):
+            return True
+        what = f" {args[0]}" if method == "run" and args else ""
+        print(
+            f"{SLOW_MARK} {self.name}{what} {method}() after {SLOW_CALL:g} s (killed at {limit:g} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return self._replies.poll(limit - SLOW_CALL)
 
     def run(self, norm, x, params, *, dtype="float64", cotangent=None):
         return self.call("run", norm, x, params, dtype=dtype, cotangent=cotangent)

@@ -309,7 +309,7 @@ class FunctionAdapter(Adapter):
 
         result = call(**differentiable)
         y, state = result if declaration.stateful and isinstance(result, tuple) else (result, None)
-        _check_output(impl, y, dtype)
+        _check_output(impl, y, dtype, x.shape)
         outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None)
         if cotangent is not None:
             grads = arrays.vjp(
@@ -323,21 +323,23 @@ class FunctionAdapter(Adapter):
         return outcome
 
 
-def _check_output(impl: Implementation, y, dtype: str) -> None:
+def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:
     """The protocol: y is an array of the input's dtype (a wider or narrower one would be compared as
-    if it were what the implementation computes in `dtype`)."""
-    dtype_of = getattr(
-        y, "dtype", None
-    )  # numpy/jax/TF dtypes have a name; torch, paddle, mlx print "module.float32"
-    got = (
-        (getattr(dtype_of, "name", None) or str(dtype_of)).rsplit(".", 1)[-1]
-        if dtype_of is not None
-        else type(y).__name__
-    )
+    if it were what the implementation computes in `dtype`) and of the input's shape."""
+    protocol = "the plug-in protocol, adapters/plugin.py"
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise ProtocolError(f"{impl.label} returned a {type(y).__name__}, not an array ({protocol})")
+    if tuple(y.shape) != tuple(shape):
+        raise ProtocolError(
+            f"{impl.label} returned shape {tuple(y.shape)} for an input of shape {tuple(shape)}: y must "
+            f"have the input's shape ({protocol})"
+        )
+    # numpy/jax/TF dtypes have a name; torch, paddle, mlx print "module.float32"
+    got = (getattr(y.dtype, "name", None) or str(y.dtype)).rsplit(".", 1)[-1]
     if got != dtype:
         raise ProtocolError(
             f"{impl.label} returned {got} for a {dtype} input: y must be an array of the input's "
-            f"dtype (the plug-in protocol, adapters/plugin.py)"
+            f"dtype ({protocol})"
         )
 
 

@@ -238,6 +238,16 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.stash[_RECORDER].finish(exitstatus)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Ctrl-C during a test: its cell is recorded as interrupted, not as an error."""
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        item.stash[_OUTCOME] = "interrupted"
+        raise
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -272,8 +282,11 @@ def cell(request, target, recorder):
     """The result cell of this test: adapter x norm x dtype x property (the test's name)."""
     from normconf import adapters
 
-    from .harness import Cell
+    from .harness import Cell, stopped
 
+    reason = stopped(target.adapter, target.norm, target.dtype)
+    if reason:
+        pytest.skip(reason)
     prop = request.node.originalname.removeprefix("test_")
     current = Cell(target.adapter, target.norm, target.dtype, prop)
     recorder.environment(adapters.get(target.adapter))

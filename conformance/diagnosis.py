@@ -80,15 +80,19 @@ ALTERNATIVES = {
 }
 
 
-def explain(norm: str, x: np.ndarray, params: dict, actual, pick, bound, dtype: str) -> str:
+def explain(norm: str, x: np.ndarray, params: dict, actual, pick, bound, dtype: str, vjp_of=None) -> str:
     """A sentence naming the alternative convention under which the reference agrees with `actual`
-    (`pick(result)` takes the compared quantity from a reference result; `bound` is the budget), or ""."""
+    (`pick(result)` takes the compared quantity from a reference result - the VJP's, given the output
+    cotangent `vjp_of`; `bound` is the budget), or ""."""
     for clause, what, change in ALTERNATIVES.get(norm, ()):
         changed = change(params)
         if not changed or all(params.get(k) == v for k, v in changed.items()):
             continue
         try:
-            expected = pick(getattr(R, norm)(x, **{**params, **changed}))
+            if vjp_of is None:
+                expected = pick(getattr(R, norm)(x, **{**params, **changed}))
+            else:
+                expected = pick(getattr(R, f"{norm}_vjp")(vjp_of, x, **{**params, **changed}))
         except (R.ClauseError, AttributeError, TypeError):
             continue
         if np.shape(expected) == np.shape(actual) and T.compare(actual, expected, bound, dtype).passed:

@@ -27,8 +27,24 @@ from .strategies import Case
 
 
 class Abandoned(BaseException):
-    """A cell given up because its framework crashed or hung (a BaseException, so hypothesis does not
-    replay and shrink the example; pytest reports the test as failed with this message)."""
+    """A cell given up because its framework crashed or hung, or a plug-in answered outside the protocol
+    (a BaseException, so hypothesis does not replay and shrink the example; pytest reports the test as
+    failed with this message)."""
+
+
+# (adapter, norm, dtype), (adapter, norm) or (adapter,) -> why the rest of its cells are skipped: a
+# plug-in's protocol error recurs on every example, a hang costs a timeout each time (HANG_BUDGET)
+STOPPED: dict[tuple, str] = {}
+HUNG: dict[str, float] = {}  # adapter -> seconds its timed-out calls cost this session
+HANG_BUDGET = 180.0  # past this many seconds of timeouts an adapter's remaining cells are skipped
+
+
+def stopped(adapter: str, norm: str, dtype: str) -> str | None:
+    """Why this cell is not run (an earlier protocol error or hang of its adapter), or None."""
+    for key in ((adapter, norm, dtype), (adapter, norm), (adapter,)):
+        if key in STOPPED:
+            return STOPPED[key]
+    return None
 
 
 def reference_or_reject(case: Case, vjp_of=None):
@@ -59,9 +75,10 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
         cell.abandon(
             "timed out" if isinstance(exc, _isolated.ChildTimedOut) else "crashed", clause, str(exc), case
         )
-    except (
-        Exception
-    ) as exc:  # the framework refused a valid input: that is a result, not a crash of the suite
+    except Exception as exc:
+        if cell.adapter not in adapters.built_in():  # a plug-in's own error: its protocol, not a clause
+            cell.abandon("protocol error", clause, f"{type(exc).__name__}: {exc}", case)
+        # a framework refused a valid input: that is a result, not a crash of the suite
         raised = T.Comparison(math.inf, 0.0, math.inf, math.nan, ())
         cell.settle(
             Verdict(
@@ -210,7 +227,9 @@ class Cell:
     started: float = field(default_factory=time.monotonic)
     first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
     observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)
-    abnormal: str | None = None  # "crashed" or "timed out": the framework's child process was lost
+    # "crashed" or "timed out" (the framework's child process was lost), or "protocol error" (a plug-in
+    # raised, or returned the wrong type, dtype or shape)
+    abnormal: str | None = None
     missed: list = field(default_factory=list)  # [(divergence, models.Judged)] considered for the finding
 
     def settle(
@@ -272,10 +291,11 @@ class Cell:
         return models.Observation(case, which, verdict.actual, verdict.bound, verdict.what)
 
     def abandon(self, kind: str, clause: str, message: str, case: Case) -> None:
-        """The framework crashed or hung on `case` (its isolated child is gone): the cell's verdict,
-        unless a known divergence whose model says it raises explains it (then the example is
-        rejected). Raised as `Abandoned`, which hypothesis does not shrink: every replay would cost
-        another crash or another timeout."""
+        """The framework crashed or hung on `case` (its isolated child is gone), or a plug-in broke the
+        protocol: the cell's verdict, unless a known divergence whose model says it raises explains it
+        (then the example is rejected). Raised as `Abandoned`, which hypothesis does not shrink: every
+        replay would cost another crash, timeout or the same protocol error. A hang stops the rest of
+        the norm (and the adapter past HANG_BUDGET), a protocol error the rest of the norm's dtype."""
         self.examples += 1
         failed = Verdict(
             clause,
@@ -296,7 +316,21 @@ class Cell:
                 reject()
             misses.append((entry, outcome))
         self.failure, self.failure_case, self.abnormal, self.missed = failed, case, kind, misses
+        self._stop_others(kind, message)
         raise Abandoned(_failure_text(failed, misses, case, repro(self, case)))
+
+    def _stop_others(self, kind: str, message: str) -> None:
+        reason = f"stopped after a {kind} in {self.prop} ({self.norm}, {self.dtype}): {message[:300]}"
+        if kind == "protocol error":
+            STOPPED[(self.adapter, self.norm, self.dtype)] = reason
+        elif kind == "timed out":
+            STOPPED[(self.adapter, self.norm)] = reason
+            HUNG[self.adapter] = HUNG.get(self.adapter, 0.0) + time.monotonic() - self.started
+            if HUNG[self.adapter] >= HANG_BUDGET:
+                STOPPED[(self.adapter,)] = (
+                    f"stopped: {self.adapter}'s timed-out calls took {HUNG[self.adapter]:.0f} s, past the "
+                    f"{HANG_BUDGET:.0f} s a session allows ({reason})"
+                )
 
     def status(self) -> str:
         if self.abnormal is not None:

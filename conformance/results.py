@@ -115,10 +115,13 @@ class Recorder:
         )
 
     def cell(self, nodeid: str, cell, outcome: str, message: str | None = None) -> None:
-        """One test's result. `outcome` is pytest's ("passed", "failed", "skipped")."""
+        """One test's result. `outcome` is pytest's ("passed", "failed", "skipped"), or "interrupted"
+        (Ctrl-C arrived during the test: what it judged so far is not a verdict)."""
         from .harness import repro
 
-        if outcome == "skipped":
+        if outcome == "interrupted":
+            status = "interrupted"
+        elif outcome == "skipped":
             status = "unsupported" if cell.examples == 0 and cell.unsupported else "skipped"
         else:
             status = "error" if outcome == "failed" and cell.failure is None else cell.status()
@@ -135,7 +138,7 @@ class Recorder:
         }
         if message and status in ("error", "skipped"):
             record["message"] = message[:2000]
-        elif status in ("finding", "crashed", "timed out"):
+        elif status in ("finding", "crashed", "timed out", "protocol error"):
             record["message"] = cell.failure.message()[:2000]
         shown = cell.failure or (cell.expected[1] if cell.expected else None) or cell.worst_pass
         if shown is not None:

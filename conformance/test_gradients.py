@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from normconf import adapters
 from normconf.reference import NORMS
 
-from . import checks, strategies
+from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
 
 
@@ -43,5 +43,8 @@ def test_gradients_match_reference_vjp(target, cell, data):
             want[key],
             (bound, "NUM.N8"),
             case.describe(),
+            diagnose=lambda actual, b, key=key: diagnosis.explain(
+                target.norm, case.x, case.params, actual, lambda r: getattr(r, key), b, target.dtype, vjp_of=g
+            ),
         )
         cell.settle(verdict, case)

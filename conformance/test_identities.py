@@ -32,8 +32,12 @@ def _forward(norm: str) -> str:
 
 
 def _over_batch_axis(target, case) -> bool:
-    """A norm over chosen axes whose axes include the batch axis: the batch is one statistic."""
-    return NORMS[target.norm].statistics == "axes" and 0 in case.params.get("axes", ())
+    """Axis 0 is not a batch: a norm over chosen axes that include it (the batch is one statistic), or
+    channels on axis 0 (a CHW image: its per-channel parameters run along it)."""
+    if NORMS[target.norm].statistics == "axes":
+        return 0 in [a % case.x.ndim for a in case.params.get("axes", ())]
+    axis = case.params.get("channel_axis")
+    return axis is not None and axis % case.x.ndim == 0
 
 
 def _budget(target, case):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from normconf import adapters
 from normconf.reference import NORMS
 
-from . import checks, strategies
+from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
 
 SPECIAL_VALUES = (math.nan, math.inf, -math.inf)
@@ -41,7 +41,18 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
     bound = checks.budget(target.norm, clean.x, clean.params, y_clean, acc_dtype=acc, out_dtype=target.dtype)
     cell.settle(
         checks.check(
-            "NUM.N9", target.adapter, target.norm, target.dtype, "y", outcome.y, y_ref, bound, case.describe()
+            "NUM.N9",
+            target.adapter,
+            target.norm,
+            target.dtype,
+            "y",
+            outcome.y,
+            y_ref,
+            bound,
+            case.describe(),
+            diagnose=lambda actual, b: diagnosis.explain(
+                target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
+            ),
         ),
         case,
         explained_by=clean,

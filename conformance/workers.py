@@ -36,11 +36,12 @@ def run(
     results_dir: Path,
     env: dict | None = None,
     quiet: bool = False,
+    echo: str | None = None,
 ) -> int:
     """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code
     (INTERRUPTED after Ctrl-C, once every worker has closed its file).
     Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends
-    (unless `quiet`)."""
+    (unless `quiet`); lines of the logs that start with `echo` are printed as they come."""
     import normconf.conformance as suite
 
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,11 @@ def run(
         )
         running.append((k, group, process, log))
     worst, interrupted = 0, False
+    if echo:
+        try:
+            _echo(running, results_dir, echo)
+        except KeyboardInterrupt:
+            interrupted = True
     for k, group, process, log in running:
         try:
             code = process.wait()
@@ -91,6 +97,25 @@ def run(
         if code and not worst:  # the first failure's code; a worker killed by a signal counts as 1
             worst = code if code > 0 else 1
     return INTERRUPTED if interrupted else worst
+
+
+def _echo(running, results_dir: Path, prefix: str) -> None:
+    """Until every worker ends, print the lines of their logs that start with `prefix`."""
+    offsets = dict.fromkeys((k for k, *_ in running), 0)
+    while True:
+        done = all(process.poll() is not None for _, _, process, _ in running)
+        for k in offsets:
+            with open(results_dir / f"worker-{k}.log", "rb") as fh:
+                fh.seek(offsets[k])
+                chunk = fh.read()
+            whole = chunk[: chunk.rfind(b"\n") + 1]
+            offsets[k] += len(whole)
+            for line in whole.decode("utf-8", "replace").splitlines():
+                if line.startswith(prefix):
+                    print("  " + line, flush=True)
+        if done:
+            return
+        time.sleep(0.5)
 
 
 def default_jobs() -> int:

@@ -7,6 +7,8 @@ Figures, not timed tests: a noisy machine changes them, so nothing here passes o
   rate        examples per second per adapter in a finished run's results (the suite's own overhead in)
   discovery   examples and seconds until known divergences (a sample, one per clause) are first reported
   suite       wall time of whole profiles over every installed adapter (`--suite quick,default`)
+  mutants     the mutation corpus (conformance/meta/mutants.py) through `--profile`: which wrong
+              implementations it kills, by which clause, and that every correct one passes
 """
 
 from __future__ import annotations
@@ -274,6 +276,27 @@ def main(args) -> int:
                 else f"{first['examples']:4d} examples {first['seconds']:7.2f}s"
             )
             print(f"  {clause:<7} {cell:<62} {shown}")
+    if "mutants" in sections:
+        from normconf.conformance.meta import mutants
+
+        target = mutants.KILL_TARGETS.get(args.profile)
+        with tempfile.TemporaryDirectory(prefix="normconf-mutants-") as folder:
+            rows = mutants.kill_table(args.profile, Path(folder))
+        print(f"mutation corpus through the {args.profile} profile (kill target {target or '-'})")
+        for row in rows:
+            state = (
+                ("killed" if row["killed"] else "SURVIVED")
+                if row["wrong"]
+                else ("FAILED" if row["killed"] else "passes")
+            )
+            detail = f"{row['clause']:<8} {row['property']}" if row["killed"] else ""
+            print(f"  {'wrong' if row['wrong'] else 'correct':<7} {row['name']:<32} {state:<9} {detail}")
+        rate = mutants.kill_rate(rows)
+        wrongly = sum(r["killed"] for r in rows if not r["wrong"])
+        verdict = "" if target is None else ("ok" if rate >= target and not wrongly else "MISSED")
+        print(
+            f"  killed {rate:.0%} of the wrong, {wrongly} correct failed (target >= {target:.0%}) {verdict}"
+        )
     for profile in [p for p in args.suite.split(",") if p]:
         elapsed, counts = suite_wall_time(profile)
         target = TARGETS.get(profile)

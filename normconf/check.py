@@ -11,7 +11,13 @@ finding in full: the clause it breaks, what would explain it, and a repro script
 Exit status: 0 CONFORMS (no finding, no error, and every declared norm judged by at least one property
 on at least one example); 1 DOES NOT CONFORM; 2 the implementation could not be loaded (a bad
 declaration names the parameter and the valid values); 3 NOT CHECKED - some norm had every property
-unsupported, skipped or only recorded, so nothing about it was judged.
+unsupported, skipped or only recorded, so nothing about it was judged; 130 INTERRUPTED (Ctrl-C: what
+was judged is printed, no verdict).
+
+A plug-in that raises, or returns the wrong type, dtype or shape, gets a protocol error after its
+first example (not shrunk) and the rest of that norm and dtype is skipped; a call past --isolate
+seconds is killed, its cell timed out and the rest of its norm skipped (a line is printed when a call
+passes 5 s).
 """
 
 from __future__ import annotations
@@ -20,7 +26,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-FAILING = ("finding", "error", "crashed", "timed out")
+from normconf.adapters._isolated import SLOW_MARK
+
+FAILING = ("protocol error", "timed out", "crashed", "finding", "error")
+# the finding shown in full is the most telling: a finite input's forward or state failure, then
+# gradients, identities, special values (within each, the plug-in's own protocol errors and hangs first)
+TELLING = (
+    "forward",
+    "running_stats",
+    "defaults",
+    "sync_batch_norm",
+    "gradients",
+    "identities",
+    "special_values",
+)
 # properties that record what an implementation does with invalid input without judging it (README)
 RECORDED_ONLY = ("constraint_violations_are_recorded",)
 NOT_CHECKED = 3
@@ -72,7 +91,7 @@ def main(args) -> int:
     ]
     declared = ", ".join(f"{norm} ({', '.join(d.dtypes)})" for norm, d in adapter.declarations.items())
     print(f"checking {args.implementation}: {declared}; profile {args.profile}", flush=True)
-    code = workers.run([[args.implementation]], pytest_args, out, quiet=True)
+    code = workers.run([[args.implementation]], pytest_args, out, quiet=True, echo=SLOW_MARK)
     files = sorted(out.glob("worker-*.jsonl"))
     records = [r for run in results.load(files) for r in run.results] if files else []
     if not records:
@@ -81,11 +100,8 @@ def main(args) -> int:
         print(f"verdict: NOT CHECKED (the suite ended with exit status {code} before any result)")
         return NOT_CHECKED
     print(verdict_table(records))
-    failing = [r for r in records if r["verdict"] in FAILING]
-    # shown in full: one the diagnosis explains, else the one furthest over its budget
-    failing.sort(
-        key=lambda r: ("it agrees with the reference" not in r.get("message", ""), -(r.get("ratio") or 0))
-    )
+    failing = sorted((r for r in records if r["verdict"] in FAILING), key=telling)
+    interrupted = code == workers.INTERRUPTED
     for record in failing[:1]:
         print(f"\nfinding ({record['property']}, {record['norm']}, {record['dtype']}):")
         print("  " + record.get("message", "(no message)").replace("\n", "\n  "))
@@ -103,6 +119,12 @@ def main(args) -> int:
 
         print(f"report: {html.write(files, args.report, None)}")
     print(f"results: {out}")
+    if interrupted:
+        print(
+            f"verdict: INTERRUPTED - stopped by Ctrl-C after {len(records)} checks "
+            f"({len(failing)} failing so far); not a verdict on the implementation"
+        )
+        return workers.INTERRUPTED
     if failing:
         print(
             f"verdict: DOES NOT CONFORM - {len(failing)} of {len(records)} checks fail "
@@ -123,6 +145,18 @@ def main(args) -> int:
         + (f", {len(records) - passed} not applicable" if len(records) > passed else "")
     )
     return 0
+
+
+def telling(record: dict) -> tuple:
+    """Sort key: how directly a failing record names the bug - its property (TELLING; a protocol
+    error, hang or crash first within it: nothing else of the call could be judged), a diagnosed one
+    before an undiagnosed one, then the one furthest over its budget."""
+    module = record.get("test", "").split("::")[0].rsplit("/", 1)[-1].removeprefix("test_")
+    module = module.removesuffix(".py")
+    rank = TELLING.index(module) if module in TELLING else len(TELLING)
+    abnormal = record["verdict"] in ("protocol error", "timed out", "crashed")
+    diagnosed = "it agrees with the reference" in record.get("message", "")
+    return rank, not abnormal, not diagnosed, -(record.get("ratio") or 0)
 
 
 def verdict_table(records: list[dict]) -> str:

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--sections",
         default="reference,startup,throughput,discovery",
-        help="comma-separated: reference, startup, throughput, rate, discovery",
+        help="comma-separated: reference, startup, throughput, rate, discovery, mutants",
     )
     bench.add_argument(
         "--results", default="reports/out/results", help="the results folder the rate figures read"
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--adapters", default="", help="adapters for the throughput figures (default: all installed)"
     )
-    bench.add_argument("--profile", default="default", help="profile for the discovery figures")
+    bench.add_argument("--profile", default="default", help="profile for the discovery and mutants figures")
     bench.add_argument(
         "--suite", default="", help="also time whole profiles over every adapter, e.g. quick,default"
     )
@@ -256,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         "--results", default="", help="folder for the JSON results (default: a temporary folder)"
     )
     check.add_argument("--report", default="", help="also write the HTML report here")
-    check.add_argument("--isolate", type=_timeout, default=300.0, metavar="SECONDS", help=ISOLATE_HELP)
+    check.add_argument(
+        "--isolate",
+        type=_timeout,
+        default=60.0,
+        metavar="SECONDS",
+        help=ISOLATE_HELP + "; a hang stops the rest of its norm, and past a few minutes of hangs the rest",
+    )
     check.set_defaults(run=lambda args: __import__("normconf.check", fromlist=["main"]).main(args))
     table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
     mode = table.add_mutually_exclusive_group()

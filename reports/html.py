@@ -25,6 +25,7 @@ TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
 SHOWN = (
     "error",
+    "protocol error",
     "crashed",
     "timed out",
     "finding",

@@ -19,6 +19,7 @@ SCHEMA = Path(__file__).with_name("results.schema.json")
 # worst first: a cell shows the worst verdict of its results
 SEVERITY = [
     "error",
+    "protocol error",
     "crashed",
     "timed out",
     "finding",
@@ -26,14 +27,16 @@ SEVERITY = [
     "pass",
     "unsupported",
     "skipped",
+    "interrupted",
 ]
-PROBLEMS = ("error", "crashed", "timed out", "finding")  # verdicts that fail a run
+PROBLEMS = ("error", "protocol error", "crashed", "timed out", "finding")  # verdicts that fail a run
 # the kinds of expected divergence a cell may hold beside its worst verdict, with their matrix letters:
 # semantic (differs in exact arithmetic), precision (low precision or ill-conditioned inputs only), special
 # values (NaN, inf, empty or degenerate inputs); a record written before kinds were recorded is "divergence"
 KINDS = {"semantic": "S", "precision": "P", "special": "V", "divergence": "D"}
 SYMBOL = {
     "error": "E",
+    "protocol error": "R",
     "crashed": "C",
     "timed out": "T",
     "finding": "F",
@@ -41,6 +44,7 @@ SYMBOL = {
     "pass": ".",
     "unsupported": "-",
     "skipped": "s",
+    "interrupted": "i",
 }
 
 
@@ -237,8 +241,10 @@ def text_matrix(runs: list[Run]) -> str:
     lines.append("divergences beside the worst verdict: " + "  ".join(f"{s} {k}" for k, s in KINDS.items()))
     labels = implementations(runs)
     for i, run in enumerate(runs):
-        if not run.complete:
-            lines.append(f"INCOMPLETE: {run.path} has no end record (interrupted run)")
+        if run.end is not None and run.end.get("interrupted"):
+            lines.append(f"INTERRUPTED: {run.path}: stopped by Ctrl-C; the results before it are kept")
+        elif not run.complete:
+            lines.append(f"INCOMPLETE: {run.path} has no end record (interrupted or still running)")
         for r in run.results:
             if r["verdict"] in PROBLEMS:
                 compared = r.get("worst_error") not in (

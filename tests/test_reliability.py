@@ -85,7 +85,7 @@ def test_a_run_with_a_crashing_and_a_hanging_plugin_reports_them_and_keeps_every
     assert "repro" in crashed
     hung = mine["rms_norm", "forward_matches_reference"]
     assert hung["verdict"] == "timed out" and "did not return within" in hung["message"]
-    assert mine["lp_normalize", "forward_matches_reference"]["verdict"] == "finding"
+    assert mine["lp_normalize", "forward_matches_reference"]["verdict"] == "protocol error"
     assert "ProtocolError" in mine["lp_normalize", "forward_matches_reference"]["message"]
     others = [r for r in records if r["adapter"] == "onnx.reference"]
     assert others and all(r["verdict"] in ("pass", "unsupported", "expected divergence") for r in others), (
@@ -238,3 +238,72 @@ def test_the_protocol_reads_the_dtype_of_every_array_kind():
     for y in (np.ones(2), [1.0, 2.0]):
         with pytest.raises(ProtocolError):
             _check_output(Impl, y, "float32")
+
+
+FAULTY = str(Path(__file__).parent / "data" / "faulty_plugins.py")
+
+
+def _check(
+    spec: str, out: Path, *extra: str, timeout: float
+) -> tuple[subprocess.CompletedProcess, list[dict], float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [*NORMCONF, "check", spec, "--results", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done, _results(out), time.monotonic() - started
+
+
+@pytest.mark.parametrize("name, error", [("raises", "RuntimeError"), ("wrong_shape", "returned shape")])
+def test_check_reports_a_protocol_error_after_one_example_and_stops_the_norm(name, error, tmp_path):
+    done, records, _ = _check(f"{FAULTY}:{name}", tmp_path, timeout=240)
+    assert done.returncode == 1 and "DOES NOT CONFORM" in done.stdout, done.stdout[-3000:]
+    broken = [r for r in records if r["verdict"] == "protocol error"]
+    assert broken and all(r["examples"] == 1 and error in r["message"] for r in broken), broken
+    assert not [r for r in records if r["verdict"] == "finding"]  # not counted as clause findings
+    stopped = [
+        r
+        for r in records
+        if r["verdict"] == "skipped" and "stopped after a protocol error" in r.get("message", "")
+    ]
+    assert stopped and len(broken) == len({r["dtype"] for r in broken}), (
+        records
+    )  # one per dtype, the rest skipped
+    assert "PROTOCOL ERROR" in done.stdout and error in done.stdout.split("finding (")[1]
+
+
+def test_check_stops_a_hanging_norm_at_its_first_hang_and_says_so(tmp_path):
+    done, records, _ = _check(f"{FAULTY}:hangs", tmp_path, "--isolate", "7", timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    hung = [r for r in records if r["verdict"] == "timed out"]
+    assert len(hung) == 1 and "did not return within 7 s" in hung[0]["message"], records
+    rest = [r for r in records if r is not hung[0] and r["property"] != "constraint_violations_are_recorded"]
+    assert rest and all(r["verdict"] == "skipped" and "timed out" in r["message"] for r in rest), rest
+    assert "still running: " in done.stdout  # the line printed while the call ran past 5 s
+
+
+def test_ctrl_c_during_check_reports_what_was_judged_not_a_verdict(tmp_path):
+    process = subprocess.Popen(
+        [*NORMCONF, "check", f"{FAULTY}:slow", "--results", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # until a few results are in, and a test is running
+        files = list(tmp_path.glob("*.jsonl"))
+        if files and files[0].read_text(encoding="utf-8").count('"kind": "result"') >= 3:
+            break
+        time.sleep(0.3)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 130 and "verdict: INTERRUPTED" in output, output[-3000:]
+    assert "DOES NOT CONFORM" not in output
+    records = _results(tmp_path)
+    assert records and not [r for r in records if r["verdict"] == "error"], records
+    assert [r for r in records if r["verdict"] == "interrupted"], records

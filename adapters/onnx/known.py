@@ -327,6 +327,14 @@ KNOWN += [
     *squares_overflow("onnx.reference", ("group_norm",)),
     *squares_overflow(
         "onnxruntime",
-        ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm"),
+        (
+            "batch_norm",
+            "instance_norm",
+            "layer_norm",
+            "group_norm",
+            "rms_norm",
+            "local_response_norm",
+        ),
     ),
+    *squares_overflow("onnxruntime", ("lp_normalize",), eps_placement="none_or_zero"),
 ]

@@ -32,7 +32,7 @@
   norm.addEventListener("change", apply);
   impl.addEventListener("change", apply);
   verdicts.forEach((box) => box.addEventListener("change", apply));
-  $("#filter-problems").addEventListener("click", () => only(["finding", "error", "crashed", "timed out"]));
+  $("#filter-problems").addEventListener("click", () => only(["finding", "error", "protocol error", "crashed", "timed out"]));
   $("#filter-reset").addEventListener("click", () => {
     norm.value = ""; impl.value = "";
     only(verdicts.map((box) => box.value));
