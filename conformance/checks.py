@@ -322,9 +322,12 @@ def gradient_budget(
     terms = gradient_terms(norm, case_x, params, g)
     # the terms may be rounded once more, to the input dtype, before they cancel
     term_rel = rel + T.unit_roundoff(out_dtype)
+    # below the output dtype's normal range its rounding is absolute: one subnormal spacing, no finer
+    floor = float(T.finfo(out_dtype).smallest_subnormal)
     return {
         key: T.SAFETY
         * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
+        + floor
         for key, w in want.items()
         if w is not None
     }

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from normconf import adapters
@@ -31,10 +31,14 @@ PROFILES = {
         database=DirectoryBasedExampleDatabase(os.environ.get("NORMCONF_DATABASE", ".hypothesis/normconf")),
     ),
 }
+# no explain phase: it replays variations of the minimal failing example after shrinking, which costs
+# time and says nothing the repro and the diagnosis do not
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 for _name, _options in PROFILES.items():
     # `cell` is function-scoped on purpose: it accumulates one result over all examples of a test.
     settings.register_profile(
         _name,
+        phases=PHASES,
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.filter_too_much,

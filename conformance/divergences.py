@@ -595,6 +595,27 @@ def eps_in(acc: str | None = None) -> Callable:
     return changes
 
 
+def rows_out_of_range(norm_power: float | None = None) -> Callable:
+    """LP.D4's affected(case, dtype, which): the rows whose |x|^p over- or underflows the input dtype, or
+    whose norm raised to `norm_power` (p, the sum of |x|^p, by default) overflows it."""
+
+    def affected(case: Case, dtype: str, which: str):
+        p, top = param(case, "p"), huge(dtype)
+
+        def out(x, p_, axes):
+            largest = np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0) ** p_
+            power = lp_norm(x, p_, axes) ** (p_ if norm_power is None else norm_power)
+            return (largest > top) | ((largest > 0) & (largest < tiny(dtype))) | (power > top)
+
+        return row_mask(case, lambda x, p_, axes: out(x, p, axes))
+
+    return affected
+
+
+# LP.D4's gradient: autodiff through an overflowed (or underflowed) norm leaves those rows no digit
+LP_GRADIENT_OUT_OF_RANGE = {"x": "any", "y": "none"}
+
+
 def lp_in_dtype(case: Case, dtype: str, which: str):
     """LP.D4: y with |x|^p and its sum rounded to the input dtype (overflowing to inf, underflowing to
     0), the eps placement applied to that norm."""

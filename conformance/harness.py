@@ -61,7 +61,6 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
     """The adapter's outcome for `case.norm` (or of `call()`, another way to run the adapter); reject()
     when the framework cannot express the example (counted); and a settled failure when the framework
     raises on an input the spec defines."""
-    cell.cotangent = cotangent
     try:
         if call is not None:
             return call()
@@ -160,9 +159,9 @@ def repro(cell: "Cell", case: Case) -> str:
         f"adapter, norm, dtype = adapters.get({cell.adapter!r}), {cell.norm!r}, {cell.dtype!r}",
         "acc = adapter.declarations[norm].accumulation.get(dtype, dtype)",
     ]
-    if cell.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
+    if case.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
         lines += [
-            f"g = np.array({_repro.values(cell.cotangent)})",
+            f"g = np.array({_repro.values(case.cotangent)})",
             "framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)",
             "expected = getattr(R, norm + '_vjp')(g, x, **params)",
             "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') "
@@ -205,7 +204,7 @@ def _framework_alone(cell: "Cell", case: Case) -> str | None:
         return None
     try:
         return adapters.get(cell.adapter).framework_repro(
-            case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cell.cotangent
+            case.norm, case.x, case.params, dtype=cell.dtype, cotangent=case.cotangent
         )
     except Exception:  # an example the framework refuses has no call to write out
         return None
@@ -223,7 +222,6 @@ class Cell:
     expected: tuple | None = None  # (divergence, verdict, case)
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
-    cotangent: np.ndarray | None = None  # the output cotangent of the example last run (gradient properties)
     started: float = field(default_factory=time.monotonic)
     first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
     observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)

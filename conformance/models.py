@@ -279,8 +279,9 @@ class Simulated(Computes):
 class Envelope(Model):
     """Only the elements `affected(case, dtype, quantity)` marks may break, as `allowed` says:
     "non_finite" (NaN or ±inf), "non_finite_or_zero", "non_finite_or_offset" (y as if x-hat were 0: the
-    offset where there is one, else 0 - a divisor gone to inf), or "any" (bounded only by the mask);
-    every other element is held to the reference and the budget."""
+    offset where there is one, else 0 - a divisor gone to inf), "any" (bounded only by the mask) or
+    "none" (this quantity is not the divergence's); every other element is held to the reference and
+    the budget."""
 
     affected: Callable = field(default=lambda case, dtype, which: None)
     allowed: str | dict = "non_finite"  # or one per quantity ("y", "x", "scale", "mean", ...)
@@ -318,8 +319,12 @@ class Envelope(Model):
         broken = {
             "non_finite": ~np.isfinite(actual),
             "non_finite_or_zero": ~np.isfinite(actual) | (actual == 0),
-            "non_finite_or_offset": ~np.isfinite(actual) | (actual == settled),
+            # the offset as the framework holds it: in the input dtype, or in float32 statistics
+            "non_finite_or_offset": ~np.isfinite(actual)
+            | (actual == settled)
+            | (actual == rounded(settled, "float32")),
             "any": np.ones(actual.shape, dtype=bool),
+            "none": np.zeros(actual.shape, dtype=bool),
         }[self._allowed(which)]
         outside = np.where(mask & broken, reference, actual)  # inside the mask, broken values are excused
         return _against(

@@ -239,6 +239,28 @@ KNOWN: list[Divergence] = [
     ),
     Divergence(
         "mlx.nn",
+        "group_norm",
+        "LN.D10",
+        "mlx.nn.GroupNorm's interleaved path differentiates rsqrt in float16 (GN.D8): -rsqrt(v)/(2v) "
+        "overflows for v < ~6.1e-4",
+        lambda case, dtype: (
+            param(case, "assignment") == "interleaved" and half_rsqrt_jvp_overflows(case, dtype)
+        ),
+        lambda: (
+            Case(
+                "group_norm",
+                np.array([[0.5], [0.75]]),
+                {"groups": 1, "channel_axis": -1, "eps": 1e-12, "assignment": "interleaved"},
+                "constant_channel",
+                cotangent=np.array([[0.5], [-0.25]]),
+            ),
+            "float16",
+        ),
+        "gradient",
+        model=Envelope(groups_where(half_rsqrt_jvp_groups)),
+    ),
+    Divergence(
+        "mlx.nn",
         "batch_norm",
         "LN.D10",
         "MLX differentiates rsqrt in float16 (BN.D14): -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
