@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf import reference as R
 from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
     LP_GRADIENT_OUT_OF_RANGE,
@@ -13,6 +14,7 @@ from normconf.conformance.divergences import (
     Envelope,
     OneOf,
     Raises,
+    Reference,
     Simulated,
     batch_stats,
     groups_where_var_below,
@@ -111,6 +113,24 @@ KNOWN: list[Divergence] = [
             "float16",
         ),
         model=_RSTD_OVERFLOW,
+    ),
+    Divergence(
+        "torch.nn",
+        "instance_norm",
+        "IN.D5",
+        "torch.nn.InstanceNorm takes momentum=None as 0.0: its running statistics never move",
+        lambda case, dtype: case.params.get("momentum", 0.1) is None and case.params.get("state") is not None,
+        lambda: (
+            Case(
+                "instance_norm",
+                np.array([[[1.0, 3.0]], [[5.0, 9.0]]]),
+                {"eps": 2.0**-20, "momentum": None, "training": True, "state": R.RunningStats.initial(1)},
+                "integers",
+            ),
+            "float64",
+        ),
+        "state",
+        model=Reference(lambda case, dtype: {"momentum": 0.0}),
     ),
     Divergence(
         "torch.*",
