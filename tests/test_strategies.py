@@ -1,0 +1,119 @@
+"""The strategies reach every regime within the quick profile: each covering example (strategies.COVERS)
+is in its regime for every norm and every built-in adapter's declaration, and every property runs the
+covers before its random draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import normconf.conformance as suite
+from normconf import adapters
+from normconf.conformance import strategies
+from normconf.conformance.checks import statistic_view
+from normconf.reference import NORMS
+from normconf.reference.lp_normalize import lp_norm
+
+AXES_NORMS = tuple(name for name, record in NORMS.items() if record.statistics == "axes")
+
+
+def _declarations():
+    """(label, norm, declaration): the generic draw and every built-in adapter's, float32 where declared."""
+    found = [(f"generic-{norm}", norm, None) for norm in NORMS]
+    for name in adapters.built_in():
+        for norm, declaration in adapters.get(name).declarations.items():
+            found.append((f"{name}-{norm}", norm, declaration))
+    return found
+
+
+DECLARATIONS = _declarations()
+
+
+def _cover(regime, norm, declaration, dtype="float32"):
+    dtype = dtype if declaration is None or dtype in declaration.dtypes else declaration.dtypes[-1]
+    return strategies.Cover(regime).draw(strategies.case(norm, declaration, dtype)), dtype
+
+
+def _fixed(declaration, key) -> bool:
+    return declaration is not None and key in declaration.fixed()
+
+
+def _statistic_over_eps(case) -> float:
+    """The median ratio of the statistic the eps-like term is compared with, to that term."""
+    p, x = case.params, case.x
+    if case.norm == "lp_normalize":
+        axes = tuple(a % x.ndim for a in p["axes"])
+        norm = lp_norm(x, p["p"], axes)
+        at = p["eps"] if p["eps"] else 1e-3
+        target = at ** (1 / p["p"]) if p["eps_placement"] == "max_power_sum" and p["eps"] else at
+        return float(np.median(norm / target))
+    if case.norm == "local_response_norm":
+        alpha = p["alpha"] / (p["size"] if p["alpha_over_size"] else 1)
+        return float(np.median(alpha * p["size"] * x * x / p["k"]))
+    view, axes, _ = statistic_view(case.norm, x, p)
+    eps = p.get("eps")
+    eps = strategies.default_eps("float32") if eps is None else eps
+    if case.norm == "rms_norm":
+        return float(np.median(np.mean(view * view, axis=axes) / eps))
+    return float(np.median(view.var(axis=axes) / eps))
+
+
+@pytest.mark.parametrize("label, norm, declaration", DECLARATIONS, ids=[d[0] for d in DECLARATIONS])
+def test_every_cover_reaches_its_regime(label, norm, declaration):
+    record = NORMS[norm]
+    # long reductions: >= 10^4 values per statistic (a window of 10^4 + 1 channels for LRN)
+    case, _ = _cover("long", norm, declaration)
+    if norm == "local_response_norm":
+        assert _fixed(declaration, "size") or case.params["size"] > strategies.LONG
+    elif norm != "channel_normalize":
+        assert record.reduction_length(case.x, case.params) >= strategies.LONG, case.describe()
+    # squares beyond float32: most |x| far past sqrt(float32 max)
+    case, _ = _cover("overflow", norm, declaration)
+    assert case.kind == "overflow" and np.max(np.abs(case.x)) > 1e28
+    # statistics comparable to eps (within four decades: a few values vary), eps small and eps near 1
+    for regime, eps in (("near_eps", 1e-3), ("near_large_eps", 1.0)):
+        case, _ = _cover(regime, norm, declaration)
+        if norm != "channel_normalize":
+            assert case.kind == "near_eps", case.describe()
+            assert 1e-4 <= _statistic_over_eps(case) <= 1e4, (regime, case.describe())
+            assert _fixed(declaration, "eps") or "eps" not in case.params or case.params["eps"] == eps
+    # the code paths: affine with every size above 1, several channels per group, N != C
+    case, _ = _cover("code_paths", norm, declaration)
+    if record.affine:
+        assert case.params.get(record.affine[0]) is not None, case.describe()
+    if norm == "group_norm":
+        assert case.x.shape[case.params["channel_axis"] % case.x.ndim] // case.params["groups"] >= 2
+    if norm in AXES_NORMS and not _fixed(declaration, "axes"):
+        sizes = [case.x.shape[a] for a in case.params["axes"]]
+        assert len(sizes) >= 2 and min(sizes) > 1, case.describe()
+    if "channel_axis" in case.params and record.statistics != "axes":
+        axis = case.params["channel_axis"] % case.x.ndim
+        assert axis == 0 or case.x.shape[0] != case.x.shape[axis], case.describe()
+    # size-1 axes, and the cumulative average (momentum=None) where there are running statistics
+    case, _ = _cover("size_1_axes_cumulative", norm, declaration)
+    assert 1 in case.x.shape, case.describe()
+    if "momentum" in case.params and not _fixed(declaration, "momentum"):
+        assert case.params["momentum"] is None
+
+
+def test_shape_pools_hold_what_the_covers_rely_on():
+    for rank, pool in strategies.SHAPE_POOL.items():
+        assert min(pool[0]) > 1 or rank == 1 and pool[0][0] > 1
+        assert 1 in pool[1]
+        if rank > 1:
+            assert pool[0][0] != pool[0][1]
+
+
+def test_every_property_runs_every_cover_first():
+    """Each @given property of conformance/ is decorated with strategies.covering (one explicit example
+    per regime of COVERS, run before its random draws)."""
+    found = 0
+    for path in sorted(Path(suite.__file__).parent.glob("test_*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for k, line in enumerate(lines):
+            if line.startswith("@given("):
+                assert lines[k - 1] == "@strategies.covering", f"{path.name}:{k + 1} runs no covers"
+                found += 1
+    assert found >= 10
