@@ -315,6 +315,16 @@ def rsqrt_jvp_underflows(case: Case, dtype: str) -> bool:
     return dtype != "float64" and rsqrt_jvp_underflows_in_float32(case, dtype)
 
 
+def half_rsqrt_jvp_underflows(case: Case, dtype: str) -> bool:
+    """LN.D10 in float16 arithmetic: rsqrt(v)/(2v) below float16's smallest normal (v ~> 400) - the
+    derivative keeps a subnormal's few bits."""
+    return (
+        dtype == "float16"
+        and batch_stats(case)
+        and float(np.max(_square_statistics(case))) ** 1.5 > 1.0 / tiny("float16")
+    )
+
+
 def rsqrt_jvp_underflows_in_float32(case: Case, dtype: str) -> bool:
     """LN.D10 where every dtype, float64 included, is computed in float32 (Keras on jax and torch)."""
     return batch_stats(case) and float(np.max(_square_statistics(case))) ** 1.5 > 1.0 / tiny("float32")

@@ -29,6 +29,7 @@ from normconf.conformance.divergences import (
     groups_where_var_below,
     half_rsqrt_jvp_groups,
     half_rsqrt_jvp_overflows,
+    half_rsqrt_jvp_underflows,
     half_squares_overflow,
     huge,
     offset_along,
@@ -465,6 +466,29 @@ KNOWN: list[Divergence] = [
             ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}, None),
             ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}, _XLA_PROMOTED_HALF),
         )
+    ),
+    *(
+        Divergence(
+            "haiku",
+            norm,
+            "LN.D10",
+            "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) is a float16 subnormal for v > ~400, "
+            "its few bits carry the divisor's term",
+            half_rsqrt_jvp_underflows,
+            lambda norm=norm, extra=extra: (
+                Case(
+                    norm,
+                    np.array([[100.125, 99.875, 100.625]]),
+                    {"eps": 1e-12, **extra},
+                    "offset",
+                    cotangent=np.array([[0.125732421875, -0.132080078125, 0.640625]]),
+                ),
+                "float16",
+            ),
+            "gradient",
+            model=RSQRT_HELD,
+        )
+        for norm, extra in (("rms_norm", {"axes": (-1,)}),)
     ),
     Divergence(
         "flax.linen",
