@@ -31,7 +31,7 @@ from normconf.conformance.divergences import (
     statistic_held,
     underflowing_derivative_windows,
 )
-from normconf.conformance.models import reference_value
+from normconf.conformance.models import dtype_of, reference_value
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import finfo
 
@@ -110,6 +110,56 @@ def _without_mean_term(case: Case, dtype: str, which: str):
         return reference_value(case, "x") + np.asarray(back(gview.mean(axis=axes, keepdims=True) / divisor))
 
 
+def _group_norm_backward(case: Case, dtype: str, which: str):
+    """GN.D10: Paddle's CPU GroupNorm backward as its kernel writes it, in the input dtype: x̂ recovered
+    from the output as (y - bias) / scale, the group's sums of (y - bias)·dy and dy·scale accumulated
+    value by value (channel-major, as the kernel walks them), the one-pass variance of its forward (GN.D7),
+    and without weight no mean(dy) term (GN.D9)."""
+    if which not in ("x", "scale", "offset"):
+        return None
+    kind = dtype_of(dtype)
+    axis = param(case, "channel_axis") % case.x.ndim
+    groups, eps = param(case, "groups"), param(case, "eps")
+    n, channels = case.x.shape[0], case.x.shape[axis]
+    # (N, C, spatial): the kernel's walk over a group is channel by channel, each channel's positions in order
+    x = np.moveaxis(case.x, axis, 1).reshape(n, channels, -1)
+    g = np.moveaxis(np.broadcast_to(case.cotangent, case.x.shape), axis, 1).reshape(n, channels, -1)
+    ones = np.ones(channels)
+    scale = case.params.get("scale")
+    bias = case.params.get("offset")
+    with np.errstate(all="ignore"):
+        grouped = x.reshape(n, groups, -1)
+        mean = grouped.mean(axis=-1, keepdims=True)
+        var = np.maximum((grouped * grouped).mean(axis=-1, keepdims=True) - mean * mean, 0.0).astype(kind)
+        y = ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+        y = (
+            y * (ones if scale is None else scale)[None, :, None]
+            + (0.0 if bias is None else bias)[None, :, None]
+        )
+        y, dy = y.astype(kind), g.astype(kind)
+        b = (np.zeros(channels) if bias is None else bias).astype(kind)[None, :, None]
+        sc = (ones if scale is None else scale).astype(kind)[None, :, None]
+        val = y - b
+        recovered = np.where(sc != 0, val / sc, val)
+        size = channels // groups
+        by_group = lambda a: a.reshape(n, groups, -1)  # noqa: E731
+        dp_scale = np.cumsum(by_group(val * dy), axis=-1, dtype=kind)[..., -1:]
+        dp_bias = (
+            np.cumsum(by_group(dy * sc), axis=-1, dtype=kind)[..., -1:]
+            if scale is not None
+            else np.zeros_like(dp_scale)
+        )
+        inverse = (1.0 / np.sqrt(var + np.asarray(eps, dtype=kind))).astype(kind)
+        number = np.asarray(1.0 / (size * x.shape[-1]), dtype=kind)
+        dx = (by_group(dy * sc) - number * dp_scale * by_group(recovered) - number * dp_bias) * inverse
+        if which == "x":
+            dx = np.moveaxis(dx.reshape(n, channels, *np.moveaxis(case.x, axis, 1).shape[2:]), 1, axis)
+            return dx.astype(np.float64)
+        if which == "scale":
+            return np.sum(recovered * dy, axis=(0, 2), dtype=kind).astype(np.float64)
+        return np.sum(dy, axis=(0, 2), dtype=kind).astype(np.float64)
+
+
 def _float32_pool_scale(case: Case, dtype: str, which: str):
     """LRN.D8: the window term of dx scaled by fl32(1/size) * size instead of 1."""
     if which != "x":
@@ -180,6 +230,26 @@ KNOWN: list[Divergence] = [
         model=Computes(
             _without_mean_term, kind="semantic", absolute=one_pass_gradient_absolute()
         ),  # with GN.D7
+    ),
+    Divergence(
+        "paddle.*",
+        "group_norm",
+        "GN.D10",
+        "Paddle's CPU GroupNorm backward recovers x-hat from y as (y - bias) / scale and sums each group "
+        "value by value: its error grows with n and with 1/|scale|",
+        lambda case, dtype: case.cotangent is not None and dtype in ("float32", "float64"),
+        lambda: (
+            Case(
+                "group_norm",
+                np.linspace(-1.0, 1.0, 12).reshape(1, 12) ** 3,
+                {"groups": 1, "eps": 2.0**-20, "scale": np.full(12, 2.0**-40), "offset": np.full(12, 0.75)},
+                "standard",
+                cotangent=np.linspace(1.0, -0.5, 12).reshape(1, 12),
+            ),
+            "float64",
+        ),
+        "gradient",
+        model=Simulated(_group_norm_backward, kind="precision"),
     ),
     Divergence(
         "paddle.functional",
