@@ -52,6 +52,7 @@ def test_state_after_steps_then_eval(target, cell, data):
         outcome = run_or_reject(cell, fw_case, clause)
         n = checks.reduction_length(target.norm, x, first.params)
         scales = checks.state_error_scales(target.norm, x, first.params, acc)
+        excused = cell.expected
         for what in ("mean", "var"):
             want, got = getattr(expected.state, what), getattr(outcome.state, what)
             bound = (
@@ -85,7 +86,9 @@ def test_state_after_steps_then_eval(target, cell, data):
                 # a divergence's model starts from the state the framework itself held
                 observed=(Observation(fw_case, what, got, bound[0]),),
             )
-        ref_state, fw_state = expected.state, outcome.state
+        # after a step a known divergence explained, the reference goes on from the framework's own
+        # state: later steps are judged on their own update, not on that divergence carried forward
+        ref_state, fw_state = (expected.state if cell.expected is excused else outcome.state), outcome.state
     # eval from the same (reference) state on both sides, so only the eval arithmetic is judged
     state = R.RunningStats(
         strategies.representable(ref_state.mean, target.dtype),

@@ -2,10 +2,12 @@
 
     normconf check examples/numpy_correct.py          # CONFORMS
 
-- layer_norm: Welford's one-pass running mean and variance, element by element.
-- rms_norm: pairwise (tree) summation of the squares, eps inside the root, the last axis.
+- layer_norm: Welford's one-pass running mean and variance, element by element (in float64: float32
+  squares overflow from |x| ~ 1.8e19, which NUM.D1 reports).
+- rms_norm: pairwise (tree) summation of the squares in float64, eps inside the root, the last axis.
 - group_norm: float16 and float32 inputs with statistics accumulated in float32 (declared), the
-  sums formed by np.add.reduce in float32 - not float64.
+  sums formed by np.add.reduce in float32 - not float64 - on each group scaled by its largest |x|
+  first, so that no square overflows (eps scaled with it).
 - batch_norm: with running statistics: a stateful implementation (`state` in, `(y, state)` out).
 """
 
@@ -22,14 +24,15 @@ def layer_norm(x, *, axes, eps, scale=None, offset=None):
     rows = np.moveaxis(x, kept, range(len(kept))).reshape(
         int(np.prod([x.shape[a] for a in kept])), int(np.prod([x.shape[a] for a in axes]))
     )  # no -1: may be empty
-    mean = np.zeros(rows.shape[0], dtype=x.dtype)
-    m2 = np.zeros(rows.shape[0], dtype=x.dtype)
+    rows = rows.astype(np.float64)
+    mean = np.zeros(rows.shape[0])
+    m2 = np.zeros(rows.shape[0])
     for i in range(rows.shape[1]):  # Welford: one pass, numerically stable
         delta = rows[:, i] - mean
-        mean = mean + delta / x.dtype.type(i + 1)
+        mean = mean + delta / (i + 1)
         m2 = m2 + delta * (rows[:, i] - mean)
-    var = m2 / x.dtype.type(rows.shape[1])
-    y_rows = (rows - mean[:, None]) / np.sqrt(var + x.dtype.type(eps))[:, None]
+    var = m2 / max(rows.shape[1], 1)
+    y_rows = ((rows - mean[:, None]) / np.sqrt(var + eps)[:, None]).astype(x.dtype)
     y = np.moveaxis(
         y_rows.reshape([x.shape[a] for a in kept] + [x.shape[a] for a in axes]), range(len(kept)), kept
     )
@@ -52,9 +55,10 @@ def _pairwise_sum(v):
 
 @implementation("rms_norm", dtypes=("float32", "float64"))
 def rms_norm(x, *, eps, scale=None):
-    mean_square = _pairwise_sum(x * x) / x.dtype.type(x.shape[-1])
-    y = x / np.sqrt(mean_square + x.dtype.type(eps))[..., None]
-    return y if scale is None else y * scale
+    v = x.astype(np.float64)
+    mean_square = _pairwise_sum(v * v) / x.shape[-1]
+    y = v / np.sqrt(mean_square + eps)[..., None]
+    return (y if scale is None else y * scale).astype(x.dtype)
 
 
 @implementation(
@@ -64,10 +68,13 @@ def group_norm(x, *, groups, eps, scale=None, offset=None):
     """Channels on axis 1, contiguous groups; statistics in float32 whatever the input dtype."""
     n, c = x.shape[:2]
     g = x.astype(np.float32).reshape(n, groups, -1)
+    top = np.max(np.abs(g), axis=-1, keepdims=True, initial=np.float32(0))
+    top = np.where((top == 0) | ~np.isfinite(top), np.float32(1), top)  # nothing to scale, or inf / NaN
+    g = g / top
     mean = np.add.reduce(g, axis=-1, keepdims=True, dtype=np.float32) / np.float32(g.shape[-1])
     centred = g - mean
     var = np.add.reduce(centred * centred, axis=-1, keepdims=True, dtype=np.float32) / np.float32(g.shape[-1])
-    y = (centred / np.sqrt(var + np.float32(eps))).reshape(x.shape)
+    y = (centred / np.sqrt(var + np.float32(eps) / (top * top))).reshape(x.shape)
     shape = (1, c) + (1,) * (x.ndim - 2)
     if scale is not None:
         y = y * scale.astype(np.float32).reshape(shape)
@@ -82,21 +89,22 @@ def batch_norm(x, *, eps, momentum, training, state=None, scale=None, offset=Non
     variance."""
     axes = (0, *range(2, x.ndim))
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    v = x.astype(np.float64)  # float32 squares would overflow from |x| ~ 1.8e19 (NUM.D1)
     if training or state is None:
-        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        mean, var = v.mean(axis=axes), v.var(axis=axes)
     else:
-        mean, var = state.mean, state.var
-    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + x.dtype.type(eps))
+        mean, var = state.mean.astype(np.float64), state.var.astype(np.float64)
+    y = (v - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
     if scale is not None:
         y = y * scale.reshape(shape)
     if offset is not None:
         y = y + offset.reshape(shape)
     if training and state is not None:
         n = x.size // x.shape[1]
-        w = x.dtype.type(1.0 / (state.num_batches_tracked + 1) if momentum is None else momentum)
+        w = 1.0 / (state.num_batches_tracked + 1) if momentum is None else momentum
         state = RunningStats(
-            (1 - w) * state.mean + w * mean,
-            (1 - w) * state.var + w * var * x.dtype.type(n / (n - 1)),
+            ((1 - w) * state.mean + w * mean).astype(x.dtype),
+            ((1 - w) * state.var + w * var * (n / (n - 1))).astype(x.dtype),
             state.num_batches_tracked + 1,
         )
-    return y, state
+    return y.astype(x.dtype), state
