@@ -465,6 +465,7 @@ KNOWN: list[Divergence] = [
             ("group_norm", np.full((1, 3, 1), 1e4), {"groups": 1, "channel_axis": -1}, None),
             ("instance_norm", np.full((1, 3, 1), 1e4), {"channel_axis": -1}, None),
             ("batch_norm", np.full((3, 1), 1e4), {"channel_axis": -1, "training": True}, _XLA_PROMOTED_HALF),
+            ("rms_norm", np.full((1, 3), 2.0**-10), {"axes": (-1,)}, None),
         )
     ),
     *(

@@ -249,7 +249,8 @@ KNOWN: list[Divergence] = [
             "float64",
         ),
         "gradient",
-        model=Simulated(_group_norm_backward, kind="precision"),
+        # GN.D7's one-pass variance on top, its sums in Paddle's order, not NumPy's
+        model=Simulated(_group_norm_backward, kind="precision", absolute=one_pass_gradient_absolute()),
     ),
     Divergence(
         "paddle.functional",
