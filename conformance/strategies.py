@@ -87,8 +87,11 @@ COVERS = {
         tracked=True,
         momentum=None,
     ),
-    "near_eps": dict(values="near_eps", eps=1e-3, affine=True, rank=3, shape=0, trailing=True),
-    "near_large_eps": dict(values="near_eps", eps=1.0, rank=3, shape=0, trailing=True, channels_per_group=2),
+    # p = 2: with p = 1 every Lp eps placement that clamps the norm or its power agrees
+    "near_eps": dict(values="near_eps", eps=1e-3, p=2.0, affine=True, rank=3, shape=0, trailing=True),
+    "near_large_eps": dict(
+        values="near_eps", eps=1.0, p=2.0, rank=3, shape=0, trailing=True, channels_per_group=2
+    ),
     "long": dict(long=True, affine=True, rank=3, training=True, trailing=True),
     "overflow": dict(values="overflow", rank=4, shape=0, training=True, trailing=True),
 }

@@ -38,7 +38,7 @@ def test_state_after_steps_then_eval(target, cell, data):
     first.params["training"] = True
     clause, eval_clause = R.NORMS[target.norm].clauses.state, R.NORMS[target.norm].clauses.eval
     acc = declaration.accumulation.get(target.dtype, target.dtype)
-    ref_state = fw_state = first.params["state"]
+    ref_state = fw_state = pure_state = first.params["state"]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
     for step in range(STEPS):
         x = (
@@ -49,6 +49,9 @@ def test_state_after_steps_then_eval(target, cell, data):
         ref_case = strategies.Case(target.norm, x, {**first.params, "state": ref_state}, first.kind)
         fw_case = strategies.Case(target.norm, x, {**first.params, "state": fw_state}, first.kind)
         expected = reference_or_reject(ref_case)
+        pure_state = reference_or_reject(
+            strategies.Case(target.norm, x, {**first.params, "state": pure_state}, first.kind)
+        ).state
         outcome = run_or_reject(cell, fw_case, clause)
         n = checks.reduction_length(target.norm, x, first.params)
         scales = checks.state_error_scales(target.norm, x, first.params, acc)
@@ -89,12 +92,15 @@ def test_state_after_steps_then_eval(target, cell, data):
         # after a step a known divergence explained, the reference goes on from the framework's own
         # state: later steps are judged on their own update, not on that divergence carried forward
         ref_state, fw_state = (expected.state if cell.expected is excused else outcome.state), outcome.state
-    # eval from the same (reference) state on both sides, so only the eval arithmetic is judged
+    # eval from the same state on both sides, the reference's own (never a divergence's carried
+    # forward), so only the eval arithmetic is judged
     state = R.RunningStats(
-        strategies.representable(ref_state.mean, target.dtype),
-        strategies.representable(ref_state.var, target.dtype),
-        ref_state.num_batches_tracked,
+        strategies.representable(pure_state.mean, target.dtype),
+        strategies.representable(pure_state.var, target.dtype),
+        pure_state.num_batches_tracked,
     )
+    if not (np.all(np.isfinite(state.mean)) and np.all(np.isfinite(state.var))):
+        return  # a state the dtype cannot hold (a float16 variance past 65504) is none a layer could load
     ref_case = strategies.Case(
         target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind
     )
