@@ -39,6 +39,9 @@ for _name, _options in PROFILES.items():
     settings.register_profile(
         _name,
         phases=PHASES,
+        # one failure per cell is its verdict: the first failing cover stops the cell (the others may
+        # cost a hang), and one bug is shrunk, not every distinct one
+        report_multiple_bugs=False,
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.filter_too_much,
