@@ -96,18 +96,23 @@ def test_llama_rms_norm_computes_float64_in_float32(tmp_path):
     code, output, records = check(
         f"{EXAMPLES / 'transformers_norms.py'}:llama_rms_norm", tmp_path, "--dtypes", "float32,float64"
     )
-    verdicts = {(r["property"], r["dtype"]): r["verdict"] for r in records}
+    forward = {r["dtype"]: r for r in records if r["property"] == "forward_matches_reference"}
     assert code == 1, output[-3000:]
-    assert verdicts[("forward_matches_reference", "float32")] == "pass"
-    assert verdicts[("forward_matches_reference", "float64")] == "finding"
+    assert forward["float64"]["verdict"] == "finding"
+    # float32: right but where its squares overflow (NUM.D1: x.pow(2).mean() is inf past |x| ~ 1.8e19)
+    assert forward["float32"]["verdict"] in ("pass", "finding"), forward["float32"]
+    if forward["float32"]["verdict"] == "finding":
+        assert forward["float32"]["example"]["values"] == "overflow", forward["float32"]
 
 
-def test_torch_compiled_layer_norm_conforms_in_float32(tmp_path):
+def test_torch_compiled_layer_norm_conforms_in_float32_but_where_squares_overflow(tmp_path):
     pytest.importorskip("torch")
     code, output, records = check(
         f"{EXAMPLES / 'torch_compile_norms.py'}:compiled_layer_norm", tmp_path, "--dtypes", "float32"
     )
-    assert code == 0 and "verdict: CONFORMS" in output, output[-3000:]
+    failing = [r for r in records if r["verdict"] not in ("pass", "unsupported", "skipped")]
+    # NUM.D1: its float32 variance overflows past |x| ~ 1.8e19 - reported, as for any implementation
+    assert failing and all(r["example"]["values"] == "overflow" for r in failing), output[-3000:]
 
 
 def test_an_unknown_convention_value_is_refused_at_load_naming_the_valid_ones(tmp_path):

@@ -221,7 +221,8 @@ def test_normconf_run_refuses_an_unknown_adapter_before_writing_anything(tmp_pat
 
 
 def test_the_protocol_reads_the_dtype_of_every_array_kind():
-    """NumPy, torch and JAX arrays of the input's dtype pass; another dtype or a plain list does not."""
+    """NumPy, torch and JAX arrays of the input's dtype and shape pass; another dtype, another shape or a
+    plain list does not."""
     from normconf.adapters.plugin import _check_output
 
     class Impl:
@@ -234,10 +235,10 @@ def test_the_protocol_reads_the_dtype_of_every_array_kind():
         except ImportError:
             pass
     for y in kinds:
-        _check_output(Impl, y, "float32")
-    for y in (np.ones(2), [1.0, 2.0]):
+        _check_output(Impl, y, "float32", (2,))
+    for y in (np.ones(2), [1.0, 2.0], np.ones(3, np.float32)):  # another dtype, not an array, another shape
         with pytest.raises(ProtocolError):
-            _check_output(Impl, y, "float32")
+            _check_output(Impl, y, "float32", (2,))
 
 
 FAULTY = str(Path(__file__).parent / "data" / "faulty_plugins.py")

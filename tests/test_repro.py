@@ -14,6 +14,7 @@ from normconf import adapters
 from normconf.conformance import checks
 from normconf.conformance.divergences import KNOWN
 from normconf.conformance.harness import Cell, repro
+from normconf.conformance.strategies import Case
 
 
 def _entry(clause, adapter, shows_in):
@@ -32,8 +33,8 @@ def test_a_repro_run_alone_reproduces_the_failure(clause, adapter, shows_in, tmp
     entry = _entry(clause, adapter, shows_in)
     case, dtype = entry.example()
     cell = Cell(adapter, entry.norm, dtype, "forward_matches_reference")
-    if shows_in == "gradient":
-        cell.cotangent = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3)
+    if shows_in == "gradient" and case.cotangent is None:
+        case = Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
     cell.failure = checks.Verdict(
         clause, adapter, entry.norm, dtype, "y", checks.T.Comparison(1.0, 0.0, np.inf, 0.0, ()), "NUM.N5"
     )
@@ -49,13 +50,8 @@ def test_a_torch_repro_carries_the_framework_alone_call(tmp_path):
     """torch.functional writes the F.* call it made with literal tensors; the repro runs it first."""
     entry = _entry("RMS.D3", "torch.functional", "gradient")
     case, dtype = entry.example()
-    cell = Cell(
-        "torch.functional",
-        entry.norm,
-        dtype,
-        "gradients_match_reference_vjp",
-        cotangent=np.full_like(case.x, 0.3),
-    )
+    case = Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
+    cell = Cell("torch.functional", entry.norm, dtype, "gradients_match_reference_vjp")
     text = repro(cell, case)
     namespace: dict = {}
     exec(next(line for line in text.splitlines() if line.startswith("FRAMEWORK_ALONE = ")), namespace)
