@@ -17,6 +17,7 @@ from pathlib import Path
 from normconf import adapters
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
+FAILING = ("finding", "error", "protocol error", "crashed", "timed out")  # verdicts a progress line counts
 
 
 def plan(names: list[str], jobs: int) -> list[list[str]]:
@@ -37,11 +38,13 @@ def run(
     env: dict | None = None,
     quiet: bool = False,
     echo: str | None = None,
+    progress: float | None = None,
 ) -> int:
     """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code
     (INTERRUPTED after Ctrl-C, once every worker has closed its file).
     Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends
-    (unless `quiet`); lines of the logs that start with `echo` are printed as they come."""
+    (unless `quiet`); lines of the logs that start with `echo` are printed as they come, and every
+    `progress` seconds a line of each worker's results so far."""
     import normconf.conformance as suite
 
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -73,9 +76,9 @@ def run(
         )
         running.append((k, group, process, log))
     worst, interrupted = 0, False
-    if echo:
+    if echo or progress:
         try:
-            _echo(running, results_dir, echo)
+            _watch(running, results_dir, echo, progress, started)
         except KeyboardInterrupt:
             interrupted = True
     for k, group, process, log in running:
@@ -99,12 +102,14 @@ def run(
     return INTERRUPTED if interrupted else worst
 
 
-def _echo(running, results_dir: Path, prefix: str) -> None:
-    """Until every worker ends, print the lines of their logs that start with `prefix`."""
+def _watch(running, results_dir: Path, prefix: str | None, every: float | None, started: float) -> None:
+    """Until every worker ends: print the lines of their logs that start with `prefix`, and every
+    `every` seconds how many results each has written and how many of them fail."""
     offsets = dict.fromkeys((k for k, *_ in running), 0)
+    last = time.monotonic()
     while True:
         done = all(process.poll() is not None for _, _, process, _ in running)
-        for k in offsets:
+        for k in offsets if prefix else ():
             with open(results_dir / f"worker-{k}.log", "rb") as fh:
                 fh.seek(offsets[k])
                 chunk = fh.read()
@@ -113,9 +118,25 @@ def _echo(running, results_dir: Path, prefix: str) -> None:
             for line in whole.decode("utf-8", "replace").splitlines():
                 if line.startswith(prefix):
                     print("  " + line, flush=True)
+        if every and not done and time.monotonic() - last >= every:
+            last = time.monotonic()
+            print(f"  after {last - started:.0f}s: " + "; ".join(map(_so_far, running)), flush=True)
         if done:
             return
         time.sleep(0.5)
+
+
+def _so_far(worker) -> str:
+    """`worker k: N results, F failing` from its results file as written so far."""
+    k, _, process, _ = worker
+    path = Path(process.args[process.args.index("--results") + 1])
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    results = text.count('"kind": "result"')
+    failing = sum(text.count(f'"verdict": "{v}"') for v in ("finding", "error", "crashed", "timed out"))
+    failing += text.count('"verdict": "protocol error"')
+    return f"worker {k}: {results} results, {failing} failing" + (
+        " (ended)" if process.poll() is not None else ""
+    )
 
 
 def default_jobs() -> int:

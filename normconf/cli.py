@@ -89,7 +89,9 @@ def _run(args) -> int:
         for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
         if value is not None
     }
-    code = workers.run(groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env})
+    code = workers.run(
+        groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env}, progress=PROGRESS_EVERY
+    )
     files = sorted(out.glob("worker-*.jsonl"))
     if files:
         print(results.text_matrix(results.load(files)))
@@ -114,6 +116,7 @@ def _timeout(text: str) -> float:
     return value
 
 
+PROGRESS_EVERY = 30.0  # seconds between the run's progress lines (results so far per worker)
 ISOLATE_HELP = (
     "run every framework call in a child process that may take SECONDS (default %(default)s; 0: in "
     "the worker itself): a crash or hang costs its own cell only, reported as crashed / timed out"
