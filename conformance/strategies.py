@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import HealthCheck, Phase, example, find, settings
 from hypothesis import strategies as st
+from hypothesis.internal.escalation import current_pytest_item
 
 from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
 from normconf.reference import NORMS, RunningStats
@@ -127,7 +128,11 @@ def _simplest(strategy, regime: str):
     if key not in _SIMPLE:
         token = _FORCED.set(COVERS[regime])
         try:
-            _SIMPLE[key] = find(strategy, _anything, settings=_SIMPLEST)
+            # outside the running pytest item: find() stops by raising, and hypothesis formats that
+            # through the item's failure report (pytest parsing source with ast, slow, and a Ctrl-C in
+            # that parse surfaced as SystemError instead of an interrupt)
+            with current_pytest_item.with_value(None):
+                _SIMPLE[key] = find(strategy, _anything, settings=_SIMPLEST)
         finally:
             _FORCED.reset(token)
     return _SIMPLE[key]
