@@ -29,6 +29,31 @@ def _results(folder: Path) -> list[dict]:
     return [r for run in R.load(sorted(folder.glob("*.jsonl"))) for r in run.results]
 
 
+def _interrupted(command: list[str], results: Path, after: int) -> tuple[int, str]:
+    """Run `command`, wait until `after` results are written under `results` (and a test is running),
+    then send what Ctrl-C in a terminal sends - SIGINT to the whole process group; (exit status, output)."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # a shell without job control starts background jobs with SIGINT ignored;
+        # a terminal's foreground run has it: restore it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        files = list(results.glob("*.jsonl"))
+        if files and files[0].read_text(encoding="utf-8").count('"kind": "result"') >= after:
+            break
+        time.sleep(0.3)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    return process.returncode, output
+
+
 def test_a_crash_and_a_hang_are_one_call_each_and_the_child_comes_back():
     x = np.arange(12.0).reshape(3, 4)
     proxy = _isolated.IsolatedAdapter(adapters.get(PLUGIN), timeout=2.0)
@@ -97,39 +122,11 @@ def test_a_run_with_a_crashing_and_a_hanging_plugin_reports_them_and_keeps_every
 
 def test_ctrl_c_leaves_a_closed_results_file_and_a_report(tmp_path):
     out = tmp_path / "results"
-    process = subprocess.Popen(
-        [
-            *NORMCONF,
-            "run",
-            "--adapters",
-            "onnx.reference",
-            "--profile",
-            "default",
-            "--jobs",
-            "1",
-            "--results",
-            str(out),
-            "--report",
-            str(tmp_path / "r.html"),
-            "--no-hazards",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        # a shell without job control starts background jobs with SIGINT ignored;
-        # a terminal's foreground run has it: restore it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    command = [*NORMCONF, "run", "--adapters", "onnx.reference", "--profile", "default", "--jobs", "1"]
+    code, output = _interrupted(
+        [*command, "--results", str(out), "--report", str(tmp_path / "r.html"), "--no-hazards"], out, 12
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # until a few results are in
-        files = list(out.glob("*.jsonl"))
-        if files and files[0].read_text(encoding="utf-8").count('"kind": "result"') >= 12:
-            break
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 130, output[-3000:]
+    assert code == 130, output[-3000:]
     (run,) = R.load(sorted(out.glob("*.jsonl")))
     assert run.results and run.end is not None and run.end["interrupted"], output[-3000:]
     assert (tmp_path / "r.html").exists()
@@ -286,24 +283,10 @@ def test_check_stops_a_hanging_norm_at_its_first_hang_and_says_so(tmp_path):
 
 
 def test_ctrl_c_during_check_reports_what_was_judged_not_a_verdict(tmp_path):
-    process = subprocess.Popen(
-        [*NORMCONF, "check", f"{FAULTY}:slow", "--results", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    code, output = _interrupted(
+        [*NORMCONF, "check", f"{FAULTY}:slow", "--results", str(tmp_path)], tmp_path, 3
     )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # until a few results are in, and a test is running
-        files = list(tmp_path.glob("*.jsonl"))
-        if files and files[0].read_text(encoding="utf-8").count('"kind": "result"') >= 3:
-            break
-        time.sleep(0.3)
-    time.sleep(1.0)
-    os.killpg(process.pid, signal.SIGINT)
-    output, _ = process.communicate(timeout=240)
-    assert process.returncode == 130 and "verdict: INTERRUPTED" in output, output[-3000:]
+    assert code == 130 and "verdict: INTERRUPTED" in output, output[-3000:]
     assert "DOES NOT CONFORM" not in output
     records = _results(tmp_path)
     assert records and not [r for r in records if r["verdict"] == "error"], records
