@@ -55,12 +55,14 @@ def load(name: str) -> Adapter:
     )
 
 
-def built_in() -> list[str]:
-    """The adapters normconf ships (its own entry points), sorted by name."""
+@lru_cache(maxsize=None)
+def built_in() -> tuple[str, ...]:
+    """The adapters normconf ships (its own entry points), sorted by name (cached: reading each entry
+    point's distribution metadata costs milliseconds, and the harness asks on every raised call)."""
     from . import plugin
 
-    return sorted(
-        name for name, point in plugin.entry_points().items() if _distribution(point) == DISTRIBUTION
+    return tuple(
+        sorted(name for name, point in plugin.entry_points().items() if _distribution(point) == DISTRIBUTION)
     )
 
 
