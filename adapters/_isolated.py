@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 
 CHILD_FLAG = "NORMCONF_ISOLATED_CHILD"  # set to "1" in every child's environment
@@ -83,6 +84,7 @@ def _main() -> None:
         if request is None:
             return
         method, args, kwargs = request
+        started = time.perf_counter()
         try:
             if adapter is None:
                 from normconf import adapters
@@ -91,7 +93,9 @@ def _main() -> None:
             reply = ("ok", getattr(adapter, method)(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             reply = ("error", _portable(exc), traceback.format_exc())
-        replies.send(reply)
+        # the call's own time and the framework's counters travel with every reply (the suite's clock)
+        meta = {"seconds": time.perf_counter() - started, **(adapter.counters() if adapter else {})}
+        replies.send((*reply, meta))
 
 
 class Isolated:
@@ -103,6 +107,7 @@ class Isolated:
         self.timeout = timeout  # seconds a call may take (None: no limit); see FIRST_CALL_ALLOWANCE
         self._process = self._requests = self._replies = None
         self._calls = 0  # calls answered by the current child
+        self.last: dict = {}  # the latest reply's meta: the call's seconds in the child, its counters
         self._call_lock = threading.Lock()
 
     @property
@@ -133,6 +138,7 @@ class Isolated:
         """Call `adapter.<method>(*args, **kwargs)` in the child and return its result; ChildDied when
         the child dies on it, ChildTimedOut (the child killed) when it outlasts `self.timeout`."""
         with self._call_lock:
+            self.last = {}
             if self._process is None or self._process.poll() is not None:
                 self._discard()
                 self._start()
@@ -165,6 +171,7 @@ class Isolated:
                     f"{process.returncode}{_signal_name(process.returncode)} during {method}()"
                 ) from None
             self._calls += 1
+        *reply, self.last = reply
         if reply[0] == "ok":
             return reply[1]
         _, exc, text = reply
@@ -274,6 +281,15 @@ class IsolatedAdapter:
     def environment(self):
         return {**self._child.call("environment"), "process": f"isolated child pid {self._child.pid}"}
 
+    def counters(self) -> dict:
+        """The child's framework counters as of its latest reply."""
+        return {k: v for k, v in self._child.last.items() if k != "seconds"}
+
+    @property
+    def last_call_seconds(self) -> float | None:
+        """How long the latest call took inside the child (the rest of its round trip is IPC)."""
+        return self._child.last.get("seconds")
+
 
 def isolated(name: str, env: dict[str, str] | None = None) -> Isolated:
     """The cached child for adapter `name` with environment `env` (started on its first call)."""
@@ -282,6 +298,14 @@ def isolated(name: str, env: dict[str, str] | None = None) -> Isolated:
         if key not in _children:
             _children[key] = Isolated(name, env)
         return _children[key]
+
+
+def close_adapter(name: str) -> None:
+    """Close every child holding adapter `name` (the suite has moved on to another adapter)."""
+    with _lock:
+        chosen = [child for key, child in _children.items() if key[0] == name]
+    for child in chosen:
+        child.close()
 
 
 @atexit.register

@@ -20,7 +20,7 @@ import numpy as np
 from normconf.reference import NORMS as RECORDS
 from normconf.reference import Grads, RunningStats
 
-from . import plan
+from . import _counters, plan
 
 NORMS = tuple(RECORDS)  # every norm's name, in the records' order (normconf.reference.norms)
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -180,6 +180,10 @@ class Adapter:
     def environment(self) -> dict[str, Any]:
         """Framework version, device and precision flags; subclasses add what they know."""
         return {"adapter": self.name}
+
+    def counters(self) -> dict:
+        """The framework's work in this process so far: {"compilations": n} where JAX runs."""
+        return _counters.snapshot()
 
     def no_argument_calls(self) -> dict:
         """norm -> call(x, hints, dtype) -> (Outcome, implied): the framework's layer or function given

@@ -18,6 +18,7 @@ from normconf.reference.local_response_norm import window_base, window_sum
 from normconf.reference.lp_normalize import EPS_PLACEMENTS, lp_norm
 from normconf.reference.lp_normalize import checked as lp_checked
 
+from . import clock
 from . import tolerances as T
 
 STANDARDIZING = {name for name, norm in R.NORMS.items() if norm.standardizing}
@@ -79,6 +80,7 @@ def _divisor_conventions(params: dict) -> tuple[str, str]:
     return params.get("normalize_var", "biased"), params.get("eps_placement", "inside_sqrt")
 
 
+@clock.phase("budget")
 def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dtype: str, out_dtype: str):
     """(elementwise budget, basis): NUM.N5, raised to NUM.N6 where honest arithmetic in the accumulation
     dtype is worse than the first-order model (ill-conditioned inputs of standardizing norms)."""
@@ -134,6 +136,7 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
     return first_order, "NUM.N5"
 
 
+@clock.phase("judge")
 def check(
     clause: str,
     adapter: str,
@@ -295,6 +298,7 @@ def _param_axes(norm: str, x: np.ndarray, params: dict) -> tuple[int, ...]:
     return (params.get("channel_axis", 1) % x.ndim,)
 
 
+@clock.phase("budget")
 def gradient_budget(
     norm: str,
     case_x: np.ndarray,

@@ -12,7 +12,9 @@ from the environment.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -92,6 +94,13 @@ def pytest_addoption(parser):
         default=os.environ.get("NORMCONF_SEED"),
         type=int,
         help="fixed seed: the same examples every run; NORMCONF_SEED",
+    )
+    group.addoption(
+        "--claims",
+        default=None,
+        metavar="DIR",
+        help="share the adapters with other workers: run an adapter's cells only after claiming it in "
+        "DIR (first come), in the order --adapters lists them (normconf run's queue)",
     )
     group.addoption(
         "--isolate",
@@ -226,6 +235,72 @@ def _recorder(config):
     return config.stash[_RECORDER]
 
 
+def _adapter_of(item) -> str:
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    return target.adapter if isinstance(target, Target) else ""
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Each adapter's cells together, adapters in the order selected (normconf run lists them most
+    costly first): one adapter's child process at a time, and a queue the workers can share. With
+    --claims, the count of cells per adapter goes to <claims>/../cells.json for the run's progress."""
+    rank = {name: i for i, name in enumerate(selected_adapters(config))}
+    items.sort(key=lambda item: rank.get(_adapter_of(item), -1))  # stable: each adapter's own order kept
+    claims = config.getoption("claims")
+    if claims:
+        import json
+
+        Path(claims).mkdir(parents=True, exist_ok=True)
+        cells = Path(claims).parent / "cells.json"
+        counts: dict = {}  # adapter -> norm -> cells
+        for item in items:
+            if _adapter_of(item):
+                norms = counts.setdefault(_adapter_of(item), {})
+                norm = item.callspec.params["target"].norm
+                norms[norm] = norms.get(norm, 0) + 1
+        partial = cells.with_name(f"cells.json.{os.getpid()}")
+        partial.write_text(json.dumps(counts), encoding="utf-8")
+        os.replace(partial, cells)
+
+
+_CLAIMS = pytest.StashKey[dict]()  # adapter -> True (this worker's) / False (another worker's)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With --claims: skip (silently) the cells of adapters another worker claimed; claim the next one
+    on reaching its first cell. Moving on from an adapter closes its isolated child (its framework's
+    thread pools would otherwise stay alive beside the next adapter's)."""
+    config = item.config
+    claims = config.getoption("claims")
+    adapter = _adapter_of(item) or "(no adapter)"
+    mine = config.stash.setdefault(_CLAIMS, {})
+    previous = config.stash.get(_LAST, None)
+    if previous is not None and previous != adapter:
+        from normconf.adapters import _isolated
+
+        _isolated.close_adapter(previous)
+    config.stash[_LAST] = adapter
+    if not claims:
+        return None
+    if adapter not in mine:
+        import time
+
+        try:
+            fd = os.open(Path(claims) / adapter, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            mine[adapter] = False
+        else:
+            results = config.getoption("results") or ""
+            os.write(fd, f"{Path(results).stem} {time.time()}".encode())
+            os.close(fd)
+            mine[adapter] = True
+    return None if mine[adapter] else True
+
+
+_LAST = pytest.StashKey[str]()
+
+
 def pytest_runtest_teardown(item):
     """A cell skipped before its fixtures ran (framework not installed) still gets a result record."""
     target = getattr(item, "callspec", None) and item.callspec.params.get("target")
@@ -289,15 +364,21 @@ def cell(request, target, recorder):
     """The result cell of this test: adapter x norm x dtype x property (the test's name)."""
     from normconf import adapters
 
+    from . import clock
     from .harness import Cell, stopped
 
     reason = stopped(target.adapter, target.norm, target.dtype)
     if reason:
         pytest.skip(reason)
     prop = request.node.originalname.removeprefix("test_")
+    adapter = adapters.get(target.adapter)
+    recorder.environment(adapter)
+    before = adapter.counters()
+    clock.take(0.0)  # what ran before this cell is not its time
     current = Cell(target.adapter, target.norm, target.dtype, prop)
-    recorder.environment(adapters.get(target.adapter))
     yield current
+    current.time = clock.take(time.monotonic() - current.started)
+    current.counters = {k: v - before.get(k, 0) for k, v in adapter.counters().items()}
     recorder.cell(
         request.node.nodeid,
         current,

@@ -20,7 +20,7 @@ from normconf import adapters
 from normconf import reference as R
 from normconf.adapters import _isolated, _repro
 
-from . import divergences, models
+from . import clock, divergences, models
 from . import tolerances as T
 from .checks import Verdict
 from .strategies import Case
@@ -50,9 +50,10 @@ def stopped(adapter: str, norm: str, dtype: str) -> str | None:
 def reference_or_reject(case: Case, vjp_of=None):
     """The reference's answer, or hypothesis.reject() when the drawn parameters break a C-clause."""
     try:
-        if vjp_of is not None:
-            return getattr(R, f"{case.norm}_vjp")(vjp_of, case.x, **case.params)
-        return getattr(R, case.norm)(case.x, **case.params)
+        with clock.timed("reference"):
+            if vjp_of is not None:
+                return getattr(R, f"{case.norm}_vjp")(vjp_of, case.x, **case.params)
+            return getattr(R, case.norm)(case.x, **case.params)
     except R.ClauseError:
         reject()
 
@@ -62,11 +63,13 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
     when the framework cannot express the example (counted); and a settled failure when the framework
     raises on an input the spec defines."""
     try:
-        if call is not None:
-            return call()
-        return adapters.get(cell.adapter).run(
-            case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent
-        )
+        adapter = adapters.get(cell.adapter)
+        if call is None:
+
+            def call():
+                return adapter.run(case.norm, case.x, case.params, dtype=cell.dtype, cotangent=cotangent)
+
+        return timed_call(adapter, call)
     except adapters.Unsupported as exc:
         cell.unsupported[str(exc)] = cell.unsupported.get(str(exc), 0) + 1
         reject()
@@ -93,6 +96,19 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
             case,
         )
         reject()  # reached only when a known divergence explains the error
+
+
+def timed_call(adapter, call):
+    """call() counted to the clock's framework phase; for an isolated adapter the round trip beyond
+    the child's own time counts to ipc."""
+    started = time.perf_counter()
+    try:
+        with clock.timed("framework"):
+            return call()
+    finally:
+        child = getattr(adapter, "last_call_seconds", None)
+        if child is not None:
+            clock.move(time.perf_counter() - started - child, "framework", "ipc")
 
 
 def _climb(verdict: Verdict) -> None:
@@ -229,6 +245,12 @@ class Cell:
     # raised, or returned the wrong type, dtype or shape)
     abnormal: str | None = None
     missed: list = field(default_factory=list)  # [(divergence, models.Judged)] considered for the finding
+    time: dict | None = None  # seconds per clock phase, when the cell ends (clock.take)
+    counters: dict = field(default_factory=dict)  # the framework's work during the cell (compilations)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        """Short, as hypothesis prints a covering example's arguments (the whole record would cost ms)."""
+        printer.text(f"Cell({self.adapter!r}, {self.norm!r}, {self.dtype!r}, {self.prop!r})")
 
     def settle(
         self,
@@ -256,6 +278,11 @@ class Cell:
                 "examples": self.examples,
                 "seconds": round(time.monotonic() - self.started, 3),
             }
+        with clock.timed("judge"):
+            self._judge(verdict, case, also, explained_by, observed)
+
+    def _judge(self, verdict, case, also, explained_by, observed) -> None:
+        """A failed verdict: an expected divergence when a candidate's model agrees, else a finding."""
         # with a clean case given, the special one counts only for entries about non-finite inputs
         judged = (
             [(c, False) for c in (case, *also)]

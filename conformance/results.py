@@ -136,6 +136,9 @@ class Recorder:
             "unsupported": cell.unsupported,
             "seconds": round(time.monotonic() - cell.started, 3),
         }
+        if cell.time is not None:
+            record["time"] = cell.time
+        record.update(cell.counters)
         if message and status in ("error", "skipped"):
             record["message"] = message[:2000]
         elif status in ("finding", "crashed", "timed out", "protocol error"):

@@ -27,6 +27,8 @@ from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
 from normconf.reference import NORMS, RunningStats
 from normconf.reference.rms_norm import default_eps
 
+from . import clock
+
 # float32-exact values too (2^-k), so frameworks with float32 attributes (ONNX) can run float64 draws
 EPS = st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 1e-3, 0.1, 1.0, 2.0**-20, 2.0**-10])
 POSITIVE_EPS = EPS.filter(lambda e: e > 0)
@@ -109,7 +111,8 @@ class Cover:
         return f"Cover({self.regime!r})"
 
     def draw(self, strategy, label=None):
-        return copy.deepcopy(_simplest(strategy, self.regime))
+        with clock.timed("draw"):
+            return copy.deepcopy(_simplest(strategy, self.regime))
 
 
 _SIMPLE: dict = {}
@@ -122,9 +125,20 @@ def _anything(_) -> bool:
     return True
 
 
+def _identity(strategy):
+    """A cache key naming what `strategy` draws: a builder and its arguments (a declaration by identity,
+    as adapters are loaded once) - repr() of a strategy with a declaration costs milliseconds."""
+    function = getattr(strategy, "function", None)
+    if function is None:
+        return repr(strategy)
+    parts = (*strategy._LazyStrategy__args, *sorted(strategy._LazyStrategy__kwargs.items()))
+    plain = (str, int, float, tuple, type(None))
+    return (function, tuple(p if isinstance(p, plain) else id(p) for p in parts))
+
+
 def _simplest(strategy, regime: str):
     """The strategy's first (simplest) example under the regime's forced labels, once per strategy."""
-    key = (repr(strategy), regime)
+    key = (_identity(strategy), regime)
     if key not in _SIMPLE:
         token = _FORCED.set(COVERS[regime])
         try:
@@ -157,7 +171,8 @@ def composite(builder):
         def drawing(inner, label=None):
             return forced[label] if label in forced else draw(inner, label=label)
 
-        return builder(drawing, *args, **kwargs)
+        with clock.timed("draw"):
+            return builder(drawing, *args, **kwargs)
 
     return strategy
 
@@ -171,6 +186,15 @@ class Case:
     params: dict
     kind: str
     cotangent: np.ndarray | None = None  # gradient properties: the output cotangent drawn with the case
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        """What hypothesis prints of a draw: the example's outline, not its arrays (printing 10^4
+        values cost milliseconds on every covering example; the failure's repro has them all)."""
+        params = {
+            k: (v if np.isscalar(v) or v is None or isinstance(v, tuple) else "...")
+            for k, v in self.params.items()
+        }
+        printer.text(f"Case({self.norm!r}, shape={self.x.shape}, values={self.kind!r}, params={params})")
 
     def describe(self) -> dict:
         return {

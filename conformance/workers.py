@@ -1,13 +1,15 @@
-"""Running the suite in parallel worker processes, one group of adapters per worker.
+"""Running the suite in parallel worker processes that share a queue of adapters.
 
 Frameworks do not share a process well (start-up cost, thread pools, a crash takes the process with
-it), and one core per worker is what their CPU kernels get anyway. Groups are balanced by each
-adapter's measured cost (`Adapter.cost`, relative seconds of the quick profile on a 2-core machine), longest
-first; every worker writes its own results file, and the reports merge them.
+it), and one core per worker is what their CPU kernels get anyway. Every worker collects every adapter
+and runs an adapter's cells only after claiming it (`--claims`: the first worker to create its file
+takes it), most costly first (`Adapter.cost`), so each worker takes the next adapter when it frees up
+and the load balances itself; every worker writes its own results file, and the reports merge them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,41 +19,43 @@ from pathlib import Path
 from normconf import adapters
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
+PROGRESS_EVERY = 10.0  # seconds between progress lines when not on a terminal (a bar there, every second)
 FAILING = ("finding", "error", "protocol error", "crashed", "timed out")  # verdicts a progress line counts
 
 
-def plan(names: list[str], jobs: int) -> list[list[str]]:
-    """`names` split into at most `jobs` groups of similar total cost (longest-processing-time first)."""
-    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(names))))]
-    loads = [0.0] * len(groups)
-    for name in sorted(names, key=lambda n: -adapters.cost(n)):
-        k = loads.index(min(loads))
-        groups[k].append(name)
-        loads[k] += adapters.cost(name)
-    return [g for g in groups if g]
+def order(names: list[str]) -> list[str]:
+    """The adapters in the order workers claim them: most costly first, so the last ones to start are
+    short (longest-processing-time first, decided as each worker frees up)."""
+    return sorted(names, key=lambda n: (-adapters.cost(n), n))
 
 
 def run(
-    groups: list[list[str]],
+    names: list[str],
+    jobs: int,
     pytest_args: list[str],
     results_dir: Path,
     env: dict | None = None,
     quiet: bool = False,
     echo: str | None = None,
     progress: float | None = None,
+    per_norm: bool = False,
 ) -> int:
-    """One pytest process per group, `--results <dir>/worker-<k>.jsonl`; returns the worst exit code
-    (INTERRUPTED after Ctrl-C, once every worker has closed its file).
-    Each worker's output goes to `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends
-    (unless `quiet`); lines of the logs that start with `echo` are printed as they come, and every
-    `progress` seconds a line of each worker's results so far."""
+    """`jobs` pytest processes (at most one per adapter), each `--results <dir>/worker-<k>.jsonl`,
+    sharing a queue of the adapters: a worker claims the next unclaimed adapter (`--claims`) when it
+    finishes one, so the load balances itself whatever each adapter costs. Returns the worst exit code
+    (INTERRUPTED after Ctrl-C, once every worker has closed its file). Each worker's output goes to
+    `<dir>/worker-<k>.log`, its one-line summary to stdout as it ends (unless `quiet`); lines of the
+    logs that start with `echo` are printed as they come, and with `progress` a progress display
+    (`Progress`, `per_norm` for one adapter) is updated every `progress` seconds."""
     import normconf.conformance as suite
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*results_dir.glob("worker-*.jsonl"), *results_dir.glob("worker-*.log")]:
+    claims = results_dir / "claims"
+    for stale in [*results_dir.glob("worker-*.jsonl"), *results_dir.glob("worker-*.log"), *claims.glob("*")]:
         stale.unlink()
     started, running = time.monotonic(), []
-    for k, group in enumerate(groups, 1):
+    queue = order(names)
+    for k in range(1, max(1, min(jobs, len(names))) + 1):
         log = open(results_dir / f"worker-{k}.log", "w", encoding="utf-8")
         folder = Path(suite.__file__).parent
         # the properties only: conformance/meta holds the project's tests of the suite itself
@@ -66,7 +70,9 @@ def run(
             "-p",
             "no:cacheprovider",
             "--adapters",
-            ",".join(group),
+            ",".join(queue),
+            "--claims",
+            str(claims),
             "--results",
             str(results_dir / f"worker-{k}.jsonl"),
             *pytest_args,
@@ -74,14 +80,15 @@ def run(
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-        running.append((k, group, process, log))
+        running.append((k, process, log))
     worst, interrupted = 0, False
     if echo or progress:
         try:
-            _watch(running, results_dir, echo, progress, started)
+            display = Progress(results_dir, started, per_norm) if progress else None
+            _watch(running, results_dir, echo, display, progress)
         except KeyboardInterrupt:
             interrupted = True
-    for k, group, process, log in running:
+    for k, process, log in running:
         try:
             code = process.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): each ends its file
@@ -92,9 +99,9 @@ def run(
             "(no output)"
         ]
         if not quiet:
+            ran = ", ".join(claimed(results_dir, k)) or "no adapter"
             print(
-                f"worker {k} [{', '.join(group)}] exit {code} "
-                f"after {time.monotonic() - started:.0f}s: {tail[0]}",
+                f"worker {k} [{ran}] exit {code} after {time.monotonic() - started:.0f}s: {tail[0]}",
                 flush=True,
             )
         if code and not worst:  # the first failure's code; a worker killed by a signal counts as 1
@@ -102,13 +109,23 @@ def run(
     return INTERRUPTED if interrupted else worst
 
 
-def _watch(running, results_dir: Path, prefix: str | None, every: float | None, started: float) -> None:
-    """Until every worker ends: print the lines of their logs that start with `prefix`, and every
-    `every` seconds how many results each has written and how many of them fail."""
+def claimed(results_dir: Path, k: int) -> list[str]:
+    """The adapters worker k claimed, in the order it took them."""
+    found = []
+    for path in (results_dir / "claims").glob("*"):
+        worker, _, when = path.read_text(encoding="utf-8").partition(" ")
+        if worker == f"worker-{k}":
+            found.append((float(when or 0), path.name))
+    return [name for _, name in sorted(found)]
+
+
+def _watch(running, results_dir: Path, prefix: str | None, display, every: float | None) -> None:
+    """Until every worker ends: print the lines of their logs that start with `prefix`, and update the
+    progress `display` every `every` seconds."""
     offsets = dict.fromkeys((k for k, *_ in running), 0)
     last = time.monotonic()
     while True:
-        done = all(process.poll() is not None for _, _, process, _ in running)
+        done = all(process.poll() is not None for _, process, _ in running)
         for k in offsets if prefix else ():
             with open(results_dir / f"worker-{k}.log", "rb") as fh:
                 fh.seek(offsets[k])
@@ -117,26 +134,102 @@ def _watch(running, results_dir: Path, prefix: str | None, every: float | None, 
             offsets[k] += len(whole)
             for line in whole.decode("utf-8", "replace").splitlines():
                 if line.startswith(prefix):
-                    print("  " + line, flush=True)
-        if every and not done and time.monotonic() - last >= every:
+                    print(("\n" if display and display.bar else "") + "  " + line, flush=True)
+        if display and (done or time.monotonic() - last >= (1.0 if display.bar else every)):
             last = time.monotonic()
-            print(f"  after {last - started:.0f}s: " + "; ".join(map(_so_far, running)), flush=True)
+            display.update(done)
         if done:
             return
         time.sleep(0.5)
 
 
-def _so_far(worker) -> str:
-    """`worker k: N results, F failing` from its results file as written so far."""
-    k, _, process, _ = worker
-    path = Path(process.args[process.args.index("--results") + 1])
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    results = text.count('"kind": "result"')
-    failing = sum(text.count(f'"verdict": "{v}"') for v in ("finding", "error", "crashed", "timed out"))
-    failing += text.count('"verdict": "protocol error"')
-    return f"worker {k}: {results} results, {failing} failing" + (
-        " (ended)" if process.poll() is not None else ""
-    )
+class Progress:
+    """The run's progress from the workers' files: cells done of those collected (`cells.json`, written
+    by the first worker to collect), examples judged, failing verdicts, what each worker is on, elapsed
+    time and an ETA (the adapters' cost-weighted share done). On a terminal a tqdm bar, elsewhere one
+    plain line per update (CI logs)."""
+
+    def __init__(self, results_dir: Path, started: float, per_norm: bool = False, stream=None):
+        self.dir, self.started, self.per_norm = results_dir, started, per_norm
+        self.stream = stream or sys.stdout
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="cell", file=self.stream, dynamic_ncols=True, leave=True)
+
+    def snapshot(self) -> dict:
+        """{"cells": {adapter: collected}, "done": {adapter: results}, "examples", "failing",
+        "workers": {k: (adapter, done, collected)}, "norms": {norm: (done, collected)}}."""
+        path = self.dir / "cells.json"
+        planned = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        cells = {adapter: sum(norms.values()) for adapter, norms in planned.items()}
+        norms = {n: [0, c] for per in planned.values() for n, c in per.items()}
+        done: dict = {}
+        examples = failing = 0
+        for results in sorted(self.dir.glob("worker-*.jsonl")):
+            for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+                if '"kind": "result"' not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line still being written
+                    continue
+                done[record["adapter"]] = done.get(record["adapter"], 0) + 1
+                norms.setdefault(record["norm"], [0, 0])[0] += 1
+                examples += record.get("examples", 0)
+                failing += record["verdict"] in FAILING
+        on = {}
+        for log in sorted(self.dir.glob("worker-*.log")):
+            k = int(log.stem.split("-")[1])
+            taken = claimed(self.dir, k)
+            if taken:
+                on[k] = (taken[-1], done.get(taken[-1], 0), cells.get(taken[-1], 0))
+        return {
+            "cells": cells,
+            "done": done,
+            "examples": examples,
+            "failing": failing,
+            "workers": on,
+            "norms": norms,
+        }
+
+    def line(self, state: dict) -> str:
+        cells, done = state["cells"], state["done"]
+        total, finished = sum(cells.values()), sum(done.values())
+        elapsed = time.monotonic() - self.started
+        weights = {n: adapters.cost(n) for n in cells if cells[n]}
+        share = sum(w * min(done.get(n, 0) / cells[n], 1.0) for n, w in weights.items()) / max(
+            sum(weights.values()), 1e-9
+        )
+        eta = f"ETA {_clock(elapsed * (1 - share) / share)}" if share > 0.02 else "ETA ?"
+        if self.per_norm:
+            workers = ", ".join(f"{norm} {n}/{of}" for norm, (n, of) in state["norms"].items())
+        else:
+            workers = "; ".join(
+                f"w{k} {adapter} {n}/{of}" for k, (adapter, n, of) in sorted(state["workers"].items())
+            )
+        return (
+            f"{finished}/{total or '?'} cells, {state['examples']} examples, {state['failing']} failing, "
+            f"{_clock(elapsed)} elapsed, {eta}" + (f" | {workers}" if workers else "")
+        )
+
+    def update(self, final: bool = False) -> None:
+        state = self.snapshot()
+        text = self.line(state)
+        if self.bar is None:
+            print("  " + text, file=self.stream, flush=True)
+            return
+        self.bar.total = sum(state["cells"].values())
+        self.bar.n = sum(state["done"].values())
+        self.bar.set_postfix_str(text.split(", ", 1)[1], refresh=True)
+        if final:
+            self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def default_jobs() -> int:

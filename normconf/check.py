@@ -91,7 +91,16 @@ def main(args) -> int:
     ]
     declared = ", ".join(f"{norm} ({', '.join(d.dtypes)})" for norm, d in adapter.declarations.items())
     print(f"checking {args.implementation}: {declared}; profile {args.profile}", flush=True)
-    code = workers.run([[args.implementation]], pytest_args, out, quiet=True, echo=SLOW_MARK)
+    code = workers.run(
+        [args.implementation],
+        1,
+        pytest_args,
+        out,
+        quiet=True,
+        echo=SLOW_MARK,
+        progress=workers.PROGRESS_EVERY,
+        per_norm=True,
+    )
     files = sorted(out.glob("worker-*.jsonl"))
     records = [r for run in results.load(files) for r in run.results] if files else []
     if not records:

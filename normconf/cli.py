@@ -82,15 +82,20 @@ def _run(args) -> int:
         *(["--isolate", _seconds(args.isolate)] if args.isolate else []),
         *args.pytest_args,
     ]
-    groups = workers.plan(names, args.jobs)
-    print(f"{len(names)} adapters in {len(groups)} worker(s), profile {args.profile}", flush=True)
+    jobs = max(1, min(args.jobs, len(names)))
+    print(f"{len(names)} adapters shared by {jobs} worker(s), profile {args.profile}", flush=True)
     device_env = {
         key: value
         for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
         if value is not None
     }
     code = workers.run(
-        groups, pytest_args, out, env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env}, progress=PROGRESS_EVERY
+        names,
+        jobs,
+        pytest_args,
+        out,
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env},
+        progress=workers.PROGRESS_EVERY,
     )
     files = sorted(out.glob("worker-*.jsonl"))
     if files:
@@ -116,7 +121,6 @@ def _timeout(text: str) -> float:
     return value
 
 
-PROGRESS_EVERY = 30.0  # seconds between the run's progress lines (results so far per worker)
 ISOLATE_HELP = (
     "run every framework call in a child process that may take SECONDS (default %(default)s; 0: in "
     "the worker itself): a crash or hang costs its own cell only, reported as crashed / timed out"

@@ -40,13 +40,37 @@ def checked(x, size, alpha, beta, k, channel_axis, alpha_over_size, extra):
 def window_sum(v: np.ndarray, axis: int, before: int, after: int) -> np.ndarray:
     """s_c = sum of v_j for j in [c - before, c + after] along `axis`, zeros past the ends."""
     moved = np.moveaxis(v, axis, 0)
+    width = before + after + 1
     padded = np.concatenate(
         [np.zeros((before,) + moved.shape[1:]), moved, np.zeros((after,) + moved.shape[1:])]
     )
+    if width > LONG_WINDOW:
+        return np.moveaxis(_blocked_window_sum(padded, width, moved.shape[0]), 0, axis)
     total = np.zeros_like(moved)
-    for shift in range(before + after + 1):
+    for shift in range(width):
         total += padded[shift : shift + moved.shape[0]]
     return np.moveaxis(total, 0, axis)
+
+
+LONG_WINDOW = 64  # past this width a window's sums are formed from block sums (O(n), not O(n * width))
+
+
+def _blocked_window_sum(padded: np.ndarray, width: int, count: int) -> np.ndarray:
+    """The `count` sums of `width` consecutive rows of `padded`, each formed without subtraction
+    (van Herk / Gil-Werman): cut the rows into blocks of `width`; a window starting at row i of a block
+    is the block's suffix from i plus the next block's prefix before i. Every sum adds only the rows it
+    covers, in order, so its rounding is bounded as a running sum's (no cancellation of prefix sums)."""
+    blocks = -(-padded.shape[0] // width) + 1
+    rows = np.zeros((blocks * width,) + padded.shape[1:])
+    rows[: padded.shape[0]] = padded
+    shaped = rows.reshape((blocks, width) + padded.shape[1:])
+    prefix = np.cumsum(shaped, axis=1).reshape(rows.shape)
+    suffix = np.flip(np.cumsum(np.flip(shaped, axis=1), axis=1), axis=1).reshape(rows.shape)
+    start = np.arange(count)
+    tail = np.where(
+        (start % width != 0).reshape((-1,) + (1,) * (padded.ndim - 1)), prefix[start + width - 1], 0.0
+    )
+    return suffix[start] + tail
 
 
 def window_base(x, axis, win, a, k):

@@ -11,7 +11,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .. import _devices, _replicas, _repro
+from .. import _counters, _devices, _replicas, _repro
 from ..base import require
 
 
@@ -41,6 +41,7 @@ def load_jax():
     if not jax.config.jax_enable_x64:  # float64 arrays need it; set before any array is created
         jax.config.update("jax_enable_x64", True)
         _devices.jax_configure(jax)
+        _counters.watch_jax()
         # Compiled programs can persist across runs (the suite compiles one per layer configuration and
         # shape) when NORMCONF_JAX_CACHE names a folder. Off by default: jaxlib 0.10.2's
         # executable.serialize() once segfaulted writing an entry (a default-profile run, flax.nnx

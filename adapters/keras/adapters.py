@@ -26,7 +26,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .. import _devices, _isolated, _replicas, _repro
+from .. import _counters, _devices, _isolated, _replicas, _repro
 from ..base import Adapter, Outcome, Unsupported, channel_axis_of, require
 from ..plan import Executed, Planned
 from .declarations import BACKENDS, declarations_for
@@ -51,7 +51,7 @@ def _usable_here(backend: str) -> bool:
         if not _CONFIGURED and keras.backend.backend() == backend:  # the backend's device and TF32 (_devices)
             configure = {
                 "tensorflow": lambda: _devices.tf_configure(sys.modules["tensorflow"]),
-                "jax": lambda: _devices.jax_configure(sys.modules["jax"]),
+                "jax": lambda: (_devices.jax_configure(sys.modules["jax"]), _counters.watch_jax()),
                 "torch": lambda: _devices.torch_device(sys.modules["torch"]),
             }.get(backend)
             if configure is not None:

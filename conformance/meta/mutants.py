@@ -611,7 +611,7 @@ def kill_table(profile: str, out: Path, jobs: int = 2) -> list[dict]:
     wrong, correct = corpus()
     specs = {f"{Path(__file__)}:{name}": name for name in wrong + correct}
     order = list(specs)
-    workers.run([order[k::jobs] for k in range(jobs)], ["--profile", profile], out, quiet=True)
+    workers.run(order, jobs, ["--profile", profile], out, quiet=True)
     records = [r for run in results.load(sorted(out.glob("worker-*.jsonl"))) for r in run.results]
     rows = []
     for spec, name in specs.items():
