@@ -57,6 +57,8 @@ OVERFLOW_MAGNITUDE = {"float16": 6.0e4, "default": 1.0e30}
 # --- covering examples: each regime at least once per property, whatever the random draws do -------
 
 _FORCED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("forced", default=None)
+# the value kinds a property asked `case` for (None: all of VALUE_KINDS)
+_KINDS: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("kinds", default=None)
 _SIMPLEST = settings(
     database=None,
     derandomize=True,
@@ -238,7 +240,9 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: floa
     """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled). `n`: values per
     statistic; `near`: the magnitude per element that puts the statistic at eps (None where the norm
     has no eps-like term: "near_eps" is then not drawn)."""
-    kinds = VALUE_KINDS if near is not None else tuple(k for k in VALUE_KINDS if k != "near_eps")
+    kinds = tuple(
+        k for k in _KINDS.get() or VALUE_KINDS if k in VALUE_KINDS and (near is not None or k != "near_eps")
+    )
     kind = draw(st.sampled_from(kinds), label="values")
     kind = kind if kind in kinds else "standard"
     seed = draw(st.integers(0, 2**32 - 1), label="seed")
@@ -347,11 +351,15 @@ def _eps_root(eps, dtype: str) -> float:
 
 
 @composite
-def case(draw, norm: str, declaration, dtype: str) -> Case:
+def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -> Case:
     """One example for `norm`, respecting what the adapter's declaration fixes. Every array parameter
     (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
     framework and the reference start from the same numbers."""
-    drawn = draw(_BUILDERS[NORMS[norm].strategy](norm, declaration, dtype))
+    token = _KINDS.set(kinds)  # values drawn only of these kinds (a property that needs them, not a filter)
+    try:
+        drawn = draw(_BUILDERS[NORMS[norm].strategy](norm, declaration, dtype))
+    finally:
+        _KINDS.reset(token)
     if declaration is not None and norm in DIVISOR_NORMS:  # a declared divisor convention (BN.P8) is checked
         fixed = declaration.fixed()
         drawn.params.update(
