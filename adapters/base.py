@@ -161,6 +161,9 @@ class Adapter:
     # in CI (the results' per-test `seconds`, summed; `normconf bench --sections rate`). Measured
     # 2026-11-23; 1 where not measured.
     cost: float = 1.0
+    # Compiles a program per configuration and shape before it runs one (the JAX family, Keras on JAX):
+    # its suite rate is bounded by compilation, not by the call (bench's targets differ).
+    compiles: bool = False
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when every required module is importable, else (False, reason). Imports nothing."""

@@ -4,9 +4,11 @@ Figures, not timed tests: a noisy machine changes them, so nothing here passes o
   reference   reference forward time over NumPy's own mean + var on 8M float64 elements (ratio)
   startup     seconds to import each framework in a fresh process
   throughput  adapter calls per second after warm-up, small and medium shapes, forward and gradient
-  rate        examples per second per adapter in a finished run's results (the suite's own overhead in)
+  rate        per adapter in a finished run's results: suite examples/s, the raw warm call rate, their
+              ratio and target, compilations per example, and where the time went (clock phases)
   discovery   examples and seconds until known divergences (a sample, one per clause) are first reported
-  suite       wall time of whole profiles over every installed adapter (`--suite quick,default`)
+  suite       wall time of whole profiles over every installed adapter, report included, each followed
+              by its rate figures (`--suite quick,default`)
   mutants     the mutation corpus (conformance/meta/mutants.py) through `--profile`: which wrong
               implementations it kills, by which clause, and that every correct one passes
 """
@@ -24,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = {"reference": 3.0, "throughput": 20.0, "quick": 180.0, "default": 600.0}
+# suite examples/s per adapter: eager frameworks RATE_EAGER (or RATE_SHARE of their raw call rate where
+# that is lower), frameworks that compile per configuration and shape RATE_COMPILED
+RATE_EAGER, RATE_SHARE, RATE_COMPILED = 200.0, 0.10, 20.0
 SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
 PROPERTY_OF = {
     "forward": "forward_matches_reference",
@@ -122,17 +127,73 @@ def _params(norm: str, declaration, x: np.ndarray) -> dict:
     return params
 
 
-def rates(folder: Path) -> list[tuple[str, int, float]]:
-    """(adapter, examples, examples per second) over a results folder's tests, warm-up included."""
+def rates(folder: Path) -> list[dict]:
+    """Per adapter over a results folder's tests (warm-up included): examples, seconds, examples per
+    second, XLA compilations, and the seconds per clock phase (conformance/clock.py) summed."""
     from normconf.reports import results
 
-    totals: dict[str, list[float]] = {}
+    totals: dict[str, dict] = {}
     for record in (r for run in results.load(sorted(folder.glob("*.jsonl"))) for r in run.results):
         if record.get("seconds"):
-            total = totals.setdefault(record["adapter"], [0, 0.0])
-            total[0] += record["examples"]
-            total[1] += record["seconds"]
-    return [(name, int(n), n / seconds) for name, (n, seconds) in sorted(totals.items()) if seconds > 0]
+            total = totals.setdefault(
+                record["adapter"], {"adapter": record["adapter"], "examples": 0, "seconds": 0.0, "time": {}}
+            )
+            total["examples"] += record["examples"]
+            total["seconds"] += record["seconds"]
+            if "compilations" in record:
+                total["compilations"] = total.get("compilations", 0) + record["compilations"]
+            for phase, seconds in record.get("time", {}).items():
+                total["time"][phase] = total["time"].get(phase, 0.0) + seconds
+    return [
+        {**total, "rate": total["examples"] / total["seconds"]}
+        for _, total in sorted(totals.items())
+        if total["seconds"] > 0
+    ]
+
+
+def rate_target(name: str, raw: float | None) -> float:
+    """Suite examples/s an adapter must reach: RATE_COMPILED where it compiles per configuration and shape,
+    else RATE_EAGER, or RATE_SHARE of its raw warm call rate where that is lower."""
+    from normconf import adapters
+
+    if adapters.load(name).compiles:
+        return RATE_COMPILED
+    return RATE_EAGER if raw is None or raw != raw else min(RATE_EAGER, RATE_SHARE * raw)
+
+
+def rate_table(folder: Path, raw: dict) -> list[str]:
+    """The lines of the rate figures: per adapter suite examples/s, raw warm calls/s (small shape,
+    forward), their ratio, the target, compilations per example and where the time went."""
+    from normconf.conformance.clock import PHASES
+
+    lines = [
+        f"  {'adapter':<18} {'examples':>8} {'ex/s':>7} {'raw/s':>8} {'ratio':>6} {'target':>6} "
+        f"{'comp/ex':>7}  time: " + " ".join(f"{p}" for p in (*PHASES, "engine"))
+    ]
+    for figure in rates(folder):
+        name, rate = figure["adapter"], figure["rate"]
+        calls = raw.get(name)
+        target = rate_target(name, calls)
+        ratio = f"{rate / calls:6.3f}" if calls else f"{'-':>6}"
+        compiled = figure.get("compilations")
+        per = f"{compiled / max(figure['examples'], 1):7.2f}" if compiled is not None else f"{'-':>7}"
+        shares = " ".join(
+            f"{100 * figure['time'].get(p, 0.0) / figure['seconds']:.0f}%" for p in (*PHASES, "engine")
+        )
+        lines.append(
+            f"  {name:<18} {figure['examples']:8d} {rate:7.1f} {calls or float('nan'):8.0f} {ratio} "
+            f"{target:6.0f} {per}  {shares}  {'ok' if rate >= target else 'MISSED'}"
+        )
+    return lines
+
+
+def raw_rates(names: list[str]) -> dict:
+    """adapter -> warm calls/s of its first norm's forward on the small shape (throughput)."""
+    return {
+        name: rate
+        for name, label, what, rate in throughput(names)
+        if label == "small" and what.endswith("forward") and rate == rate
+    }
 
 
 def discovery(profile: str = "default") -> list[tuple[str, str, dict | None]]:
@@ -204,32 +265,32 @@ def _file(prop: str) -> str:
     }[prop]
 
 
-def suite_wall_time(profile: str) -> tuple[float, dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "normconf.cli",
-                "run",
-                "--profile",
-                profile,
-                "--results",
-                tmp,
-                "--report",
-                "",
-                "--no-hazards",
-            ],
-            capture_output=True,
-        )
-        elapsed = time.perf_counter() - start
-        counts: dict = {}
-        for path in Path(tmp).glob("worker-*.jsonl"):
-            for line in path.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                if record.get("kind") == "result":
-                    counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
+def suite_wall_time(profile: str, out: Path) -> tuple[float, dict]:
+    """Seconds of `normconf run --profile <profile>` over every installed adapter, report included,
+    results kept in `out`; and the verdict counts."""
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "normconf.cli",
+            "run",
+            "--profile",
+            profile,
+            "--results",
+            str(out),
+            "--report",
+            str(out / "index.html"),
+        ],
+        capture_output=True,
+    )
+    elapsed = time.perf_counter() - start
+    counts: dict = {}
+    for path in out.glob("worker-*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "result":
+                counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
     return elapsed, counts
 
 
@@ -259,14 +320,12 @@ def main(args) -> int:
                 else ("ok" if rate >= TARGETS["throughput"] else "MISSED")
             )
             print(f"  {name:<18} {label:<7} {what:<32} {rate:8.1f}/s  {verdict}")
+    profiles = [p for p in args.suite.split(",") if p]
+    raw = raw_rates(names) if "rate" in sections or profiles else {}
     if "rate" in sections:
         folder = Path(args.results)
-        print(f"suite examples per second per adapter, from {folder} (target >= {TARGETS['throughput']:g})")
-        for name, n, rate in rates(folder):
-            print(
-                f"  {name:<18} {n:6d} examples {rate:7.1f}/s  "
-                f"{'ok' if rate >= TARGETS['throughput'] else 'MISSED'}"
-            )
+        print(f"suite examples per second per adapter, from {folder}")
+        print("\n".join(rate_table(folder, raw)))
     if "discovery" in sections:
         print(f"known divergences: examples and seconds to the first report ({args.profile} profile)")
         for cell, clause, first in discovery(args.profile):
@@ -297,12 +356,14 @@ def main(args) -> int:
         print(
             f"  killed {rate:.0%} of the wrong, {wrongly} correct failed (target >= {target:.0%}) {verdict}"
         )
-    for profile in [p for p in args.suite.split(",") if p]:
-        elapsed, counts = suite_wall_time(profile)
-        target = TARGETS.get(profile)
-        verdict = "" if target is None else ("ok" if elapsed <= target else "MISSED")
-        print(
-            f"{profile} profile over every installed adapter: {elapsed:.0f}s "
-            f"(target <= {target:g}s) {verdict}  {counts}"
-        )
+    for profile in profiles:
+        with tempfile.TemporaryDirectory(prefix=f"normconf-{profile}-") as folder:
+            elapsed, counts = suite_wall_time(profile, Path(folder))
+            target = TARGETS.get(profile)
+            verdict = "" if target is None else ("ok" if elapsed <= target else "MISSED")
+            print(
+                f"{profile} profile over every installed adapter, report included: {elapsed:.0f}s "
+                f"(target <= {target:g}s) {verdict}  {counts}"
+            )
+            print("\n".join(rate_table(Path(folder), raw)))
     return 0

@@ -72,6 +72,7 @@ from .runtime import (
 
 class JaxBase(Adapter):
     family = "jax"
+    compiles = True  # one jax.jit program per layer configuration and shape
     framework = ""  # the importable module whose version environment() reports
     library = ""  # where the plan's layer classes live: "flax.linen"
     repro_import = ""  # how the script imports it

@@ -756,6 +756,7 @@ class KerasTensorflow(Keras):
 
 class KerasJax(Keras):
     cost = 21.1  # see Adapter.cost
+    compiles = True  # each layer call runs under jax.jit
 
     def __init__(self):
         super().__init__("jax")
