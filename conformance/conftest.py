@@ -263,6 +263,13 @@ def pytest_collection_modifyitems(session, config, items):
         os.replace(partial, cells)
 
 
+def claim_name(adapter: str) -> str:
+    """The claim file's name for `adapter` (a plug-in's name may be a path)."""
+    from urllib.parse import quote
+
+    return quote(adapter, safe="")
+
+
 _CLAIMS = pytest.StashKey[dict]()  # adapter -> True (this worker's) / False (another worker's)
 
 
@@ -287,7 +294,7 @@ def pytest_runtest_protocol(item, nextitem):
         import time
 
         try:
-            fd = os.open(Path(claims) / adapter, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(Path(claims) / claim_name(adapter), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             mine[adapter] = False
         else:

@@ -15,10 +15,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 from normconf import adapters
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
+# One thread per framework in each worker (and the children it starts): the workers already use every
+# core, and a framework's own pool on top of them oversubscribes the cores (spin-waiting OpenMP threads:
+# torch's calls took twice as long beside another worker). A variable already set is kept.
+THREADS = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "NORMCONF_THREADS": "1",  # what onnxruntime's sessions read (intra_op_num_threads)
+}
 PROGRESS_EVERY = 10.0  # seconds between progress lines when not on a terminal (a bar there, every second)
 FAILING = ("finding", "error", "protocol error", "crashed", "timed out")  # verdicts a progress line counts
 
@@ -78,7 +90,7 @@ def run(
             *pytest_args,
         ]
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command, stdout=log, stderr=subprocess.STDOUT, env={**THREADS, **os.environ, **(env or {})}
         )
         running.append((k, process, log))
     worst, interrupted = 0, False
@@ -116,7 +128,7 @@ def claimed(results_dir: Path, k: int) -> list[str]:
         worker, _, when = path.read_text(encoding="utf-8").partition(" ")
         if worker == f"worker-{k}":
             found.append((float(when or 0), path.name))
-    return [name for _, name in sorted(found)]
+    return [unquote(name) for _, name in sorted(found)]  # the name as conftest.claim_name quoted it
 
 
 def _watch(running, results_dir: Path, prefix: str | None, display, every: float | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import normconf.conformance as suite
 from normconf import adapters
 from normconf.adapters import _isolated
 from normconf.adapters.plugin import ProtocolError
+from normconf.conformance import clock
 from normconf.reports import results as R
 
 PLUGIN = str(Path(__file__).parent / "data" / "misbehaving_plugin.py")
@@ -118,6 +120,10 @@ def test_a_run_with_a_crashing_and_a_hanging_plugin_reports_them_and_keeps_every
     )
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "crashed" in page and "timed out" in page
+    # not on a terminal: plain progress lines; the two workers took one adapter each from the queue
+    assert re.search(r"\d+/\d+ cells, \d+ examples, \d+ failing, \S+ elapsed, ETA", done.stdout), done.stdout
+    taken = re.findall(r"^worker \d \[(.*)\] exit", done.stdout, re.M)
+    assert sorted(taken) == sorted([PLUGIN, "onnx.reference"]), done.stdout
 
 
 def test_ctrl_c_leaves_a_closed_results_file_and_a_report(tmp_path):
@@ -201,6 +207,11 @@ def test_the_same_seed_gives_the_same_results(tmp_path):
         assert done.returncode in (0, 1), done.stdout[-2000:]
         runs.append([{key: r.get(key) for key in kept} for run in R.load([out]) for r in run.results])
     assert runs[0] and runs[0] == runs[1]
+    # each record says where its time went: the clock's phases and the rest (engine) make up its seconds
+    for record in (r for run in R.load([out]) for r in run.results if r["examples"]):
+        assert set(record["time"]) == {*clock.PHASES, "engine"}
+        assert record["time"]["framework"] > 0 and record["time"]["reference"] > 0
+        assert abs(sum(record["time"].values()) - record["seconds"]) < 0.05 * record["seconds"] + 0.01
 
 
 @pytest.mark.parametrize(

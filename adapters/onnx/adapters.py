@@ -13,6 +13,7 @@ not a float32 number cannot be expressed and is reported unsupported, not rounde
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -736,6 +737,8 @@ class OnnxRuntime(OnnxBase):
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )  # the node runs as written
+        # normconf run's workers ask for one thread each (conformance/workers.py THREADS)
+        options.intra_op_num_threads = int(os.environ.get("NORMCONF_THREADS", "0"))
         return options
 
     def environment(self):
