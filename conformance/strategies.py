@@ -46,6 +46,26 @@ VALUE_KINDS = (
     "near_eps",  # the statistic (variance, mean square, norm, window term) comparable to eps (or k)
     "overflow",  # squares beyond float32's range (float16's in a float16 run): NUM.N6 excuses nothing
 )
+OFFSETS, SPREADS = st.sampled_from([1e2, 1e4, -3e3]), st.sampled_from([1e-3, 1e-5])
+SEEDS, AFFINE_SEEDS, BOOLEANS = st.integers(0, 2**32 - 1), st.integers(0, 2**16), st.booleans()
+STATE_KINDS, ESTIMATORS = st.sampled_from(["initial", "drawn"]), st.sampled_from(["biased", "unbiased"])
+WEIGHTINGS, ASSIGNMENTS = st.sampled_from(["count", "equal"]), st.sampled_from(["contiguous", "interleaved"])
+POWERS = st.sampled_from([1.0, 2.0, 3.0])
+LP_PLACEMENTS = st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"])
+
+
+# strategies are built once (module constants, or cached by their arguments): building and validating
+# one on every draw cost more than the draw
+@functools.lru_cache(maxsize=None)
+def _sampled(choices: tuple):
+    return st.sampled_from(choices)
+
+
+@functools.lru_cache(maxsize=None)
+def _integers(low: int, high: int):
+    return st.integers(low, high)
+
+
 # a long reduction (LONG values per statistic) in one draw of eight: kept cheap by few channels
 LONG = 10_000
 LONGS = st.sampled_from([False] * 7 + [True])
@@ -235,7 +255,6 @@ def _dtype_max(dtype: str) -> float:
     return float(np.finfo(np.dtype(dtype)).max)
 
 
-@composite
 def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: float | None = None):
     """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled). `n`: values per
     statistic; `near`: the magnitude per element that puts the statistic at eps (None where the norm
@@ -243,16 +262,16 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: floa
     kinds = tuple(
         k for k in _KINDS.get() or VALUE_KINDS if k in VALUE_KINDS and (near is not None or k != "near_eps")
     )
-    kind = draw(st.sampled_from(kinds), label="values")
+    kind = draw(_sampled(kinds), label="values")
     kind = kind if kind in kinds else "standard"
-    seed = draw(st.integers(0, 2**32 - 1), label="seed")
+    seed = draw(SEEDS, label="seed")
     rng = np.random.default_rng(seed)
     if kind == "standard":
         x = rng.normal(size=shape)
     elif kind == "offset":
-        x = draw(st.sampled_from([1e2, 1e4, -3e3]), label="offset") + rng.normal(size=shape)
+        x = draw(OFFSETS, label="offset") + rng.normal(size=shape)
     elif kind == "tiny_spread":
-        x = 1.0 + draw(st.sampled_from([1e-3, 1e-5]), label="spread") * rng.normal(size=shape)
+        x = 1.0 + draw(SPREADS, label="spread") * rng.normal(size=shape)
     elif kind == "constant_channel":
         x = rng.normal(size=shape)
         if channel_axis is not None and x.size:
@@ -288,11 +307,10 @@ SHAPE_POOL = {
 CHANNELS = st.sampled_from([3, 1, 4, 6])
 
 
-@composite
 def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
     """A shape of rank in [min_rank, max_rank] from the pool; the channel size (if any) drawn separately."""
     rank = _rank(draw, min_rank, max_rank)
-    shape = list(SHAPE_POOL[rank][draw(st.integers(0, len(SHAPE_POOL[rank]) - 1), label="shape")])
+    shape = list(SHAPE_POOL[rank][draw(_integers(0, len(SHAPE_POOL[rank]) - 1), label="shape")])
     if channels_at is not None:
         shape[channels_at % rank] = draw(CHANNELS, label="channels")
     return tuple(shape)
@@ -300,7 +318,7 @@ def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
 
 def _rank(draw, lowest: int, highest: int) -> int:
     """A rank in [lowest, highest]; a covering example's forced rank is moved into the range."""
-    return min(max(draw(st.integers(lowest, highest), label="rank"), lowest), highest)
+    return min(max(draw(_integers(lowest, highest), label="rank"), lowest), highest)
 
 
 def _lengthened(shape, axes, keep=()) -> tuple:
@@ -318,23 +336,22 @@ def _channel_axis(draw, declaration, rank):
     if "channel_axis" in fixed:
         return fixed["channel_axis"] % rank
     default = declaration.defaults().get("channel_axis", 1) if declaration else 1
-    return draw(st.sampled_from(sorted({1, rank - 1, default % rank})), label="channel_axis")
+    return draw(_sampled(tuple(sorted({1, rank - 1, default % rank}))), label="channel_axis")
 
 
-@composite
 def running_state(draw, channels: int):
-    kind = draw(st.sampled_from(["initial", "drawn"]), label="state")
+    kind = draw(STATE_KINDS, label="state")
     if kind == "initial":
         return RunningStats.initial(channels)
-    seed = draw(st.integers(0, 2**32 - 1), label="state_seed")
+    seed = draw(SEEDS, label="state_seed")
     rng = np.random.default_rng(seed)
     return RunningStats(
-        rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(st.integers(0, 5))
+        rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(_integers(0, 5))
     )
 
 
 def _affine(draw, rng_seed, shape, label="affine"):
-    if not draw(st.booleans(), label=label):
+    if not draw(BOOLEANS, label=label):
         return {}
     rng = np.random.default_rng(rng_seed)
     return {"scale": rng.normal(size=shape) + 1.0, "offset": rng.normal(size=shape)}
@@ -385,21 +402,21 @@ def _running_norm(draw, norm, declaration, dtype):
     min_rank = 3 if record.statistics == "sample_channel" else 2  # per-sample statistics need a spatial axis
     rank = _rank(draw, min_rank, 5)
     axis = _channel_axis(draw, declaration, rank)
-    shape = draw(shapes(rank, rank, axis))
+    shape = shapes(draw, rank, rank, axis)
     if draw(LONGS, label="long"):  # the longest spatial axis (the batch when there is none)
         shape = _lengthened(shape, [i for i in range(rank) if i != axis and (rank == 2 or i != 0)])
     params = {"channel_axis": axis, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
-    params["running_var"] = _pick(draw, declaration, "running_var", st.sampled_from(["biased", "unbiased"]))
+    params["running_var"] = _pick(draw, declaration, "running_var", ESTIMATORS)
     params["momentum"] = _pick(draw, declaration, "momentum", MOMENTA)
-    params["training"] = draw(st.booleans(), label="training")
+    params["training"] = draw(BOOLEANS, label="training")
     if declaration is None or declaration.stateful:
-        if draw(st.booleans(), label="tracked"):
-            params["state"] = draw(running_state(shape[axis]))
-    params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
+        if draw(BOOLEANS, label="tracked"):
+            params["state"] = running_state(draw, shape[axis])
+    params.update(_affine(draw, draw(AFFINE_SEEDS), (shape[axis],)))
     if "replica_sizes" in record.parameters():
         shape = _replicated(draw, declaration, params, shape)
     n = record.reduction_length(np.empty(shape), params)
-    kind, x = draw(values(shape, dtype, axis, n, _eps_root(params["eps"], dtype)))
+    kind, x = values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
     return Case(norm, x, params, kind)
 
 
@@ -408,15 +425,15 @@ def _replicated(draw, declaration, params, shape) -> tuple:
     pooling rule; the batch axis becomes their sum. The replica count is at most what the adapter's
     run provides (its declared `replicas`)."""
     most = declaration.convention("replicas").value if declaration is not None else 4
-    count = draw(st.integers(2, most), label="replicas")
-    if draw(st.booleans(), label="equal_batches"):
+    count = draw(_integers(2, most), label="replicas")
+    if draw(BOOLEANS, label="equal_batches"):
         sizes = (shape[0],) * count
     else:
         sizes = tuple(
             draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="replica_sizes")
         )
     params["replica_sizes"] = sizes
-    params["weighting"] = _pick(draw, declaration, "weighting", st.sampled_from(["count", "equal"]))
+    params["weighting"] = _pick(draw, declaration, "weighting", WEIGHTINGS)
     return (sum(sizes),) + tuple(shape[1:])
 
 
@@ -427,13 +444,13 @@ def _axes(draw, declaration) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if fixed_axes is not None:  # the implementation normalizes these axes only: draw ranks that have them
         fixed_axes = (fixed_axes,) if isinstance(fixed_axes, int) else tuple(fixed_axes)
         rank = _rank(draw, max(1, *(a + 1 if a >= 0 else -a for a in fixed_axes)), 4)
-        shape = draw(shapes(rank, rank, None))
+        shape = shapes(draw, rank, rank, None)
         axes = tuple(sorted(a % rank for a in fixed_axes))
     else:
         rank = _rank(draw, 1, 4)
-        shape = draw(shapes(rank, rank, None))
-        count = min(draw(st.integers(1, rank), label="normalized_axes"), rank)
-        trailing = draw(st.booleans(), label="trailing")
+        shape = shapes(draw, rank, rank, None)
+        count = min(draw(_integers(1, rank), label="normalized_axes"), rank)
+        trailing = draw(BOOLEANS, label="trailing")
         if trailing:
             axes = tuple(range(rank - count, rank))
         else:
@@ -447,10 +464,10 @@ def _axes(draw, declaration) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def _axes_norm(draw, norm, declaration, dtype):
     shape, axes = _axes(draw, declaration)
     params = {"axes": axes, "eps": _pick(draw, declaration, "eps", POSITIVE_EPS)}
-    affine = _affine(draw, draw(st.integers(0, 2**16)), tuple(shape[a] for a in axes))
+    affine = _affine(draw, draw(AFFINE_SEEDS), tuple(shape[a] for a in axes))
     params.update({key: value for key, value in affine.items() if key in NORMS[norm].affine})
     n = math.prod(shape[a] for a in axes)
-    kind, x = draw(values(shape, dtype, None, n, _eps_root(params["eps"], dtype)))
+    kind, x = values(draw, shape, dtype, None, n, _eps_root(params["eps"], dtype))
     return Case(norm, x, params, kind)
 
 
@@ -459,19 +476,19 @@ def _lp(draw, norm, declaration, dtype):
     shape, axes = _axes(draw, declaration)
     params = {
         "axes": axes,
-        "p": _pick(draw, declaration, "p", st.sampled_from([1.0, 2.0, 3.0])),
+        "p": _pick(draw, declaration, "p", POWERS),
         "eps_placement": _pick(
             draw,
             declaration,
             "eps_placement",
-            st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"]),
+            LP_PLACEMENTS,
         ),
         "eps": _pick(draw, declaration, "eps", LP_EPS),
     }
     p, eps, n = params["p"], params["eps"], math.prod(shape[a] for a in axes)
     # the row norm at eps (at eps^(1/p) where eps bounds the sum of |x|^p; 1e-3 without eps)
     at = (eps ** (1 / p) if params["eps_placement"] == "max_power_sum" else eps) if eps else 1e-3
-    kind, x = draw(values(shape, dtype, None, n, at / max(n, 1) ** (1 / p)))
+    kind, x = values(draw, shape, dtype, None, n, at / max(n, 1) ** (1 / p))
     return Case(norm, x, params, kind)
 
 
@@ -479,9 +496,9 @@ def _lp(draw, norm, declaration, dtype):
 def _group_norm(draw, norm, declaration, dtype):
     rank = _rank(draw, 2, 5)
     axis = _channel_axis(draw, declaration, rank)
-    groups = _pick(draw, declaration, "groups", st.integers(1, 4))
-    per_group = draw(st.integers(1, 2), label="channels_per_group")
-    shape = list(draw(shapes(rank, rank, None)))
+    groups = _pick(draw, declaration, "groups", _integers(1, 4))
+    per_group = draw(_integers(1, 2), label="channels_per_group")
+    shape = list(shapes(draw, rank, rank, None))
     shape[axis] = groups * per_group
     shape = tuple(shape)
     if draw(LONGS, label="long"):  # the longest spatial axis (the channels of a group when there is none)
@@ -495,11 +512,11 @@ def _group_norm(draw, norm, declaration, dtype):
         "groups": groups,
         "channel_axis": axis,
         "eps": _pick(draw, declaration, "eps", POSITIVE_EPS),
-        "assignment": _pick(draw, declaration, "assignment", st.sampled_from(["contiguous", "interleaved"])),
+        "assignment": _pick(draw, declaration, "assignment", ASSIGNMENTS),
     }
-    params.update(_affine(draw, draw(st.integers(0, 2**16)), (shape[axis],)))
+    params.update(_affine(draw, draw(AFFINE_SEEDS), (shape[axis],)))
     n = math.prod(shape) // (shape[0] * groups)
-    kind, x = draw(values(shape, dtype, axis, n, _eps_root(params["eps"], dtype)))
+    kind, x = values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
     return Case("group_norm", x, params, kind)
 
 
@@ -507,7 +524,7 @@ def _group_norm(draw, norm, declaration, dtype):
 def _lrn(draw, norm, declaration, dtype):
     rank = _rank(draw, 3, 4)
     axis = _channel_axis(draw, declaration, rank)
-    shape = draw(shapes(rank, rank, axis))
+    shape = shapes(draw, rank, rank, axis)
     long = draw(LONGS, label="long")  # a window of LONG + 1 channels, as many as there are
     size = _pick(draw, declaration, "size", st.integers(1, 6) if not long else st.just(LONG + 1))
     if long:
@@ -523,7 +540,7 @@ def _lrn(draw, norm, declaration, dtype):
     }
     # the window term alpha' * sum(x^2) at k: each square near k / (alpha' * size)
     alpha = params["alpha"] / (size if params["alpha_over_size"] else 1)
-    kind, x = draw(values(shape, dtype, axis, size, math.sqrt(params["k"] / (alpha * size))))
+    kind, x = values(draw, shape, dtype, axis, size, math.sqrt(params["k"] / (alpha * size)))
     return Case("local_response_norm", x, params, kind)
 
 
@@ -532,8 +549,8 @@ def _channel_normalize(draw, norm, declaration, dtype):
     rank = _rank(draw, 3, 4)
     default_axis = declaration.defaults().get("channel_axis", -3) if declaration else -3
     axis = default_axis % rank
-    shape = draw(shapes(rank, rank, axis))
-    seed = draw(st.integers(0, 2**16))
+    shape = shapes(draw, rank, rank, axis)
+    seed = draw(AFFINE_SEEDS)
     rng = np.random.default_rng(seed)
     params = {
         "channel_axis": axis,
@@ -541,7 +558,7 @@ def _channel_normalize(draw, norm, declaration, dtype):
         "std": rng.uniform(0.05, 2.0, size=shape[axis]),
         "std_floor": _pick(draw, declaration, "std_floor", st.sampled_from([0.0, 1e-7])),
     }
-    kind, x = draw(values(shape, dtype, axis, 1))
+    kind, x = values(draw, shape, dtype, axis, 1)
     return Case("channel_normalize", x, params, kind)
 
 
