@@ -156,10 +156,10 @@ class Adapter:
     family: str = ""  # the extra that installs it: "torch", "tensorflow", "jax", "onnx"
     requires: tuple[str, ...] = ()  # importable module names the adapter needs
     declarations: dict[str, NormDeclaration] = {}
-    # Relative cost of the adapter's run, for balancing workers (conformance/workers.py): tens of seconds
-    # of the quick profile on the 2-core machine, two workers, calls isolated, JAX compilation cache cold as
-    # in CI (the results' per-test `seconds`, summed; `normconf bench --sections rate`). Measured
-    # 2026-11-23; 1 where not measured.
+    # Relative cost of the adapter's run, the order workers claim adapters in (conformance/workers.py):
+    # tens of seconds of the quick profile on the 2-core machine, two workers, calls isolated, JAX
+    # compilation cache cold as in CI (the results' per-test `seconds`, summed; `normconf bench
+    # --sections rate`). Measured 2026-12-02; 1 where not measured.
     cost: float = 1.0
     # Compiles a program per configuration and shape before it runs one (the JAX family, Keras on JAX):
     # its suite rate is bounded by compilation, not by the call (bench's targets differ).

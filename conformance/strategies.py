@@ -255,7 +255,7 @@ def _dtype_max(dtype: str) -> float:
     return float(np.finfo(np.dtype(dtype)).max)
 
 
-def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: float | None = None):
+def _values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: float | None = None):
     """An array of `shape` whose values are drawn from one of VALUE_KINDS (labelled). `n`: values per
     statistic; `near`: the magnitude per element that puts the statistic at eps (None where the norm
     has no eps-like term: "near_eps" is then not drawn)."""
@@ -291,6 +291,13 @@ def values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: floa
     else:
         x = rng.uniform(0.1, 2.0, size=shape)
     return kind, representable(x, dtype)
+
+
+@composite
+def values(draw, *args, **kwargs):
+    """`_values` as a strategy, for a property that draws an input outside `case` (its labels forced by
+    covering examples as inside it)."""
+    return _values(draw, *args, **kwargs)
 
 
 # Shapes come from a bounded pool per rank: compiled frameworks (JAX, XLA, TF graphs) compile once per
@@ -416,7 +423,7 @@ def _running_norm(draw, norm, declaration, dtype):
     if "replica_sizes" in record.parameters():
         shape = _replicated(draw, declaration, params, shape)
     n = record.reduction_length(np.empty(shape), params)
-    kind, x = values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
+    kind, x = _values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
     return Case(norm, x, params, kind)
 
 
@@ -467,7 +474,7 @@ def _axes_norm(draw, norm, declaration, dtype):
     affine = _affine(draw, draw(AFFINE_SEEDS), tuple(shape[a] for a in axes))
     params.update({key: value for key, value in affine.items() if key in NORMS[norm].affine})
     n = math.prod(shape[a] for a in axes)
-    kind, x = values(draw, shape, dtype, None, n, _eps_root(params["eps"], dtype))
+    kind, x = _values(draw, shape, dtype, None, n, _eps_root(params["eps"], dtype))
     return Case(norm, x, params, kind)
 
 
@@ -488,7 +495,7 @@ def _lp(draw, norm, declaration, dtype):
     p, eps, n = params["p"], params["eps"], math.prod(shape[a] for a in axes)
     # the row norm at eps (at eps^(1/p) where eps bounds the sum of |x|^p; 1e-3 without eps)
     at = (eps ** (1 / p) if params["eps_placement"] == "max_power_sum" else eps) if eps else 1e-3
-    kind, x = values(draw, shape, dtype, None, n, at / max(n, 1) ** (1 / p))
+    kind, x = _values(draw, shape, dtype, None, n, at / max(n, 1) ** (1 / p))
     return Case(norm, x, params, kind)
 
 
@@ -516,7 +523,7 @@ def _group_norm(draw, norm, declaration, dtype):
     }
     params.update(_affine(draw, draw(AFFINE_SEEDS), (shape[axis],)))
     n = math.prod(shape) // (shape[0] * groups)
-    kind, x = values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
+    kind, x = _values(draw, shape, dtype, axis, n, _eps_root(params["eps"], dtype))
     return Case("group_norm", x, params, kind)
 
 
@@ -540,7 +547,7 @@ def _lrn(draw, norm, declaration, dtype):
     }
     # the window term alpha' * sum(x^2) at k: each square near k / (alpha' * size)
     alpha = params["alpha"] / (size if params["alpha_over_size"] else 1)
-    kind, x = values(draw, shape, dtype, axis, size, math.sqrt(params["k"] / (alpha * size)))
+    kind, x = _values(draw, shape, dtype, axis, size, math.sqrt(params["k"] / (alpha * size)))
     return Case("local_response_norm", x, params, kind)
 
 
@@ -558,7 +565,7 @@ def _channel_normalize(draw, norm, declaration, dtype):
         "std": rng.uniform(0.05, 2.0, size=shape[axis]),
         "std_floor": _pick(draw, declaration, "std_floor", st.sampled_from([0.0, 1e-7])),
     }
-    kind, x = values(draw, shape, dtype, axis, 1)
+    kind, x = _values(draw, shape, dtype, axis, 1)
     return Case("channel_normalize", x, params, kind)
 
 

@@ -315,7 +315,7 @@ class FlaxLinen(JaxBase):
     """`flax.linen` modules, initialized and applied functionally (`init` / `apply`)."""
 
     name = "flax.linen"
-    cost = 22.2  # see Adapter.cost
+    cost = 37.1  # see Adapter.cost
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -610,7 +610,7 @@ class FlaxNnx(JaxBase):
     """`flax.nnx` modules (stateful objects; running statistics are `nnx.BatchStat` variables)."""
 
     name = "flax.nnx"
-    cost = 13.6  # see Adapter.cost
+    cost = 24.8  # see Adapter.cost
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -827,7 +827,7 @@ class Haiku(JaxBase):
     """dm-haiku modules under `hk.transform_with_state`."""
 
     name = "haiku"
-    cost = 22.6  # see Adapter.cost
+    cost = 38.4  # see Adapter.cost
     framework = "haiku"
     requires = ("jax", "haiku")
     declarations = {
@@ -1156,7 +1156,7 @@ class Equinox(JaxBase):
     """equinox layers, which take one unbatched sample: batches go through `jax.vmap`."""
 
     name = "equinox"
-    cost = 13.1  # see Adapter.cost
+    cost = 20.0  # see Adapter.cost
     framework = "equinox"
     requires = ("jax", "equinox")
     declarations = {

@@ -748,14 +748,14 @@ __all__ = ["Keras", "Unsupported"]
 
 # One adapter per backend, each registered by name (pyproject.toml, entry points "normconf.adapters")
 class KerasTensorflow(Keras):
-    cost = 7.9  # see Adapter.cost
+    cost = 14.2  # see Adapter.cost
 
     def __init__(self):
         super().__init__("tensorflow")
 
 
 class KerasJax(Keras):
-    cost = 21.1  # see Adapter.cost
+    cost = 25.1  # see Adapter.cost
     compiles = True  # each layer call runs under jax.jit
 
     def __init__(self):
@@ -763,14 +763,14 @@ class KerasJax(Keras):
 
 
 class KerasTorch(Keras):
-    cost = 2.4  # see Adapter.cost
+    cost = 3.3  # see Adapter.cost
 
     def __init__(self):
         super().__init__("torch")
 
 
 class KerasNumpy(Keras):
-    cost = 1.7  # see Adapter.cost
+    cost = 2.1  # see Adapter.cost
 
     def __init__(self):
         super().__init__("numpy")

@@ -276,7 +276,7 @@ class MlxNn(Adapter):
     """`mlx.nn` layers on the CPU stream."""
 
     name = "mlx.nn"
-    cost = 3.3  # see Adapter.cost
+    cost = 6.3  # see Adapter.cost
     family = "mlx"
     requires = ("mlx",)
     declarations = {

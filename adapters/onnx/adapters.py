@@ -676,7 +676,7 @@ class OnnxRuntime(OnnxBase):
         ".run(None, feeds)",
     )
     name = "onnxruntime"
-    cost = 3.1  # see Adapter.cost
+    cost = 5.0  # see Adapter.cost
     requires = ("onnx", "onnxruntime")
     # onnxruntime 1.32 CPU: bfloat16 has a kernel for LayerNormalization only; float64 has none for
     # InstanceNormalization or LRN. float16 runs natively (LayerNormalization, RMSNormalization) or
@@ -805,7 +805,7 @@ class OnnxReference(OnnxBase):
 
     runner = ("import onnx.reference", "onnx.reference.ReferenceEvaluator(model).run(None, feeds)")
     name = "onnx.reference"
-    cost = 1.4  # see Adapter.cost
+    cost = 1.9  # see Adapter.cost
     requires = ("onnx",)
     # The evaluator's ops are NumPy in the input dtype (stash_type ignored); GroupNormalization has no
     # Python op and runs its function body (stage one cast to float32, as stash_type=1 says).

@@ -226,7 +226,7 @@ class TfNn(TfBase):
     `tf.math.l2_normalize`."""
 
     name = "tf.nn"
-    cost = 1.2  # see Adapter.cost
+    cost = 1.0  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",
@@ -317,7 +317,7 @@ class TfFusedBatchNorm(TfBase):
     """`tf.compat.v1.nn.fused_batch_norm` (op `FusedBatchNormV3`): TF's BatchNorm with running statistics."""
 
     name = "tf.fused_batch_norm"
-    cost = 1.1  # see Adapter.cost
+    cost = 0.3  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",

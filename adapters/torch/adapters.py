@@ -238,7 +238,7 @@ class TorchFunctional(TorchBase):
     """`torch.nn.functional.*` called directly, running statistics passed as tensors."""
 
     name = "torch.functional"
-    cost = 3.0  # see Adapter.cost
+    cost = 7.6  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",
@@ -409,7 +409,7 @@ class TorchModules(TorchBase):
     buffers."""
 
     name = "torch.nn"
-    cost = 2.7  # see Adapter.cost
+    cost = 6.6  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
             "batch_norm",
