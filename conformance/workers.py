@@ -168,7 +168,20 @@ class Progress:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, unit="cell", file=self.stream, dynamic_ncols=True, leave=True)
+            try:
+                sized = os.get_terminal_size(self.stream.fileno()).columns
+            except (AttributeError, OSError, ValueError):
+                sized = 0
+            # a terminal of unknown size (a pty nobody sized) gets 120 x 20, not tqdm's 0 x -1 (hidden)
+            self.bar = tqdm(
+                total=0,
+                unit="cell",
+                file=self.stream,
+                leave=True,
+                ncols=None if sized else 120,
+                nrows=None if sized else 20,
+                dynamic_ncols=bool(sized),
+            )
 
     def snapshot(self) -> dict:
         """{"cells": {adapter: collected}, "done": {adapter: results}, "examples", "failing",

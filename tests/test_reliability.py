@@ -3,6 +3,7 @@ interrupted run leaves results the report reads, and a plug-in outside the proto
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import normconf.conformance as suite
 from normconf import adapters
 from normconf.adapters import _isolated
 from normconf.adapters.plugin import ProtocolError
-from normconf.conformance import clock
+from normconf.conformance import clock, workers
 from normconf.reports import results as R
 
 PLUGIN = str(Path(__file__).parent / "data" / "misbehaving_plugin.py")
@@ -302,3 +303,36 @@ def test_ctrl_c_during_check_reports_what_was_judged_not_a_verdict(tmp_path):
     records = _results(tmp_path)
     assert records and not [r for r in records if r["verdict"] == "error"], records
     assert [r for r in records if r["verdict"] == "interrupted"], records
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_counts_cells_examples_and_failures_as_a_line_or_a_bar(tmp_path):
+    """What `normconf run` shows while it runs, from the workers' files: cells done of those collected,
+    examples, failing verdicts, an ETA and what each worker is on - a plain line off a terminal, a bar
+    on one."""
+    (tmp_path / "cells.json").write_text(json.dumps({"a": {"layer_norm": 3}, "b": {"rms_norm": 1}}))
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "a").write_text("worker-1 1.0")
+    (tmp_path / "worker-1.log").write_text("")
+    (tmp_path / "worker-1.jsonl").write_text(
+        "".join(
+            json.dumps({"kind": "result", "adapter": "a", "norm": "layer_norm", "verdict": v, "examples": 7})
+            + "\n"
+            for v in ("pass", "finding")
+        )
+    )
+    plain = io.StringIO()
+    workers.Progress(tmp_path, time.monotonic() - 60, stream=plain).update()
+    assert re.fullmatch(
+        r"  2/4 cells, 14 examples, 1 failing, 1m00s elapsed, ETA \S+ \| w1 a 2/3\n", plain.getvalue()
+    )
+    per_norm = io.StringIO()
+    workers.Progress(tmp_path, time.monotonic(), per_norm=True, stream=per_norm).update()
+    assert "layer_norm 2/3, rms_norm 0/1" in per_norm.getvalue()
+    bar = _Terminal()
+    workers.Progress(tmp_path, time.monotonic(), stream=bar).update(final=True)
+    assert "2/4" in bar.getvalue() and "14 examples, 1 failing" in bar.getvalue()
