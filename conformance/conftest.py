@@ -271,6 +271,7 @@ def claim_name(adapter: str) -> str:
 
 
 _CLAIMS = pytest.StashKey[dict]()  # adapter -> True (this worker's) / False (another worker's)
+_LAST = pytest.StashKey[str]()  # the adapter of the previous cell
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -291,8 +292,6 @@ def pytest_runtest_protocol(item, nextitem):
     if not claims or not adapter:  # a test of no adapter (an empty parameter set) runs in every worker
         return None
     if adapter not in mine:
-        import time
-
         try:
             fd = os.open(Path(claims) / claim_name(adapter), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -303,9 +302,6 @@ def pytest_runtest_protocol(item, nextitem):
             os.close(fd)
             mine[adapter] = True
     return None if mine[adapter] else True
-
-
-_LAST = pytest.StashKey[str]()
 
 
 def pytest_runtest_teardown(item):
