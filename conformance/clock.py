@@ -36,7 +36,8 @@ def timed(phase: str):
 
 
 def move(seconds: float, source: str, destination: str) -> None:
-    """Re-attribute `seconds` already counted to `source` (the child's share of an isolated call)."""
+    """Re-attribute `seconds` already counted to `source` (an isolated call's round trip beyond the
+    child's own time: framework -> ipc)."""
     seconds = min(max(seconds, 0.0), _spent[source])
     _spent[source] -= seconds
     _spent[destination] += seconds
