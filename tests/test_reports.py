@@ -281,39 +281,3 @@ def test_the_results_schema_refuses_a_norm_that_has_no_record():
     record = dict(kind="result", test="t", adapter="a", dtype="float32", property="p", verdict="pass")
     with pytest.raises(ResultsError, match="norm"):
         check({**record, "norm": "batch_norms"}, "here")
-
-
-def test_normconf_run_measures_the_hazards_beside_its_workers_into_the_report(tmp_path):
-    """The porting hazards start with the workers (a thread waiting on their child process) and land
-    in the report the run writes."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "normconf.cli",
-            "run",
-            "--adapters",
-            "onnx.reference",
-            "--profile",
-            "quick",
-            "--results",
-            str(tmp_path / "results"),
-            "--report",
-            str(tmp_path / "index.html"),
-            "--",
-            "--norms",
-            "layer_norm",
-            "-k",
-            "forward",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stdout.index("beside the workers") < done.stdout.index("worker 1 [onnx.reference]")
-    page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    assert 'id="hazards"' in page and "onnx.reference" in page
