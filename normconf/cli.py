@@ -89,7 +89,6 @@ def _run(args) -> int:
         for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
         if value is not None
     }
-    measured = _hazards_beside(args.adapters) if args.report and not args.no_hazards else None
     code = workers.run(
         names,
         jobs,
@@ -103,28 +102,8 @@ def _run(args) -> int:
         print(results.text_matrix(results.load(files)))
         print(f"results: {out}/worker-*.jsonl")
         if args.report:
-            _write_report(files, args.report, None, measured() if measured else None)
+            _write_report(files, args.report, None if args.no_hazards else args.adapters)
     return code
-
-
-def _hazards_beside(hazard_adapters: str):
-    """Start measuring the porting hazards while the workers run (the end of the queue leaves a core
-    idle); returns the function that waits for them."""
-    import threading
-
-    from normconf.reports import hazards
-
-    print("measuring porting hazards (framework defaults side by side) beside the workers", flush=True)
-    found: list = []
-    names = [n.strip() for n in hazard_adapters.split(",") if n.strip()] or None
-    thread = threading.Thread(target=lambda: found.append(hazards.isolated(names)), daemon=True)
-    thread.start()
-
-    def wait():
-        thread.join()
-        return found[0] if found else None
-
-    return wait
 
 
 def _seconds(value: float) -> str:
@@ -148,12 +127,13 @@ ISOLATE_HELP = (
 )
 
 
-def _write_report(paths, out, hazard_adapters: str | None, found=None) -> None:
-    """The HTML report with the porting hazards `found`, or measured now: `hazard_adapters` "" measures
-    every installed adapter, None none."""
+def _write_report(paths, out, hazard_adapters: str | None) -> None:
+    """The HTML report; `hazard_adapters`: None skips the porting hazards, "" measures every installed
+    adapter."""
     from normconf.reports import hazards, html
 
-    if found is None and hazard_adapters is not None:
+    found = None
+    if hazard_adapters is not None:
         print("measuring porting hazards (framework defaults side by side) ...", flush=True)
         found = hazards.isolated([n.strip() for n in hazard_adapters.split(",") if n.strip()] or None)
     print(f"report: {html.write(paths, out, found)}")
