@@ -70,6 +70,15 @@ BN_CONVENTIONS = (
     Convention("eps_placement", "—", "inside_sqrt", SRC_BN_FORM),
     Convention("algebraic_form", "—", "x*inv + (offset - mean*inv)", SRC_BN_FORM, clause="BN.D5"),
     Convention("variance", "— (moments)", "biased, two-pass", SRC_MOMENTS),
+    Convention(
+        "statistics_dtype",
+        "— (moments)",
+        "the input dtype",
+        SRC_MOMENTS,
+        clause="BN.D14",
+        note="float16 is summed in float32 and the statistics cast back to float16; bfloat16 is not "
+        "upcast: its mean and squared deviations round to bfloat16 (measured, TF 2.21)",
+    ),
 )
 FUSED_CONVENTIONS = (
     Convention(
