@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from normconf import adapters
+from normconf.reports.results import PROBLEMS  # the failing verdicts a progress line counts
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
 # One thread per framework in each worker (and the children it starts): the workers already use every
@@ -32,7 +33,6 @@ THREADS = {
     "NORMCONF_THREADS": "1",  # what onnxruntime's sessions read (intra_op_num_threads)
 }
 PROGRESS_EVERY = 10.0  # seconds between progress lines when not on a terminal (a bar there, every second)
-FAILING = ("finding", "error", "protocol error", "crashed", "timed out")  # verdicts a progress line counts
 
 
 def order(names: list[str]) -> list[str]:
@@ -164,6 +164,11 @@ class Progress:
     def __init__(self, results_dir: Path, started: float, per_norm: bool = False, stream=None):
         self.dir, self.started, self.per_norm = results_dir, started, per_norm
         self.stream = stream or sys.stdout
+        # what the results files held at the last update: each file is read on from where it was left
+        self._read: dict[Path, int] = {}
+        self._done: dict = {}  # adapter -> results
+        self._norms_done: dict = {}  # norm -> results
+        self._examples = self._failing = 0
         self.bar = None
         if self.stream.isatty():
             from tqdm import tqdm
@@ -183,27 +188,34 @@ class Progress:
                 dynamic_ncols=bool(sized),
             )
 
+    def _read_new_results(self) -> None:
+        """Count the result records written since the last update (whole lines only)."""
+        for path in sorted(self.dir.glob("worker-*.jsonl")):
+            with open(path, "rb") as fh:
+                fh.seek(self._read.get(path, 0))
+                chunk = fh.read()
+            whole = chunk[: chunk.rfind(b"\n") + 1]
+            self._read[path] = self._read.get(path, 0) + len(whole)
+            for line in whole.decode("utf-8", "replace").splitlines():
+                if '"kind": "result"' not in line:
+                    continue
+                record = json.loads(line)
+                self._done[record["adapter"]] = self._done.get(record["adapter"], 0) + 1
+                self._norms_done[record["norm"]] = self._norms_done.get(record["norm"], 0) + 1
+                self._examples += record.get("examples", 0)
+                self._failing += record["verdict"] in PROBLEMS
+
     def snapshot(self) -> dict:
         """{"cells": {adapter: collected}, "done": {adapter: results}, "examples", "failing",
         "workers": {k: (adapter, done, collected)}, "norms": {norm: (done, collected)}}."""
         path = self.dir / "cells.json"
         planned = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         cells = {adapter: sum(norms.values()) for adapter, norms in planned.items()}
-        norms = {n: [0, c] for per in planned.values() for n, c in per.items()}
-        done: dict = {}
-        examples = failing = 0
-        for results in sorted(self.dir.glob("worker-*.jsonl")):
-            for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
-                if '"kind": "result"' not in line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:  # a line still being written
-                    continue
-                done[record["adapter"]] = done.get(record["adapter"], 0) + 1
-                norms.setdefault(record["norm"], [0, 0])[0] += 1
-                examples += record.get("examples", 0)
-                failing += record["verdict"] in FAILING
+        collected = {n: c for per in planned.values() for n, c in per.items()}
+        self._read_new_results()
+        done = dict(self._done)
+        names = [*collected, *(n for n in self._norms_done if n not in collected)]
+        norms = {n: (self._norms_done.get(n, 0), collected.get(n, 0)) for n in names}
         on = {}
         for log in sorted(self.dir.glob("worker-*.log")):
             k = int(log.stem.split("-")[1])
@@ -213,8 +225,8 @@ class Progress:
         return {
             "cells": cells,
             "done": done,
-            "examples": examples,
-            "failing": failing,
+            "examples": self._examples,
+            "failing": self._failing,
             "workers": on,
             "norms": norms,
         }

@@ -326,13 +326,20 @@ def test_progress_counts_cells_examples_and_failures_as_a_line_or_a_bar(tmp_path
         )
     )
     plain = io.StringIO()
-    workers.Progress(tmp_path, time.monotonic() - 60, stream=plain).update()
+    progress = workers.Progress(tmp_path, time.monotonic() - 60, stream=plain)
+    progress.update()
     assert re.fullmatch(
         r"  2/4 cells, 14 examples, 1 failing, 1m00s elapsed, ETA \S+ \| w1 a 2/3\n", plain.getvalue()
     )
+    # the next update counts only what was written since, and a line still being written not yet
+    record = {"kind": "result", "adapter": "a", "norm": "layer_norm", "verdict": "pass", "examples": 5}
+    with open(tmp_path / "worker-1.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n" + json.dumps(record)[:20])
+    progress.update()
+    assert plain.getvalue().splitlines()[-1].startswith("  3/4 cells, 19 examples, 1 failing")
     per_norm = io.StringIO()
     workers.Progress(tmp_path, time.monotonic(), per_norm=True, stream=per_norm).update()
-    assert "layer_norm 2/3, rms_norm 0/1" in per_norm.getvalue()
+    assert "layer_norm 3/3, rms_norm 0/1" in per_norm.getvalue()
     bar = _Terminal()
     workers.Progress(tmp_path, time.monotonic(), stream=bar).update(final=True)
-    assert "2/4" in bar.getvalue() and "14 examples, 1 failing" in bar.getvalue()
+    assert "3/4" in bar.getvalue() and "19 examples, 1 failing" in bar.getvalue()
