@@ -3,8 +3,6 @@ JAX family and Keras on JAX compile a program per new configuration and shape)."
 
 from __future__ import annotations
 
-import sys
-
 _compilations = 0
 _watching = False
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax.monitoring: one per XLA compilation
@@ -28,4 +26,4 @@ def watch_jax() -> None:
 
 def snapshot() -> dict:
     """{"compilations": n} where JAX runs in this process; {} elsewhere."""
-    return {"compilations": _compilations} if _watching and "jax" in sys.modules else {}
+    return {"compilations": _compilations} if _watching else {}

@@ -54,8 +54,8 @@ POWERS = st.sampled_from([1.0, 2.0, 3.0])
 LP_PLACEMENTS = st.sampled_from(["max_norm", "max_power_sum", "add_norm", "none", "none_or_zero"])
 
 
-# strategies are built once (module constants, or cached by their arguments): building and validating
-# one on every draw cost more than the draw
+# strategies are built once (module constants, or cached by their arguments here): hypothesis' own cache
+# of st.integers(...) and st.sampled_from(...) costs ~20 us a lookup, a tenth of a case's drawing
 @functools.lru_cache(maxsize=None)
 def _sampled(choices: tuple):
     return st.sampled_from(choices)
@@ -263,7 +263,7 @@ def _values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: flo
         k for k in _KINDS.get() or VALUE_KINDS if k in VALUE_KINDS and (near is not None or k != "near_eps")
     )
     kind = draw(_sampled(kinds), label="values")
-    kind = kind if kind in kinds else "standard"
+    kind = kind if kind in kinds else kinds[0]  # a cover's forced kind not drawable here: the first one
     seed = draw(SEEDS, label="seed")
     rng = np.random.default_rng(seed)
     if kind == "standard":

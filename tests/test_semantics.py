@@ -4,6 +4,8 @@ model's float64 reference budget (NUM.N4)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -467,3 +469,31 @@ def test_signed_sum_is_only_wrong_on_mixed_signs():
     mixed = np.array([[1.0, -1.0, 2.0]])
     close(R.lp_normalize(mixed, p=1.0, axes=(-1,)), [[0.25, -0.25, 0.5]], 3)
     far(no_abs(mixed), R.lp_normalize(mixed, p=1.0, axes=(-1,)), 3)
+
+
+@pytest.mark.clause("LRN.N1", "LRN.N4")
+@pytest.mark.parametrize(
+    "shape, axis, before, after",
+    [((3, 200, 2), 1, 70, 0), ((2, 130), 1, 10, 120), ((1, 1, 1, 10001), 3, 5000, 5000), ((5003,), 0, 0, 99)],
+)
+def test_wide_windows_sum_exactly_the_channels_they_hold(shape, axis, before, after):
+    """Windows wider than LONG_WINDOW are summed from block sums (O(n)): integer values sum exactly in
+    float64, so every window must equal its exact sum; random squares stay within NUM.N4 of fsum."""
+    from normconf.reference.local_response_norm import LONG_WINDOW, window_sum
+
+    assert before + after + 1 > LONG_WINDOW
+    whole = np.moveaxis(RNG.integers(0, 1000, size=shape), axis, 0).reshape(shape[axis], -1)
+    prefix = np.concatenate([np.zeros((1, whole.shape[1]), dtype=np.int64), np.cumsum(whole, axis=0)])
+    n = shape[axis]
+    lo, hi = np.clip(np.arange(n) - before, 0, n), np.clip(np.arange(n) + after + 1, 0, n)
+    exact = np.moveaxis((prefix[hi] - prefix[lo]).reshape((n, *np.delete(shape, axis))), 0, axis)
+    values = np.moveaxis(whole.reshape((n, *np.delete(shape, axis))), 0, axis).astype(np.float64)
+    assert np.array_equal(window_sum(values, axis, before, after), exact)
+    if n <= 300:  # against math.fsum, window by window
+        squares = RNG.normal(size=shape) ** 2
+        moved = np.moveaxis(squares, axis, 0).reshape(n, -1)
+        fsums = np.array(
+            [[math.fsum(moved[lo[c] : hi[c], j]) for j in range(moved.shape[1])] for c in range(n)]
+        )
+        expected = np.moveaxis(fsums.reshape((n, *np.delete(shape, axis))), 0, axis)
+        close(window_sum(squares, axis, before, after), expected, before + after + 1)

@@ -117,3 +117,23 @@ def test_every_property_runs_every_cover_first():
                 assert lines[k - 1] == "@strategies.covering", f"{path.name}:{k + 1} runs no covers"
                 found += 1
     assert found >= 10
+
+
+@pytest.mark.parametrize("norm", ["batch_norm", "layer_norm", "lp_normalize", "local_response_norm"])
+def test_a_property_asking_for_value_kinds_draws_only_those(norm):
+    """case(..., kinds): the draws and every cover (even one forcing another kind) are of those kinds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    kinds = ("integers", "positive")
+    drawn = set()
+
+    @settings(max_examples=40, database=None, derandomize=True, deadline=None)
+    @given(data=st.data())
+    def draw(data):
+        drawn.add(data.draw(strategies.case(norm, None, "float32", kinds)).kind)
+
+    draw()
+    for regime in strategies.COVERS:
+        drawn.add(strategies.Cover(regime).draw(strategies.case(norm, None, "float32", kinds)).kind)
+    assert drawn == set(kinds)
