@@ -281,3 +281,39 @@ def test_the_results_schema_refuses_a_norm_that_has_no_record():
     record = dict(kind="result", test="t", adapter="a", dtype="float32", property="p", verdict="pass")
     with pytest.raises(ResultsError, match="norm"):
         check({**record, "norm": "batch_norms"}, "here")
+
+
+def test_bench_rate_table_holds_each_adapter_to_its_own_target(tmp_path):
+    """normconf bench's rate figures: examples/s against the raw call rate, the compiled frameworks'
+    lower target, compilations per example and the clock's phase shares, from a run's results."""
+    from normconf import bench
+
+    records = [r for r in _records() if r["kind"] != "result" and r["kind"] != "end"]
+    timed = {"draw": 1.0, "framework": 2.0, "ipc": 0.0, "reference": 0.5, "budget": 0.5, "judge": 0.0}
+    for adapter, examples, extra in (
+        ("torch.functional", 1500, {}),
+        ("flax.linen", 150, {"compilations": 90}),
+    ):
+        records.append(
+            {
+                "kind": "result",
+                "test": f"t[{adapter}]",
+                "adapter": adapter,
+                "norm": "layer_norm",
+                "dtype": "float32",
+                "property": "forward_matches_reference",
+                "verdict": "pass",
+                "examples": examples,
+                "seconds": 5.0,
+                "time": {**timed, "engine": 1.0},
+                **extra,
+            }
+        )
+    _write(tmp_path / "worker-1.jsonl", records)
+    header, *rows = bench.rate_table(tmp_path, {"torch.functional": 10_000.0, "flax.linen": 400.0})
+    lines = {row.split()[0]: row.split() for row in rows}
+    assert lines["torch.functional"][1:6] == ["1500", "300.0", "10000", "0.030", "200"]
+    assert lines["torch.functional"][-1] == "ok" and lines["torch.functional"][6] == "-"
+    # flax compiles per configuration and shape: 30 ex/s against 20, 0.6 compilations per example
+    assert lines["flax.linen"][2:8] == ["30.0", "400", "0.075", "20", "0.60", "20%"]
+    assert lines["flax.linen"][-1] == "ok"
