@@ -13,12 +13,10 @@ if [ -x .venv/bin/python ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] \
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-extra=()
-[ -d /opt/wheels ] && extra+=(--find-links /opt/wheels)   # where this machine keeps the CPU torch wheel
 log=$(mktemp)
 # pip's and setuptools' own chatter goes to a log that is shown only when the install fails
 if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
-  && .venv/bin/python -m pip install --quiet "${extra[@]}" -c "$LOCK" -e '.[all,test,examples]'; } >"$log" 2>&1; then
+  && .venv/bin/python -m pip install --quiet -c "$LOCK" -e '.[all,test,examples]'; } >"$log" 2>&1; then
   cat "$log" >&2; rm -f "$log"; exit 1
 fi
 rm -f "$log"
