@@ -1,10 +1,12 @@
-"""PyTorch: `torch.nn.functional` and the `torch.nn` modules (and torchvision's Normalize).
+"""PyTorch: `torch.nn.functional`, the `torch.nn` modules, and torchvision's Normalize and FrozenBatchNorm2d.
 
 Conventions are declared once per norm and shared by both adapters; the facts and their sources are
 those of the spec's P and D clauses.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -32,6 +34,8 @@ SRC_F = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/functional.py"
 SRC_GN = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/cpu/group_norm_kernel.cpp"
 SRC_RMS = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/layer_norm.cpp"
 SRC_TV = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/transforms/_functional_tensor.py"
+SRC_TV2 = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/transforms/v2/functional/_misc.py"
+SRC_FROZEN = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/ops/misc.py#L14-L63"
 SRC_SYNC = (
     "https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
     "_functions.py#L30-L124"
@@ -162,16 +166,30 @@ TORCH = Runtime(
     numpy_source="v.detach().to(torch.float64).cpu()",
     aliases=(("torch.nn.functional", "F"),),
 )
+# torchvision's scripts import it, and transforms.v2, which `import torchvision` leaves out
+TORCHVISION = dataclasses.replace(
+    TORCH, imports=(*TORCH.imports, "import torchvision", "import torchvision.transforms.v2")
+)
 
 
-def _planned(steps: list[Step], leaves: dict, cotangent, dtype: str, finish, after=None) -> Planned:
+def _planned(
+    steps: list[Step],
+    leaves: dict,
+    cotangent,
+    dtype: str,
+    finish,
+    after=None,
+    y: Get | None = None,
+    runtime=TORCH,
+) -> Planned:
     """The steps that bind y, then (given a cotangent) y.backward(g) and the gradients of the named
-    leaves (canonical name -> where its .grad is read); `finish(executed, grads)` makes the Outcome."""
+    leaves (canonical name -> where its .grad is read); `finish(executed, grads)` makes the Outcome. The
+    output is read from `y` after the call (an in-place call's input)."""
     grads = {}
     if cotangent is not None:
         steps = [*steps, Step(None, Get("y", "backward"), (Input("g", cotangent, dtype),))]
         grads = {key: Get(where.name, f"{where.attr}.grad".lstrip(".")) for key, where in leaves.items()}
-    plan = Plan(TORCH, tuple(steps), grads, after or {})
+    plan = Plan(runtime, tuple(steps), grads, after or {}, y or Get("y"))
 
     def outcome(executed: Executed) -> Outcome:
         found = None
@@ -689,32 +707,150 @@ F_DEFAULT_CALLS = {
 }
 
 
+FROZEN_BN_CONVENTIONS = (
+    Convention("channel_axis", "— (dim 1)", 1, SRC_FROZEN),
+    Convention("eps", "eps", 1e-5, SRC_FROZEN),
+    Convention("eps_placement", "— (rsqrt(running_var + eps))", "inside_sqrt", SRC_FROZEN),
+    Convention(
+        "training",
+        "— (eval only)",
+        False,
+        SRC_FROZEN,
+        clause="BN.D21",
+        note="running statistics, weight and bias are buffers: train() changes nothing, nothing is learned",
+    ),
+)
+
+
 class TorchVision(TorchBase):
-    """`torchvision.transforms.Normalize`, the per-channel input normalization most image models use."""
+    """torchvision's norms: `transforms.Normalize` (the per-channel input normalization most image models
+    use) and `ops.FrozenBatchNorm2d` (the eval-only BatchNorm of its detection backbones)."""
 
     name = "torchvision"
     requires = ("torch", "torchvision")
+    api = "torchvision.transforms.Normalize"
     declarations = {
         "channel_normalize": NormDeclaration(
             "channel_normalize",
             "torchvision.transforms.Normalize",
-            ("float16", "bfloat16", "float32", "float64"),
+            ALL_DTYPES,
             CN_CONVENTIONS,
+            {d: d for d in ALL_DTYPES},
+            gradients=True,
+        ),
+        "batch_norm": NormDeclaration(
+            "batch_norm",
+            "torchvision.ops.FrozenBatchNorm2d",
+            ALL_DTYPES,
+            FROZEN_BN_CONVENTIONS,
+            {d: d for d in ALL_DTYPES},  # every step a half-precision tensor op on the converted buffers
+            gradients=True,
+            stateful=True,
+            differentiates=("x",),  # weight and bias are buffers (BN.D21)
+        ),
+    }
+
+    def no_argument_calls(self):
+        return {"batch_norm": _frozen_default_call}
+
+    def _normalize_steps(self, x, params, dtype, cotangent, inplace: bool) -> Planned:
+        require(x.ndim >= 3, "torchvision needs (..., C, H, W) (CN.C1)")
+        require(channel_axis_of(x, params, -3) == x.ndim - 3, "torchvision's channel axis is -3")
+        require(params["std_floor"] == 0.0, "torchvision has no std floor (CN.D2)")
+        mean, std = list(np.ravel(params["mean"])), list(np.ravel(params["std"]))
+        kwargs = {"inplace": True} if inplace else {}
+        steps = [
+            Step("normalize", Symbol(self.api), (mean, std), kwargs),
+            Step("y", Get("normalize"), (Input("x", x, dtype, cotangent is not None),)),
+        ]
+        # in place, the normalized values are read from the input tensor itself, as its caller reads them
+        where = Get("x") if inplace else Get("y")
+        return _planned(
+            steps,
+            {"x": Get("x")},
+            cotangent,
+            dtype,
+            lambda e, g: Outcome(e.y, grads=g),
+            y=where,
+            runtime=TORCHVISION,
+        )
+
+    def _run_channel_normalize(self, x, params, dtype, cotangent):
+        return self._normalize_steps(x, params, dtype, cotangent, inplace=False)
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        state = params.get("state")
+        require(not params["training"], "FrozenBatchNorm2d has no training mode (BN.D21)")
+        require(state is not None, "FrozenBatchNorm2d always normalizes with its running statistics")
+        require(x.ndim == 4 and channel_axis_of(x, params) == 1, "FrozenBatchNorm2d takes (N, C, H, W)")
+        buffers = {"running_mean": state.mean, "running_var": state.var}
+        buffers |= {
+            name: params[key]
+            for key, name in (("scale", "weight"), ("offset", "bias"))
+            if params.get(key) is not None
+        }
+        steps = [
+            Step(
+                "module", Symbol("torchvision.ops.FrozenBatchNorm2d"), (x.shape[1],), {"eps": params["eps"]}
+            ),
+            Step("module", Get("module", "to"), (), {"device": _device(), "dtype": Symbol(f"torch.{dtype}")}),
+            Step(
+                None,
+                Get("module", "load_state_dict"),
+                ({k: Input(k, v, dtype) for k, v in buffers.items()},),
+                {"strict": False},  # an affine-free call keeps the ones and zeros it was built with
+            ),
+            Step("y", Get("module"), (Input("x", x, dtype, cotangent is not None),)),
+        ]
+        # weight and bias are buffers: no gradients of scale and offset
+        after = {"running_mean": Get("module", "running_mean"), "running_var": Get("module", "running_var")}
+        finish = stepped(state, False, lambda e: (e.after["running_mean"], e.after["running_var"]))
+        return _planned(steps, {"x": Get("x")}, cotangent, dtype, finish, after, runtime=TORCHVISION)
+
+
+def _frozen_default_call(x, hints, dtype):
+    """`FrozenBatchNorm2d(C)(x)`: eval with its initial buffers (mean 0, variance 1, weight 1, bias 0)."""
+    require(x.ndim == 4, "FrozenBatchNorm2d takes (N, C, H, W)")
+    import torchvision
+
+    module = torchvision.ops.FrozenBatchNorm2d(x.shape[1]).to(device=_device(), dtype=_dtype(dtype))
+    y = module(_tensor(x, dtype))
+    state = RunningStats(_numpy(module.running_mean), _numpy(module.running_var), 0)
+    return Outcome(_numpy(y), state), {"state": _initial(x), "training": False}
+
+
+class TorchVisionV2(TorchVision):
+    """`torchvision.transforms.v2.Normalize`, run in place (`inplace=True`) wherever no gradient is taken:
+    the result is read back from the input tensor, as an in-place caller reads it."""
+
+    name = "torchvision.v2"
+    api = "torchvision.transforms.v2.Normalize"
+    declarations = {
+        "channel_normalize": NormDeclaration(
+            "channel_normalize",
+            "torchvision.transforms.v2.Normalize",
+            ALL_DTYPES,
+            (
+                Convention("channel_axis", "— (dim -3)", -3, SRC_TV2),
+                Convention("std_floor", "— (zero std raises)", 0.0, SRC_TV2, clause="CN.D1"),
+                Convention(
+                    "inplace",
+                    "inplace",
+                    False,
+                    SRC_TV2,
+                    note="run with inplace=True unless gradients are taken (autograd refuses it on a leaf)",
+                ),
+            ),
             {d: d for d in ALL_DTYPES},
             gradients=True,
         ),
     }
 
+    def no_argument_calls(self):
+        return {}
+
     def _run_channel_normalize(self, x, params, dtype, cotangent):
-        require(x.ndim >= 3, "torchvision needs (..., C, H, W)")
-        require(channel_axis_of(x, params, -3) == x.ndim - 3, "torchvision's channel axis is -3")
-        require(params["std_floor"] == 0.0, "torchvision has no std floor (CN.D2)")
-        mean, std = list(np.ravel(params["mean"])), list(np.ravel(params["std"]))
-        steps = [
-            Step("normalize", Symbol("torchvision.transforms.Normalize"), (mean, std)),
-            Step("y", Get("normalize"), (Input("x", x, dtype, cotangent is not None),)),
-        ]
-        return _planned(steps, {"x": Get("x")}, cotangent, dtype, lambda e, g: Outcome(e.y, grads=g))
+        return self._normalize_steps(x, params, dtype, cotangent, inplace=cotangent is None)
 
 
-__all__ = ["TorchFunctional", "TorchModules", "TorchVision", "Unsupported"]
+__all__ = ["TorchFunctional", "TorchModules", "TorchVision", "TorchVisionV2", "Unsupported"]
