@@ -275,6 +275,9 @@ class IsolatedAdapter:
     def run_framework_defaults(self, norm, x, hints, *, dtype):
         return self._child.call("run_framework_defaults", norm, x, hints, dtype=dtype)
 
+    def run_own_schedule(self, norm, x, params, *, dtype="float64"):
+        return self._child.call("run_own_schedule", norm, x, params, dtype=dtype)
+
     def framework_repro(self, norm, x, params, *, dtype, cotangent=None):
         return self._child.call("framework_repro", norm, x, params, dtype=dtype, cotangent=cotangent)
 

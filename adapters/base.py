@@ -166,6 +166,10 @@ class Adapter:
     # Compiles a program per configuration and shape before it runs one (the JAX family, Keras on JAX):
     # its suite rate is bounded by compilation, not by the call (bench's targets differ).
     compiles: bool = False
+    # The divergence clause of a running-average schedule the canonical constant momentum cannot express
+    # (haiku's zero-debiased averages, BN.D9): `run_own_schedule` follows it anyway (the porting hazards).
+    own_schedule: str = ""
+    _own_schedule_on: bool = False
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when every required module is importable, else (False, reason). Imports nothing."""
@@ -228,6 +232,16 @@ class Adapter:
         """Run `norm` on x with canonical `params`, computing in `dtype`; gradients when given a cotangent."""
         result = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
         return result.outcome(self.execute_plan(result.plan)) if isinstance(result, plan.Planned) else result
+
+    def run_own_schedule(self, norm: str, x, params: dict, *, dtype: str = "float64") -> Outcome:
+        """`run`, except that a training step follows the framework's own running-average schedule where
+        `own_schedule` names one the canonical momentum cannot express: a trajectory of what users of the
+        framework get, for the porting hazards - never a conformance verdict."""
+        self._own_schedule_on = True
+        try:
+            return self.run(norm, x, params, dtype=dtype)
+        finally:
+            self._own_schedule_on = False
 
     def _resolved(self, norm: str, x, params: dict, dtype: str, cotangent) -> tuple[np.ndarray, Params]:
         """x as float64 and the call's resolved Params, once the declaration is known to cover the call."""

@@ -36,6 +36,7 @@ class Measured:
     eval_y: np.ndarray | None = None
     running_var: list[float] = field(default_factory=list)  # channel mean after each training step
     reason: str = ""
+    schedule: str = ""  # the divergence clause of its own running-average schedule the steps followed
 
 
 @dataclass
@@ -94,11 +95,12 @@ def measure(name: str, norm: str) -> Measured:
         name, norm, declaration.api, dtype, {k: v for k, v in params.items() if k in declaration.defaults()}
     )
     try:
-        found.y = back(adapter.run(norm, x, params, dtype=dtype).y)
+        found.y = back(adapter.run_own_schedule(norm, x, params, dtype=dtype).y)
         if norm == "batch_norm" and declaration.stateful:
-            state = params["state"]
+            # steps as its users get them: its own schedule where the canonical momentum cannot say it
+            state, found.schedule = params["state"], adapter.own_schedule
             for batch in batches:
-                state = adapter.run(
+                state = adapter.run_own_schedule(
                     norm, _layout(declaration, batch)[0], {**params, "state": state}, dtype=dtype
                 ).state
                 found.running_var.append(float(np.mean(state.var)))

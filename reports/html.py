@@ -206,7 +206,13 @@ def _hazards(found) -> dict | None:
         entry = by_norm.setdefault(pair.norm, {"norm": pair.norm, "differ": [], "same": []})
         (entry["differ"] if pair.differ else entry["same"]).append(pair)
     trajectories = {"reference (spec defaults)": found.reference_running_var}
-    trajectories.update({m.adapter: m.running_var for m in found.measured.values() if m.running_var})
+    trajectories.update(
+        {
+            m.adapter + (f" (own schedule, {m.schedule})" if m.schedule else ""): m.running_var
+            for m in found.measured.values()
+            if m.running_var
+        }
+    )
     unmeasured = [m for m in found.measured.values() if m.reason]
     return {
         "norms": [by_norm[n] for n in NORMS if n in by_norm],

@@ -185,6 +185,7 @@ def _first_supported(adapter, norm):
                 [{**v, **state} for v in variants]
                 + [{**v, **state, "momentum": 1.0} for v in variants]
                 + variants
+                + [{**v, **state, "training": False} for v in variants]  # an eval-only layer (BN.D21)
             )
         for variant in variants:
             case = {**params, **variant}
@@ -229,7 +230,8 @@ def _agree(adapter, norm, x, params, dtype, cotangent, outcome, printed) -> list
     ]
     if outcome.grads is not None:
         want = getattr(R, f"{norm}_vjp")(cotangent, x, **params)
-        want = {k: getattr(want, k) for k in ("x", "scale") if getattr(want, k) is not None}
+        given = adapter.declarations[norm].differentiates
+        want = {k: getattr(want, k) for k in ("x", "scale") if k in given and getattr(want, k) is not None}
         bounds = checks.gradient_budget(norm, x, params, cotangent, want, acc_dtype=acc, out_dtype=dtype)
         grads = [v for k, v in printed.items() if k.startswith("grad[")]
         for key in want:

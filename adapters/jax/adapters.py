@@ -21,11 +21,21 @@ import numpy as np
 from normconf.reference import Grads, RunningStats
 
 from .. import _devices, _replicas, _repro
-from ..base import Adapter, NormDeclaration, Outcome, channel_axis_of, require, stepped, trailing
+from ..base import (
+    Adapter,
+    NormDeclaration,
+    Outcome,
+    as_float64,
+    channel_axis_of,
+    require,
+    stepped,
+    trailing,
+)
 from ..plan import Executed, Planned
 from .declarations import (
     ALL_DTYPES,
     AT_LEAST_FLOAT32,
+    EQX_BN_BATCH_CONVENTIONS,
     EQX_BN_CONVENTIONS,
     EQX_GN_CONVENTIONS,
     EQX_LN_CONVENTIONS,
@@ -828,6 +838,7 @@ class Haiku(JaxBase):
 
     name = "haiku"
     cost = 38.4  # see Adapter.cost
+    own_schedule = "BN.D9"
     framework = "haiku"
     requires = ("jax", "haiku")
     declarations = {
@@ -949,7 +960,7 @@ class Haiku(JaxBase):
             step = state.num_batches_tracked + 1
             weight = (1.0 - decay) / (1.0 - decay**step) if decay < 1.0 else math.nan
             require(
-                weight == momentum,
+                weight == momentum or self._own_schedule_on,
                 f"haiku BatchNorm zero-debiases its running averages (BN.D9): with decay_rate {decay:g} its "
                 f"step {step} weights the new batch by (1 - d)/(1 - d^t) = {weight:.6g}, not the constant "
                 f"momentum {momentum:g}; only momentum=1 (decay_rate=0) is expressible",
@@ -1144,6 +1155,27 @@ def _equinox_batch_default(x, hints, dtype):
     )
 
 
+# mode -> (the state index of its running averages, of its first-time flag or counter)
+EQX_STATE_INDICES = {
+    "ema": ("ema_state_index", "ema_first_time_index"),
+    "batch": ("batch_state_index", "batch_counter"),
+}
+
+
+def _eqx_state_indices(model):
+    return tuple(getattr(model, name) for name in EQX_STATE_INDICES[model.mode])
+
+
+def _equinox_batch_mode_default(x, hints, dtype):
+    """BatchNorm(channels, axis_name, mode="batch") with its own state, one training step under the named
+    vmap: normalized by the batch statistics. Its state after the step is not a canonical one (BN.D22:
+    the debiased variance is 99 + v), so only y is compared; the running averages are the hazards'."""
+    eqx, jax = _eqx(), load_jax()
+    model, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(x.shape[1], axis_name="batch", mode="batch")
+    y, _ = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(array(x, dtype), state)
+    return Outcome(to_numpy(y)), {"training": True}
+
+
 EQUINOX_DEFAULT_CALLS = {
     "batch_norm": _equinox_batch_default,
     "layer_norm": _equinox_default(lambda eqx, x, h: eqx.nn.LayerNorm(x.shape[-1:]), lambda x: x.ndim - 1),
@@ -1212,10 +1244,11 @@ class Equinox(JaxBase):
             return compiled_vjp(("equinox", static, lead), fn, x, affine, arrays, plan.cotangent)
         # BatchNorm over the batch axis named "batch" of a vmap; state after = the running (mean, var)
         model, eqx_state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(*plan.args, **plan.kwargs)
+        averages, flag = _eqx_state_indices(model)
         if plan.state:
             mean, var = (array(plan.state[k], plan.dtype) for k in ("mean", "var"))
-            eqx_state = eqx_state.set(model.ema_state_index, (mean, var))
-            eqx_state = eqx_state.set(model.ema_first_time_index, load_jnp().array(plan.state["first_time"]))
+            eqx_state = eqx_state.set(averages, (mean, var))
+            eqx_state = eqx_state.set(flag, load_jnp().array(plan.state["flag"]))
         arrays, static = eqx.partition(model, eqx.is_array)
         inference = plan.options["inference"]
 
@@ -1227,7 +1260,7 @@ class Equinox(JaxBase):
                 in_axes=(0, None),
                 out_axes=(0, None),
             )(xj, extra[1])
-            return y, new.get(model.ema_state_index)
+            return y, new.get(averages)
 
         return compiled_vjp(
             ("equinox", static, inference), fn, x, affine, (arrays, eqx_state), plan.cotangent
@@ -1252,12 +1285,13 @@ class Equinox(JaxBase):
             ]
         arguments = _repro.arguments(plan.args, plan.kwargs)
         lines = [f"model, extra = eqx.nn.make_with_state(eqx.nn.BatchNorm)({arguments})"]
+        averages, flag = EQX_STATE_INDICES[plan.kwargs["mode"]]
         if plan.state:
             mean, var = (_repro.values(plan.state[k]) for k in ("mean", "var"))
             lines += [
-                f"extra = extra.set(model.ema_state_index, (array({mean}, {plan.dtype!r}), "
+                f"extra = extra.set(model.{averages}, (array({mean}, {plan.dtype!r}), "
                 f"array({var}, {plan.dtype!r})))",
-                f"extra = extra.set(model.ema_first_time_index, jnp.array({plan.state['first_time']!r}))",
+                f"extra = extra.set(model.{flag}, jnp.array({plan.state['flag']!r}))",
             ]
         return [
             *lines,
@@ -1267,7 +1301,7 @@ class Equinox(JaxBase):
             f"    y, new = jax.vmap(lambda xi, s: m(xi, s, inference={plan.options['inference']!r}), "
             "axis_name='batch', "
             "in_axes=(0, None), out_axes=(0, None))(x, extra)",
-            "    return y, new.get(model.ema_state_index)",
+            f"    return y, new.get(model.{averages})",
         ]
 
     def _run_batch_norm(self, x, params, dtype, cotangent):
@@ -1296,7 +1330,7 @@ class Equinox(JaxBase):
             loaded = {
                 "mean": state.mean,
                 "var": state.var,
-                "first_time": bool(state.num_batches_tracked == 0),
+                "flag": bool(state.num_batches_tracked == 0),  # first_time
             }
         options = {"inference": not training and state is not None}
 
@@ -1360,4 +1394,88 @@ class Equinox(JaxBase):
         return self._plan("GroupNorm", args, kwargs, x, params, dtype, cotangent, options={"lead": 1})
 
 
-__all__ = ["Equinox", "FlaxLinen", "FlaxNnx", "Haiku"]
+class EquinoxBatchMode(Equinox):
+    """`equinox.nn.BatchNorm(mode="batch")`, the mode equinox recommends for new code (the default
+    'legacy' means 'ema', run by the equinox adapter)."""
+
+    name = "equinox[batch]"
+    cost = 6.0  # see Adapter.cost (one norm of equinox's four)
+    own_schedule = "BN.D22"
+    declarations = {
+        "batch_norm": NormDeclaration(
+            "batch_norm",
+            "equinox.nn.BatchNorm(mode='batch')",
+            ALL_DTYPES,
+            EQX_BN_BATCH_CONVENTIONS,
+            INPUT_DTYPE,
+            gradients=True,
+            stateful=True,
+        ),
+    }
+
+    def no_argument_calls(self):
+        return {"batch_norm": _equinox_batch_mode_default}
+
+    def _run_batch_norm(self, x, params, dtype, cotangent):
+        """Training normalizes by the batch statistics; the state is a hidden average h with a counter
+        k, read at inference as h / (1 - m^k) (h itself at k = 0). A canonical state (average a, count k)
+        loads losslessly as h = a·(1 - m^k) (a at k = 0): equinox's own initial state (0, 1) at count 0
+        is the canonical one. A step makes h' = m·h + (1 - m)·batch, k + 1, so the read average weights
+        the batch by (1 - m)/(1 - m^(k+1)) and, at k = 0, divides the initial variance too (BN.D22): a
+        constant canonical momentum is expressible only as 1 (m = 0), except under `run_own_schedule`.
+        """
+        require(
+            channel_axis_of(x, params) == 1,
+            "equinox BatchNorm normalizes axis 0 of each vmapped sample: channel_axis=1 only (BN.P1)",
+        )
+        state, training = running("equinox BatchNorm", params)
+        m = layer_momentum(params["momentum"])
+        if training and state is not None:
+            require(
+                m == 0.0 or self._own_schedule_on,
+                f"equinox BatchNorm(mode='batch') zero-debiases its running averages (BN.D22): with "
+                f"momentum {m:g} a step weights the new batch by (1 - m)/(1 - m^t), not the constant "
+                f"canonical momentum {params['momentum']:g}; only momentum=1 (equinox's 0) is expressible",
+            )
+        debias = lambda k: 1.0 if k == 0 else 1.0 - m**k  # noqa: E731 - equinox's inference scale
+        loaded = {}
+        if state is not None:
+            k = state.num_batches_tracked
+            require(
+                m < 1.0 or k == 0,
+                "equinox's momentum lies in (0, 1), exclusive: at 1 (canonical momentum 0) a counted state "
+                "is read as 0 / (1 - 1^k), NaN (BN.D22)",
+            )
+            loaded = {"mean": state.mean * debias(k), "var": state.var * debias(k), "flag": k}
+        kwargs = {
+            "axis_name": "batch",
+            "eps": params["eps"],
+            "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
+            "momentum": m,
+            "mode": "batch",
+            "dtype": dtype,
+        }
+
+        def finish(executed, grads):
+            if state is None:
+                return Outcome(executed.y, None, grads)
+            k = state.num_batches_tracked + int(training)
+            mean, var = (as_float64(v) / debias(k) for v in executed.after["state"])
+            return Outcome(executed.y, RunningStats(mean, var, k), grads)
+
+        options = {"inference": not training and state is not None}
+        return self._plan(
+            "BatchNorm",
+            (x.shape[1],),
+            kwargs,
+            x,
+            params,
+            dtype,
+            cotangent,
+            finish=finish,
+            options=options,
+            state=loaded,
+        )
+
+
+__all__ = ["Equinox", "EquinoxBatchMode", "FlaxLinen", "FlaxNnx", "Haiku"]

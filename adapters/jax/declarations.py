@@ -73,6 +73,8 @@ SRC_EQX_BN = EQX + "_batch_norm.py#L97-L171"
 SRC_EQX_BN_VMAP = EQX + "_batch_norm.py#L35-L44"
 SRC_EQX_BN_STATS = EQX + "_batch_norm.py#L210-L222"
 SRC_EQX_BN_EMA = EQX + "_batch_norm.py#L224-L240"
+SRC_EQX_BN_HIDDEN = EQX + "_batch_norm.py#L157-L165"
+SRC_EQX_BN_DEBIAS = EQX + "_batch_norm.py#L241-L263"
 
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # flax (force_float32_reductions=True; nnx always) and equinox's LayerNorm/GroupNorm/RMSNorm reduce in
@@ -397,6 +399,37 @@ EQX_BN_CONVENTIONS = (
         "zeros, unused until the first step",
         SRC_EQX_BN,
         note="not mean 0, variance 1 (BN.P7)",
+    ),
+)
+# mode="batch": what differs from mode="ema" (channel axis, eps, variance as there)
+EQX_BN_BATCH_CONVENTIONS = (
+    *(
+        c
+        for c in EQX_BN_CONVENTIONS
+        if c.key in {"channel_axis", "eps", "momentum", "running_var", "variance"}
+    ),
+    Convention(
+        "mode",
+        "mode",
+        "batch",
+        SRC_EQX_BN_DEBIAS,
+        note="training normalizes by the batch statistics; inference by the zero-debiased averages",
+    ),
+    Convention(
+        "momentum_schedule",
+        "momentum (0.99); hidden EMA, inference divides by 1 - momentum^counter (1 at counter 0)",
+        "w_t = (1 - m) / (1 - m^t)",
+        SRC_EQX_BN_DEBIAS,
+        clause="BN.D22",
+        note="a constant canonical momentum w is expressible only as w = 1 (momentum = 0); the first "
+        "step also divides the initial hidden variance 1 by 1 - m: eval variance 99 + v at m = 0.99",
+    ),
+    Convention(
+        "initial_state",
+        "— (hidden zeros and ones, counter 0)",
+        "mean 0, variance 1, counter 0",
+        SRC_EQX_BN_HIDDEN,
+        note="read at counter 0 as they are (BN.P7's initial state)",
     ),
 )
 EQX_LN_CONVENTIONS = (

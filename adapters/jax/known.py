@@ -1,4 +1,4 @@
-"""The JAX family's known divergences (flax.linen, flax.nnx, haiku, equinox), sorted by clause: each a
+"""The JAX family's known divergences (flax.linen, flax.nnx, haiku, equinox and its batch mode), sorted by
 model of what the library does instead, checked by conformance/meta/test_divergences.py."""
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ KNOWN: list[Divergence] = [
         )
         for name, norms in (
             ("haiku", ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")),
-            ("equinox", ("batch_norm",)),
+            ("equinox*", ("batch_norm",)),  # both modes: the same statistics and normalization
         )
         for norm, x, extra in (
             ("batch_norm", np.array([[0.5, 0.5]]), {"channel_axis": -1, "training": True}),
@@ -513,7 +513,7 @@ KNOWN: list[Divergence] = [
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
-        "equinox",
+        "equinox*",
         "batch_norm",
         "LN.D10",
         "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
@@ -532,7 +532,7 @@ KNOWN: list[Divergence] = [
         model=RSQRT_HELD,
     ),
     Divergence(
-        "equinox",
+        "equinox*",
         "batch_norm",
         "LN.D10",
         "equinox's BatchNorm differentiates rsqrt in the input dtype: in float16 -rsqrt(v)/(2v) overflows "
@@ -597,6 +597,6 @@ KNOWN += [
         "haiku", ("batch_norm", "instance_norm", "group_norm"), half_in_half=True, channel_axis=-1
     ),
     *squares_overflow("haiku", ("layer_norm", "rms_norm"), half_in_half=True),
-    *squares_overflow("equinox", ("batch_norm",), half_in_half=True),
+    *squares_overflow("equinox*", ("batch_norm",), half_in_half=True),  # both modes
     *squares_overflow("equinox", ("layer_norm", "group_norm", "rms_norm")),
 ]

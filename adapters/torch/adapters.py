@@ -7,6 +7,7 @@ those of the spec's P and D clauses.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 
@@ -118,6 +119,19 @@ def _torch():
     import torch
 
     return torch
+
+
+def _torchvision():
+    """torchvision (with transforms.v2), imported without triton where TensorFlow is loaded:
+    torchvision.ops imports torch._dynamo, which imports triton, and triton 3.8 imported after
+    TensorFlow 2.21 segfaults (measured; the other order works). Nothing normconf calls needs triton
+    (no torch.compile): torch then finds no triton package."""
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None
+    import torchvision
+    import torchvision.transforms.v2
+
+    return torchvision
 
 
 def _dtype(name: str):
@@ -753,6 +767,10 @@ class TorchVision(TorchBase):
     def no_argument_calls(self):
         return {"batch_norm": _frozen_default_call}
 
+    def execute_plan(self, planned):
+        _torchvision()  # before the plan's first torchvision import (see there)
+        return super().execute_plan(planned)
+
     def _normalize_steps(self, x, params, dtype, cotangent, inplace: bool) -> Planned:
         require(x.ndim >= 3, "torchvision needs (..., C, H, W) (CN.C1)")
         require(channel_axis_of(x, params, -3) == x.ndim - 3, "torchvision's channel axis is -3")
@@ -811,9 +829,7 @@ class TorchVision(TorchBase):
 def _frozen_default_call(x, hints, dtype):
     """`FrozenBatchNorm2d(C)(x)`: eval with its initial buffers (mean 0, variance 1, weight 1, bias 0)."""
     require(x.ndim == 4, "FrozenBatchNorm2d takes (N, C, H, W)")
-    import torchvision
-
-    module = torchvision.ops.FrozenBatchNorm2d(x.shape[1]).to(device=_device(), dtype=_dtype(dtype))
+    module = _torchvision().ops.FrozenBatchNorm2d(x.shape[1]).to(device=_device(), dtype=_dtype(dtype))
     y = module(_tensor(x, dtype))
     state = RunningStats(_numpy(module.running_mean), _numpy(module.running_var), 0)
     return Outcome(_numpy(y), state), {"state": _initial(x), "training": False}
