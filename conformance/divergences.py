@@ -249,10 +249,10 @@ def float64_running_update(case: Case, dtype: str) -> bool:
 
 
 def one_pass_standardized(
-    x: np.ndarray, axes: tuple[int, ...], eps: float, dtype: str, clip: bool
+    x: np.ndarray, axes: tuple[int, ...], eps: float, dtype: str, clip: bool, placement: str = "inside_sqrt"
 ) -> np.ndarray:
-    """x̂ with var = E[x^2] - E[x]^2 in `dtype` (clipped at 0 when `clip`): the one-pass formula of
-    BN.D4 / BN.D8 / LN.D4 / GN.D4."""
+    """x̂ with var = E[x^2] - E[x]^2 in `dtype` (clipped at 0 when `clip`), eps inside the root or outside
+    it: the one-pass formula of BN.D4 / BN.D8 / LN.D4 / GN.D4 / LN.D11."""
     if dtype == "bfloat16":  # NumPy knows it through ml_dtypes only (optional: the frameworks bring it)
         import ml_dtypes
 
@@ -262,14 +262,18 @@ def one_pass_standardized(
         mean = xd.mean(axis=axes, keepdims=True, dtype=dtype)
         var = (xd * xd).mean(axis=axes, keepdims=True, dtype=dtype) - mean * mean
         var = np.maximum(var, 0) if clip else var
-        return ((xd - mean) / np.sqrt(var + np.asarray(eps, dtype=dtype))).astype(np.float64)
+        eps = np.asarray(eps, dtype=dtype)
+        divisor = np.sqrt(var + eps) if placement == "inside_sqrt" else np.sqrt(var) + eps
+        return ((xd - mean) / divisor).astype(np.float64)
 
 
 def one_pass_exceeds_budget(case: Case, dtype: str, clip: bool, acc: str = "float32") -> bool:
     """Does honest one-pass arithmetic in `acc` itself break the NUM.N5/N6 budget on this example?"""
     view, axes, back = statistic_view(case.norm, case.x, case.params)
     eps = param(case, "eps")
-    xhat = back(one_pass_standardized(view, axes, eps, "float64" if dtype == "float64" else acc, clip))
+    placement = case.params.get("eps_placement", "inside_sqrt")
+    within = "float64" if dtype == "float64" else acc
+    xhat = back(one_pass_standardized(view, axes, eps, within, clip, placement))
     plain = {k: v for k, v in case.params.items() if k not in ("scale", "offset")}
     ref = getattr(R, case.norm)(case.x, **plain)
     ref = getattr(ref, "y", ref)
@@ -513,15 +517,19 @@ def offset_along(case: Case) -> np.ndarray:
 
 def standardized_as(xhat_of) -> Callable:
     """A model's compute(case, dtype, which): y = x̂ * scale + offset, with x̂ from
-    `xhat_of(view, axes, eps, dtype)` on the case's statistic view (another arithmetic for the
-    statistics); every other quantity, and eval with running statistics, as the reference."""
+    `xhat_of(view, axes, eps, dtype, placement)` on the case's statistic view (another arithmetic for the
+    statistics; `placement` the case's eps placement); every other quantity, and eval with running
+    statistics, as the reference."""
 
     def compute(case: Case, dtype: str, which: str):
         if which != "y" or not batch_stats(case) or not case.x.size:
             return None
         view, axes, back = statistic_view(case.norm, case.x, case.params)
+        placement = case.params.get("eps_placement", "inside_sqrt")
         with np.errstate(all="ignore"):
-            xhat = np.asarray(back(xhat_of(view, axes, param(case, "eps"), dtype)), dtype=np.float64)
+            xhat = np.asarray(
+                back(xhat_of(view, axes, param(case, "eps"), dtype, placement)), dtype=np.float64
+            )
             return xhat * scale_along(case) + offset_along(case)
 
     return compute
@@ -532,8 +540,8 @@ def statistics_in(acc: str | None = None) -> Callable:
     dtype), as NUM.N6 writes them."""
     from .tolerances import standardized_in_dtype
 
-    def xhat(view, axes, eps, dtype):
-        return standardized_in_dtype(view, axes, eps, acc or dtype, breakdown=False)
+    def xhat(view, axes, eps, dtype, placement):
+        return standardized_in_dtype(view, axes, eps, acc or dtype, eps_placement=placement, breakdown=False)
 
     return standardized_as(xhat)
 
@@ -542,9 +550,9 @@ def one_pass_in(acc: str | None = None, clip: bool = True, float64_too: bool = F
     """standardized_as: var = E[x²] - E[x]² in `acc` (None: the input dtype; float64 runs in float64
     unless `float64_too`), clipped at 0 when `clip` (BN.D4 / BN.D8 / LN.D4 / GN.D4)."""
 
-    def xhat(view, axes, eps, dtype):
+    def xhat(view, axes, eps, dtype, placement):
         within = "float64" if dtype == "float64" and not float64_too else acc or dtype
-        return one_pass_standardized(view, axes, eps, within, clip)
+        return one_pass_standardized(view, axes, eps, within, clip, placement)
 
     return standardized_as(xhat)
 
@@ -868,8 +876,9 @@ STATEFUL = tuple(name for name, record in R.NORMS.items() if record.stateful or 
 
 def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params) -> Callable:
     """An entry's example: a typical call on x whose squares overflow `dtype`'s statistics (the
-    strategies' "overflow" magnitude), `params` overriding the typical ones (a framework's layout);
-    every array rounded to `dtype`. LRN takes beta = 0.5, where the reference's answer is not ~0."""
+    strategies' "overflow" magnitude), `params` overriding the typical ones (a framework's layout; None:
+    absent, as an affine-free layer's scale); every array rounded to `dtype`. LRN takes beta = 0.5, where
+    the reference's answer is not ~0."""
     params = {"beta": 0.5, "alpha": 1.0, **params} if norm == "local_response_norm" else params
 
     def example() -> tuple[Case, str]:
@@ -878,7 +887,8 @@ def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params)
         x = rounded(magnitude * np.random.default_rng(0).uniform(-1, 1, size=shape), dtype)
         record = R.NORMS[norm]
         chosen = record.typical_params(x, params)
-        chosen.pop("state", None)
+        for key in [k for k, v in params.items() if v is None] + ["state"]:
+            chosen.pop(key, None)
         if record.stateful:
             chosen["training"] = True
         chosen = {k: rounded(v, dtype) if isinstance(v, np.ndarray) else v for k, v in chosen.items()}

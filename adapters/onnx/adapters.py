@@ -66,6 +66,12 @@ SRC_ORT_LRN_CC = (
     "onnxruntime/core/providers/cpu/nn/lrn.cc"
 )
 SRC_ORT_GN = "https://github.com/microsoft/onnxruntime/issues/24538"
+SRC_MVN = f"{SRC_OPS}#MeanVarianceNormalization"
+SRC_MVN_BODY = f"{ONNX_VERSION}/onnx/defs/nn/defs.cc#L2205-L2264"
+SRC_ORT_MVN = (
+    "https://github.com/microsoft/onnxruntime/blob/2481dbcbb18afab0095b03616053abd638f90604/"
+    "onnxruntime/core/providers/cpu/tensor/mean_variance_normalization.cc"
+)
 SRC_ORT_LN = "https://github.com/microsoft/onnxruntime/pull/28743"
 
 # The newest opset of each operator that onnxruntime 1.32 runs on CPU (every one of them is also the
@@ -78,6 +84,7 @@ OPSET = {
     "RMSNormalization": 23,
     "LRN": 13,
     "LpNormalization": 22,
+    "MeanVarianceNormalization": 13,
 }
 ONNX_TYPES = {"float16": "FLOAT16", "bfloat16": "BFLOAT16", "float32": "FLOAT", "float64": "DOUBLE"}
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -288,6 +295,41 @@ REF_RMS = Convention(
     SRC_REF_RMS,
     clause="RMS.D4",
     note="computes in the input dtype, not float32",
+)
+
+
+MVN = "MeanVarianceNormalization"
+MVN_EPS = f32(1e-9)  # the function body's `Epsilon = Constant <value = float {1e-9}>`
+MVN_AXES = Convention(
+    "axes",
+    "axes",
+    (0, 2, 3),
+    SRC_MVN,
+    clause="LN.D11",
+    note="any axes; the default normalizes each channel of NCHW over the batch and the spatial axes",
+)
+MVN_CONVENTIONS = (
+    MVN_AXES,
+    Convention("eps", "— (Epsilon: a float constant)", MVN_EPS, SRC_MVN_BODY, clause="LN.D11"),
+    Convention(
+        "eps_placement", "— (Sqrt(Variance) + Epsilon)", "outside_sqrt", SRC_MVN_BODY, clause="LN.D11"
+    ),
+    Convention(
+        "variance", "— (function body)", "one-pass E[x²] − E[x]², unclamped", SRC_MVN_BODY, clause="LN.D11"
+    ),
+    Convention("affine", "— (none)", False, SRC_MVN, note="a canonical scale or offset is unsupported"),
+)
+ORT_MVN_CONVENTIONS = (
+    MVN_AXES,
+    Convention(
+        "eps",
+        "— (none: its float kernel)",
+        0.0,
+        SRC_ORT_MVN,
+        clause="LN.D11",
+        note="(X − E[X]) / sqrt(E[(X − E[X])²]), two-pass; the operator's 1e-9 is its function body's",
+    ),
+    Convention("affine", "— (none)", False, SRC_MVN, note="a canonical scale or offset is unsupported"),
 )
 
 
@@ -857,4 +899,45 @@ class OnnxReference(OnnxBase):
         return self._evaluators.get(key, lambda: ReferenceEvaluator(model)).run(list(outputs), feeds)
 
 
-__all__ = ["OPSET", "OnnxReference", "OnnxRuntime", "build_model"]
+class _MeanVarianceNormalization:
+    """An adapter whose layer_norm is ONNX MeanVarianceNormalization-13 (LN.D11): LayerNorm over any axes
+    with eps outside the root and no scale or bias - the only norm it runs. float32 only: the function
+    body's Epsilon is a float constant, so every other type fails its type check (onnxruntime refuses the
+    model, onnx.reference raises)."""
+
+    def no_argument_calls(self):
+        def call(x, hints, dtype):
+            require(x.ndim >= 4, "MeanVarianceNormalization's default axes (0, 2, 3) need rank >= 4")
+            (y,) = self._call(MVN, {}, {"X": x}, ("Y",), dtype, (x.shape,))
+            return Outcome(y), {}
+
+        return {"layer_norm": call}
+
+    def _run_layer_norm(self, x, params, dtype, cotangent):
+        eps = self.declarations["layer_norm"].convention("eps").value
+        require(params["eps"] == eps, f"MeanVarianceNormalization's epsilon is fixed at {eps!r} (LN.D11)")
+        require(
+            params.get("scale") is None and params.get("offset") is None,
+            "MeanVarianceNormalization has no scale or bias (LN.D11)",
+        )
+        axes = tuple(sorted(a % x.ndim for a in params["axes"]))
+        return self._node(MVN, {"axes": axes}, {"X": x}, x=x, dtype=dtype)
+
+
+class OnnxRuntimeMvn(_MeanVarianceNormalization, OnnxRuntime):
+    """MeanVarianceNormalization on onnxruntime's CPU kernel."""
+
+    name = "onnxruntime[mvn]"
+    cost = 1.0  # see Adapter.cost
+    declarations = {"layer_norm": _declaration("layer_norm", MVN, ("float32",), ORT_MVN_CONVENTIONS, SAME)}
+
+
+class OnnxReferenceMvn(_MeanVarianceNormalization, OnnxReference):
+    """MeanVarianceNormalization on onnx.reference, which runs the operator's function body."""
+
+    name = "onnx.reference[mvn]"
+    cost = 1.0  # see Adapter.cost
+    declarations = {"layer_norm": _declaration("layer_norm", MVN, ("float32",), MVN_CONVENTIONS, SAME)}
+
+
+__all__ = ["OPSET", "OnnxReference", "OnnxReferenceMvn", "OnnxRuntime", "OnnxRuntimeMvn", "build_model"]

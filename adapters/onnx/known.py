@@ -41,6 +41,8 @@ from normconf.conformance.models import dtype_of
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
 
+from .adapters import MVN_EPS
+
 
 def _float32_inexact(value: float) -> bool:
     return float(np.float32(value)) != value
@@ -359,4 +361,29 @@ KNOWN += [
         ),
     ),
     *squares_overflow("onnxruntime", ("lp_normalize",), eps_placement="none_or_zero"),
+]
+
+# LN.D11: MeanVarianceNormalization - no scale or bias, its fixed epsilon and placement
+_MVN_REFERENCE = {"eps": MVN_EPS, "eps_placement": "outside_sqrt", "scale": None, "offset": None}
+KNOWN += [
+    Divergence(
+        "onnx.reference[mvn]",
+        "layer_norm",
+        "LN.D11",
+        "MeanVarianceNormalization's function body computes Sqrt(E[x^2] - E[x]^2), unclamped, in the "
+        "input dtype: offsets lose every digit, nearly constant slices give NaN",
+        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
+        lambda: (
+            Case(
+                "layer_norm",
+                MODERATE_ROWS.reshape(1, 16),
+                {"axes": (-1,), "eps": MVN_EPS, "eps_placement": "outside_sqrt"},
+                "offset",
+            ),
+            "float32",
+        ),
+        model=one_pass_model(clip=False),
+    ),
+    *squares_overflow("onnx.reference[mvn]", ("layer_norm",), **_MVN_REFERENCE),
+    *squares_overflow("onnxruntime[mvn]", ("layer_norm",), eps=0.0, scale=None, offset=None),
 ]
