@@ -127,16 +127,47 @@ ISOLATE_HELP = (
 )
 
 
-def _write_report(paths, out, hazard_adapters: str | None) -> None:
+def _write_report(paths, out, hazard_adapters: str | None, corpus: bool = False) -> None:
     """The HTML report; `hazard_adapters`: None skips the porting hazards, "" measures every installed
-    adapter."""
+    adapter; `corpus`: run ONNX's node-test corpus for it."""
     from normconf.reports import hazards, html
 
-    found = None
+    found = cases = None
     if hazard_adapters is not None:
         print("measuring porting hazards (framework defaults side by side) ...", flush=True)
         found = hazards.isolated([n.strip() for n in hazard_adapters.split(",") if n.strip()] or None)
-    print(f"report: {html.write(paths, out, found)}")
+    if corpus:
+        from normconf.conformance import corpus as onnx_corpus
+
+        print("running ONNX's node-test corpus ...", flush=True)
+        cases = onnx_corpus.run()
+    print(f"report: {html.write(paths, out, found, cases)}")
+
+
+def _corpus(args) -> int:
+    """`normconf corpus onnx`: ONNX's node cases through the reference and the ONNX adapters."""
+    import json
+
+    from normconf.conformance import corpus
+
+    try:
+        cases = corpus.run()
+    except ImportError as exc:
+        print(f"normconf corpus: {exc} (pip install 'normconf[onnx]')", file=sys.stderr)
+        return 2
+    print(corpus.summary(cases))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(corpus.to_json(cases), fh, indent=1)
+        print(f"json: {args.json}")
+    disagree = any(
+        c.verdict == "disagrees"
+        or any(
+            not isinstance(v, str) and any(j.verdict == "disagrees" for j in v) for v in c.adapters.values()
+        )
+        for c in cases
+    )
+    return 1 if disagree else 0
 
 
 def _report(args) -> int:
@@ -149,7 +180,7 @@ def _report(args) -> int:
     for given in map(Path, args.results):  # a folder from `normconf run` stands for its results files
         paths += sorted(given.glob("*.jsonl")) if given.is_dir() else [given]
     try:
-        _write_report(paths, args.output, args.hazards)
+        _write_report(paths, args.output, args.hazards, args.corpus)
     except (ResultsError, OSError) as exc:
         print(f"normconf report: {exc}", file=sys.stderr)
         return 2
@@ -226,7 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure porting hazards with the adapters installed here (optionally only these, "
         "comma-separated); off by default, so the report needs nothing but the results",
     )
+    report.add_argument(
+        "--corpus", action="store_true", help="also run ONNX's node-test corpus (needs onnx and onnxruntime)"
+    )
     report.set_defaults(run=_report)
+    corpus = commands.add_parser(
+        "corpus", help="run a framework's own test corpus through the spec (ONNX's node cases)"
+    )
+    corpus.add_argument("source", choices=["onnx"], help="whose corpus")
+    corpus.add_argument("--json", metavar="FILE", help="also write the judged cases as JSON")
+    corpus.set_defaults(run=_corpus)
     bench = commands.add_parser("bench", help="print the performance figures next to their targets")
     bench.add_argument(
         "--sections",

@@ -227,8 +227,29 @@ def _hazards(found) -> dict | None:
     }
 
 
-def build(runs: list[Run], hazards=None) -> str:
-    """The report's HTML for `runs` (merged), with the porting hazards when given."""
+def _corpus(cases) -> dict | None:
+    """The ONNX node-test corpus (conformance.corpus), as the template shows it."""
+    if cases is None:
+        return None
+    rows = []
+    for c in cases:
+        worst = max((j.ratio for j in c.reference if j.ratio is not None), default=None)
+        runners = []
+        for name, judged in c.adapters.items():
+            if isinstance(judged, str):
+                runners.append((name, judged, None))
+                continue
+            ratios = [j.ratio for j in judged if j.ratio is not None]
+            verdict = "disagrees" if any(j.verdict == "disagrees" for j in judged) else "agrees"
+            notes = "; ".join(dict.fromkeys(j.reason for j in judged if j.reason))
+            runners.append((name, verdict + (f" ({notes})" if notes else ""), max(ratios, default=None)))
+        rows.append({"case": c, "worst": worst, "runners": runners})
+    counts = Counter(c.verdict for c in cases)
+    return {"rows": rows, "counts": counts}
+
+
+def build(runs: list[Run], hazards=None, corpus=None) -> str:
+    """The report's HTML for `runs` (merged), with the porting hazards and the ONNX corpus when given."""
     labels = implementations(runs)
     cells = matrix(runs)
     impls = list(dict.fromkeys(labels[k] for k in labels))
@@ -261,14 +282,15 @@ def build(runs: list[Run], hazards=None) -> str:
             environments=_environments(runs, labels),
             conventions=_conventions(),
             hazards=_hazards(hazards),
+            corpus=_corpus(corpus),
             invalid=_invalid_input(runs, labels),
         )
     )
 
 
-def write(paths, out, hazards=None) -> Path:
+def write(paths, out, hazards=None, corpus=None) -> Path:
     """Load the results files, build the report, write it to `out` (folders made as needed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build(load(paths), hazards), encoding="utf-8")
+    out.write_text(build(load(paths), hazards, corpus), encoding="utf-8")
     return out

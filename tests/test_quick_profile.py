@@ -123,7 +123,8 @@ def test_quick_profile_through_the_workflow_is_clean(tmp_path):
     ran = {r["adapter"] for run in runs for r in run.results}
     installed = {name for name in adapters.built_in() if adapters.get(name).available()[0]}
     assert installed <= ran, f"no results for {sorted(installed - ran)}"
-    assert (report / "report" / "index.html").stat().st_size > 0
+    page = (report / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'id="hazards"' in page and 'id="corpus"' in page  # the report job's --hazards and --corpus
     for _, folder, _, process in running:
         assert process.returncode == 0, (folder / "job.log").read_text(encoding="utf-8")[-4000:]
 

@@ -329,6 +329,9 @@ ORT_MVN_CONVENTIONS = (
         clause="LN.D11",
         note="(X − E[X]) / sqrt(E[(X − E[X])²]), two-pass; the operator's 1e-9 is its function body's",
     ),
+    Convention(
+        "eps_placement", "— (no epsilon)", "outside_sqrt", SRC_MVN_BODY, note="the operator's; moot at 0"
+    ),
     Convention("affine", "— (none)", False, SRC_MVN, note="a canonical scale or offset is unsupported"),
 )
 
