@@ -923,6 +923,10 @@ class _MeanVarianceNormalization:
             params.get("scale") is None and params.get("offset") is None,
             "MeanVarianceNormalization has no scale or bias (LN.D11)",
         )
+        require(
+            all(-x.ndim <= a < x.ndim for a in params["axes"]),
+            f"axes {tuple(params['axes'])} out of range for rank {x.ndim} (LN.C2)",
+        )
         axes = tuple(sorted(a % x.ndim for a in params["axes"]))
         return self._node(MVN, {"axes": axes}, {"X": x}, x=x, dtype=dtype)
 

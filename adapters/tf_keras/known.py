@@ -1,0 +1,163 @@
+"""Keras 2's (tf_keras) known divergences, sorted by clause: each a model of what the framework computes
+instead, checked by conformance/meta/test_divergences.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.conformance.divergences import (
+    LP_GRADIENT_OUT_OF_RANGE,
+    Divergence,
+    Envelope,
+    OneOf,
+    Reference,
+    Simulated,
+    eps_in,
+    eps_underflows,
+    float64_running_update,
+    groups_where_var_below,
+    lp_in_dtype,
+    param,
+    power_sum_out_of_range,
+    rounded,
+    rows_out_of_range,
+    squares_overflow,
+    tiny,
+)
+from normconf.conformance.strategies import Case
+from normconf.reference import RunningStats
+
+
+def _decay(case: Case) -> float:
+    """BN.D24: the weight tf_keras gives the batch, 1 - (1 - momentum), as the float32 tensor it makes."""
+    return float(np.float32(1.0 - (1.0 - param(case, "momentum"))))
+
+
+def _decay_rounded(case: Case, dtype: str) -> bool:
+    """BN.D24: a float64 training step whose decay is not a float32 number (float64 is never fused)."""
+    return float64_running_update(case, dtype) and _decay(case) != param(case, "momentum")
+
+
+def _half_square_sums(case: Case, dtype: str) -> np.ndarray:
+    """LP.D5: each row's sum of squares as l2_normalize takes it in the input dtype."""
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    with np.errstate(all="ignore"):
+        return rounded(np.sum(rounded(case.x * case.x, dtype), axis=axes, keepdims=True), dtype)
+
+
+def _unfloored_half_rows(case: Case, dtype: str) -> bool:
+    """LP.D5: float16, where epsilon=1e-12 rounds to 0: a row whose float16 sum of squares is below the
+    normal range gets rsqrt of a subnormal or of 0 - no floor at all."""
+    return (
+        dtype == "float16"
+        and rounded(param(case, "eps"), dtype) == 0
+        and bool(np.any(_half_square_sums(case, dtype) < tiny(dtype)))
+    )
+
+
+def _l2_normalized_in_dtype(case: Case, dtype: str, which: str):
+    """LP.D5: x * rsqrt(max(sum x^2, eps)), every step (eps included) rounded to the input dtype."""
+    if which != "y":
+        return None
+    with np.errstate(all="ignore"):
+        floor = np.maximum(_half_square_sums(case, dtype), rounded(param(case, "eps"), dtype))
+        return rounded(case.x * rounded(1.0 / np.sqrt(floor), dtype), dtype)
+
+
+KNOWN: list[Divergence] = [
+    *(
+        Divergence(
+            "tf_keras",
+            norm,
+            "BN.D14",
+            "a float16 LayerNormalization or GroupNormalization adds eps to float16 statistics: eps below "
+            "~3e-8 rounds to 0 and a zero variance gives 0/0 (LN.D12, GN.D11)",
+            eps_underflows,
+            lambda norm=norm, extra=extra: (
+                Case(norm, np.array([[0.5, 0.5]]), {"eps": 1e-12, **extra}, "constant_channel"),
+                "float16",
+            ),
+            model=OneOf(
+                (
+                    Reference(eps_in(), kind="special"),
+                    Envelope(groups_where_var_below(lambda dtype: 2.0**-24)),
+                )
+            ),
+        )
+        for norm, extra in (
+            ("layer_norm", {"axes": (-1,)}),
+            ("group_norm", {"groups": 1, "channel_axis": 1}),
+        )
+    ),
+    Divergence(
+        "tf_keras",
+        "batch_norm",
+        "BN.D24",
+        "tf_keras makes the moving-average decay 1 - momentum a float32 tensor before casting it to the "
+        "float64 variable: float64 running statistics move by a float32-rounded weight",
+        _decay_rounded,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5, -1.25, 2.0], [1.5, 0.75, -0.5]]),
+                {
+                    "channel_axis": 1,
+                    "eps": 1e-12,
+                    "running_var": "biased",
+                    "momentum": 0.01,
+                    "training": True,
+                    "state": RunningStats.initial(3),
+                },
+                "standard",
+            ),
+            "float64",
+        ),
+        "state",
+        model=Reference(lambda case, dtype: {"momentum": _decay(case)}, kind="precision"),
+    ),
+    Divergence(
+        "tf_keras",
+        "lp_normalize",
+        "LP.D4",
+        "UnitNormalization is tf.linalg.l2_normalize: it sums x^2 in the input dtype, so float16 rows of "
+        "norm above 256 overflow and squares below float16's normal range lose their digits",
+        lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([[300.0, 400.0]]),
+                {"axes": (-1,), "eps": 1e-12, "eps_placement": "max_power_sum"},
+                "large",
+            ),
+            "float16",
+        ),
+        model=OneOf(
+            (Simulated(lp_in_dtype), Envelope(rows_out_of_range(norm_power=2), LP_GRADIENT_OUT_OF_RANGE))
+        ),
+    ),
+    Divergence(
+        "tf_keras",
+        "lp_normalize",
+        "LP.D5",
+        "UnitNormalization's epsilon=1e-12 is 0 in float16: a row whose float16 sum of squares underflows "
+        "is multiplied by rsqrt(0) = inf",
+        _unfloored_half_rows,
+        lambda: (
+            Case(
+                "lp_normalize",
+                np.array([[0.0, 0.0], [2.0**-24, 0.0]]),
+                {"axes": (-1,), "eps": 1e-12, "eps_placement": "max_power_sum"},
+                "integers",
+            ),
+            "float16",
+        ),
+        model=Simulated(_l2_normalized_in_dtype),
+    ),
+]
+
+# NUM.D1: squares summed beyond float32 (float16 where the layer computes in it: LN.D12, GN.D11, LP.D8)
+KNOWN += [
+    *squares_overflow("tf_keras", ("batch_norm",), running_var="biased"),
+    *squares_overflow("tf_keras", ("layer_norm", "group_norm"), half_in_half=True),
+    *squares_overflow("tf_keras", ("lp_normalize",), half_in_half=True, eps_placement="max_power_sum"),
+]
