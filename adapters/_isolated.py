@@ -119,11 +119,12 @@ class Isolated:
 
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
-        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        python, path = _child_interpreter()
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(path)}
         code = "from normconf.adapters._isolated import _main; _main()"
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", code, str(child_reads), str(child_writes), self.name],
+                [python, "-c", code, str(child_reads), str(child_writes), self.name],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(child_reads, child_writes),
@@ -242,6 +243,22 @@ class Isolated:
                 except OSError:
                     pass
             self._discard(timeout)
+
+
+def _child_interpreter() -> tuple[str, list[str]]:
+    """(the interpreter children run under, their PYTHONPATH): this one with its sys.path, or a release's
+    environment (NORMCONF_CHILD_PYTHON, normconf/envs.py) - without this interpreter's site-packages on
+    PYTHONPATH, which would shadow the release (its environment adds them after its own)."""
+    from normconf.envs import CHILD_PYTHON
+
+    python = os.environ.get(CHILD_PYTHON) or sys.executable
+    path = [p for p in sys.path if p]
+    if python != sys.executable:
+        import site
+
+        hosts = [os.path.realpath(p) for p in site.getsitepackages()]
+        path = [p for p in path if not any(os.path.realpath(p).startswith(h) for h in hosts)]
+    return python, path
 
 
 def _signal_name(code: int | None) -> str:

@@ -69,6 +69,9 @@ class Divergence:
     # the masking meta-test's perturbations (by name) this divergence's own uncertainty covers, each with
     # the measured reason: below that size no comparison can tell a bug from the divergence
     indistinguishable: dict = field(default_factory=dict)
+    # the releases of the adapter's framework it occurs in (a PEP 440 specifier set, "<1.27"; "" = every
+    # one): outside them the adapter must conform (`normconf run --versions` measures other releases)
+    releases: str = ""
 
     @property
     def severity(self) -> str:
@@ -86,6 +89,18 @@ class Divergence:
         `cpu`)."""
         return self.cpu is None or self.cpu.holds()
 
+    def holds_in_release(self, adapter: str) -> bool:
+        """Whether this divergence occurs in the release of `adapter`'s framework being measured (always,
+        without `releases`, or where the release is unknown)."""
+        if not self.releases:
+            return True
+        from packaging.specifiers import SpecifierSet
+
+        from normconf.envs import release_of
+
+        release = release_of(adapter)
+        return release is None or SpecifierSet(self.releases).contains(release, prereleases=True)
+
     def names(self, adapter: str) -> bool:
         """Whether this entry's adapter pattern names `adapter` (`*` is the only wildcard: names hold `[`)."""
         return adapter == self.adapters or (
@@ -97,6 +112,7 @@ class Divergence:
             self.names(adapter)
             and norm in INHERITS.get(self.norm, (self.norm,))
             and self.holds_here()
+            and self.holds_in_release(adapter)
             and self.applies(case, dtype)
         )
 

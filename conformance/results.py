@@ -27,6 +27,13 @@ SMALL = 64  # inputs up to this many elements are written out in full, with the 
 ENVIRONMENT_KEYS = ("framework", "version", "device")  # the rest of an adapter's environment() are flags
 
 
+def _release() -> str | None:
+    """The release this run measures ("onnxruntime=1.20.1", `normconf run --versions`), or None."""
+    from normconf.envs import RELEASE
+
+    return os.environ.get(RELEASE) or None
+
+
 class Recorder:
     def __init__(
         self, path: str | os.PathLike | None, *, profile: str | None = None, seed: int | None = None
@@ -46,6 +53,7 @@ class Recorder:
                     **_commit(),
                     "profile": profile,
                     "seed": seed,
+                    **({"release": _release()} if _release() else {}),
                     "started": now(),
                     "host": {
                         "name": platform.node(),
@@ -136,6 +144,8 @@ class Recorder:
             "unsupported": cell.unsupported,
             "seconds": round(time.monotonic() - cell.started, 3),
         }
+        if _release():
+            record["release"] = _release()
         if cell.time is not None:
             record["time"] = cell.time
         record.update(cell.counters)

@@ -59,13 +59,12 @@ def _conventions(args) -> int:
 
 def _run(args) -> int:
     """The conformance suite over the installed adapters in parallel workers (one group of adapters
-    each), a results file per worker in one folder, then a summary and the HTML report."""
+    each), a results file per worker in one folder, then a summary and the HTML report. With
+    --versions: once per requested release, each in its own folder, then one report over them all."""
     from pathlib import Path
 
     from normconf import adapters
-    from normconf.adapters import _devices
     from normconf.adapters.plugin import PluginError
-    from normconf.conformance import workers
     from normconf.reports import results
 
     names = [n.strip() for n in args.adapters.split(",") if n.strip()] or adapters.names()
@@ -75,7 +74,26 @@ def _run(args) -> int:
         except (adapters.UnknownAdapter, PluginError) as exc:
             print(f"normconf run: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 2
+    if args.versions:
+        return _run_releases(args, names if args.adapters.strip() else None)
     out = Path(args.results)
+    code = _suite(args, names, out, {})
+    files = sorted(out.glob("worker-*.jsonl"))
+    if files:
+        print(results.text_matrix(results.load(files)))
+        print(f"results: {out}/worker-*.jsonl")
+        if args.report:
+            # ONNX's node-test corpus joins the report wherever its runtimes are installed (seconds)
+            corpus = not args.no_corpus and all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+            _write_report(files, args.report, None if args.no_hazards else args.adapters, corpus)
+    return code
+
+
+def _suite(args, names: list[str], out, env: dict) -> int:
+    """One run of the suite over `names` into the folder `out`, the workers' environment plus `env`."""
+    from normconf.adapters import _devices
+    from normconf.conformance import workers
+
     pytest_args = [
         "--profile",
         args.profile,
@@ -90,23 +108,90 @@ def _run(args) -> int:
         for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
         if value is not None
     }
-    code = workers.run(
+    return workers.run(
         names,
         jobs,
         pytest_args,
         out,
-        env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env},
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", **device_env, **env},
         progress=workers.PROGRESS_EVERY,
     )
-    files = sorted(out.glob("worker-*.jsonl"))
+
+
+def _run_releases(args, chosen: list[str] | None) -> int:
+    """--versions: every request checked before anything runs (unknown framework, malformed version, no
+    wheel here: one line, exit 2); then per release its environment (cached, or built: a release pip
+    cannot install is one line and the rest runs) and the suite over its family's adapters (or the
+    chosen ones of them), results in <results>/<framework>-<version>/; one report over them all."""
+    import shutil
+    from pathlib import Path
+
+    from normconf import adapters, envs
+    from normconf.reports import results
+
+    try:
+        releases = envs.parse(args.versions)
+        if not args.isolate:
+            raise envs.ReleaseError(
+                "--versions runs each release in adapter child processes: --isolate 0 cannot"
+            )
+        envs.check_wheels([r for r in releases if envs.installed(r.framework) != r.version])
+    except envs.ReleaseError as exc:
+        print(f"normconf run: {exc}", file=sys.stderr)
+        return 2
+    code, files = 0, []
+    for release in releases:
+        names = [
+            n for n in release.family.adapters if n in adapters.names() and (chosen is None or n in chosen)
+        ]
+        if not names:
+            print(
+                f"normconf run: {release.label}: none of the chosen adapters is its "
+                f"({', '.join(release.family.adapters)})"
+            )
+            continue
+        try:  # the interpreter's own release runs here; any other in its environment
+            python = None if envs.installed(release.framework) == release.version else envs.ensure(release)
+        except envs.ReleaseError as exc:
+            print(f"normconf run: {exc}; the other releases run", file=sys.stderr)
+            code = code or 1
+            continue
+        out = Path(args.results) / release.label.replace("=", "-")
+        shutil.rmtree(out, ignore_errors=True)  # this release's results only
+        print(f"--- {release.label}{'' if python is None else f' ({python})'}", flush=True)
+        code = _suite(args, names, out, envs.child_environment(release, python)) or code
+        files += sorted(out.glob("worker-*.jsonl"))
     if files:
         print(results.text_matrix(results.load(files)))
-        print(f"results: {out}/worker-*.jsonl")
-        if args.report:
-            # ONNX's node-test corpus joins the report wherever its runtimes are installed (seconds)
-            corpus = not args.no_corpus and all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-            _write_report(files, args.report, None if args.no_hazards else args.adapters, corpus)
+        if args.report:  # hazards and the corpus measure this interpreter's releases: not theirs
+            _write_report(files, args.report, None)
     return code
+
+
+def _envs(args) -> int:
+    """`normconf envs [list]`, `normconf envs remove NAME... | --all`."""
+    from normconf import envs
+
+    if args.action == "list":
+        found = envs.listing()
+        for entry in found:
+            own = ", ".join(f"{k} {v}" for k, v in sorted(entry["packages"].items())) or "-"
+            print(
+                f"{entry['name']:40s} {entry['release']:26s} {entry['megabytes']:8.1f} MB  "
+                f"{entry['state']}  [{own}]"
+            )
+        print(f"{len(found)} environment(s) in {envs.root()}")
+        return 0
+    if not args.all and not args.names:
+        print("normconf envs remove: name environments (see `normconf envs`) or --all", file=sys.stderr)
+        return 2
+    try:
+        removed = envs.remove([e["name"] for e in envs.listing()] if args.all else args.names)
+    except envs.ReleaseError as exc:
+        print(f"normconf envs: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed {len(removed)}: {', '.join(removed) or '-'}")
+    return 0
 
 
 def _seconds(value: float) -> str:
@@ -245,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         help="cap the instruction set XLA, oneDNN and ATen may use, to play an older CPU "
         "(NORMCONF_MAX_ISA; the CPU and the caps are recorded in every result)",
     )
+    run.add_argument(
+        "--versions",
+        action="append",
+        default=[],
+        metavar="FRAMEWORK=V1,V2",
+        help="run the framework's adapters once per release, each from a cached environment (repeatable; "
+        f"frameworks: {', '.join(__import__('normconf.envs', fromlist=['FAMILIES']).FAMILIES)}; "
+        "`normconf envs` lists and removes them)",
+    )
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     run.set_defaults(run=_run)
     report = commands.add_parser("report", help="build the HTML report from results files (several merge)")
@@ -317,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         help=ISOLATE_HELP + "; a hang stops the rest of its norm, and past a few minutes of hangs the rest",
     )
     check.set_defaults(run=lambda args: __import__("normconf.check", fromlist=["main"]).main(args))
+    cached = commands.add_parser(
+        "envs", help="list (or remove) the cached release environments of --versions"
+    )
+    cached.add_argument("action", nargs="?", default="list", choices=["list", "remove"])
+    cached.add_argument("names", nargs="*", help="with remove: folder names or FRAMEWORK=VERSION")
+    cached.add_argument("--all", action="store_true", help="with remove: every cached environment")
+    cached.set_defaults(run=_envs)
     table = commands.add_parser("conventions", help="print the framework conventions table from the adapters")
     mode = table.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="regenerate the tables in spec/conventions.md")

@@ -19,7 +19,7 @@ from normconf.adapters.base import NORMS
 from normconf.reference import NORMS as RECORDS
 
 from . import markdown, plots
-from .results import KINDS, SEVERITY, SYMBOL, Run, implementations, kinds, load, matrix
+from .results import KINDS, SEVERITY, SYMBOL, Run, implementations, kinds, load, matrix, release_axis
 
 TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
@@ -283,6 +283,7 @@ def build(runs: list[Run], hazards=None, corpus=None) -> str:
             conventions=_conventions(),
             hazards=_hazards(hazards),
             corpus=_corpus(corpus),
+            releases=release_axis(runs),
             invalid=_invalid_input(runs, labels),
         )
     )

@@ -7,7 +7,9 @@ a device, so the same adapter measured on two devices gives two rows of the matr
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +75,15 @@ class Run:
 
     def device(self, adapter: str) -> str:
         return self.environments.get(adapter, {}).get("device") or "unknown device"
+
+    def release(self, adapter: str) -> str:
+        """The release measured: "jax 0.4.38" where `normconf run --versions` chose it, else the adapter's
+        framework and version as its environment reported them."""
+        chosen = self.session.get("release")
+        if chosen:
+            return chosen.replace("=", " ")
+        env = self.environments.get(adapter, {})
+        return " ".join(str(v) for v in (env.get("framework"), env.get("version")) if v)
 
     def platform(self, adapter: str) -> str:
         """The device, and on a CPU which one and its ISA caps (NUM.N10): what tells two hosts apart."""
@@ -171,19 +182,106 @@ def load(paths) -> list[Run]:
 def implementations(runs: list[Run]) -> dict[tuple[int, str], str]:
     """{(run index, adapter): row label}: the adapter, qualified by device (and CPU and ISA caps) when
     several runs measured it on different ones, and by file when that still leaves two rows with one name."""
-    seen: dict[str, list[tuple[int, str]]] = {}
+    seen: dict[str, list[tuple[int, str, str]]] = {}
     for i, run in enumerate(runs):
         for adapter in dict.fromkeys(r["adapter"] for r in run.results):
-            seen.setdefault(adapter, []).append((i, run.platform(adapter)))
+            seen.setdefault(adapter, []).append((i, run.platform(adapter), run.release(adapter)))
     labels = {}
     for adapter, where in seen.items():
-        devices = [d for _, d in where]
-        for i, device in where:
-            label = adapter if len(where) == 1 else f"{adapter} @ {device}"
-            if len(where) > 1 and devices.count(device) > 1:
-                label += f" ({runs[i].label})"
+        devices = [d for _, d, _ in where]
+        releases = [r for _, _, r in where]
+        for i, device, release in where:
+            if len(set(releases)) > 1:  # the version axis: the release names the row, then the device
+                version = release.split(" ", 1)[-1] if release.startswith(adapter.split("[")[0]) else release
+                label = f"{adapter} {version}"
+                if len(set(devices)) > 1:
+                    label += f" @ {device}"
+                if sum(1 for _, d, r in where if (d, r) == (device, release)) > 1:
+                    label += f" ({runs[i].label})"
+            else:
+                label = adapter if len(where) == 1 else f"{adapter} @ {device}"
+                if len(where) > 1 and devices.count(device) > 1:
+                    label += f" ({runs[i].label})"
             labels[i, adapter] = label
     return labels
+
+
+def _release_key(release: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(release.rsplit(" ", 1)[-1]), release)
+    except InvalidVersion:
+        return (1, release, release)
+
+
+def release_axis(runs: list[Run]) -> list[dict]:
+    """The version axis: for every adapter measured in more than one release (`normconf run --versions`),
+    each norm's worst verdict and worst error / budget per release, oldest first, and each known
+    divergence's releases - held, not held, or not measured - with the release where it stopped holding
+    ("fixed upstream") or started ("regression")."""
+    by: dict[str, dict[str, list[int]]] = {}
+    for i, run in enumerate(runs):
+        for adapter in dict.fromkeys(r["adapter"] for r in run.results):
+            by.setdefault(adapter, {}).setdefault(run.release(adapter), []).append(i)
+    axis = []
+    for adapter, where in by.items():
+        if len(where) < 2:
+            continue
+        order = sorted(where, key=_release_key)
+        cells: dict[str, dict[str, dict]] = {}
+        held: dict[tuple[str, str], set[str]] = {}
+        for release in order:
+            for i in where[release]:
+                for r in (r for r in runs[i].results if r["adapter"] == adapter):
+                    cell = cells.setdefault(r["norm"], {}).setdefault(
+                        release, {"verdict": None, "ratio": None}
+                    )
+                    if cell["verdict"] is None or SEVERITY.index(r["verdict"]) < SEVERITY.index(
+                        cell["verdict"]
+                    ):
+                        cell["verdict"] = r["verdict"]
+                    ratio = r.get("ratio")
+                    if isinstance(ratio, (int, float)) and math.isfinite(ratio):
+                        cell["ratio"] = max(ratio, cell["ratio"] or 0.0)
+                    if r.get("divergence_clause"):
+                        held.setdefault((r["norm"], r["divergence_clause"]), set()).add(release)
+        divergences = []
+        for (norm, clause), releases in sorted(held.items()):
+            states = [(rel, (rel in releases) if rel in cells.get(norm, {}) else None) for rel in order]
+            measured = [(rel, state) for rel, state in states if state is not None]
+            flags = [
+                f"fixed upstream: holds in {a}, not in {b}"
+                if was
+                else f"regression: not in {a}, holds in {b}"
+                for (a, was), (b, now) in itertools.pairwise(measured)
+                if was != now
+            ]
+            divergences.append(
+                {
+                    "norm": norm,
+                    "clause": clause,
+                    "states": states,
+                    "flags": flags,
+                    "declared": _declared(adapter, norm, clause),
+                }
+            )
+        axis.append({"adapter": adapter, "releases": order, "cells": cells, "divergences": divergences})
+    return axis
+
+
+def _declared(adapter: str, norm: str, clause: str) -> str:
+    """The release range the known-divergence data states for it ("" = every release)."""
+    try:
+        from normconf.conformance.divergences import KNOWN
+    except ImportError:  # the report needs nothing but the results
+        return ""
+    ranges = {
+        e.releases or "every release"
+        for e in KNOWN
+        if e.clause == clause and e.norm == norm and e.names(adapter)
+    }
+    return "; ".join(sorted(ranges))
 
 
 def matrix(runs: list[Run]) -> dict[tuple[str, str], str]:

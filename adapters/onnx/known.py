@@ -363,6 +363,24 @@ KNOWN += [
     *squares_overflow("onnxruntime", ("lp_normalize",), eps_placement="none_or_zero"),
 ]
 
+# LN.D4 in earlier onnxruntime releases: measured with `normconf run --versions onnxruntime=...`
+KNOWN += [
+    Divergence(
+        "onnxruntime",
+        "layer_norm",
+        "LN.D4",
+        "onnxruntime's CPU LayerNormalization computed E[x^2] - E[x]^2 in float32 before 1.27 "
+        "(PR #28743): offsets lose every digit",
+        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
+        lambda: (
+            Case("layer_norm", MODERATE_ROWS.reshape(1, 16), {"axes": (-1,), "eps": 2.0**-20}, "offset"),
+            "float32",
+        ),
+        model=one_pass_model("float32", clip=False),
+        releases="<1.27",
+    ),
+]
+
 # LN.D11: MeanVarianceNormalization - no scale or bias, its fixed epsilon and placement
 _MVN_REFERENCE = {"eps": MVN_EPS, "eps_placement": "outside_sqrt", "scale": None, "offset": None}
 KNOWN += [
