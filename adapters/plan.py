@@ -123,7 +123,12 @@ def resolve(path: str):
         try:
             value = getattr(value, part)
         except AttributeError:
-            value = importlib.import_module(".".join(parts[:depth]))
+            try:
+                value = importlib.import_module(".".join(parts[:depth]))
+            except ModuleNotFoundError:  # an API this release of the framework lacks: not expressible here
+                from .base import Unsupported
+
+                raise Unsupported(f"{path}: {'.'.join(parts[:depth])} is not in this release") from None
     return value
 
 

@@ -235,7 +235,8 @@ class Cell:
     worst_pass: Verdict | None = None
     failure: Verdict | None = None
     failure_case: Case | None = None
-    expected: tuple | None = None  # (divergence, verdict, case)
+    expected: tuple | None = None  # (divergence, verdict, case): the latest example a divergence explained
+    explained: set = field(default_factory=set)  # every divergence clause that explained one of its examples
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -305,6 +306,7 @@ class Cell:
             outcome = entry.judge(observations, self.dtype)
             if outcome.agrees:
                 self.expected = (entry, verdict, case)
+                self.explained.add(entry.clause)
                 return
             misses.append((entry, outcome))
         self.failure, self.failure_case = verdict, case
@@ -338,6 +340,7 @@ class Cell:
             outcome = entry.judge(observation, self.dtype)
             if outcome.agrees:
                 self.expected = (entry, failed, case)
+                self.explained.add(entry.clause)
                 reject()
             misses.append((entry, outcome))
         self.failure, self.failure_case, self.abnormal, self.missed = failed, case, kind, misses

@@ -224,7 +224,10 @@ def ensure(release: Release, log=print) -> Path:
         shutil.rmtree(env, ignore_errors=True)
         raise ReleaseError(f"{release.label}: pip cannot install it here ({_last_line(done)})")
     owned = _pip(["list", "--path", site, "--format=json"], python=str(python_of(env)))
-    packages = {p["name"]: p["version"] for p in json.loads(owned.stdout or "[]")}
+    venv_own = {"pip", "setuptools", "wheel"}
+    packages = {
+        p["name"]: p["version"] for p in json.loads(owned.stdout or "[]") if p["name"] not in venv_own
+    }
     (env / MARKER).write_text(
         json.dumps(
             {

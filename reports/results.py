@@ -244,8 +244,9 @@ def release_axis(runs: list[Run]) -> list[dict]:
                     ratio = r.get("ratio")
                     if isinstance(ratio, (int, float)) and math.isfinite(ratio):
                         cell["ratio"] = max(ratio, cell["ratio"] or 0.0)
-                    if r.get("divergence_clause"):
-                        held.setdefault((r["norm"], r["divergence_clause"]), set()).add(release)
+                    for clause in r.get("divergence_clauses") or [r.get("divergence_clause")]:
+                        if clause:
+                            held.setdefault((r["norm"], clause), set()).add(release)
         divergences = []
         for (norm, clause), releases in sorted(held.items()):
             states = [(rel, (rel in releases) if rel in cells.get(norm, {}) else None) for rel in order]

@@ -285,13 +285,24 @@ KERAS_GRADIENTS = {
 }
 
 
+class _Layers:
+    """`keras.layers`, where a layer this release lacks is not expressible rather than an error (a run
+    over several releases, `normconf run --versions`: RMSNormalization came in Keras 3.9)."""
+
+    def __getattr__(self, name: str):
+        keras = _keras()
+        layer = getattr(keras.layers, name, None)
+        require(layer is not None, f"keras.layers.{name} is not in Keras {keras.__version__}")
+        return layer
+
+
 def _default_layer(build, implied=lambda x: {}, **call):
     """A no-argument call: the layer `build(layers, x, hints)` in Keras' floatx policy, called on x
     converted to `dtype` (Keras casts it to the policy's compute dtype); BatchNorm in training, as
     fit() calls it (called bare it would run in inference and update nothing)."""
 
     def run(x, hints, dtype):
-        layer = build(_keras().layers, x, hints)
+        layer = build(_Layers(), x, hints)
         y = layer(_tensor(x, dtype), **call)
         state = None
         if getattr(layer, "moving_mean", None) is not None:
@@ -441,7 +452,7 @@ class Keras(Adapter):
 
     def _built(self, plan: LayerPlan):
         """The plan's layer, built and with its weights loaded."""
-        layer = getattr(_keras().layers, plan.layer)(**plan.kwargs)
+        layer = getattr(_Layers(), plan.layer)(**plan.kwargs)
         layer.build(plan.build_shape)
         for attr, value in plan.weights.items():
             _load(getattr(layer, attr), value)

@@ -403,5 +403,7 @@ KNOWN += [
         model=one_pass_model(clip=False),
     ),
     *squares_overflow("onnx.reference[mvn]", ("layer_norm",), **_MVN_REFERENCE),
-    *squares_overflow("onnxruntime[mvn]", ("layer_norm",), eps=0.0, scale=None, offset=None),
+    *squares_overflow(
+        "onnxruntime[mvn]", ("layer_norm",), eps=0.0, eps_placement="outside_sqrt", scale=None, offset=None
+    ),
 ]
