@@ -276,6 +276,8 @@ def _report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from normconf.envs import FAMILIES
+
     parser = argparse.ArgumentParser(prog="normconf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"normconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="FRAMEWORK=V1,V2",
         help="run the framework's adapters once per release, each from a cached environment (repeatable; "
-        f"frameworks: {', '.join(__import__('normconf.envs', fromlist=['FAMILIES']).FAMILIES)}; "
+        f"frameworks: {', '.join(FAMILIES)}; "
         "`normconf envs` lists and removes them)",
     )
     run.add_argument("pytest_args", nargs="*", help="passed to pytest after --")

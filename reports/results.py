@@ -231,6 +231,7 @@ def release_axis(runs: list[Run]) -> list[dict]:
         order = sorted(where, key=_release_key)
         cells: dict[str, dict[str, dict]] = {}
         held: dict[tuple[str, str], set[str]] = {}
+        measured_in: dict[str, set[str]] = {}  # norm -> releases where some property judged examples
         for release in order:
             for i in where[release]:
                 for r in (r for r in runs[i].results if r["adapter"] == adapter):
@@ -244,12 +245,14 @@ def release_axis(runs: list[Run]) -> list[dict]:
                     ratio = r.get("ratio")
                     if isinstance(ratio, (int, float)) and math.isfinite(ratio):
                         cell["ratio"] = max(ratio, cell["ratio"] or 0.0)
+                    if r.get("examples") and r["verdict"] not in ("unsupported", "skipped"):
+                        measured_in.setdefault(r["norm"], set()).add(release)
                     for clause in r.get("divergence_clauses") or [r.get("divergence_clause")]:
                         if clause:
                             held.setdefault((r["norm"], clause), set()).add(release)
         divergences = []
         for (norm, clause), releases in sorted(held.items()):
-            states = [(rel, (rel in releases) if rel in cells.get(norm, {}) else None) for rel in order]
+            states = [(rel, (rel in releases) if rel in measured_in.get(norm, ()) else None) for rel in order]
             measured = [(rel, state) for rel, state in states if state is not None]
             flags = [
                 f"fixed upstream: holds in {a}, not in {b}"
