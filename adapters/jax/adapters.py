@@ -1312,19 +1312,7 @@ class Equinox(JaxBase):
         is reported as it comes out. Without a canonical state (BN.S4) every call is a first step on
         a fresh state, which normalizes by the batch statistics; its state is dropped.
         """
-        require(
-            channel_axis_of(x, params) == 1,
-            "equinox BatchNorm normalizes axis 0 of each vmapped sample: channel_axis=1 only (BN.P1)",
-        )
-        state, training = running("equinox BatchNorm", params)
-        kwargs = {
-            "axis_name": "batch",
-            "eps": params["eps"],
-            "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
-            "momentum": layer_momentum(params["momentum"]),
-            "mode": "ema",
-            "dtype": dtype,
-        }
+        state, training = self._batch_norm_checks(x, params)
         loaded = {}
         if state is not None:
             loaded = {
@@ -1332,13 +1320,34 @@ class Equinox(JaxBase):
                 "var": state.var,
                 "flag": bool(state.num_batches_tracked == 0),  # first_time
             }
-        options = {"inference": not training and state is not None}
-
         finish = stepped(state, training, lambda e: e.after["state"])
+        return self._batch_norm_plan("ema", x, params, dtype, cotangent, loaded, finish)
 
+    @staticmethod
+    def _batch_norm_checks(x, params):
+        """(state, training), once the channel axis is equinox's."""
+        require(
+            channel_axis_of(x, params) == 1,
+            "equinox BatchNorm normalizes axis 0 of each vmapped sample: channel_axis=1 only (BN.P1)",
+        )
+        return running("equinox BatchNorm", params)
+
+    def _batch_norm_plan(self, mode, x, params, dtype, cotangent, loaded, finish):
+        """The plan of BatchNorm(C, axis_name="batch", mode=mode) with `loaded` state (averages, flag)."""
+        state, training = params.get("state"), params["training"]
+        kwargs = {
+            "axis_name": "batch",
+            "eps": params["eps"],
+            "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
+            "momentum": layer_momentum(params["momentum"]),
+            "mode": mode,
+            "dtype": dtype,
+        }
+        options = {"inference": not training and state is not None}
+        args = (x.shape[1],)
         return self._plan(
             "BatchNorm",
-            (x.shape[1],),
+            args,
             kwargs,
             x,
             params,
@@ -1424,11 +1433,7 @@ class EquinoxBatchMode(Equinox):
         the batch by (1 - m)/(1 - m^(k+1)) and, at k = 0, divides the initial variance too (BN.D22): a
         constant canonical momentum is expressible only as 1 (m = 0), except under `run_own_schedule`.
         """
-        require(
-            channel_axis_of(x, params) == 1,
-            "equinox BatchNorm normalizes axis 0 of each vmapped sample: channel_axis=1 only (BN.P1)",
-        )
-        state, training = running("equinox BatchNorm", params)
+        state, training = self._batch_norm_checks(x, params)
         m = layer_momentum(params["momentum"])
         if training and state is not None:
             require(
@@ -1447,14 +1452,6 @@ class EquinoxBatchMode(Equinox):
                 "is read as 0 / (1 - 1^k), NaN (BN.D22)",
             )
             loaded = {"mean": state.mean * debias(k), "var": state.var * debias(k), "flag": k}
-        kwargs = {
-            "axis_name": "batch",
-            "eps": params["eps"],
-            "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
-            "momentum": m,
-            "mode": "batch",
-            "dtype": dtype,
-        }
 
         def finish(executed, grads):
             if state is None:
@@ -1463,19 +1460,7 @@ class EquinoxBatchMode(Equinox):
             mean, var = (as_float64(v) / debias(k) for v in executed.after["state"])
             return Outcome(executed.y, RunningStats(mean, var, k), grads)
 
-        options = {"inference": not training and state is not None}
-        return self._plan(
-            "BatchNorm",
-            (x.shape[1],),
-            kwargs,
-            x,
-            params,
-            dtype,
-            cotangent,
-            finish=finish,
-            options=options,
-            state=loaded,
-        )
+        return self._batch_norm_plan("batch", x, params, dtype, cotangent, loaded, finish)
 
 
 __all__ = ["Equinox", "EquinoxBatchMode", "FlaxLinen", "FlaxNnx", "Haiku"]
