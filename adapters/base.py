@@ -59,8 +59,6 @@ class NormDeclaration:
     accumulation: dict[str, str] = field(default_factory=dict)  # input dtype -> dtype the statistics use
     gradients: bool = False  # gradients via the framework's autodiff
     stateful: bool = False  # keeps running statistics
-    # the gradients it gives, where gradients is set: learnable scale and offset, or buffers it never trains
-    differentiates: tuple[str, ...] = ("x", "scale", "offset")
 
     def defaults(self) -> dict[str, Any]:
         """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""

@@ -42,10 +42,7 @@ def table(norm: str) -> str:
         dtypes = ", ".join(
             f"{t}→{d.accumulation[t]}" if d.accumulation.get(t, t) != t else t for t in d.dtypes
         )
-        gradients = (
-            "no" if not d.gradients else "yes" if len(d.differentiates) == 3 else "/".join(d.differentiates)
-        )
-        cells = [name, f"`{d.api}`", dtypes, gradients, "yes" if d.stateful else "no"]
+        cells = [name, f"`{d.api}`", dtypes, "yes" if d.gradients else "no", "yes" if d.stateful else "no"]
         cells += [_cell(found[k]) if k in found else "—" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def test_gradients_match_reference_vjp(target, cell, data):
     clause = NORMS[target.norm].clauses.vjp
     outcome = run_or_reject(cell, case, clause, cotangent=g)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
-    want = {key: getattr(expected, key) for key in declaration.differentiates}
+    want = {key: getattr(expected, key) for key in ("x", "scale", "offset")}
     bounds = checks.gradient_budget(
         target.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=target.dtype, seed=seed
     )

@@ -230,8 +230,7 @@ def _agree(adapter, norm, x, params, dtype, cotangent, outcome, printed) -> list
     ]
     if outcome.grads is not None:
         want = getattr(R, f"{norm}_vjp")(cotangent, x, **params)
-        given = adapter.declarations[norm].differentiates
-        want = {k: getattr(want, k) for k in ("x", "scale") if k in given and getattr(want, k) is not None}
+        want = {k: getattr(want, k) for k in ("x", "scale") if getattr(want, k) is not None}
         bounds = checks.gradient_budget(norm, x, params, cotangent, want, acc_dtype=acc, out_dtype=dtype)
         grads = [v for k, v in printed.items() if k.startswith("grad[")]
         for key in want:
