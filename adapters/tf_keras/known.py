@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.divergences import (
     LP_GRADIENT_OUT_OF_RANGE,
     Divergence,
     Envelope,
     OneOf,
+    Raises,
     Reference,
     Simulated,
     eps_in,
@@ -160,4 +162,29 @@ KNOWN += [
     *squares_overflow("tf_keras", ("batch_norm",), running_var="biased"),
     *squares_overflow("tf_keras", ("layer_norm", "group_norm"), half_in_half=True),
     *squares_overflow("tf_keras", ("lp_normalize",), half_in_half=True, eps_placement="max_power_sum"),
+]
+
+# BN.D20 where tf_keras takes the fused kernel (fused=True: running_var="unbiased", BN.D23): TF picks the
+# oneDNN half-precision FusedBatchNormV3 by the CPU's features, and a oneDNN capped below them raises
+KNOWN += [
+    Divergence(
+        "tf_keras",
+        "batch_norm",
+        "BN.D20",
+        f"tf_keras' fused BatchNormalization routes {dtype} to oneDNN by the CPU's features, "
+        "but oneDNN is capped below them: it raises",
+        lambda case, dtype, half=dtype: dtype == half and param(case, "running_var") == "unbiased",
+        lambda dtype=dtype: (
+            Case(
+                "batch_norm",
+                np.array([[[[0.5, -1.0]]], [[[2.0, 0.25]]]]),
+                {"channel_axis": -1, "training": True, "running_var": "unbiased"},
+                "standard",
+            ),
+            dtype,
+        ),
+        cpu=CpuDependency("onednn", feature, present=False, on_cpu=True),
+        model=Raises(pattern="could not create a primitive"),
+    )
+    for dtype, feature in (("bfloat16", "avx512f"), ("float16", "avx512_fp16"))
 ]
