@@ -1,29 +1,41 @@
-"""Work a framework does that the suite's speed depends on: XLA compilations in this process (the
-JAX family and Keras on JAX compile a program per new configuration and shape)."""
+"""Work a framework does that the suite's speed depends on: XLA programs in this process (the JAX family
+and Keras on JAX compile a program per new configuration and shape) - compiled, or loaded from the
+persistent compilation cache (`_compile_cache`)."""
 
 from __future__ import annotations
 
-_compilations = 0
+_counts = {"programs": 0, "cache_hits": 0}
 _watching = False
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax.monitoring: one per XLA compilation
+# jax.monitoring: one per program XLA was asked for (compiled, or loaded from the persistent cache)
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # one per program loaded from the persistent cache
 
 
 def watch_jax() -> None:
-    """Count JAX's backend compilations from now on (idempotent; call where JAX is first imported)."""
+    """Count JAX's backend compilations and persistent-cache hits from now on (idempotent; call where JAX
+    is first imported)."""
     global _watching
     if _watching:
         return
     import jax.monitoring
 
-    def listen(event: str, duration: float, **_) -> None:
-        global _compilations
+    def compiled(event: str, duration: float, **_) -> None:
         if event == COMPILE_EVENT:
-            _compilations += 1
+            _counts["programs"] += 1
 
-    jax.monitoring.register_event_duration_secs_listener(listen)
+    def loaded(event: str, **_) -> None:
+        if event == CACHE_HIT_EVENT:
+            _counts["cache_hits"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(compiled)
+    jax.monitoring.register_event_listener(loaded)
     _watching = True
 
 
 def snapshot() -> dict:
-    """{"compilations": n} where JAX runs in this process; {} elsewhere."""
-    return {"compilations": _compilations} if _watching else {}
+    """{"compilations": n, "cache_hits": m} where JAX runs in this process: programs compiled, and loaded
+    from the persistent cache instead (each program is requested once per process: n + m programs);
+    {} elsewhere."""
+    if not _watching:
+        return {}
+    return {"compilations": _counts["programs"] - _counts["cache_hits"], "cache_hits": _counts["cache_hits"]}

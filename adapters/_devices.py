@@ -69,8 +69,11 @@ def jax_configure(jax) -> None:
 
 
 def jax_environment(jax) -> dict:
+    from . import _compile_cache
+
     device = jax.devices()[0]
     return {
+        **_compile_cache.environment(jax),
         "device": device.platform
         if device.platform == "cpu"
         else f"{device.platform} ({device.device_kind})",

@@ -25,6 +25,8 @@ import threading
 import time
 import traceback
 
+from . import _compile_cache
+
 CHILD_FLAG = "NORMCONF_ISOLATED_CHILD"  # set to "1" in every child's environment
 
 _lock = threading.Lock()  # guards the cache
@@ -101,12 +103,17 @@ def _main() -> None:
 class Isolated:
     """Proxy for the adapter registered as `name`, living in a child with `env` added to its environment."""
 
-    def __init__(self, name: str, env: dict[str, str] | None = None, timeout: float | None = None):
+    def __init__(
+        self, name: str, env: dict[str, str] | None = None, timeout: float | None = None, compiles=False
+    ):
         self.name = name
+        self.compiles = compiles  # the adapter compiles programs: it may use the persistent cache
         self.env = {**(env or {}), CHILD_FLAG: "1"}
         self.timeout = timeout  # seconds a call may take (None: no limit); see FIRST_CALL_ALLOWANCE
         self._process = self._requests = self._replies = None
         self._calls = 0  # calls answered by the current child
+        self._started_at = 0.0  # wall-clock start of the current child
+        self.cache_crashes = 0  # deaths with the compilation cache on, re-run without it
         self.last: dict = {}  # the latest reply's meta: the call's seconds in the child, its counters
         self._call_lock = threading.Lock()
 
@@ -122,6 +129,7 @@ class Isolated:
         python, path = _child_interpreter()
         env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(path)}
         code = "from normconf.adapters._isolated import _main; _main()"
+        self._started_at = time.time()
         try:
             self._process = subprocess.Popen(
                 [python, "-c", code, str(child_reads), str(child_writes), self.name],
@@ -137,7 +145,28 @@ class Isolated:
 
     def call(self, method: str, *args, **kwargs):
         """Call `adapter.<method>(*args, **kwargs)` in the child and return its result; ChildDied when
-        the child dies on it, ChildTimedOut (the child killed) when it outlasts `self.timeout`."""
+        the child dies on it, ChildTimedOut (the child killed) when it outlasts `self.timeout`.
+
+        A child that dies while the persistent compilation cache is on is started again without it and
+        the call re-run (a cache write or a corrupt entry must not decide a verdict): only a death
+        without the cache is the call's. What the dead child wrote to the cache is discarded."""
+        try:
+            return self._call(method, *args, **kwargs)
+        except ChildDied:
+            if not (self.compiles and _compile_cache.enabled(self.env)):
+                raise
+        _compile_cache.discard_since(self._started_at)
+        self.env[_compile_cache.SWITCH] = "0"  # this adapter's later calls too
+        self.cache_crashes += 1
+        print(
+            f"normconf: {self.name}: the isolated child died with the compilation cache on; "
+            f"{method}() runs again without it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return self._call(method, *args, **kwargs)
+
+    def _call(self, method: str, *args, **kwargs):
         with self._call_lock:
             self.last = {}
             if self._process is None or self._process.poll() is not None:
@@ -279,7 +308,9 @@ class IsolatedAdapter:
     def __init__(self, adapter, timeout: float | None):
         self._adapter = adapter
         # an adapter that fixes process-wide choices at import says what its child needs (Keras' backend)
-        self._child = Isolated(adapter.name, getattr(adapter, "child_env", dict)(), timeout=timeout)
+        self._child = Isolated(
+            adapter.name, getattr(adapter, "child_env", dict)(), timeout=timeout, compiles=adapter.compiles
+        )
         with _lock:
             _children[(adapter.name, "isolated", id(self))] = self._child
 
@@ -311,12 +342,12 @@ class IsolatedAdapter:
         return self._child.last.get("seconds")
 
 
-def isolated(name: str, env: dict[str, str] | None = None) -> Isolated:
+def isolated(name: str, env: dict[str, str] | None = None, compiles: bool = False) -> Isolated:
     """The cached child for adapter `name` with environment `env` (started on its first call)."""
     key = (name, tuple(sorted((env or {}).items())))
     with _lock:
         if key not in _children:
-            _children[key] = Isolated(name, env)
+            _children[key] = Isolated(name, env, compiles=compiles)
         return _children[key]
 
 

@@ -164,6 +164,9 @@ class Adapter:
     # Compiles a program per configuration and shape before it runs one (the JAX family, Keras on JAX):
     # its suite rate is bounded by compilation, not by the call (bench's targets differ).
     compiles: bool = False
+    # The libraries whose ISA caps (NORMCONF_MAX_ISA: _cpu.SWITCHES) reach the adapter's kernels: where
+    # none does, a capped run computes exactly what a native one does (the AVX2 gate leaves it out).
+    isa_capped: tuple[str, ...] = ()
     # The divergence clause of a running-average schedule the canonical constant momentum cannot express
     # (haiku's zero-debiased averages, BN.D9): `run_own_schedule` follows it anyway (the porting hazards).
     own_schedule: str = ""

@@ -103,6 +103,13 @@ def pytest_addoption(parser):
         "DIR (first come), in the order --adapters lists them (normconf run's queue)",
     )
     group.addoption(
+        "--no-compile-cache",
+        action="store_true",
+        default=False,
+        help="no persistent compilation cache for the compiled frameworks (on by default); "
+        "NORMCONF_COMPILE_CACHE=0",
+    )
+    group.addoption(
         "--isolate",
         default=os.environ.get(adapters.ISOLATE, ""),
         metavar="SECONDS",
@@ -129,6 +136,10 @@ def pytest_configure(config):
         _devices.accelerators_allowed(), _devices.tf32_requested()
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("no_compile_cache"):
+        from normconf.adapters import _compile_cache
+
+        os.environ[_compile_cache.SWITCH] = "0"  # read where JAX is first configured, here or in a child
     isolate = config.getoption("isolate").strip()
     if isolate:
         if isolate != "on":
@@ -245,6 +256,8 @@ def pytest_collection_modifyitems(session, config, items):
     costly first): one adapter's child process at a time, and a queue the workers can share. With
     --claims, the count of cells per adapter goes to <claims>/../cells.json for the run's progress."""
     rank = {name: i for i, name in enumerate(selected_adapters(config))}
+    if config.getoption("adapters").strip() or config.getoption("impl").strip():
+        _deselect_other_adapters_meta_tests(config, items, set(rank))
     items.sort(key=lambda item: rank.get(_adapter_of(item), -1))  # stable: each adapter's own order kept
     claims = config.getoption("claims")
     if claims:
@@ -261,6 +274,27 @@ def pytest_collection_modifyitems(session, config, items):
         partial = cells.with_name(f"cells.json.{os.getpid()}")
         partial.write_text(json.dumps(counts), encoding="utf-8")
         os.replace(partial, cells)
+
+
+def _deselect_other_adapters_meta_tests(config, items, chosen: set[str]) -> None:
+    """A run of chosen adapters runs the meta-tests of those adapters only: a known divergence's test
+    where the entry names one of them, none of the suite's self-tests (mutations, mutants) - a user
+    checking torch.nn does not wait on flax's divergences."""
+    meta = Path(__file__).parent / "meta"
+
+    def kept(item) -> bool:
+        if meta not in Path(str(item.path)).parents:
+            return True
+        params = getattr(item, "callspec", None) and item.callspec.params or {}
+        if "name" in params:
+            return params["name"] in chosen
+        entry = params.get("entry")
+        return entry is not None and hasattr(entry, "names") and any(entry.names(n) for n in chosen)
+
+    deselected = [item for item in items if not kept(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if kept(item)]
 
 
 def claim_name(adapter: str) -> str:
@@ -367,7 +401,7 @@ def cell(request, target, recorder):
     """The result cell of this test: adapter x norm x dtype x property (the test's name)."""
     from normconf import adapters
 
-    from . import clock
+    from . import clock, strategies
     from .harness import Cell, stopped
 
     reason = stopped(target.adapter, target.norm, target.dtype)
@@ -379,7 +413,8 @@ def cell(request, target, recorder):
     before = adapter.counters()
     clock.take(0.0)  # what ran before this cell is not its time
     current = Cell(target.adapter, target.norm, target.dtype, prop)
-    yield current
+    with strategies.programs(pooled=adapter.compiles):  # compiled frameworks: the program pool
+        yield current
     current.time = clock.take(time.monotonic() - current.started)
     current.counters = {k: v - before.get(k, 0) for k, v in adapter.counters().items()}
     recorder.cell(

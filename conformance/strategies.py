@@ -8,10 +8,17 @@ adapter's declaration allows for parameters the framework fixes.
 
 Random draws may miss a regime in a quick run, so every property also runs the COVERS first: explicit
 examples (`@covering`) that force the labels of one regime each and take the simplest draw for the rest.
+
+For frameworks that compile a program per configuration and shape (`Adapter.compiles`), a program is a
+budget: their random draws take the configuration (every labelled draw but VALUE_LABELS: shape, axes,
+eps, momentum, mode, affine, groups, window...) from a small pool, PROGRAMS (the covers' configurations
+and a few more), and draw only the values freely, so every property and dtype reuses the same compiled
+programs (`programs(pooled=True)`, set per cell by the suite for such adapters).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import functools
@@ -122,6 +129,196 @@ COVERS = {
 }
 
 
+# Labelled draws that are values (the arrays and their kind): in a pooled draw they stay free, while
+# every other labelled draw is configuration, forced by the pool entry or else its simplest value.
+# Unlabelled draws (the affine's and the state's seeds, the state's counter) are values too.
+VALUE_LABELS = frozenset({"values", "seed", "offset", "spread", "near_eps_ratio", "state", "state_seed"})
+PROGRAM_LABEL = "program"  # the pool entry a pooled draw takes (drawn freely too)
+
+# The program pool of compiled frameworks: each entry forces the configuration labels it names (labels a
+# norm's strategy does not draw are ignored; a value its strategy cannot take falls back to the nearest
+# integer in range, or else the simplest value) and the others take their simplest value. The entries
+# hold every code path the strategies exist for: N != C, size-1 axes, channels first and last, several
+# channels per group (contiguous and interleaved), 1-d and 2-d normalized axes, trailing and not, ranks
+# 2 to 5, 10^4-value reductions, training with and without running statistics, eval, cumulative and
+# constant momentum, both running-variance estimators, every Lp power and four eps placements, LRN
+# windows narrower and wider than the channels, replicas of equal and unequal batches under both
+# weightings (tests/test_strategies.py). Each cover runs on one of them (COVER_PROGRAMS).
+PROGRAMS = {
+    "code_paths": dict(
+        affine=True,
+        size=3,
+        shape=0,
+        rank=3,
+        channels=3,
+        normalized_axes=2,
+        trailing=True,
+        channels_per_group=2,
+        groups=2,
+        training=True,
+        tracked=True,
+        eps=1e-3,
+        momentum=0.1,
+        p=2.0,
+        alpha=1e-4,
+        beta=0.75,
+        k=2.0,
+        alpha_over_size=True,
+        replicas=2,
+        equal_batches=True,
+    ),
+    "size_1_axes_cumulative": dict(
+        shape=1,
+        rank=3,
+        channels=1,
+        groups=1,
+        channels_per_group=1,
+        training=True,
+        tracked=True,
+        momentum=None,
+        eps=1e-5,
+    ),
+    "near_large_eps_eval": dict(
+        eps=1.0,
+        p=2.0,
+        rank=3,
+        shape=0,
+        channel_axis=2,
+        trailing=True,
+        channels_per_group=2,
+        training=False,
+        tracked=True,
+        momentum=0.9,
+        affine=True,
+        eps_placement="add_norm",
+        size=2,
+        alpha=0.1,
+        beta=1.0,
+        k=0.5,
+        extra="after",
+    ),
+    "long": dict(long=True, affine=True, rank=3, training=True, trailing=True, eps=1e-5, momentum=0.01),
+    "channels_last_rank5": dict(
+        rank=5,
+        shape=1,
+        channels=6,
+        channel_axis=4,
+        training=True,
+        tracked=True,
+        running_var="unbiased",
+        affine=True,
+        eps=1e-6,
+        momentum=0.75,
+        normalized_axes=2,
+        trailing=False,
+        axes_order=(2, 0, 3, 1),
+        groups=3,
+        channels_per_group=2,
+        assignment="interleaved",
+        size=5,
+        alpha=2.0,
+        beta=0.5,
+        k=1.0,
+        p=1.0,
+        eps_placement="none_or_zero",
+        std_floor=1e-7,
+        replicas=4,
+        equal_batches=True,
+        weighting="equal",
+    ),
+    "rank2_unequal_replicas": dict(
+        rank=2,
+        shape=0,
+        channels=6,
+        eps=0.1,
+        momentum=0.5,
+        running_var="unbiased",
+        training=True,
+        tracked=True,
+        normalized_axes=1,
+        trailing=True,
+        groups=4,
+        channels_per_group=1,
+        size=6,
+        alpha=2.0,
+        beta=0.5,
+        k=1.0,
+        p=3.0,
+        eps_placement="max_power_sum",
+        replicas=3,
+        equal_batches=False,
+        replica_sizes=[1, 3, 2],
+        weighting="equal",
+    ),
+}
+# regime -> the pool entry its cover runs on for a compiled framework (with the regime's value labels)
+COVER_PROGRAMS = {
+    "code_paths": "code_paths",
+    "size_1_axes_cumulative": "size_1_axes_cumulative",
+    "near_eps": "code_paths",
+    "near_large_eps": "near_large_eps_eval",
+    "long": "long",
+    "overflow": "code_paths",
+}
+
+_POOLED: contextvars.ContextVar[bool] = contextvars.ContextVar("pooled", default=False)
+
+
+@contextlib.contextmanager
+def programs(*, pooled: bool):
+    """Draw configurations from the program pool (`pooled`: the adapter compiles a program per
+    configuration and shape) or freely, within the block."""
+    token = _POOLED.set(pooled)
+    try:
+        yield
+    finally:
+        _POOLED.reset(token)
+
+
+class Entry(dict):
+    """A pool entry's forced labels (a cover's are a plain dict: a cover forces them as they are)."""
+
+
+POOL = {name: Entry(labels) for name, labels in PROGRAMS.items()}
+
+
+def _cover_labels(regime: str) -> dict:
+    """What a cover forces: its regime's labels, or for a compiled framework (pooled) the configuration
+    of its pool entry with the regime's value labels."""
+    if not _POOLED.get():
+        return COVERS[regime]
+    values = {k: v for k, v in COVERS[regime].items() if k in VALUE_LABELS}
+    return Entry({**POOL[COVER_PROGRAMS[regime]], **values})
+
+
+def _fitted(strategy, value):
+    """(True, what `strategy` draws for a forced `value`) where that is cheap to tell (sampled_from:
+    the value itself; integers: the nearest in range; permutations: a permutation of its values), or
+    (False, None) where it cannot draw it."""
+    inner = getattr(strategy, "wrapped_strategy", strategy)
+    if hasattr(inner, "elements"):
+        found = any(value == element and type(value) is type(element) for element in inner.elements)
+        return found, value if found else None
+    if hasattr(inner, "start") and hasattr(inner, "end"):
+        return isinstance(value, int), min(max(value, inner.start), inner.end)
+    if hasattr(inner, "values"):  # permutations
+        found = sorted(value) == sorted(inner.values)
+        return found, value if found else None
+    return True, value
+
+
+_FIRST: dict = {}
+
+
+def _first(strategy):
+    """The simplest value of a primitive strategy (cached by what it draws)."""
+    key = _identity(strategy)
+    if key not in _FIRST:
+        with current_pytest_item.with_value(None):
+            _FIRST[key] = find(strategy, _anything, settings=_SIMPLEST)
+    return copy.deepcopy(_FIRST[key])
+
+
 class Cover:
     """The `data` of one covering example: each draw is the strategy's simplest example with the
     regime's labels forced (deterministic and cached, so a cover costs one call of the property)."""
@@ -134,7 +331,8 @@ class Cover:
 
     def draw(self, strategy, label=None):
         with clock.timed("draw"):
-            return copy.deepcopy(_simplest(strategy, self.regime))
+            key = f"{self.regime} (pooled)" if _POOLED.get() else self.regime
+            return copy.deepcopy(_simplest(strategy, key, _cover_labels(self.regime)))
 
 
 _SIMPLE: dict = {}
@@ -158,11 +356,19 @@ def _identity(strategy):
     return (function, tuple(p if isinstance(p, plain) else id(p) for p in parts))
 
 
-def _simplest(strategy, regime: str):
-    """The strategy's first (simplest) example under the regime's forced labels, once per strategy."""
+def program_case(name: str, norm: str, declaration, dtype: str) -> Case:
+    """The simplest case of pool entry `name` for `norm`: its configuration is what every pooled draw
+    of that entry compiles (tests/test_strategies.py holds the pool to the regimes)."""
+    with programs(pooled=True):
+        return copy.deepcopy(_simplest(case(norm, declaration, dtype), f"program {name}", POOL[name]))
+
+
+def _simplest(strategy, regime: str, forced: dict):
+    """The strategy's first (simplest) example under the `forced` labels (of `regime`), once per
+    strategy."""
     key = (_identity(strategy), regime)
     if key not in _SIMPLE:
-        token = _FORCED.set(COVERS[regime])
+        token = _FORCED.set(forced)
         try:
             # outside the running pytest item: find() stops by raising, and hypothesis formats that
             # through the item's failure report (pytest parsing source with ast, slow, and a Ctrl-C in
@@ -183,15 +389,27 @@ def covering(test):
 
 
 def composite(builder):
-    """st.composite whose labelled draws a covering example can force (COVERS)."""
+    """st.composite whose labelled draws a covering example or a pool entry can force (COVERS, PROGRAMS).
+    `draw(inner, name=...)` names a configuration draw for the pool only: hypothesis sees it unlabelled,
+    so naming it leaves the random draws as they were."""
 
     @st.composite
     @functools.wraps(builder)
     def strategy(draw, *args, **kwargs):
         forced = _FORCED.get() or {}
+        pooled = _POOLED.get()
 
-        def drawing(inner, label=None):
-            return forced[label] if label in forced else draw(inner, label=label)
+        def drawing(inner, label=None, name=None):
+            key = label or name
+            if key in forced:
+                if not isinstance(forced, Entry):
+                    return forced[key]
+                fits, value = _fitted(inner, forced[key])
+                if fits:
+                    return value
+            if pooled and key is not None and key not in VALUE_LABELS and key != PROGRAM_LABEL:
+                return _first(inner)
+            return draw(inner, label=label)
 
         with clock.timed("draw"):
             return builder(drawing, *args, **kwargs)
@@ -323,6 +541,11 @@ def shapes(draw, min_rank: int, max_rank: int, channels_at: int | None):
     return tuple(shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _permutations(rank: int):
+    return st.permutations(range(rank))
+
+
 def _rank(draw, lowest: int, highest: int) -> int:
     """A rank in [lowest, highest]; a covering example's forced rank is moved into the range."""
     return min(max(draw(_integers(lowest, highest), label="rank"), lowest), highest)
@@ -381,10 +604,15 @@ def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -
     (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
     framework and the reference start from the same numbers."""
     token = _KINDS.set(kinds)  # values drawn only of these kinds (a property that needs them, not a filter)
+    entry = None
+    if _POOLED.get() and _FORCED.get() is None:  # a random draw for a compiled framework: one pool entry
+        entry = _FORCED.set(POOL[draw(_sampled(tuple(POOL)), label=PROGRAM_LABEL)])
     try:
         drawn = draw(_BUILDERS[NORMS[norm].strategy](norm, declaration, dtype))
     finally:
         _KINDS.reset(token)
+        if entry is not None:
+            _FORCED.reset(entry)
     if declaration is not None and norm in DIVISOR_NORMS:  # a declared divisor convention (BN.P8) is checked
         fixed = declaration.fixed()
         drawn.params.update(
@@ -440,6 +668,7 @@ def _replicated(draw, declaration, params, shape) -> tuple:
         sizes = tuple(
             draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="replica_sizes")
         )
+    sizes = (tuple(sizes) + (1,) * count)[:count]  # a pool entry's, fitted to the count
     params["replica_sizes"] = sizes
     params["weighting"] = _pick(draw, declaration, "weighting", WEIGHTINGS)
     return (sum(sizes),) + tuple(shape[1:])
@@ -462,7 +691,7 @@ def _axes(draw, declaration) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if trailing:
             axes = tuple(range(rank - count, rank))
         else:
-            axes = tuple(sorted(draw(st.permutations(range(rank)))[:count]))
+            axes = tuple(sorted(draw(_permutations(rank), name="axes_order")[:count]))
     if draw(LONGS, label="long"):
         shape = _lengthened(shape, axes)
     return shape, axes

@@ -91,7 +91,7 @@ def _run(args) -> int:
 
 def _suite(args, names: list[str], out, env: dict) -> int:
     """One run of the suite over `names` into the folder `out`, the workers' environment plus `env`."""
-    from normconf.adapters import _devices
+    from normconf.adapters import _compile_cache, _devices
     from normconf.conformance import workers
 
     pytest_args = [
@@ -108,6 +108,8 @@ def _suite(args, names: list[str], out, env: dict) -> int:
         for key, value in ((_devices.DEVICE_ENV, args.device), (_devices.TF32_ENV, args.tf32))
         if value is not None
     }
+    if args.no_compile_cache:
+        device_env[_compile_cache.SWITCH] = "0"
     return workers.run(
         names,
         jobs,
@@ -209,6 +211,10 @@ def _timeout(text: str) -> float:
     return value
 
 
+COMPILE_CACHE_HELP = (
+    "compile every program afresh: no persistent compilation cache for JAX and Keras on JAX (on by "
+    "default, in ~/.cache/normconf/jax-<jax>-<jaxlib>; NORMCONF_COMPILE_CACHE=0)"
+)
 ISOLATE_HELP = (
     "run every framework call in a child process that may take SECONDS (default %(default)s; 0: in "
     "the worker itself): a crash or hang costs its own cell only, reported as crashed / timed out"
@@ -311,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-corpus", action="store_true", help="leave ONNX's node-test corpus out of the report"
     )
     run.add_argument("--isolate", type=_timeout, default=300.0, metavar="SECONDS", help=ISOLATE_HELP)
+    run.add_argument("--no-compile-cache", action="store_true", help=COMPILE_CACHE_HELP)
     run.add_argument(
         "--device",
         choices=["auto", "cpu"],

@@ -4,6 +4,7 @@ covers before its random draws."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +21,24 @@ AXES_NORMS = tuple(name for name, record in NORMS.items() if record.statistics =
 
 
 def _declarations():
-    """(label, norm, declaration): the generic draw and every built-in adapter's, float32 where declared."""
-    found = [(f"generic-{norm}", norm, None) for norm in NORMS]
+    """(label, norm, declaration, pooled): the generic draw (free and pooled) and every built-in adapter's
+    (pooled where it compiles), float32 where declared."""
+    found = [(f"generic-{norm}", norm, None, False) for norm in NORMS]
+    found += [(f"generic-pooled-{norm}", norm, None, True) for norm in NORMS]
     for name in adapters.built_in():
-        for norm, declaration in adapters.get(name).declarations.items():
-            found.append((f"{name}-{norm}", norm, declaration))
+        adapter = adapters.get(name)
+        for norm, declaration in adapter.declarations.items():
+            found.append((f"{name}-{norm}", norm, declaration, adapter.compiles))
     return found
 
 
 DECLARATIONS = _declarations()
 
 
-def _cover(regime, norm, declaration, dtype="float32"):
+def _cover(regime, norm, declaration, dtype="float32", pooled=False):
     dtype = dtype if declaration is None or dtype in declaration.dtypes else declaration.dtypes[-1]
-    return strategies.Cover(regime).draw(strategies.case(norm, declaration, dtype)), dtype
+    with strategies.programs(pooled=pooled):
+        return strategies.Cover(regime).draw(strategies.case(norm, declaration, dtype)), dtype
 
 
 def _fixed(declaration, key) -> bool:
@@ -60,9 +65,11 @@ def _statistic_over_eps(case) -> float:
     return float(np.median(view.var(axis=axes) / eps))
 
 
-@pytest.mark.parametrize("label, norm, declaration", DECLARATIONS, ids=[d[0] for d in DECLARATIONS])
-def test_every_cover_reaches_its_regime(label, norm, declaration):
+@pytest.mark.parametrize("label, norm, declaration, pooled", DECLARATIONS, ids=[d[0] for d in DECLARATIONS])
+def test_every_cover_reaches_its_regime(label, norm, declaration, pooled):
+    """Each cover is in its regime - for a compiled framework (pooled) on its pool entry's configuration."""
     record = NORMS[norm]
+    _cover = functools.partial(globals()["_cover"], pooled=pooled)
     # long reductions: >= 10^4 values per statistic (a window of 10^4 + 1 channels for LRN)
     case, _ = _cover("long", norm, declaration)
     if norm == "local_response_norm":
@@ -137,3 +144,120 @@ def test_a_property_asking_for_value_kinds_draws_only_those(norm):
     for regime in strategies.COVERS:
         drawn.add(strategies.Cover(regime).draw(strategies.case(norm, None, "float32", kinds)).kind)
     assert drawn == set(kinds)
+
+
+# --- the program pool of compiled frameworks ---------------------------------------------------------
+
+COMPILED = [
+    (f"{name}-{norm}", norm, declaration)
+    for name in adapters.built_in()
+    if adapters.get(name).compiles
+    for norm, declaration in adapters.get(name).declarations.items()
+]
+
+
+def _signature(case) -> tuple:
+    """What a compiled framework's program depends on: the shape and every parameter but the arrays'
+    values (an array or a running state by its shape)."""
+
+    def static(value):
+        if isinstance(value, np.ndarray):
+            return ("array", value.shape)
+        if hasattr(value, "mean") and hasattr(value, "var"):
+            return ("state", np.shape(value.mean))
+        return value
+
+    return case.x.shape, tuple(sorted((k, static(v)) for k, v in case.params.items()))
+
+
+def _pooled_draws(norm, declaration, dtype, count=60) -> list:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    drawn = []
+
+    @settings(
+        max_examples=count,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(data=st.data())
+    def draw(data):
+        drawn.append(data.draw(strategies.case(norm, declaration, dtype)))
+
+    with strategies.programs(pooled=True):
+        draw()
+    return drawn
+
+
+def _dtype_of(declaration) -> str:
+    return "float32" if "float32" in declaration.dtypes else declaration.dtypes[-1]
+
+
+@pytest.mark.parametrize("label, norm, declaration", COMPILED, ids=[c[0] for c in COMPILED])
+def test_compiled_draws_take_their_configuration_from_the_pool(label, norm, declaration):
+    """A compiled framework's random draws configure only the programs of the pool's entries (at most
+    one per entry), while their values vary from draw to draw."""
+    dtype = _dtype_of(declaration)
+    programs = {
+        _signature(strategies.program_case(name, norm, declaration, dtype)) for name in strategies.POOL
+    }
+    drawn = _pooled_draws(norm, declaration, dtype)
+    outside = [case.describe() for case in drawn if _signature(case) not in programs]
+    assert not outside, outside[:2]
+    by_program: dict = {}
+    for case in drawn:
+        by_program.setdefault(_signature(case), []).append(case.x)
+    repeated = [xs for xs in by_program.values() if len(xs) > 1]
+    assert repeated and any(not np.array_equal(xs[0], xs[1], equal_nan=True) for xs in repeated)
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_the_pool_holds_every_code_path(norm):
+    """The pool's configurations (generic declaration) hold what the strategies exist for: N != C, a
+    size-1 axis, channels first and last, several channels per group, 2-d normalized axes, 10^4-value
+    reductions, training and eval with and without running statistics, the cumulative average."""
+    record = NORMS[norm]
+    cases = [strategies.program_case(name, norm, None, "float32") for name in strategies.POOL]
+    assert any(1 in case.x.shape for case in cases)
+    assert any(min(case.x.shape) > 1 for case in cases)
+    assert any(record.reduction_length(case.x, case.params) >= strategies.LONG for case in cases) or (
+        norm in ("channel_normalize", "local_response_norm")
+    )
+    if norm == "local_response_norm":
+        assert any(case.params["size"] > strategies.LONG for case in cases)
+        assert len({case.params["size"] for case in cases}) >= 4
+    if "channel_axis" in record.parameters() and norm != "channel_normalize":
+        axes = {case.params["channel_axis"] % case.x.ndim == case.x.ndim - 1 for case in cases}
+        assert axes == {True, False}
+        assert any(case.x.shape[0] != case.x.shape[case.params["channel_axis"]] for case in cases)
+    if norm == "group_norm":
+        per_group = {case.x.shape[case.params["channel_axis"]] // case.params["groups"] for case in cases}
+        assert max(per_group) >= 2 and len({c.params["assignment"] for c in cases}) == 2
+    if norm in AXES_NORMS:
+        assert any(len(case.params["axes"]) >= 2 for case in cases)
+        assert any(
+            case.params["axes"] != tuple(range(case.x.ndim - len(case.params["axes"]), case.x.ndim))
+            for case in cases
+        )
+    if norm == "lp_normalize":
+        assert {case.params["p"] for case in cases} == {1.0, 2.0, 3.0}
+        assert len({case.params["eps_placement"] for case in cases}) >= 4
+    if record.stateful:
+        modes = {(case.params["training"], "state" in case.params) for case in cases}
+        assert modes >= {(True, True), (False, True), (True, False)}, modes
+        assert any(case.params["momentum"] is None for case in cases)
+        assert len({case.params["momentum"] for case in cases}) >= 4
+        assert {case.params["running_var"] for case in cases} == {"biased", "unbiased"}
+    if "replica_sizes" in record.parameters():
+        assert {case.params["weighting"] for case in cases} == {"count", "equal"}
+        assert any(len(set(case.params["replica_sizes"])) > 1 for case in cases)
+    if "eps" in record.parameters():
+        assert len({case.params.get("eps") for case in cases}) >= 4
+
+
+def test_every_cover_runs_on_a_pool_entry():
+    assert set(strategies.COVER_PROGRAMS) == set(strategies.COVERS)
+    assert set(strategies.COVER_PROGRAMS.values()) <= set(strategies.POOL)

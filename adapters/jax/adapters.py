@@ -66,6 +66,7 @@ from .runtime import (
     array,
     compiled_vjp,
     host,
+    jitted,
     keywords,
     layer_momentum,
     load_jax,
@@ -82,6 +83,7 @@ from .runtime import (
 
 class JaxBase(Adapter):
     family = "jax"
+    isa_capped = ("xla",)
     compiles = True  # one jax.jit program per layer configuration and shape
     framework = ""  # the importable module whose version environment() reports
     library = ""  # where the plan's layer classes live: "flax.linen"
@@ -301,11 +303,17 @@ def _linen_default(build, stateful=False):
         jax = load_jax()
         module, xj = build(_linen(), x, hints), array(x, dtype)
         kwargs = {"use_running_average": False} if stateful else {}
-        variables = module.init(jax.random.key(0), xj, **kwargs)
+
+        def init_and_apply(xj):  # one program per shape, as a user's jitted step
+            variables = module.init(jax.random.key(0), xj, **kwargs)
+            if not stateful:
+                return module.apply(variables, xj), None
+            y, updates = module.apply(variables, xj, mutable=["batch_stats"], **kwargs)
+            return y, updates["batch_stats"]
+
+        y, stats = jitted(("flax.linen default", repr(module), stateful), init_and_apply)(xj)
         if not stateful:
-            return Outcome(to_numpy(module.apply(variables, xj))), {}
-        y, updates = module.apply(variables, xj, mutable=["batch_stats"], **kwargs)
-        stats = updates["batch_stats"]
+            return Outcome(to_numpy(y)), {}
         state = RunningStats(to_numpy(stats["mean"]), to_numpy(stats["var"]), 1)
         return Outcome(to_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
 
@@ -595,11 +603,17 @@ def _nnx_default(build, stateful=False):
 
     def call(x, hints, dtype):
         nnx = _nnx()
-        module = build(nnx, x, hints)
-        y = module(array(x, dtype))
+        graphdef, state = nnx.split(build(nnx, x, hints))
+
+        def apply(state, xj):  # one program per shape, as a user's jitted step
+            module = nnx.merge(graphdef, state, copy=True)
+            y = module(xj)
+            return y, ((module.mean.get_value(), module.var.get_value()) if stateful else None)
+
+        y, stats = jitted(("flax.nnx default", graphdef), apply)(state, array(x, dtype))
         if not stateful:
             return Outcome(to_numpy(y)), {}
-        state = RunningStats(to_numpy(module.mean.get_value()), to_numpy(module.var.get_value()), 1)
+        state = RunningStats(to_numpy(stats[0]), to_numpy(stats[1]), 1)
         return Outcome(to_numpy(y), state), {"state": RunningStats.initial(x.shape[-1]), "training": True}
 
     return call
@@ -805,9 +819,13 @@ def _haiku_default(build, stateful=False):
         hk, jax = _haiku(), load_jax()
         args = (True,) if stateful else ()
         f = hk.transform_with_state(lambda xj: build(hk, x, hints)(xj, *args))
-        xj = array(x, dtype)
-        params, state = f.init(jax.random.key(0), xj)
-        y, new = f.apply(params, state, None, xj)
+
+        def init_and_apply(xj):  # one program per shape, as a user's jitted step
+            params, state = f.init(jax.random.key(0), xj)
+            return f.apply(params, state, None, xj)
+
+        key = ("haiku default", build, tuple(sorted(hints.items())))
+        y, new = jitted(key, init_and_apply)(array(x, dtype))
         if not stateful:
             return Outcome(to_numpy(y)), {}
         mean, var = (
@@ -1137,7 +1155,14 @@ def _equinox_default(build, lead):
     from x) vmapped over the `lead(x)` leading axes."""
 
     def call(x, hints, dtype):
-        return Outcome(to_numpy(_per_sample(build(_eqx(), x, hints), array(x, dtype), lead(x)))), {}
+        eqx = _eqx()
+        arrays, static = eqx.partition(build(eqx, x, hints), eqx.is_array)
+
+        def apply(arrays, xj):  # one program per shape, as a user's jitted step
+            return _per_sample(eqx.combine(arrays, static), xj, lead(x))
+
+        y = jitted(("equinox default", static, lead(x)), apply)(arrays, array(x, dtype))
+        return Outcome(to_numpy(y)), {}
 
     return call
 
@@ -1145,9 +1170,8 @@ def _equinox_default(build, lead):
 def _equinox_batch_default(x, hints, dtype):
     """BatchNorm(channels, axis_name) with its own state, in its default mode (training) under the
     named vmap: the first step replaces the running state by the batch's statistics."""
-    eqx, jax = _eqx(), load_jax()
-    model, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(x.shape[1], axis_name="batch")
-    y, new = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(array(x, dtype), state)
+    model, state = _eqx().nn.make_with_state(_eqx().nn.BatchNorm)(x.shape[1], axis_name="batch")
+    y, new = _batch_step(model, state, array(x, dtype))
     mean, var = new.get(model.ema_state_index)
     return (
         Outcome(to_numpy(y), RunningStats(to_numpy(mean), to_numpy(var), 1)),
@@ -1170,10 +1194,21 @@ def _equinox_batch_mode_default(x, hints, dtype):
     """BatchNorm(channels, axis_name, mode="batch") with its own state, one training step under the named
     vmap: normalized by the batch statistics. Its state after the step is not a canonical one (BN.D22:
     the debiased variance is 99 + v), so only y is compared; the running averages are the hazards'."""
-    eqx, jax = _eqx(), load_jax()
-    model, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(x.shape[1], axis_name="batch", mode="batch")
-    y, _ = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(array(x, dtype), state)
+    model, state = _eqx().nn.make_with_state(_eqx().nn.BatchNorm)(x.shape[1], axis_name="batch", mode="batch")
+    y, _ = _batch_step(model, state, array(x, dtype))
     return Outcome(to_numpy(y)), {"training": True}
+
+
+def _batch_step(model, state, xj):
+    """One training step of an equinox BatchNorm under the named vmap, jitted (one program per shape)."""
+    eqx, jax = _eqx(), load_jax()
+    arrays, static = eqx.partition(model, eqx.is_array)
+
+    def step(arrays, state, xj):
+        layer = eqx.combine(arrays, static)
+        return jax.vmap(layer, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(xj, state)
+
+    return jitted(("equinox default", static), step)(arrays, state, xj)
 
 
 EQUINOX_DEFAULT_CALLS = {

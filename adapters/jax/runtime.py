@@ -4,14 +4,13 @@ out, one compiled program per layer configuration (`compiled_vjp`), the synchron
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .. import _counters, _devices, _replicas, _repro
+from .. import _compile_cache, _counters, _devices, _replicas, _repro
 from ..base import require
 
 
@@ -42,15 +41,7 @@ def load_jax():
         jax.config.update("jax_enable_x64", True)
         _devices.jax_configure(jax)
         _counters.watch_jax()
-        # Compiled programs can persist across runs (the suite compiles one per layer configuration and
-        # shape) when NORMCONF_JAX_CACHE names a folder. Off by default: jaxlib 0.10.2's
-        # executable.serialize() once segfaulted writing an entry (a default-profile run, flax.nnx
-        # instance_norm gradients), which would be reported as a crash of the layer under test.
-        cache = os.environ.get("NORMCONF_JAX_CACHE", "")
-        if cache:
-            jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        _compile_cache.configure_jax(jax)  # programs persist across runs (on by default)
     return jax
 
 
@@ -84,28 +75,38 @@ def affine_arrays(params, dtype) -> dict:
 COMPILED: dict = {}
 
 
+def jitted(key, fn):
+    """`jax.jit(fn)` made once per `key`, which must name everything fn closes over (a layer's
+    configuration): a repeated key reuses its compiled programs, one per shape and dtype."""
+    step = COMPILED.get(key)
+    if step is None:
+        step = COMPILED[key] = load_jax().jit(fn)
+    return step
+
+
 def compiled_vjp(key, fn, x, affine, extra, cotangent):
     """(y, aux, grads) of `fn(x, affine, extra) -> (y, aux)` (grads by jax.vjp given a cotangent, in
     the affine's canonical shapes: fn reshapes it itself) under one `jax.jit` per `key`, which must name
     everything `fn` closes over (its module's configuration): each new shape then costs one compilation
-    instead of one per primitive, and a repeated shape none. `extra` holds the arrays fn reads."""
+    instead of one per primitive, and a repeated shape none. `extra` holds the arrays fn reads.
+
+    One program per configuration, shape and dtype - a training step's, forward and VJP together: a
+    call without a cotangent runs it with a zero cotangent and returns no gradients, so the forward,
+    gradient, identity and state properties share one compilation (what a program costs, the
+    suite's budget for compiled frameworks)."""
     jax = load_jax()
-    step = COMPILED.get((key, cotangent is None))
+    step = COMPILED.get(key)
     if step is None:
-        if cotangent is None:
-            step = jax.jit(lambda xj, aff, ext: fn(xj, aff, ext))
-        else:
 
-            def forward_and_back(xj, aff, ext, g):
-                y, pullback, aux = jax.vjp(lambda a, b: fn(a, b, ext), xj, aff, has_aux=True)
-                return y, aux, pullback(g.astype(y.dtype))
+        def forward_and_back(xj, aff, ext, g):
+            y, pullback, aux = jax.vjp(lambda a, b: fn(a, b, ext), xj, aff, has_aux=True)
+            return y, aux, pullback(g.astype(y.dtype))
 
-            step = jax.jit(forward_and_back)
-        COMPILED[(key, cotangent is None)] = step
+        step = COMPILED[key] = jax.jit(forward_and_back)
+    g = np.zeros(x.shape) if cotangent is None else cotangent
+    y, aux, (dx, daffine) = step(x, affine, extra, array(g, x.dtype))
     if cotangent is None:
-        y, aux = step(x, affine, extra)
         return y, aux, None
-    y, aux, (dx, daffine) = step(x, affine, extra, array(cotangent, x.dtype))
     return (
         y,
         aux,

@@ -26,7 +26,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .. import _counters, _devices, _isolated, _replicas, _repro
+from .. import _compile_cache, _counters, _devices, _isolated, _replicas, _repro
 from ..base import Adapter, Outcome, Unsupported, channel_axis_of, require
 from ..plan import Executed, Planned
 from .declarations import BACKENDS, declarations_for
@@ -51,7 +51,11 @@ def _usable_here(backend: str) -> bool:
         if not _CONFIGURED and keras.backend.backend() == backend:  # the backend's device and TF32 (_devices)
             configure = {
                 "tensorflow": lambda: _devices.tf_configure(sys.modules["tensorflow"]),
-                "jax": lambda: (_devices.jax_configure(sys.modules["jax"]), _counters.watch_jax()),
+                "jax": lambda: (
+                    _devices.jax_configure(sys.modules["jax"]),
+                    _counters.watch_jax(),
+                    _compile_cache.configure_jax(sys.modules["jax"]),
+                ),
                 "torch": lambda: _devices.torch_device(sys.modules["torch"]),
             }.get(backend)
             if configure is not None:
@@ -107,10 +111,11 @@ _JITTED: dict = {}
 
 
 def _jitted(layer, shape: tuple, kwargs: dict):
-    """(forward, forward_and_back) of `layer.stateless_call` under `jax.jit`, as Keras' JAX trainer runs
-    a step (fit, predict): one compilation per program instead of one per primitive and shape, which
-    is what eager JAX costs. Layers of one configuration built for one input shape share them (the
-    variables are arguments), so such a layer seen before costs no compilation."""
+    """forward_and_back of `layer.stateless_call` under `jax.jit`, as Keras' JAX trainer runs a training
+    step: one compilation per program instead of one per primitive and shape, which is what eager JAX
+    costs; a call without a cotangent runs it with a zero one (forward and gradient properties share
+    it). Layers of one configuration built for one input shape share it (the variables are arguments),
+    so such a layer seen before costs no compilation."""
     import jax
 
     config = {k: v for k, v in layer.get_config().items() if k != "name"}  # a name is unique per layer
@@ -124,10 +129,6 @@ def _jitted(layer, shape: tuple, kwargs: dict):
     if key not in _JITTED:
 
         @jax.jit
-        def forward(x_, trainable_, non_trainable_):
-            return layer.stateless_call(trainable_, non_trainable_, x_, **kwargs)
-
-        @jax.jit
         def forward_and_back(x_, trainable_, non_trainable_, g):
             y_, vjp, updated_ = jax.vjp(
                 lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
@@ -137,7 +138,7 @@ def _jitted(layer, shape: tuple, kwargs: dict):
             )
             return y_, updated_, vjp(g.astype(y_.dtype))
 
-        _JITTED[key] = forward, forward_and_back
+        _JITTED[key] = forward_and_back
     return _JITTED[key]
 
 
@@ -150,14 +151,11 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     if backend == "jax":
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
-        forward, forward_and_back = _jitted(layer, np.shape(x), kwargs)
-
-        if cotangent is None:
-            y, updated = forward(xt, trainable, non_trainable)
-        else:
-            y, updated, (dx, dtrainable) = forward_and_back(
-                xt, trainable, non_trainable, _tensor(cotangent, dtype)
-            )
+        forward_and_back = _jitted(layer, np.shape(x), kwargs)
+        # one program per layer and shape, a training step's: without a cotangent it runs with a zero one
+        g = np.zeros(np.shape(x)) if cotangent is None else cotangent
+        y, updated, (dx, dtrainable) = forward_and_back(xt, trainable, non_trainable, _tensor(g, dtype))
+        if cotangent is not None:
             grads["x"] = dx
             for key, var in wrt.items():
                 grads[key] = dtrainable[next(i for i, v in enumerate(layer.trainable_variables) if v is var)]
@@ -325,6 +323,10 @@ KERAS_DEFAULT_CALLS = {
 }
 
 
+# backend -> the ISA caps that reach its kernels (Adapter.isa_capped): NumPy's own dispatch is not capped
+ISA_CAPPED = {"tensorflow": ("onednn",), "jax": ("xla",), "torch": ("aten",), "numpy": ()}
+
+
 class Keras(Adapter):
     """The `keras.layers` normalization layers on one Keras backend."""
 
@@ -334,6 +336,7 @@ class Keras(Adapter):
         self.backend = backend
         self.name = f"keras[{backend}]"
         self.family, self.requires = BACKENDS[backend]
+        self.isa_capped = ISA_CAPPED[backend]
         self.declarations = declarations_for(backend)
 
     def startup(self) -> str:
@@ -358,7 +361,7 @@ class Keras(Adapter):
         }
 
     def _child(self) -> _isolated.Isolated:
-        return _isolated.isolated(self.name, self.child_env())
+        return _isolated.isolated(self.name, self.child_env(), compiles=self.compiles)
 
     def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
         declaration = self.declarations.get(norm)

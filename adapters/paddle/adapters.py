@@ -344,6 +344,7 @@ def _lrn_checks(x, params, dtype):
 
 class PaddleBase(Adapter):
     family = "paddle"
+    isa_capped = ("onednn",)
     requires = ("paddle",)
 
     def _here(self) -> bool:

@@ -214,6 +214,7 @@ def _along(value, ndim: int, axis: int) -> np.ndarray:
 
 class TfBase(Adapter):
     family = "tensorflow"
+    isa_capped = ("onednn",)
     requires = ("tensorflow",)
 
     def environment(self):

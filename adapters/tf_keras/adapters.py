@@ -112,6 +112,7 @@ class TfKeras(Adapter):
 
     name = "tf_keras"
     family = "tensorflow"
+    isa_capped = ("onednn",)
     requires = ("tf_keras", "tensorflow")
     cost = 3.4  # see Adapter.cost (33.5 s for the quick profile, calls in process, 2026-12)
     declarations = DECLARATIONS

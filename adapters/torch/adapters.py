@@ -229,6 +229,7 @@ def _affine_inputs(params, dtype: str, grad: bool) -> tuple[Input | None, Input 
 
 class TorchBase(Adapter):
     family = "torch"
+    isa_capped = ("aten",)
     requires = ("torch",)
 
     def environment(self):
