@@ -264,6 +264,12 @@ def float64_running_update(case: Case, dtype: str) -> bool:
     return dtype == "float64" and case.params.get("state") is not None and param(case, "training")
 
 
+def float64_state_read(case: Case, dtype: str) -> bool:
+    """BN.D15: a float64 step that reads or updates running statistics (kept in float32 by some): a
+    training step's update, an eval step's normalization."""
+    return dtype == "float64" and case.params.get("state") is not None
+
+
 def one_pass_standardized(
     x: np.ndarray, axes: tuple[int, ...], eps: float, dtype: str, clip: bool, placement: str = "inside_sqrt"
 ) -> np.ndarray:
@@ -628,8 +634,17 @@ def one_pass_gradient_loss(acc: str | None = None, float64_too: bool = False) ->
 
 def state_in_float32(case: Case, dtype: str, which: str):
     """BN.D15: the running statistics after the step, rounded to float32 (as a Simulated model: the
-    framework's float32 update rounds along the way)."""
-    return rounded(reference_value(case, which), "float32") if which in ("mean", "var") else None
+    framework's float32 update rounds along the way); an eval step's y and gradients computed from the
+    state as float32 holds it (rounded, or inf where it is past float32's range)."""
+    if which in ("mean", "var"):
+        return rounded(reference_value(case, which), "float32")
+    state = case.params.get("state")
+    if state is None or param(case, "training"):
+        return None
+    held = R.RunningStats(
+        rounded(state.mean, "float32"), rounded(state.var, "float32"), state.num_batches_tracked
+    )
+    return reference_value(case, which, {"state": held})
 
 
 def trailing_axes(case: Case, dtype: str) -> dict:

@@ -24,6 +24,7 @@ from normconf.conformance.divergences import (
     batch_stats,
     eps_in,
     eps_underflows,
+    float64_state_read,
     groups_where,
     groups_where_any,
     groups_where_var_below,
@@ -135,10 +136,35 @@ def _ema_normalized(case: Case, dtype: str, which: str):
     first = case.params["state"].num_batches_tracked == 0
     if which in ("mean", "var"):
         return reference_value(case, which, {"momentum": 1.0}) if first else None
-    if which != "y" or first:
+    if first:
         return None
+    if which in ("x", "scale", "offset"):
+        return _ema_normalized_vjp(case, which)
     updated = R.batch_norm(case.x, **case.params).state
     return reference_value(case, "y", {"training": False, "state": updated})
+
+
+def _ema_normalized_vjp(case: Case, which: str):
+    """BN.D10's gradient: y = w (x - m) / sqrt(v + eps) + b with m = c mean_B + (1 - c) m0 and
+    v = c var_B + (1 - c) v0 (canonical momentum c, biased batch variance), the running averages not
+    stopped: dx = w/s [g - c/n sum g - c/n (x - mean_B) sum g (x - m) / s^2]."""
+    params, g = case.params, case.cotangent
+    axis, c, state = param(case, "channel_axis") % case.x.ndim, param(case, "momentum"), params["state"]
+    x, g = np.moveaxis(case.x, axis, -1), np.moveaxis(np.asarray(g, dtype=np.float64), axis, -1)
+    rows, grads = x.reshape(-1, x.shape[-1]), g.reshape(-1, x.shape[-1])
+    n, batch_mean = rows.shape[0], rows.mean(axis=0)
+    batch_var = ((rows - batch_mean) ** 2).mean(axis=0)
+    m, v = c * batch_mean + (1 - c) * state.mean, c * batch_var + (1 - c) * state.var
+    with np.errstate(all="ignore"):
+        s = np.sqrt(v + param(case, "eps"))
+        if which == "offset":
+            return grads.sum(axis=0)
+        centred = (grads * (rows - m)).sum(axis=0)
+        if which == "scale":
+            return centred / s
+        w = params["scale"] if params.get("scale") is not None else np.ones(x.shape[-1])
+        dx = w / s * (grads - c / n * grads.sum(axis=0) - c / n * (rows - batch_mean) * centred / s**2)
+    return np.moveaxis(dx.reshape(x.shape), -1, axis)
 
 
 def _float32_bookkeeping(case: Case, dtype: str, which: str):
@@ -327,7 +353,7 @@ KNOWN: list[Divergence] = [
         "BN.D15",
         "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a step, and "
         "what reads it (eval), carry float32 rounding",
-        lambda case, dtype: dtype == "float64" and case.params.get("state") is not None,
+        float64_state_read,
         lambda: (
             Case(
                 "batch_norm",

@@ -103,7 +103,7 @@ def compiled_vjp(key, fn, x, affine, extra, cotangent):
             return y, aux, pullback(g.astype(y.dtype))
 
         step = COMPILED[key] = jax.jit(forward_and_back)
-    g = np.zeros(x.shape) if cotangent is None else cotangent
+    g = np.zeros(_output_shape(key, fn, x, affine, extra)) if cotangent is None else cotangent
     y, aux, (dx, daffine) = step(x, affine, extra, array(g, x.dtype))
     if cotangent is None:
         return y, aux, None
@@ -112,6 +112,19 @@ def compiled_vjp(key, fn, x, affine, extra, cotangent):
         aux,
         Grads(to_numpy(dx), *(to_numpy(daffine[k]) if k in daffine else None for k in ("scale", "offset"))),
     )
+
+
+_SHAPES: dict = {}
+
+
+def _output_shape(key, fn, x, affine, extra) -> tuple:
+    """y's shape for these inputs (traced once per configuration and input shapes, never compiled): a
+    zero cotangent's - a layer may return another shape than x's."""
+    jax = load_jax()
+    signature = (key, repr(jax.tree.map(lambda a: (np.shape(a), str(a.dtype)), (x, affine, extra))))
+    if signature not in _SHAPES:
+        _SHAPES[signature] = tuple(jax.eval_shape(lambda a, b, c: fn(a, b, c)[0], x, affine, extra).shape)
+    return _SHAPES[signature]
 
 
 def sync_run(fn, x, sizes, dtype, affine, extra, cotangent, masked: bool):

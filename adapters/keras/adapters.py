@@ -138,7 +138,21 @@ def _jitted(layer, shape: tuple, kwargs: dict):
             )
             return y_, updated_, vjp(g.astype(y_.dtype))
 
-        _JITTED[key] = forward_and_back
+        shapes: dict = {}
+
+        def out_shape(x_, trainable_, non_trainable_) -> tuple:
+            """y's shape (traced once per layer and shape, never compiled): a zero cotangent's."""
+            if not shapes:
+                traced = jax.eval_shape(
+                    lambda *a: layer.stateless_call(a[1], a[2], a[0], **kwargs)[0],
+                    x_,
+                    trainable_,
+                    non_trainable_,
+                )
+                shapes["y"] = tuple(traced.shape)
+            return shapes["y"]
+
+        _JITTED[key] = forward_and_back, out_shape
     return _JITTED[key]
 
 
@@ -151,9 +165,9 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
     if backend == "jax":
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
-        forward_and_back = _jitted(layer, np.shape(x), kwargs)
+        forward_and_back, out_shape = _jitted(layer, np.shape(x), kwargs)
         # one program per layer and shape, a training step's: without a cotangent it runs with a zero one
-        g = np.zeros(np.shape(x)) if cotangent is None else cotangent
+        g = np.zeros(out_shape(xt, trainable, non_trainable)) if cotangent is None else cotangent
         y, updated, (dx, dtrainable) = forward_and_back(xt, trainable, non_trainable, _tensor(g, dtype))
         if cotangent is not None:
             grads["x"] = dx
@@ -301,7 +315,11 @@ def _default_layer(build, implied=lambda x: {}, **call):
 
     def run(x, hints, dtype):
         layer = build(_Layers(), x, hints)
-        y = layer(_tensor(x, dtype), **call)
+        if _keras().backend.backend() == "jax":  # jitted, as Keras' JAX trainer runs it (one program)
+            layer.build(np.shape(x))
+            y, _ = _call("jax", layer, x, dtype, None, {}, **call)
+        else:
+            y = layer(_tensor(x, dtype), **call)
         state = None
         if getattr(layer, "moving_mean", None) is not None:
             state = RunningStats(_numpy(_read(layer.moving_mean)), _numpy(_read(layer.moving_variance)), 1)
