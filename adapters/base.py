@@ -59,6 +59,10 @@ class NormDeclaration:
     accumulation: dict[str, str] = field(default_factory=dict)  # input dtype -> dtype the statistics use
     gradients: bool = False  # gradients via the framework's autodiff
     stateful: bool = False  # keeps running statistics
+    # canonical array parameters the call compiles into its program as constants (Keras' Normalization
+    # takes mean and variance as constructor arguments): for a compiling adapter they are configuration,
+    # drawn from the program pool with the shape (conformance/strategies.py)
+    constants: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, Any]:
         """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""

@@ -97,6 +97,7 @@ _SIMPLEST = settings(
 # pool rank has N != C and every size above 1, index 1 a size-1 axis (tests/test_strategies.py).
 COVERS = {
     "code_paths": dict(
+        constants_seed=1,
         affine=True,
         size=3,
         shape=0,
@@ -179,6 +180,7 @@ PROGRAMS = {
         eps=1e-5,
     ),
     "near_large_eps_eval": dict(
+        constants_seed=2,
         eps=1.0,
         p=2.0,
         rank=3,
@@ -199,6 +201,7 @@ PROGRAMS = {
     ),
     "long": dict(long=True, affine=True, rank=3, training=True, trailing=True, eps=1e-5, momentum=0.01),
     "channels_last_rank5": dict(
+        constants_seed=3,
         rank=5,
         shape=1,
         channels=6,
@@ -227,6 +230,7 @@ PROGRAMS = {
         weighting="equal",
     ),
     "rank2_unequal_replicas": dict(
+        constants_seed=4,
         rank=2,
         shape=0,
         channels=6,
@@ -787,7 +791,9 @@ def _channel_normalize(draw, norm, declaration, dtype):
     default_axis = declaration.defaults().get("channel_axis", -3) if declaration else -3
     axis = default_axis % rank
     shape = shapes(draw, rank, rank, axis)
-    seed = draw(AFFINE_SEEDS)
+    # values, unless the call compiles them into its program (NormDeclaration.constants): configuration
+    compiled = declaration is not None and "mean" in declaration.constants
+    seed = draw(AFFINE_SEEDS, name="constants_seed" if compiled else None)
     rng = np.random.default_rng(seed)
     params = {
         "channel_axis": axis,

@@ -250,9 +250,16 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
         Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
     ) + plain_common
 
-    def declare(norm, api, conventions, accumulation, stateful=False):
+    def declare(norm, api, conventions, accumulation, stateful=False, constants=()):
         return NormDeclaration(
-            norm, api, ALL_DTYPES, conventions, accumulation, gradients=gradients, stateful=stateful
+            norm,
+            api,
+            ALL_DTYPES,
+            conventions,
+            accumulation,
+            gradients=gradients,
+            stateful=stateful,
+            constants=constants,
         )
 
     return {
@@ -261,7 +268,14 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
         "group_norm": declare("group_norm", "keras.layers.GroupNormalization", gn, upcast),
         "rms_norm": declare("rms_norm", "keras.layers.RMSNormalization", rms, upcast),
         "lp_normalize": declare("lp_normalize", "keras.layers.UnitNormalization", lp, plain),
-        "channel_normalize": declare("channel_normalize", "keras.layers.Normalization", cn, plain),
+        # mean and variance are constructor arguments: constants of the compiled program on jax
+        "channel_normalize": declare(
+            "channel_normalize",
+            "keras.layers.Normalization",
+            cn,
+            plain,
+            constants=("mean", "std") if backend == "jax" else (),
+        ),
         **(
             {
                 "sync_batch_norm": declare(
