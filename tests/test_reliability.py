@@ -71,6 +71,35 @@ def test_a_crash_and_a_hang_are_one_call_each_and_the_child_comes_back():
     assert proxy.run("layer_norm", x, {}, dtype="float32").y.shape == x.shape
 
 
+def test_a_crash_with_the_compilation_cache_on_is_rerun_without_it(tmp_path, monkeypatch):
+    """A compiling adapter's child that dies while the persistent cache is on: the call runs again in a
+    child without the cache (the verdict is the framework's, never the cache's) and what the dead child
+    wrote to the cache is gone; entries from before it stay. A child that does not compile dies as any."""
+    from normconf.adapters import _compile_cache
+
+    plugin = str(Path(__file__).parent / "data" / "cache_crashing_plugin.py")
+    monkeypatch.setenv(_compile_cache.FOLDER, str(tmp_path))
+    monkeypatch.delenv(_compile_cache.SWITCH, raising=False)
+    earlier = tmp_path / "an-earlier-entry"
+    earlier.write_bytes(b"kept")
+    os.utime(earlier, (time.time() - 3600, time.time() - 3600))
+    x = np.arange(12.0).reshape(3, 4)
+    child = _isolated.Isolated(plugin, compiles=True)
+    try:
+        y = child.run("layer_norm", x, {"axes": (-1,), "eps": 1e-5}, dtype="float64").y
+    finally:
+        child.close()
+    assert np.allclose(y, (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5))
+    assert child.cache_crashes == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["an-earlier-entry"]
+    eager = _isolated.Isolated(plugin)
+    try:
+        with pytest.raises(_isolated.ChildDied, match="SIGSEGV"):
+            eager.run("layer_norm", x, {"axes": (-1,), "eps": 1e-5}, dtype="float64")
+    finally:
+        eager.close()
+
+
 def test_a_plugin_answering_in_another_dtype_breaks_the_protocol():
     with pytest.raises(ProtocolError, match="returned float64 for a float32 input"):
         adapters.get(PLUGIN).run("lp_normalize", np.ones((2, 3)), {}, dtype="float32")

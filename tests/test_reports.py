@@ -292,7 +292,7 @@ def test_bench_rate_table_holds_each_adapter_to_its_own_target(tmp_path):
     timed = {"draw": 1.0, "framework": 2.0, "ipc": 0.0, "reference": 0.5, "budget": 0.5, "judge": 0.0}
     for adapter, examples, extra in (
         ("torch.functional", 1500, {}),
-        ("flax.linen", 150, {"compilations": 90}),
+        ("flax.linen", 150, {"compilations": 90, "cache_hits": 30}),
     ):
         records.append(
             {
@@ -313,7 +313,17 @@ def test_bench_rate_table_holds_each_adapter_to_its_own_target(tmp_path):
     header, *rows = bench.rate_table(tmp_path, {"torch.functional": 10_000.0, "flax.linen": 400.0})
     lines = {row.split()[0]: row.split() for row in rows}
     assert lines["torch.functional"][1:6] == ["1500", "300.0", "10000", "0.030", "200"]
-    assert lines["torch.functional"][-1] == "ok" and lines["torch.functional"][6] == "-"
-    # flax compiles per configuration and shape: 30 ex/s against 20, 0.6 compilations per example
-    assert lines["flax.linen"][2:8] == ["30.0", "400", "0.075", "20", "0.60", "20%"]
+    assert lines["torch.functional"][-1] == "ok" and lines["torch.functional"][6:9] == ["-", "-", "-"]
+    # flax compiles per configuration and shape: 30 ex/s against 20; 120 programs, 90 of them compiled
+    # (0.6 per example) and 30 loaded from the persistent cache
+    assert lines["flax.linen"][2:10] == ["30.0", "400", "0.075", "20", "120", "0.60", "30", "20%"]
     assert lines["flax.linen"][-1] == "ok"
+    # a quick-profile run holds compiling adapters to the program budget
+    budget = bench.PROGRAM_BUDGET
+    held = {row.split()[0]: row for row in bench.rate_table(tmp_path, {}, programs_budget=True)[1:]}
+    assert held["flax.linen"].endswith(f"ok, programs ok (<= {budget})")
+    assert held["torch.functional"].endswith("ok")
+    over = [{**r, "compilations": budget} if r.get("adapter") == "flax.linen" else r for r in records]
+    _write(tmp_path / "worker-1.jsonl", over)
+    held = {row.split()[0]: row for row in bench.rate_table(tmp_path, {}, programs_budget=True)[1:]}
+    assert held["flax.linen"].endswith(f"programs MISSED (<= {budget})")

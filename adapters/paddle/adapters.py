@@ -21,7 +21,7 @@ import numpy as np
 
 from normconf.reference import Grads, RunningStats
 
-from .. import _isolated, _repro
+from .. import _cpu, _isolated, _repro
 from ..base import (
     Adapter,
     Convention,
@@ -47,6 +47,8 @@ SRC_GN_ATTR = f"{TAG}/paddle/phi/kernels/group_norm_kernel.h"
 SRC_GN_CPU = f"{TAG}/paddle/phi/kernels/cpu/group_norm_kernel.cc"
 SRC_PNORM = f"{TAG}/paddle/phi/kernels/cpu/p_norm_kernel.cc"
 SRC_RMS = f"{TAG}/python/paddle/incubate/nn/functional/fused_rms_norm.py"
+# the CPU kernel of fused_rms_norm: AVX-512 intrinsics (_mm512_*) with no runtime dispatch
+SRC_RMS_CPU = f"{TAG}/paddle/phi/kernels/fusion/cpu/rms_norm_avx_kernel.cc"
 
 DTYPES = ("float32", "float64")  # every norm kernel here is registered for CPU float32/float64 only
 SAME = {d: d for d in DTYPES}  # the kernels compute in the input dtype
@@ -347,6 +349,16 @@ class PaddleBase(Adapter):
     isa_capped = ("onednn",)
     requires = ("paddle",)
 
+    def cannot_run(self, norm: str) -> str:
+        """fused_rms_norm's CPU kernel executes AVX-512 instructions whatever the CPU: without avx512f
+        it dies of SIGILL (measured: paddle 3.3.1 on an AVX2-only AMD EPYC)."""
+        if norm == "rms_norm" and "avx512f" not in _cpu.features():
+            return (
+                "paddle.incubate.nn.functional.fused_rms_norm's CPU kernel uses AVX-512 instructions "
+                f"unconditionally ({SRC_RMS_CPU}): this CPU has no avx512f (SIGILL)"
+            )
+        return ""
+
     def _here(self) -> bool:
         """Whether paddle can be imported into this process (not after TensorFlow)."""
         return "paddle" in sys.modules or "tensorflow" not in sys.modules or _isolated.in_child()
@@ -528,6 +540,8 @@ class PaddleFunctional(PaddleBase):
         return _function("normalize", (), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
+        missing = self.cannot_run("rms_norm")
+        require(not missing, missing)
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "begin_norm_axis covers trailing axes only")
         require(count < x.ndim or x.ndim > 1, "fused_rms_norm needs a row axis before the normalized ones")
