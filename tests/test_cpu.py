@@ -243,3 +243,60 @@ def test_divergence_meta_tests_pass_with_the_isa_capped_to_avx2():
     )
     assert done.returncode == 0, done.stdout[-4000:]
     assert " passed" in done.stdout.strip().splitlines()[-1]
+
+
+_UNCAPPED_RUN = """
+import json, sys
+import numpy as np
+from normconf.adapters import _cpu
+_cpu.apply_max_isa()
+from normconf import adapters
+adapter = adapters.get(sys.argv[1])
+out = {}
+for norm, declaration in sorted(adapter.declarations.items()):
+    for dtype in ("float16", "bfloat16"):
+        if dtype not in declaration.dtypes:
+            continue
+        x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)) * 7.0
+        try:
+            out[f"{norm} {dtype}"] = adapter.run(norm, x, {}, dtype=dtype).y.tolist()
+        except Exception as exc:  # a call that needs parameters: its refusal, the same in both runs
+            out[f"{norm} {dtype}"] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def _uncapped_half_adapters() -> list[str]:
+    """Installed built-in adapters no ISA cap reaches that take a half-precision input somewhere."""
+    return [
+        name
+        for name in adapters.built_in()
+        if not adapters.get(name).isa_capped
+        and adapters.get(name).available()[0]
+        and any({"float16", "bfloat16"} & set(d.dtypes) for d in adapters.get(name).declarations.values())
+    ]
+
+
+@pytest.mark.clause("NUM.N10")
+@pytest.mark.parametrize("name", _uncapped_half_adapters())
+def test_an_adapter_no_cap_reaches_computes_the_same_capped(name):
+    """The AVX2 gate leaves out adapters no ISA cap reaches (Adapter.isa_capped empty): their
+    half-precision answers under NORMCONF_MAX_ISA=avx2 are bit for bit the native ones."""
+    if "avx2" not in _cpu.features():
+        pytest.skip("this CPU has no AVX2 to cap at")
+
+    def answers(**env):
+        done = subprocess.run(
+            [sys.executable, "-c", _UNCAPPED_RUN, name],
+            capture_output=True,
+            text=True,
+            env=_clean_env(**env),
+            timeout=300,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    native, capped = answers(), answers(NORMCONF_MAX_ISA="avx2")
+    assert native and any(isinstance(v, list) for v in native.values())
+    assert capped == native
