@@ -320,6 +320,10 @@ def _linen_default(build, stateful=False):
     return call
 
 
+# flax.linen and haiku: (configuration, init options, x's shape and dtype) -> the variables' shapes, as
+# init traced abstractly (a trace costs more than the compiled call it prepares)
+_INIT_STRUCTURE: dict = {}
+
 LINEN_DEFAULT_CALLS = {
     "batch_norm": _linen_default(lambda nn, x, h: nn.BatchNorm(), stateful=True),
     "layer_norm": _linen_default(lambda nn, x, h: nn.LayerNorm()),
@@ -404,8 +408,14 @@ class FlaxLinen(JaxBase):
         module = self._layer(plan)
         init, call = plan.options.get("init", {}), plan.options.get("call", {})
         # Only the variables' structure matters (their values are replaced below): tracing init abstractly
-        # spares compiling the random initializers for every new shape.
-        variables = _loaded_zeros(jax.eval_shape(lambda xj: module.init(jax.random.key(0), xj, **init), x))
+        # spares compiling the random initializers for every new shape, and the structure is traced once
+        # per configuration and input (a trace costs more than the compiled call)
+        signature = (repr(module), tuple(sorted(init.items())), x.shape, str(x.dtype))
+        if signature not in _INIT_STRUCTURE:
+            _INIT_STRUCTURE[signature] = jax.eval_shape(
+                lambda xj: module.init(jax.random.key(0), xj, **init), x
+            )
+        variables = _loaded_zeros(_INIT_STRUCTURE[signature])
         if "batch_stats" in plan.state:
             variables = {**variables, "batch_stats": _device_tree(plan.state["batch_stats"])}
 
@@ -913,7 +923,19 @@ class Haiku(JaxBase):
             lambda xj, *args: getattr(hk, plan.module)(*plan.args, **local)(xj, *args)
         )
         init_args = plan.options.get("init", ())
-        params, state = jax.eval_shape(lambda xj: shaped.init(None, xj, *init_args), np.zeros(x_shape, dtype))
+        signature = (
+            plan.module,
+            repr(plan.args),
+            repr(sorted(local.items())),
+            repr(init_args),
+            x_shape,
+            str(dtype),
+        )
+        if signature not in _INIT_STRUCTURE:  # traced once per configuration and input
+            _INIT_STRUCTURE[signature] = jax.eval_shape(
+                lambda xj: shaped.init(None, xj, *init_args), np.zeros(x_shape, dtype)
+            )
+        params, state = _INIT_STRUCTURE[signature]
         state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
         for name in state:
             for suffix, ema in plan.state.items():
