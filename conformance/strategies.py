@@ -11,9 +11,10 @@ examples (`@covering`) that force the labels of one regime each and take the sim
 
 For frameworks that compile a program per configuration and shape (`Adapter.compiles`), a program is a
 budget: their random draws take the configuration (every labelled draw but VALUE_LABELS: shape, axes,
-eps, momentum, mode, affine, groups, window...) from a small pool, PROGRAMS (the covers' configurations
-and a few more), and draw only the values freely, so every property and dtype reuses the same compiled
-programs (`programs(pooled=True)`, set per cell by the suite for such adapters).
+eps, momentum, mode, affine, groups, window...) from a pool of six entries, PROGRAMS, and draw only the
+values freely, so every property and dtype reuses the same compiled programs; their covers run on the
+pool's entries too (COVER_PROGRAMS). The suite turns it on per cell for such adapters
+(`programs(pooled=True)`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,6 @@ _SIMPLEST = settings(
 # pool rank has N != C and every size above 1, index 1 a size-1 axis (tests/test_strategies.py).
 COVERS = {
     "code_paths": dict(
-        constants_seed=1,
         affine=True,
         size=3,
         shape=0,
@@ -147,6 +147,7 @@ PROGRAM_LABEL = "program"  # the pool entry a pooled draw takes (drawn freely to
 # weightings (tests/test_strategies.py). Each cover runs on one of them (COVER_PROGRAMS).
 PROGRAMS = {
     "code_paths": dict(
+        constants_seed=1,
         affine=True,
         size=3,
         shape=0,
