@@ -337,7 +337,7 @@ class FlaxLinen(JaxBase):
     """`flax.linen` modules, initialized and applied functionally (`init` / `apply`)."""
 
     name = "flax.linen"
-    cost = 37.1  # see Adapter.cost
+    cost = 16.4  # see Adapter.cost (program pool, cold cache, 2026-12-07)
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -644,7 +644,7 @@ class FlaxNnx(JaxBase):
     """`flax.nnx` modules (stateful objects; running statistics are `nnx.BatchStat` variables)."""
 
     name = "flax.nnx"
-    cost = 24.8  # see Adapter.cost
+    cost = 13.3  # see Adapter.cost (program pool, cold cache, 2026-12-07)
     framework = "flax"
     requires = ("jax", "flax")
     declarations = {
@@ -865,7 +865,7 @@ class Haiku(JaxBase):
     """dm-haiku modules under `hk.transform_with_state`."""
 
     name = "haiku"
-    cost = 38.4  # see Adapter.cost
+    cost = 17.7  # see Adapter.cost (program pool, cold cache, 2026-12-07)
     own_schedule = "BN.D9"
     framework = "haiku"
     requires = ("jax", "haiku")
@@ -1245,7 +1245,7 @@ class Equinox(JaxBase):
     """equinox layers, which take one unbatched sample: batches go through `jax.vmap`."""
 
     name = "equinox"
-    cost = 20.0  # see Adapter.cost
+    cost = 8.1  # see Adapter.cost (program pool, cold cache, 2026-12-07)
     framework = "equinox"
     requires = ("jax", "equinox")
     declarations = {
@@ -1465,7 +1465,7 @@ class EquinoxBatchMode(Equinox):
     'legacy' means 'ema', run by the equinox adapter)."""
 
     name = "equinox[batch]"
-    cost = 6.0  # see Adapter.cost (one norm of equinox's four)
+    cost = 2.9  # see Adapter.cost (one norm of equinox's four; program pool, cold, 2026-12-07)
     own_schedule = "BN.D22"
     declarations = {
         "batch_norm": NormDeclaration(
