@@ -34,6 +34,7 @@ FEATURES = {
     "avx512_fp16": "avx512_fp16",
     "avx512_bf16": "avx512_bf16",
     "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
     "amx_tile": "amx",
     "amx_bf16": "amx_bf16",
     "amx_fp16": "amx_fp16",
@@ -67,7 +68,7 @@ LEVELS = {
         ("SSE41", ()),
         ("AVX", ()),
         ("AVX2", ("avx2", "fma", "f16c")),
-        ("AVX2_VNNI", ()),
+        ("AVX2_VNNI", ("avx_vnni",)),
         ("AVX2_VNNI_2", ()),
         ("AVX512_CORE", ("avx512f",)),
         ("AVX512_CORE_VNNI", ("avx512_vnni",)),
@@ -181,6 +182,17 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     except OSError:
         pass
     return model, frozenset(flags)
+
+
+def cap_takes_away(max_isa: str) -> frozenset[str]:
+    """The features NORMCONF_MAX_ISA=`max_isa` takes from some library on this CPU: none means a run
+    capped so computes exactly what a native run does (every library already sees no more than it)."""
+    capped = dict(os.environ)
+    for variable in VARIABLES:
+        capped.pop(variable, None)
+    capped[MAX_ISA_ENV] = max_isa
+    apply_max_isa(capped)
+    return frozenset().union(*(features() - in_force(library, capped) for library in SWITCHES))
 
 
 def features() -> frozenset[str]:
