@@ -8,26 +8,77 @@ adapter's own outcome.
 from __future__ import annotations
 
 import base64
+import hashlib
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 
 HEADER = ("import numpy as np", "nan, inf = float('nan'), float('inf')")
 
 
-LITERAL_LIMIT = 256  # arrays with more elements are written compressed: a long reduction's 10^4 values
+LITERAL_LIMIT = 256  # arrays with more elements are written as their recipe, or compressed
+# long arrays drawn from a seed, by content: the NumPy source that regenerates them bit for bit (the
+# strategies remember each draw), so a repro of a 10^4-value example is a line, not 100 KB
+_RECIPES: OrderedDict[bytes, str] = OrderedDict()
+RECIPES_KEPT = 4096
+
+
+def _digest(array: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(array, dtype="<f8").tobytes(), digest_size=16).digest()
+
+
+def remember(array: np.ndarray, source: str) -> np.ndarray:
+    """Note that `source` (an expression over `np`) computes `array`; returns `array`. Only long arrays
+    are noted, the most recent RECIPES_KEPT of them."""
+    if array.size > LITERAL_LIMIT:
+        key = _digest(array)
+        _RECIPES[key] = source
+        _RECIPES.move_to_end(key)
+        while len(_RECIPES) > RECIPES_KEPT:
+            _RECIPES.popitem(last=False)
+    return array
+
+
+def source_of(array: np.ndarray) -> str | None:
+    """The source remembered for `array` (unchecked), or None."""
+    return _RECIPES.get(_digest(array)) if array.size > LITERAL_LIMIT else None
+
+
+def _recipe(array: np.ndarray) -> str | None:
+    """The remembered source of `array`, checked to recompute it exactly (else None)."""
+    source = _RECIPES.get(_digest(array))
+    if source is None:
+        return None
+    with np.errstate(all="ignore"):
+        again = np.asarray(eval(source, {"np": np}), dtype=np.float64)  # our own source, from remember()
+    return source if again.shape == array.shape and np.array_equal(again, array, equal_nan=True) else None
+
+
+def _narrowest(array: np.ndarray) -> str:
+    """The narrowest IEEE dtype holding every value of `array` exactly (its bytes are then fewer)."""
+    with np.errstate(all="ignore"):
+        for dtype in ("<f2", "<f4"):
+            if np.array_equal(array.astype(dtype).astype(np.float64), array, equal_nan=True):
+                return dtype
+    return "<f8"
 
 
 def values(array) -> str:
-    """A float64 list of `array` as source: a literal, or for a large array an expression that
-    decompresses its bytes (the script rounds it to the run's dtype itself)."""
+    """A float64 list of `array` as source: a literal, or for a large array the expression that drew
+    it (a seeded generator) or else one that decompresses its bytes, in the narrowest dtype that holds
+    them exactly (the script rounds it to the run's dtype itself)."""
     array = np.asarray(array, dtype=np.float64)
     if array.size <= LITERAL_LIMIT:
         return repr(array.tolist())
-    packed = base64.b64encode(zlib.compress(array.astype("<f8").tobytes(), 9)).decode("ascii")
+    source = _recipe(array)
+    if source is not None:
+        return f"np.asarray({source}, dtype=np.float64).tolist()"
+    dtype = _narrowest(array)
+    packed = base64.b64encode(zlib.compress(array.astype(dtype).tobytes(), 9)).decode("ascii")
     return (
         f"np.frombuffer(__import__('zlib').decompress(__import__('base64').b64decode('{packed}')), "
-        f"'<f8').reshape({array.shape!r}).tolist()"
+        f"'{dtype}').astype(np.float64).reshape({array.shape!r}).tolist()"
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from normconf import adapters
 from normconf import reference as R
 from normconf.reference.local_response_norm import checked as lrn_checked
 from normconf.reference.local_response_norm import window_base, window_sum
@@ -53,8 +54,35 @@ class Verdict:
             f"[{self.clause}] {self.adapter} {self.norm} {self.dtype} {self.what}: "
             f"worst error {c.worst_error:.3e} "
             f"at {c.index} vs budget {c.budget:.3e} ({self.basis}; {c.ratio:.3g}x budget, {c.ulps:.1f} ulps)"
+            + _budget_words(c, self.dtype)
             + (f"; {self.hint}" if self.hint else "")
         )
+
+
+ABSURD = 1e6  # a budget this many times the reference value (and above 1) bounds nothing there
+
+
+def _budget_words(c: T.Comparison, dtype: str) -> str:
+    """What a budget that is itself non-finite or far beyond the reference value means, in words."""
+    if not math.isfinite(c.budget):
+        return f"; the budget is not finite there: an intermediate it is computed from leaves {dtype}'s range"
+    if math.isfinite(c.expected) and c.budget > 1.0 and c.budget > ABSURD * abs(c.expected):
+        return (
+            f"; the budget dwarfs the reference value {c.expected:.3g}: an intermediate it is computed from "
+            f"(a running state, a statistic) is near the edge of {dtype}'s range, so it bounds nothing here"
+        )
+    return ""
+
+
+def _ulps_dtype(adapter: str, norm: str, dtype: str) -> str:
+    """The dtype a result's ulps are counted in: the declared statistics dtype where narrower than the
+    input's (float64 computed in float32 is off by float32 ulps, not by billions of float64 ones)."""
+    try:
+        declaration = adapters.get(adapter).declarations.get(norm)
+    except Exception:  # a stand-in adapter the registry does not hold
+        declaration = None
+    acc = declaration.accumulation.get(dtype, dtype) if declaration is not None else dtype
+    return acc if acc in T.NARROWER.get(dtype, ()) else dtype
 
 
 def statistic_view(norm: str, x: np.ndarray, params: dict) -> tuple[np.ndarray, tuple[int, ...], Any]:
@@ -151,7 +179,7 @@ def check(
 ) -> Verdict:
     """The comparison as a Verdict; on a failure, `diagnose(actual, bound)` may name what explains it."""
     bound, basis = budget_and_basis
-    comparison = T.compare(actual, expected, bound, dtype)
+    comparison = T.compare(actual, expected, bound, dtype, _ulps_dtype(adapter, norm, dtype))
     if np.shape(actual) != np.shape(expected):  # a protocol violation: say so, there is no element to show
         what = f"{what} has shape {tuple(np.shape(actual))}, not {tuple(np.shape(expected))}"
     verdict = Verdict(

@@ -31,6 +31,7 @@ from normconf import reference as R
 from normconf.adapters._cpu import CpuDependency
 from normconf.reference.lp_normalize import lp_norm
 
+from . import levels
 from . import tolerances as T
 from .checks import budget, reduction_length, state_error_scales, statistic_view, uses_batch_stats
 from .models import (  # noqa: F401 - the model kinds, for the families' known.py
@@ -72,6 +73,11 @@ class Divergence:
     # the releases of the adapter's framework it occurs in (a PEP 440 specifier set, "<1.27"; "" = every
     # one): outside them the adapter must conform (`normconf run --versions` measures other releases)
     releases: str = ""
+
+    @property
+    def level(self) -> str:
+        """The conformance level it is counted at (NUM.L5): range for NUM.D1, else its model's kind."""
+        return levels.of_divergence(self)
 
     @property
     def severity(self) -> str:
@@ -154,8 +160,22 @@ def candidates(
         for entry in known()
         if (entry.non_finite or not non_finite_only) and entry.matches(adapter, norm, case, dtype)
     ]
+    if not non_finite_only and not any(entry.clause in levels.RANGE_CLAUSES for entry in found):
+        generic = declared_range(norm, _accumulation(adapter, norm, dtype))
+        if generic is not None and generic.applies(case, dtype):
+            found.append(generic)  # the range limit every implementation is granted (NUM.L3)
     same_kind = [entry for entry in found if (entry.shows_in == "gradient") == gradient]
     return same_kind + [entry for entry in found if entry not in same_kind]
+
+
+def _accumulation(adapter: str, norm: str, dtype: str) -> str:
+    """The dtype `adapter` declares its statistics of `norm` in for a `dtype` input (`dtype` itself
+    where it declares none)."""
+    try:
+        declaration = normconf.adapters.get(adapter).declarations.get(norm)
+    except Exception:  # an adapter the registry does not know (a test's stand-in): no declaration
+        declaration = None
+    return declaration.accumulation.get(dtype, dtype) if declaration is not None else dtype
 
 
 def explaining(
@@ -870,24 +890,6 @@ SQUARES_ALLOWED = {
 }
 
 
-def square_sums(case: Case) -> np.ndarray:
-    """Per element of x, the sum its statistic takes of squares (|x|^p for lp_normalize; the window's
-    for local_response_norm), in float64 - what overflows when that sum is taken in a narrower dtype."""
-    from normconf.reference.local_response_norm import window, window_sum
-
-    x = case.x
-    with np.errstate(all="ignore"):
-        if case.norm == "local_response_norm":
-            axis = param(case, "channel_axis") % x.ndim
-            return window_sum(x * x, axis, *window(int(case.params["size"]), param(case, "extra")))
-        if case.norm == "lp_normalize":
-            axes = tuple(a % x.ndim for a in param(case, "axes"))
-            powers = np.sum(np.abs(x) ** param(case, "p"), axis=axes, keepdims=True)
-            return np.broadcast_to(powers, x.shape)
-        view, axes, back = statistic_view(case.norm, x, case.params)
-        return np.asarray(back(np.sum(view * view, axis=axes, keepdims=True)))
-
-
 def squares_overflow_in(half_in_half: bool) -> Callable:
     """affected(case, dtype, which): the elements whose statistic's sum of squares exceeds the largest
     float32 (float16's for a float16 input when `half_in_half`) - only where the input's own statistics
@@ -895,14 +897,11 @@ def squares_overflow_in(half_in_half: bool) -> Callable:
 
     def affected(case: Case, dtype: str, which: str):
         limit = huge("float16" if half_in_half and dtype == "float16" else "float32")
-        mask = square_sums(case) > limit if batch_stats(case) or case.norm not in STATEFUL else False
+        mask = levels.square_sums(case) > limit
         mask = np.broadcast_to(mask, case.x.shape)
         return np.any(mask) if which in ("scale", "offset") else mask
 
     return affected
-
-
-STATEFUL = tuple(name for name, record in R.NORMS.items() if record.stateful or name == "sync_batch_norm")
 
 
 def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params) -> Callable:
@@ -926,6 +925,38 @@ def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params)
         return Case(norm, x, chosen, "overflow"), dtype
 
     return example
+
+
+def squares_beyond(stats: str) -> Callable:
+    """affected(case, dtype, which) for statistics summed in `stats` whatever the input dtype: the
+    elements whose sum of squares exceeds its largest number."""
+
+    def affected(case: Case, dtype: str, which: str):
+        mask = np.broadcast_to(levels.square_sums(case) > huge(stats), case.x.shape)
+        return np.any(mask) if which in ("scale", "offset") else mask
+
+    return affected
+
+
+@functools.lru_cache(maxsize=None)
+def declared_range(norm: str, acc: str) -> Divergence | None:
+    """NUM.L3 for every implementation alike: NUM.D1's model read from the statistics dtype it declares
+    (`accumulation`), so a plug-in whose float32 statistics overflow is range limited exactly as a
+    framework is (None for float64 statistics: no drawn input reaches their range)."""
+    stats = levels.statistics_dtype(acc)
+    if stats == "float64":
+        return None
+    affected = squares_beyond(stats)
+    return Divergence(
+        "*",
+        norm,
+        "NUM.D1",
+        f"squares summed in {stats} (the declared statistics dtype) overflow: the statistic is inf and "
+        "the group normalizes to its offset (or NaN)",
+        applies=lambda case, dtype: bool(np.any(affected(case, dtype, "y"))),
+        example=overflow_example(norm, "float32"),
+        model=Envelope(affected, SQUARES_ALLOWED, kind="special"),
+    )
 
 
 def squares_overflow(

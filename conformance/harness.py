@@ -20,7 +20,7 @@ from normconf import adapters
 from normconf import reference as R
 from normconf.adapters import _isolated, _repro
 
-from . import clock, divergences, models
+from . import clock, divergences, levels, models
 from . import tolerances as T
 from .checks import Verdict
 from .strategies import Case
@@ -135,8 +135,12 @@ def _considered(misses) -> str:
     )
 
 
-def _failure_text(verdict: Verdict, misses, case: Case, script: str) -> str:
-    return f"{verdict.message()}{_considered(misses)}\nexample: {case.describe()}\nrepro:\n{script}"
+def _failure_text(verdict: Verdict, misses, case: Case, script: str, acc: str) -> str:
+    level = levels.of_example(case, acc, verdict.clause)
+    return (
+        f"{verdict.message()}\nlevel: {level} ({levels.CLAUSES[level]}); regime: {levels.regime(case, acc)}"
+        f"{_considered(misses)}\nexample: {case.describe()}\nrepro:\n{script}"
+    )
 
 
 def repro(cell: "Cell", case: Case) -> str:
@@ -237,6 +241,7 @@ class Cell:
     failure_case: Case | None = None
     expected: tuple | None = None  # (divergence, verdict, case): the latest example a divergence explained
     explained: set = field(default_factory=set)  # every divergence clause that explained one of its examples
+    levels: set = field(default_factory=set)  # the levels (NUM.L5) of those divergences and of a finding
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -248,6 +253,12 @@ class Cell:
     missed: list = field(default_factory=list)  # [(divergence, models.Judged)] considered for the finding
     time: dict | None = None  # seconds per clock phase, when the cell ends (clock.take)
     counters: dict = field(default_factory=dict)  # the framework's work during the cell (compilations)
+
+    @property
+    def acc(self) -> str:
+        """The dtype the adapter declares its statistics in for this cell (the levels read it)."""
+        declaration = adapters.get(self.adapter).declarations.get(self.norm)
+        return declaration.accumulation.get(self.dtype, self.dtype) if declaration else self.dtype
 
     def _repr_pretty_(self, printer, cycle) -> None:
         """Short, as hypothesis prints a covering example's arguments (the whole record would cost ms)."""
@@ -307,11 +318,12 @@ class Cell:
             if outcome.agrees:
                 self.expected = (entry, verdict, case)
                 self.explained.add(entry.clause)
+                self.levels.add(entry.level)
                 return
             misses.append((entry, outcome))
         self.failure, self.failure_case = verdict, case
         self.missed = misses
-        raise AssertionError(_failure_text(verdict, misses, case, repro(self, case)))
+        raise AssertionError(_failure_text(verdict, misses, case, repro(self, case), self.acc))
 
     def _observation(self, verdict: Verdict, case: Case) -> models.Observation:
         which = models.quantity(verdict.what)
@@ -341,11 +353,12 @@ class Cell:
             if outcome.agrees:
                 self.expected = (entry, failed, case)
                 self.explained.add(entry.clause)
+                self.levels.add(entry.level)
                 reject()
             misses.append((entry, outcome))
         self.failure, self.failure_case, self.abnormal, self.missed = failed, case, kind, misses
         self._stop_others(kind, message)
-        raise Abandoned(_failure_text(failed, misses, case, repro(self, case)))
+        raise Abandoned(_failure_text(failed, misses, case, repro(self, case), self.acc))
 
     def _stop_others(self, kind: str, message: str) -> None:
         reason = f"stopped after a {kind} in {self.prop} ({self.norm}, {self.dtype}): {message[:300]}"

@@ -168,6 +168,7 @@ class Recorder:
             )
         case = cell.failure_case or (cell.expected[2] if cell.expected else None)
         if case is not None:
+            record.update(_levels(cell, case))
             record["example"] = case.describe()
             if case.x.size <= SMALL:
                 record["example"]["x"] = case.x.tolist()
@@ -207,6 +208,20 @@ class Recorder:
                 "counts": dict(self.counts),
             }
         )
+
+
+def _levels(cell, case) -> dict:
+    """NUM.L5: the level of the example shown (a finding's, or the divergence's that explained it),
+    every level its cell failed or diverged at, and the drawn regime in words."""
+    from . import levels
+
+    acc = cell.acc
+    shown = levels.of_example(case, acc, cell.failure.clause) if cell.failure else cell.expected[0].level
+    return {
+        "level": shown,
+        "levels": sorted(cell.levels | {shown}, key=levels.LEVELS.index),
+        "regime": levels.regime(case, acc),
+    }
 
 
 def now() -> str:

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, example, find, settings
 from hypothesis import strategies as st
 from hypothesis.internal.escalation import current_pytest_item
 
+from normconf.adapters import _repro
 from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
 from normconf.reference import NORMS, RunningStats
 from normconf.reference.rms_norm import default_eps
@@ -489,12 +490,19 @@ def _values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: flo
     kind = kind if kind in kinds else kinds[0]  # a cover's forced kind not drawable here: the first one
     seed = draw(SEEDS, label="seed")
     rng = np.random.default_rng(seed)
+    gen, sized = f"np.random.default_rng({seed})", f"size={tuple(shape)!r}"
+    source = None  # the NumPy source that regenerates x (a repro writes it for a long array)
     if kind == "standard":
-        x = rng.normal(size=shape)
+        x, source = rng.normal(size=shape), f"{gen}.normal({sized})"
     elif kind == "offset":
-        x = draw(OFFSETS, label="offset") + rng.normal(size=shape)
+        offset = draw(OFFSETS, label="offset")
+        x, source = offset + rng.normal(size=shape), f"{offset!r} + {gen}.normal({sized})"
     elif kind == "tiny_spread":
-        x = 1.0 + draw(SPREADS, label="spread") * rng.normal(size=shape)
+        spread = draw(SPREADS, label="spread")
+        x, source = (
+            1.0 + spread * rng.normal(size=shape),
+            f"1.0 + {spread!r} * {gen}.normal({sized})",
+        )
     elif kind == "constant_channel":
         x = rng.normal(size=shape)
         if channel_axis is not None and x.size:
@@ -504,16 +512,39 @@ def _values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: flo
     elif kind == "large":
         # as large as the dtype allows without the sum of n squares overflowing in float32 statistics
         top = min(_dtype_max(dtype), 3.4e38) ** 0.5 / math.sqrt(max(n, 1)) / 4
-        x = top * rng.uniform(-1, 1, size=shape)
+        x, source = (
+            top * rng.uniform(-1, 1, size=shape),
+            f"{top!r} * {gen}.uniform(-1, 1, {sized})",
+        )
     elif kind == "near_eps":
-        x = draw(NEAR_EPS_RATIOS, label="near_eps_ratio") * near * rng.normal(size=shape)
+        size = draw(NEAR_EPS_RATIOS, label="near_eps_ratio") * near
+        x, source = size * rng.normal(size=shape), f"{size!r} * {gen}.normal({sized})"
     elif kind == "overflow":
-        x = OVERFLOW_MAGNITUDE.get(dtype, OVERFLOW_MAGNITUDE["default"]) * rng.uniform(-1, 1, size=shape)
+        top = OVERFLOW_MAGNITUDE.get(dtype, OVERFLOW_MAGNITUDE["default"])
+        x, source = (
+            top * rng.uniform(-1, 1, size=shape),
+            f"{top!r} * {gen}.uniform(-1, 1, {sized})",
+        )
     elif kind == "integers":
         x = rng.integers(-3, 4, size=shape).astype(float)
+        source = f"{gen}.integers(-3, 4, size={tuple(shape)!r}).astype(float)"
     else:
-        x = rng.uniform(0.1, 2.0, size=shape)
-    return kind, representable(x, dtype)
+        x, source = rng.uniform(0.1, 2.0, size=shape), f"{gen}.uniform(0.1, 2.0, {sized})"
+    return kind, _remembered(representable(x, dtype), source, dtype)
+
+
+def _remembered(array: np.ndarray, source: str | None, dtype: str) -> np.ndarray:
+    """`array`, with the source that drew it (rounded to `dtype` as `representable` does) noted for the
+    repros when it is long (adapters/_repro.remember)."""
+    if source is None or array.size <= _repro.LITERAL_LIMIT:
+        return array
+    if dtype == "bfloat16":
+        rounded = f"np.asarray({source}).astype(__import__('ml_dtypes').bfloat16)"
+    elif dtype == "float64":
+        rounded = source
+    else:
+        rounded = f"np.asarray({source}).astype('{dtype}')"
+    return _repro.remember(array, rounded)
 
 
 @composite
@@ -582,14 +613,18 @@ def running_state(draw, channels: int):
     rng = np.random.default_rng(seed)
     return RunningStats(
         rng.normal(size=channels), rng.uniform(0.2, 3.0, size=channels), draw(_integers(0, 5))
-    )
+    )  # short (one value per channel): no source to remember
 
 
 def _affine(draw, rng_seed, shape, label="affine"):
     if not draw(BOOLEANS, label=label):
         return {}
     rng = np.random.default_rng(rng_seed)
-    return {"scale": rng.normal(size=shape) + 1.0, "offset": rng.normal(size=shape)}
+    scale, offset = rng.normal(size=shape) + 1.0, rng.normal(size=shape)
+    both = f"(lambda r: (r.normal(size={tuple(shape)!r}) + 1.0, r.normal(size={tuple(shape)!r})))"
+    both += f"(np.random.default_rng({rng_seed}))"
+    # remembered unrounded: case() rounds them to the run's dtype and remembers the rounded ones
+    return {"scale": _repro.remember(scale, f"{both}[0]"), "offset": _repro.remember(offset, f"{both}[1]")}
 
 
 def _pick(draw, declaration, key, strategy, label=None):
@@ -629,7 +664,7 @@ def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -
         )
     for key, value in drawn.params.items():
         if isinstance(value, np.ndarray):
-            drawn.params[key] = representable(value, dtype)
+            drawn.params[key] = _remembered(representable(value, dtype), _repro.source_of(value), dtype)
         elif isinstance(value, RunningStats):
             drawn.params[key] = RunningStats(
                 representable(value.mean, dtype), representable(value.var, dtype), value.num_batches_tracked

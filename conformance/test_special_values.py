@@ -83,3 +83,56 @@ def test_an_empty_batch_gives_an_empty_output(target, cell, data):
         ),
         case,
     )
+
+
+# norms whose spec defines eps = 0 on a constant group: 0/0 = NaN there (NUM.N9; BN.N1, IN.E1, LN, GN,
+# RMS and Lp on an all-zero row), every other group as with any eps
+EPS_ZERO_NORMS = tuple(name for name, norm in NORMS.items() if "eps" in norm.parameters())
+
+
+def _constant_group(case: strategies.Case, value: float) -> strategies.Case:
+    """`case` with eps = 0 and the first statistic's group set to `value` (0 for the norms without
+    centring, whose 0/0 is an all-zero row)."""
+    record = NORMS[case.norm]
+    params = {**case.params, "eps": 0.0}
+    view, axes, back = record.statistic_view(np.ones_like(case.x), params)
+    first = np.zeros(np.sum(view, axis=axes, keepdims=True).shape)
+    first.flat[0] = 1.0
+    mask = np.broadcast_to(np.asarray(back(first)), case.x.shape) > 0
+    return strategies.Case(case.norm, np.where(mask, value, case.x), params, case.kind)
+
+
+@pytest.mark.targets(norms=EPS_ZERO_NORMS, widest=True)
+@pytest.mark.clause("NUM.N9", "NUM.L4")
+@strategies.covering
+@given(data=st.data())
+def test_eps_0_on_a_constant_group_is_nan_there(target, cell, data):
+    declaration = adapters.get(target.adapter).declarations[target.norm]
+    if "eps" in declaration.fixed():
+        pytest.skip(f"{target.adapter} {target.norm} fixes eps at {declaration.fixed()['eps']!r}: no eps = 0")
+    clean = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
+    value = (
+        0.0
+        if not NORMS[target.norm].standardizing
+        else data.draw(st.sampled_from([1.5, -3.0]), label="constant")
+    )
+    case = _constant_group(clean, value)
+    y_ref = getattr(expected := reference_or_reject(case), "y", expected)
+    outcome = run_or_reject(cell, case, "NUM.N9")
+    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    with np.errstate(all="ignore"):  # the constant group's conditioning is 0/0 there, as its answer
+        bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
+    cell.settle(
+        checks.check(
+            "NUM.N9",
+            target.adapter,
+            target.norm,
+            target.dtype,
+            "y",
+            outcome.y,
+            y_ref,
+            bound,
+            case.describe(),
+        ),
+        case,
+    )

@@ -147,15 +147,25 @@ class Comparison:
     ratio: float
     ulps: float
     index: tuple[int, ...]
+    expected: float = math.nan  # the reference value there (a budget far beyond it tells nothing)
 
     @property
     def passed(self) -> bool:
         return self.ratio <= 1.0
 
 
-def compare(actual, expected, budget, dtype) -> Comparison:
+# dtype -> the float dtypes with fewer significand bits (a result's ulps are counted in the narrower one)
+NARROWER = {
+    "float64": ("float32", "bfloat16", "float16"),
+    "float32": ("bfloat16", "float16"),
+    "float16": ("bfloat16",),
+}
+
+
+def compare(actual, expected, budget, dtype, ulps_in: str | None = None) -> Comparison:
     """Elementwise |actual - expected| against an elementwise budget; where the reference is not finite,
-    any non-finite result matches, and where it overflows `dtype`, the infinity of its sign (NUM.N7)."""
+    any non-finite result matches, and where it overflows `dtype`, the infinity of its sign (NUM.N7).
+    Ulps are counted in `ulps_in` (the declared statistics dtype where narrower than `dtype`)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if (
@@ -181,6 +191,7 @@ def compare(actual, expected, budget, dtype) -> Comparison:
         float(error[index]),
         float(budget[index]),
         float(ratio[index]),
-        float(ulps(actual[index], expected[index], dtype)),
+        float(ulps(actual[index], expected[index], ulps_in or dtype)),
         tuple(int(i) for i in index),
+        float(expected[index]),
     )

@@ -413,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--report", default="", help="also write the HTML report here")
     check.add_argument(
+        "--require",
+        default="",
+        metavar="LEVEL[,LEVEL]",
+        help="the conformance levels that must hold (semantics, accuracy, range, special_values; "
+        "spec NUM.L5); default: every level holds or is limited",
+    )
+    check.add_argument(
         "--isolate",
         type=_timeout,
         default=60.0,

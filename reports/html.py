@@ -19,7 +19,19 @@ from normconf.adapters.base import NORMS
 from normconf.reference import NORMS as RECORDS
 
 from . import markdown, plots
-from .results import KINDS, SEVERITY, SYMBOL, Run, implementations, kinds, load, matrix, release_axis
+from .results import (
+    KINDS,
+    LEVELS,
+    SEVERITY,
+    SYMBOL,
+    Run,
+    cell_levels,
+    implementations,
+    kinds,
+    load,
+    matrix,
+    release_axis,
+)
 
 TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
@@ -52,8 +64,23 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+SHOWN_VALUES = 8  # a longer list of numbers shows its first values and its length (the repro has them all)
+
+
+def _abridged(value):
+    """`value` with every list of more than SHOWN_VALUES numbers cut to its first ones and a count."""
+    if isinstance(value, dict):
+        return {k: _abridged(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > SHOWN_VALUES and all(isinstance(v, (int, float)) or v is None for v in value):
+            return [*value[:SHOWN_VALUES], f"... {len(value)} values (the repro has them all)"]
+        return [_abridged(v) for v in value]
+    return value
+
+
 def _pretty(value) -> str:
-    """JSON for a human: short lists stay on one line."""
+    """JSON for a human: short lists stay on one line, long ones are abridged."""
+    value = _abridged(value)
     text = json.dumps(value, indent=1, default=str)
     return text if len(text) < 2000 else json.dumps(value, default=str)
 
@@ -273,6 +300,8 @@ def build(runs: list[Run], hazards=None, corpus=None) -> str:
             counts=counts,
             severity=SEVERITY,
             symbol=SYMBOL,
+            levels=cell_levels(runs),
+            level_names=LEVELS,
             marks=kinds(runs),
             kind_letters=KINDS,
             short=SHORT,

@@ -319,6 +319,32 @@ def kinds(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[str]]]:
 
 
 DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
+# the conformance levels (spec/numerics.md NUM.L5), strongest first; a record written before levels
+# were recorded counts at its divergence's kind
+LEVELS = ("semantics", "accuracy", "range", "special values")
+KIND_LEVELS = {"semantic": "semantics", "precision": "accuracy", "special": "special values"}
+
+
+def record_levels(r: dict) -> list[str]:
+    """The levels a record failed or diverged at (none for a pass or a skip)."""
+    if r["verdict"] not in ("finding", "expected divergence"):
+        return []
+    found = r.get("levels") or ([r["level"]] if r.get("level") else [])
+    return found or [KIND_LEVELS.get(r.get("severity", ""), "accuracy")]
+
+
+def cell_levels(runs: list[Run]) -> dict[tuple[str, str], str]:
+    """{(implementation, norm): the strongest level any of its results failed or diverged at}: what the
+    matrix colours a cell by (a finding, wherever it is, is strongest of all - its verdict says so)."""
+    labels = implementations(runs)
+    found: dict[tuple[str, str], str] = {}
+    for i, run in enumerate(runs):
+        for r in run.results:
+            for level in record_levels(r):
+                key = (labels[i, r["adapter"]], r["norm"])
+                if key not in found or LEVELS.index(level) < LEVELS.index(found[key]):
+                    found[key] = level
+    return found
 
 
 def text_matrix(runs: list[Run]) -> str:

@@ -212,3 +212,54 @@ def test_the_matrix_tells_divergence_kinds_apart_and_fits_1440_pixels(page, tmp_
         assert overflow[0] <= overflow[1] and overflow[2] <= overflow[3], overflow
     finally:
         browser.set_window_size(1366, 860)
+
+
+@pytest.mark.clause("NUM.L5")
+def test_the_matrix_colours_each_cell_by_its_strongest_level(page, tmp_path):
+    """One look tells which pairs differ in exact arithmetic: a cell is coloured by the strongest level
+    at which any of its results diverges (semantics darkest, special values lightest), a finding in its
+    own colour, a cell where every level holds green; the legend names each colour."""
+    import json
+
+    from normconf.reports import html
+
+    browser, _ = page
+    lines = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    session, end = lines[0], lines[-1]
+    template = next(r for r in lines if r.get("verdict") == "expected divergence")
+    passing = next(r for r in lines if r.get("verdict") == "pass")
+    records = [session]
+    cells = {
+        "batch_norm": ("expected divergence", ["semantics", "range"]),
+        "layer_norm": ("expected divergence", ["accuracy", "special values"]),
+        "rms_norm": ("expected divergence", ["range"]),
+        "group_norm": ("expected divergence", ["special values"]),
+        "instance_norm": ("finding", ["range"]),
+        "lp_normalize": ("pass", []),
+    }
+    for norm, (verdict, found) in cells.items():
+        base = passing if verdict == "pass" else template
+        records.append({**base, "adapter": "torch.nn", "norm": norm, "verdict": verdict, "levels": found})
+        records.append({**passing, "adapter": "torch.nn", "norm": norm})
+    records.append(end)
+    path = tmp_path / "levels.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    report = html.write([path], tmp_path / "levels.html", None)
+    browser.get(report.as_uri())
+    colour = {
+        norm: browser.execute_script(
+            "return getComputedStyle(arguments[0]).backgroundColor",
+            _visible(browser, f"#matrix button.cell[data-norm='{norm}']")[0],
+        )
+        for norm in cells
+    }
+    assert colour["batch_norm"] == "rgb(122, 63, 0)"  # semantics, the strongest of its two
+    assert colour["layer_norm"] == "rgb(163, 95, 0)"  # accuracy
+    assert colour["rms_norm"] == "rgb(242, 196, 109)"  # range
+    assert colour["group_norm"] == "rgb(251, 232, 196)"  # special values
+    assert colour["instance_norm"] == "rgb(198, 40, 40)"  # a finding, whatever its level
+    assert colour["lp_normalize"] == "rgb(26, 127, 55)"  # every level holds
+    words = _visible(browser, "#matrix button.cell[data-norm='rms_norm']")[0].get_attribute("aria-label")
+    assert "strongest level: range" in words
+    legend = browser.find_element("css selector", "#summary p.muted").text
+    assert all(word in legend for word in ("semantics", "accuracy", "range", "special values"))

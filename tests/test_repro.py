@@ -296,3 +296,32 @@ def test_every_framework_repro_run_alone_gives_the_adapters_numbers(adapter_name
     for example, text, output in zip(examples, scripts, outputs, strict=True):
         failed = _agree(adapter, *example, _printed(output))
         assert not failed, "\n".join(v.message() for v in failed) + f"\n{output[-1500:]}\n{text[-1500:]}"
+
+
+@pytest.mark.clause("NUM.N7")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_a_long_drawn_array_is_written_as_the_draw_that_regenerates_it(dtype):
+    """A repro of a 10^4-value example is a line: the seeded draw, which recomputes every value bit for
+    bit (checked when written); an array no draw made is written compressed, in the narrowest dtype that
+    holds it exactly."""
+    from hypothesis import find
+
+    from normconf.adapters import _repro
+    from normconf.conformance import strategies
+
+    for kind in strategies.VALUE_KINDS:
+        if kind == "constant_channel":  # drawn, then one channel set: no single expression, compressed
+            continue
+        token = strategies._KINDS.set((kind,))  # the values of this kind only
+        try:
+            _, x = find(strategies.values((3, 4000), dtype, 1, 4000, near=1e-3), lambda _: True)
+        finally:
+            strategies._KINDS.reset(token)
+        source = _repro.values(x)
+        assert len(source) < 300 and "b64decode" not in source, (kind, source[:300])
+        again = np.asarray(eval(source, {"np": np}), dtype=np.float64)
+        assert np.array_equal(again, x, equal_nan=True), kind
+    other = strategies.representable(np.linspace(-1, 1, 5000), dtype)  # not a draw: its bytes
+    source = _repro.values(other)
+    narrow = {"float16": "<f2", "bfloat16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype]  # [-1, 1]
+    assert f"'{narrow}'" in source and np.array_equal(np.asarray(eval(source, {"np": np})), other)
