@@ -981,3 +981,53 @@ def squares_overflow(
         )
         for norm in norms
     ]
+
+
+# --- NUM.D2: a constant group at eps = 0 -----------------------------------------------------------
+
+
+def constant_groups_at_eps_0(case: Case, dtype: str, which: str):
+    """The elements of the groups whose values are all equal (variance exactly 0) when eps = 0: the
+    spec's 0/0 = NaN there (NUM.N9)."""
+    if param(case, "eps") != 0.0 or not batch_stats(case):
+        return np.zeros(case.x.shape, dtype=bool)
+    return statistic_mask(case, lambda view, axes: np.ptp(view, axis=axes, keepdims=True) == 0)
+
+
+def zero_over_zero(
+    adapters: str, norms, answer: str, reason: str, shape: tuple = (2, 5, 3), **params
+) -> list[Divergence]:
+    """NUM.D2 for `adapters`: at eps = 0 each of `norms` answers a constant group's 0/0 with `answer`
+    ("non_finite_or_offset": its offset, as if x-hat were 0; "any": what rounding noise in its mean
+    gives) instead of NaN - in exactly those groups; every other group is held to the reference. The
+    example's first group is constant over `shape`'s values per statistic (15 by default: a count whose
+    1/n is not a binary fraction, so a mean taken as sum * (1/n) is off by rounding)."""
+
+    def example(norm: str):
+        def build() -> tuple[Case, str]:
+            x = np.random.default_rng(0).normal(size=shape)
+            chosen = {**R.NORMS[norm].typical_params(x, params), "eps": 0.0}
+            for key in [k for k, v in params.items() if v is None] + ["state"]:
+                chosen.pop(key, None)
+            if R.NORMS[norm].stateful:
+                chosen["training"] = True
+            view, axes, back = statistic_view(norm, np.ones_like(x), chosen)
+            first = np.zeros(np.sum(view, axis=axes, keepdims=True).shape)
+            first.flat[0] = 1.0  # the first group constant
+            x = np.where(np.broadcast_to(np.asarray(back(first)), x.shape) > 0, 1.5, x)
+            return Case(norm, rounded(x, "float32"), chosen, "constant_channel"), "float32"
+
+        return build
+
+    return [
+        Divergence(
+            adapters,
+            norm,
+            "NUM.D2",
+            reason,
+            applies=lambda case, dtype: bool(np.any(constant_groups_at_eps_0(case, dtype, "y"))),
+            example=example(norm),
+            model=Envelope(constant_groups_at_eps_0, {"y": answer}, kind="special"),
+        )
+        for norm in norms
+    ]

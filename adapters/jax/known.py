@@ -43,6 +43,7 @@ from normconf.conformance.divergences import (
     scale_along,
     squares_overflow,
     state_in_float32,
+    zero_over_zero,
 )
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
@@ -625,4 +626,25 @@ KNOWN += [
     *squares_overflow("haiku", ("layer_norm", "rms_norm"), half_in_half=True),
     *squares_overflow("equinox*", ("batch_norm",), half_in_half=True),  # both modes
     *squares_overflow("equinox", ("layer_norm", "group_norm", "rms_norm")),
+]
+
+# NUM.D2: a constant group at eps = 0, as measured (flax 0.12.7)
+KNOWN += [
+    *(
+        entry
+        for norm, shape, params in (
+            ("batch_norm", (5, 3), {"channel_axis": -1}),
+            ("group_norm", (2, 5, 4), {"channel_axis": -1, "groups": 2}),
+            ("layer_norm", (2, 3, 4), {"axes": (1, 2)}),
+        )
+        for entry in zero_over_zero(
+            "flax.*",
+            (norm,),
+            "non_finite_or_offset",
+            "flax answers a constant group's 0/0 at eps = 0 with its offset where its statistics of the "
+            "group are not exactly its value and 0 (measured: NaN for a row whose mean is exact)",
+            shape,
+            **params,
+        )
+    ),
 ]

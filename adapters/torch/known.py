@@ -34,6 +34,7 @@ from normconf.conformance.divergences import (
     statistic_held,
     statistic_mask,
     underflowing_derivative_windows,
+    zero_over_zero,
 )
 from normconf.conformance.strategies import Case
 
@@ -286,3 +287,13 @@ KNOWN += [
         ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "local_response_norm"),
     ),
 ]
+
+# NUM.D2: a constant group at eps = 0 - ATen's InvStd defines 1/sqrt(0 + 0) as 0
+KNOWN += zero_over_zero(
+    "torch.*",
+    ("instance_norm",),
+    "non_finite_or_offset",
+    "ATen's InvStd returns invstd = 0 where var = 0 and eps = 0, so a constant channel normalizes to its "
+    "offset instead of 0/0 = NaN (F.instance_norm runs the BatchNorm kernel, whose training check "
+    "refuses eps = 0 for F.batch_norm itself, BN.D13)",
+)
