@@ -17,6 +17,15 @@ supports (the reference function's names, spec/<norm>.md P-clauses) and returnin
 - `conventions` declares what the implementation does where the spec has a choice, e.g.
   `{"eps_placement": "outside_sqrt"}` or `{"running_var": "biased"}`: the suite then checks against that
   convention instead of reporting it (BN.P8, BN.P4, GN.P4, LRN.P4/P5, LP.P4, RMS.P4).
+- What it does not take: a value of a parameter it takes but does not support is declared,
+  `refuses={"momentum": [None]}` (a float-momentum BatchNorm) - examples drawing it are not run, and
+  are counted with that reason - or raised at call time as `normconf.adapters.Unsupported("...")` (a
+  layer for NCHW inputs only, given another rank). The rest of the norm is judged either way. Any other
+  exception on an input the spec defines is a refusal, judged at that input's level (NUM.L5); an answer
+  that is not an array of the input's shape and dtype, or a signature that cannot take what it is
+  passed, is a protocol error: the plug-in's, not a clause's, and the rest of that norm and dtype is
+  skipped. Every keyword after x must be a parameter of the norm (checked when the file loads); axes
+  and channel_axis are compared modulo the input's rank (-3 is 1 for NCHW).
 - `arrays` says what the function takes and returns: "numpy" (default), "torch" or "jax" (gradients
   then come from the framework's autodiff), or an `Arrays(to, back)` converter of your own.
 - batch_norm/instance_norm functions that take `state` get a RunningStats (mean, var,
@@ -143,6 +152,9 @@ class Implementation:
     conventions: dict = field(default_factory=dict)
     arrays: str | Arrays = "numpy"
     accumulation: dict = field(default_factory=dict)  # input dtype -> dtype the statistics are computed in
+    # {canonical parameter: values the function does not take} (momentum None, eps 0.0): examples drawing
+    # one of them are unsupported - not run, counted with the reason - and the rest is judged
+    refuses: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -158,12 +170,21 @@ class Implementation:
                     f"(one of {', '.join(allowed)})"
                 )
         _check_convention_values(self.norm, self.conventions)
+        for key, values in self.refuses.items():
+            if key not in _reference_defaults(self.norm):
+                raise ValueError(
+                    f"refuses: {key!r} is not a parameter of {self.norm} "
+                    f"(one of {', '.join(_reference_defaults(self.norm))})"
+                )
+            if not isinstance(values, (list, tuple, set, frozenset)):
+                raise ValueError(f"refuses: {key}={values!r} must list the values refused, e.g. [{values!r}]")
+        if not callable(self.fn):
+            raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
+        _check_keywords(self)
         if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
             raise ValueError(
                 f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)"
             )
-        if not callable(self.fn):
-            raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
 
     def __call__(self, *args, **kwargs):  # the decorated function still works as itself
         return self.fn(*args, **kwargs)
@@ -182,6 +203,25 @@ class Implementation:
 
     def converter(self) -> Arrays:
         return self.arrays if isinstance(self.arrays, Arrays) else ARRAYS[self.arrays]()
+
+
+def _check_keywords(impl: Implementation) -> None:
+    """Every parameter the function takes after x is a canonical parameter of its norm (or `state`): a
+    misspelt one (`epsilon` for `eps`) would never be passed, so it is refused at load, naming the valid
+    ones (spec/<norm>.md P-clauses)."""
+    valid = set(_reference_defaults(impl.norm)) | {"state"}
+    signature = inspect.signature(impl.fn)
+    named = [
+        p for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    unknown = [p.name for p in named if p.name not in valid]
+    if unknown:
+        raise ValueError(
+            f"{impl.norm}: {impl.label} takes {', '.join(map(repr, unknown))}, not a parameter of "
+            f"{impl.norm} (spec/{impl.norm}.md P-clauses); the suite passes only "
+            f"{', '.join(sorted(valid))}, by keyword - rename it, or give it a default and declare the "
+            f"value it computes with in conventions="
+        )
 
 
 def _check_convention_values(norm: str, conventions: dict) -> None:
@@ -206,12 +246,22 @@ def implementation(
     conventions: dict | None = None,
     arrays: str | Arrays = "numpy",
     accumulation: dict | None = None,
+    refuses: dict | None = None,
 ):
     """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
 
     def wrap(fn):
         return Implementation(
-            norm, fn, tuple(dtypes), dict(conventions or {}), arrays, dict(accumulation or {})
+            norm,
+            fn,
+            tuple(dtypes),
+            dict(conventions or {}),
+            arrays,
+            dict(accumulation or {}),
+            {
+                key: tuple(values) if isinstance(values, (list, tuple, set, frozenset)) else values
+                for key, values in (refuses or {}).items()
+            },
         )
 
     return wrap
@@ -285,6 +335,11 @@ class FunctionAdapter(Adapter):
         arrays = impl.converter()
         plain, differentiable = {}, {}
         for key, value in params.items():
+            refused = impl.refuses.get(key, ())
+            require(
+                not any(_same(value, r) for r in refused),
+                f"{impl.label} refuses {key}={value!r} (declared: refuses={{{key!r}: {list(refused)!r}}})",
+            )
             if key in taken:
                 if isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
                     differentiable[key] = arrays.to(value, dtype)
@@ -298,9 +353,8 @@ class FunctionAdapter(Adapter):
                 continue
             else:
                 require(
-                    _same(value, fixed.get(key), x.ndim if key == "axes" else None),
-                    f"{impl.label} takes no {key}: it computes {key}="
-                    f"{fixed.get(key)!r} (declare another value in conventions=), not {value!r}",
+                    _same(value, fixed.get(key), x.ndim if key in AXIS_PARAMETERS else None),
+                    _not_taken(impl, key, fixed.get(key), value),
                 )
         differentiable["x"] = arrays.to(x, dtype)
 
@@ -321,6 +375,21 @@ class FunctionAdapter(Adapter):
                 *(None if grads.get(k) is None else arrays.back(grads[k]) for k in ("x", "scale", "offset"))
             )
         return outcome
+
+
+AXIS_PARAMETERS = ("axes", "channel_axis")  # compared as axes of the input: -3 is 1 for a rank-4 input
+
+
+def _not_taken(impl: Implementation, key: str, fixed, value) -> str:
+    """Why an example is not run: it draws `value` for a parameter the function does not take. The same
+    words for every such example (an array is named, not printed), and a hint that works."""
+    if key in ARRAY_PARAMETERS:
+        return f"{impl.label} takes no {key}: examples that draw {key} are not run (the others are judged)"
+    shown = f"{type(value).__name__}" if isinstance(value, (np.ndarray, R.RunningStats)) else repr(value)
+    return (
+        f"{impl.label} takes no {key}: it computes {key}={fixed!r}, not {shown} (take `{key}` as a "
+        f"keyword, or declare conventions={{{key!r}: ...}} with the value it computes)"
+    )
 
 
 def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:

@@ -78,9 +78,10 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
             "timed out" if isinstance(exc, _isolated.ChildTimedOut) else "crashed", clause, str(exc), case
         )
     except Exception as exc:
-        if cell.adapter not in adapters.built_in():  # a plug-in's own error: its protocol, not a clause
-            cell.abandon("protocol error", clause, f"{type(exc).__name__}: {exc}", case)
-        # a framework refused a valid input: that is a result, not a crash of the suite
+        if cell.adapter not in adapters.built_in() and broke_protocol(exc):  # the plug-in's, not the spec's
+            cell.abandon("protocol error", PROTOCOL, f"{type(exc).__name__}: {exc}{PROTOCOL_HINT}", case)
+        # an implementation refused an input the spec defines: a result at that input's level, not a crash
+        # of the suite, and the rest is still judged
         raised = T.Comparison(math.inf, 0.0, math.inf, math.nan, ())
         cell.settle(
             Verdict(
@@ -88,7 +89,7 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
                 cell.adapter,
                 cell.norm,
                 cell.dtype,
-                f"raised {type(exc).__name__}: {exc}",
+                f"refuses the input: raised {type(exc).__name__}: {exc}",
                 raised,
                 "the spec defines this input",
                 case.describe(),
@@ -96,6 +97,25 @@ def run_or_reject(cell: "Cell", case: Case, clause: str, cotangent=None, call=No
             case,
         )
         reject()  # reached only when a known divergence explains the error
+
+
+PROTOCOL = "plug-in protocol"  # what a protocol error's record names instead of a spec clause
+PROTOCOL_HINT = (
+    " - for inputs it does not support, raise normconf.adapters.Unsupported or declare "
+    "refuses={parameter: [values]} (adapters/plugin.py)"
+)
+# a call that broke the plug-in protocol rather than refusing an input: its arguments or its answer
+_SIGNATURE = ("positional argument", "keyword argument", "unexpected keyword", "required keyword")
+
+
+def broke_protocol(exc: BaseException) -> bool:
+    """Whether a plug-in's exception is a protocol error (an answer of the wrong type, dtype or shape; a
+    signature that does not take what it is passed) rather than the refusal of an input."""
+    from normconf.adapters.plugin import ProtocolError
+
+    return isinstance(exc, ProtocolError) or (
+        isinstance(exc, TypeError) and any(words in str(exc) for words in _SIGNATURE)
+    )
 
 
 def timed_call(adapter, call):
@@ -137,8 +157,9 @@ def _considered(misses) -> str:
 
 def _failure_text(verdict: Verdict, misses, case: Case, script: str, acc: str) -> str:
     level = levels.of_example(case, acc, verdict.clause)
+    where = f"level: {level} ({levels.CLAUSES[level]}); " if verdict.clause != PROTOCOL else ""
     return (
-        f"{verdict.message()}\nlevel: {level} ({levels.CLAUSES[level]}); regime: {levels.regime(case, acc)}"
+        f"{verdict.message()}\n{where}regime: {levels.regime(case, acc)}"
         f"{_considered(misses)}\nexample: {case.describe()}\nrepro:\n{script}"
     )
 
@@ -176,7 +197,7 @@ def repro(cell: "Cell", case: Case) -> str:
     clause = clause.clause if clause is not None else ""
     lines += [
         "from normconf.conformance import checks",
-        f"adapter, norm, dtype = adapters.get({cell.adapter!r}), {cell.norm!r}, {cell.dtype!r}",
+        f"adapter, norm, dtype = adapters.get({loadable(cell.adapter)!r}), {cell.norm!r}, {cell.dtype!r}",
         "acc = adapter.declarations[norm].accumulation.get(dtype, dtype)",
     ]
     if case.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
@@ -215,6 +236,16 @@ def repro(cell: "Cell", case: Case) -> str:
         "raise SystemExit(0 if all(v.passed for v in verdicts) else 1)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def loadable(name: str) -> str:
+    """The adapter's name as a repro run from any folder loads it: a plug-in file by its absolute path."""
+    from pathlib import Path
+
+    path, colon, attribute = name.partition(":") if not name.endswith(".py") else (name, "", "")
+    if path.endswith(".py") and Path(path).is_file():
+        return str(Path(path).resolve()) + colon + attribute
+    return name
 
 
 def _framework_alone(cell: "Cell", case: Case) -> str | None:
@@ -343,7 +374,7 @@ class Cell:
             self.dtype,
             f"{kind}: {message}",
             T.Comparison(math.inf, 0.0, math.inf, math.nan, ()),
-            "the spec defines this input",
+            "adapters/plugin.py" if kind == "protocol error" else "the spec defines this input",
             case.describe(),
         )
         observation = (models.Observation(case, "raised", None, None, f"{kind}: {message}"),)

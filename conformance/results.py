@@ -216,6 +216,8 @@ def _levels(cell, case) -> dict:
     from . import levels
 
     acc = cell.acc
+    if cell.abnormal == "protocol error":  # the plug-in's protocol, at no level of the spec
+        return {"regime": levels.regime(case, acc)}
     shown = levels.of_example(case, acc, cell.failure.clause) if cell.failure else cell.expected[0].level
     return {
         "level": shown,

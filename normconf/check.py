@@ -163,9 +163,15 @@ def main(args) -> int:
     ]
     if abnormal:
         kinds = sorted({r["verdict"] for r in abnormal})
+        what = (
+            "raise normconf.adapters.Unsupported for inputs it does not support, or declare "
+            "refuses={parameter: [values]}; return an array of the input's shape and dtype"
+            if "protocol error" in kinds
+            else "see the call above"
+        )
         print(
             f"verdict: DOES NOT CONFORM - {len(abnormal)} of {len(records)} checks end in "
-            f"{', '.join(kinds)} (no level can be judged there; see the finding above)"
+            f"{', '.join(kinds)}: the implementation's, not a clause's ({what})"
         )
         return 1
     if failed_levels:

@@ -222,3 +222,83 @@ def test_an_implementation_that_supports_nothing_is_not_checked(tmp_path):
     code, output, _ = check(str(plugin), tmp_path, "--dtypes", "float64")
     assert code == 3 and "verdict: NOT CHECKED - nothing judged layer_norm" in output, output[-3000:]
     assert "CONFORMS" not in output.replace("NOT CHECKED", "")
+
+
+@pytest.mark.parametrize("layer", ["layer_norm_2d", "batch_norm_float_momentum", "normalize"])
+def test_model_library_layers_conform_as_they_are(tmp_path, layer):
+    """A channels-first LayerNorm2d (layout declared once, other ranks Unsupported), a float-momentum
+    BatchNorm (refuses={"momentum": [None]}) and torchvision's Normalize shape (channel_axis=-3,
+    compared modulo the rank): each judged on everything it takes, and conforming."""
+    code, output, records = check(f"{EXAMPLES / 'model_library_layers.py'}:{layer}", tmp_path)
+    assert code == 0 and "verdict: CONFORMS (semantics, accuracy" in output, output[-3000:]
+    assert sum(r.get("examples", 0) for r in records if r["verdict"] in ("pass", "expected divergence")) > 40
+    refused = {reason for r in records for reason in r.get("unsupported", {})}
+    if layer == "batch_norm_float_momentum":
+        assert any("refuses momentum=None" in reason for reason in refused), refused
+    assert not any("array(" in reason for reason in refused), refused  # one reason, not one per array
+
+
+REFUSES_EPS_0 = """
+import numpy as np
+from normconf.adapters.plugin import implementation
+
+@implementation("layer_norm", dtypes=("float32",), accumulation={"float32": "float32"})
+def layer_norm(x, *, eps, scale=None, offset=None):
+    if eps == 0:
+        raise ValueError("eps must be positive")  # as PyTorch's batch_norm does in training
+    mean = x.mean(axis=-1, keepdims=True)
+    y = (x - mean) / np.sqrt(np.square(x - mean).mean(axis=-1, keepdims=True) + np.float32(eps))
+    return y if scale is None else y * scale + (0 if offset is None else offset)
+"""
+
+
+def test_a_refusal_is_judged_at_its_level_and_stops_nothing(tmp_path):
+    plugin = tmp_path / "refuses.py"
+    plugin.write_text(REFUSES_EPS_0)
+    code, output, records = check(str(plugin), tmp_path)
+    refusals = [r for r in records if "refuses the input: raised ValueError" in r.get("message", "")]
+    assert code == 1 and refusals and all(r["level"] == "special values" for r in refusals), output[-3000:]
+    assert "verdict: DOES NOT CONFORM at special values" in output
+    assert not [r for r in records if r["verdict"] == "skipped"], "a refusal stopped other cells"
+    # a kernel that promises the equations and their accuracy only is held to exactly that
+    code, output, _ = check(str(plugin), tmp_path, "--require", "semantics,accuracy")
+    assert code == 0 and "verdict: CONFORMS (semantics, accuracy)" in output, output[-3000:]
+
+
+WRONG_DTYPE = """
+import numpy as np
+from normconf.adapters.plugin import implementation
+
+@implementation("rms_norm", dtypes=("float32",))
+def rms_norm(x, *, axes, eps, scale=None):
+    return (x / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)).astype(np.float64)
+"""
+
+
+def test_a_protocol_error_is_the_plugins_says_what_to_do_and_its_repro_runs_anywhere(tmp_path):
+    plugin = tmp_path / "wrong_dtype.py"
+    plugin.write_text(WRONG_DTYPE)
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "normconf.cli", "check", plugin.name, "--results", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "the implementation's, not a clause's (raise normconf.adapters.Unsupported" in output
+    protocol = [
+        json.loads(line)
+        for line in (out / "worker-1.jsonl").read_text().splitlines()
+        if '"verdict": "protocol error"' in line
+    ][0]
+    assert protocol["message"].startswith("[plug-in protocol]") and "RMS.S1" not in protocol["message"]
+    assert "returned float64 for a float32 input" in protocol["message"] and "level" not in protocol
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    replay = subprocess.run(
+        [sys.executable, str(out / "repro.py")], cwd=elsewhere, capture_output=True, text=True, timeout=300
+    )
+    assert "PluginError" not in replay.stderr and "returned float64" in replay.stderr, replay.stderr[-2000:]

@@ -149,3 +149,55 @@ def test_torch_arrays_give_gradients_from_autograd():
     assert relative_error(out.grads.x, want.x) <= reference_budget(4)
     assert relative_error(out.grads.scale, want.scale) <= reference_budget(12)
     assert sys.modules.get("torch") is not None
+
+
+# --- what a plug-in does not take (issue: real libraries through normconf check) -------------------
+
+
+def test_a_misspelt_keyword_is_refused_at_load_listing_the_valid_ones():
+    with pytest.raises(ValueError, match=r"takes 'epsilon', not a parameter of layer_norm.*axes, eps"):
+        plugin.implementation("layer_norm")(lambda x, *, epsilon: x)
+    plugin.implementation("layer_norm")(lambda x, **kwargs: x)  # **kwargs takes whatever it is passed
+
+
+def test_declared_refusals_are_unsupported_with_one_reason_and_the_rest_runs():
+    @plugin.implementation("batch_norm", dtypes=("float64",), refuses={"momentum": [None]})
+    def batch_norm(x, *, eps, momentum, training, state=None):
+        return (x - x.mean(0)) / np.sqrt(x.var(0) + eps), state
+
+    adapter = plugin.as_adapter(batch_norm, "float_momentum")
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    state = R.RunningStats.initial(3)
+    with pytest.raises(
+        Unsupported, match=r"refuses momentum=None \(declared: refuses=\{'momentum': \[None\]\}\)"
+    ):
+        adapter.run("batch_norm", x, {"momentum": None, "training": True, "state": state}, dtype="float64")
+    adapter.run("batch_norm", x, {"momentum": 0.1, "training": True, "state": state}, dtype="float64")
+    with pytest.raises(ValueError, match="refuses: 'epsilon' is not a parameter"):
+        plugin.implementation("batch_norm", refuses={"epsilon": [0.0]})(batch_norm.fn)
+
+
+def test_axes_are_compared_modulo_the_rank_and_unsupported_reasons_print_no_array():
+    @plugin.implementation("channel_normalize", dtypes=("float64",), conventions={"channel_axis": -3})
+    def normalize(x, *, mean, std):
+        shape = [1] * x.ndim
+        shape[-3] = -1
+        return (x - mean.reshape(shape)) / std.reshape(shape)
+
+    adapter = plugin.as_adapter(normalize, "tv")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
+    params = {"mean": np.zeros(3), "std": np.ones(3), "channel_axis": 1}  # 1 is -3 of a rank-4 input
+    assert np.array_equal(adapter.run("channel_normalize", x, params, dtype="float64").y, x)
+
+    @plugin.implementation("layer_norm", dtypes=("float64",))
+    def no_offset(x, *, axes, eps, scale=None):
+        return x
+
+    with pytest.raises(Unsupported) as refused:
+        plugin.as_adapter(no_offset, "o").run(
+            "layer_norm", x, {"axes": (-1,), "eps": 1e-5, "offset": np.ones(5)}, dtype="float64"
+        )
+    assert str(refused.value) == (
+        "test_axes_are_compared_modulo_the_rank_and_unsupported_reasons_print_no_array.<locals>.no_offset "
+        "takes no offset: examples that draw offset are not run (the others are judged)"
+    )
