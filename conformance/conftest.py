@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from normconf import adapters
+from normconf.pytest_plugin import PROFILE_NAMES
 
 PROFILES = {
     # examples per property: quick (CI, the same examples every run), default (`normconf run`), thorough
@@ -36,6 +37,9 @@ PROFILES = {
 # no explain phase: it replays variations of the minimal failing example after shrinking, which costs
 # time and says nothing the repro and the diagnosis do not
 PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+# the --profile choices are offered by the pytest plugin (normconf/pytest_plugin.py: the options must be
+# known before this conftest is, for `pytest --pyargs normconf.conformance --impl ...`)
+assert set(PROFILES) == set(PROFILE_NAMES), "normconf.pytest_plugin.PROFILE_NAMES lists the profiles"
 for _name, _options in PROFILES.items():
     # `cell` is function-scoped on purpose: it accumulates one result over all examples of a test.
     settings.register_profile(
@@ -52,69 +56,6 @@ for _name, _options in PROFILES.items():
             HealthCheck.nested_given,  # a covering example draws the simplest example of a strategy
         ],
         **_options,
-    )
-
-
-def pytest_addoption(parser):
-    group = parser.getgroup("normconf")
-    group.addoption(
-        "--adapters",
-        default=os.environ.get("NORMCONF_ADAPTERS", ""),
-        help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS",
-    )
-    group.addoption(
-        "--impl",
-        default=os.environ.get("NORMCONF_IMPL", ""),
-        help="comma-separated plug-ins to check: path/file.py[:obj] or module:obj; only these run "
-        "unless --adapters names others too; NORMCONF_IMPL",
-    )
-    group.addoption(
-        "--norms",
-        default=os.environ.get("NORMCONF_NORMS", ""),
-        help="comma-separated norms (default: every norm an adapter declares); NORMCONF_NORMS",
-    )
-    group.addoption(
-        "--dtypes",
-        default=os.environ.get("NORMCONF_DTYPES", ""),
-        help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES",
-    )
-    group.addoption(
-        "--profile",
-        default=os.environ.get("NORMCONF_PROFILE", "quick"),
-        choices=sorted(PROFILES),
-        help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE",
-    )
-    group.addoption(
-        "--results",
-        default=os.environ.get("NORMCONF_RESULTS"),
-        help="append one JSON line per result to this file; NORMCONF_RESULTS",
-    )
-    group.addoption(
-        "--seed",
-        default=os.environ.get("NORMCONF_SEED"),
-        type=int,
-        help="fixed seed: the same examples every run; NORMCONF_SEED",
-    )
-    group.addoption(
-        "--claims",
-        default=None,
-        metavar="DIR",
-        help="share the adapters with other workers: run an adapter's cells only after claiming it in "
-        "DIR (first come), in the order --adapters lists them (normconf run's queue)",
-    )
-    group.addoption(
-        "--no-compile-cache",
-        action="store_true",
-        default=False,
-        help="no persistent compilation cache for the compiled frameworks (on by default); "
-        "NORMCONF_COMPILE_CACHE=0",
-    )
-    group.addoption(
-        "--isolate",
-        default=os.environ.get(adapters.ISOLATE, ""),
-        metavar="SECONDS",
-        help="run every adapter call in a child process that may take SECONDS ('on': no limit): a "
-        "crash or hang costs its cell only, reported as 'crashed' / 'timed out'; NORMCONF_ISOLATE",
     )
 
 

@@ -1,5 +1,9 @@
-"""pytest plugin: the `clause` marker, a dump of which tests cite which spec clauses, and the ISA
-caps of NORMCONF_MAX_ISA applied before any framework is imported.
+"""pytest plugin: the conformance suite's options, the `clause` marker, a dump of which tests cite
+which spec clauses, and the ISA caps of NORMCONF_MAX_ISA applied before any framework is imported.
+
+The suite's options live here, not in its conftest, so that an installed normconf runs it by name:
+`pytest --pyargs normconf.conformance --impl my_norms.py` (the options are parsed before any conftest
+of the installed package is found).
 
 `@pytest.mark.clause("BN.N2", ...)` ties a test to clauses; `--clause-map FILE` writes
 {clause: [test ids]} after collection, which the clause-coverage meta-test reads.
@@ -8,9 +12,13 @@ caps of NORMCONF_MAX_ISA applied before any framework is imported.
 from __future__ import annotations
 
 import json
+import os
+
+PROFILE_NAMES = ("default", "quick", "thorough")  # conformance/conftest.py's hypothesis profiles
 
 
 def pytest_addoption(parser):
+    _suite_options(parser)
     parser.addoption(
         "--clause-map",
         metavar="FILE",
@@ -47,3 +55,67 @@ def pytest_collection_finish(session):
             citations.setdefault(clause, []).append(item.nodeid)
     with open(path, "w") as fh:
         json.dump(citations, fh, indent=1, sort_keys=True)
+
+
+def _suite_options(parser) -> None:
+    """The conformance suite's options (its conftest reads them)."""
+    group = parser.getgroup("normconf")
+    group.addoption(
+        "--adapters",
+        default=os.environ.get("NORMCONF_ADAPTERS", ""),
+        help="comma-separated adapter names (default: all); NORMCONF_ADAPTERS",
+    )
+    group.addoption(
+        "--impl",
+        default=os.environ.get("NORMCONF_IMPL", ""),
+        help="comma-separated plug-ins to check: path/file.py[:obj] or module:obj; only these run "
+        "unless --adapters names others too; NORMCONF_IMPL",
+    )
+    group.addoption(
+        "--norms",
+        default=os.environ.get("NORMCONF_NORMS", ""),
+        help="comma-separated norms (default: every norm an adapter declares); NORMCONF_NORMS",
+    )
+    group.addoption(
+        "--dtypes",
+        default=os.environ.get("NORMCONF_DTYPES", ""),
+        help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES",
+    )
+    group.addoption(
+        "--profile",
+        default=os.environ.get("NORMCONF_PROFILE", "quick"),
+        choices=sorted(PROFILE_NAMES),
+        help="hypothesis profile: quick, default, thorough; NORMCONF_PROFILE",
+    )
+    group.addoption(
+        "--results",
+        default=os.environ.get("NORMCONF_RESULTS"),
+        help="append one JSON line per result to this file; NORMCONF_RESULTS",
+    )
+    group.addoption(
+        "--seed",
+        default=os.environ.get("NORMCONF_SEED"),
+        type=int,
+        help="fixed seed: the same examples every run; NORMCONF_SEED",
+    )
+    group.addoption(
+        "--claims",
+        default=None,
+        metavar="DIR",
+        help="share the adapters with other workers: run an adapter's cells only after claiming it in "
+        "DIR (first come), in the order --adapters lists them (normconf run's queue)",
+    )
+    group.addoption(
+        "--no-compile-cache",
+        action="store_true",
+        default=False,
+        help="no persistent compilation cache for the compiled frameworks (on by default); "
+        "NORMCONF_COMPILE_CACHE=0",
+    )
+    group.addoption(
+        "--isolate",
+        default=os.environ.get("NORMCONF_ISOLATE", ""),  # adapters.ISOLATE
+        metavar="SECONDS",
+        help="run every adapter call in a child process that may take SECONDS ('on': no limit): a "
+        "crash or hang costs its cell only, reported as 'crashed' / 'timed out'; NORMCONF_ISOLATE",
+    )
