@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import zlib
 from collections import OrderedDict
 
@@ -22,10 +23,16 @@ LITERAL_LIMIT = 256  # arrays with more elements are written as their recipe, or
 # strategies remember each draw), so a repro of a 10^4-value example is a line, not 100 KB
 _RECIPES: OrderedDict[bytes, str] = OrderedDict()
 RECIPES_KEPT = 4096
+# the most recent long draws themselves, so that a framework-alone script's transposed or reshaped copy
+# of one (channels last, a flattened batch) is written as that draw transposed or reshaped
+_RECENT: OrderedDict[bytes, tuple[np.ndarray, str]] = OrderedDict()
+RECENT_KEPT = 64
 
 
 def _digest(array: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(array, dtype="<f8").tobytes(), digest_size=16).digest()
+    """Content and shape: a reshaped copy is another array."""
+    data = np.ascontiguousarray(array, dtype="<f8").tobytes() + repr(array.shape).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def remember(array: np.ndarray, source: str) -> np.ndarray:
@@ -37,6 +44,10 @@ def remember(array: np.ndarray, source: str) -> np.ndarray:
         _RECIPES.move_to_end(key)
         while len(_RECIPES) > RECIPES_KEPT:
             _RECIPES.popitem(last=False)
+        _RECENT[key] = (array, source)
+        _RECENT.move_to_end(key)
+        while len(_RECENT) > RECENT_KEPT:
+            _RECENT.popitem(last=False)
     return array
 
 
@@ -45,9 +56,42 @@ def source_of(array: np.ndarray) -> str | None:
     return _RECIPES.get(_digest(array)) if array.size > LITERAL_LIMIT else None
 
 
+PATCHED_AT_MOST = 16  # a draw with this few values replaced (a NaN put in) is written as the draw, patched
+
+
+def _literal(value: float) -> str:
+    return f"float({str(value)!r})" if not np.isfinite(value) else repr(float(value))
+
+
+def _rearranged(array: np.ndarray) -> str | None:
+    """Source for `array` as a recent draw reshaped, with its axes permuted, or with a few values
+    replaced (a special value put in), or None."""
+    for drawn, source in reversed(_RECENT.values()):
+        if drawn.shape == array.shape:
+            differ = np.flatnonzero(~((drawn == array) | (np.isnan(drawn) & np.isnan(array))))
+            if 0 < differ.size <= PATCHED_AT_MOST:
+                at = [int(i) for i in differ]
+                values = ", ".join(_literal(v) for v in array.ravel()[differ])
+                return (
+                    f"(lambda a: (np.put(a, {at!r}, [{values}]), a)[1])(np.array({source}, dtype=np.float64))"
+                )
+            continue
+        if drawn.size != array.size:
+            continue
+        if np.array_equal(drawn.reshape(array.shape), array, equal_nan=True):
+            return f"np.reshape({source}, {array.shape!r})"
+        for axes in itertools.permutations(range(drawn.ndim)):
+            if tuple(drawn.shape[a] for a in axes) == array.shape and np.array_equal(
+                np.transpose(drawn, axes), array, equal_nan=True
+            ):
+                return f"np.transpose({source}, {axes!r})"
+    return None
+
+
 def _recipe(array: np.ndarray) -> str | None:
-    """The remembered source of `array`, checked to recompute it exactly (else None)."""
-    source = _RECIPES.get(_digest(array))
+    """The remembered source of `array` (or of a recent draw it rearranges), checked to recompute it
+    exactly (else None)."""
+    source = _RECIPES.get(_digest(array)) or _rearranged(array)
     if source is None:
         return None
     with np.errstate(all="ignore"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,16 +12,24 @@ from normconf.reference import NORMS
 from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
 
+# the seed hypothesis drew the vetted quick sample from (this property's source digest before the
+# cotangent became a remembered draw), until every property is seeded from its identity
+VETTED_DIGEST = int(
+    "27111148448446840511526451858282375087086119750888384532395023962544007583740554500094278520539883838262501"
+    "383308913"
+)
+
 
 @pytest.mark.targets(need=("gradients",))
 @pytest.mark.clause(*(n.clauses.vjp for n in NORMS.values()), "NUM.N8")
 @strategies.covering
+@strategies.keeping_sample(VETTED_DIGEST)
 @given(data=st.data())
 def test_gradients_match_reference_vjp(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
     case = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
     seed = data.draw(st.integers(0, 2**16), label="cotangent_seed")
-    g = strategies.representable(np.random.default_rng(seed).normal(size=case.x.shape), target.dtype)
+    g = strategies.cotangent(seed, case.x.shape, target.dtype)
     case.cotangent = g  # divergences that depend on the cotangent's size see it
     expected = reference_or_reject(case, vjp_of=g)
     clause = NORMS[target.norm].clauses.vjp
