@@ -254,11 +254,13 @@ def _framework_alone(cell: "Cell", case: Case) -> str | None:
     if cell.abnormal is not None:
         return None
     try:
-        return adapters.get(cell.adapter).framework_repro(
+        script = adapters.get(cell.adapter).framework_repro(
             case.norm, case.x, case.params, dtype=cell.dtype, cotangent=case.cotangent
         )
     except Exception:  # an example the framework refuses has no call to write out
         return None
+    # written in the adapter's isolated child, which drew nothing: long arrays as this process drew them
+    return _repro.with_recipes(script) if script else script
 
 
 @dataclass

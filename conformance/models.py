@@ -44,7 +44,7 @@ QUANTITIES = ("y", "mean", "var", "x", "scale", "offset", "raised")
 
 def quantity(what: str) -> str:
     """The quantity a verdict's `what` names: "y", "mean", "var", "x", "scale", "offset" or "raised"."""
-    if what.startswith(("raised", "crashed", "timed out")):
+    if what.startswith(("refuses the input", "raised", "crashed", "timed out")):
         return "raised"
     if "state.mean" in what:
         return "mean"
