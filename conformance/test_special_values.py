@@ -105,7 +105,7 @@ def _constant_group(case: strategies.Case, value: float) -> strategies.Case:
 
 
 @pytest.mark.targets(norms=EPS_ZERO_NORMS, widest=True)
-@pytest.mark.clause("NUM.N9", "NUM.L4")
+@pytest.mark.clause("NUM.N9", "NUM.L4", "NUM.D2")
 @strategies.covering
 @given(data=st.data())
 def test_eps_0_on_a_constant_group_is_nan_there(target, cell, data):

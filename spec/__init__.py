@@ -12,8 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 PAGES_DIR = Path(__file__).resolve().parent
-CLAUSE_HEADING = re.compile(r"^### (?P<id>[A-Z]+\.[PCSNDE]\d+) · (?P<title>.+)$")
-CLAUSE_ID = re.compile(r"^[A-Z]+\.[PCSNDE]\d+$")
+CLAUSE_HEADING = re.compile(r"^### (?P<id>[A-Z]+\.[PCSNDEL]\d+) · (?P<title>.+)$")
+# kinds: Parameters, Constraints, Semantics, Numerics, Divergences, Examples, conformance Levels
+CLAUSE_ID = re.compile(r"^[A-Z]+\.[PCSNDEL]\d+$")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Clause:
 
     @property
     def kind(self) -> str:
-        """P, C, S, N, D or E."""
+        """P, C, S, N, D, E or L."""
         return self.id.split(".")[1][0]
 
 
