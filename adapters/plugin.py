@@ -26,6 +26,9 @@ supports (the reference function's names, spec/<norm>.md P-clauses) and returnin
   passed, is a protocol error: the plug-in's, not a clause's, and the rest of that norm and dtype is
   skipped. Every keyword after x must be a parameter of the norm (checked when the file loads); axes
   and channel_axis are compared modulo the input's rank (-3 is 1 for NCHW).
+- `wraps="torch.functional"` (a built-in adapter of the same norm) says the function calls that
+  framework's own: the adapter's known divergences are then candidates for it too, each still judged by
+  its model - the same arithmetic gets the same verdict.
 - `arrays` says what the function takes and returns: "numpy" (default), "torch" or "jax" (gradients
   then come from the framework's autodiff), or an `Arrays(to, back)` converter of your own.
 - batch_norm/instance_norm functions that take `state` get a RunningStats (mean, var,
@@ -155,6 +158,9 @@ class Implementation:
     # {canonical parameter: values the function does not take} (momentum None, eps 0.0): examples drawing
     # one of them are unsupported - not run, counted with the reason - and the rest is judged
     refuses: dict = field(default_factory=dict)
+    # the built-in adapter whose function this one calls ("torch.functional"): that adapter's modelled
+    # divergences judge it too - as models of the same arithmetic, never as excuses
+    wraps: str | None = None
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -181,6 +187,7 @@ class Implementation:
         if not callable(self.fn):
             raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
         _check_keywords(self)
+        _check_wraps(self)
         if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
             raise ValueError(
                 f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)"
@@ -203,6 +210,19 @@ class Implementation:
 
     def converter(self) -> Arrays:
         return self.arrays if isinstance(self.arrays, Arrays) else ARRAYS[self.arrays]()
+
+
+def _check_wraps(impl: Implementation) -> None:
+    """`wraps` names a built-in adapter that implements the same norm."""
+    if impl.wraps is None:
+        return
+    from . import built_in, load
+
+    offering = [name for name in built_in() if impl.norm in load(name).declarations]
+    if impl.wraps not in offering:
+        raise ValueError(
+            f"wraps: {impl.wraps!r} is not a built-in adapter of {impl.norm}; one of {', '.join(offering)}"
+        )
 
 
 def _check_keywords(impl: Implementation) -> None:
@@ -247,6 +267,7 @@ def implementation(
     arrays: str | Arrays = "numpy",
     accumulation: dict | None = None,
     refuses: dict | None = None,
+    wraps: str | None = None,
 ):
     """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
 
@@ -262,6 +283,7 @@ def implementation(
                 key: tuple(values) if isinstance(values, (list, tuple, set, frozenset)) else values
                 for key, values in (refuses or {}).items()
             },
+            wraps,
         )
 
     return wrap
@@ -319,6 +341,11 @@ class FunctionAdapter(Adapter):
             gradients=converter.vjp is not None,
             stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken,
         )
+
+    def wrapped(self, norm: str) -> str | None:
+        """The built-in adapter the implementation of `norm` declares it wraps, or None."""
+        impl = self.implementations.get(norm)
+        return impl.wraps if impl is not None else None
 
     def environment(self) -> dict:
         return {

@@ -155,10 +155,12 @@ def candidates(
     """The entries whose territory holds a failure of `adapter` on (case, dtype): those about the same
     kind of comparison first (`gradient`: a VJP, else an output or a state). Each is only a candidate:
     its model must agree with what the framework answered (`Divergence.judge`)."""
+    named = (adapter, *filter(None, [_wrapped(adapter, norm)]))  # a plug-in's wrapped built-in too
     found = [
         entry
         for entry in known()
-        if (entry.non_finite or not non_finite_only) and entry.matches(adapter, norm, case, dtype)
+        if (entry.non_finite or not non_finite_only)
+        and any(entry.matches(name, norm, case, dtype) for name in named)
     ]
     if not non_finite_only and not any(entry.clause in levels.RANGE_CLAUSES for entry in found):
         generic = declared_range(norm, _accumulation(adapter, norm, dtype))
@@ -166,6 +168,16 @@ def candidates(
             found.append(generic)  # the range limit every implementation is granted (NUM.L3)
     same_kind = [entry for entry in found if (entry.shows_in == "gradient") == gradient]
     return same_kind + [entry for entry in found if entry not in same_kind]
+
+
+def _wrapped(adapter: str, norm: str) -> str | None:
+    """The built-in adapter a plug-in declares its `norm` wraps (`wraps=`), whose divergences are its
+    own arithmetic's; None for anything else."""
+    try:
+        wrapped = getattr(normconf.adapters.load(adapter), "wrapped", None)
+    except Exception:  # an adapter the registry does not know (a test's stand-in)
+        return None
+    return wrapped(norm) if wrapped is not None else None
 
 
 def _accumulation(adapter: str, norm: str, dtype: str) -> str:

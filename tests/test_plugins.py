@@ -201,3 +201,39 @@ def test_axes_are_compared_modulo_the_rank_and_unsupported_reasons_print_no_arra
         "test_axes_are_compared_modulo_the_rank_and_unsupported_reasons_print_no_array.<locals>.no_offset "
         "takes no offset: examples that draw offset are not run (the others are judged)"
     )
+
+
+WRAPS_TORCH = """
+import torch.nn.functional as F
+from normconf.adapters.plugin import implementation
+
+@implementation("layer_norm", arrays="torch", dtypes=("float16", "float32"), wraps={wraps!r})
+def layer_norm(x, *, eps, scale=None, offset=None):
+    return F.layer_norm(x, x.shape[-1:], scale, offset, eps)
+"""
+
+
+@pytest.mark.clause("LN.D5")
+def test_a_plugin_built_on_a_framework_function_is_judged_by_its_models(tmp_path):
+    """A thin wrapper of F.layer_norm computes torch's arithmetic: with wraps="torch.functional" that
+    adapter's modelled divergences are candidates for it (its models still judge), without it none."""
+    pytest.importorskip("torch")
+    from normconf.conformance import divergences
+
+    entries = [
+        e
+        for e in divergences.KNOWN
+        if e.norm == "layer_norm" and e.names("torch.functional") and e.clause != "NUM.D1"
+    ]
+    assert entries
+    for wraps in ("torch.functional", None):
+        path = tmp_path / f"wrapped_{wraps is not None}.py"
+        path.write_text(WRAPS_TORCH.format(wraps=wraps))
+        for entry in entries:
+            case, dtype = entry.example()
+            found = divergences.candidates(str(path), "layer_norm", case, dtype)
+            assert (entry in found) == (wraps is not None), (entry.clause, wraps)
+    with pytest.raises(
+        ValueError, match="wraps: 'torch.nn.LayerNorm' is not a built-in adapter of layer_norm"
+    ):
+        plugin.implementation("layer_norm", wraps="torch.nn.LayerNorm")(lambda x, *, eps: x)
