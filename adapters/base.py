@@ -63,6 +63,10 @@ class NormDeclaration:
     # takes mean and variance as constructor arguments): for a compiling adapter they are configuration,
     # drawn from the program pool with the shape (conformance/strategies.py)
     constants: tuple[str, ...] = ()
+    # how the implementation stores its scale (RMS.N3): "as_is" (y = x-hat * scale) or "one_plus" (it
+    # holds weight = scale - 1 and computes x-hat * (1 + weight), as Gemma's RMSNorm): the suite then
+    # draws weight in the tested dtype and the reference takes scale = 1 + weight exactly
+    scale_form: str = "as_is"
 
     def defaults(self) -> dict[str, Any]:
         """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""
@@ -86,6 +90,7 @@ class NormDeclaration:
 # Divisor conventions (BN.P8, RMS.P4) no framework covered departs from: the suite draws them only where
 # a declaration fixes them, and an adapter is never handed a value it has not declared.
 DIVISOR_CONVENTIONS = {"normalize_var": "biased", "eps_placement": "inside_sqrt"}
+SCALE_FORMS = ("as_is", "one_plus")  # NormDeclaration.scale_form
 DIVISOR_NORMS = tuple(name for name, norm in RECORDS.items() if norm.divisor)
 
 # The canonical keyword parameters of each reference function that a framework default can set.

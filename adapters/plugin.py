@@ -26,6 +26,8 @@ supports (the reference function's names, spec/<norm>.md P-clauses) and returnin
   passed, is a protocol error: the plug-in's, not a clause's, and the rest of that norm and dtype is
   skipped. Every keyword after x must be a parameter of the norm (checked when the file loads); axes
   and channel_axis are compared modulo the input's rank (-3 is 1 for NCHW).
+- `scale_form="one_plus"` says the function holds `weight` and computes x̂ · (1 + weight) (Gemma's
+  RMSNorm): the suite draws weight in the tested dtype and passes it as is (RMS.N3).
 - `wraps="torch.functional"` (a built-in adapter of the same norm) says the function calls that
   framework's own: the adapter's known divergences are then candidates for it too, each still judged by
   its model - the same arithmetic gets the same verdict.
@@ -57,6 +59,7 @@ from .base import (
     DIVISOR_CONVENTIONS,
     DTYPES,
     NORMS,
+    SCALE_FORMS,
     Adapter,
     Convention,
     NormDeclaration,
@@ -161,6 +164,7 @@ class Implementation:
     # the built-in adapter whose function this one calls ("torch.functional"): that adapter's modelled
     # divergences judge it too - as models of the same arithmetic, never as excuses
     wraps: str | None = None
+    scale_form: str = "as_is"  # "one_plus": the function takes weight and computes x-hat * (1 + weight)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -188,6 +192,13 @@ class Implementation:
             raise TypeError(f"{self.norm}: the implementation must be callable, got {type(self.fn).__name__}")
         _check_keywords(self)
         _check_wraps(self)
+        if self.scale_form not in SCALE_FORMS or (
+            self.scale_form != "as_is" and "scale" not in _reference_defaults(self.norm)
+        ):
+            raise ValueError(
+                f"scale_form: {self.scale_form!r} for {self.norm}; one of {', '.join(SCALE_FORMS)} "
+                f"(a form other than 'as_is' only for a norm with a scale, RMS.N3)"
+            )
         if not isinstance(self.arrays, Arrays) and self.arrays not in ARRAYS:
             raise ValueError(
                 f"arrays: {self.arrays!r} is not one of {', '.join(ARRAYS)} or an Arrays(to, back)"
@@ -268,6 +279,7 @@ def implementation(
     accumulation: dict | None = None,
     refuses: dict | None = None,
     wraps: str | None = None,
+    scale_form: str = "as_is",
 ):
     """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
 
@@ -284,6 +296,7 @@ def implementation(
                 for key, values in (refuses or {}).items()
             },
             wraps,
+            scale_form,
         )
 
     return wrap
@@ -340,6 +353,7 @@ class FunctionAdapter(Adapter):
             dict(impl.accumulation),
             gradients=converter.vjp is not None,
             stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken,
+            scale_form=impl.scale_form,
         )
 
     def wrapped(self, norm: str) -> str | None:
@@ -368,7 +382,10 @@ class FunctionAdapter(Adapter):
                 f"{impl.label} refuses {key}={value!r} (declared: refuses={{{key!r}: {list(refused)!r}}})",
             )
             if key in taken:
-                if isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
+                if key == "scale" and impl.scale_form == "one_plus" and value is not None:
+                    # the strategy drew weight in the dtype: scale - 1 recovers it exactly (RMS.N3)
+                    differentiable[key] = arrays.to(np.asarray(value) - 1.0, dtype)
+                elif isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
                     differentiable[key] = arrays.to(value, dtype)
                 elif isinstance(value, R.RunningStats):
                     plain[key] = R.RunningStats(

@@ -57,7 +57,14 @@ ALTERNATIVES = {
     "layer_norm": [("LN.N1", *d) for d in DIVISOR],
     "group_norm": [("GN.N1", *d) for d in DIVISOR]
     + [("GN.P4", "channels grouped the other way", _other("assignment", "contiguous", "interleaved"))],
-    "rms_norm": [("RMS.N1", "eps outside the square root", lambda p: {"eps_placement": "outside_sqrt"})],
+    "rms_norm": [
+        ("RMS.N1", "eps outside the square root", lambda p: {"eps_placement": "outside_sqrt"}),
+        (
+            "RMS.N3",
+            "the scale is applied as 1 + scale (if that is intended, declare scale_form='one_plus')",
+            lambda p: None if p.get("scale") is None else {"scale": 1.0 + np.asarray(p["scale"])},
+        ),
+    ],
     "local_response_norm": [
         (
             "LRN.N1",
@@ -80,13 +87,19 @@ ALTERNATIVES = {
 }
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and np.array_equal(a, b)
+    return a == b
+
+
 def explain(norm: str, x: np.ndarray, params: dict, actual, pick, bound, dtype: str, vjp_of=None) -> str:
     """A sentence naming the alternative convention under which the reference agrees with `actual`
     (`pick(result)` takes the compared quantity from a reference result - the VJP's, given the output
     cotangent `vjp_of`; `bound` is the budget), or ""."""
     for clause, what, change in ALTERNATIVES.get(norm, ()):
         changed = change(params)
-        if not changed or all(params.get(k) == v for k, v in changed.items()):
+        if not changed or all(_same(params.get(k), v) for k, v in changed.items()):
             continue
         try:
             if vjp_of is None:

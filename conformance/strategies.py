@@ -680,8 +680,12 @@ def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -
                 if fixed.get(key, canonical) != canonical
             }
         )
+    one_plus = declaration is not None and declaration.scale_form == "one_plus"
     for key, value in drawn.params.items():
-        if isinstance(value, np.ndarray):
+        if key == "scale" and one_plus and isinstance(value, np.ndarray):
+            # the implementation holds weight = scale - 1 in the dtype: that is what rounds (RMS.N3)
+            drawn.params[key] = 1.0 + representable(value - 1.0, dtype)
+        elif isinstance(value, np.ndarray):
             drawn.params[key] = _remembered(representable(value, dtype), _repro.source_of(value), dtype)
         elif isinstance(value, RunningStats):
             drawn.params[key] = RunningStats(

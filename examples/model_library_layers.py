@@ -3,6 +3,7 @@
     normconf check examples/model_library_layers.py:layer_norm_2d
     normconf check examples/model_library_layers.py:batch_norm_float_momentum
     normconf check examples/model_library_layers.py:normalize
+    normconf check examples/model_library_layers.py:gemma_rms_norm
 
 - layer_norm_2d: a channels-first LayerNorm2d (timm's, ConvNeXt's): normalizes the channel axis of an
   NCHW input. Its layout is declared once (`conventions={"axes": (1,)}`), and an input of another rank
@@ -11,6 +12,8 @@
   declares `refuses={"momentum": [None]}`: examples drawing momentum=None are not run (counted, with
   the reason), every other example is.
 - normalize: torchvision's `Normalize` shape, `(x - mean) / std` per channel at axis -3.
+- gemma_rms_norm: Gemma's RMSNorm, statistics in float32, `x̂ · (1 + weight)` with the weight kept in the
+  model's dtype - declared `scale_form="one_plus"` (RMS.N3), so the suite hands it weight as it is.
 
 Each computes its statistics in float32 (declared), so each is range limited where squares leave
 float32 (NUM.D1), as every framework computing in float32 is.
@@ -70,3 +73,18 @@ def normalize(x, *, mean, std):
     shape = [1] * x.ndim
     shape[-3] = -1
     return (x - mean.reshape(shape)) / std.reshape(shape)
+
+
+@implementation(
+    "rms_norm",
+    dtypes=("float16", "float32"),
+    scale_form="one_plus",
+    accumulation={"float16": "float32", "float32": "float32"},
+)
+def gemma_rms_norm(x, *, eps, scale=None):
+    """The last axis; computed in float32, weight applied as (1 + weight), cast back."""
+    v = x.astype(np.float32)
+    y = v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + np.float32(eps))
+    if scale is not None:
+        y = y * (np.float32(1.0) + scale.astype(np.float32))
+    return y.astype(x.dtype)

@@ -224,7 +224,9 @@ def test_an_implementation_that_supports_nothing_is_not_checked(tmp_path):
     assert "CONFORMS" not in output.replace("NOT CHECKED", "")
 
 
-@pytest.mark.parametrize("layer", ["layer_norm_2d", "batch_norm_float_momentum", "normalize"])
+@pytest.mark.parametrize(
+    "layer", ["layer_norm_2d", "batch_norm_float_momentum", "normalize", "gemma_rms_norm"]
+)
 def test_model_library_layers_conform_as_they_are(tmp_path, layer):
     """A channels-first LayerNorm2d (layout declared once, other ranks Unsupported), a float-momentum
     BatchNorm (refuses={"momentum": [None]}) and torchvision's Normalize shape (channel_axis=-3,
@@ -250,6 +252,27 @@ def layer_norm(x, *, eps, scale=None, offset=None):
     y = (x - mean) / np.sqrt(np.square(x - mean).mean(axis=-1, keepdims=True) + np.float32(eps))
     return y if scale is None else y * scale + (0 if offset is None else offset)
 """
+
+
+UNDECLARED_ONE_PLUS = """
+import numpy as np
+from normconf.adapters.plugin import implementation
+
+@implementation("rms_norm", dtypes=("float64",))
+def rms_norm(x, *, eps, scale=None):
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return y if scale is None else y * (1 + scale)
+"""
+
+
+@pytest.mark.clause("RMS.N3")
+def test_an_undeclared_one_plus_scale_is_named_with_its_declaration(tmp_path):
+    plugin = tmp_path / "gemma_undeclared.py"
+    plugin.write_text(UNDECLARED_ONE_PLUS)
+    code, output, records = check(str(plugin), tmp_path)
+    message = findings(records).get(("rms_norm", "forward_matches_reference", "float64"), "")
+    assert code == 1 and "the scale is applied as 1 + scale" in message, output[-3000:]
+    assert "declare scale_form='one_plus'" in message
 
 
 def test_a_refusal_is_judged_at_its_level_and_stops_nothing(tmp_path):
