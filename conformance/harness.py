@@ -169,7 +169,7 @@ def repro(cell: "Cell", case: Case) -> str:
     verdict under the same budget, and exits 1 when the comparison fails (so it reproduces a failure)."""
     lines = [
         "import numpy as np",
-        "from normconf import adapters, reference as R",
+        "from normconf import reference as R",
         "nan, inf = float('nan'), float('inf')",
         f"x = np.array({_repro.values(case.x)})",
     ]
@@ -195,47 +195,61 @@ def repro(cell: "Cell", case: Case) -> str:
         ]
     clause = cell.failure or (cell.expected[1] if cell.expected else None)
     clause = clause.clause if clause is not None else ""
-    lines += [
-        "from normconf.conformance import checks",
-        f"adapter, norm, dtype = adapters.get({loadable(cell.adapter)!r}), {cell.norm!r}, {cell.dtype!r}",
-        "acc = adapter.declarations[norm].accumulation.get(dtype, dtype)",
-    ]
     if case.cotangent is not None:  # a gradient example: replay the VJP with the same output cotangent
-        lines += [
-            f"g = np.array({_repro.values(case.cotangent)})",
-            "framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)",
-            "expected = getattr(R, norm + '_vjp')(g, x, **params)",
-            "want = {k: getattr(expected, k) for k in ('x', 'scale', 'offset') "
-            "if getattr(expected, k) is not None}",
-            "bounds = checks.gradient_budget(norm, x, params, g, want, acc_dtype=acc, out_dtype=dtype)",
-            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'd' + k, "
-            "getattr(framework.grads, k), want[k],",
-            "                          (bounds[k], 'NUM.N8'), {}) for k in want]",
-            "for k in want:",
-            "    print('d' + k, 'framework:', getattr(framework.grads, k), 'reference:', want[k])",
-        ]
-    else:
-        lines += [
-            "framework = adapter.run(norm, x, params, dtype=dtype)",
-            "expected = getattr(R, norm)(x, **params)",
-            "want = getattr(expected, 'y', expected)",
-            "print('framework:', framework.y)",
-            "print('reference:', want)",
-            f"verdicts = [checks.check({clause!r}, adapter.name, norm, dtype, 'y', framework.y, want,",
-            "                          checks.budget(norm, x, params, want, "
-            "acc_dtype=acc, out_dtype=dtype), {})]",
-        ]
-        if any(isinstance(v, R.RunningStats) for v in case.params.values()):
-            lines += [
-                "print('framework state:', framework.state)",
-                "print('reference state:', getattr(expected, 'state', None))",
-            ]
+        lines.append(f"g = np.array({_repro.values(case.cotangent)})")
     lines += [
-        "for verdict in verdicts:",
-        "    print(('ok  ' if verdict.passed else 'FAIL') + ' ' + verdict.message())",
-        "raise SystemExit(0 if all(v.passed for v in verdicts) else 1)",
+        "from normconf.conformance.harness import replay",
+        f"raise SystemExit(replay({loadable(cell.adapter)!r}, {cell.norm!r}, {cell.dtype!r}, {clause!r}, "
+        f"x, params{', g' if case.cotangent is not None else ''}))",
     ]
     return "\n".join(lines) + "\n"
+
+
+def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dict, g=None) -> int:
+    """What a repro runs: the example through the adapter and the reference (the VJP's, given the
+    output cotangent `g`), both answers and the verdict under the suite's budget printed; 1 when the
+    comparison fails, so a repro of a failure fails."""
+    from . import checks
+
+    adapter = adapters.get(adapter_name)
+    acc = adapter.declarations[norm].accumulation.get(dtype, dtype)
+    if g is not None:
+        framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)
+        expected = getattr(R, f"{norm}_vjp")(g, x, **params)
+        want = {k: getattr(expected, k) for k in ("x", "scale", "offset") if getattr(expected, k) is not None}
+        bounds = checks.gradient_budget(norm, x, params, g, want, acc_dtype=acc, out_dtype=dtype)
+        verdicts = [
+            checks.check(
+                clause,
+                adapter.name,
+                norm,
+                dtype,
+                f"d{k}",
+                getattr(framework.grads, k),
+                want[k],
+                (bounds[k], "NUM.N8"),
+                {},
+            )
+            for k in want
+        ]
+        for k in want:
+            print(f"d{k}", "framework:", getattr(framework.grads, k), "reference:", want[k])
+    else:
+        framework = adapter.run(norm, x, params, dtype=dtype)
+        expected = getattr(R, norm)(x, **params)
+        want = getattr(expected, "y", expected)
+        print("framework:", framework.y)
+        print("reference:", want)
+        budget_and_basis = checks.budget(norm, x, params, want, acc_dtype=acc, out_dtype=dtype)
+        verdicts = [
+            checks.check(clause, adapter.name, norm, dtype, "y", framework.y, want, budget_and_basis, {})
+        ]
+        if any(isinstance(v, R.RunningStats) for v in params.values()):
+            print("framework state:", framework.state)
+            print("reference state:", getattr(expected, "state", None))
+    for verdict in verdicts:
+        print(("ok  " if verdict.passed else "FAIL") + " " + verdict.message())
+    return 0 if all(v.passed for v in verdicts) else 1
 
 
 def loadable(name: str) -> str:

@@ -79,10 +79,12 @@ def _abridged(value):
 
 
 def _pretty(value) -> str:
-    """JSON for a human: short lists stay on one line, long ones are abridged."""
+    """JSON for a human, on one line per top-level entry; long lists abridged."""
     value = _abridged(value)
-    text = json.dumps(value, indent=1, default=str)
-    return text if len(text) < 2000 else json.dumps(value, default=str)
+    if isinstance(value, dict):
+        lines = [f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in value.items()]
+        return "{\n " + ",\n ".join(lines) + "\n}"
+    return json.dumps(value, default=str)
 
 
 def _clause(clause_id: str | None) -> dict | None:
@@ -147,10 +149,36 @@ def _issues(runs: list[Run], labels) -> list[dict]:
                     "id": f"r{n}",
                     "impl": labels[i, r["adapter"]],
                     "checked": _clause(r.get("clause")) if r.get("clause") != key else None,
+                    "repro": _shown_repro(r),
                 }
             )
     order = lambda g: (min(SEVERITY.index(it["verdict"]) for it in g["items"]), g["key"])  # noqa: E731
     return sorted(groups.values(), key=order)
+
+
+def _shown_repro(record: dict) -> str | None:
+    """The repro the page shows: whole for a finding or an error (its framework-alone call is what an
+    upstream report needs); for an expected divergence without that call, which the results file keeps
+    (hundreds of them would make the page tens of megabytes)."""
+    repro = record.get("repro")
+    if not repro or record["verdict"] != "expected divergence" or "FRAMEWORK_ALONE = " not in repro:
+        return repro
+    kept = [
+        line
+        for line in repro.splitlines()
+        if not line.startswith(("FRAMEWORK_ALONE = ", "print('--- the framework alone ---')"))
+    ]
+    return "\n".join(kept) + "\n# the framework-alone call of this example: its results record's `repro`\n"
+
+
+def _glossary(groups: list[dict]) -> list[dict]:
+    """Each clause an item compares against (other than its group's), once: the items link to it."""
+    seen: dict[str, dict] = {}
+    for group in groups:
+        for item in group["items"]:
+            if item.get("checked") and item["checked"]["id"] not in seen:
+                seen[item["checked"]["id"]] = item["checked"]
+    return sorted(seen.values(), key=lambda c: c["id"])
 
 
 def _ratio_rows(runs: list[Run], labels) -> list[dict]:
@@ -305,7 +333,8 @@ def build(runs: list[Run], hazards=None, corpus=None) -> str:
             marks=kinds(runs),
             kind_letters=KINDS,
             short=SHORT,
-            issues=_issues(runs, labels),
+            issues=(issues := _issues(runs, labels)),
+            glossary=_glossary(issues),
             ratio_rows=_ratio_rows(runs, labels),
             ratio_axis=plots.ratio_axis(),
             environments=_environments(runs, labels),
