@@ -22,8 +22,8 @@ VETTED_DIGEST = int(
 
 @pytest.mark.targets(need=("gradients",))
 @pytest.mark.clause(*(n.clauses.vjp for n in NORMS.values()), "NUM.N8")
-@strategies.covering
 @strategies.keeping_sample(VETTED_DIGEST)
+@strategies.covering
 @given(data=st.data())
 def test_gradients_match_reference_vjp(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]

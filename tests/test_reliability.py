@@ -295,12 +295,13 @@ def _check(
     return done, _results(out), time.monotonic() - started
 
 
-@pytest.mark.parametrize("name, error", [("raises", "RuntimeError"), ("wrong_shape", "returned shape")])
-def test_check_reports_a_protocol_error_after_one_example_and_stops_the_norm(name, error, tmp_path):
-    done, records, _ = _check(f"{FAULTY}:{name}", tmp_path, timeout=240)
+def test_check_reports_a_protocol_error_after_one_example_and_stops_the_norm(tmp_path):
+    """An answer outside the protocol (a wrong shape) is the plug-in's error, not a clause's: after one
+    example its norm and dtype stop."""
+    done, records, _ = _check(f"{FAULTY}:wrong_shape", tmp_path, timeout=240)
     assert done.returncode == 1 and "DOES NOT CONFORM" in done.stdout, done.stdout[-3000:]
     broken = [r for r in records if r["verdict"] == "protocol error"]
-    assert broken and all(r["examples"] == 1 and error in r["message"] for r in broken), broken
+    assert broken and all(r["examples"] == 1 and "returned shape" in r["message"] for r in broken), broken
     assert not [r for r in records if r["verdict"] == "finding"]  # not counted as clause findings
     stopped = [
         r
@@ -310,7 +311,18 @@ def test_check_reports_a_protocol_error_after_one_example_and_stops_the_norm(nam
     assert stopped and len(broken) == len({r["dtype"] for r in broken}), (
         records
     )  # one per dtype, the rest skipped
-    assert "PROTOCOL ERROR" in done.stdout and error in done.stdout.split("finding (")[1]
+    assert "PROTOCOL ERROR" in done.stdout and "returned shape" in done.stdout.split("finding (")[1]
+
+
+def test_check_judges_a_refusal_at_its_level_and_stops_nothing(tmp_path):
+    """A plug-in raising on inputs the spec defines refuses them: each a finding at its example's level
+    ("refuses the input: raised RuntimeError"), and every other cell still runs."""
+    done, records, _ = _check(f"{FAULTY}:raises", tmp_path, timeout=240)
+    assert done.returncode == 1 and "DOES NOT CONFORM at semantics" in done.stdout, done.stdout[-3000:]
+    refused = [r for r in records if r["verdict"] == "finding"]
+    assert refused and all("refuses the input: raised RuntimeError" in r["message"] for r in refused)
+    assert all(r.get("level") for r in refused)
+    assert not [r for r in records if r["verdict"] in ("skipped", "protocol error")], records
 
 
 def test_check_stops_a_hanging_norm_at_its_first_hang_and_says_so(tmp_path):
