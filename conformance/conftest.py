@@ -11,6 +11,7 @@ from the environment.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -93,12 +94,6 @@ def pytest_configure(config):
         os.environ[adapters.ISOLATE] = isolate  # read by adapters.get, before any adapter is loaded
         adapters.get.cache_clear()
     settings.load_profile(config.getoption("profile"))
-    seed = config.getoption("seed")
-    if seed is not None:
-        # the same switch as hypothesis' own --hypothesis-seed: every property starts from this seed
-        import hypothesis.core
-
-        hypothesis.core.global_force_seed = seed
 
 
 @dataclass(frozen=True)
@@ -185,6 +180,16 @@ def _recorder(config):
             config.getoption("results"), profile=config.getoption("profile"), seed=config.getoption("seed")
         )
     return config.stash[_RECORDER]
+
+
+def cell_seed(seed: int, item) -> int:
+    """The seed one test draws from under --seed: derived from the seed and the test's identity
+    (property x adapter x norm x dtype), not its source text - another seed, another sample under every
+    profile (the quick one included); the same seed, the same sample."""
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    where = f"{target.adapter}:{target.norm}:{target.dtype}" if isinstance(target, Target) else item.nodeid
+    identity = f"{seed}:{item.originalname}:{where}"
+    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=16).digest(), "big")
 
 
 def _adapter_of(item) -> str:
@@ -300,12 +305,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """Ctrl-C during a test: its cell is recorded as interrupted, not as an error."""
+    """Ctrl-C during a test: its cell is recorded as interrupted, not as an error. With --seed, each
+    property draws from its cell's own seed (`cell_seed`): hypothesis reads the seed from the test
+    function, which every cell of a property shares, when it is called."""
+    seed, test = item.config.getoption("seed"), getattr(item, "obj", None)
+    seeded = seed is not None and hasattr(test, "hypothesis")
+    saved = getattr(test, "_hypothesis_internal_use_seed", None)
+    if seeded:
+        test._hypothesis_internal_use_seed = cell_seed(seed, item)
     try:
         return (yield)
     except KeyboardInterrupt:
         item.stash[_OUTCOME] = "interrupted"
         raise
+    finally:
+        if seeded:
+            test._hypothesis_internal_use_seed = saved
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -53,6 +53,7 @@ class Recorder:
                     **_commit(),
                     "profile": profile,
                     "seed": seed,
+                    "sampling": _sampling(profile, seed),
                     **({"release": _release()} if _release() else {}),
                     "started": now(),
                     "host": {
@@ -224,6 +225,15 @@ def _levels(cell, case) -> dict:
         "levels": sorted(cell.levels | {shown}, key=levels.LEVELS.index),
         "regime": levels.regime(case, acc),
     }
+
+
+def _sampling(profile: str | None, seed: int | None) -> str:
+    """How the session's examples were drawn, in words (the seed actually used)."""
+    if seed is not None:
+        return f"seed {seed}: each property x adapter x norm x dtype from its own seed derived from it"
+    if profile == "quick":
+        return "derandomized: each property from its source text's digest (the vetted quick sample)"
+    return "random: no seed given"
 
 
 def now() -> str:

@@ -384,3 +384,50 @@ def test_progress_counts_cells_examples_and_failures_as_a_line_or_a_bar(tmp_path
     bar = _Terminal()
     workers.Progress(tmp_path, time.monotonic(), stream=bar).update(final=True)
     assert "3/4" in bar.getvalue() and "19 examples, 1 failing" in bar.getvalue()
+
+
+@pytest.mark.clause("NUM.N7")
+def test_another_seed_draws_another_quick_sample_and_the_record_says_which(tmp_path):
+    """--seed reaches the quick profile: a fixed seed draws a fixed sample, another seed another one, and
+    the session record says how the examples were drawn."""
+
+    def run(*seed: str):
+        out = tmp_path / f"seed-{'-'.join(seed) or 'none'}-{len(list(tmp_path.iterdir()))}.jsonl"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(SUITE),
+                "--ignore",
+                str(SUITE / "meta"),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--adapters",
+                "onnx.reference",
+                "--profile",
+                "quick",
+                "--norms",
+                "layer_norm",
+                "-k",
+                "forward_matches",
+                "--results",
+                str(out),
+                *(["--seed", seed[0]] if seed else []),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        sample = {r["dtype"]: (r["examples"], r.get("worst_error")) for r in records if r["kind"] == "result"}
+        return records[0], sample
+
+    unseeded, vetted = run()
+    first, one = run("1")
+    _, one_again = run("1")
+    _, two = run("2")
+    assert one == one_again and one != two and one != vetted, (vetted, one, two)
+    assert first["seed"] == 1 and first["sampling"].startswith("seed 1")
+    assert unseeded["seed"] is None and unseeded["sampling"].startswith("derandomized")
