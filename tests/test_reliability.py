@@ -200,39 +200,47 @@ def test_normconf_report_refuses_a_binary_file_and_writes_nothing(tmp_path):
     assert done.returncode == 2 and "not a text file" in done.stderr and not (tmp_path / "r.html").exists()
 
 
+def _suite(out: Path, *options: str) -> subprocess.CompletedProcess:
+    """The conformance suite on onnx.reference (fast, deterministic) with `options`, results to `out`."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(SUITE),
+            "--ignore",
+            str(SUITE / "meta"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--adapters",
+            "onnx.reference",
+            "--results",
+            str(out),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_the_same_seed_gives_the_same_results(tmp_path):
     """Two runs with one seed draw the same examples and reach the same verdicts, errors and budgets."""
     kept = ("test", "verdict", "examples", "worst_error", "budget", "clause", "example")
     runs = []
     for k in range(2):
         out = tmp_path / f"run{k}.jsonl"
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                str(SUITE),
-                "--ignore",
-                str(SUITE / "meta"),
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--adapters",
-                "onnx.reference",
-                "--profile",
-                "default",
-                "--seed",
-                "7",
-                "--norms",
-                "layer_norm,lp_normalize",
-                "-k",
-                "forward or gradients",
-                "--results",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
+        done = _suite(
+            out,
+            "--profile",
+            "default",
+            "--seed",
+            "7",
+            "--norms",
+            "layer_norm,lp_normalize",
+            "-k",
+            "forward or gradients",
         )
         assert done.returncode in (0, 1), done.stdout[-2000:]
         runs.append([{key: r.get(key) for key in kept} for run in R.load([out]) for r in run.results])
@@ -393,32 +401,15 @@ def test_another_seed_draws_another_quick_sample_and_the_record_says_which(tmp_p
 
     def run(*seed: str):
         out = tmp_path / f"seed-{'-'.join(seed) or 'none'}-{len(list(tmp_path.iterdir()))}.jsonl"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                str(SUITE),
-                "--ignore",
-                str(SUITE / "meta"),
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--adapters",
-                "onnx.reference",
-                "--profile",
-                "quick",
-                "--norms",
-                "layer_norm",
-                "-k",
-                "forward_matches",
-                "--results",
-                str(out),
-                *(["--seed", seed[0]] if seed else []),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
+        _suite(
+            out,
+            "--profile",
+            "quick",
+            "--norms",
+            "layer_norm",
+            "-k",
+            "forward_matches",
+            *(["--seed", seed[0]] if seed else []),
         )
         records = [json.loads(line) for line in out.read_text().splitlines()]
         sample = {r["dtype"]: (r["examples"], r.get("worst_error")) for r in records if r["kind"] == "result"}
