@@ -66,6 +66,16 @@ def built_in() -> tuple[str, ...]:
     )
 
 
+def accumulation(name: str, norm: str, dtype: str) -> str:
+    """The dtype adapter `name` declares its statistics of `norm` in for a `dtype` input (`dtype`
+    itself where it declares none, or where the registry holds no such adapter: a test's stand-in)."""
+    try:
+        declaration = load(name).declarations.get(norm)
+    except Exception:
+        return dtype
+    return declaration.accumulation.get(dtype, dtype) if declaration is not None else dtype
+
+
 def names() -> list[str]:
     """The built-in adapters, then the installed plug-ins' entry points (sorted)."""
     from . import plugin
@@ -89,6 +99,7 @@ def _distribution(point) -> str | None:
 
 __all__ = [
     "NORMS",
+    "accumulation",
     "Adapter",
     "Convention",
     "NormDeclaration",

@@ -77,11 +77,7 @@ def _budget_words(c: T.Comparison, dtype: str) -> str:
 def _ulps_dtype(adapter: str, norm: str, dtype: str) -> str:
     """The dtype a result's ulps are counted in: the declared statistics dtype where narrower than the
     input's (float64 computed in float32 is off by float32 ulps, not by billions of float64 ones)."""
-    try:
-        declaration = adapters.get(adapter).declarations.get(norm)
-    except Exception:  # a stand-in adapter the registry does not hold
-        declaration = None
-    acc = declaration.accumulation.get(dtype, dtype) if declaration is not None else dtype
+    acc = adapters.accumulation(adapter, norm, dtype)
     return acc if acc in T.NARROWER.get(dtype, ()) else dtype
 
 

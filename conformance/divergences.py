@@ -163,7 +163,7 @@ def candidates(
         and any(entry.matches(name, norm, case, dtype) for name in named)
     ]
     if not non_finite_only and not any(entry.clause in levels.RANGE_CLAUSES for entry in found):
-        generic = declared_range(norm, _accumulation(adapter, norm, dtype))
+        generic = declared_range(norm, normconf.adapters.accumulation(adapter, norm, dtype))
         if generic is not None and generic.applies(case, dtype):
             found.append(generic)  # the range limit every implementation is granted (NUM.L3)
     same_kind = [entry for entry in found if (entry.shows_in == "gradient") == gradient]
@@ -178,16 +178,6 @@ def _wrapped(adapter: str, norm: str) -> str | None:
     except Exception:  # an adapter the registry does not know (a test's stand-in)
         return None
     return wrapped(norm) if wrapped is not None else None
-
-
-def _accumulation(adapter: str, norm: str, dtype: str) -> str:
-    """The dtype `adapter` declares its statistics of `norm` in for a `dtype` input (`dtype` itself
-    where it declares none)."""
-    try:
-        declaration = normconf.adapters.get(adapter).declarations.get(norm)
-    except Exception:  # an adapter the registry does not know (a test's stand-in): no declaration
-        declaration = None
-    return declaration.accumulation.get(dtype, dtype) if declaration is not None else dtype
 
 
 def explaining(

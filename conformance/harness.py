@@ -304,8 +304,7 @@ class Cell:
     @property
     def acc(self) -> str:
         """The dtype the adapter declares its statistics in for this cell (the levels read it)."""
-        declaration = adapters.get(self.adapter).declarations.get(self.norm)
-        return declaration.accumulation.get(self.dtype, self.dtype) if declaration else self.dtype
+        return adapters.accumulation(self.adapter, self.norm, self.dtype)
 
     def _repr_pretty_(self, printer, cycle) -> None:
         """Short, as hypothesis prints a covering example's arguments (the whole record would cost ms)."""

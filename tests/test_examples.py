@@ -275,6 +275,33 @@ def test_an_undeclared_one_plus_scale_is_named_with_its_declaration(tmp_path):
     assert "declare scale_form='one_plus'" in message
 
 
+ZERO_OVER_ZERO_AS_OFFSET = """
+import numpy as np
+from normconf.adapters.plugin import implementation
+
+@implementation("layer_norm", dtypes=("float64",))
+def layer_norm(x, *, eps, scale=None, offset=None):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = np.square(x - mean).mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inverse = np.where((var == 0) & (eps == 0), 0.0, 1 / np.sqrt(var + eps))  # 0/0 answered as 0
+    y = (x - mean) * inverse
+    return y if scale is None else y * scale + (0 if offset is None else offset)
+"""
+
+
+@pytest.mark.clause("NUM.N9", "NUM.L4", "NUM.D2")
+def test_a_constant_group_answered_as_its_offset_at_eps_0_fails_special_values(tmp_path):
+    """The eps = 0 property's deliberately wrong answer: PyTorch's InvStd convention (0/0 as 0) in a plug-in
+    that declares nothing is a special-values finding, and only that."""
+    plugin = tmp_path / "zero_over_zero.py"
+    plugin.write_text(ZERO_OVER_ZERO_AS_OFFSET)
+    code, output, records = check(str(plugin), tmp_path)
+    failing = {r["property"] for r in records if r["verdict"] == "finding"}
+    assert code == 1 and "eps_0_on_a_constant_group_is_nan_there" in failing, output[-3000:]
+    assert "verdict: DOES NOT CONFORM at special values" in output, output[-3000:]
+
+
 def test_a_refusal_is_judged_at_its_level_and_stops_nothing(tmp_path):
     plugin = tmp_path / "refuses.py"
     plugin.write_text(REFUSES_EPS_0)
