@@ -237,21 +237,22 @@ def _check_wraps(impl: Implementation) -> None:
 
 
 def _check_keywords(impl: Implementation) -> None:
-    """Every parameter the function takes after x is a canonical parameter of its norm (or `state`): a
-    misspelt one (`epsilon` for `eps`) would never be passed, so it is refused at load, naming the valid
-    ones (spec/<norm>.md P-clauses)."""
+    """Every parameter the function requires after x is a canonical parameter of its norm (or `state`):
+    a misspelt one (`epsilon` for `eps`) would never be passed, so it is refused at load, naming the
+    valid ones (spec/<norm>.md P-clauses)."""
     valid = set(_reference_defaults(impl.norm)) | {"state"}
     signature = inspect.signature(impl.fn)
-    named = [
-        p for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    required = [
+        p.name
+        for p in list(signature.parameters.values())[1:]
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is p.empty
     ]
-    unknown = [p.name for p in named if p.name not in valid]
-    if unknown:
+    unknown = [name for name in required if name not in valid]
+    if unknown:  # one with a default is never passed, and may stay
         raise ValueError(
-            f"{impl.norm}: {impl.label} takes {', '.join(map(repr, unknown))}, not a parameter of "
+            f"{impl.norm}: {impl.label} requires {', '.join(map(repr, unknown))}, not a parameter of "
             f"{impl.norm} (spec/{impl.norm}.md P-clauses); the suite passes only "
-            f"{', '.join(sorted(valid))}, by keyword - rename it, or give it a default and declare the "
-            f"value it computes with in conventions="
+            f"{', '.join(sorted(valid))}, by keyword - rename it, or give it a default"
         )
 
 

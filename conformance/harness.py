@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from hypothesis import reject, target
@@ -254,8 +255,6 @@ def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dic
 
 def loadable(name: str) -> str:
     """The adapter's name as a repro run from any folder loads it: a plug-in file by its absolute path."""
-    from pathlib import Path
-
     path, colon, attribute = name.partition(":") if not name.endswith(".py") else (name, "", "")
     if path.endswith(".py") and Path(path).is_file():
         return str(Path(path).resolve()) + colon + attribute

@@ -26,8 +26,9 @@ import functools
 import math
 from dataclasses import dataclass
 
+import hypothesis
 import numpy as np
-from hypothesis import HealthCheck, Phase, example, find, seed, settings
+from hypothesis import HealthCheck, Phase, example, find, settings
 from hypothesis import strategies as st
 from hypothesis.internal.escalation import current_pytest_item
 
@@ -546,7 +547,7 @@ def keeping_sample(digest: int):
     gate. A bridge until every property is seeded from its identity, not its text."""
 
     def keep(test):
-        return seed(digest)(test) if settings.default.derandomize else test
+        return hypothesis.seed(digest)(test) if settings.default.derandomize else test
 
     return keep
 

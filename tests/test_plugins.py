@@ -155,8 +155,9 @@ def test_torch_arrays_give_gradients_from_autograd():
 
 
 def test_a_misspelt_keyword_is_refused_at_load_listing_the_valid_ones():
-    with pytest.raises(ValueError, match=r"takes 'epsilon', not a parameter of layer_norm.*axes, eps"):
+    with pytest.raises(ValueError, match=r"requires 'epsilon', not a parameter of layer_norm.*axes, eps"):
         plugin.implementation("layer_norm")(lambda x, *, epsilon: x)
+    plugin.implementation("layer_norm")(lambda x, *, eps, fused=False: x)  # never passed: it may stay
     plugin.implementation("layer_norm")(lambda x, **kwargs: x)  # **kwargs takes whatever it is passed
 
 
