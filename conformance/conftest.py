@@ -11,8 +11,10 @@ from the environment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from normconf import adapters
-from normconf.pytest_plugin import PROFILE_NAMES
+from normconf.pytest_plugin import DEFAULT_SEED, PROFILE_NAMES
 
 PROFILES = {
     # examples per property: quick (CI, the same examples every run), default (`normconf run`), thorough
@@ -176,16 +178,35 @@ def _recorder(config):
     if _RECORDER not in config.stash:
         from .results import Recorder
 
+        seed, origin = session_seed(config)
         config.stash[_RECORDER] = Recorder(
-            config.getoption("results"), profile=config.getoption("profile"), seed=config.getoption("seed")
+            config.getoption("results"), profile=config.getoption("profile"), seed=seed, origin=origin
         )
     return config.stash[_RECORDER]
 
 
+_SEED = pytest.StashKey[tuple]()
+
+
+def session_seed(config) -> tuple[int, str]:
+    """The session's seed and where it came from: --seed (or NORMCONF_SEED); else DEFAULT_SEED for a
+    derandomized profile (quick: the same sample every run); else one drawn for this run and recorded,
+    so any run can be drawn again."""
+    if _SEED not in config.stash:
+        given, profile = config.getoption("seed"), config.getoption("profile")
+        if given is not None:
+            config.stash[_SEED] = (given, "given")
+        elif PROFILES[profile].get("derandomize"):
+            config.stash[_SEED] = (DEFAULT_SEED, f"the {profile} profile's default")
+        else:
+            config.stash[_SEED] = (secrets.randbits(32), "drawn for this run")
+    return config.stash[_SEED]
+
+
 def cell_seed(seed: int, item) -> int:
-    """The seed one test draws from under --seed: derived from the seed and the test's identity
-    (property x adapter x norm x dtype), not its source text - another seed, another sample under every
-    profile (the quick one included); the same seed, the same sample."""
+    """The seed one test draws from: derived from the session's seed and the test's identity (property x
+    adapter x norm x dtype), never its source text - editing a property keeps its sample; another seed,
+    another sample under every profile (the quick one included); the same seed, the same sample."""
     target = getattr(item, "callspec", None) and item.callspec.params.get("target")
     where = f"{target.adapter}:{target.norm}:{target.dtype}" if isinstance(target, Target) else item.nodeid
     identity = f"{seed}:{item.originalname}:{where}"
@@ -305,14 +326,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """Ctrl-C during a test: its cell is recorded as interrupted, not as an error. With --seed, each
-    property draws from its cell's own seed (`cell_seed`): hypothesis reads the seed from the test
-    function, which every cell of a property shares, when it is called."""
-    seed, test = item.config.getoption("seed"), getattr(item, "obj", None)
-    seeded = seed is not None and hasattr(test, "hypothesis")
+    """Ctrl-C during a test: its cell is recorded as interrupted, not as an error. Each property draws
+    from its cell's own seed (`cell_seed`): hypothesis reads the seed from the test function, which every
+    cell of a property shares, when it is called."""
+    test = getattr(item, "obj", None)
+    seeded = hasattr(test, "hypothesis")
     saved = getattr(test, "_hypothesis_internal_use_seed", None)
     if seeded:
-        test._hypothesis_internal_use_seed = cell_seed(seed, item)
+        test._hypothesis_internal_use_seed = cell_seed(session_seed(item.config)[0], item)
+        inner = test.hypothesis.inner_test
+        test.hypothesis.inner_test = _giving_up(inner)
     try:
         return (yield)
     except KeyboardInterrupt:
@@ -321,6 +344,47 @@ def pytest_runtest_call(item):
     finally:
         if seeded:
             test._hypothesis_internal_use_seed = saved
+            test.hypothesis.inner_test = inner
+
+
+# Drawn examples a cell rejects before it gives up, when none has been judged yet: a cell whose every
+# example its framework cannot express (a declared refusal of the eps = 0 a property fixes, an
+# eval-only layer asked for training) is unsupported after these, not after hypothesis' hundreds.
+# Basis: over the quick gate, a cell that judged any example judged its first within the first
+# REJECTED_FIRST_MAX drawn (measured, README "Performance"); twice that is the margin.
+GIVE_UP_AFTER = 150
+
+
+def _giving_up(inner):
+    """`inner` (hypothesis' per-example test), counting rejected examples on the cell: once
+    GIVE_UP_AFTER were drawn and none judged, the cell is skipped as unsupported."""
+    from hypothesis.errors import UnsatisfiedAssumption
+
+    @functools.wraps(inner)
+    def judged(*args, **kwargs):
+        cell = kwargs.get("cell")
+        try:
+            result = inner(*args, **kwargs)
+        except UnsatisfiedAssumption:
+            if cell is not None:
+                cell.rejected += 1
+                if not cell.judged and cell.rejected >= GIVE_UP_AFTER:
+                    pytest.skip(f"unsupported: no example expressible (none of {cell.rejected} drawn)")
+            raise
+        except BaseException:
+            _count_judged(cell)
+            raise
+        _count_judged(cell)
+        return result
+
+    return judged
+
+
+def _count_judged(cell) -> None:
+    if cell is not None:
+        if not cell.judged:
+            cell.first_judged_after = cell.rejected
+        cell.judged += 1
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

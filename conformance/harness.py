@@ -290,6 +290,9 @@ class Cell:
     levels: set = field(default_factory=set)  # the levels (NUM.L5) of those divergences and of a finding
     unsupported: dict = field(default_factory=dict)
     examples: int = 0
+    judged: int = 0  # drawn examples the property ran to the end (conftest._giving_up)
+    rejected: int = 0  # drawn examples it rejected (unexpressible, or no reference: hypothesis' reject())
+    first_judged_after: int | None = None  # rejections before the first judged example
     started: float = field(default_factory=time.monotonic)
     first_reported: dict | None = None  # {"examples", "seconds"} when the first divergence or finding came
     observations: list = field(default_factory=list)  # recorded, not judged (constraint violations)

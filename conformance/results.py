@@ -36,7 +36,12 @@ def _release() -> str | None:
 
 class Recorder:
     def __init__(
-        self, path: str | os.PathLike | None, *, profile: str | None = None, seed: int | None = None
+        self,
+        path: str | os.PathLike | None,
+        *,
+        profile: str | None = None,
+        seed: int | None = None,
+        origin: str = "given",
     ):
         self.path = Path(path) if path else None
         self.ended = False
@@ -53,7 +58,7 @@ class Recorder:
                     **_commit(),
                     "profile": profile,
                     "seed": seed,
-                    "sampling": _sampling(profile, seed),
+                    "sampling": _sampling(seed, origin),
                     **({"release": _release()} if _release() else {}),
                     "started": now(),
                     "host": {
@@ -143,6 +148,11 @@ class Recorder:
             "verdict": status,
             "examples": cell.examples,
             "unsupported": cell.unsupported,
+            "drawn": {
+                "judged": cell.judged,
+                "rejected": cell.rejected,
+                "first_judged_after": cell.first_judged_after,
+            },
             "seconds": round(time.monotonic() - cell.started, 3),
         }
         if _release():
@@ -227,13 +237,11 @@ def _levels(cell, case) -> dict:
     }
 
 
-def _sampling(profile: str | None, seed: int | None) -> str:
-    """How the session's examples were drawn, in words (the seed actually used)."""
-    if seed is not None:
-        return f"seed {seed}: each property x adapter x norm x dtype from its own seed derived from it"
-    if profile == "quick":
-        return "derandomized: each property from its source text's digest (the vetted quick sample)"
-    return "random: no seed given"
+def _sampling(seed: int | None, origin: str) -> str:
+    """How the session's examples were drawn, in words (the seed actually used and where it came from)."""
+    if seed is None:
+        return "random: no seed"
+    return f"seed {seed} ({origin}): each property x adapter x norm x dtype from its own seed derived from it"
 
 
 def now() -> str:

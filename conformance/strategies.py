@@ -26,7 +26,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import hypothesis
 import numpy as np
 from hypothesis import HealthCheck, Phase, example, find, settings
 from hypothesis import strategies as st
@@ -539,17 +538,6 @@ def cotangent(seed: int, shape: tuple, dtype: str) -> np.ndarray:
     remembered as the draw that regenerates it (a repro writes one line for 10^4 values)."""
     source = f"np.random.default_rng({seed}).normal(size={tuple(shape)!r})"
     return _remembered(representable(np.random.default_rng(seed).normal(size=shape), dtype), source, dtype)
-
-
-def keeping_sample(digest: int):
-    """Decorator: in a derandomized run (the quick profile) draw the sample the property drew when
-    hypothesis seeded it from its source text's `digest` - so an edit of the property keeps the vetted
-    gate. A bridge until every property is seeded from its identity, not its text."""
-
-    def keep(test):
-        return hypothesis.seed(digest)(test) if settings.default.derandomize else test
-
-    return keep
 
 
 def _remembered(array: np.ndarray, source: str | None, dtype: str) -> np.ndarray:

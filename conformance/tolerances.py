@@ -129,6 +129,17 @@ def standardized_in_dtype(
     return np.where(broken, np.nan, result)
 
 
+def spacing(value, dtype) -> np.ndarray:
+    """NUM.N7: the gap between the representable numbers of `dtype` around |value| (subnormals
+    included; the gap at the largest finite number beyond it): what one rounding to `dtype` may move."""
+    info = finfo(dtype)
+    magnitude = np.minimum(
+        np.maximum(np.abs(np.asarray(value, dtype=np.float64)), float(info.tiny)), float(info.max)
+    )
+    with np.errstate(all="ignore"):
+        return np.exp2(np.floor(np.log2(np.nan_to_num(magnitude, nan=float(info.tiny))))) * float(info.eps)
+
+
 def ulps(actual: np.ndarray, expected: np.ndarray, dtype) -> np.ndarray:
     """NUM.N7: |actual - expected| in units of the last place of `dtype` at the expected value."""
     expected = np.asarray(expected, dtype=np.float64)
@@ -172,7 +183,10 @@ def compare(actual, expected, budget, dtype, ulps_in: str | None = None) -> Comp
         actual.shape != expected.shape
     ):  # a wrongly shaped answer is wrong everywhere, not a crash of the suite
         return Comparison(math.inf, 0.0, math.inf, math.nan, ())
-    budget = np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape)
+    # no budget below the rounding of the reference value itself in `dtype` (NUM.N7)
+    budget = np.maximum(
+        np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape), spacing(expected, dtype)
+    )
     error = np.abs(actual - expected)
     # beyond the dtype's largest finite number the correctly rounded answer is the infinity of its sign
     overflows = (

@@ -8,6 +8,12 @@ import os
 import sys
 
 from normconf import __version__
+from normconf.pytest_plugin import DEFAULT_SEED
+
+SEED_HELP = (
+    "the seed each property x adapter x norm x dtype derives its examples from: the same seed, the same "
+    f"examples (default: {DEFAULT_SEED} under the quick profile, else one drawn and recorded)"
+)
 
 
 def _clauses(args) -> int:
@@ -300,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the conformance suite over the installed adapters")
     run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
-    run.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
+    run.add_argument("--seed", type=int, default=None, help=SEED_HELP)
     run.add_argument(
         "--results", default="reports/out/results", help="folder for the results (one file per worker)"
     )
@@ -407,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument(
         "--dtypes", default="", help="comma-separated dtypes to check (default: all it declares)"
     )
-    check.add_argument("--seed", type=int, default=None, help="fixed seed: the same examples every run")
+    check.add_argument("--seed", type=int, default=None, help=SEED_HELP)
     check.add_argument(
         "--results", default="", help="folder for the JSON results (default: a temporary folder)"
     )

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from normconf import adapters
 from normconf.adapters import _isolated
 from normconf.adapters.plugin import ProtocolError
 from normconf.conformance import clock, workers
+from normconf.pytest_plugin import DEFAULT_SEED
 from normconf.reports import results as R
 
 PLUGIN = str(Path(__file__).parent / "data" / "misbehaving_plugin.py")
@@ -200,16 +202,17 @@ def test_normconf_report_refuses_a_binary_file_and_writes_nothing(tmp_path):
     assert done.returncode == 2 and "not a text file" in done.stderr and not (tmp_path / "r.html").exists()
 
 
-def _suite(out: Path, *options: str) -> subprocess.CompletedProcess:
-    """The conformance suite on onnx.reference (fast, deterministic) with `options`, results to `out`."""
+def _suite(out: Path, *options: str, suite: Path = SUITE) -> subprocess.CompletedProcess:
+    """The conformance suite (or a copy of it) on onnx.reference (fast, deterministic) with `options`,
+    results to `out`."""
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            str(SUITE),
+            str(suite),
             "--ignore",
-            str(SUITE / "meta"),
+            str(suite / "meta"),
             "-q",
             "-p",
             "no:cacheprovider",
@@ -394,31 +397,48 @@ def test_progress_counts_cells_examples_and_failures_as_a_line_or_a_bar(tmp_path
     assert "3/4" in bar.getvalue() and "19 examples, 1 failing" in bar.getvalue()
 
 
+def _quick_sample(out: Path, *seed: str, suite: Path = SUITE) -> tuple[dict, dict]:
+    """The session record and each dtype's (examples, worst error) of LayerNorm's forward property
+    under the quick profile (with `seed`, if given)."""
+    _suite(
+        out,
+        "--profile",
+        "quick",
+        "--norms",
+        "layer_norm",
+        "-k",
+        "forward_matches",
+        *(["--seed", seed[0]] if seed else []),
+        suite=suite,
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    sample = {r["dtype"]: (r["examples"], r.get("worst_error")) for r in records if r["kind"] == "result"}
+    return records[0], sample
+
+
 @pytest.mark.clause("NUM.N7")
 def test_another_seed_draws_another_quick_sample_and_the_record_says_which(tmp_path):
-    """--seed reaches the quick profile: a fixed seed draws a fixed sample, another seed another one, and
-    the session record says how the examples were drawn."""
+    """--seed reaches the quick profile: a fixed seed draws a fixed sample, another seed another one; no
+    seed is the documented default seed (the gate's sample), and the session record says which."""
+    unseeded, vetted = _quick_sample(tmp_path / "none.jsonl")
+    first, one = _quick_sample(tmp_path / "one.jsonl", "1")
+    _, one_again = _quick_sample(tmp_path / "one-again.jsonl", "1")
+    _, two = _quick_sample(tmp_path / "two.jsonl", "2")
+    _, zero = _quick_sample(tmp_path / "zero.jsonl", str(DEFAULT_SEED))
+    assert one == one_again and one != two and one != vetted and zero == vetted, (vetted, one, two)
+    assert first["seed"] == 1 and first["sampling"].startswith("seed 1 (given)")
+    assert unseeded["seed"] == DEFAULT_SEED and "quick profile's default" in unseeded["sampling"]
 
-    def run(*seed: str):
-        out = tmp_path / f"seed-{'-'.join(seed) or 'none'}-{len(list(tmp_path.iterdir()))}.jsonl"
-        _suite(
-            out,
-            "--profile",
-            "quick",
-            "--norms",
-            "layer_norm",
-            "-k",
-            "forward_matches",
-            *(["--seed", seed[0]] if seed else []),
-        )
-        records = [json.loads(line) for line in out.read_text().splitlines()]
-        sample = {r["dtype"]: (r["examples"], r.get("worst_error")) for r in records if r["kind"] == "result"}
-        return records[0], sample
 
-    unseeded, vetted = run()
-    first, one = run("1")
-    _, one_again = run("1")
-    _, two = run("2")
-    assert one == one_again and one != two and one != vetted, (vetted, one, two)
-    assert first["seed"] == 1 and first["sampling"].startswith("seed 1")
-    assert unseeded["seed"] is None and unseeded["sampling"].startswith("derandomized")
+def test_editing_a_property_keeps_its_quick_sample(tmp_path):
+    """A property draws from its identity's seed, not its source text: a copy of the suite whose forward
+    property gained a statement draws the same quick sample as the suite itself."""
+    copy = tmp_path / "conformance"
+    shutil.copytree(SUITE, copy, ignore=shutil.ignore_patterns("__pycache__", "meta"))
+    source = copy / "test_forward.py"
+    anchor = "def test_forward_matches_reference(target, cell, data):\n"
+    assert anchor in source.read_text()
+    source.write_text(source.read_text().replace(anchor, anchor + "    edited = True  # a refactor\n"))
+    _, kept = _quick_sample(tmp_path / "original.jsonl")
+    _, edited = _quick_sample(tmp_path / "edited.jsonl", suite=copy)
+    assert edited == kept and kept, (kept, edited)

@@ -3,6 +3,8 @@ each a model of what a backend does instead, checked by conformance/meta/test_di
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from normconf import reference as R
@@ -22,6 +24,7 @@ from normconf.conformance.divergences import (
     Reference,
     Simulated,
     float64_state_read,
+    half,
     huge,
     lp_norm,
     norm_of,
@@ -35,7 +38,9 @@ from normconf.conformance.divergences import (
     rows_where_norm_square_overflows,
     rsqrt_jvp_underflows,
     rsqrt_jvp_underflows_in_float32,
+    sequential_sums,
     squares_overflow,
+    state_held_in,
     state_in_float32,
     statistic_held,
     tiny,
@@ -115,15 +120,24 @@ _NEARLY_CONSTANT_BATCH = np.array(
 # The models: what each backend computes where a divergence holds (conformance/models.py).
 def _scale_on_last_axis(case: Case, dtype: str, which: str):
     """RMS.D5: x̂ times the layer's scale (ones when the canonical call has none: the layer always
-    holds one, shaped by the normalized axes) broadcast as it is, against the last axis."""
-    if which != "y":
-        return None
-    plain = {k: v for k, v in case.params.items() if k != "scale"}
-    xhat = reference_value(Case(case.norm, case.x, plain, case.kind), "y")
+    holds one, shaped by the normalized axes) broadcast as it is, against the last axis; its gradients
+    are that product's (dx: x̂'s VJP of the cotangent times that scale; dscale: g x̂ summed onto the
+    scale's shape) where the product keeps x's shape."""
+    plain = dataclasses.replace(case, params={k: v for k, v in case.params.items() if k != "scale"})
+    xhat = np.asarray(reference_value(plain, "y"), dtype=np.float64)
     scale = case.params.get("scale")
     if scale is None:
         scale = np.ones(R.NORMS[case.norm].parameter_shape(case.x, case.params))
-    return xhat * np.asarray(scale)  # shaped by the normalized axes, aligned to the trailing ones
+    scale = np.asarray(scale, dtype=np.float64)  # shaped by the normalized axes, aligned to the trailing ones
+    if which == "y":
+        return xhat * scale
+    if which not in ("x", "scale") or np.broadcast_shapes(xhat.shape, scale.shape) != xhat.shape:
+        return None
+    if which == "x":
+        return reference_value(dataclasses.replace(plain, cotangent=case.cotangent * scale), "x")
+    product = np.broadcast_to(case.cotangent, xhat.shape) * xhat
+    product = product.sum(axis=tuple(range(product.ndim - scale.ndim)))
+    return product.sum(axis=tuple(a for a, n in enumerate(scale.shape) if n == 1), keepdims=True)
 
 
 def _subnormal_projection(case: Case, dtype: str, which: str):
@@ -585,4 +599,51 @@ KNOWN: list[Divergence] = [
 KNOWN += [
     *squares_overflow("keras*", ("batch_norm",), running_var="biased"),
     *squares_overflow("keras*", ("layer_norm", "group_norm", "rms_norm", "lp_normalize")),
+]
+
+# NUM.D3: Keras' TF backend takes BatchNormalization's moments with tf.nn.moments, half inputs cast to
+# float32 first (keras/src/backend/tensorflow/nn.py, moments), measured with Keras 3.15.1 on TF 2.21
+KNOWN += [
+    sequential_sums(
+        "keras[tensorflow]",
+        "Keras' TF backend sums the batch axes as one running float32 (float64) sum: its error grows as n u",
+        acc_of=lambda dtype: "float64" if dtype == "float64" else "float32",
+        dtypes=("float16", "bfloat16", "float32", "float64"),
+    ),
+]
+
+# BN.D25: a half-precision layer's moving statistics are variables of its dtype (add_weight with
+# autocast=False takes the layer's variable dtype: keras/src/layers/normalization/batch_normalization.py)
+KNOWN += [
+    Divergence(
+        "keras*",
+        norm,
+        "BN.D25",
+        "Keras keeps a float16 (bfloat16) layer's moving statistics in float16 (bfloat16) variables: "
+        "a variance past 65504 is held as inf, and momentum 0 (canonical 1) turns it into 0 * inf = NaN",
+        lambda case, dtype: half(dtype) and case.params.get("state") is not None,
+        lambda norm=norm, extra=extra: (
+            Case(
+                norm,
+                np.array([[0.5, 1.0], [-1.0, 2.0], [0.25, -0.5], [1.5, 0.75]]),
+                {
+                    "channel_axis": 1,
+                    "eps": 1e-5,
+                    "running_var": "biased",
+                    "momentum": 1.0,
+                    "training": True,
+                    "state": RunningStats(np.array([0.0, 0.0]), np.array([1e6, 2.0]), 0),
+                    **extra,
+                },
+                "standard",
+            ),
+            "float16",
+        ),
+        "state",
+        model=Simulated(state_held_in(lambda dtype: dtype)),
+    )
+    for norm, extra in (
+        ("batch_norm", {}),
+        ("sync_batch_norm", {"replica_sizes": (2, 2), "weighting": "count"}),
+    )
 ]

@@ -38,6 +38,7 @@ from normconf.conformance.divergences import (
     rows_out_of_range,
     rsqrt_jvp_underflows,
     scale_along,
+    sequential_sums,
     squares_overflow,
     statistic_held,
 )
@@ -272,5 +273,16 @@ KNOWN += [
     *squares_overflow("tf.nn", ("batch_norm",), half_in_half=True),
     *squares_overflow(
         "tf.nn", ("local_response_norm",), half_in_half=True, channel_axis=-1, alpha_over_size=False
+    ),
+]
+
+# NUM.D3: tf.nn.moments reduces the axes before the channel axis as one running sum (Eigen's
+# outer-dimension reduction), measured bit for bit against TF 2.21 (divergences.outer_sequential_mean)
+KNOWN += [
+    sequential_sums(
+        "tf.nn",
+        "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
+        acc_of=lambda dtype: dtype,
+        dtypes=("float32", "float64"),
     ),
 ]

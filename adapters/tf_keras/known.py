@@ -8,6 +8,7 @@ import numpy as np
 from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.divergences import (
     LP_GRADIENT_OUT_OF_RANGE,
+    RSQRT_HELD,
     Divergence,
     Envelope,
     OneOf,
@@ -26,6 +27,8 @@ from normconf.conformance.divergences import (
     power_sum_out_of_range,
     rounded,
     rows_out_of_range,
+    rsqrt_jvp_underflows,
+    sequential_sums,
     squares_overflow,
     tiny,
 )
@@ -213,4 +216,48 @@ KNOWN += [
         ("layer_norm", np.array([[1.0, 1.0, 1.0009765625]]), {"axes": (-1,), "eps": 1e-12}),
         ("group_norm", np.array([[1.0, 1.0, 1.0009765625]]), {"groups": 1, "channel_axis": 1, "eps": 1e-12}),
     )
+]
+
+# NUM.D3: BatchNormalization's batch statistics as tf.nn's running sums (measured with TF 2.21 on 3-D
+# and 4-D inputs, channels first and last: bit for bit the same statistics)
+KNOWN += [
+    sequential_sums(
+        "tf_keras",
+        "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
+        acc_of=lambda dtype: dtype,
+        dtypes=("float32", "float64"),
+    ),
+]
+
+# LN.D10 in float32: GroupNormalization normalizes with tf.nn.batch_normalization, whose
+# tf.math.rsqrt(var + eps) differentiates through TF's RsqrtGrad, -dy * y^3 / 2: below float32's
+# smallest normal for v > ~2e25 (tf_keras v2.21.0 group_normalization.py; found by the quick gate once
+# seeded by identity: values ~1e18, groups 1)
+KNOWN += [
+    Divergence(
+        "tf_keras",
+        "group_norm",
+        "LN.D10",
+        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        lambda: (
+            Case(
+                "group_norm",
+                np.array(
+                    [
+                        [8.928809573238702e17, -1.5008069836351734e18],
+                        [-2.9924863714923643e18, -3.151854259746636e18],
+                    ]
+                ),
+                {"groups": 1, "channel_axis": 1, "eps": 1e-12},
+                "large",
+                cotangent=np.array(
+                    [[-0.9475444555282593, -0.8804417848587036], [-1.3612605333328247, 0.7226120829582214]]
+                ),
+            ),
+            "float32",
+        ),
+        "gradient",
+        model=RSQRT_HELD,
+    ),
 ]
