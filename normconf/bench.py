@@ -12,6 +12,9 @@ Figures, not timed tests: a noisy machine changes them, so nothing here passes o
               compilation cache (cold) and again with what it wrote (warm); default warm after them
   mutants     the mutation corpus (conformance/meta/mutants.py) through `--profile`: which wrong
               implementations it kills, by which clause, and that every correct one passes
+  stability   `--profile` over every installed adapter once per seed of `--seeds`: per seed and adapter
+              the findings and errors nobody has triaged (target 0; the runs are kept in `--keep`,
+              and a kept run of the same profile and seed is read again instead of re-run)
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ PROGRAM_BUDGET = 400
 # that is lower), frameworks that compile per configuration and shape RATE_COMPILED
 RATE_EAGER, RATE_SHARE, RATE_COMPILED = 200.0, 0.10, 20.0
 SHAPES = {"small": (2, 3, 4), "medium": (8, 16, 32, 32)}
+# untriaged findings per seed and adapter the stability figure allows: every finding of a sampled run is
+# a known divergence, a tolerance correction or a bug entry before it is 0 (issue 32)
+STABILITY_TARGET = 0
+UNTRIAGED = ("finding", "error", "crashed", "timed out", "protocol error")
 PROPERTY_OF = {
     "forward": "forward_matches_reference",
     "gradient": "gradients_match_reference_vjp",
@@ -315,6 +322,52 @@ def suite_wall_time(profile: str, out: Path, cache: Path) -> tuple[float, dict]:
     return elapsed, counts
 
 
+def seeded_run(profile: str, seed: int, folder: Path) -> Path:
+    """`normconf run --profile <profile> --seed <seed>` over every installed adapter into `folder`
+    (no report), unless `folder` already holds a finished run of that profile and seed."""
+    from normconf.reports import results
+
+    runs = results.load(sorted(folder.glob("worker-*.jsonl"))) if folder.is_dir() else []
+    if runs and all(r.session.get("profile") == profile and r.session.get("seed") == seed for r in runs):
+        return folder
+    subprocess.run(
+        [sys.executable, "-m", "normconf.cli", "run", "--profile", profile, "--seed", str(seed)]
+        + ["--results", str(folder), "--report", ""],
+        capture_output=True,
+    )
+    return folder
+
+
+def untriaged(folder: Path) -> dict[str, list[dict]]:
+    """Per adapter, the results of a run nobody has accounted for (UNTRIAGED verdicts)."""
+    from normconf.reports import results
+
+    found: dict[str, list[dict]] = {}
+    for run in results.load(sorted(folder.glob("worker-*.jsonl"))):
+        for record in run.results:
+            found.setdefault(record["adapter"], [])
+            if record["verdict"] in UNTRIAGED:
+                found[record["adapter"]].append(record)
+    return found
+
+
+def stability_table(profile: str, seeds: list[int], keep: Path) -> list[str]:
+    """The stability figure: per adapter, the untriaged results of each seed's run, and the cells."""
+    per_seed = {seed: untriaged(seeded_run(profile, seed, keep / f"{profile}-seed-{seed}")) for seed in seeds}
+    adapters_seen = sorted({a for found in per_seed.values() for a in found})
+    lines = [f"  {'adapter':<22} " + " ".join(f"seed {s:<4}" for s in seeds) + "  cells"]
+    for adapter in adapters_seen:
+        counts = [len(per_seed[s].get(adapter, [])) for s in seeds]
+        cells = sorted(
+            {f"{r['norm']} {r['dtype']} {r['property']}" for s in seeds for r in per_seed[s].get(adapter, [])}
+        )
+        lines.append(f"  {adapter:<22} " + " ".join(f"{c:<9}" for c in counts) + "  " + "; ".join(cells))
+    total = sum(len(v) for found in per_seed.values() for v in found.values())
+    verdict = "ok" if total <= STABILITY_TARGET else "MISSED"
+    lines.append(f"  untriaged over seeds {seeds}: {total} (target {STABILITY_TARGET}) {verdict}")
+    return lines
+
+
 def main(args) -> int:
     import os
 
@@ -377,6 +430,10 @@ def main(args) -> int:
         print(
             f"  killed {rate:.0%} of the wrong, {wrongly} correct failed (target >= {target:.0%}) {verdict}"
         )
+    if "stability" in sections:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        print(f"untriaged findings per seed and adapter, {args.profile} profile (kept in {args.keep})")
+        print("\n".join(stability_table(args.profile, seeds, Path(args.keep))))
     runs = [p for p in profiles for _ in range(2 if p == "quick" else 1)]  # quick: cold, then warm
     with tempfile.TemporaryDirectory(prefix="normconf-compile-cache-") as cache:
         for profile in runs:

@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--sections",
         default="reference,startup,throughput,discovery",
-        help="comma-separated: reference, startup, throughput, rate, discovery, mutants",
+        help="comma-separated: reference, startup, throughput, rate, discovery, mutants, stability",
     )
     bench.add_argument(
         "--results", default="reports/out/results", help="the results folder the rate figures read"
@@ -394,7 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--adapters", default="", help="adapters for the throughput figures (default: all installed)"
     )
-    bench.add_argument("--profile", default="default", help="profile for the discovery and mutants figures")
+    bench.add_argument(
+        "--profile", default="default", help="profile for the discovery, mutants and stability figures"
+    )
+    bench.add_argument("--seeds", default="1,2,3", help="the stability figure's seeds, one run each")
+    bench.add_argument(
+        "--keep", default="reports/out/stability", help="where the stability figure keeps (and reuses) runs"
+    )
     bench.add_argument(
         "--suite", default="", help="also time whole profiles over every adapter, e.g. quick,default"
     )

@@ -112,3 +112,26 @@ def test_a_reference_beyond_the_dtype_range_is_matched_by_its_infinity_only():
     assert not T.compare(
         np.array([np.inf, -np.inf]), expected, budget, "float32"
     ).passed  # representable there
+
+
+@pytest.mark.clause("NUM.N7")
+def test_no_budget_is_below_the_rounding_of_the_reference_value_itself():
+    """The running mean a float16 layer blends in float16 (0.99 * 0 + 0.01 * m for m among float16's
+    subnormals, 5e-9 landing on 0) passes a budget far below a float16 spacing, as does the same blend
+    rounded to each float dtype; an answer two spacings (or budgets) off still fails."""
+    batch_mean = np.array([5.066394805908203e-07, 1.1920928955078125e-07, 3.0e-4, 1.5])
+    expected = 0.01 * batch_mean
+    tight = np.full(expected.shape, 2e-11)  # the running-statistics budget such a step had
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        kind = (
+            np.float32 if dtype == "bfloat16" else np.dtype(dtype).type
+        )  # bfloat16: float32's spacing bound
+        blended = (kind(0.99) * kind(0.0) + kind(0.01) * batch_mean.astype(kind)).astype(np.float64)
+        if dtype == "bfloat16":
+            import ml_dtypes
+
+            blended = blended.astype(ml_dtypes.bfloat16).astype(np.float64)
+        assert T.compare(blended, expected, tight, dtype).passed, dtype
+        wrong = expected + 2 * np.maximum(T.spacing(expected, dtype), tight)  # beyond both
+        assert not T.compare(wrong, expected, tight, dtype).passed, dtype
+    assert T.spacing(np.array([0.0, 5e-9]), "float16").tolist() == [2.0**-24, 2.0**-24]

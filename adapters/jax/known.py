@@ -39,6 +39,7 @@ from normconf.conformance.divergences import (
     one_pass_model,
     param,
     reference_value,
+    rounded,
     rsqrt_jvp_underflows,
     scale_along,
     squares_overflow,
@@ -647,5 +648,33 @@ KNOWN += [
             shape,
             **params,
         )
+    ),
+]
+
+# LN.D10 in float16 for equinox's BatchNorm: unlike its LayerNorm and GroupNorm it does not upcast, so
+# the derivative of (y - m) / sqrt(v + eps) runs in float16 (equinox v0.13.8 nn/_batch_norm.py, _norm):
+# Σ g (x - m) / (v + eps) times 1 / (2 sqrt(v + eps)) overflows where the group's spread is small and
+# long (the quick gate once seeded by identity: 2 x 10^4 values of spread 0.03)
+_SMALL_SPREAD = np.random.default_rng(5).normal(size=(64, 1)) * 0.005
+KNOWN += [
+    Divergence(
+        "equinox",
+        "batch_norm",
+        "LN.D10",
+        "equinox's BatchNorm differentiates 1/sqrt(v) in float16: with the cotangent reaching it, "
+        "Σ g (x - m) v^-1.5 / 2 overflows for small v",
+        half_rsqrt_jvp_overflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                rounded(_SMALL_SPREAD, "float16"),
+                {"channel_axis": -1, "eps": 2.0**-20, "training": True, "running_var": "biased"},
+                "tiny_spread",
+                cotangent=rounded(np.random.default_rng(6).normal(size=(64, 1)), "float16"),
+            ),
+            "float16",
+        ),
+        "gradient",
+        model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
 ]
