@@ -210,10 +210,12 @@ def _half_cotangent_groups(view, axes, case: Case, dtype: str):
 
 def _near_zero_one_pass_groups(view, axes, case: Case, dtype: str):
     """BN.D8 (haiku): the groups where var + eps is within 4 ulps of mean(x²) (the unclipped one-pass
-    variance can come out below 0 there)."""
+    variance can come out below 0 there) - batch statistics only: an eval step computes no variance."""
     unit = 2.0**-8 if dtype == "bfloat16" else 2.0**-11 if dtype == "float16" else float(np.finfo(dtype).eps)
     mean_square = np.mean(view * view, axis=axes, keepdims=True)
-    return view.var(axis=axes, keepdims=True) + param(case, "eps") <= 4 * unit * mean_square
+    return batch_stats(case) & (
+        view.var(axis=axes, keepdims=True) + param(case, "eps") <= 4 * unit * mean_square
+    )
 
 
 KNOWN: list[Divergence] = [
