@@ -157,6 +157,11 @@ def budget(norm: str, x: np.ndarray, params: dict, y_ref: np.ndarray, *, acc_dty
     first_order = T.standardizing_budget(
         acc_dtype=acc_dtype, out_dtype=out_dtype, n=n, kappa=1.0, xhat=y_ref, scale=None, y_ref=y_ref
     )
+    if norm == "lp_normalize":
+        k = lp_checked(x, params.get("p", 2.0), params.get("axes", (1,)), 0.0, "max_norm")
+        exponent = T.lp_exponent_budget(acc_dtype=acc_dtype, x=x, p=k[1], axes=k[2], y_ref=y_ref)
+        if np.any(exponent > 0):
+            return first_order + exponent, "NUM.N11"
     return first_order, "NUM.N5"
 
 

@@ -80,6 +80,19 @@ def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_
     return SAFETY * (first_order + unit_roundoff(out_dtype) * np.abs(y_ref))
 
 
+def lp_exponent_budget(*, acc_dtype, x: np.ndarray, p: float, axes: tuple[int, ...], y_ref) -> np.ndarray:
+    """NUM.N11: S^(1/p) with 1/p rounded to `acc_dtype` moves the norm by |ln S| u / p relative (S =
+    Σ|x|^p, its log exact in float64); 0 where 1/p is a power of two, or the norm is 0 or not finite."""
+    if not np.isfinite(p) or p <= 0 or math.frexp(1.0 / p)[0] == 0.5:
+        return np.zeros(np.shape(y_ref))
+    magnitude = np.abs(np.asarray(x, dtype=np.float64))
+    big = np.max(magnitude, axis=axes, keepdims=True)
+    with np.errstate(all="ignore"):
+        log_sum = p * np.log(big) + np.log(np.sum((magnitude / big) ** p, axis=axes, keepdims=True))
+    log_sum = np.where(np.isfinite(log_sum), np.abs(log_sum), 0.0)
+    return SAFETY * unit_roundoff(acc_dtype) * log_sum / p * np.abs(y_ref)
+
+
 def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_ref, previous) -> np.ndarray:
     """NUM.N5 for running statistics: the batch statistic's error (u_acc * growth(n) times its natural
     scale: max|x| for a mean, 2 max|x - mean| max|x| for a variance) plus the roundings of the blend

@@ -135,3 +135,31 @@ def test_no_budget_is_below_the_rounding_of_the_reference_value_itself():
         wrong = expected + 2 * np.maximum(T.spacing(expected, dtype), tight)  # beyond both
         assert not T.compare(wrong, expected, tight, dtype).passed, dtype
     assert T.spacing(np.array([0.0, 5e-9]), "float16").tolist() == [2.0**-24, 2.0**-24]
+
+
+@pytest.mark.clause("NUM.N11")
+@pytest.mark.parametrize("dtype, magnitude", [("float64", 1e29), ("float32", 1e12), ("float32", 1e-12)])
+def test_an_unscaled_pow_lp_norm_passes_and_a_wrong_one_fails(dtype, magnitude):
+    """S^(1/p) unscaled, in the dtype, with 1/3 rounded to it (as PyTorch's F.normalize computes) passes
+    the Lp budget; the same with the norm moved by ten times that rounding, or with p = 3.01, fails.
+    Without NUM.N11's term the float64 one would fail (as PyTorch's did)."""
+    from normconf.conformance import checks
+
+    kind = np.dtype(dtype).type
+    x = (magnitude * np.array([[1.3, -0.7, 2.1], [0.4, 1.9, -1.2]])).astype(kind).astype(np.float64)
+    params = {"p": 3.0, "axes": (1,), "eps": 0.0}
+    y_ref = R.lp_normalize(x, **params)
+    bound, basis = checks.budget("lp_normalize", x, params, y_ref, acc_dtype=dtype, out_dtype=dtype)
+    xd = x.astype(kind)
+    norm = np.sum(np.abs(xd) ** kind(3), axis=1, keepdims=True) ** kind(1.0 / 3.0)
+    honest = (xd / norm).astype(np.float64)
+    assert basis == "NUM.N11" and T.compare(honest, y_ref, bound, dtype).passed
+    first_order = T.standardizing_budget(
+        acc_dtype=dtype, out_dtype=dtype, n=3, kappa=1.0, xhat=y_ref, scale=None, y_ref=y_ref
+    )
+    if dtype == "float64":  # PyTorch's case: 17 ulps, past NUM.N5's first-order budget
+        assert not T.compare(honest, y_ref, first_order, dtype).passed
+    log_sum = np.log(np.sum(np.abs(x) ** 3, axis=1, keepdims=True))
+    moved = y_ref * (1 + 10 * T.SAFETY * T.unit_roundoff(dtype) * np.abs(log_sum) / 3)
+    assert not T.compare(moved, y_ref, bound, dtype).passed
+    assert not T.compare(R.lp_normalize(x, **{**params, "p": 3.01}), y_ref, bound, dtype).passed
