@@ -191,34 +191,6 @@ def check(
     return verdict
 
 
-def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: int = 0) -> dict:
-    """NUM.N8: how far fn's outputs move when each input array in turn is perturbed elementwise by a
-    relative `rel` (random signs), maximized over a few samples and summed over the inputs: the
-    first-order error of any backward-stable implementation whose operations round with relative
-    error `rel`.
-
-    `fn(**arrays)` returns a dict of arrays (None entries are skipped).
-    """
-    base = fn(**arrays)
-    spread = {k: np.zeros_like(v) for k, v in base.items() if v is not None}
-    rng = np.random.default_rng(seed)
-    with np.errstate(all="ignore"):
-        # one input at a time: perturbing the factors of a product together can cancel their moves
-        for name, value in arrays.items():
-            if not isinstance(value, np.ndarray):
-                continue
-            moves = {k: np.zeros_like(v) for k, v in spread.items()}
-            for _ in range(samples):
-                out = fn(
-                    **{**arrays, name: value * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(value)))}
-                )
-                for k in moves:
-                    moves[k] = np.fmax(moves[k], np.abs(out[k] - base[k]))
-            for k in spread:
-                spread[k] = spread[k] + moves[k]
-    return spread
-
-
 def gradient_terms(norm: str, x: np.ndarray, params: dict, g: np.ndarray) -> dict:
     """NUM.N8: the magnitudes of the terms each gradient is summed from (a running-error bound): what
     rounding in a VJP's intermediate sums can cost even where the terms cancel to nearly nothing. How
@@ -351,7 +323,7 @@ def gradient_budget(
         out = vjp(g, x, **learned_now, **fixed)
         return {"x": out.x, "scale": out.scale, "offset": out.offset}
 
-    spread = perturbation_spread(grads, {"x": case_x, "g": g, **learned}, rel, seed=seed)
+    spread = T.perturbation_spread(grads, {"x": case_x, "g": g, **learned}, rel, seed=seed)
     terms = gradient_terms(norm, case_x, params, g)
     # the terms may be rounded once more, to the input dtype, before they cancel
     term_rel = rel + T.unit_roundoff(out_dtype)

@@ -209,6 +209,11 @@ class Computes(Model):
     between: bool = field(default=False, kw_only=True)
     # a second divergence's error on top of this model's answer: absolute(case, dtype, which), elementwise
     absolute: Callable | None = field(default=None, kw_only=True)
+    # the model's own arithmetic is conditioned otherwise than the reference's (another normalization:
+    # running averages in place of batch statistics): its answer is also allowed SAFETY x how far it
+    # moves under relative perturbations of x (and the cotangent) of u(dtype) growth(n) - NUM.N8's
+    # first-order budget applied to the model instead of the reference
+    conditioned: bool = field(default=False, kw_only=True)
 
     def model_value(self, case, dtype, which):
         with np.errstate(all="ignore"):
@@ -243,7 +248,22 @@ class Computes(Model):
         if self.absolute is not None:
             extra = self.absolute(observation.case, dtype, observation.quantity)
             bound = bound if extra is None else np.asarray(bound) + np.asarray(extra)
+        if self.conditioned:
+            bound = np.asarray(bound) + self.own_spread(observation.case, dtype, observation.quantity)
         return _against(observation, model, bound, dtype)
+
+    def own_spread(self, case: Case, dtype: str, which: str) -> np.ndarray:
+        """SAFETY x the model's answer's first-order move under relative perturbations of x and the
+        cotangent of u(dtype) growth(n) (NUM.N8, the reference's budget applied to the model)."""
+        n = R.NORMS[case.norm].reduction_length(case.x, case.params)
+        rel = T.unit_roundoff(dtype) * T.growth(n)
+        arrays = {"x": case.x, **({"g": case.cotangent} if case.cotangent is not None else {})}
+
+        def answer(x, g=None):
+            moved = Case(case.norm, x, case.params, case.kind, cotangent=g)
+            return {"v": np.asarray(self.model_value(moved, dtype, which), dtype=np.float64)}
+
+        return T.SAFETY * T.perturbation_spread(answer, arrays, rel)["v"]
 
 
 @dataclass(frozen=True)

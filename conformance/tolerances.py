@@ -93,6 +93,34 @@ def lp_exponent_budget(*, acc_dtype, x: np.ndarray, p: float, axes: tuple[int, .
     return SAFETY * unit_roundoff(acc_dtype) * log_sum / p * np.abs(y_ref)
 
 
+def perturbation_spread(fn, arrays: dict, rel: float, samples: int = 4, seed: int = 0) -> dict:
+    """NUM.N8: how far fn's outputs move when each input array in turn is perturbed elementwise by a
+    relative `rel` (random signs), maximized over a few samples and summed over the inputs: the
+    first-order error of any backward-stable implementation whose operations round with relative
+    error `rel`.
+
+    `fn(**arrays)` returns a dict of arrays (None entries are skipped).
+    """
+    base = fn(**arrays)
+    spread = {k: np.zeros_like(v) for k, v in base.items() if v is not None}
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        # one input at a time: perturbing the factors of a product together can cancel their moves
+        for name, value in arrays.items():
+            if not isinstance(value, np.ndarray):
+                continue
+            moves = {k: np.zeros_like(v) for k, v in spread.items()}
+            for _ in range(samples):
+                out = fn(
+                    **{**arrays, name: value * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(value)))}
+                )
+                for k in moves:
+                    moves[k] = np.fmax(moves[k], np.abs(out[k] - base[k]))
+            for k in spread:
+                spread[k] = spread[k] + moves[k]
+    return spread
+
+
 def running_stat_budget(*, acc_dtype, out_dtype, n: int, batch_error_scale, y_ref, previous) -> np.ndarray:
     """NUM.N5 for running statistics: the batch statistic's error (u_acc * growth(n) times its natural
     scale: max|x| for a mean, 2 max|x - mean| max|x| for a variance) plus the roundings of the blend

@@ -149,7 +149,8 @@ def _ema_normalized(case: Case, dtype: str, which: str):
 def _ema_normalized_vjp(case: Case, which: str):
     """BN.D10's gradient: y = w (x - m) / sqrt(v + eps) + b with m = c mean_B + (1 - c) m0 and
     v = c var_B + (1 - c) v0 (canonical momentum c, biased batch variance), the running averages not
-    stopped: dx = w/s [g - c/n sum g - c/n (x - mean_B) sum g (x - m) / s^2]."""
+    stopped: dx = w/s [g - c/n sum g - c/n (x - mean_B) sum g (x - m) / s^2]. (equinox divides by
+    sqrt(v + eps): no rsqrt derivative to underflow, measured on values ~1e18 in float32.)"""
     params, g = case.params, case.cotangent
     axis, c, state = param(case, "channel_axis") % case.x.ndim, param(case, "momentum"), params["state"]
     x, g = np.moveaxis(case.x, axis, -1), np.moveaxis(np.asarray(g, dtype=np.float64), axis, -1)
@@ -317,7 +318,7 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        model=Computes(_ema_normalized, kind="semantic"),
+        model=Computes(_ema_normalized, kind="semantic", conditioned=True),
     ),
     *(
         Divergence(
