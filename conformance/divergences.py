@@ -1162,3 +1162,66 @@ def sequential_sums(adapters: str, reason: str, acc_of: Callable[[str], str], dt
         long_offset_rows,
         model=Computes(sequentially_summed(acc_of), kind="precision"),
     )
+
+
+def running_sums_bound(acc_of: Callable[[str], str]) -> Callable:
+    """Bounded's absolute(case, dtype, which) for y where the statistics are running sums in
+    acc_of(dtype) in an order no simulation reproduces (NUM.D3): a recursive sum of n values errs by at
+    most γ = (n - 1) u of their magnitudes (Higham, Accuracy and Stability, 4.2), so the mean by
+    dm = γ mean|x|, the two-pass variance by dm² + γ (var + dm²), and y by |scale| (dm + |x - mean| dv /
+    (2 (var + eps))) / sqrt(var + eps); RMSNorm's mean square by γ relative, y by γ/2 |y|."""
+
+    def absolute(case: Case, dtype: str, which: str):
+        if which != "y" or not batch_stats(case) or not case.x.size:
+            return None
+        unit = float(finfo(acc_of(dtype)).eps) / 2
+        gamma = (values_per_statistic(case) - 1) * unit
+        with np.errstate(all="ignore"):
+            if case.norm == "rms_norm":
+                return SAFETY * gamma / 2 * np.abs(reference_value(case, "y"))
+            view, axes, back = statistic_view(case.norm, case.x, case.params)
+            var, eps = view.var(axis=axes, keepdims=True), param(case, "eps")
+            dm = gamma * np.mean(np.abs(view), axis=axes, keepdims=True)
+            dv = dm * dm + gamma * (var + dm * dm)
+            centred = np.abs(view - view.mean(axis=axes, keepdims=True))
+            loss = (dm + centred * dv / (2 * (var + eps))) / np.sqrt(var + eps)
+            return SAFETY * np.asarray(back(loss), dtype=np.float64) * np.abs(scale_along(case))
+
+    return absolute
+
+
+def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str], str]) -> list[Divergence]:
+    """NUM.D3 for `adapters` whose reductions are running sums in an order not reproduced: the bound."""
+
+    def territory(case: Case, dtype: str) -> bool:
+        n = values_per_statistic(case) if case.x.size else 0
+        return batch_stats(case) and n - 1 > SAFETY * growth(n)
+
+    def example(norm: str):
+        def build() -> tuple[Case, str]:
+            # one channel (instance, row) of 10^5 values, contiguous: NUM.N6's yardstick sums it pairwise
+            case, dtype = long_offset_rows(1)
+            x, params = case.x.reshape(2, -1, 1), {"channel_axis": -1, "eps": 1e-5}
+            if norm == "batch_norm":
+                x = x.reshape(-1, 1)
+                params.update(training=True, running_var="biased", momentum=0.0)
+            if norm == "layer_norm":
+                x, params = x.reshape(2, -1), {"axes": (-1,), "eps": 1e-5}
+            if norm == "group_norm":
+                params["groups"] = 1
+            return Case(norm, x, params, "offset"), dtype
+
+        return build
+
+    return [
+        Divergence(
+            adapters,
+            norm,
+            "NUM.D3",
+            reason,
+            territory,
+            example(norm),
+            model=Bounded(absolute=running_sums_bound(acc_of)),
+        )
+        for norm in norms
+    ]

@@ -25,6 +25,7 @@ from normconf.conformance.divergences import (
     half_rsqrt_jvp_overflows,
     huge,
     param,
+    running_sums,
     squares_overflow,
     statistic_held,
     statistic_mask,
@@ -304,3 +305,15 @@ KNOWN += [
     *squares_overflow("mlx.nn", ("group_norm",), half_in_half=True, channel_axis=-1),
     *squares_overflow("mlx.nn", ("layer_norm", "rms_norm")),
 ]
+
+# NUM.D3: MLX's CPU reductions (mx.mean, mx.sum, and the float32 fallbacks of mx.fast.layer_norm and
+# rms_norm built on them) are running sums: 2 x 10^4 float32 values near 10^4 + 7/16 come out -0.371 off
+# in the mean (a one-lane running sum: -0.370; NumPy's pairwise sum: 2e-4), measured with mlx 0.32.4 -
+# not bit for bit, so bounded, not simulated. RMSNorm's same-sign mean square drifts too, but within
+# its budget (measured: 0.06 x on the example), so it has no entry
+KNOWN += running_sums(
+    "mlx.nn",
+    ("batch_norm", "layer_norm", "instance_norm", "group_norm"),
+    "MLX's CPU reductions are running sums: the statistics' error grows as n u",
+    acc_of=lambda dtype: "float32",
+)

@@ -105,9 +105,12 @@ def _windows_below_batch(case: Case, dtype: str, which: str):
 
 
 def _running_sum_loss(case: Case, dtype: str):
-    """LRN.D6: the relative error of y where window sums are differences of a running sum of squares
-    in float32 (onnxruntime's kernel): beta * alpha/size * u * (all squares up to the window's end) /
-    base, elementwise (1 or more: no digit left)."""
+    """LRN.D6: the relative error of y where the base is a running float32 sum along the channels
+    (onnxruntime's kernel: bias, plus alpha/size times each square entering, minus each leaving): every
+    one of its size + 2c updates up to channel c rounds at the running value, bias included, so
+    beta * u * (size + 2c) * (k + alpha/size * all squares seen) / base, elementwise (1 or more: no
+    digit left). With k = 1 and alpha/size = 1e-8 each update is absorbed whole: 10^4 of them move the
+    base by 1e-4 relative (measured: y 344 ulps off over a 10001-channel window)."""
     from normconf.reference.local_response_norm import window, window_base
 
     axis = param(case, "channel_axis") % case.x.ndim
@@ -123,8 +126,11 @@ def _running_sum_loss(case: Case, dtype: str):
     a = param(case, "alpha") / (size if param(case, "alpha_over_size") else 1)
     base = window_base(finite, axis, (before, after), a, param(case, "k"))
     u = float(np.finfo(np.float32).eps)
+    shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
+    updates = (size + 2 * np.arange(case.x.shape[axis])).reshape(shape)
     with np.errstate(all="ignore"):
-        return np.where(gone, np.inf, SAFETY * abs(param(case, "beta")) * a * u * seen * (size + 1) / base)
+        running = abs(param(case, "k")) + a * seen
+        return np.where(gone, np.inf, SAFETY * abs(param(case, "beta")) * u * updates * running / base)
 
 
 def _after_a_non_finite_square(case: Case, dtype: str, which: str):
