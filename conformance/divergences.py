@@ -1225,3 +1225,30 @@ def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str
         )
         for norm in norms
     ]
+
+
+# --- LN.D10 for an L2 normalize: rsqrt(sum x^2) differentiated in the input dtype --------------------
+
+
+def rsqrt_of_square_sum_underflows(case: Case, dtype: str) -> bool:
+    """LN.D10 for an L2 normalize (Keras ops.normalize, TF l2_normalize): rsqrt(sum x^2)/sum x^2 below
+    the input dtype's smallest normal (float32 or narrower)."""
+    return dtype != "float64" and norm_of(case) ** 3 > 1.0 / tiny(dtype)
+
+
+def subnormal_projection(case: Case, dtype: str, which: str):
+    """LN.D10 for an L2 normalize in the input dtype: rsqrt(v)/v = 1/norm^3 rounded among the subnormals
+    keeps a few bits - the projection x (x·g) / norm^3 is off by up to |x (x·g)| * spacing / 2 there;
+    below the smallest subnormal it is lost whole (the `either` model), above the normals it is exact."""
+    if which != "x":
+        return None
+    info = finfo(dtype)
+    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
+    cube = 1.0 / lp_norm(case.x, 2.0, axes) ** 3
+    partial = (cube >= float(info.smallest_subnormal)) & (cube < float(info.tiny))
+    projection = np.abs(case.x * np.sum(case.x * case.cotangent, axis=axes, keepdims=True))
+    return np.where(partial, SAFETY * projection * float(info.smallest_subnormal) / 2, 0.0)
+
+
+# the norm's derivative lost, wholly or to the bits a subnormal leaves it
+LP_RSQRT_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=subnormal_projection)))

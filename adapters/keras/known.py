@@ -11,11 +11,11 @@ from normconf import reference as R
 from normconf.conformance.divergences import (
     HUGE_2X3,
     HUGE_ROW,
+    LP_RSQRT_HELD,
     MODERATE_ROWS,
     RSQRT_EXAMPLES,
     RSQRT_HELD,
     SMALL_COTANGENT,
-    Bounded,
     Computes,
     Divergence,
     Envelope,
@@ -26,8 +26,6 @@ from normconf.conformance.divergences import (
     float64_state_read,
     half,
     huge,
-    lp_norm,
-    norm_of,
     norm_square_overflows,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
@@ -38,16 +36,15 @@ from normconf.conformance.divergences import (
     rows_where_norm_square_overflows,
     rsqrt_jvp_underflows,
     rsqrt_jvp_underflows_in_float32,
+    rsqrt_of_square_sum_underflows,
     sequential_sums,
     squares_overflow,
     state_held_in,
     state_in_float32,
-    statistic_held,
     tiny,
     trailing_axes,
 )
 from normconf.conformance.strategies import Case
-from normconf.conformance.tolerances import SAFETY, finfo
 from normconf.reference import RunningStats
 
 
@@ -81,12 +78,6 @@ def _torch_manual_layer_norm(case: Case, dtype: str) -> bool:
         and not _contiguous_non_trailing(case)
         and _one_pass(case, "float32" if dtype == "float64" else dtype)
     )
-
-
-def _rsqrt_of_square_sum_underflows(case: Case, dtype: str) -> bool:
-    """LN.D10 for ops.normalize: rsqrt(sum x^2)/sum x^2 below the input dtype's smallest normal (float32 or
-    narrower)."""
-    return dtype != "float64" and norm_of(case) ** 3 > 1.0 / tiny(dtype)
 
 
 _WIDE = np.arange(18.0).reshape(2, 3, 3) / 7.0
@@ -167,20 +158,6 @@ def scale_on_last_axis(xhat_in: str | None):
     return compute
 
 
-def _subnormal_projection(case: Case, dtype: str, which: str):
-    """LN.D10 for ops.normalize in the input dtype: rsqrt(v)/v = 1/norm^3 rounded among the subnormals
-    keeps a few bits - the projection x (x·g) / norm^3 is off by up to |x (x·g)| * spacing / 2 there;
-    below the smallest subnormal it is lost whole (the `either` model), above the normals it is exact."""
-    if which != "x":
-        return None
-    info = finfo(dtype)
-    axes = tuple(a % case.x.ndim for a in param(case, "axes"))
-    cube = 1.0 / lp_norm(case.x, 2.0, axes) ** 3
-    partial = (cube >= float(info.smallest_subnormal)) & (cube < float(info.tiny))
-    projection = np.abs(case.x * np.sum(case.x * case.cotangent, axis=axes, keepdims=True))
-    return np.where(partial, SAFETY * projection * float(info.smallest_subnormal) / 2, 0.0)
-
-
 _ONE_PASS_FLOAT32 = one_pass_model("float32", clip=False, float64_too=True)  # float64 in float32 (LN.D10)
 # shapes a layer's own arithmetic refuses (a scale against the wrong axis, F.layer_norm's trailing shape)
 # the mis-broadcast output refused where shapes do not broadcast - or, where they do, given back with
@@ -196,8 +173,6 @@ _REFUSES_SHAPE = Raises(
     ),
     kind="semantic",
 )
-# LN.D10 for ops.normalize: the norm's derivative lost, wholly or to the bits a subnormal leaves it
-_LP_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=_subnormal_projection)))
 
 
 def _rsqrt_derivative_overflows(case: Case, dtype: str, which: str):
@@ -397,10 +372,10 @@ KNOWN: list[Divergence] = [
             "LN.D10",
             "Keras differentiates rsqrt(sum x^2) in the input dtype: "
             "rsqrt(v)/v under- or subflows for large v",
-            _rsqrt_of_square_sum_underflows,
+            rsqrt_of_square_sum_underflows,
             lambda example=example: example,
             "gradient",
-            model=_LP_HELD,
+            model=LP_RSQRT_HELD,
             indistinguishable={
                 "scaled_gradient": "in float16, 1/norm^3 among the subnormals keeps a few bits: the "
                 "projection term is off by up to half a subnormal spacing times |x (x.g)| - 40 % of dx "
@@ -495,7 +470,7 @@ KNOWN: list[Divergence] = [
         "lp_normalize",
         "LN.D10",
         "Keras differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or subflows for large v",
-        _rsqrt_of_square_sum_underflows,
+        rsqrt_of_square_sum_underflows,
         lambda: (
             Case(
                 "lp_normalize",
@@ -507,7 +482,7 @@ KNOWN: list[Divergence] = [
             "float32",
         ),
         "gradient",
-        model=_LP_HELD,
+        model=LP_RSQRT_HELD,
     ),
     Divergence(
         "keras*",

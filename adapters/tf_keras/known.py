@@ -8,6 +8,7 @@ import numpy as np
 from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.divergences import (
     LP_GRADIENT_OUT_OF_RANGE,
+    LP_RSQRT_HELD,
     RSQRT_HELD,
     Divergence,
     Envelope,
@@ -28,6 +29,7 @@ from normconf.conformance.divergences import (
     rounded,
     rows_out_of_range,
     rsqrt_jvp_underflows,
+    rsqrt_of_square_sum_underflows,
     sequential_sums,
     squares_overflow,
     tiny,
@@ -260,4 +262,44 @@ KNOWN += [
         "gradient",
         model=RSQRT_HELD,
     ),
+]
+
+# LN.D10 for UnitNormalization: tf.linalg.l2_normalize multiplies by rsqrt(sum x^2) in the input dtype,
+# and TF's RsqrtGrad forms y^3 there: a float16 subnormal for norms above ~40 (x = 100.125: 6 % of the
+# projection term lost, default profile seed 1), zero in float32 for norms above ~1e13 (values ~1e18)
+KNOWN += [
+    Divergence(
+        "tf_keras",
+        "lp_normalize",
+        "LN.D10",
+        "UnitNormalization differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or "
+        "subflows for large v",
+        rsqrt_of_square_sum_underflows,
+        lambda x=x, g=g, dtype=dtype: (
+            Case(
+                "lp_normalize",
+                np.array(x),
+                {"axes": (0,), "p": 2.0, "eps_placement": "max_power_sum", "eps": 1e-12},
+                "offset",
+                cotangent=np.array(g),
+            ),
+            dtype,
+        ),
+        "gradient",
+        model=LP_RSQRT_HELD,
+    )
+    for x, g, dtype in (  # the default profile's seed 1 found both
+        ([100.125], [-0.007648468017578125], "float16"),
+        (
+            [
+                [8.928809573238702e17, -1.5008069836351734e18, -2.9924863714923643e18],
+                [-3.151854259746636e18, 2.042272067532882e18, 2.6908372805573673e18],
+            ],
+            [
+                [0.1257302165031433, -0.13210485875606537, 0.6404226422309875],
+                [0.10490011423826218, -0.5356693863868713, 0.3615950644016266],
+            ],
+            "float32",
+        ),
+    )
 ]
