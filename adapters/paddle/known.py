@@ -54,13 +54,27 @@ def _power_of_two(size: int) -> bool:
 
 # The models: what Paddle computes where each divergence holds (conformance/models.py).
 def _unchanged(case: Case, dtype: str, which: str):
-    """BN.D16: y = x, the running statistics as they were, dx = g."""
+    """BN.D16: y = x, the running statistics as they were, dx = g - and no affine applied, so dscale
+    and doffset are 0 (measured with paddle 3.3.1: doffset 0 where the spec's is the cotangent)."""
     state = case.params.get("state")
-    return (
-        {"y": case.x, "x": case.cotangent}.get(which)
-        if which not in ("mean", "var")
-        else (None if state is None else getattr(state, which))
-    )
+    if which in ("mean", "var"):
+        return None if state is None else getattr(state, which)
+    if which in ("x", "scale", "offset") and not param(case, "training"):
+        # eval (no tracked state: batch statistics) runs the backward with is_test (BN.D19), which reads
+        # the layer's running statistics - mean 0, variance 1 as initialized, the forward having computed
+        # none: dx = g scale / sqrt(1 + eps), dscale = sum g x / sqrt(1 + eps), doffset = sum g
+        # (measured with paddle 3.3.1)
+        rstd = 1.0 / np.sqrt(1.0 + param(case, "eps"))
+        if which == "x":
+            return case.cotangent * scale_along(case) * rstd
+        axis = param(case, "channel_axis") % case.x.ndim
+        others = tuple(i for i in range(case.x.ndim) if i != axis)
+        terms = case.cotangent * case.x * rstd if which == "scale" else case.cotangent
+        return None if case.params.get(which) is None else np.sum(terms, axis=others)
+    if which in ("scale", "offset"):
+        learned = case.params.get(which)
+        return None if learned is None else np.zeros(np.shape(learned))
+    return {"y": case.x, "x": case.cotangent}.get(which)
 
 
 def _fresh_running_variance(case: Case, dtype: str, which: str):
