@@ -30,6 +30,7 @@ from normconf.conformance.divergences import (
     huge,
     lp_in_dtype,
     lrn_base_power,
+    lrn_power_derivative_underflows,
     max_abs,
     offset_along,
     param,
@@ -41,6 +42,7 @@ from normconf.conformance.divergences import (
     sequential_sums,
     squares_overflow,
     statistic_held,
+    underflowing_derivative_windows,
 )
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
@@ -284,5 +286,95 @@ KNOWN += [
         "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
         acc_of=lambda dtype: dtype,
         dtypes=("float32", "float64"),
+    ),
+]
+
+
+# LRN.D5 for TF's LRN: its gradient kernel forms base^(-beta - 1) in float32 (through exp and log,
+# LRN.D9), which underflows for large |x|: the default profile's seed 1 drew values ~1e18 with alpha 0.1
+# and a size-1 window, dx 27 x its budget; the term keeps few or no digits there
+_LRN_HUGE_X = np.array(
+    [
+        [
+            [
+                [1.2627243707536507e18, -2.1224616495698412e18, -4.232015032629592e18],
+                [-4.457394850236465e18, 2.8882089635919954e18, 3.8054182649478513e18],
+            ],
+            [
+                [9.831332697782354e17, 2.1158537221258609e18, 4.022025560313037e17],
+                [4.011169600975667e18, 2.9120257598391583e18, -4.5845245078085304e18],
+            ],
+            [
+                [3.295104681927246e18, -4.3001284035807805e18, 2.1173185464919654e18],
+                [-2.990307414324019e18, 3.3483441344557875e18, 3.822535668127498e17],
+            ],
+        ],
+        [
+            [
+                [-1.8465651825416602e18, -7.127885805560791e17, -4.3486778892610437e18],
+                [-3.463937166273413e18, 1.573079394757378e18, 1.3570202746581156e18],
+            ],
+            [
+                [1.0637981844357775e18, -1.0724399335132365e18, 4.584049243907424e18],
+                [4.433082724000989e18, 1.7106126313514598e18, 1.3871659972737106e18],
+            ],
+            [
+                [1.7373930237523395e18, -1.0240938574841119e18, -3.3642438972271493e18],
+                [2.042021653759656e18, 2.337552958918492e17, -1.7494835284892713e18],
+            ],
+        ],
+    ]
+)
+_LRN_HUGE_G = np.array(
+    [
+        [
+            [
+                [0.1257302165031433, -0.13210485875606537, 0.6404226422309875],
+                [0.10490011423826218, -0.5356693863868713, 0.3615950644016266],
+            ],
+            [
+                [1.3040000200271606, 0.9470809698104858, -0.7037352323532104],
+                [-1.2654215097427368, -0.6232744455337524, 0.04132597893476486],
+            ],
+            [
+                [-2.32503080368042, -0.218791663646698, -1.2459110021591187],
+                [-0.7322673797607422, -0.5442590117454529, -0.3163001537322998],
+            ],
+        ],
+        [
+            [
+                [0.4116305410861969, 1.042513370513916, -0.12853465974330902],
+                [1.3664634227752686, -0.6651946902275085, 0.35151007771492004],
+            ],
+            [
+                [0.9034701585769653, 0.0940122976899147, -0.7434992790222168],
+                [-0.9217253923416138, -0.4577258229255676, 0.22019512951374054],
+            ],
+            [
+                [-1.0096181631088257, -0.20917557179927826, -0.15922501683235168],
+                [0.5408455729484558, 0.21465912461280823, 0.35537269711494446],
+            ],
+        ],
+    ]
+)
+KNOWN += [
+    Divergence(
+        "tf.nn",
+        "local_response_norm",
+        "LRN.D5",
+        "TF's derivative of base^-beta, -beta base^(-beta-1), underflows in the input dtype for large |x|",
+        lrn_power_derivative_underflows,
+        lambda: (
+            Case(
+                "local_response_norm",
+                _LRN_HUGE_X,
+                {"size": 1, "channel_axis": 3, "alpha": 0.1, "beta": 1.0, "k": 1.0, "alpha_over_size": False},
+                "large",
+                cotangent=_LRN_HUGE_G,
+            ),
+            "float32",
+        ),
+        "gradient",
+        model=Envelope(underflowing_derivative_windows, allowed="any", kind="precision"),
     ),
 ]
