@@ -442,3 +442,23 @@ def test_editing_a_property_keeps_its_quick_sample(tmp_path):
     _, kept = _quick_sample(tmp_path / "original.jsonl")
     _, edited = _quick_sample(tmp_path / "edited.jsonl", suite=copy)
     assert edited == kept and kept, (kept, edited)
+
+
+def test_the_stability_figure_counts_untriaged_findings_per_seed_and_adapter(tmp_path):
+    """`normconf bench --sections stability` reads a kept run of the same profile and seed instead of
+    running it again, and counts its findings per adapter (0 here: onnx.reference's LayerNorm)."""
+    from normconf import bench
+
+    kept = tmp_path / "quick-seed-3"
+    _suite(
+        kept / "worker-1.jsonl", "--profile", "quick", "--seed", "3", "--norms", "layer_norm", "-k", "forward"
+    )
+    table = bench.stability_table("quick", [3], tmp_path)
+    assert any(line.split()[:2] == ["onnx.reference", "0"] for line in table), table
+    assert table[-1].strip().startswith("untriaged over seeds [3]: 0") and table[-1].endswith("ok"), table
+    lines = (kept / "worker-1.jsonl").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "result")
+    lines[at] = json.dumps({**json.loads(lines[at]), "verdict": "error", "message": "untriaged"})
+    (kept / "worker-1.jsonl").write_text("\n".join(lines) + "\n")  # a result nobody accounted for
+    assert [r["verdict"] for r in bench.untriaged(kept)["onnx.reference"]] == ["error"]
+    assert bench.stability_table("quick", [3], tmp_path)[-1].endswith("MISSED")
