@@ -1252,3 +1252,30 @@ def subnormal_projection(case: Case, dtype: str, which: str):
 
 # the norm's derivative lost, wholly or to the bits a subnormal leaves it
 LP_RSQRT_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=subnormal_projection)))
+
+
+# --- TensorFlow's kernels, shared by the families built on them (tf.nn, tf_keras, Keras on TF) ---------
+
+
+def tf_rsqrt_grad(adapter: str, norm: str, example: Callable[[], tuple[Case, str]]) -> Divergence:
+    """LN.D10 where TF's RsqrtGrad, -dy y^3 / 2, differentiates rsqrt(var + eps) in float32."""
+    return Divergence(
+        adapter,
+        norm,
+        "LN.D10",
+        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        rsqrt_jvp_underflows,
+        example,
+        "gradient",
+        model=RSQRT_HELD,
+    )
+
+
+def tf_moments_sums(adapter: str) -> Divergence:
+    """NUM.D3 where BatchNorm's statistics come from tf.nn.moments in the input dtype (float32, float64)."""
+    return sequential_sums(
+        adapter,
+        "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
+        acc_of=lambda dtype: dtype,
+        dtypes=("float32", "float64"),
+    )

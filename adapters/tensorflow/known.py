@@ -39,9 +39,9 @@ from normconf.conformance.divergences import (
     rows_out_of_range,
     rsqrt_jvp_underflows,
     scale_along,
-    sequential_sums,
     squares_overflow,
     statistic_held,
+    tf_moments_sums,
     underflowing_derivative_windows,
 )
 from normconf.conformance.strategies import Case
@@ -281,12 +281,7 @@ KNOWN += [
 # NUM.D3: tf.nn.moments reduces the axes before the channel axis as one running sum (Eigen's
 # outer-dimension reduction), measured bit for bit against TF 2.21 (divergences.outer_sequential_mean)
 KNOWN += [
-    sequential_sums(
-        "tf.nn",
-        "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
-        acc_of=lambda dtype: dtype,
-        dtypes=("float32", "float64"),
-    ),
+    tf_moments_sums("tf.nn"),
 ]
 
 

@@ -9,7 +9,6 @@ from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.divergences import (
     LP_GRADIENT_OUT_OF_RANGE,
     LP_RSQRT_HELD,
-    RSQRT_HELD,
     Divergence,
     Envelope,
     OneOf,
@@ -28,10 +27,10 @@ from normconf.conformance.divergences import (
     power_sum_out_of_range,
     rounded,
     rows_out_of_range,
-    rsqrt_jvp_underflows,
     rsqrt_of_square_sum_underflows,
-    sequential_sums,
     squares_overflow,
+    tf_moments_sums,
+    tf_rsqrt_grad,
     tiny,
 )
 from normconf.conformance.strategies import Case
@@ -223,12 +222,7 @@ KNOWN += [
 # NUM.D3: BatchNormalization's batch statistics as tf.nn's running sums (measured with TF 2.21 on 3-D
 # and 4-D inputs, channels first and last: bit for bit the same statistics)
 KNOWN += [
-    sequential_sums(
-        "tf_keras",
-        "tf.nn.moments sums the batch axes as one running float32 (float64) sum: its error grows as n u",
-        acc_of=lambda dtype: dtype,
-        dtypes=("float32", "float64"),
-    ),
+    tf_moments_sums("tf_keras"),
 ]
 
 # LN.D10 in float32: GroupNormalization normalizes with tf.nn.batch_normalization, whose
@@ -236,12 +230,9 @@ KNOWN += [
 # smallest normal for v > ~2e25 (tf_keras v2.21.0 group_normalization.py; found by the quick gate once
 # seeded by identity: values ~1e18, groups 1)
 KNOWN += [
-    Divergence(
+    tf_rsqrt_grad(
         "tf_keras",
         "group_norm",
-        "LN.D10",
-        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
         lambda: (
             Case(
                 "group_norm",
@@ -259,8 +250,6 @@ KNOWN += [
             ),
             "float32",
         ),
-        "gradient",
-        model=RSQRT_HELD,
     ),
 ]
 
