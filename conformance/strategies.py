@@ -540,6 +540,15 @@ def cotangent(seed: int, shape: tuple, dtype: str) -> np.ndarray:
     return _remembered(representable(np.random.default_rng(seed).normal(size=shape), dtype), source, dtype)
 
 
+def derived(array: np.ndarray, drawn: np.ndarray, operation: str) -> np.ndarray:
+    """`array`, computed from the long draw `drawn` by `operation` (an identity's "+ 3.0", "* 4.0"),
+    noted for the repros as that draw's source with the operation applied (checked when written)."""
+    source = _repro.source_of(drawn)
+    if source is None or array.size <= _repro.LITERAL_LIMIT:
+        return array
+    return _repro.remember(array, f"(np.asarray({source}) {operation})")
+
+
 def _remembered(array: np.ndarray, source: str | None, dtype: str) -> np.ndarray:
     """`array`, with the source that drew it (rounded to `dtype` as `representable` does) noted for the
     repros when it is long (adapters/_repro.remember)."""

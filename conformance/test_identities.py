@@ -144,7 +144,9 @@ def test_shift_invariance(target, cell, data):
     shifted_x = strategies.representable(case.x + shift, target.dtype)
     if not np.array_equal(shifted_x - shift, case.x):
         reject()  # the shift must be exact in the dtype, or it is not the same input shifted
-    shifted = strategies.Case(case.norm, shifted_x, case.params, case.kind)
+    shifted = strategies.Case(
+        case.norm, strategies.derived(shifted_x, case.x, f"+ {shift!r}"), case.params, case.kind
+    )
     reference_or_reject(shifted)
     clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
@@ -163,9 +165,10 @@ def test_positive_scale_invariance_away_from_eps(target, cell, data):
     case.params["eps"] = 0.0
     if not np.all(np.isfinite(case.x)):
         reject()
+    # exact in binary floating point
     scaled = strategies.Case(
-        case.norm, case.x * 4.0, case.params, case.kind
-    )  # exact in binary floating point
+        case.norm, strategies.derived(case.x * 4.0, case.x, "* 4.0"), case.params, case.kind
+    )
     reference_or_reject(case)
     clause = NORMS[target.norm].clauses.scale_invariance
     y_a = run_or_reject(cell, case, clause).y
