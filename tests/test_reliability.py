@@ -462,3 +462,29 @@ def test_the_stability_figure_counts_untriaged_findings_per_seed_and_adapter(tmp
     (kept / "worker-1.jsonl").write_text("\n".join(lines) + "\n")  # a result nobody accounted for
     assert [r["verdict"] for r in bench.untriaged(kept)["onnx.reference"]] == ["error"]
     assert bench.stability_table("quick", [3], tmp_path)[-1].endswith("MISSED")
+
+
+def test_a_cell_that_expresses_nothing_gives_up_after_its_rejections():
+    """GIVE_UP_AFTER rejected draws with none judged skip the cell as unsupported; one judged example
+    first keeps it going however many rejections follow."""
+    from hypothesis.errors import UnsatisfiedAssumption
+
+    from normconf.conformance import conftest
+    from normconf.conformance.harness import Cell
+
+    def rejects(**kwargs):
+        raise UnsatisfiedAssumption
+
+    cell = Cell("a", "layer_norm", "float32", "forward")
+    wrapped = conftest._giving_up(rejects)
+    for _ in range(conftest.GIVE_UP_AFTER - 1):
+        with pytest.raises(UnsatisfiedAssumption):
+            wrapped(cell=cell)
+    with pytest.raises(pytest.skip.Exception, match="no example expressible"):
+        wrapped(cell=cell)
+    judged = Cell("a", "layer_norm", "float32", "forward")
+    conftest._giving_up(lambda **kwargs: None)(cell=judged)
+    for _ in range(conftest.GIVE_UP_AFTER + 5):
+        with pytest.raises(UnsatisfiedAssumption):
+            conftest._giving_up(rejects)(cell=judged)
+    assert (judged.judged, judged.first_judged_after) == (1, 0)
