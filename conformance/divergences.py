@@ -679,21 +679,6 @@ def one_pass_gradient_loss(acc: str | None = None, float64_too: bool = False) ->
     return rel
 
 
-def state_in_float32(case: Case, dtype: str, which: str):
-    """BN.D15: the running statistics after the step, rounded to float32 (as a Simulated model: the
-    framework's float32 update rounds along the way); an eval step's y and gradients computed from the
-    state as float32 holds it (rounded, or inf where it is past float32's range)."""
-    if which in ("mean", "var"):
-        return rounded(reference_value(case, which), "float32")
-    state = case.params.get("state")
-    if state is None or param(case, "training"):
-        return None
-    held = R.RunningStats(
-        rounded(state.mean, "float32"), rounded(state.var, "float32"), state.num_batches_tracked
-    )
-    return reference_value(case, which, {"state": held})
-
-
 def state_held_in(state_dtype: Callable[[str], str]) -> Callable:
     """BN.D15 / BN.D25, as a Simulated model: the running statistics kept in state_dtype(dtype) - the
     step starts from the state as that dtype holds it (rounded, inf past its range: an update
@@ -713,6 +698,10 @@ def state_held_in(state_dtype: Callable[[str], str]) -> Callable:
         return None if param(case, "training") else reference_value(case, which, {"state": held})
 
     return compute
+
+
+# BN.D15: running statistics kept in float32, float64 inputs too
+state_in_float32 = state_held_in(lambda dtype: "float32")
 
 
 def trailing_axes(case: Case, dtype: str) -> dict:
@@ -1125,13 +1114,21 @@ def sequentially_summed(acc_of: Callable[[str], str]) -> Callable:
     return compute
 
 
+def running_sums_matter(case: Case, dtype: str = "") -> bool:
+    """NUM.D3's territory: batch statistics over more values than the sqrt(n) model covers a running
+    sum's (n - 1) u for (n - 1 > SAFETY growth(n), n > 23)."""
+    n = values_per_statistic(case) if case.x.size else 0
+    return batch_stats(case) and n - 1 > SAFETY * growth(n)
+
+
 def sums_outer_axes(case: Case, dtype: str) -> bool:
-    """NUM.D3's territory: BatchNorm on batch statistics reducing an axis before the channel axis, over
-    more values than the sqrt(n) model covers a running sum's n u for (n - 1 > SAFETY growth(n))."""
-    if case.norm != "batch_norm" or not batch_stats(case) or not case.x.size:
-        return False
-    n = values_per_statistic(case)
-    return param(case, "channel_axis") % case.x.ndim > 0 and n - 1 > SAFETY * growth(n)
+    """NUM.D3 for tf.nn.moments: BatchNorm reducing an axis before the channel axis, where running sums
+    matter."""
+    return (
+        case.norm == "batch_norm"
+        and running_sums_matter(case)
+        and param(case, "channel_axis") % case.x.ndim > 0
+    )
 
 
 def long_offset_rows(channel_axis: int = 1) -> tuple[Case, str]:
@@ -1193,10 +1190,6 @@ def running_sums_bound(acc_of: Callable[[str], str]) -> Callable:
 def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str], str]) -> list[Divergence]:
     """NUM.D3 for `adapters` whose reductions are running sums in an order not reproduced: the bound."""
 
-    def territory(case: Case, dtype: str) -> bool:
-        n = values_per_statistic(case) if case.x.size else 0
-        return batch_stats(case) and n - 1 > SAFETY * growth(n)
-
     def example(norm: str):
         def build() -> tuple[Case, str]:
             # one channel (instance, row) of 10^5 values, contiguous: NUM.N6's yardstick sums it pairwise
@@ -1219,7 +1212,7 @@ def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str
             norm,
             "NUM.D3",
             reason,
-            territory,
+            running_sums_matter,
             example(norm),
             model=Bounded(absolute=running_sums_bound(acc_of)),
         )
