@@ -73,6 +73,9 @@ class Divergence:
     # the releases of the adapter's framework it occurs in (a PEP 440 specifier set, "<1.27"; "" = every
     # one): outside them the adapter must conform (`normconf run --versions` measures other releases)
     releases: str = ""
+    # a framework bug, not a convention (spec NUM.L6): what is wrong, as an upstream report would state it,
+    # and where it stands upstream; the report and the matrix mark it, `normconf bugs` prints its repro
+    bug: str = ""
 
     @property
     def level(self) -> str:
@@ -89,6 +92,23 @@ class Divergence:
         if self.model is None:
             return Judged(False, math.inf, "this entry has no model")
         return self.model.judge(observations, dtype)
+
+    def example_as_run(self) -> tuple[Case, str]:
+        """The entry's example as its meta-test runs it: with a cotangent (0.3 everywhere, unless the
+        example has its own) where it shows in the gradient."""
+        case, dtype = self.example()
+        g = case.cotangent
+        if g is None and self.shows_in == "gradient":
+            g = np.full_like(case.x, 0.3)
+        return Case(case.norm, case.x, case.params, case.kind, cotangent=g), dtype
+
+    def framework_alone(self, adapter: str) -> str | None:
+        """The framework-alone script of this entry's example in `adapter` (no normconf in it: what an
+        upstream report of a bug carries), or None where the adapter writes none."""
+        case, dtype = self.example_as_run()
+        return normconf.adapters.get(adapter).framework_repro(
+            self.norm, case.x, case.params, dtype=dtype, cotangent=case.cotangent
+        )
 
     def holds_here(self) -> bool:
         """Whether this divergence occurs on this CPU under the ISA caps in force (always, without a

@@ -192,6 +192,8 @@ class Recorder:
         if cell.expected:
             entry = cell.expected[0]
             record.update(divergence_clause=entry.clause, reason=entry.reason, severity=entry.severity)
+            if entry.bug:
+                record["bug"] = entry.bug
             record["divergence_clauses"] = sorted(cell.explained | {entry.clause})
         if cell.failure is not None and cell.missed:
             record["considered"] = [

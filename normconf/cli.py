@@ -44,6 +44,28 @@ def _adapters(args) -> int:
     return 0
 
 
+def _bugs(args) -> int:
+    from normconf import adapters
+    from normconf.conformance.divergences import known
+
+    wanted = [name for name in args.adapters.split(",") if name]
+    unknown = [name for name in wanted if name not in adapters.names()]
+    if unknown:
+        print(f"--adapters: no adapter named {', '.join(unknown)} (see `normconf adapters`)", file=sys.stderr)
+        return 2
+    for entry in (e for e in known() if e.bug):
+        names = [n for n in adapters.names() if entry.names(n) and (not wanted or n in wanted)]
+        if not names:
+            continue
+        print(f"{entry.clause} {entry.norm} in {', '.join(names)}: {entry.bug}")
+        for name in names if args.repro else ():
+            ok, why = adapters.get(name).available()
+            script = entry.framework_alone(name) if ok else None
+            alone = script or f"# {why if not ok else 'this adapter writes no framework-alone script'}\n"
+            print(f"# --- {name}, {entry.clause}: the framework alone ---\n{alone}")
+    return 0
+
+
 def _conventions(args) -> int:
     from normconf.adapters import conventions
 
@@ -303,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         "adapters", help="list the adapters, whether each can run here, and their norms"
     )
     listing.set_defaults(run=_adapters)
+    listing = commands.add_parser(
+        "bugs", help="list the known divergences that are framework bugs (spec NUM.L6), with their repros"
+    )
+    listing.add_argument("--adapters", default="", help="comma-separated adapter names (default: every one)")
+    listing.add_argument(
+        "--repro",
+        action="store_true",
+        help="print each one's framework-alone script, ready for an upstream report",
+    )
+    listing.set_defaults(run=_bugs)
     run = commands.add_parser("run", help="run the conformance suite over the installed adapters")
     run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")

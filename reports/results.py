@@ -34,8 +34,9 @@ SEVERITY = [
 PROBLEMS = ("error", "protocol error", "crashed", "timed out", "finding")  # verdicts that fail a run
 # the kinds of expected divergence a cell may hold beside its worst verdict, with their matrix letters:
 # semantic (differs in exact arithmetic), precision (low precision or ill-conditioned inputs only), special
-# values (NaN, inf, empty or degenerate inputs); a record written before kinds were recorded is "divergence"
-KINDS = {"semantic": "S", "precision": "P", "special": "V", "divergence": "D"}
+# values (NaN, inf, empty or degenerate inputs); a record written before kinds were recorded is "divergence";
+# and B first where one of them is a framework bug, not a convention (NUM.L6)
+KINDS = {"bug": "B", "semantic": "S", "precision": "P", "special": "V", "divergence": "D"}
 SYMBOL = {
     "error": "E",
     "protocol error": "R",
@@ -310,10 +311,9 @@ def kinds(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[str]]]:
     for i, run in enumerate(runs):
         for r in run.results:
             if r["verdict"] == "expected divergence":
-                kind = r.get("severity", "divergence")
-                found.setdefault((labels[i, r["adapter"]], r["norm"]), {}).setdefault(kind, set()).add(
-                    r["dtype"]
-                )
+                marks = found.setdefault((labels[i, r["adapter"]], r["norm"]), {})
+                for kind in ("bug",) * bool(r.get("bug")) + (r.get("severity", "divergence"),):
+                    marks.setdefault(kind, set()).add(r["dtype"])
     order = lambda d: DTYPE_ORDER.index(d) if d in DTYPE_ORDER else len(DTYPE_ORDER)  # noqa: E731
     return {key: {k: sorted(by[k], key=order) for k in KINDS if k in by} for key, by in found.items()}
 
@@ -366,7 +366,10 @@ def text_matrix(runs: list[Run]) -> str:
             )
         )
     lines.append("  ".join(f"{s} {v}" for v, s in SYMBOL.items()))
-    lines.append("divergences beside the worst verdict: " + "  ".join(f"{s} {k}" for k, s in KINDS.items()))
+    lines.append(
+        "divergences beside the worst verdict: "
+        + "  ".join(f"{s} {'framework bug (NUM.L6)' if k == 'bug' else k}" for k, s in KINDS.items())
+    )
     labels = implementations(runs)
     for i, run in enumerate(runs):
         if run.end is not None and run.end.get("interrupted"):

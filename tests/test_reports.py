@@ -327,3 +327,21 @@ def test_bench_rate_table_holds_each_adapter_to_its_own_target(tmp_path):
     _write(tmp_path / "worker-1.jsonl", over)
     held = {row.split()[0]: row for row in bench.rate_table(tmp_path, {}, programs_budget=True)[1:]}
     assert held["flax.linen"].endswith(f"programs MISSED (<= {budget})")
+
+
+@pytest.mark.clause("NUM.L6")
+def test_a_framework_bug_is_marked_as_a_bug_not_painted_as_a_convention(tmp_path):
+    records = _records()
+    first = next(i for i, r in enumerate(records) if r.get("verdict") == "expected divergence")
+    records[first] = {**records[first], "bug": "the kernel returns x unchanged; upstream: not found reported"}
+    run = R.read(_write(tmp_path / "r.jsonl", records))
+    marked = records[first]
+    key = (R.implementations([run])[0, marked["adapter"]], marked["norm"])
+    assert "bug" in R.kinds([run])[key]
+    (line,) = [row for row in R.text_matrix([run]).splitlines() if row.startswith(key[0] + " ")]
+    assert "B" in line and "B framework bug (NUM.L6)" in R.text_matrix([run])
+    page = html.build([run])
+    assert "<dt>framework bug</dt><dd>the kernel returns x unchanged" in page
+    assert 'class="kind k-bug" title="framework bug' in page
+    unmarked = R.read(_write(tmp_path / "plain.jsonl", _records()))  # a convention keeps its kind only
+    assert not any("bug" in marks for marks in R.kinds([unmarked]).values())

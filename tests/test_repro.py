@@ -342,3 +342,40 @@ def _packed(array) -> str:
     finally:
         _repro._RECIPES.update(saved[0])
         _repro._RECENT.update(saved[1])
+
+
+@pytest.mark.clause("NUM.L6")
+@pytest.mark.parametrize(
+    "entry", [pytest.param(e, id=f"{e.clause}-{e.adapters}-{e.norm}") for e in KNOWN if e.bug]
+)
+def test_a_framework_bug_has_a_framework_alone_repro_that_still_shows_it(entry):
+    """NUM.L6: a bug entry's example, in every installed adapter it names, is a script with the framework
+    alone (what `normconf bugs --repro` prints for the upstream report); run in a fresh interpreter it
+    prints the adapter's own numbers, or raises where the adapter raises. The meta-test shows those
+    numbers are the bug (they diverge, as the entry's model says)."""
+    names = [
+        n for n in _framework_adapters() if entry.names(n) and entry.norm in adapters.get(n).declarations
+    ]
+    if not names:
+        pytest.skip(f"none of {entry.adapters} is installed")
+    case, dtype = entry.example_as_run()
+    for name in names:
+        adapter = adapters.get(name)
+        script = entry.framework_alone(name)
+        assert script and "normconf" not in script, f"{entry.clause} in {name}: no framework-alone repro"
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_SCRIPTS], input=json.dumps([script]), capture_output=True, text=True
+        )
+        assert "\nOUTPUTS " in done.stdout, done.stderr[-3000:]
+        (output,) = json.loads(done.stdout.rpartition("\nOUTPUTS ")[2])
+        try:
+            outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype, cotangent=case.cotangent)
+        except Exception as exc:  # the divergence is the refusal: the script alone refuses too
+            assert output.startswith("RAISED"), (
+                f"{name} raised {exc!r}; the script alone printed {output[:500]}"
+            )
+            continue
+        failed = _agree(
+            adapter, entry.norm, case.x, case.params, dtype, case.cotangent, outcome, _printed(output)
+        )
+        assert not failed, "\n".join(v.message() for v in failed) + f"\n{output[-1500:]}\n{script[-1500:]}"

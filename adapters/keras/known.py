@@ -281,6 +281,11 @@ KNOWN: list[Divergence] = [
         "Keras' torch backend normalizes the trailing axes instead",
         lambda case, dtype: _contiguous_non_trailing(case),
         lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        bug=(
+            "LayerNormalization(axis=[1]) on the torch backend normalizes the trailing axes "
+            "(ops.layer_normalization hands contiguous axes to F.layer_norm as a normalized_shape); the "
+            "other backends normalize axis 1; upstream: not found reported"
+        ),
         model=OneOf((Reference(trailing_axes), _REFUSES_SHAPE)),
     ),
     *(
@@ -546,6 +551,12 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
+        bug=(
+            "RMSNormalization(axis=...) on a non-trailing axis multiplies by its scale without reshaping it "
+            "to that axis: the output is wrong (or of another shape, or the call raises), against the "
+            "layer's own docstring; upstream: not found reported (keras-team/keras#22201 is a related crash "
+            "on the torch backend)"
+        ),
         model=OneOf(
             (
                 Computes(scale_on_last_axis(None), kind="semantic"),
@@ -564,6 +575,11 @@ KNOWN: list[Divergence] = [
         "Keras' torch backend normalizes the trailing axes instead",
         lambda case, dtype: _contiguous_non_trailing(case),
         lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        bug=(
+            "RMSNormalization(axis=[1]) on the torch backend normalizes the trailing axes "
+            "(ops.rms_normalization hands contiguous axes to F.rms_norm as a normalized_shape); the other "
+            "backends normalize axis 1; upstream: not found reported"
+        ),
         model=OneOf((Reference(trailing_axes), _REFUSES_SHAPE)),
     ),
     Divergence(

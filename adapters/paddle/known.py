@@ -201,6 +201,11 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
+        bug=(
+            "a training batch_norm call with one value per channel returns x unchanged (no normalization, "
+            "scale, offset or running update) instead of the offset its own formula gives; upstream: not "
+            "found reported"
+        ),
         model=Computes(_unchanged, kind="special"),
     ),
     Divergence(
@@ -242,6 +247,10 @@ KNOWN: list[Divergence] = [
         lambda case, dtype: case.params.get("scale") is None,
         lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
         "gradient",
+        bug=(
+            "group_norm_grad without a weight returns a wrong input gradient (passing weight = ones gives "
+            "the right one); upstream: not found reported"
+        ),
         model=Computes(
             _without_mean_term, kind="semantic", absolute=one_pass_gradient_absolute()
         ),  # with GN.D7

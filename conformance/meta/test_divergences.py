@@ -6,7 +6,6 @@ these ISA caps), the adapter must conform on the same example."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from normconf import adapters
@@ -16,7 +15,6 @@ from .. import checks
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
 from ..models import KINDS, Observation, quantity
-from ..strategies import Case
 
 
 def observe(name, entry, perturb=None):
@@ -24,13 +22,11 @@ def observe(name, entry, perturb=None):
     observations are the quantities the example shows (y, the running state, the x gradient), each with
     the property's budget; `perturb(outcome, case, dtype)` alters the outcome first (the masking
     meta-test)."""
-    case, dtype = entry.example()
+    case, dtype = entry.example_as_run()
     adapter = adapters.get(name)
     if not entry.applies(case, dtype):
         return False, "the entry's own example is outside what it says it explains", ()
-    gradient = entry.shows_in == "gradient"
-    g = case.cotangent if case.cotangent is not None else np.full_like(case.x, 0.3) if gradient else None
-    case = Case(case.norm, case.x, case.params, case.kind, cotangent=g)
+    gradient, g = entry.shows_in == "gradient", case.cotangent
     try:
         outcome = adapter.run(entry.norm, case.x, case.params, dtype=dtype, cotangent=g)
     except adapters.Unsupported as exc:
