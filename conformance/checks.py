@@ -326,12 +326,13 @@ def gradient_budget(
     spread = T.perturbation_spread(grads, {"x": case_x, "g": g, **learned}, rel, seed=seed)
     terms = gradient_terms(norm, case_x, params, g)
     # the terms may be rounded once more, to the input dtype, before they cancel
-    term_rel = rel + T.unit_roundoff(out_dtype)
+    last = T.output_roundoff(acc_dtype, out_dtype)  # NUM.N5: the gradient's own last rounding
+    term_rel = rel + last
     # below the output dtype's normal range its rounding is absolute: one subnormal spacing, no finer
     floor = float(T.finfo(out_dtype).smallest_subnormal)
     return {
         key: T.SAFETY
-        * (spread[key] + term_rel * terms.get(key, 0.0) + T.unit_roundoff(out_dtype) * np.abs(w))
+        * (spread[key] + term_rel * terms.get(key, 0.0) + last * np.abs(w))
         + floor
         for key, w in want.items()
         if w is not None

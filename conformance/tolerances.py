@@ -32,6 +32,13 @@ def unit_roundoff(dtype) -> float:
     return float(finfo(dtype).eps) / 2.0
 
 
+def output_roundoff(acc_dtype, out_dtype) -> float:
+    """NUM.N5's u_out: the unit roundoff of the output's last rounding - the output dtype's, or the
+    statistics dtype's where that is coarser (a float64 output computed in float32 is rounded to
+    float32 before its cast)."""
+    return max(unit_roundoff(acc_dtype), unit_roundoff(out_dtype))
+
+
 def growth(n: int) -> float:
     """NUM.N2: how rounding error in a sum of n terms grows, in units of u.
 
@@ -77,7 +84,7 @@ def standardizing_budget(*, acc_dtype, out_dtype, n: int, kappa, xhat, scale, y_
     """NUM.N5: the elementwise budget of a standardizing norm (BN, LN, IN, GN); kappa = 1 without centring."""
     scale = 1.0 if scale is None else np.abs(scale)
     first_order = unit_roundoff(acc_dtype) * growth(n) * (kappa + np.abs(xhat)) * scale
-    return SAFETY * (first_order + unit_roundoff(out_dtype) * np.abs(y_ref))
+    return SAFETY * (first_order + output_roundoff(acc_dtype, out_dtype) * np.abs(y_ref))
 
 
 def lp_exponent_budget(*, acc_dtype, x: np.ndarray, p: float, axes: tuple[int, ...], y_ref) -> np.ndarray:

@@ -137,6 +137,33 @@ def test_no_budget_is_below_the_rounding_of_the_reference_value_itself():
     assert T.spacing(np.array([0.0, 5e-9]), "float16").tolist() == [2.0**-24, 2.0**-24]
 
 
+@pytest.mark.clause("NUM.N5")
+def test_an_output_computed_in_coarser_statistics_carries_their_last_rounding():
+    """An eval BatchNorm computed in float32 and cast to float64 (Keras on jax/torch/numpy: its y is
+    float32(y_ref), 0.26 of a float32 ulp past the budget before NUM.N5's u_out) passes the float64
+    output's budget with float32 statistics (SAFETY times half a float32 spacing); eight float32
+    spacings off (1e-6 relative) fails, and a float64
+    implementation is still held to float64's own rounding."""
+    from normconf.conformance import checks
+
+    x = np.array([[0.1257302210933933], [-0.1321048632913019]])
+    state = R.RunningStats(np.array([0.0]), np.array([1.0]), 0)
+    params = {"channel_axis": 1, "eps": 1e-12, "training": False, "momentum": 0.0, "running_var": "biased"}
+    params |= {
+        "state": state,
+        "scale": np.array([0.05245554953651832]),
+        "offset": np.array([-0.8804418056614121]),
+    }
+    y_ref = R.batch_norm(x, **params).y
+    bound, _ = checks.budget("batch_norm", x, params, y_ref, acc_dtype="float32", out_dtype="float64")
+    in_float32 = y_ref.astype(np.float32).astype(np.float64)  # what that Keras computes, exactly
+    assert T.compare(in_float32, y_ref, bound, "float64").passed
+    wrong = y_ref + 8 * T.spacing(y_ref, "float32")
+    assert not T.compare(wrong, y_ref, bound, "float64").passed
+    exact, _ = checks.budget("batch_norm", x, params, y_ref, acc_dtype="float64", out_dtype="float64")
+    assert not T.compare(in_float32, y_ref, exact, "float64").passed
+
+
 @pytest.mark.clause("NUM.N11")
 @pytest.mark.parametrize("dtype, magnitude", [("float64", 1e29), ("float32", 1e12), ("float32", 1e-12)])
 def test_an_unscaled_pow_lp_norm_passes_and_a_wrong_one_fails(dtype, magnitude):
