@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
     HALF_SQUARE_LIMIT,
     MODERATE_ROWS,
@@ -19,7 +20,6 @@ from normconf.conformance.divergences import (
     affine_in_dtype,
     batch_stats,
     eps_in,
-    eps_underflows,
     groups_where,
     groups_where_any,
     half,
@@ -27,6 +27,7 @@ from normconf.conformance.divergences import (
     half_squares_overflow,
     huge,
     lp_in_dtype,
+    offset_along,
     one_pass_exceeds_budget,
     one_pass_model,
     param,
@@ -34,7 +35,6 @@ from normconf.conformance.divergences import (
     rounded,
     scale_along,
     squares_overflow,
-    statistics_in,
     xhat_rounding,
 )
 from normconf.conformance.models import dtype_of
@@ -48,26 +48,68 @@ def _float32_inexact(value: float) -> bool:
     return float(np.float32(value)) != value
 
 
-def _float16_statistics(case: Case, dtype: str) -> bool:
-    """stash_type ignored: float16 statistics round eps away (BN.D14) or overflow the squares."""
-    return eps_underflows(case, dtype) or half_squares_overflow(case, dtype)
-
-
 # The models: what each ONNX implementation computes where a divergence holds (conformance/models.py).
 def _rms_in_input_dtype(case: Case, dtype: str, which: str):
-    """RMS.D4: onnx.reference's RMSNormalization as NumPy computes it in the input dtype: the mean of the
-    squares, eps, the root, the division and the scale, each in that dtype."""
+    """RMS.D4: onnx.reference's RMSNormalization as NumPy computes it: the squares and their mean in the
+    input dtype; eps a float32 scalar (the evaluator reads FLOAT attributes as np.float32), so under
+    NumPy 2's promotion the sum with eps, the root, its reciprocal, the product with x and the scale
+    run in float32 for a half input; the output rounded to the input dtype."""
     if which != "y":
         return None
     axes = tuple(a % case.x.ndim for a in param(case, "axes"))
     kind = dtype_of(dtype)
     x = case.x.astype(kind)
+    eps = np.float32(param(case, "eps"))  # a float64 run's eps is float32-representable (BN.D2)
     with np.errstate(all="ignore"):
-        mean_square = np.mean(np.square(x), axis=axes, keepdims=True)
-        y = x / np.sqrt(mean_square + np.asarray(param(case, "eps"), dtype=np.float64).astype(kind))
+        mean_square = np.mean(np.power(x, 2), axis=axes, keepdims=True)
+        y = x * np.reciprocal(np.sqrt(mean_square + eps))
         if case.params.get("scale") is not None:
             y = y * scale_along(case).astype(kind)
-        return y.astype(np.float64)
+        return y.astype(kind).astype(np.float64)
+
+
+def _instance_norm_in_numpy(case: Case, dtype: str, which: str):
+    """IN.D6: onnx.reference's InstanceNormalization as NumPy computes it: mean and variance in the input
+    dtype (np.var squares and sums float16 in float16), eps a float32 scalar (FLOAT attributes are
+    np.float32), so var + eps, the root and the division run in float32 for a half input; scale times
+    (x - mean) in the input dtype, the offset added, the output rounded to the input dtype. Another
+    norm's call beside it (GN.S3's G = C limit) is held to the reference."""
+    if which != "y" or case.norm != "instance_norm":
+        return None
+    kind = dtype_of(dtype)
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    x = view.astype(kind)
+    scale, offset = scale_along(case).astype(kind), offset_along(case).astype(kind)
+    with np.errstate(all="ignore"):
+        mean = np.mean(x, axis=axes, keepdims=True)
+        var = np.var(x, axis=axes, keepdims=True)
+        y = scale * (x - mean) / np.sqrt(var + np.float32(param(case, "eps"))) + offset
+        return y.astype(kind).astype(np.float64)
+
+
+def _layer_norm_in_numpy(case: Case, dtype: str, which: str):
+    """LN.D7: onnx.reference's LayerNormalization as NumPy computes it on the (rows, normalized values)
+    matrix: the row sums, mean, deviations and their squares in the input dtype; eps a float32 scalar
+    (FLOAT attributes are np.float32), so var + eps, the root, its reciprocal and the standardized
+    values run in float32 for a half input; scale and bias applied, the output cast back. Another
+    norm's call beside it (GN.S3's G = 1 limit) is held to the reference."""
+    if which != "y" or case.norm != "layer_norm":
+        return None
+    axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
+    if axes != tuple(range(axes[0], case.x.ndim)):  # ONNX normalizes the axes from `axis` on
+        return None
+    kind = dtype_of(dtype)
+    rows = int(np.prod(case.x.shape[: axes[0]], dtype=np.int64))
+    x = case.x.astype(kind).reshape(rows, -1)
+    with np.errstate(all="ignore"):
+        mean = np.sum(x, axis=1, keepdims=True) / x.shape[1]
+        diff = x - mean
+        var = np.sum(diff * diff, axis=1, keepdims=True) / x.shape[1]
+        y = (diff * np.reciprocal(np.sqrt(var + np.float32(param(case, "eps"))))).reshape(case.x.shape)
+        y = y * scale_along(case).astype(kind)
+        if case.params.get("offset") is not None:
+            y = y + offset_along(case).astype(kind)
+        return y.astype(kind).astype(np.float64)
 
 
 def _signed_sum(case: Case, dtype: str, which: str):
@@ -221,10 +263,37 @@ KNOWN: list[Divergence] = [
     ),
     Divergence(
         "onnx.reference",
+        "instance_norm",
+        "IN.D6",
+        "onnx.reference takes half-precision InstanceNormalization statistics with NumPy in the input dtype "
+        "and adds its float32 eps: squares below the dtype's range vanish from the variance",
+        lambda case, dtype: half(dtype),
+        lambda: (
+            Case(
+                "instance_norm",
+                np.array(
+                    [1.1920928955078125e-07, -1.1920928955078125e-07, 6.556510925292969e-07, 0.0]
+                ).reshape(1, 1, 4),
+                {
+                    "channel_axis": 1,
+                    "eps": 1e-12,
+                    "running_var": "biased",
+                    "momentum": 0.0,
+                    "training": False,
+                },
+                "near_eps",
+            ),
+            "float16",
+        ),
+        model=Simulated(_instance_norm_in_numpy),
+    ),
+    Divergence(
+        "onnx.reference",
         "layer_norm",
         "LN.D7",
-        "onnx.reference ignores stash_type: float16 statistics (and eps) are computed and rounded in float16",
-        _float16_statistics,
+        "onnx.reference ignores stash_type: half-precision statistics are NumPy's in the input dtype, eps "
+        "a float32 scalar added to them",
+        lambda case, dtype: half(dtype),
         lambda: (
             Case("layer_norm", np.array([[-300.0, 300.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"),
             "float16",
@@ -233,7 +302,7 @@ KNOWN: list[Divergence] = [
             "the ONNX reference evaluator ignores LayerNormalization's stash_type: the operator's own "
             "definition computes the statistics in float32 by default; upstream: not found reported"
         ),
-        model=Simulated(statistics_in()),
+        model=Simulated(_layer_norm_in_numpy),
     ),
     Divergence(
         "onnx.reference",
