@@ -118,6 +118,23 @@ def _summed_to(array: np.ndarray, shape: tuple) -> np.ndarray:
     )
 
 
+def replica_gradients_in_dtype(case: Case, dtype: str, which: str):
+    """SBN.D4: each replica's tape returns its parameter gradients in the variable's dtype - its own rows'
+    sum of g x̂ (dscale) or g (doffset) rounded to the layer's dtype (a float16 partial past 65504 is
+    inf) - and the replicas' partials are then summed; dx and y are the reference's."""
+    if which not in ("scale", "offset") or case.params.get(which) is None or case.cotangent is None:
+        return None
+    axis = param(case, "channel_axis") % case.x.ndim
+    plain = dataclasses.replace(
+        case, params={k: v for k, v in case.params.items() if k not in ("scale", "offset")}
+    )
+    xhat = np.asarray(reference_value(plain, "y"), dtype=np.float64)
+    terms = case.cotangent * xhat if which == "scale" else np.broadcast_to(case.cotangent, case.x.shape)
+    others = tuple(i for i in range(case.x.ndim) if i != axis)
+    rows = np.cumsum(param(case, "replica_sizes"))[:-1]
+    return np.sum([rounded(np.sum(part, axis=others), dtype) for part in np.split(terms, rows)], axis=0)
+
+
 def scale_on_last_axis(xhat_in: str | None):
     """RMS.D5: x̂ times the layer's scale (ones when the canonical call has none: the layer always holds
     one, shaped by the normalized axes) broadcast as it is, against the last axis - x̂ the reference's,
@@ -581,6 +598,37 @@ KNOWN: list[Divergence] = [
             "backends normalize axis 1; upstream: not found reported"
         ),
         model=OneOf((Reference(trailing_axes), _REFUSES_SHAPE)),
+    ),
+    Divergence(
+        "keras[tensorflow]",
+        "sync_batch_norm",
+        "SBN.D4",
+        "Keras' replicas return their parameter gradients in the layer's half dtype before they are "
+        "summed: a replica's float16 partial past 65504 is inf",
+        lambda case, dtype: half(dtype) and case.cotangent is not None,
+        lambda: (
+            Case(
+                "sync_batch_norm",
+                np.array([[-28608.0, -24176.0, 37696.0], [-48960.0, 12016.0, 27424.0]]),
+                {
+                    "channel_axis": 1,
+                    "eps": 1e-12,
+                    "running_var": "biased",
+                    "momentum": 0.0,
+                    "training": False,
+                    "state": RunningStats.initial(3),
+                    "scale": np.array([1.1259765625, 0.86767578125, 1.640625]),
+                    "offset": np.zeros(3),
+                    "replica_sizes": (1, 1),
+                    "weighting": "count",
+                },
+                "overflow",
+                cotangent=np.array([[0.5, 1.0, -2.5], [0.25, -1.0, 1.3]]),
+            ),
+            "float16",
+        ),
+        "gradient",
+        model=Computes(replica_gradients_in_dtype),
     ),
     Divergence(
         "keras[tensorflow]",

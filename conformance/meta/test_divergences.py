@@ -66,17 +66,30 @@ def observe(name, entry, perturb=None):
                     case.describe(),
                 )
             )
-    elif gradient:
-        want = reference_or_reject(case, vjp_of=g).x
-        bound = (
-            checks.gradient_budget(
-                entry.norm, case.x, case.params, g, {"x": want}, acc_dtype=acc, out_dtype=dtype
-            )["x"],
-            "NUM.N8",
+    elif gradient:  # dx, and the parameters' gradients where the example has parameters
+        vjp = reference_or_reject(case, vjp_of=g)
+        want = {
+            key: getattr(vjp, key)
+            for key in ("x", "scale", "offset")
+            if getattr(vjp, key) is not None and getattr(outcome.grads, key, None) is not None
+        }
+        bounds = checks.gradient_budget(
+            entry.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=dtype
         )
-        verdicts.append(
-            checks.check(entry.clause, name, entry.norm, dtype, "dx", outcome.grads.x, want, bound, {})
-        )
+        for key, value in want.items():
+            verdicts.append(
+                checks.check(
+                    entry.clause,
+                    name,
+                    entry.norm,
+                    dtype,
+                    f"d{key}",
+                    getattr(outcome.grads, key),
+                    value,
+                    (bounds[key], "NUM.N8"),
+                    {},
+                )
+            )
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
