@@ -966,6 +966,53 @@ def squares_overflow_in(half_in_half: bool) -> Callable:
     return affected
 
 
+def parameter_sums_overflow(case: Case, dtype: str, which: str):
+    """NUM.D1's gradient form, affected(case, dtype, which) for statistics summed in float16: the
+    parameter elements whose gradient terms - g times x̂ or times x - mean (autodiff of
+    (x - mean) * (scale * rsqrt(var + eps)) sums the undivided deviation), or g alone for doffset - add up
+    in absolute value past 65504, so that some order of their float16 sum leaves the range although the
+    answer may not (in eval too: x̂ = x / sqrt(state var + eps) is not bounded); in training dx reads such
+    sums per statistic, so its elements in those groups; y and the state are not this."""
+    if dtype != "float16" or case.cotangent is None or which not in ("scale", "offset", "x"):
+        return False
+    if case.params.get("scale") is None and case.params.get("offset") is None and which != "x":
+        return False
+    plain = Case(
+        case.norm, case.x, {k: v for k, v in case.params.items() if k not in ("scale", "offset")}, ""
+    )
+    values, axes, back = statistic_view(case.norm, case.x, case.params)
+    with np.errstate(all="ignore"):
+        xhat = np.asarray(reference_value(plain, "y"), dtype=np.float64)
+        if batch_stats(case) or case.params.get("state") is None:
+            mean = np.broadcast_to(back(np.mean(values, axis=axes, keepdims=True)), case.x.shape)
+        else:
+            mean = along(case, case.params["state"].mean)
+        deviation = np.maximum(np.abs(xhat), np.abs(case.x - mean))
+        g = np.broadcast_to(case.cotangent, case.x.shape)
+        sums = {
+            "scale": _sum_to_parameter(case, np.abs(g) * deviation),
+            "offset": _sum_to_parameter(case, np.abs(g)),
+        }
+    limit = huge("float16")
+    if which != "x":
+        return np.reshape(sums[which] > limit, np.shape(sums[which]))
+    if not batch_stats(case):  # eval: dx = g scale / sqrt(var + eps), no sum
+        return False
+    # dx reads, per statistic, the sums of g scale over its values and of g scale times the deviation
+    view = statistic_view(case.norm, np.abs(g * scale_along(case)), case.params)[0]
+    spread = statistic_view(case.norm, deviation, case.params)[0]
+    with np.errstate(all="ignore"):
+        beyond = (np.sum(view * spread, axis=axes, keepdims=True) > limit) | (
+            np.sum(view, axis=axes, keepdims=True) > limit
+        )
+    return np.asarray(back(beyond), dtype=bool)
+
+
+# where a parameter's terms add up past 65504 its float16 sum has no digit left to judge (spacing 32 at
+# the top): any answer there, as NUM.D1's dscale; dx only non-finite
+PARAMETER_SUMS_ALLOWED = {"scale": "any", "offset": "any", "x": "non_finite", "y": "none"}
+
+
 def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params) -> Callable:
     """An entry's example: a typical call on x whose squares overflow `dtype`'s statistics (the
     strategies' "overflow" magnitude), `params` overriding the typical ones (a framework's layout; None:
@@ -989,6 +1036,35 @@ def overflow_example(norm: str, dtype: str = "float32", rank: int = 4, **params)
     return example
 
 
+def parameter_sums_example(norm: str, **params) -> Callable:
+    """NUM.D1's gradient form: a float16 call with a scale (and an offset, unless `offset=None`) whose
+    gradient terms leave float16 while their sum need not - a BatchNorm in eval with the initial state
+    (x̂ = x ~ 4e4, g ~ 2.5), any other norm with a cotangent of ~6e4 (x̂ is bounded there); `params`
+    override the typical ones (a framework's layout)."""
+
+    def example() -> tuple[Case, str]:
+        rng = np.random.default_rng(0)
+        x = rounded(4.0e4 * rng.uniform(-1, 1, size=(2, 4, 4)), "float16")
+        record = R.NORMS[norm]
+        chosen = record.typical_params(x, {k: v for k, v in params.items() if v is not None})
+        if norm == "group_norm":
+            chosen["groups"] = 2  # two channels per group, whichever axis holds the four
+        if norm == "batch_norm":
+            channels = x.shape[chosen.get("channel_axis", 1)]
+            chosen |= {"training": False, "state": R.RunningStats.initial(channels)}
+            g = 2.5 * rng.uniform(-1, 1, size=x.shape)
+        else:
+            chosen.pop("state", None)
+            g = 6.0e4 * rng.uniform(-1, 1, size=x.shape)
+        shape = record.parameter_shape(x, chosen)
+        chosen |= {"scale": np.full(shape, 1.5), "offset": np.zeros(shape)}
+        for key in [k for k, v in params.items() if v is None]:
+            chosen.pop(key, None)
+        return Case(norm, x, chosen, "overflow", cotangent=rounded(g, "float16")), "float16"
+
+    return example
+
+
 def squares_beyond(stats: str) -> Callable:
     """affected(case, dtype, which) for statistics summed in `stats` whatever the input dtype: the
     elements whose sum of squares exceeds its largest number."""
@@ -1001,6 +1077,28 @@ def squares_beyond(stats: str) -> Callable:
 
 
 @functools.lru_cache(maxsize=None)
+def parameter_sums_in_float16(adapters: str, norms, **params) -> list[Divergence]:
+    """NUM.D1's gradient form for `adapters`, which sum a float16 call's parameter gradients in float16
+    (measured per framework and norm): where a parameter's terms g x̂ (or g) add up past 65504 its sum may
+    be ±inf or NaN, and in training dx with it; everything else is held to the reference."""
+    return [
+        Divergence(
+            adapters,
+            norm,
+            "NUM.D1",
+            "parameter gradients summed in float16 for a float16 input: where the terms g x̂ (or g) of a "
+            "parameter add up past 65504 its float16 sum may leave the range",
+            applies=lambda case, dtype: any(
+                np.any(parameter_sums_overflow(case, dtype, which)) for which in ("scale", "offset")
+            ),
+            example=parameter_sums_example(norm, **params),
+            shows_in="gradient",
+            model=Envelope(parameter_sums_overflow, PARAMETER_SUMS_ALLOWED, kind="special"),
+        )
+        for norm in norms
+    ]
+
+
 def declared_range(norm: str, acc: str) -> Divergence | None:
     """NUM.L3 for every implementation alike: NUM.D1's model read from the statistics dtype it declares
     (`accumulation`), so a plug-in whose float32 statistics overflow is range limited exactly as a

@@ -38,6 +38,7 @@ from normconf.conformance.divergences import (
     one_pass_gradient_amplified,
     one_pass_model,
     param,
+    parameter_sums_in_float16,
     reference_value,
     rounded,
     rsqrt_jvp_underflows,
@@ -629,6 +630,10 @@ KNOWN += [
     ),
     *squares_overflow("haiku", ("layer_norm", "rms_norm"), half_in_half=True),
     *squares_overflow("equinox*", ("batch_norm",), half_in_half=True),  # both modes
+    *parameter_sums_in_float16("haiku", ("batch_norm", "instance_norm", "group_norm"), channel_axis=-1),
+    *parameter_sums_in_float16("haiku", ("layer_norm",)),
+    *parameter_sums_in_float16("haiku", ("rms_norm",), offset=None),
+    *parameter_sums_in_float16("equinox*", ("batch_norm",)),
     *squares_overflow("equinox", ("layer_norm", "group_norm", "rms_norm")),
 ]
 
