@@ -405,9 +405,7 @@ def half_rsqrt_jvp_overflows(case: Case, dtype: str) -> bool:
     smallest = float(np.min(_square_statistics(case)))
     if smallest == 0 or smallest**-1.5 > huge(dtype):
         return True
-    return case.norm != "rms_norm" and bool(
-        np.any(statistic_mask(case, lambda v, a: half_rsqrt_jvp_groups(v, a, case, dtype)))
-    )
+    return bool(np.any(statistic_mask(case, lambda v, a: half_rsqrt_jvp_groups(v, a, case, dtype))))
 
 
 def rsqrt_jvp_underflows(case: Case, dtype: str) -> bool:
@@ -654,8 +652,14 @@ def xhat_rounding(case: Case, dtype: str, which: str):
 def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
     """LN.D10 in float16: the groups where rsqrt(v)/v leaves float16's range (v = var + eps: below
     ~6.1e-4), or the cotangent reaching rsqrt(v), Σ g·scale·(x - mean), times rsqrt(v)/(2v) does (the
-    chain rule's product: over 10^4 values of spread 0.03 it is ~3 x 1.6e4)."""
-    v = view.var(axis=axes, keepdims=True) + param(case, "eps")
+    chain rule's product: over 10^4 values of spread 0.03 it is ~3 x 1.6e4). RMSNorm: v = mean(x²) + eps
+    and Σ g·scale·x."""
+    spread = (
+        np.mean(view * view, axis=axes, keepdims=True)
+        if case.norm == "rms_norm"
+        else view.var(axis=axes, keepdims=True)
+    )
+    v = spread + param(case, "eps")
     with np.errstate(all="ignore"):
         cubed = v**-1.5  # rsqrt(v)/v - JAX's ans / x, TF's y^3 - is formed before the halving
         return (
@@ -664,13 +668,14 @@ def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
 
 
 def rsqrt_cotangent(view, axes, case: Case) -> np.ndarray:
-    """Per statistic group (keepdims), |Σ g·scale·(x - mean)|: the cotangent of rsqrt(var + eps) up to
-    its sign (0 without a cotangent)."""
+    """Per statistic group (keepdims), |Σ g·scale·(x - mean)| (RMSNorm: |Σ g·scale·x|): the cotangent of
+    rsqrt(var + eps) up to its sign (0 without a cotangent)."""
     if case.cotangent is None:
         return np.zeros(np.sum(view, axis=axes, keepdims=True).shape)
     g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
     gview = statistic_view(case.norm, g, case.params)[0]
-    return np.abs(np.sum(gview * (view - view.mean(axis=axes, keepdims=True)), axis=axes, keepdims=True))
+    centred = view if case.norm == "rms_norm" else view - view.mean(axis=axes, keepdims=True)
+    return np.abs(np.sum(gview * centred, axis=axes, keepdims=True))
 
 
 def one_pass_gradient_loss(acc: str | None = None, float64_too: bool = False) -> Callable:
