@@ -25,6 +25,7 @@ from normconf.conformance.divergences import (
     half_rsqrt_jvp_overflows,
     huge,
     param,
+    parameter_sums_in_float16,
     running_sums,
     squares_overflow,
     statistic_held,
@@ -300,6 +301,7 @@ KNOWN: list[Divergence] = [
 # NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
 KNOWN += [
     *squares_overflow("mlx.nn", ("batch_norm",), half_in_half=True, channel_axis=-1),
+    *parameter_sums_in_float16("mlx.nn", ("batch_norm",), channel_axis=-1),
     *squares_overflow("mlx.nn", ("instance_norm",), channel_axis=-1),
     # GN.D8: the interleaved (default) GroupNorm squares a float16 input in float16
     *squares_overflow("mlx.nn", ("group_norm",), half_in_half=True, channel_axis=-1),
