@@ -331,9 +331,7 @@ def gradient_budget(
     # below the output dtype's normal range its rounding is absolute: one subnormal spacing, no finer
     floor = float(T.finfo(out_dtype).smallest_subnormal)
     return {
-        key: T.SAFETY
-        * (spread[key] + term_rel * terms.get(key, 0.0) + last * np.abs(w))
-        + floor
+        key: T.SAFETY * (spread[key] + term_rel * terms.get(key, 0.0) + last * np.abs(w)) + floor
         for key, w in want.items()
         if w is not None
     }
