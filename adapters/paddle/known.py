@@ -110,7 +110,8 @@ def _p_norm_backward_model(case: Case, dtype: str, which: str):
         # below eps the max selects eps: nothing flows back through the norm (the reference's g/eps)
         # the backward's eps is the op's float32 attribute (measured: float64 runs match it, not eps)
         held = float(np.float32(eps))
-        dn = np.where(norm >= eps, x * np.abs(x) ** (p - 2.0) / (n ** (p - 1.0) + held), 0.0)
+        # d|x|^p / p dx = sign(x) |x|^(p-1): 0 at x = 0 for p >= 1 (x |x|^(p-2) is 0 * inf there for p = 1)
+        dn = np.where(norm >= eps, np.sign(x) * np.abs(x) ** (p - 1.0) / (n ** (p - 1.0) + held), 0.0)
         return g / n - np.sum(g * x, axis=axes, keepdims=True) / n**2 * dn
 
 
