@@ -8,6 +8,7 @@ import numpy as np
 from normconf.adapters._cpu import CpuDependency
 from normconf.conformance.checks import statistic_view
 from normconf.conformance.divergences import (
+    HALF_SQUARE_LIMIT,
     HUGE_2X3,
     LP_GRADIENT_OUT_OF_RANGE,
     SMALL_COTANGENT,
@@ -25,7 +26,6 @@ from normconf.conformance.divergences import (
     groups_where,
     groups_where_var_below,
     half_rsqrt_jvp_groups,
-    half_square_windows,
     half_squares_overflow,
     huge,
     lp_in_dtype,
@@ -90,6 +90,15 @@ def _samples_with_non_finite(case: Case, dtype: str, which: str):
     """LRN.D10: every channel at a position where some channel's input is NaN or ±inf."""
     axis = param(case, "channel_axis") % case.x.ndim
     return np.broadcast_to(np.any(~np.isfinite(case.x), axis=axis, keepdims=True), case.x.shape)
+
+
+def _band_matrix_rows(case: Case, dtype: str, which: str):
+    """LRN.D3 on TF's float16 path: the squares of a position's channels times a depth x depth band
+    matrix (lrn_op.cc) - an inf square times the band's zeros is NaN in every channel of that position,
+    not only in its own window: the whole channel row where any |x| squares past float16."""
+    axis = param(case, "channel_axis") % case.x.ndim
+    overflows = np.any(np.abs(case.x) > HALF_SQUARE_LIMIT, axis=axis, keepdims=True)
+    return np.broadcast_to(overflows, case.x.shape)
 
 
 KNOWN: list[Divergence] = [
@@ -228,7 +237,7 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        model=Envelope(half_square_windows, allowed="non_finite_or_zero", kind="precision"),
+        model=Envelope(_band_matrix_rows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
         "tf.nn",
