@@ -725,6 +725,28 @@ def state_held_in(state_dtype: Callable[[str], str]) -> Callable:
     return compute
 
 
+def state_past_half_example(norm: str = "batch_norm", **extra) -> Callable:
+    """BN.D25's example: a float16 training step from a running variance of 1e6 - inf as float16 holds
+    it - at momentum 1 (canonical), which the frameworks' momentum 0 turns into 0 * inf = NaN."""
+    return lambda: (
+        Case(
+            norm,
+            np.array([[0.5, 1.0], [-1.0, 2.0], [0.25, -0.5], [1.5, 0.75]]),
+            {
+                "channel_axis": 1,
+                "eps": 1e-5,
+                "running_var": "biased",
+                "momentum": 1.0,
+                "training": True,
+                "state": R.RunningStats(np.array([0.0, 0.0]), np.array([1e6, 2.0]), 0),
+                **extra,
+            },
+            "standard",
+        ),
+        "float16",
+    )
+
+
 # BN.D15: running statistics kept in float32, float64 inputs too
 state_in_float32 = state_held_in(lambda dtype: "float32")
 

@@ -41,6 +41,7 @@ from normconf.conformance.divergences import (
     squares_overflow,
     state_held_in,
     state_in_float32,
+    state_past_half_example,
     tiny,
     trailing_axes,
 )
@@ -696,23 +697,7 @@ KNOWN += [
         "Keras keeps a float16 (bfloat16) layer's moving statistics in float16 (bfloat16) variables: "
         "a variance past 65504 is held as inf, and momentum 0 (canonical 1) turns it into 0 * inf = NaN",
         lambda case, dtype: half(dtype) and case.params.get("state") is not None,
-        lambda norm=norm, extra=extra: (
-            Case(
-                norm,
-                np.array([[0.5, 1.0], [-1.0, 2.0], [0.25, -0.5], [1.5, 0.75]]),
-                {
-                    "channel_axis": 1,
-                    "eps": 1e-5,
-                    "running_var": "biased",
-                    "momentum": 1.0,
-                    "training": True,
-                    "state": RunningStats(np.array([0.0, 0.0]), np.array([1e6, 2.0]), 0),
-                    **extra,
-                },
-                "standard",
-            ),
-            "float16",
-        ),
+        state_past_half_example(norm, **extra),
         "state",
         model=Simulated(state_held_in(lambda dtype: dtype)),
     )

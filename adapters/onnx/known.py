@@ -36,12 +36,12 @@ from normconf.conformance.divergences import (
     scale_along,
     squares_overflow,
     state_held_in,
+    state_past_half_example,
     xhat_rounding,
 )
 from normconf.conformance.models import dtype_of
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
-from normconf.reference import RunningStats
 
 from .adapters import MVN_EPS
 
@@ -270,22 +270,7 @@ KNOWN: list[Divergence] = [
         "onnxruntime's half-precision BatchNormalization takes and returns its running statistics in the "
         "input's type: a variance past 65504 is held as inf; momentum 0 (canonical 1) makes 0 * inf = NaN",
         lambda case, dtype: half(dtype) and case.params.get("state") is not None,
-        lambda: (
-            Case(
-                "batch_norm",
-                np.array([[0.5, 1.0], [-1.0, 2.0], [0.25, -0.5], [1.5, 0.75]]),
-                {
-                    "channel_axis": 1,
-                    "eps": 1e-5,
-                    "running_var": "biased",
-                    "momentum": 1.0,
-                    "training": True,
-                    "state": RunningStats(np.array([0.0, 0.0]), np.array([1e6, 2.0]), 0),
-                },
-                "standard",
-            ),
-            "float16",
-        ),
+        state_past_half_example(),
         "state",
         model=Simulated(state_held_in(lambda dtype: dtype)),
     ),

@@ -37,6 +37,10 @@ def observe(name, entry, perturb=None):
     if perturb is not None:
         outcome = perturb(outcome, case, dtype)
     acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
+
+    def check(what, actual, want, bound):
+        return checks.check(entry.clause, name, entry.norm, dtype, what, actual, want, bound, case.describe())
+
     verdicts = []
     if entry.shows_in == "state":
         expected = reference_or_reject(case).state
@@ -53,19 +57,7 @@ def observe(name, entry, perturb=None):
                 y_ref=want,
                 previous=getattr(ref_state, what),
             )
-            verdicts.append(
-                checks.check(
-                    entry.clause,
-                    name,
-                    entry.norm,
-                    dtype,
-                    f"state.{what}",
-                    getattr(outcome.state, what),
-                    want,
-                    (bound, "NUM.N5"),
-                    case.describe(),
-                )
-            )
+            verdicts.append(check(f"state.{what}", getattr(outcome.state, what), want, (bound, "NUM.N5")))
     elif gradient:  # dx, and the parameters' gradients where the example has parameters
         vjp = reference_or_reject(case, vjp_of=g)
         want = {
@@ -77,24 +69,12 @@ def observe(name, entry, perturb=None):
             entry.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=dtype
         )
         for key, value in want.items():
-            verdicts.append(
-                checks.check(
-                    entry.clause,
-                    name,
-                    entry.norm,
-                    dtype,
-                    f"d{key}",
-                    getattr(outcome.grads, key),
-                    value,
-                    (bounds[key], "NUM.N8"),
-                    {},
-                )
-            )
+            verdicts.append(check(f"d{key}", getattr(outcome.grads, key), value, (bounds[key], "NUM.N8")))
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
         bound = checks.budget(entry.norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
-        verdicts.append(checks.check(entry.clause, name, entry.norm, dtype, "y", outcome.y, want, bound, {}))
+        verdicts.append(check("y", outcome.y, want, bound))
     failed = [v for v in verdicts if not v.passed]
     observations = tuple(Observation(case, quantity(v.what), v.actual, v.bound, v.what) for v in verdicts)
     return bool(failed), (failed or verdicts)[0].message(), observations
