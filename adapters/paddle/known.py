@@ -144,10 +144,18 @@ def _group_norm_backward(case: Case, dtype: str, which: str):
     scale = case.params.get("scale")
     bias = case.params.get("offset")
     with np.errstate(all="ignore"):
-        grouped = x.reshape(n, groups, -1)
-        mean = grouped.mean(axis=-1, keepdims=True)
-        var = np.maximum((grouped * grouped).mean(axis=-1, keepdims=True) - mean * mean, 0.0).astype(kind)
-        y = ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+        # the forward's statistics as GN.D7 has them: E[x] and E[x^2] summed value by value in the input
+        # dtype, max(E[x^2] - mean^2, 0) in it
+        grouped = x.reshape(n, groups, -1).astype(kind)
+        count = np.asarray(grouped.shape[-1], dtype=kind)
+        mean = np.cumsum(grouped, axis=-1, dtype=kind)[..., -1:] / count
+        square = np.cumsum(grouped * grouped, axis=-1, dtype=kind)[..., -1:] / count
+        var = np.maximum(square - mean * mean, np.asarray(0, dtype=kind))
+        y = (
+            ((grouped - mean) / np.sqrt(var + np.asarray(eps, dtype=kind)))
+            .astype(np.float64)
+            .reshape(x.shape)
+        )
         y = (
             y * (ones if scale is None else scale)[None, :, None]
             + (0.0 if bias is None else bias)[None, :, None]
