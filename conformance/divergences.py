@@ -651,9 +651,9 @@ def xhat_rounding(case: Case, dtype: str, which: str):
 
 def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
     """LN.D10 in float16: the groups where rsqrt(v)/v leaves float16's range (v = var + eps: below
-    ~6.1e-4), or the cotangent reaching rsqrt(v), Σ g·scale·(x - mean), times rsqrt(v)/(2v) does (the
-    chain rule's product: over 10^4 values of spread 0.03 it is ~3 x 1.6e4). RMSNorm: v = mean(x²) + eps
-    and Σ g·scale·x."""
+    ~6.1e-4), or the cotangent reaching rsqrt(v), Σ |g·scale·(x - mean)| (any partial sum), times
+    rsqrt(v)/(2v) does (the chain rule's product: over 10^4 values of spread 0.03 it is ~3 x 1.6e4). RMSNorm:
+    v = mean(x²) + eps and Σ |g·scale·x|."""
     spread = (
         np.mean(view * view, axis=axes, keepdims=True)
         if case.norm == "rms_norm"
@@ -668,14 +668,16 @@ def half_rsqrt_jvp_groups(view, axes, case: Case, dtype: str):
 
 
 def rsqrt_cotangent(view, axes, case: Case) -> np.ndarray:
-    """Per statistic group (keepdims), |Σ g·scale·(x - mean)| (RMSNorm: |Σ g·scale·x|): the cotangent of
-    rsqrt(var + eps) up to its sign (0 without a cotangent)."""
+    """Per statistic group (keepdims), Σ |g·scale·(x - mean)| (RMSNorm: Σ |g·scale·x|): a bound on every
+    partial sum of the cotangent reaching rsqrt(var + eps) - a float16 sum of 10^4 such terms (haiku
+    broadcasts the statistic before rsqrt, so the chain rule forms each term times rsqrt(v)/(2v) and
+    then sums them) can leave the range on the way although the total cancels (0 without a cotangent)."""
     if case.cotangent is None:
         return np.zeros(np.sum(view, axis=axes, keepdims=True).shape)
     g = np.broadcast_to(case.cotangent * scale_along(case), case.x.shape)
     gview = statistic_view(case.norm, g, case.params)[0]
     centred = view if case.norm == "rms_norm" else view - view.mean(axis=axes, keepdims=True)
-    return np.abs(np.sum(gview * centred, axis=axes, keepdims=True))
+    return np.sum(np.abs(gview * centred), axis=axes, keepdims=True)
 
 
 def one_pass_gradient_loss(acc: str | None = None, float64_too: bool = False) -> Callable:
