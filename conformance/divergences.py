@@ -1116,7 +1116,6 @@ def squares_beyond(stats: str) -> Callable:
     return affected
 
 
-@functools.lru_cache(maxsize=None)
 def parameter_sums_in_float16(adapters: str, norms, **params) -> list[Divergence]:
     """NUM.D1's gradient form for `adapters`, which sum a float16 call's parameter gradients in float16
     (measured per framework and norm): where a parameter's terms g x̂ (or g) add up past 65504 its sum may
@@ -1139,6 +1138,7 @@ def parameter_sums_in_float16(adapters: str, norms, **params) -> list[Divergence
     ]
 
 
+@functools.lru_cache(maxsize=None)
 def declared_range(norm: str, acc: str) -> Divergence | None:
     """NUM.L3 for every implementation alike: NUM.D1's model read from the statistics dtype it declares
     (`accumulation`), so a plug-in whose float32 statistics overflow is range limited exactly as a
