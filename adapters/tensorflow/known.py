@@ -44,6 +44,7 @@ from normconf.conformance.divergences import (
     tf_moments_sums,
     underflowing_derivative_windows,
 )
+from normconf.conformance.models import dtype_of
 from normconf.conformance.strategies import Case
 from normconf.conformance.tolerances import SAFETY
 
@@ -92,13 +93,77 @@ def _samples_with_non_finite(case: Case, dtype: str, which: str):
     return np.broadcast_to(np.any(~np.isfinite(case.x), axis=axis, keepdims=True), case.x.shape)
 
 
+def _half_window_overflows(case: Case, dtype: str) -> bool:
+    """LRN.D3 on TF's float16 path: a square, or a window's sum of squares, past float16's range."""
+    return half_squares_overflow(case, dtype) or (dtype == "float16" and bool(np.any(_overflowing_windows(case))))
+
+
+def _overflowing_windows(case: Case):
+    """The channels whose window's float16 squares may sum past float16's range: to 65520 (where rounding
+    gives inf) or within the sum's own float16 rounding of it, size u per term."""
+    from normconf.reference.local_response_norm import window, window_sum
+
+    with np.errstate(all="ignore"):
+        squares = rounded(rounded(case.x, "float16") ** 2, "float16")
+        finite = np.where(np.isfinite(squares), squares, 0.0)
+        axis = param(case, "channel_axis") % case.x.ndim
+        size = int(case.params["size"])
+        sums = window_sum(finite, axis, *window(size, param(case, "extra")))
+    return sums * (1 + size * 2.0**-11) >= huge("float16") * (1 + 2.0**-12)
+
+
 def _band_matrix_rows(case: Case, dtype: str, which: str):
     """LRN.D3 on TF's float16 path: the squares of a position's channels times a depth x depth band
     matrix (lrn_op.cc) - an inf square times the band's zeros is NaN in every channel of that position,
-    not only in its own window: the whole channel row where any |x| squares past float16."""
+    not only in its own window: the whole channel row where any |x| squares past float16; and a channel
+    whose window's squares sum past it has an inf base, so y = x rsqrt(inf) = ±0 there."""
     axis = param(case, "channel_axis") % case.x.ndim
     overflows = np.any(np.abs(case.x) > HALF_SQUARE_LIMIT, axis=axis, keepdims=True)
-    return np.broadcast_to(overflows, case.x.shape)
+    return np.broadcast_to(overflows, case.x.shape) | _overflowing_windows(case)
+
+
+# TF's CPU LRN slides a running sum along the channels instead of the band-matrix product when the
+# depth exceeds this and beta is 0.5 or 1 (compared in the input dtype): lrn_op.cc, SingleThreadedLRN
+_SINGLE_THREADED_DEPTH = 384
+
+
+def _slides_its_window_sum(case: Case, dtype: str) -> bool:
+    """LRN.D6 on TF: the kernel's single-threaded path (depth > 384, beta 0.5 or 1 in the input dtype)."""
+    if dtype not in ("float16", "float32") or case.x.ndim != 4:
+        return False
+    beta = float(rounded(param(case, "beta"), dtype))
+    return case.x.shape[-1] > _SINGLE_THREADED_DEPTH and beta in (0.5, 1.0)
+
+
+def _running_window_sum(case: Case, dtype: str, which: str):
+    """LRN.D6 on TF: SingleThreadedLRN as lrn_op.cc computes it, in the input dtype throughout: the squares
+    times alpha (both rounded to it), a running sum that adds the square entering a window and subtracts
+    the one leaving it, bias plus that sum, then x times its reciprocal (beta 1) or its rsqrt (beta 0.5).
+    In float16 the sum stalls where its spacing passes the squares and can end at or below zero, so y is
+    inf or NaN at the channels whose window has been drained (measured bit for bit against TF 2.21)."""
+    if which != "y" or case.norm != "local_response_norm":
+        return None
+    kind = dtype_of(dtype)
+    depth = case.x.shape[-1]
+    radius = (int(case.params["size"]) - 1) // 2
+    rows = case.x.astype(kind).reshape(-1, depth)
+    alpha, bias = kind.type(param(case, "alpha")), kind.type(param(case, "k"))
+    with np.errstate(all="ignore"):
+        padded = np.zeros((rows.shape[0], depth + 2 * radius), kind)
+        padded[:, radius : radius + depth] = rows * rows * alpha
+        running = np.zeros(rows.shape[0], kind)
+        for i in range(2 * radius):
+            running = running + padded[:, i]
+        base = np.empty_like(rows)
+        for i in range(depth):
+            running = running + padded[:, i + 2 * radius]
+            base[:, i] = bias + running
+            running = running - padded[:, i]
+        if float(rounded(param(case, "beta"), dtype)) == 1.0:
+            y = rows * (kind.type(1) / base)
+        else:
+            y = rows * (1 / np.sqrt(base.astype(np.float32))).astype(kind)
+        return y.reshape(case.x.shape).astype(np.float64)
 
 
 KNOWN: list[Divergence] = [
@@ -226,8 +291,9 @@ KNOWN: list[Divergence] = [
         "tf.nn",
         "local_response_norm",
         "LRN.D3",
-        "TF's float16 LRN squares in float16: x*x overflows for |x| > 255.9",
-        half_squares_overflow,
+        "TF's float16 LRN squares and sums them in float16: x*x overflows for |x| > 255.9, a window's sum "
+        "past 65504",
+        _half_window_overflows,
         lambda: (
             Case(
                 "local_response_norm",
@@ -238,6 +304,23 @@ KNOWN: list[Divergence] = [
             "float16",
         ),
         model=Envelope(_band_matrix_rows, allowed="non_finite_or_zero", kind="precision"),
+    ),
+    Divergence(
+        "tf.nn",
+        "local_response_norm",
+        "LRN.D6",
+        "TF's CPU LRN slides a running window sum in the input dtype for depths past 384 (beta 0.5 or 1)",
+        _slides_its_window_sum,
+        lambda: (
+            Case(
+                "local_response_norm",
+                np.full((1, 1, 1, 4001), 100.0),
+                {"size": 4001, "channel_axis": 3, "alpha": 1e-4, "beta": 0.5, "k": 1.0, "alpha_over_size": False},
+                "offset",
+            ),
+            "float16",
+        ),
+        model=Simulated(_running_window_sum),
     ),
     Divergence(
         "tf.nn",
