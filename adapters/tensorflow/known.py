@@ -95,7 +95,9 @@ def _samples_with_non_finite(case: Case, dtype: str, which: str):
 
 def _half_window_overflows(case: Case, dtype: str) -> bool:
     """LRN.D3 on TF's float16 path: a square, or a window's sum of squares, past float16's range."""
-    return half_squares_overflow(case, dtype) or (dtype == "float16" and bool(np.any(_overflowing_windows(case))))
+    return half_squares_overflow(case, dtype) or (
+        dtype == "float16" and bool(np.any(_overflowing_windows(case)))
+    )
 
 
 def _overflowing_windows(case: Case):
@@ -315,7 +317,14 @@ KNOWN: list[Divergence] = [
             Case(
                 "local_response_norm",
                 np.full((1, 1, 1, 4001), 100.0),
-                {"size": 4001, "channel_axis": 3, "alpha": 1e-4, "beta": 0.5, "k": 1.0, "alpha_over_size": False},
+                {
+                    "size": 4001,
+                    "channel_axis": 3,
+                    "alpha": 1e-4,
+                    "beta": 0.5,
+                    "k": 1.0,
+                    "alpha_over_size": False,
+                },
                 "offset",
             ),
             "float16",
