@@ -1160,12 +1160,13 @@ def declared_range(norm: str, acc: str) -> Divergence | None:
 
 
 def squares_overflow(
-    adapters: str, norms, *, half_in_half: bool = False, rank: int = 4, **params
+    adapters: str, norms, *, half_in_half: bool = False, rank: int = 4, base=None, **params
 ) -> list[Divergence]:
     """NUM.D1 for `adapters`: each of `norms` sums its squares in float32 (a float16 input's in float16
     too when `half_in_half`), and where that overflows the statistic is inf - the group normalizes to
     its offset, or to NaN - instead of the reference's finite answer. A model, not an excuse: elsewhere
-    the reference holds, and in those groups only what an infinite divisor gives (SQUARES_ALLOWED)."""
+    the reference holds (or `base`'s answer: Envelope), and in those groups only what an infinite
+    divisor gives (SQUARES_ALLOWED)."""
     where = "in float32 (float16 for a float16 input)" if half_in_half else "in float32"
     affected = squares_overflow_in(half_in_half)
     return [
@@ -1177,7 +1178,7 @@ def squares_overflow(
             "offset (or NaN)",
             applies=lambda case, dtype, affected=affected: bool(np.any(affected(case, dtype, "y"))),
             example=overflow_example(norm, "float32", rank, **params),
-            model=Envelope(affected, SQUARES_ALLOWED, kind="special"),
+            model=Envelope(affected, SQUARES_ALLOWED, kind="special", base=base),
         )
         for norm in norms
     ]

@@ -301,11 +301,13 @@ class Envelope(Model):
     "non_finite" (NaN or ±inf), "non_finite_or_zero", "non_finite_or_offset" (y as if x-hat were 0: the
     offset where there is one, else 0 - a divisor gone to inf), "any" (bounded only by the mask) or
     "none" (this quantity is not the divergence's); every other element is held to the reference and
-    the budget."""
+    the budget - or to `base`'s answer, where the break happens inside another divergence's arithmetic
+    (a Computes model: equinox's first step, which replaces its state by the batch's)."""
 
     affected: Callable = field(default=lambda case, dtype, which: None)
     allowed: str | dict = "non_finite"  # or one per quantity ("y", "x", "scale", "mean", ...)
     kind: str = field(default="special", kw_only=True)
+    base: Computes | None = field(default=None, kw_only=True)
 
     def _mask(self, case, dtype, which, shape):
         with np.errstate(all="ignore"):
@@ -330,7 +332,8 @@ class Envelope(Model):
         if observation.quantity == "raised":
             return Judged(False, math.inf, "raised where the model gives an answer")
         case, which = observation.case, observation.quantity
-        reference = np.asarray(reference_value(case, which), dtype=np.float64)
+        held = self.base.model_value(case, dtype, which) if self.base else reference_value(case, which)
+        reference = np.asarray(held, dtype=np.float64)
         actual = np.asarray(observation.actual, dtype=np.float64)
         if actual.shape != reference.shape:
             return Judged(False, math.inf, f"{which} has shape {actual.shape}, not {reference.shape}")

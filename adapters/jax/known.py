@@ -136,7 +136,10 @@ _XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False)
 # The models: what each JAX library computes where a divergence holds (conformance/models.py).
 def _ema_normalized(case: Case, dtype: str, which: str):
     """BN.D10: a training batch normalized by the running averages after this step's update; the first
-    step (equinox's first_time) replaces the running state by the batch's statistics (momentum 1)."""
+    step (equinox's first_time) replaces the running state by the batch's statistics (momentum 1).
+    Elsewhere (eval, or no state) the reference holds."""
+    if not param(case, "training") or case.params.get("state") is None:
+        return None
     first = case.params["state"].num_batches_tracked == 0
     if which in ("mean", "var"):
         return reference_value(case, which, {"momentum": 1.0}) if first else None
@@ -654,7 +657,10 @@ KNOWN += [
         "haiku", ("batch_norm", "instance_norm", "group_norm"), half_in_half=True, channel_axis=-1
     ),
     *squares_overflow("haiku", ("layer_norm", "rms_norm"), half_in_half=True),
-    *squares_overflow("equinox*", ("batch_norm",), half_in_half=True),  # both modes
+    # both modes; 'ema' (BN.D10) replaces the state by the batch's on the first step, and its own
+    # statistics hold where none overflows
+    *squares_overflow("equinox", ("batch_norm",), half_in_half=True, base=Computes(_ema_normalized)),
+    *squares_overflow("equinox[batch]", ("batch_norm",), half_in_half=True),
     *parameter_sums_in_float16("haiku", ("batch_norm", "instance_norm", "group_norm"), channel_axis=-1),
     *parameter_sums_in_float16("haiku", ("layer_norm",)),
     *parameter_sums_in_float16("haiku", ("rms_norm",), offset=None),
