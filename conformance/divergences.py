@@ -1196,11 +1196,12 @@ def constant_groups_at_eps_0(case: Case, dtype: str, which: str):
 
 
 def zero_over_zero(
-    adapters: str, norms, answer: str, reason: str, shape: tuple = (2, 5, 3), **params
+    adapters: str, norms, answer: str, reason: str, shape: tuple = (2, 5, 3), base=None, **params
 ) -> list[Divergence]:
     """NUM.D2 for `adapters`: at eps = 0 each of `norms` answers a constant group's 0/0 with `answer`
     ("non_finite_or_offset": its offset, as if x-hat were 0; "any": what rounding noise in its mean
-    gives) instead of NaN - in exactly those groups; every other group is held to the reference. The
+    gives) instead of NaN - in exactly those groups; every other group is held to the reference (or to
+    `base`, another divergence's model of them: Envelope). The
     example's first group is constant over `shape`'s values per statistic (15 by default: a count whose
     1/n is not a binary fraction, so a mean taken as sum * (1/n) is off by rounding)."""
 
@@ -1228,7 +1229,7 @@ def zero_over_zero(
             reason,
             applies=lambda case, dtype: bool(np.any(constant_groups_at_eps_0(case, dtype, "y"))),
             example=example(norm),
-            model=Envelope(constant_groups_at_eps_0, {"y": answer}, kind="special"),
+            model=Envelope(constant_groups_at_eps_0, {"y": answer}, kind="special", base=base),
         )
         for norm in norms
     ]

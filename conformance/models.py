@@ -301,8 +301,9 @@ class Envelope(Model):
     "non_finite" (NaN or ±inf), "non_finite_or_zero", "non_finite_or_offset" (y as if x-hat were 0: the
     offset where there is one, else 0 - a divisor gone to inf), "any" (bounded only by the mask) or
     "none" (this quantity is not the divergence's); every other element is held to the reference and
-    the budget - or to `base`'s answer, where the break happens inside another divergence's arithmetic
-    (a Computes model: equinox's first step, which replaces its state by the batch's)."""
+    the budget - or to `base`'s answer and width, where the break happens inside another divergence's
+    arithmetic (a Computes or Simulated model: equinox's first step, which replaces its state by the
+    batch's; flax's one-pass variance)."""
 
     affected: Callable = field(default=lambda case, dtype, which: None)
     allowed: str | dict = "non_finite"  # or one per quantity ("y", "x", "scale", "mean", ...)
@@ -350,9 +351,9 @@ class Envelope(Model):
             "none": np.zeros(actual.shape, dtype=bool),
         }[self._allowed(which)]
         outside = np.where(mask & broken, reference, actual)  # inside the mask, broken values are excused
-        return _against(
-            Observation(case, which, outside, observation.bound), reference, observation.bound, dtype
-        )
+        # a base's answer carries its own width (a simulation's slack for its summation order)
+        bound = np.asarray(observation.bound) + (self.base.width(observation, dtype) if self.base else 0.0)
+        return _against(Observation(case, which, outside, observation.bound), reference, bound, dtype)
 
 
 def param(case: Case, key: str):

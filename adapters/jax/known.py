@@ -36,6 +36,7 @@ from normconf.conformance.divergences import (
     offset_along,
     one_pass_exceeds_budget,
     one_pass_gradient_amplified,
+    one_pass_in,
     one_pass_model,
     param,
     parameter_sums_in_float16,
@@ -685,6 +686,8 @@ KNOWN += [
             "it, as rounding in its statistics of the group falls (measured: NaN for a row whose mean is "
             "exact, the offset, and offset - 2e-4 for three 1.5s over axes (0, 2))",
             shape,
+            # the other groups: flax's one-pass variance (LN.D4, BN.D4), simulated
+            base=Simulated(one_pass_in("float32", clip=True)),
             **params,
         )
     ),
