@@ -223,7 +223,8 @@ NARROWER = {
 
 def compare(actual, expected, budget, dtype, ulps_in: str | None = None) -> Comparison:
     """Elementwise |actual - expected| against an elementwise budget; where the reference is not finite,
-    any non-finite result matches, and where it overflows `dtype`, the infinity of its sign (NUM.N7).
+    any non-finite result matches, and where it overflows `dtype` - or its budget reaches the overflow
+    threshold - the infinity of its sign (NUM.N7).
     Ulps are counted in `ulps_in` (the declared statistics dtype where narrower than `dtype`)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -236,10 +237,12 @@ def compare(actual, expected, budget, dtype, ulps_in: str | None = None) -> Comp
         np.broadcast_to(np.asarray(budget, dtype=np.float64), expected.shape), spacing(expected, dtype)
     )
     error = np.abs(actual - expected)
-    # beyond the dtype's largest finite number the correctly rounded answer is the infinity of its sign
+    # beyond the dtype's largest finite number the correctly rounded answer is the infinity of its sign;
+    # within the budget of the overflow threshold (max + half its spacing) a result may round there too
+    threshold = float(finfo(dtype).max) + spacing(np.asarray(finfo(dtype).max), dtype) / 2
     overflows = (
         np.isfinite(expected)
-        & (np.abs(expected) > float(finfo(dtype).max))
+        & ((np.abs(expected) > float(finfo(dtype).max)) | (np.abs(expected) + budget >= threshold))
         & (actual == np.sign(expected) * np.inf)
     )
     same_nonfinite = (~np.isfinite(actual) & ~np.isfinite(expected)) | (actual == expected) | overflows

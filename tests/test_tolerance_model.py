@@ -115,6 +115,21 @@ def test_a_reference_beyond_the_dtype_range_is_matched_by_its_infinity_only():
 
 
 @pytest.mark.clause("NUM.N7")
+def test_a_reference_within_its_budget_of_the_overflow_threshold_may_round_to_its_infinity():
+    """A float16 dx of 65503.4 with a budget of 8258 (mlx's LayerNorm near eps): a result within the
+    budget may reach 65520 and round to +inf, so +inf passes; -inf and NaN do not, and neither does +inf
+    where the budget stops short of 65520 (50000 with the same budget, or 65400 with a budget of 15,
+    floored to its spacing of 32)."""
+    expected, budget = np.array([65503.43359375]), np.array([8258.0])
+    assert T.compare(np.array([np.inf]), expected, budget, "float16").passed
+    assert T.compare(np.array([65504.0]), expected, budget, "float16").passed
+    assert not T.compare(np.array([-np.inf]), expected, budget, "float16").passed
+    assert not T.compare(np.array([np.nan]), expected, budget, "float16").passed
+    assert not T.compare(np.array([np.inf]), np.array([50000.0]), budget, "float16").passed
+    assert not T.compare(np.array([np.inf]), np.array([65400.0]), np.array([15.0]), "float16").passed
+
+
+@pytest.mark.clause("NUM.N7")
 def test_no_budget_is_below_the_rounding_of_the_reference_value_itself():
     """The running mean a float16 layer blends in float16 (0.99 * 0 + 0.01 * m for m among float16's
     subnormals, 5e-9 landing on 0) passes a budget far below a float16 spacing, as does the same blend
