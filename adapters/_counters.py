@@ -1,6 +1,7 @@
 """Work a framework does that the suite's speed depends on: XLA programs in this process (the JAX family
 and Keras on JAX compile a program per new configuration and shape) - compiled, or loaded from the
-persistent compilation cache (`_compile_cache`)."""
+persistent compilation cache (`_compile_cache`) - and tf.function traces (Keras on TF's synchronized
+step)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ def watch_jax() -> None:
     jax.monitoring.register_event_duration_secs_listener(compiled)
     jax.monitoring.register_event_listener(loaded)
     _watching = True
+
+
+def traced() -> None:
+    """One step traced by tf.function (Keras on TF's synchronized BatchNormalization): a program, counted
+    as XLA's are."""
+    global _watching
+    _watching = True
+    _counts["programs"] += 1
 
 
 def snapshot() -> dict:
