@@ -112,3 +112,20 @@ __all__ = [
     "load",
     "names",
 ]
+
+
+@lru_cache(maxsize=None)
+def known_divergences() -> tuple:
+    """Every family's known divergences: the `KNOWN` of each family folder's known.py, the families in
+    name order - what the registry hands the suite (conformance/divergences.py), which never looks for
+    them itself."""
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    entries: list = []
+    for family in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg):
+        module = f"{__name__}.{family}.known"
+        if importlib.util.find_spec(module) is not None:
+            entries += importlib.import_module(module).KNOWN
+    return tuple(entries)

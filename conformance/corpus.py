@@ -20,6 +20,8 @@ import numpy as np
 
 from normconf import adapters
 from normconf import reference as R
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
 
 from . import checks
 
@@ -193,12 +195,12 @@ def _judge(norm, x, params, name, actual, expected, note: str = "") -> Judged:
         bound = checks.budget(norm, x, params, expected, acc_dtype=acc, out_dtype=OUTPUT_DTYPE)
     else:  # a running statistic after the step, as test_running_stats judges it
         what = name.split(".")[1]
-        scales = checks.state_error_scales(norm, x, params, acc)
+        scales = budgets.state_error_scales(norm, x, params, acc)
         bound = (
-            checks.T.running_stat_budget(
+            T.running_stat_budget(
                 acc_dtype=acc,
                 out_dtype=OUTPUT_DTYPE,
-                n=checks.reduction_length(norm, x, params),
+                n=budgets.reduction_length(norm, x, params),
                 batch_error_scale=scales[what],
                 y_ref=expected,
                 previous=getattr(params["state"], what),

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from normconf import reference as R
-
-from . import tolerances as T
+from normconf.vocabulary import tolerances as T
 
 # conventions an implementation may declare (adapters/plugin.py); the other alternatives are bugs
 DECLARABLE = {"eps_placement", "normalize_var", "running_var", "assignment", "alpha_over_size", "extra"}

@@ -20,11 +20,12 @@ from hypothesis.errors import InvalidArgument
 from normconf import adapters
 from normconf import reference as R
 from normconf.adapters import _isolated, _repro
+from normconf.vocabulary import levels, models
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
 
-from . import clock, divergences, levels, models
-from . import tolerances as T
+from . import clock, divergences
 from .checks import Verdict
-from .strategies import Case
 
 
 class Abandoned(BaseException):

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from normconf import __version__
-from normconf.adapters import _cpu
+from normconf.vocabulary import cpu as _cpu
 
 FORMAT = "normconf-results"
 VERSION = 1
@@ -226,7 +226,7 @@ class Recorder:
 def _levels(cell, case) -> dict:
     """NUM.L5: the level of the example shown (a finding's, or the divergence's that explained it),
     every level its cell failed or diverged at, and the drawn regime in words."""
-    from . import levels
+    from normconf.vocabulary import levels
 
     acc = cell.acc
     if cell.abnormal == "protocol error":  # the plug-in's protocol, at no level of the spec

@@ -24,7 +24,6 @@ import contextvars
 import copy
 import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, example, find, settings
@@ -35,6 +34,7 @@ from normconf.adapters import _repro
 from normconf.adapters.base import DIVISOR_CONVENTIONS, DIVISOR_NORMS
 from normconf.reference import NORMS, RunningStats
 from normconf.reference.rms_norm import default_eps
+from normconf.vocabulary.case import OVERFLOW_MAGNITUDE, Case
 
 from . import clock
 
@@ -79,8 +79,6 @@ def _integers(low: int, high: int):
 LONG = 10_000
 LONGS = st.sampled_from([False] * 7 + [True])
 NEAR_EPS_RATIOS = st.sampled_from([1.0, 0.1, 10.0])
-# squares of |x| above these overflow float16, float32: an "overflow" draw has most |x| well above
-OVERFLOW_MAGNITUDE = {"float16": 6.0e4, "default": 1.0e30}
 
 
 # --- covering examples: each regime at least once per property, whatever the random draws do -------
@@ -421,46 +419,6 @@ def composite(builder):
             return builder(drawing, *args, **kwargs)
 
     return strategy
-
-
-@dataclass
-class Case:
-    """One drawn example: the input in float64 (already representable in the tested dtype) and params."""
-
-    norm: str
-    x: np.ndarray
-    params: dict
-    kind: str
-    cotangent: np.ndarray | None = None  # gradient properties: the output cotangent drawn with the case
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        """What hypothesis prints of a draw: the example's outline, not its arrays (printing 10^4
-        values cost milliseconds on every covering example; the failure's repro has them all)."""
-        params = {
-            k: (v if np.isscalar(v) or v is None or isinstance(v, tuple) else "...")
-            for k, v in self.params.items()
-        }
-        printer.text(f"Case({self.norm!r}, shape={self.x.shape}, values={self.kind!r}, params={params})")
-
-    def describe(self) -> dict:
-        return {
-            "norm": self.norm,
-            "shape": list(self.x.shape),
-            "values": self.kind,
-            "params": {k: _plain(v) for k, v in self.params.items()},
-        }
-
-
-def _plain(value):
-    if isinstance(value, RunningStats):
-        return {
-            "mean": value.mean.tolist(),
-            "var": value.var.tolist(),
-            "num_batches_tracked": value.num_batches_tracked,
-        }
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 def representable(a: np.ndarray, dtype: str) -> np.ndarray:

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf.reference import NORMS
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
@@ -38,7 +41,7 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
         strategies.values(tuple(shape), target.dtype, axis, math.prod(shape) // shape[axis]), label="values"
     )
     # the case as far as known before the call (the call may imply a state and mode, see below)
-    case = strategies.Case(target.norm, x, {**defaults, **hints}, kind)
+    case = Case(target.norm, x, {**defaults, **hints}, kind)
     outcome, implied = run_or_reject(
         cell,
         case,
@@ -47,8 +50,8 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     )
     params = {**defaults, **hints, **implied}
     if target.norm == "rms_norm" and params.get("eps") is None:  # RMS.D1: the computation dtype's epsilon
-        params["eps"] = checks.T.finfo("float64" if target.dtype == "float64" else "float32").eps
-    case = strategies.Case(target.norm, x, params, kind)
+        params["eps"] = T.finfo("float64" if target.dtype == "float64" else "float32").eps
+    case = Case(target.norm, x, params, kind)
     expected = reference_or_reject(case)
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
@@ -68,12 +71,12 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
         case,
     )
     if outcome.state is not None and getattr(expected, "state", None) is not None:
-        n = checks.reduction_length(target.norm, x, params)
-        scales = checks.state_error_scales(target.norm, x, params, acc)
+        n = budgets.reduction_length(target.norm, x, params)
+        scales = budgets.state_error_scales(target.norm, x, params, acc)
         for what in ("mean", "var"):
             want = getattr(expected.state, what)
             state_bound = (
-                checks.T.running_stat_budget(
+                T.running_stat_budget(
                     acc_dtype=acc,
                     out_dtype=target.dtype,
                     n=n,

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf.reference import NORMS
+from normconf.vocabulary.case import Case
+from normconf.vocabulary.models import Observation
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
-from .models import Observation
 
 
 def _holding(identity: str) -> tuple[str, ...]:
@@ -94,7 +95,7 @@ def test_samples_are_independent(target, cell, data):
         reject()
     other = case.x.copy()
     other[1:] = strategies.representable(np.flip(other[1:], axis=-1) * 1.5 + 0.25, target.dtype)
-    moved = strategies.Case(case.norm, other, case.params, case.kind)
+    moved = Case(case.norm, other, case.params, case.kind)
     reference_or_reject(moved)
     clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
@@ -105,9 +106,9 @@ def test_samples_are_independent(target, cell, data):
         declaration,
         clause,
         "sample 0 after changing the others",
-        strategies.Case(case.norm, case.x[:1], case.params, case.kind),
+        Case(case.norm, case.x[:1], case.params, case.kind),
         y_a[:1],
-        strategies.Case(case.norm, other[:1], case.params, case.kind),
+        Case(case.norm, other[:1], case.params, case.kind),
         y_b[:1],
         ((case, y_a), (moved, y_b)),
     )
@@ -122,7 +123,7 @@ def test_batch_permutation_permutes_the_output(target, cell, data):
     if case.x.shape[0] < 2:
         reject()
     order = np.roll(np.arange(case.x.shape[0]), 1)
-    permuted = strategies.Case(case.norm, case.x[order], case.params, case.kind)
+    permuted = Case(case.norm, case.x[order], case.params, case.kind)
     if _over_batch_axis(target, case):
         reject()
     reference_or_reject(permuted)
@@ -144,9 +145,7 @@ def test_shift_invariance(target, cell, data):
     shifted_x = strategies.representable(case.x + shift, target.dtype)
     if not np.array_equal(shifted_x - shift, case.x):
         reject()  # the shift must be exact in the dtype, or it is not the same input shifted
-    shifted = strategies.Case(
-        case.norm, strategies.derived(shifted_x, case.x, f"+ {shift!r}"), case.params, case.kind
-    )
+    shifted = Case(case.norm, strategies.derived(shifted_x, case.x, f"+ {shift!r}"), case.params, case.kind)
     reference_or_reject(shifted)
     clause = _forward(target.norm)
     y_a = run_or_reject(cell, case, clause).y
@@ -166,9 +165,7 @@ def test_positive_scale_invariance_away_from_eps(target, cell, data):
     if not np.all(np.isfinite(case.x)):
         reject()
     # exact in binary floating point
-    scaled = strategies.Case(
-        case.norm, strategies.derived(case.x * 4.0, case.x, "* 4.0"), case.params, case.kind
-    )
+    scaled = Case(case.norm, strategies.derived(case.x * 4.0, case.x, "* 4.0"), case.params, case.kind)
     reference_or_reject(case)
     clause = NORMS[target.norm].clauses.scale_invariance
     y_a = run_or_reject(cell, case, clause).y
@@ -193,15 +190,11 @@ def test_group_norm_limits(target, cell, data):
     if limit not in adapter.declarations or target.dtype not in adapter.declarations[limit].dtypes:
         reject()
     if limit == "instance_norm":
-        grouped = strategies.Case(
-            "group_norm", case.x, {**case.params, "groups": case.x.shape[axis]}, case.kind
-        )
-        other = strategies.Case("instance_norm", case.x, {"channel_axis": axis, "eps": eps}, case.kind)
+        grouped = Case("group_norm", case.x, {**case.params, "groups": case.x.shape[axis]}, case.kind)
+        other = Case("instance_norm", case.x, {"channel_axis": axis, "eps": eps}, case.kind)
     else:
-        grouped = strategies.Case("group_norm", case.x, {**case.params, "groups": 1}, case.kind)
-        other = strategies.Case(
-            "layer_norm", case.x, {"axes": tuple(range(1, case.x.ndim)), "eps": eps}, case.kind
-        )
+        grouped = Case("group_norm", case.x, {**case.params, "groups": 1}, case.kind)
+        other = Case("layer_norm", case.x, {"axes": tuple(range(1, case.x.ndim)), "eps": eps}, case.kind)
     reference_or_reject(grouped), reference_or_reject(other)
     y_gn = run_or_reject(cell, grouped, "GN.S3").y
     y_other = run_or_reject(cell, other, "GN.S3").y

@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf import reference as R
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
+from normconf.vocabulary.models import Observation
 
 from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
-from .models import Observation
 
 STEPS = 3
 
@@ -46,20 +49,20 @@ def test_state_after_steps_then_eval(target, cell, data):
             if step == 0
             else strategies.representable(first.x + rng.normal(size=first.x.shape), target.dtype)
         )
-        ref_case = strategies.Case(target.norm, x, {**first.params, "state": ref_state}, first.kind)
-        fw_case = strategies.Case(target.norm, x, {**first.params, "state": fw_state}, first.kind)
+        ref_case = Case(target.norm, x, {**first.params, "state": ref_state}, first.kind)
+        fw_case = Case(target.norm, x, {**first.params, "state": fw_state}, first.kind)
         expected = reference_or_reject(ref_case)
         pure_state = reference_or_reject(
-            strategies.Case(target.norm, x, {**first.params, "state": pure_state}, first.kind)
+            Case(target.norm, x, {**first.params, "state": pure_state}, first.kind)
         ).state
         outcome = run_or_reject(cell, fw_case, clause)
-        n = checks.reduction_length(target.norm, x, first.params)
-        scales = checks.state_error_scales(target.norm, x, first.params, acc)
+        n = budgets.reduction_length(target.norm, x, first.params)
+        scales = budgets.state_error_scales(target.norm, x, first.params, acc)
         excused = cell.expected
         for what in ("mean", "var"):
             want, got = getattr(expected.state, what), getattr(outcome.state, what)
             bound = (
-                checks.T.running_stat_budget(
+                T.running_stat_budget(
                     acc_dtype=acc,
                     out_dtype=target.dtype,
                     n=n,
@@ -101,9 +104,7 @@ def test_state_after_steps_then_eval(target, cell, data):
     )
     if not (np.all(np.isfinite(state.mean)) and np.all(np.isfinite(state.var))):
         return  # a state the dtype cannot hold (a float16 variance past 65504) is none a layer could load
-    ref_case = strategies.Case(
-        target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind
-    )
+    ref_case = Case(target.norm, first.x, {**first.params, "training": False, "state": state}, first.kind)
     expected = reference_or_reject(ref_case)
     outcome = run_or_reject(cell, ref_case, eval_clause)
     bound = checks.budget(

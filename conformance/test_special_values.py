@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf.reference import NORMS
+from normconf.vocabulary.case import Case
 
 from . import checks, diagnosis, strategies
 from .harness import reference_or_reject, run_or_reject
@@ -32,7 +33,7 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
     x.flat[data.draw(st.integers(0, x.size - 1), label="position")] = data.draw(
         st.sampled_from(SPECIAL_VALUES), label="value"
     )
-    case = strategies.Case(target.norm, x, clean.params, clean.kind)
+    case = Case(target.norm, x, clean.params, clean.kind)
     # the budget of the clean input: the groups the special value does not enter have its statistics
     y_clean = getattr(expected := reference_or_reject(clean), "y", expected)
     y_ref = getattr(special := reference_or_reject(case), "y", special)
@@ -66,7 +67,7 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
 def test_an_empty_batch_gives_an_empty_output(target, cell, data):
     declaration = adapters.get(target.adapter).declarations[target.norm]
     drawn = data.draw(strategies.case(target.norm, declaration, target.dtype), label="case")
-    case = strategies.Case(target.norm, drawn.x[:0], drawn.params, drawn.kind)
+    case = Case(target.norm, drawn.x[:0], drawn.params, drawn.kind)
     y_ref = getattr(expected := reference_or_reject(case), "y", expected)  # a batch axis normalized over: C1
     outcome = run_or_reject(cell, case, "NUM.N9")
     cell.settle(
@@ -91,7 +92,7 @@ WELL_SCALED = ("standard", "integers", "positive")
 EPS_ZERO_NORMS = tuple(name for name, norm in NORMS.items() if "eps" in norm.parameters())
 
 
-def _constant_group(case: strategies.Case, value: float) -> strategies.Case:
+def _constant_group(case: Case, value: float) -> Case:
     """`case` with eps = 0, no running state, and the first statistic's group set to `value` (0 for the
     norms without centring, whose 0/0 is an all-zero row)."""
     record = NORMS[case.norm]
@@ -101,7 +102,7 @@ def _constant_group(case: strategies.Case, value: float) -> strategies.Case:
     first = np.zeros(np.sum(view, axis=axes, keepdims=True).shape)
     first.flat[0] = 1.0
     mask = np.broadcast_to(np.asarray(back(first)), case.x.shape) > 0
-    return strategies.Case(case.norm, np.where(mask, value, case.x), params, case.kind)
+    return Case(case.norm, np.where(mask, value, case.x), params, case.kind)
 
 
 @pytest.mark.targets(norms=EPS_ZERO_NORMS, widest=True)

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf import reference as R
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
 
 from . import checks, strategies
 from .harness import reference_or_reject, run_or_reject
@@ -20,13 +23,13 @@ from .harness import reference_or_reject, run_or_reject
 SYNC = ("sync_batch_norm",)
 
 
-def _equal_batches(case: strategies.Case) -> strategies.Case:
+def _equal_batches(case: Case) -> Case:
     """`case` with every replica cut to the smallest replica's batch."""
     sizes = case.params["replica_sizes"]
     rows = min(sizes)
     parts = np.split(case.x, np.cumsum(sizes)[:-1], axis=0)
     x = np.concatenate([part[:rows] for part in parts])
-    return strategies.Case(case.norm, x, {**case.params, "replica_sizes": (rows,) * len(sizes)}, case.kind)
+    return Case(case.norm, x, {**case.params, "replica_sizes": (rows,) * len(sizes)}, case.kind)
 
 
 @pytest.mark.targets(norms=SYNC)
@@ -37,7 +40,7 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
     declaration = adapters.get(target.adapter).declarations[target.norm]
     case = _equal_batches(data.draw(strategies.case(target.norm, declaration, target.dtype), label="case"))
     single = {k: v for k, v in case.params.items() if k not in ("replica_sizes", "weighting")}
-    expected = reference_or_reject(strategies.Case("batch_norm", case.x, single, case.kind))
+    expected = reference_or_reject(Case("batch_norm", case.x, single, case.kind))
     outcome = run_or_reject(cell, case, "SBN.N1")
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget("batch_norm", case.x, single, expected.y, acc_dtype=acc, out_dtype=target.dtype)
@@ -56,12 +59,12 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
         case,
     )
     if expected.state is not None and case.params.get("training", True):
-        n = checks.reduction_length("batch_norm", case.x, single)
-        scales = checks.state_error_scales("batch_norm", case.x, single, acc)
+        n = budgets.reduction_length("batch_norm", case.x, single)
+        scales = budgets.state_error_scales("batch_norm", case.x, single, acc)
         for what in ("mean", "var"):
             want = getattr(expected.state, what)
             bound = (
-                checks.T.running_stat_budget(
+                T.running_stat_budget(
                     acc_dtype=acc,
                     out_dtype=target.dtype,
                     n=n,
@@ -105,7 +108,7 @@ def test_unequal_batches_pool_as_declared(target, cell):
         "running_var": declaration.fixed().get("running_var", "unbiased"),
     }  # unused (no state), but declared
     x = strategies.representable(UNEQUAL, target.dtype)
-    case = strategies.Case(target.norm, x, params, "standard")
+    case = Case(target.norm, x, params, "standard")
     try:
         outcome = adapters.get(target.adapter).run(target.norm, x, params, dtype=target.dtype)
     except adapters.Unsupported as exc:  # e.g. a library whose replicas all hold equal shards

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from normconf import adapters
-from normconf.reports.results import PROBLEMS  # the failing verdicts a progress line counts
+from normconf.vocabulary.verdicts import PROBLEMS  # the failing verdicts a progress line counts
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (what finished is kept and reported)
 # One thread per framework in each worker (and the children it starts): the workers already use every

@@ -81,8 +81,9 @@ def unjudged_norms(records: list[dict], declared) -> list[str]:
 def main(args) -> int:
     from normconf import adapters
     from normconf.adapters.plugin import PluginError
-    from normconf.conformance import levels, workers
+    from normconf.conformance import workers
     from normconf.reports import results
+    from normconf.vocabulary import levels
 
     explicit = bool(getattr(args, "require", "").strip())  # --require: each level named must hold
     try:

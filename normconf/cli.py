@@ -46,7 +46,7 @@ def _adapters(args) -> int:
 
 def _bugs(args) -> int:
     from normconf import adapters
-    from normconf.conformance.divergences import known
+    from normconf.conformance.divergences import framework_alone, known
 
     wanted = [name for name in args.adapters.split(",") if name]
     unknown = [name for name in wanted if name not in adapters.names()]
@@ -60,7 +60,7 @@ def _bugs(args) -> int:
         print(f"{entry.clause} {entry.norm} in {', '.join(names)}: {entry.bug}")
         for name in names if args.repro else ():
             ok, why = adapters.get(name).available()
-            script = entry.framework_alone(name) if ok else None
+            script = framework_alone(entry, name) if ok else None
             alone = script or f"# {why if not ok else 'this adapter writes no framework-alone script'}\n"
             print(f"# --- {name}, {entry.clause}: the framework alone ---\n{alone}")
     return 0
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if spec/conventions.md disagrees")
     table.set_defaults(run=_conventions)
     args = parser.parse_args(argv)
-    from normconf.adapters import _cpu
+    from normconf.vocabulary import cpu as _cpu
 
     if getattr(args, "max_isa", None):
         os.environ[_cpu.MAX_ISA_ENV] = args.max_isa

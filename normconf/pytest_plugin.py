@@ -33,7 +33,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "clause(*ids): the spec clauses a test exercises, e.g. clause('BN.N2')"
     )
-    from normconf.adapters import _cpu
+    from normconf.vocabulary import cpu as _cpu
 
     try:  # NORMCONF_MAX_ISA sets each library's ISA cap before any framework is imported (NUM.N10)
         _cpu.apply_max_isa()

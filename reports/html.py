@@ -14,9 +14,9 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from normconf import __version__
-from normconf.adapters import _cpu
 from normconf.adapters.base import NORMS
 from normconf.reference import NORMS as RECORDS
+from normconf.vocabulary import cpu as _cpu
 
 from . import markdown, plots
 from .results import (

@@ -16,27 +16,9 @@ from pathlib import Path
 
 from normconf.conformance.results import FORMAT, VERSION
 from normconf.reference import NORMS
+from normconf.vocabulary.verdicts import KINDS, PROBLEMS, SEVERITY
 
 SCHEMA = Path(__file__).with_name("results.schema.json")
-# worst first: a cell shows the worst verdict of its results
-SEVERITY = [
-    "error",
-    "protocol error",
-    "crashed",
-    "timed out",
-    "finding",
-    "expected divergence",
-    "pass",
-    "unsupported",
-    "skipped",
-    "interrupted",
-]
-PROBLEMS = ("error", "protocol error", "crashed", "timed out", "finding")  # verdicts that fail a run
-# the kinds of expected divergence a cell may hold beside its worst verdict, with their matrix letters:
-# semantic (differs in exact arithmetic), precision (low precision or ill-conditioned inputs only), special
-# values (NaN, inf, empty or degenerate inputs); a record written before kinds were recorded is "divergence";
-# and B first where one of them is a framework bug, not a convention (NUM.L6)
-KINDS = {"bug": "B", "semantic": "S", "precision": "P", "special": "V", "divergence": "D"}
 SYMBOL = {
     "error": "E",
     "protocol error": "R",

@@ -13,7 +13,7 @@ import pytest
 from normconf import adapters
 from normconf import reference as R
 from normconf.adapters.base import CANONICAL_PARAMETERS, NORMS
-from normconf.conformance import tolerances as T
+from normconf.vocabulary import tolerances as T
 
 CHANNELS, GROUPS, LRN_SIZE = 6, 3, 3
 STANDARDIZING = {"batch_norm", "instance_norm", "layer_norm", "group_norm"}
@@ -99,7 +99,7 @@ def test_adapter_agrees_with_reference_on_its_defaults(name, norm):
         pytest.skip(f"unsupported: {reason}")
     except AssertionError as failure:
         from normconf.conformance import divergences
-        from normconf.conformance.strategies import Case
+        from normconf.vocabulary.case import Case
 
         x, params, dtype = _LAST[name, norm]
         known = divergences.explaining(name, norm, Case(norm, x, params, "standard"), dtype)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from normconf import adapters
-from normconf.adapters import _cpu
 from normconf.conformance import divergences
 from normconf.conformance import results as recorded
 from normconf.reports import html, results
+from normconf.vocabulary import cpu as _cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 SAPPHIRE_RAPIDS = (
@@ -220,7 +220,7 @@ def test_torch_reports_the_capped_kernels():
     if "avx2" not in _cpu.features() or not adapters.get("torch.nn").available()[0]:
         pytest.skip("needs an AVX2 CPU and torch")
     code = (
-        "import json\nfrom normconf.adapters import _cpu\n_cpu.apply_max_isa()\n"
+        "import json\nfrom normconf.vocabulary import cpu as _cpu\n_cpu.apply_max_isa()\n"
         "from normconf import adapters\n"
         "print(json.dumps(adapters.get('torch.nn').environment(), default=str))"
     )
@@ -266,7 +266,7 @@ def test_divergence_meta_tests_pass_with_the_isa_capped_to_avx2():
 _UNCAPPED_RUN = """
 import json, sys
 import numpy as np
-from normconf.adapters import _cpu
+from normconf.vocabulary import cpu as _cpu
 _cpu.apply_max_isa()
 from normconf import adapters
 adapter = adapters.get(sys.argv[1])

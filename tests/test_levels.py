@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from normconf import adapters
-from normconf.conformance import divergences, levels
-from normconf.conformance.strategies import Case
+from normconf.conformance import divergences
+from normconf.vocabulary import levels
+from normconf.vocabulary.case import Case
 
 ROWS = np.array([[1.0, 2.0, 4.0, 8.0], [3.0, -1.0, 0.5, 2.0]])
 
@@ -92,7 +93,8 @@ def test_a_plugin_and_a_framework_get_the_same_range_limit(textbook_layer_norm):
 
 def _agrees(entry, case, y) -> bool:
     from normconf import reference as R
-    from normconf.conformance import checks, models
+    from normconf.conformance import checks
+    from normconf.vocabulary import models
 
     want = R.layer_norm(case.x, **case.params)
     bound, _ = checks.budget(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from normconf.conformance import checks
-from normconf.conformance import divergences as D
-from normconf.conformance.models import Observation, reference_value
-from normconf.conformance.strategies import Case
 from normconf.reference import RunningStats
+from normconf.vocabulary import OFFSET_ROWS, one_pass_model
+from normconf.vocabulary.case import Case
+from normconf.vocabulary.models import Observation, reference_value
 
 
 @pytest.mark.clause("BN.D8", "NUM.N5")
@@ -18,8 +18,8 @@ def test_a_one_pass_model_does_not_excuse_an_eval_step(clip):
     """Eval with running statistics computes no batch variance: on offset rows, where the one-pass
     models' near-zero envelope allows any answer in training, an eval output 2.8e3 times its budget off
     is not what the model computes; the same offset in training is still excused there."""
-    model = D.one_pass_model("float32", clip=clip)
-    x = D.OFFSET_ROWS.T.copy()
+    model = one_pass_model("float32", clip=clip)
+    x = OFFSET_ROWS.T.copy()
     state = RunningStats(np.full(1, 1e4), np.full(1, 0.125), 3)
     for training in (False, True):
         case = Case(

@@ -13,7 +13,7 @@ from normconf import adapters
 from normconf import reference as R
 from normconf.adapters import plugin
 from normconf.adapters.base import Unsupported
-from normconf.conformance.tolerances import reference_budget, relative_error
+from normconf.vocabulary.tolerances import reference_budget, relative_error
 
 LAYER_NORM = """
 import numpy as np

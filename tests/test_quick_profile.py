@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from normconf import adapters
-from normconf.adapters import _cpu
 from normconf.reports import results
+from normconf.vocabulary import cpu as _cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "conformance.yml"

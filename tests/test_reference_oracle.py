@@ -14,7 +14,7 @@ from cases import (
     initial_state,
 )
 
-from normconf.conformance.tolerances import reference_budget, relative_error
+from normconf.vocabulary.tolerances import reference_budget, relative_error
 
 
 def _inputs(case, kind, seed, plant_constant):

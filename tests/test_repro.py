@@ -12,9 +12,10 @@ import pytest
 
 from normconf import adapters
 from normconf.conformance import checks
-from normconf.conformance.divergences import KNOWN
+from normconf.conformance.divergences import KNOWN, framework_alone
 from normconf.conformance.harness import Cell, repro
-from normconf.conformance.strategies import Case
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
 
 
 def _entry(clause, adapter, shows_in):
@@ -36,7 +37,7 @@ def test_a_repro_run_alone_reproduces_the_failure(clause, adapter, shows_in, tmp
     if shows_in == "gradient" and case.cotangent is None:
         case = Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
     cell.failure = checks.Verdict(
-        clause, adapter, entry.norm, dtype, "y", checks.T.Comparison(1.0, 0.0, np.inf, 0.0, ()), "NUM.N5"
+        clause, adapter, entry.norm, dtype, "y", T.Comparison(1.0, 0.0, np.inf, 0.0, ()), "NUM.N5"
     )
     script = tmp_path / "repro.py"
     script.write_text(repro(cell, case), encoding="utf-8")
@@ -240,7 +241,7 @@ def _agree(adapter, norm, x, params, dtype, cotangent, outcome, printed) -> list
                     g
                     for g in grads
                     if g.size == ours.size
-                    and checks.T.compare(g.reshape(ours.shape), ours, bounds[key], dtype).passed
+                    and T.compare(g.reshape(ours.shape), ours, bounds[key], dtype).passed
                 ),
                 None,
             )
@@ -361,7 +362,7 @@ def test_a_framework_bug_has_a_framework_alone_repro_that_still_shows_it(entry):
     case, dtype = entry.example_as_run()
     for name in names:
         adapter = adapters.get(name)
-        script = entry.framework_alone(name)
+        script = framework_alone(entry, name)
         assert script and "normconf" not in script, f"{entry.clause} in {name}: no framework-alone repro"
         done = subprocess.run(
             [sys.executable, "-c", RUN_SCRIPTS], input=json.dumps([script]), capture_output=True, text=True

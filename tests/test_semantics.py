@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from normconf import reference as R
-from normconf.conformance.tolerances import reference_budget, relative_error
+from normconf.vocabulary.tolerances import reference_budget, relative_error
 
 RNG = np.random.default_rng(7)
 
@@ -158,7 +158,7 @@ def test_biased_variance_normalizes():
 def test_statistics_precision_sets_the_honest_error():
     """Why the accumulation dtype is part of an adapter's declaration: the same inputs normalized
     honestly in float16 and float32 statistics differ from the reference by u16/u32 = 2^13 apart."""
-    from normconf.conformance.tolerances import standardized_in_dtype, unit_roundoff
+    from normconf.vocabulary.tolerances import standardized_in_dtype, unit_roundoff
 
     x = RNG.normal(0.0, 1.0, size=(8, 64))
     exact = R.layer_norm(x, eps=1e-5)
@@ -374,7 +374,7 @@ def _one_pass_layer_norm(x, eps, dtype, clip):
 @pytest.mark.clause("BN.D4", "BN.D8", "LN.D4", "GN.D4")
 @pytest.mark.parametrize("clip", [True, False], ids=["clipped(flax)", "unclipped(haiku,onnx)"])
 def test_one_pass_variance_fails_where_two_pass_float32_does_not(clip):
-    from normconf.conformance.tolerances import standardized_in_dtype
+    from normconf.vocabulary.tolerances import standardized_in_dtype
 
     x = 1e4 + RNG.normal(size=(8, 64))
     reference = R.layer_norm(x, eps=1e-5)

@@ -13,9 +13,9 @@ import pytest
 import normconf.conformance as suite
 from normconf import adapters
 from normconf.conformance import strategies
-from normconf.conformance.checks import statistic_view
 from normconf.reference import NORMS
 from normconf.reference.lp_normalize import lp_norm
+from normconf.vocabulary.budgets import statistic_view
 
 AXES_NORMS = tuple(name for name, record in NORMS.items() if record.statistics == "axes")
 

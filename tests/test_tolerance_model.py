@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from normconf import reference as R
-from normconf.conformance import tolerances as T
+from normconf.vocabulary import tolerances as T
 
 RNG = np.random.default_rng(11)
 
@@ -93,7 +93,7 @@ def test_comparison_records_worst_element_budget_and_ulps():
 
 def test_a_wrongly_shaped_answer_fails_everywhere():
     """NUM.N7: an output of the wrong shape is a failed comparison (worst error inf), never broadcast."""
-    from normconf.conformance import tolerances as T
+    from normconf.vocabulary import tolerances as T
 
     verdict = T.compare(np.zeros((3, 3)), np.zeros((3, 1)), np.ones((3, 1)), "float64")
     assert not verdict.passed and verdict.worst_error == np.inf

@@ -6,16 +6,18 @@ from __future__ import annotations
 import numpy as np
 
 from normconf import reference as R
-from normconf.adapters._cpu import CpuDependency
-from normconf.conformance.checks import statistic_view
-from normconf.conformance.divergences import (
+from normconf.reference import RunningStats
+from normconf.vocabulary import (
     HALF_SQUARE_LIMIT,
     HUGE_ROW,
     OFFSET_ROWS,
     RSQRT_EXAMPLES,
     RSQRT_HELD,
+    SAFETY,
     Bounded,
+    Case,
     Computes,
+    CpuDependency,
     Divergence,
     Envelope,
     OneOf,
@@ -46,12 +48,10 @@ from normconf.conformance.divergences import (
     scale_along,
     squares_overflow,
     state_in_float32,
+    statistic_view,
     tiny,
     zero_over_zero,
 )
-from normconf.conformance.strategies import Case
-from normconf.conformance.tolerances import SAFETY
-from normconf.reference import RunningStats
 
 
 def _flax_one_pass(case: Case, dtype: str) -> bool:
@@ -134,7 +134,7 @@ _EQX_HUGE_COTANGENT = np.array(
 _XLA_PROMOTED_HALF = CpuDependency("xla", "avx512_fp16", present=False)
 
 
-# The models: what each JAX library computes where a divergence holds (conformance/models.py).
+# The models: what each JAX library computes where a divergence holds (vocabulary/models.py).
 def _ema_normalized(case: Case, dtype: str, which: str):
     """BN.D10: a training batch normalized by the running averages after this step's update; the first
     step (equinox's first_time) replaces the running state by the batch's statistics (momentum 1).

@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 
 from normconf import reference as R
-from normconf.conformance.divergences import (
+from normconf.reference import RunningStats
+from normconf.vocabulary import (
     HUGE_2X3,
     HUGE_ROW,
     LP_RSQRT_HELD,
@@ -16,6 +17,7 @@ from normconf.conformance.divergences import (
     RSQRT_EXAMPLES,
     RSQRT_HELD,
     SMALL_COTANGENT,
+    Case,
     Computes,
     Divergence,
     Envelope,
@@ -45,8 +47,6 @@ from normconf.conformance.divergences import (
     tiny,
     trailing_axes,
 )
-from normconf.conformance.strategies import Case
-from normconf.reference import RunningStats
 
 
 def _axes_of(case: Case) -> list[int]:
@@ -109,7 +109,7 @@ _NEARLY_CONSTANT_BATCH = np.array(
 )
 
 
-# The models: what each backend computes where a divergence holds (conformance/models.py).
+# The models: what each backend computes where a divergence holds (vocabulary/models.py).
 def _summed_to(array: np.ndarray, shape: tuple) -> np.ndarray:
     """`array` summed onto `shape` (the reverse of broadcasting `shape` to array's shape)."""
     lead = array.ndim - len(shape)

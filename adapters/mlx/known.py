@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from normconf.conformance.checks import statistic_view, uses_batch_stats
-from normconf.conformance.divergences import (
+from normconf.vocabulary import (
     RSQRT_HELD,
+    Case,
     Computes,
     Divergence,
     Envelope,
@@ -17,6 +17,7 @@ from normconf.conformance.divergences import (
     Simulated,
     affine_in_dtype,
     batch_stats,
+    dtype_of,
     eps_in,
     eps_underflows,
     groups_where,
@@ -31,11 +32,11 @@ from normconf.conformance.divergences import (
     standardized_as,
     statistic_held,
     statistic_mask,
+    statistic_view,
+    uses_batch_stats,
     values_per_statistic,
     xhat_rounding,
 )
-from normconf.conformance.models import dtype_of
-from normconf.conformance.strategies import Case
 
 
 def _statistics_dtype(case: Case, dtype: str) -> str:
@@ -93,7 +94,7 @@ def _half_sum_overflows(case: Case, dtype: str) -> bool:
 _HUGE = np.array([1e20, -3e20])
 
 
-# The models: what MLX computes where each divergence holds (conformance/models.py).
+# The models: what MLX computes where each divergence holds (vocabulary/models.py).
 def _float32_range_affected(case: Case, dtype: str, which: str):
     """LN.D9: forward, the groups whose mean square leaves float32's range; backward, those whose
     variance is beyond ~1e25, where rsqrt(v)/v underflows."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from normconf.conformance.checks import statistic_view
-from normconf.conformance.divergences import (
+from normconf.vocabulary import (
     HALF_SQUARE_LIMIT,
     MODERATE_ROWS,
+    SAFETY,
     Bounded,
+    Case,
     Computes,
     Divergence,
     Envelope,
@@ -19,6 +20,7 @@ from normconf.conformance.divergences import (
     Simulated,
     affine_in_dtype,
     batch_stats,
+    dtype_of,
     eps_in,
     groups_where,
     groups_where_any,
@@ -37,11 +39,9 @@ from normconf.conformance.divergences import (
     squares_overflow,
     state_held_in,
     state_past_half_example,
+    statistic_view,
     xhat_rounding,
 )
-from normconf.conformance.models import dtype_of
-from normconf.conformance.strategies import Case
-from normconf.conformance.tolerances import SAFETY
 
 from .adapters import MVN_EPS
 
@@ -50,7 +50,7 @@ def _float32_inexact(value: float) -> bool:
     return float(np.float32(value)) != value
 
 
-# The models: what each ONNX implementation computes where a divergence holds (conformance/models.py).
+# The models: what each ONNX implementation computes where a divergence holds (vocabulary/models.py).
 def _rms_in_input_dtype(case: Case, dtype: str, which: str):
     """RMS.D4: onnx.reference's RMSNormalization as NumPy computes it: the squares and their mean in the
     input dtype; eps a float32 scalar (the evaluator reads FLOAT attributes as np.float32), so under

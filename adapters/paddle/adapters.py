@@ -20,8 +20,9 @@ from fractions import Fraction
 import numpy as np
 
 from normconf.reference import Grads, RunningStats
+from normconf.vocabulary import cpu as _cpu
 
-from .. import _cpu, _isolated, _repro
+from .. import _isolated, _repro
 from ..base import (
     Adapter,
     Convention,

@@ -6,17 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 from normconf import reference as R
-from normconf.conformance.checks import statistic_view
-from normconf.conformance.divergences import (
+from normconf.reference.lp_normalize import lp_norm
+from normconf.vocabulary import (
     LP_GRADIENT_OUT_OF_RANGE,
     OFFSET_ROWS,
+    Case,
     Computes,
     Divergence,
     Envelope,
     OneOf,
     Simulated,
+    dtype_of,
+    finfo,
     lp_in_dtype,
-    lp_norm,
     lrn_power_derivative_underflows,
     min_norm,
     one_pass_exceeds_budget,
@@ -25,16 +27,15 @@ from normconf.conformance.divergences import (
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
+    reference_value,
     rows_out_of_range,
     scale_along,
     squares_overflow,
     statistic_held,
+    statistic_view,
     underflowing_derivative_windows,
     zero_over_zero,
 )
-from normconf.conformance.models import dtype_of, reference_value
-from normconf.conformance.strategies import Case
-from normconf.conformance.tolerances import finfo
 
 
 def _p_norm_backward(case: Case, dtype: str) -> bool:
@@ -52,7 +53,7 @@ def _power_of_two(size: int) -> bool:
     return size & (size - 1) == 0
 
 
-# The models: what Paddle computes where each divergence holds (conformance/models.py).
+# The models: what Paddle computes where each divergence holds (vocabulary/models.py).
 def _unchanged(case: Case, dtype: str, which: str):
     """BN.D16: y = x, the running statistics as they were, dx = g - and no affine applied, so dscale
     and doffset are 0 (measured with paddle 3.3.1: doffset 0 where the spec's is the cotangent)."""

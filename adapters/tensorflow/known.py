@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from normconf.adapters._cpu import CpuDependency
-from normconf.conformance.checks import statistic_view
-from normconf.conformance.divergences import (
+from normconf.vocabulary import (
     HALF_SQUARE_LIMIT,
     HUGE_2X3,
     LP_GRADIENT_OUT_OF_RANGE,
+    SAFETY,
     SMALL_COTANGENT,
     Bounded,
+    Case,
     Computes,
+    CpuDependency,
     Divergence,
     Envelope,
     OneOf,
@@ -21,6 +22,7 @@ from normconf.conformance.divergences import (
     Reference,
     Simulated,
     batch_stats,
+    dtype_of,
     eps_in,
     eps_underflows,
     groups_where,
@@ -41,12 +43,10 @@ from normconf.conformance.divergences import (
     scale_along,
     squares_overflow,
     statistic_held,
+    statistic_view,
     tf_moments_sums,
     underflowing_derivative_windows,
 )
-from normconf.conformance.models import dtype_of
-from normconf.conformance.strategies import Case
-from normconf.conformance.tolerances import SAFETY
 
 
 def _folded_overflow(case: Case, dtype: str) -> bool:
@@ -64,7 +64,7 @@ def _lrn_log_amplification(case: Case) -> bool:
     return beta * np.log(max(lrn_base_power(case) ** (1.0 / (beta + 1.0)), 1.0)) > SAFETY * (beta + 1.0)
 
 
-# The models: what TF computes where each divergence holds (conformance/models.py).
+# The models: what TF computes where each divergence holds (vocabulary/models.py).
 def _folded_in_half(case: Case, dtype: str, which: str):
     """BN.D18: tf.nn.batch_normalization in the input dtype on float32 moments rounded to it:
     inv = rsqrt(var + eps) * scale, y = x * inv + (offset - mean * inv), each step rounded."""

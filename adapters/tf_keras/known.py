@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from normconf.adapters._cpu import CpuDependency
-from normconf.conformance.divergences import (
+from normconf.reference import RunningStats
+from normconf.vocabulary import (
     LP_GRADIENT_OUT_OF_RANGE,
     LP_RSQRT_HELD,
+    Case,
+    CpuDependency,
     Divergence,
     Envelope,
     OneOf,
@@ -33,8 +35,6 @@ from normconf.conformance.divergences import (
     tf_rsqrt_grad,
     tiny,
 )
-from normconf.conformance.strategies import Case
-from normconf.reference import RunningStats
 
 
 def _decay(case: Case) -> float:
@@ -43,7 +43,10 @@ def _decay(case: Case) -> float:
 
 
 def _decay_rounded(case: Case, dtype: str) -> bool:
-    """BN.D24: a float64 training step whose decay is not a float32 number (float64 is never fused)."""
+    """BN.D24: a float64 training step whose decay is not a float32 number (float64 is never fused); a
+    cumulative average (momentum None) has no decay to round."""
+    if param(case, "momentum") is None:
+        return False
     return float64_running_update(case, dtype) and _decay(case) != param(case, "momentum")
 
 

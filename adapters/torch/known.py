@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from normconf import reference as R
-from normconf.conformance.checks import statistic_view
-from normconf.conformance.divergences import (
+from normconf.vocabulary import (
     LP_GRADIENT_OUT_OF_RANGE,
+    Case,
     Computes,
     Divergence,
     Envelope,
@@ -33,10 +33,10 @@ from normconf.conformance.divergences import (
     squares_overflow,
     statistic_held,
     statistic_mask,
+    statistic_view,
     underflowing_derivative_windows,
     zero_over_zero,
 )
-from normconf.conformance.strategies import Case
 
 
 def _half_rstd_overflows(case: Case, dtype: str) -> bool:
@@ -62,7 +62,7 @@ def _rstd_scaled_input_overflows(case: Case, dtype: str) -> bool:
     return (max_abs(case) * float(np.max(rstd, initial=0.0))) ** 2 > huge(dtype)
 
 
-# The models: what PyTorch computes where each divergence holds (conformance/models.py).
+# The models: what PyTorch computes where each divergence holds (vocabulary/models.py).
 _RSTD_OVERFLOW = Envelope(groups_where_var_below(lambda dtype: 2.0**-32))  # 1/sqrt(v + eps) = inf in half
 
 

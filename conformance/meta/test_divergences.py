@@ -10,11 +10,13 @@ import pytest
 
 from normconf import adapters
 from normconf.envs import release_of
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.models import KINDS, Observation, quantity
 
 from .. import checks
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
-from ..models import KINDS, Observation, quantity
 
 
 def observe(name, entry, perturb=None):
@@ -45,11 +47,13 @@ def observe(name, entry, perturb=None):
     if entry.shows_in == "state":
         expected = reference_or_reject(case).state
         ref_state = case.params["state"]
-        n = checks.reduction_length(entry.norm, case.x, case.params)
-        scales = checks.state_error_scales(entry.norm, case.x, case.params, acc)  # as the suite judges states
+        n = budgets.reduction_length(entry.norm, case.x, case.params)
+        scales = budgets.state_error_scales(
+            entry.norm, case.x, case.params, acc
+        )  # as the suite judges states
         for what in ("mean", "var"):
             want = getattr(expected, what)
-            bound = checks.T.running_stat_budget(
+            bound = T.running_stat_budget(
                 acc_dtype=acc,
                 out_dtype=dtype,
                 n=n,

@@ -23,11 +23,14 @@ from hypothesis.errors import Unsatisfiable
 from normconf import adapters
 from normconf.adapters.base import Outcome
 from normconf.reference import Grads, RunningStats
+from normconf.vocabulary import budgets
+from normconf.vocabulary import tolerances as T
+from normconf.vocabulary.case import Case
+from normconf.vocabulary.models import Observation, own_rounding, param
 
 from .. import checks, divergences, strategies
 from ..divergences import KNOWN
 from ..harness import reference_or_reject
-from ..models import Observation, own_rounding
 
 DRAWN = 3  # drawn cases per entry and adapter, beyond its own example
 
@@ -46,7 +49,7 @@ def shifted_running_variance(outcome, case, dtype, adapter):
 def eval_eps_ten_times(outcome, case, dtype, adapter):
     if case.params.get("state") is None or case.params.get("training", True):
         return None
-    eps = divergences.param(case, "eps")
+    eps = param(case, "eps")
     return adapter.run(case.norm, case.x, {**case.params, "eps": 10 * eps}, dtype=dtype, cotangent=None)
 
 
@@ -85,11 +88,11 @@ def _observations(name, norm, case, dtype, outcome: Outcome, gradient: bool, eve
         bound = checks.budget(norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
         verdicts.append(checks.check("", name, norm, dtype, "y", outcome.y, want, bound, {}))
         if outcome.state is not None and getattr(expected, "state", None) is not None:
-            n = checks.reduction_length(norm, case.x, case.params)
-            scales = checks.state_error_scales(norm, case.x, case.params, acc)
+            n = budgets.reduction_length(norm, case.x, case.params)
+            scales = budgets.state_error_scales(norm, case.x, case.params, acc)
             for what in ("mean", "var"):
                 ref = getattr(expected.state, what)
-                state_bound = checks.T.running_stat_budget(
+                state_bound = T.running_stat_budget(
                     acc_dtype=acc,
                     out_dtype=dtype,
                     n=n,
@@ -193,7 +196,7 @@ def test_a_perturbed_answer_on_the_entrys_example_is_a_finding(entry, name):
     case, dtype = entry.example()
     gradient = entry.shows_in == "gradient"
     if gradient and case.cotangent is None:
-        case = strategies.Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
+        case = Case(case.norm, case.x, case.params, case.kind, cotangent=np.full_like(case.x, 0.3))
     adapter = adapters.get(name)
     outcome = _outcome(adapter, case, dtype, gradient)
     if outcome is None:
@@ -218,7 +221,7 @@ def test_a_perturbed_answer_on_drawn_cases_is_a_finding(entry, name):
         case = data.draw(strategies.case(entry.norm, declaration, dtype), label="case")
         if gradient:
             g = np.random.default_rng(0).normal(size=case.x.shape)
-            case = strategies.Case(case.norm, case.x, case.params, case.kind, cotangent=g)
+            case = Case(case.norm, case.x, case.params, case.kind, cotangent=g)
         assume(entry.applies(case, dtype))
         outcome = _outcome(adapter, case, dtype, gradient)
         assume(outcome is not None)

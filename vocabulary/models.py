@@ -36,7 +36,7 @@ import numpy as np
 from normconf import reference as R
 
 from . import tolerances as T
-from .strategies import Case
+from .case import Case
 
 KINDS = ("semantic", "precision", "special")
 QUANTITIES = ("y", "mean", "var", "x", "scale", "offset", "raised")

@@ -14,7 +14,7 @@ import numpy as np
 from normconf import reference as R
 from normconf.reference.local_response_norm import window, window_sum
 
-from .checks import statistic_view, uses_batch_stats
+from .budgets import statistic_view, uses_batch_stats
 from .tolerances import finfo
 
 # strongest first: the matrix colours a cell by the first of these that fails or diverges

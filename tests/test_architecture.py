@@ -1,0 +1,133 @@
+"""Imports flow one way between the top-level packages: reference <- vocabulary <- adapters <- conformance
+<- reports <- the command line. Every import is read from the source (function-local ones included: a
+local import hides a cycle, it does not remove it)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# the folders mapped into the `normconf` namespace (pyproject.toml's package-dir), by their package name
+PACKAGES = {
+    "reference": "reference",
+    "spec": "spec",
+    "vocabulary": "vocabulary",
+    "adapters": "adapters",
+    "conformance": "conformance",
+    "reports": "reports",
+}
+
+
+# the suite's own tests (meta-tests, the mutation corpus) use everything above it, as tests/ does
+META = "conformance.meta"
+
+
+def _node(module: str) -> str | None:
+    """The graph node a `normconf...` module belongs to: its top-level package (the suite's meta-tests
+    apart), or the root module itself (normconf.cli, normconf.envs, ...); None outside the project."""
+    parts = module.split(".")
+    if parts[0] != "normconf":
+        return None
+    if len(parts) == 1:
+        return "normconf"
+    if parts[1:3] == ["conformance", "meta"]:
+        return META
+    return parts[1] if parts[1] in PACKAGES else f"normconf.{parts[1]}"
+
+
+def _sources():
+    """(node, dotted name of the importing module's package, path) of every project module."""
+    for package, folder in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT / folder).with_suffix("").parts
+            dotted = ".".join(("normconf", package, *rel[:-1]))
+            yield _node(dotted + ".x") if rel[:-1] else package, dotted, path
+    for path in sorted((ROOT / "normconf").glob("*.py")):
+        node = "normconf" if path.stem == "__init__" else f"normconf.{path.stem}"
+        yield node, "normconf", path
+
+
+def _imports(package: str, path: Path):
+    """Every `normconf...` module `path` imports, wherever the import statement stands."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module == "normconf":  # `from normconf import reference` names a package or module
+                for alias in node.names:
+                    named = alias.name in PACKAGES or (ROOT / "normconf" / f"{alias.name}.py").exists()
+                    yield f"normconf.{alias.name}" if named else "normconf"
+            else:
+                yield module
+
+
+def _graph() -> dict[str, dict[str, list[str]]]:
+    """node -> imported node -> the files (relative paths) whose imports make that edge."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for node, package, path in _sources():
+        for module in _imports(package, path):
+            target = _node(module)
+            if target is not None and target != node:
+                graph.setdefault(node, {}).setdefault(target, []).append(str(path.relative_to(ROOT)))
+    return graph
+
+
+def _cycle(graph) -> list[str] | None:
+    """One cycle of the graph as its nodes in order, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph.get(node, {})):
+            if state.get(target) == 1:
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_the_top_level_packages():
+    graph = _graph()
+    cycle = _cycle(graph)
+    where = (
+        [f"{a} -> {b}: {sorted(set(graph[a][b]))[:3]}" for a, b in zip(cycle, cycle[1:], strict=False)]
+        if cycle
+        else []
+    )
+    assert cycle is None, "import cycle " + " -> ".join(cycle) + "\n" + "\n".join(where)
+
+
+@pytest.mark.parametrize("node", ["reference", "vocabulary"])
+def test_the_lower_packages_import_none_above_them(node):
+    """The spec in code and the vocabulary stand alone: reference imports no other project package, the
+    vocabulary only reference (and the environment facts of normconf.envs)."""
+    allowed = {"reference": set(), "vocabulary": {"reference", "normconf.envs"}}[node]
+    above = {target: files for target, files in _graph().get(node, {}).items() if target not in allowed}
+    assert not above, f"{node} imports {above}"
+
+
+def test_a_familys_known_divergences_import_only_the_vocabulary():
+    """adapters/<family>/known.py speaks the vocabulary (and the reference): never the suite."""
+    for path in sorted((ROOT / "adapters").glob("*/known.py")):
+        package = "normconf.adapters." + path.parent.name
+        targets = {_node(m) for m in _imports(package, path)} - {None, "adapters"}
+        assert targets <= {"vocabulary", "reference"}, f"{path.relative_to(ROOT)} imports {targets}"
