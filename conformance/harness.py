@@ -24,7 +24,7 @@ from normconf.vocabulary import levels, models
 from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
 
-from . import clock, divergences
+from . import checks, clock, divergences
 from .checks import Verdict
 
 
@@ -211,8 +211,6 @@ def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dic
     """What a repro runs: the example through the adapter and the reference (the VJP's, given the
     output cotangent `g`), both answers and the verdict under the suite's budget printed; 1 when the
     comparison fails, so a repro of a failure fails."""
-    from . import checks
-
     adapter = adapters.get(adapter_name)
     acc = adapter.declarations[norm].accumulation.get(dtype, dtype)
     if g is not None:
@@ -312,6 +310,39 @@ class Cell:
     def _repr_pretty_(self, printer, cycle) -> None:
         """Short, as hypothesis prints a covering example's arguments (the whole record would cost ms)."""
         printer.text(f"Cell({self.adapter!r}, {self.norm!r}, {self.dtype!r}, {self.prop!r})")
+
+    def check(
+        self,
+        *,
+        clause: str,
+        what: str,
+        actual,
+        expected,
+        budget: tuple,
+        case: Case,
+        diagnose=None,
+        also: tuple = (),
+        explained_by: Case | None = None,
+        observed: tuple = (),
+    ) -> Verdict:
+        """One comparison of this cell, settled: `actual` against `expected` under `budget` ((bound,
+        basis), as checks.budget gives it), recorded for `case` (see settle for `also`, `explained_by`
+        and `observed`); `diagnose(actual, bound)` may name what explains a failure. The one call shape
+        every property uses."""
+        verdict = checks.check(
+            clause,
+            self.adapter,
+            self.norm,
+            self.dtype,
+            what,
+            actual,
+            expected,
+            budget,
+            case.describe(),
+            diagnose=diagnose,
+        )
+        self.settle(verdict, case, also=also, explained_by=explained_by, observed=observed)
+        return verdict
 
     def settle(
         self,

@@ -56,19 +56,13 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, x, params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(
-        checks.check(
-            NORMS[target.norm].clauses.defaults,
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "default y",
-            outcome.y,
-            y_ref,
-            bound,
-            case.describe(),
-        ),
-        case,
+    cell.check(
+        clause=NORMS[target.norm].clauses.defaults,
+        what="default y",
+        actual=outcome.y,
+        expected=y_ref,
+        budget=bound,
+        case=case,
     )
     if outcome.state is not None and getattr(expected, "state", None) is not None:
         n = budgets.reduction_length(target.norm, x, params)
@@ -86,17 +80,11 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
                 ),
                 "NUM.N5",
             )
-            cell.settle(
-                checks.check(
-                    "BN.D2",
-                    target.adapter,
-                    target.norm,
-                    target.dtype,
-                    f"default state.{what}",
-                    getattr(outcome.state, what),
-                    want,
-                    state_bound,
-                    case.describe(),
-                ),
-                case,
+            cell.check(
+                clause="BN.D2",
+                what=f"default state.{what}",
+                actual=getattr(outcome.state, what),
+                expected=want,
+                budget=state_bound,
+                case=case,
             )

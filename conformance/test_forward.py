@@ -41,18 +41,14 @@ def test_forward_matches_reference(target, cell, data):
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    verdict = checks.check(
-        clause,
-        target.adapter,
-        target.norm,
-        target.dtype,
-        "y",
-        outcome.y,
-        y_ref,
-        bound,
-        case.describe(),
+    cell.check(
+        clause=clause,
+        what="y",
+        actual=outcome.y,
+        expected=y_ref,
+        budget=bound,
+        case=case,
         diagnose=lambda actual, b: diagnosis.explain(
             target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
         ),
     )
-    cell.settle(verdict, case)

@@ -32,18 +32,14 @@ def test_gradients_match_reference_vjp(target, cell, data):
         target.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=target.dtype, seed=seed
     )
     for key, bound in bounds.items():
-        verdict = checks.check(
-            clause,
-            target.adapter,
-            target.norm,
-            target.dtype,
-            f"d{key}",
-            getattr(outcome.grads, key),
-            want[key],
-            (bound, "NUM.N8"),
-            case.describe(),
+        cell.check(
+            clause=clause,
+            what=f"d{key}",
+            actual=getattr(outcome.grads, key),
+            expected=want[key],
+            budget=(bound, "NUM.N8"),
+            case=case,
             diagnose=lambda actual, b, key=key: diagnosis.explain(
                 target.norm, case.x, case.params, actual, lambda r: getattr(r, key), b, target.dtype, vjp_of=g
             ),
         )
-        cell.settle(verdict, case)

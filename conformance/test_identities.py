@@ -57,19 +57,13 @@ def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b, 
     bound = _budget(target, case_a) + _budget(target, case_b)
     observed = tuple(Observation(c, "y", y, _budget(target, c)) for c, y in runs)
     # settle on the transformed case: divergences that depend on the input (conditioning) see it
-    cell.settle(
-        checks.check(
-            clause,
-            target.adapter,
-            target.norm,
-            target.dtype,
-            what,
-            y_b,
-            y_a,
-            (bound, "NUM.N5"),
-            case_b.describe(),
-        ),
-        case_b,
+    cell.check(
+        clause=clause,
+        what=what,
+        actual=y_b,
+        expected=y_a,
+        budget=(bound, "NUM.N5"),
+        case=case_b,
         also=(case_a,),
         observed=observed,
     )

@@ -75,20 +75,14 @@ def test_state_after_steps_then_eval(target, cell, data):
             explain = lambda actual, b, what=what, case=ref_case: diagnosis.explain(  # noqa: E731
                 target.norm, case.x, case.params, actual, lambda r: getattr(r.state, what), b, target.dtype
             )
-            cell.settle(
-                checks.check(
-                    clause,
-                    target.adapter,
-                    target.norm,
-                    target.dtype,
-                    f"step {step + 1} state.{what}",
-                    got,
-                    want,
-                    bound,
-                    ref_case.describe(),
-                    diagnose=explain,
-                ),
-                ref_case,
+            cell.check(
+                clause=clause,
+                what=f"step {step + 1} state.{what}",
+                actual=got,
+                expected=want,
+                budget=bound,
+                case=ref_case,
+                diagnose=explain,
                 # a divergence's model starts from the state the framework itself held
                 observed=(Observation(fw_case, what, got, bound[0]),),
             )
@@ -110,17 +104,11 @@ def test_state_after_steps_then_eval(target, cell, data):
     bound = checks.budget(
         target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype
     )
-    cell.settle(
-        checks.check(
-            eval_clause,
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "eval y",
-            outcome.y,
-            expected.y,
-            bound,
-            ref_case.describe(),
-        ),
-        ref_case,
+    cell.check(
+        clause=eval_clause,
+        what="eval y",
+        actual=outcome.y,
+        expected=expected.y,
+        budget=bound,
+        case=ref_case,
     )

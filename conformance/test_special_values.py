@@ -40,22 +40,16 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
     outcome = run_or_reject(cell, case, "NUM.N9")
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, clean.x, clean.params, y_clean, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(
-        checks.check(
-            "NUM.N9",
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "y",
-            outcome.y,
-            y_ref,
-            bound,
-            case.describe(),
-            diagnose=lambda actual, b: diagnosis.explain(
-                target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
-            ),
+    cell.check(
+        clause="NUM.N9",
+        what="y",
+        actual=outcome.y,
+        expected=y_ref,
+        budget=bound,
+        case=case,
+        diagnose=lambda actual, b: diagnosis.explain(
+            target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
         ),
-        case,
         explained_by=clean,
     )
 
@@ -70,19 +64,13 @@ def test_an_empty_batch_gives_an_empty_output(target, cell, data):
     case = Case(target.norm, drawn.x[:0], drawn.params, drawn.kind)
     y_ref = getattr(expected := reference_or_reject(case), "y", expected)  # a batch axis normalized over: C1
     outcome = run_or_reject(cell, case, "NUM.N9")
-    cell.settle(
-        checks.check(
-            "NUM.N9",
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "y",
-            outcome.y,
-            y_ref,
-            (np.zeros(y_ref.shape), "NUM.N9"),
-            case.describe(),
-        ),
-        case,
+    cell.check(
+        clause="NUM.N9",
+        what="y",
+        actual=outcome.y,
+        expected=y_ref,
+        budget=(np.zeros(y_ref.shape), "NUM.N9"),
+        case=case,
     )
 
 
@@ -127,17 +115,11 @@ def test_eps_0_on_a_constant_group_is_nan_there(target, cell, data):
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     with np.errstate(all="ignore"):  # the constant group's conditioning is 0/0 there, as its answer
         bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(
-        checks.check(
-            "NUM.N9",
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "y",
-            outcome.y,
-            y_ref,
-            bound,
-            case.describe(),
-        ),
-        case,
+    cell.check(
+        clause="NUM.N9",
+        what="y",
+        actual=outcome.y,
+        expected=y_ref,
+        budget=bound,
+        case=case,
     )

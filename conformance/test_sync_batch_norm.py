@@ -44,19 +44,13 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
     outcome = run_or_reject(cell, case, "SBN.N1")
     acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget("batch_norm", case.x, single, expected.y, acc_dtype=acc, out_dtype=target.dtype)
-    cell.settle(
-        checks.check(
-            "SBN.N1",
-            target.adapter,
-            target.norm,
-            target.dtype,
-            "y",
-            outcome.y,
-            expected.y,
-            bound,
-            case.describe(),
-        ),
-        case,
+    cell.check(
+        clause="SBN.N1",
+        what="y",
+        actual=outcome.y,
+        expected=expected.y,
+        budget=bound,
+        case=case,
     )
     if expected.state is not None and case.params.get("training", True):
         n = budgets.reduction_length("batch_norm", case.x, single)
@@ -74,19 +68,13 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
                 ),
                 "NUM.N5",
             )
-            cell.settle(
-                checks.check(
-                    "SBN.S3",
-                    target.adapter,
-                    target.norm,
-                    target.dtype,
-                    f"state.{what}",
-                    getattr(outcome.state, what),
-                    want,
-                    bound,
-                    case.describe(),
-                ),
-                case,
+            cell.check(
+                clause="SBN.S3",
+                what=f"state.{what}",
+                actual=getattr(outcome.state, what),
+                expected=want,
+                budget=bound,
+                case=case,
             )
 
 
