@@ -1,7 +1,10 @@
 """The JAX family: flax (linen, nnx), dm-haiku and equinox.
 
-The family's folder: `adapters.py` holds its declarations (each fact with the source it was read from,
-pinned to a release), its runtime and its adapters (flax.linen, flax.nnx, haiku, equinox), each with its
-measured `cost`; `known.py` holds its known divergences, sorted by clause. The adapters are registered
-by name as entry points of the group `normconf.adapters` in pyproject.toml.
+One module per library - `linen.py`, `nnx.py`, `haiku.py`, `equinox.py` - over what they share
+(`common.py`: the base adapter, isolation and 64-bit mode, the jitted plan's execution and rendering),
+the JAX plumbing (`runtime.py`: `ModulePlan`, one `jax.jit` per program, gradients by `jax.vjp` inside
+it) and the declarations (`declarations.py`: each fact with the source it was read from, pinned to a
+release). JAX is imported only when a layer runs; float64 switches `jax_enable_x64` on first.
+`known.py` holds the family's known divergences, sorted by clause. The adapters are registered by name
+as entry points of the group `normconf.adapters` in pyproject.toml.
 """
