@@ -116,3 +116,10 @@ def explain(norm: str, x: np.ndarray, params: dict, actual, pick, bound, dtype: 
                 f"conventions={{{declared}}}"
             )
     return ""
+
+
+def of_output(norm: str, case, dtype: str):
+    """A check's `diagnose(actual, bound)` for a forward output y: `explain` on the case's own input."""
+    return lambda actual, bound: explain(
+        norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), bound, dtype
+    )

@@ -48,7 +48,5 @@ def test_forward_matches_reference(target, cell, data):
         expected=y_ref,
         budget=bound,
         case=case,
-        diagnose=lambda actual, b: diagnosis.explain(
-            target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
-        ),
+        diagnose=diagnosis.of_output(target.norm, case, target.dtype),
     )

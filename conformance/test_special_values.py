@@ -47,9 +47,7 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
         expected=y_ref,
         budget=bound,
         case=case,
-        diagnose=lambda actual, b: diagnosis.explain(
-            target.norm, case.x, case.params, actual, lambda r: getattr(r, "y", r), b, target.dtype
-        ),
+        diagnose=diagnosis.of_output(target.norm, case, target.dtype),
         explained_by=clean,
     )
 

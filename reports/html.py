@@ -35,14 +35,8 @@ from .results import (
 
 TITLES = {name: norm.title for name, norm in RECORDS.items()}
 SHORT = {"expected divergence": "divergence", "unsupported": "unsupp."}  # matrix cells stay narrow
-SHOWN = (
-    "error",
-    "protocol error",
-    "crashed",
-    "timed out",
-    "finding",
-    "expected divergence",
-)  # verdicts that get a card with example and repro
+# verdicts that get a card with example and repro: every one from the worst down to an expected divergence
+SHOWN = tuple(SEVERITY[: SEVERITY.index("expected divergence") + 1])
 
 
 def _environment() -> Environment:
