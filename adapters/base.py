@@ -276,7 +276,7 @@ class Adapter:
         omit = tuple(DIVISOR_CONVENTIONS) if norm in DIVISOR_NORMS else ()  # checked above, implicit now
         return np.asarray(x, dtype=np.float64), Params(norm, params, omit)
 
-    def _run(self, norm: str, x: np.ndarray, params: dict, dtype: str, cotangent) -> Outcome | plan.Planned:
+    def _run(self, norm: str, x: np.ndarray, params: Params, dtype: str, cotangent) -> Outcome | plan.Planned:
         """Dispatch to the `_run_<norm>` method (a plug-in may run every norm in one method instead): an
         Outcome, or a Planned call that `run` executes and `framework_repro` renders."""
         return getattr(self, f"_run_{norm}")(x, params, dtype, cotangent)

@@ -49,9 +49,10 @@ def as_axis(axis, ndim: int, clause: str, name: str) -> int:
     """A single axis in [-ndim, ndim), returned non-negative."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise ClauseError(clause, name, f"must be an integer axis, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < ndim:
         raise ClauseError(clause, name, f"axis {axis} is out of range for rank {ndim}")
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def as_axes(axes, ndim: int, clause: str, name: str = "axes") -> tuple[int, ...]:
@@ -106,6 +107,14 @@ def as_param(value, shape: tuple[int, ...], clause: str, name: str) -> np.ndarra
     arr = as_input(value, clause, min_rank=0, name=name)
     if arr.shape != tuple(shape):
         raise ClauseError(clause, name, f"must have shape {tuple(shape)}, got {arr.shape}")
+    return arr
+
+
+def as_required_param(value, shape: tuple[int, ...], clause: str, name: str) -> np.ndarray:
+    """A parameter that must be given (a running statistic the call reads)."""
+    arr = as_param(value, shape, clause, name)
+    if arr is None:
+        raise ClauseError(clause, name, f"must be an array of shape {tuple(shape)}, got None")
     return arr
 
 
@@ -257,7 +266,7 @@ class Standardized:
 
     xhat: np.ndarray
     divisor: np.ndarray
-    moments: Moments
+    moments: Moments | None  # None where the statistics are running ones (BN eval)
     slope: np.ndarray | float
 
 
@@ -274,7 +283,7 @@ def standardized(
     k = m.n / (m.n - 1) if normalize_var == "unbiased" else 1.0
     if eps_placement == "inside_sqrt":
         divisor = root_mean_square(m.centred, axes, eps, mean_sq=k * m.var, factor=k)
-        slope = k
+        slope: np.ndarray | float = k
     else:
         root = root_mean_square(m.centred, axes, 0.0, mean_sq=k * m.var, factor=k)
         divisor = root + eps

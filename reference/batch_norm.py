@@ -58,8 +58,8 @@ def check_state(state, channels: int, clause: str) -> RunningStats | None:
     if not isinstance(state, RunningStats):
         raise c.ClauseError(clause, "state", f"must be a RunningStats or None, got {type(state).__name__}")
     return RunningStats(
-        c.as_param(state.mean, (channels,), clause, "state.mean"),
-        c.as_param(state.var, (channels,), clause, "state.var"),
+        c.as_required_param(state.mean, (channels,), clause, "state.mean"),
+        c.as_required_param(state.var, (channels,), clause, "state.var"),
         c.as_count(state.num_batches_tracked, clause, "state.num_batches_tracked", low=0),
     )
 
@@ -186,6 +186,7 @@ def batch_norm(
     xhat, m = s.xhat, s.moments
     new_state = k.state
     if training and k.state is not None:
+        assert m is not None, "training normalizes with the batch's moments"
         var = c.bessel(m.var, m.n) if k.running_var == "unbiased" else m.var
         new_state = update_running_stats(k.state, m.mean.reshape(-1), var.reshape(-1), k.momentum)
     return Result(c.affine(xhat, k.scale, k.offset, k.axis), new_state)

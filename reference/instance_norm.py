@@ -61,6 +61,7 @@ def instance_norm(
     xhat, m = s.xhat, s.moments
     new_state = k.state
     if training and k.state is not None:
+        assert m is not None, "training normalizes with the batch's moments"
         # Bessel's correction applies per instance (n = spatial size) before averaging (IN.S3).
         var = c.bessel(m.var, m.n) if k.running_var == "unbiased" else m.var
         new_state = update_running_stats(

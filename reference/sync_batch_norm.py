@@ -115,6 +115,7 @@ def sync_batch_norm(
     new_state = k.state
     if training and k.state is not None:
         m = s.moments
+        assert m is not None, "training normalizes with the batch's moments"
         var = c.bessel(m.var, m.n) if k.running_var == "unbiased" else m.var
         new_state = update_running_stats(k.state, m.mean.reshape(-1), var.reshape(-1), k.momentum)
     return Result(c.affine(s.xhat, k.scale, k.offset, k.axis), new_state)

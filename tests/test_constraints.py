@@ -30,6 +30,7 @@ VIOLATIONS = [
     ("BN.C4", "momentum", lambda: R.batch_norm(X3, state=STATE, momentum=1.5)),
     ("BN.C5", "scale", lambda: R.batch_norm(X3, scale=np.ones(4))),
     ("BN.C5", "state.var", lambda: R.batch_norm(X3, state=R.RunningStats(np.zeros(3), np.ones(2)))),
+    ("BN.C5", "state.mean", lambda: R.batch_norm(X3, state=R.RunningStats(None, np.ones(3)))),
     (
         "BN.C5",
         "state.num_batches_tracked",

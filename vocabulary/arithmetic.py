@@ -283,7 +283,7 @@ def one_pass_gradient_absolute(acc: str | None = None, float64_too: bool = False
     δ (|g| + mean|g| + |x̂| mean|g x̂|) / σ, scale included - the terms, not their cancelled sum."""
 
     def absolute(case: Case, dtype: str, which: str):
-        if which not in ("x", "scale") or not batch_stats(case) or not case.x.size:
+        if which not in ("x", "scale") or not batch_stats(case) or not case.x.size or case.cotangent is None:
             return None
         loss = one_pass_gradient_loss(acc, float64_too)(case, dtype)
         if which == "scale":  # dscale = sum of g x̂: each x̂ off by half the variance's relative error

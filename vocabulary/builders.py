@@ -4,7 +4,7 @@ constant groups at eps = 0 (NUM.D2), running and sequential sums (NUM.D3), and t
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -250,7 +250,7 @@ def squares_overflow(
             "NUM.D1",
             f"squares summed {where} overflow: the statistic is inf and the group normalizes to its "
             "offset (or NaN)",
-            applies=lambda case, dtype, affected=affected: bool(np.any(affected(case, dtype, "y"))),
+            applies=lambda case, dtype: bool(np.any(affected(case, dtype, "y"))),
             example=overflow_example(norm, "float32", rank, **params),
             model=Envelope(affected, SQUARES_ALLOWED, kind="special", base=base),
         )
@@ -428,7 +428,8 @@ def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str
         def build() -> tuple[Case, str]:
             # one channel (instance, row) of 10^5 values, contiguous: NUM.N6's yardstick sums it pairwise
             case, dtype = long_offset_rows(1)
-            x, params = case.x.reshape(2, -1, 1), {"channel_axis": -1, "eps": 1e-5}
+            x: np.ndarray = case.x.reshape(2, -1, 1)
+            params: dict[str, Any] = {"channel_axis": -1, "eps": 1e-5}
             if norm == "batch_norm":
                 x = x.reshape(-1, 1)
                 params.update(training=True, running_var="biased", momentum=0.0)

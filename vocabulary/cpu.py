@@ -169,7 +169,7 @@ def caps(environ=os.environ) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def _cpuinfo() -> tuple[str, frozenset[str]]:
     """(model name, every flag) from /proc/cpuinfo; elsewhere the platform's processor string and no flags."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), set[str]()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:

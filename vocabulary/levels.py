@@ -146,7 +146,7 @@ def states(records: list[dict]) -> dict[str, dict]:
     """{level: {"state": holds | limited | fails, "records": the ones that decide it}} over result
     records (a finding fails its level; a range limit limits range; any other divergence - a
     framework's - fails the level of its kind for a plug-in's verdict, and colours the matrix)."""
-    out = {level: {"state": HOLDS, "records": []} for level in LEVELS}
+    out: dict[str, dict] = {level: {"state": HOLDS, "records": []} for level in LEVELS}
     for r in records:
         level = r.get("level")
         if level not in out:

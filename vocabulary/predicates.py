@@ -135,8 +135,8 @@ def one_pass_standardized(
         mean = xd.mean(axis=axes, keepdims=True, dtype=dtype)
         var = (xd * xd).mean(axis=axes, keepdims=True, dtype=dtype) - mean * mean
         var = np.maximum(var, 0) if clip else var
-        eps = np.asarray(eps, dtype=dtype)
-        divisor = np.sqrt(var + eps) if placement == "inside_sqrt" else np.sqrt(var) + eps
+        eps_d = np.asarray(eps, dtype=dtype)
+        divisor = np.sqrt(var + eps_d) if placement == "inside_sqrt" else np.sqrt(var) + eps_d
         return ((xd - mean) / divisor).astype(np.float64)
 
 
