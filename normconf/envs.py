@@ -56,6 +56,8 @@ FAMILIES = {
     "keras": Family(("keras=={v}",), "keras", "keras", ("keras[numpy]",)),
     "torch": Family(("torch=={v}",), "torch", "torch", ("torch.functional", "torch.nn")),
     "tensorflow": Family(("tensorflow=={v}",), "tensorflow", "tensorflow", ("tf.nn", "tf.fused_batch_norm")),
+    # tf_keras releases follow TensorFlow's: tf-keras 2.21.0 runs on tensorflow 2.21.x
+    "tf-keras": Family(("tf-keras=={v}", "tensorflow~={v}"), "tf_keras", "tf-keras", ("tf_keras",)),
     "paddlepaddle": Family(
         ("paddlepaddle=={v}",), "paddle", "paddlepaddle", ("paddle.functional", "paddle.nn")
     ),
