@@ -43,7 +43,7 @@ from normconf.vocabulary import (
     xhat_rounding,
 )
 
-from .adapters import MVN_EPS
+from .declarations import MVN_EPS
 
 
 def _float32_inexact(value: float) -> bool:
