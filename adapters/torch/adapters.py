@@ -1,23 +1,19 @@
 """PyTorch: `torch.nn.functional`, the `torch.nn` modules, and torchvision's Normalize and FrozenBatchNorm2d.
 
-Conventions are declared once per norm and shared by both adapters; the facts and their sources are
-those of the spec's P and D clauses.
+Conventions are declared once per norm (declarations.py) and shared by both adapters; the facts and
+their sources are those of the spec's P and D clauses. The runtime and plans: runtime.py; the
+no-argument calls: default_calls.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-
 import numpy as np
 
-from normconf.reference import Grads, RunningStats
+from normconf.reference import RunningStats
 
-from .. import _devices, _repro
+from .. import _devices
 from ..base import (
     Adapter,
-    Convention,
-    NormDeclaration,
     Outcome,
     Unsupported,
     channel_axis_of,
@@ -25,206 +21,18 @@ from ..base import (
     stepped,
     trailing,
 )
-from ..plan import Executed, Get, Input, Plan, Planned, Runtime, Step, Symbol
-
-SRC_BN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/batchnorm.py"
-SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/Normalization.cpp"
-SRC_NORM = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/normalization.py"
-SRC_IN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/instancenorm.py"
-SRC_F = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/functional.py"
-SRC_GN = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/cpu/group_norm_kernel.cpp"
-SRC_RMS = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/layer_norm.cpp"
-SRC_TV = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/transforms/_functional_tensor.py"
-SRC_TV2 = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/transforms/v2/functional/_misc.py"
-SRC_FROZEN = "https://github.com/pytorch/vision/blob/v0.29.1/torchvision/ops/misc.py#L14-L63"
-SRC_SYNC = (
-    "https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
-    "_functions.py#L30-L124"
+from ..plan import Get, Input, Planned, Step, Symbol
+from .declarations import (
+    BATCH_NORM_BY_RANK,
+    FUNCTIONAL_DECLARATIONS,
+    INSTANCE_NORM_BY_RANK,
+    NN_DECLARATIONS,
+    SYNC_DEVICE_TYPES,
+    TORCHVISION_DECLARATIONS,
+    TORCHVISION_V2_DECLARATIONS,
 )
-SRC_SYNC_DEVICE = (
-    "https://github.com/pytorch/pytorch/blob/cf30153c4c131c8164ee7798e5022d810682e2cb/torch/nn/modules/"
-    "batchnorm.py#L836-L888"
-)
-# the accelerators SyncBatchNorm synchronizes on (its device check); CPU tensors raise in a process group
-SYNC_DEVICE_TYPES = ("cuda", "xpu", "hpu")
-
-ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
-# CPU kernels accumulate half-precision statistics in float32 (spec LN.N2, RMS.N2, GN.N1).
-HALF_IN_FLOAT32 = {"float16": "float32", "bfloat16": "float32", "float32": "float32", "float64": "float64"}
-# BatchNorm (and InstanceNorm, which runs through it) sums in float32 but stores mean and invstd as
-# `param_t`, the parameters' dtype: in a pure half module they are rounded to half before use
-# (batch_norm_kernel.cpp, `batch_norm_cpu_collect_stats_contiguous_impl`), so their precision is half.
-STATS_IN_PARAM_DTYPE = {d: d for d in ALL_DTYPES}
-
-BN_CONVENTIONS = (
-    Convention("channel_axis", "— (dim 1)", 1, SRC_BN_CPP),
-    Convention("eps", "eps", 1e-5, SRC_BN),
-    Convention(
-        "momentum", "momentum", 0.1, SRC_BN, note="weight on the new batch, as canonical; None = cumulative"
-    ),
-    Convention("running_var", "— (fixed)", "unbiased", SRC_BN_CPP, clause="BN.D1"),
-    Convention("eps_placement", "—", "inside_sqrt", SRC_BN_CPP),
-)
-IN_CONVENTIONS = (
-    Convention("channel_axis", "— (dim 1)", 1, SRC_IN),
-    Convention("eps", "eps", 1e-5, SRC_IN),
-    Convention("momentum", "momentum", 0.1, SRC_IN),
-    Convention(
-        "running_var", "— (fixed)", "unbiased", SRC_BN_CPP, note="per instance, then averaged over the batch"
-    ),
-    Convention("affine", "affine", False, SRC_IN, clause="IN.D1"),
-    Convention("track_running_stats", "track_running_stats", False, SRC_IN, clause="IN.D1"),
-)
-LN_CONVENTIONS = (
-    Convention("axes", "normalized_shape", (-1,), SRC_NORM, clause="LN.D3", note="trailing axes only"),
-    Convention("eps", "eps", 1e-5, SRC_NORM),
-)
-GN_CONVENTIONS = (
-    Convention("channel_axis", "— (dim 1)", 1, SRC_GN),
-    Convention("eps", "eps", 1e-5, SRC_NORM),
-    Convention("assignment", "— (fixed)", "contiguous", SRC_GN, clause="GN.D1"),
-)
-RMS_CONVENTIONS = (
-    Convention("axes", "normalized_shape", (-1,), SRC_NORM),
-    Convention(
-        "eps",
-        "eps",
-        None,
-        SRC_RMS,
-        clause="RMS.D1",
-        note="None = float32 epsilon for float32/float16/bfloat16 inputs, float64 epsilon for float64",
-    ),
-)
-LRN_CONVENTIONS = (
-    Convention("alpha", "alpha", 1e-4, SRC_F),
-    Convention("beta", "beta", 0.75, SRC_F),
-    Convention("k", "k", 1.0, SRC_F),
-    Convention("channel_axis", "— (dim 1)", 1, SRC_F),
-    Convention("alpha_over_size", "— (avg_pool)", True, SRC_F),
-    Convention("extra", "— (padding size//2, (size-1)//2)", "before", SRC_F, clause="LRN.D2"),
-)
-LP_CONVENTIONS = (
-    Convention("p", "p", 2.0, SRC_F),
-    Convention("axes", "dim", (1,), SRC_F),
-    Convention("eps", "eps", 1e-12, SRC_F),
-    Convention("eps_placement", "— (clamp_min on the norm)", "max_norm", SRC_F, clause="LP.D1"),
-)
-CN_CONVENTIONS = (
-    Convention("channel_axis", "— (dim -3)", -3, SRC_TV),
-    Convention("std_floor", "— (zero std raises)", 0.0, SRC_TV, clause="CN.D1"),
-)
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def _torchvision():
-    """torchvision (with transforms.v2), imported without triton where TensorFlow is loaded:
-    torchvision.ops imports torch._dynamo, which imports triton, and triton 3.8 imported after
-    TensorFlow 2.21 segfaults (measured; the other order works). Nothing normconf calls needs triton
-    (no torch.compile): torch then finds no triton package."""
-    if "tensorflow" in sys.modules and "triton" not in sys.modules:
-        sys.modules["triton"] = None
-    import torchvision
-    import torchvision.transforms.v2
-
-    return torchvision
-
-
-def _dtype(name: str):
-    return getattr(_torch(), name)
-
-
-_DEVICE: list = []
-
-
-def _device() -> str:
-    """Where tensors and modules go: CUDA where torch sees a GPU (NORMCONF_DEVICE, _devices.py)."""
-    if not _DEVICE:
-        _DEVICE.append(_devices.torch_device(_torch()))
-    return _DEVICE[0]
-
-
-def _to(t, dtype: str):
-    """A tensor or module moved to the adapter's device and `dtype`, as a user's `.to(device, dtype)`."""
-    return t.to(device=_device(), dtype=_dtype(dtype))
-
-
-def _tensor(value, dtype: str, grad: bool = False):
-    torch = _torch()
-    t = _to(torch.tensor(np.asarray(value, dtype=np.float64)), dtype)
-    return t.requires_grad_(grad)
-
-
-def _numpy(t) -> np.ndarray:
-    return t.detach().to(_torch().float64).cpu().numpy()
-
-
-def _tensor_source(value: Input) -> str:
-    device = _device()
-    where = "" if device == "cpu" else f"{device!r}, "
-    return (
-        f"torch.tensor({_repro.values(value.value)}, dtype=torch.float64).to({where}torch.{value.dtype})"
-        + (".requires_grad_()" if value.grad else "")
-    )
-
-
-TORCH = Runtime(
-    imports=("import torch", "import torch.nn.functional as F"),
-    tensor=lambda value: _tensor(value.value, value.dtype, value.grad),
-    tensor_source=_tensor_source,
-    numpy=lambda t: _numpy(t),
-    numpy_source="v.detach().to(torch.float64).cpu()",
-    aliases=(("torch.nn.functional", "F"),),
-)
-# torchvision's scripts import it, and transforms.v2, which `import torchvision` leaves out
-TORCHVISION = dataclasses.replace(
-    TORCH, imports=(*TORCH.imports, "import torchvision", "import torchvision.transforms.v2")
-)
-
-
-def _planned(
-    steps: list[Step],
-    leaves: dict,
-    cotangent,
-    dtype: str,
-    finish,
-    after=None,
-    y: Get | None = None,
-    runtime=TORCH,
-) -> Planned:
-    """The steps that bind y, then (given a cotangent) y.backward(g) and the gradients of the named
-    leaves (canonical name -> where its .grad is read); `finish(executed, grads)` makes the Outcome. The
-    output is read from `y` after the call (an in-place call's input)."""
-    grads = {}
-    if cotangent is not None:
-        steps = [*steps, Step(None, Get("y", "backward"), (Input("g", cotangent, dtype),))]
-        grads = {key: Get(where.name, f"{where.attr}.grad".lstrip(".")) for key, where in leaves.items()}
-    plan = Plan(runtime, tuple(steps), grads, after or {}, y or Get("y"))
-
-    def outcome(executed: Executed) -> Outcome:
-        found = None
-        if cotangent is not None:
-            found = Grads(executed.grads["x"], executed.grads.get("scale"), executed.grads.get("offset"))
-        return finish(executed, found)
-
-    return Planned(plan, outcome)
-
-
-def _function(fn: str, args: tuple, kwargs: dict, leaves: dict, cotangent, dtype: str) -> Planned:
-    """y = torch.nn.functional.<fn>(...): the output and the gradients of the leaves."""
-    step = Step("y", Symbol(f"torch.nn.functional.{fn}"), args, kwargs)
-    return _planned([step], leaves, cotangent, dtype, lambda e, g: Outcome(e.y, grads=g))
-
-
-def _affine_inputs(params, dtype: str, grad: bool) -> tuple[Input | None, Input | None]:
-    return tuple(
-        None if params.get(key) is None else Input(name, params[key], dtype, grad)
-        for key, name in (("scale", "weight"), ("offset", "bias"))
-    )
+from .default_calls import F_DEFAULT_CALLS, NN_DEFAULT_CALLS, _frozen_default_call
+from .runtime import TORCHVISION, _affine_inputs, _device, _function, _planned, _torch, _torchvision
 
 
 class TorchBase(Adapter):
@@ -272,66 +80,7 @@ class TorchFunctional(TorchBase):
 
     name = "torch.functional"
     cost = 7.6  # see Adapter.cost
-    declarations = {
-        "batch_norm": NormDeclaration(
-            "batch_norm",
-            "torch.nn.functional.batch_norm",
-            ALL_DTYPES,
-            BN_CONVENTIONS,
-            STATS_IN_PARAM_DTYPE,
-            gradients=True,
-            stateful=True,
-        ),
-        "instance_norm": NormDeclaration(
-            "instance_norm",
-            "torch.nn.functional.instance_norm",
-            ALL_DTYPES,
-            IN_CONVENTIONS,
-            STATS_IN_PARAM_DTYPE,
-            gradients=True,
-            stateful=True,
-        ),
-        "layer_norm": NormDeclaration(
-            "layer_norm",
-            "torch.nn.functional.layer_norm",
-            ALL_DTYPES,
-            LN_CONVENTIONS,
-            HALF_IN_FLOAT32,
-            gradients=True,
-        ),
-        "group_norm": NormDeclaration(
-            "group_norm",
-            "torch.nn.functional.group_norm",
-            ALL_DTYPES,
-            GN_CONVENTIONS,
-            HALF_IN_FLOAT32,
-            gradients=True,
-        ),
-        "rms_norm": NormDeclaration(
-            "rms_norm",
-            "torch.nn.functional.rms_norm",
-            ALL_DTYPES,
-            RMS_CONVENTIONS,
-            HALF_IN_FLOAT32,
-            gradients=True,
-        ),
-        "local_response_norm": NormDeclaration(
-            "local_response_norm",
-            "torch.nn.functional.local_response_norm",
-            ALL_DTYPES,
-            LRN_CONVENTIONS,
-            {d: d for d in ALL_DTYPES},
-            gradients=True,
-        ),
-        "lp_normalize": NormDeclaration(
-            "lp_normalize",
-            "torch.nn.functional.normalize",
-            ALL_DTYPES,
-            LP_CONVENTIONS,
-            {d: d for d in ALL_DTYPES},
-            gradients=True,
-        ),
-    }
+    declarations = FUNCTIONAL_DECLARATIONS
 
     def no_argument_calls(self):
         return F_DEFAULT_CALLS
@@ -433,80 +182,13 @@ class TorchFunctional(TorchBase):
         )
 
 
-BATCH_NORM_BY_RANK = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
-INSTANCE_NORM_BY_RANK = {3: "InstanceNorm1d", 4: "InstanceNorm2d", 5: "InstanceNorm3d"}
-
-
 class TorchModules(TorchBase):
     """`torch.nn` modules, built and converted with `.to(dtype)` as a user would; running stats are
     buffers."""
 
     name = "torch.nn"
     cost = 6.6  # see Adapter.cost
-    declarations = {
-        "batch_norm": NormDeclaration(
-            "batch_norm",
-            "torch.nn.BatchNorm{1,2,3}d",
-            ALL_DTYPES,
-            BN_CONVENTIONS,
-            STATS_IN_PARAM_DTYPE,
-            gradients=True,
-            stateful=True,
-        ),
-        "instance_norm": NormDeclaration(
-            "instance_norm",
-            "torch.nn.InstanceNorm{1,2,3}d",
-            ALL_DTYPES,
-            IN_CONVENTIONS,
-            STATS_IN_PARAM_DTYPE,
-            gradients=True,
-            stateful=True,
-        ),
-        "layer_norm": NormDeclaration(
-            "layer_norm", "torch.nn.LayerNorm", ALL_DTYPES, LN_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
-        ),
-        "group_norm": NormDeclaration(
-            "group_norm", "torch.nn.GroupNorm", ALL_DTYPES, GN_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
-        ),
-        "rms_norm": NormDeclaration(
-            "rms_norm", "torch.nn.RMSNorm", ALL_DTYPES, RMS_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
-        ),
-        "local_response_norm": NormDeclaration(
-            "local_response_norm",
-            "torch.nn.LocalResponseNorm",
-            ALL_DTYPES,
-            LRN_CONVENTIONS,
-            {d: d for d in ALL_DTYPES},
-            gradients=True,
-        ),
-        "sync_batch_norm": NormDeclaration(
-            "sync_batch_norm",
-            "torch.nn.SyncBatchNorm",
-            ALL_DTYPES,
-            BN_CONVENTIONS
-            + (
-                Convention(
-                    "weighting",
-                    "— (fixed)",
-                    "count",
-                    SRC_SYNC,
-                    clause="SBN.D2",
-                    note="all-gathered mean, invstd and count per process, combined by count",
-                ),
-                Convention(
-                    "replicas",
-                    "— (processes, one accelerator each)",
-                    2,
-                    SRC_SYNC_DEVICE,
-                    clause="SBN.D3",
-                    note="CUDA/XPU/HPU tensors only: a CPU tensor in a process group raises",
-                ),
-            ),
-            STATS_IN_PARAM_DTYPE,
-            gradients=True,
-            stateful=True,
-        ),
-    }
+    declarations = NN_DECLARATIONS
 
     def no_argument_calls(self):
         return NN_DEFAULT_CALLS
@@ -658,85 +340,6 @@ class TorchModules(TorchBase):
         return self._module("LocalResponseNorm", (params["size"],), kwargs, x, params, dtype, cotangent)
 
 
-def _module_call(build, implied):
-    """A no-argument call: the module `build(x, hints)` makes, converted to dtype, run in its default
-    (training) mode; its running buffers, if any, come back as the state."""
-
-    def call(x, hints, dtype):
-        module = build(x, hints).to(device=_device(), dtype=_dtype(dtype))
-        y = module(_tensor(x, dtype))
-        state = None
-        if getattr(module, "running_mean", None) is not None:
-            state = RunningStats(
-                _numpy(module.running_mean), _numpy(module.running_var), int(module.num_batches_tracked)
-            )
-        return Outcome(_numpy(y), state), implied(x)
-
-    return call
-
-
-def _function_call(fn, implied=lambda x: {}):
-    return lambda x, hints, dtype: (Outcome(_numpy(fn(_tensor(x, dtype), x, hints))), implied(x))
-
-
-def _initial(x) -> RunningStats:
-    return RunningStats.initial(x.shape[1])
-
-
-NN_DEFAULT_CALLS = {
-    "batch_norm": _module_call(
-        lambda x, h: getattr(_torch().nn, BATCH_NORM_BY_RANK[x.ndim])(x.shape[1]),
-        lambda x: {"state": _initial(x), "training": True},
-    ),
-    "instance_norm": _module_call(
-        lambda x, h: getattr(_torch().nn, INSTANCE_NORM_BY_RANK[x.ndim])(x.shape[1]), lambda x: {}
-    ),
-    "layer_norm": _module_call(lambda x, h: _torch().nn.LayerNorm(x.shape[-1]), lambda x: {}),
-    "group_norm": _module_call(lambda x, h: _torch().nn.GroupNorm(h["groups"], x.shape[1]), lambda x: {}),
-    "rms_norm": _module_call(lambda x, h: _torch().nn.RMSNorm(x.shape[-1]), lambda x: {}),
-    "local_response_norm": _module_call(lambda x, h: _torch().nn.LocalResponseNorm(h["size"]), lambda x: {}),
-}
-
-
-def _f_batch_norm(t, x, hints):
-    """F.batch_norm with the running tensors it requires (the canonical initial ones) and nothing else."""
-    torch = _torch()
-    return torch.nn.functional.batch_norm(
-        t,
-        torch.zeros(x.shape[1], dtype=t.dtype, device=t.device),
-        torch.ones(x.shape[1], dtype=t.dtype, device=t.device),
-    )
-
-
-F_DEFAULT_CALLS = {
-    # F.batch_norm defaults to training=False: eval with the running statistics passed
-    "batch_norm": _function_call(_f_batch_norm, lambda x: {"state": _initial(x), "training": False}),
-    "instance_norm": _function_call(lambda t, x, h: _torch().nn.functional.instance_norm(t)),
-    "layer_norm": _function_call(lambda t, x, h: _torch().nn.functional.layer_norm(t, x.shape[-1:])),
-    "group_norm": _function_call(lambda t, x, h: _torch().nn.functional.group_norm(t, h["groups"])),
-    "rms_norm": _function_call(lambda t, x, h: _torch().nn.functional.rms_norm(t, x.shape[-1:])),
-    "local_response_norm": _function_call(
-        lambda t, x, h: _torch().nn.functional.local_response_norm(t, h["size"])
-    ),
-    "lp_normalize": _function_call(lambda t, x, h: _torch().nn.functional.normalize(t)),
-}
-
-
-FROZEN_BN_CONVENTIONS = (
-    Convention("channel_axis", "— (dim 1)", 1, SRC_FROZEN),
-    Convention("eps", "eps", 1e-5, SRC_FROZEN),
-    Convention("eps_placement", "— (rsqrt(running_var + eps))", "inside_sqrt", SRC_FROZEN),
-    Convention(
-        "training",
-        "— (eval only)",
-        False,
-        SRC_FROZEN,
-        clause="BN.D21",
-        note="running statistics, weight and bias are buffers: train() changes nothing, nothing is learned",
-    ),
-)
-
-
 class TorchVision(TorchBase):
     """torchvision's norms: `transforms.Normalize` (the per-channel input normalization most image models
     use) and `ops.FrozenBatchNorm2d` (the eval-only BatchNorm of its detection backbones)."""
@@ -744,27 +347,7 @@ class TorchVision(TorchBase):
     name = "torchvision"
     requires = ("torch", "torchvision")
     api = "torchvision.transforms.Normalize"
-    declarations = {
-        "channel_normalize": NormDeclaration(
-            "channel_normalize",
-            "torchvision.transforms.Normalize",
-            ALL_DTYPES,
-            CN_CONVENTIONS,
-            {d: d for d in ALL_DTYPES},
-            gradients=True,
-        ),
-        "batch_norm": NormDeclaration(
-            "batch_norm",
-            "torchvision.ops.FrozenBatchNorm2d",
-            ALL_DTYPES,
-            FROZEN_BN_CONVENTIONS,
-            {d: d for d in ALL_DTYPES},  # every step a half-precision tensor op on the converted buffers
-            # weight and bias are buffers (BN.D21): no gradients of scale and offset, so the suite's
-            # gradient property (x, scale and offset against the VJP) is not run for it
-            gradients=False,
-            stateful=True,
-        ),
-    }
+    declarations = TORCHVISION_DECLARATIONS
 
     def no_argument_calls(self):
         return {"batch_norm": _frozen_default_call}
@@ -828,41 +411,13 @@ class TorchVision(TorchBase):
         return _planned(steps, {"x": Get("x")}, cotangent, dtype, finish, after, runtime=TORCHVISION)
 
 
-def _frozen_default_call(x, hints, dtype):
-    """`FrozenBatchNorm2d(C)(x)`: eval with its initial buffers (mean 0, variance 1, weight 1, bias 0)."""
-    require(x.ndim == 4, "FrozenBatchNorm2d takes (N, C, H, W)")
-    module = _torchvision().ops.FrozenBatchNorm2d(x.shape[1]).to(device=_device(), dtype=_dtype(dtype))
-    y = module(_tensor(x, dtype))
-    state = RunningStats(_numpy(module.running_mean), _numpy(module.running_var), 0)
-    return Outcome(_numpy(y), state), {"state": _initial(x), "training": False}
-
-
 class TorchVisionV2(TorchVision):
     """`torchvision.transforms.v2.Normalize`, run in place (`inplace=True`) wherever no gradient is taken:
     the result is read back from the input tensor, as an in-place caller reads it."""
 
     name = "torchvision.v2"
     api = "torchvision.transforms.v2.Normalize"
-    declarations = {
-        "channel_normalize": NormDeclaration(
-            "channel_normalize",
-            "torchvision.transforms.v2.Normalize",
-            ALL_DTYPES,
-            (
-                Convention("channel_axis", "— (dim -3)", -3, SRC_TV2),
-                Convention("std_floor", "— (zero std raises)", 0.0, SRC_TV2, clause="CN.D1"),
-                Convention(
-                    "inplace",
-                    "inplace",
-                    False,
-                    SRC_TV2,
-                    note="run with inplace=True unless gradients are taken (autograd refuses it on a leaf)",
-                ),
-            ),
-            {d: d for d in ALL_DTYPES},
-            gradients=True,
-        ),
-    }
+    declarations = TORCHVISION_V2_DECLARATIONS
 
     def no_argument_calls(self):
         return {}
