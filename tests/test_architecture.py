@@ -126,8 +126,14 @@ def test_the_lower_packages_import_none_above_them(node):
 
 
 def test_a_familys_known_divergences_import_only_the_vocabulary():
-    """adapters/<family>/known.py speaks the vocabulary (and the reference): never the suite."""
-    for path in sorted((ROOT / "adapters").glob("*/known.py")):
+    """adapters/<family>/known.py (and the known_*.py it gathers) speak the vocabulary and the reference,
+    never the suite, nor the family's adapters (its declarations, data only, they may read)."""
+    for path in sorted((ROOT / "adapters").glob("*/known*.py")):
         package = "normconf.adapters." + path.parent.name
-        targets = {_node(m) for m in _imports(package, path)} - {None, "adapters"}
+        imported = set(_imports(package, path))
+        targets = {_node(m) for m in imported} - {None, "adapters"}
         assert targets <= {"vocabulary", "reference"}, f"{path.relative_to(ROOT)} imports {targets}"
+        siblings = {m for m in imported if _node(m) == "adapters"}
+        allowed = (package, f"{package}.declarations")
+        wrong = {m for m in siblings if m not in allowed and not m.startswith(f"{package}.known")}
+        assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"

@@ -5,6 +5,7 @@ One module per library - `linen.py`, `nnx.py`, `haiku.py`, `equinox.py` - over w
 the JAX plumbing (`runtime.py`: `ModulePlan`, one `jax.jit` per program, gradients by `jax.vjp` inside
 it) and the declarations (`declarations.py`: each fact with the source it was read from, pinned to a
 release). JAX is imported only when a layer runs; float64 switches `jax_enable_x64` on first.
-`known.py` holds the family's known divergences, sorted by clause. The adapters are registered by name
-as entry points of the group `normconf.adapters` in pyproject.toml.
+`known.py` holds the family's known divergences, sorted by clause: those two or more libraries share,
+gathered with each library's own (`known_flax.py`, `known_haiku.py`, `known_equinox.py`). The adapters
+are registered by name as entry points of the group `normconf.adapters` in pyproject.toml.
 """

@@ -1,0 +1,264 @@
+"""flax's known divergences (flax.linen and flax.nnx; "flax.*" entries hold for both), by clause:
+the one-pass variance (BN.D8, LN.D4), nnx's float32 running statistics (BN.D15), the float16 backward
+(LN.D5, LN.D10) and a constant group at eps = 0 (NUM.D2). known.py lists them in the family's order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normconf.reference import RunningStats
+from normconf.vocabulary import (
+    OFFSET_ROWS,
+    SAFETY,
+    Bounded,
+    Case,
+    Divergence,
+    Envelope,
+    OneOf,
+    Simulated,
+    float64_state_read,
+    groups_where,
+    half_rsqrt_jvp_groups,
+    half_rsqrt_jvp_overflows,
+    huge,
+    offset_along,
+    one_pass_exceeds_budget,
+    one_pass_gradient_amplified,
+    one_pass_in,
+    one_pass_model,
+    param,
+    reference_value,
+    scale_along,
+    state_in_float32,
+    statistic_view,
+    zero_over_zero,
+)
+
+from .known_common import XLA_PROMOTED_HALF
+
+
+def _flax_one_pass(case: Case, dtype: str) -> bool:
+    return one_pass_exceeds_budget(case, dtype, clip=True, acc="float32")
+
+
+def _half_cotangent_times_rstd_overflows(case: Case, dtype: str) -> bool:
+    """LN.D5 (flax): |g| * rsqrt(var + eps) beyond float16's range."""
+    if dtype != "float16" or case.cotangent is None or not case.x.size:
+        return False
+    view, axes, _ = statistic_view(case.norm, case.x, case.params)
+    smallest = float(np.min(view.var(axis=axes))) + param(case, "eps")
+    return float(np.max(np.abs(case.cotangent))) / np.sqrt(smallest) > huge(dtype)
+
+
+_NEAR_ONE = 1.0 + 1e-5 * np.array([[0.3, -1.2, 0.7, 0.2]])
+
+
+# The models: what flax computes where a divergence holds (vocabulary/models.py).
+def _float32_bookkeeping(case: Case, dtype: str, which: str):
+    """BN.D15 (nnx, float64): the float32 BatchStats carry float32 rounding into what reads them - the
+    state, an eval step's y, the training step's gradient - each within SAFETY * u32 of its terms."""
+    u = SAFETY * float(np.finfo(np.float32).eps)
+    if which in ("mean", "var"):
+        return u * np.abs(reference_value(case, which))
+    view, axes, back = statistic_view(case.norm, case.x, case.params)
+    state, eps = case.params["state"], param(case, "eps")
+    with np.errstate(all="ignore"):
+        if which == "y" and not param(case, "training"):  # eval: the float32 state's mean and variance
+            axis = param(case, "channel_axis") % case.x.ndim
+            shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
+            mean, var = np.reshape(state.mean, shape), np.reshape(state.var, shape)
+            spread = (np.abs(mean) + np.abs(case.x - mean)) / np.sqrt(var + eps)
+            return u * (spread * np.abs(scale_along(case)) + np.abs(offset_along(case)))
+        # a training step: the batch's statistics in float32, the mean's rounding amplified by |mean| / σ
+        sigma = np.sqrt(view.var(axis=axes, keepdims=True) + eps)
+        mean = view.mean(axis=axes, keepdims=True)
+        xhat = (np.abs(mean) + np.abs(view - mean)) / sigma
+        if which == "y":
+            return u * (np.asarray(back(xhat)) * np.abs(scale_along(case)) + np.abs(offset_along(case)))
+        if which == "scale":
+            channel = param(case, "channel_axis") % case.x.ndim
+            terms = np.abs(case.cotangent) * np.asarray(back(xhat))
+            return u * np.sum(terms, axis=tuple(i for i in range(case.x.ndim) if i != channel))
+        if which == "x":
+            g = statistic_view(case.norm, np.abs(case.cotangent * scale_along(case)), case.params)[0]
+            terms = g + g.mean(axis=axes, keepdims=True) + xhat * (g * xhat).mean(axis=axes, keepdims=True)
+            return u * np.asarray(back(terms / sigma))
+    return None
+
+
+def _half_cotangent_groups(view, axes, case: Case, dtype: str):
+    """LN.D5 (flax): the groups where |g| * rsqrt(var + eps) leaves float16's range."""
+    g = statistic_view(case.norm, case.cotangent, case.params)[0]
+    rstd = 1.0 / np.sqrt(view.var(axis=axes, keepdims=True) + param(case, "eps"))
+    return np.max(np.abs(g), axis=axes, keepdims=True) * rstd > huge(dtype)
+
+
+# BN.D8: the batch variance in one pass
+BN_D8: list[Divergence] = [
+    Divergence(
+        "flax.*",
+        "batch_norm",
+        "BN.D8",
+        "flax computes the variance in one pass (use_fast_variance=True)",
+        _flax_one_pass,
+        lambda: (
+            Case(
+                "batch_norm",
+                OFFSET_ROWS.T.copy(),
+                {"channel_axis": -1, "eps": 2.0**-20, "training": True},
+                "offset",
+            ),
+            "float32",
+        ),
+        model=one_pass_model("float32", clip=True),
+    ),
+]
+
+# BN.D15 (flax.nnx): float64 running statistics held in float32
+BN_D15: list[Divergence] = [
+    Divergence(
+        "flax.nnx",
+        "batch_norm",
+        "BN.D15",
+        "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a step, and "
+        "what reads it (eval), carry float32 rounding",
+        float64_state_read,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.1], [0.7], [1.3]]),
+                {
+                    "channel_axis": -1,
+                    "eps": 2.0**-20,
+                    "momentum": 0.5,
+                    "running_var": "biased",
+                    "training": True,
+                    "state": RunningStats(np.array([0.1]), np.array([0.3]), 0),
+                },
+                "standard",
+            ),
+            "float64",
+        ),
+        "state",
+        model=OneOf((Simulated(state_in_float32), Bounded(absolute=_float32_bookkeeping))),
+    ),
+]
+
+# LN.D4, LN.D5: the one-pass variance of the other norms, and the float16 backward
+LN_D4_D5: list[Divergence] = [
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D4",
+            "flax computes the variance in one pass (use_fast_variance=True)",
+            _flax_one_pass,
+            lambda norm=norm, shape=shape, extra=extra: (
+                Case(norm, OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
+                "float32",
+            ),
+            model=one_pass_model("float32", clip=True),
+        )
+        for norm, shape, extra in (
+            ("layer_norm", (1, 6), {"axes": (-1,)}),
+            ("instance_norm", (1, 6, 1), {"channel_axis": -1}),
+            ("group_norm", (1, 6), {"groups": 1, "channel_axis": -1}),
+        )
+    ),
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D4",
+            "flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
+            one_pass_gradient_amplified,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(
+                    norm,
+                    x,
+                    {"eps": 1e-5, **extra},
+                    "tiny_spread",
+                    cotangent=np.array([0.7, -0.3, 0.2, -0.5]).reshape(x.shape),
+                ),
+                "float32",
+            ),
+            "gradient",
+            model=one_pass_model("float32", clip=True),
+        )
+        for norm, x, extra in (
+            ("layer_norm", _NEAR_ONE, {"axes": (-1,)}),
+            ("instance_norm", _NEAR_ONE.reshape(1, 4, 1), {"channel_axis": -1}),
+            ("group_norm", _NEAR_ONE.reshape(1, 4, 1), {"groups": 1, "channel_axis": -1}),
+            ("batch_norm", _NEAR_ONE.T.copy(), {"channel_axis": -1, "training": True}),
+        )
+    ),
+    *(
+        Divergence(
+            "flax.*",
+            norm,
+            "LN.D5",
+            "flax's float16 backward multiplies the cotangent by rsqrt(var + eps) in float16",
+            _half_cotangent_times_rstd_overflows,
+            lambda norm=norm, x=x, extra=extra: (
+                Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel", cotangent=np.full_like(x, 0.7)),
+                "float16",
+            ),
+            "gradient",
+            model=Envelope(groups_where(_half_cotangent_groups)),
+        )
+        for norm, x, extra in (
+            ("layer_norm", np.array([[0.125], [-0.25]]), {"axes": (-1,)}),
+            ("group_norm", np.array([[[0.125]], [[-0.25]]]), {"groups": 1, "channel_axis": -1}),
+            ("instance_norm", np.array([[[0.125]], [[-0.25]]]), {"channel_axis": -1}),
+        )
+    ),
+]
+
+# LN.D10 (flax.linen): BatchNorm's rsqrt derivative in XLA's float16
+LN_D10: list[Divergence] = [
+    Divergence(
+        "flax.linen",
+        "batch_norm",
+        "LN.D10",
+        "flax.linen's BatchNorm differentiates rsqrt through XLA's float16: -rsqrt(v)/(2v) overflows for "
+        "v < ~6.1e-4 (measured with statistics near eps)",
+        half_rsqrt_jvp_overflows,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[1.0, -1.0, 5.5], [1.0, -4.5, 3.0]]) * 2.0**-23,
+                {"eps": 1e-12, "channel_axis": 1, "training": False, "running_var": "biased"},
+                "near_eps",
+                cotangent=np.array([[0.125, -0.132, 0.64], [0.5, 0.25, -0.75]]),
+            ),
+            "float16",
+        ),
+        "gradient",
+        cpu=XLA_PROMOTED_HALF,
+        model=Envelope(groups_where(half_rsqrt_jvp_groups)),
+    ),
+]
+
+# NUM.D2: a constant group at eps = 0, as measured (flax 0.12.7)
+NUM_D2: list[Divergence] = [
+    *(
+        entry
+        for norm, shape, params in (
+            ("batch_norm", (5, 3), {"channel_axis": -1}),
+            ("group_norm", (2, 5, 4), {"channel_axis": -1, "groups": 2}),
+            ("layer_norm", (2, 3, 4), {"axes": (1, 2)}),
+        )
+        for entry in zero_over_zero(
+            "flax.*",
+            (norm,),
+            "any",
+            "flax answers a constant group's 0/0 at eps = 0 with NaN, its offset or a finite value near "
+            "it, as rounding in its statistics of the group falls (measured: NaN for a row whose mean is "
+            "exact, the offset, and offset - 2e-4 for three 1.5s over axes (0, 2))",
+            shape,
+            # the other groups: flax's one-pass variance (LN.D4, BN.D4), simulated
+            base=Simulated(one_pass_in("float32", clip=True)),
+            **params,
+        )
+    ),
+]
