@@ -33,7 +33,7 @@ TARGETS = {"reference": 3.0, "throughput": 20.0}
 # seconds of a whole profile over every installed adapter, report included, by the compilation cache's state
 SUITE_TARGETS = {("quick", "cold"): 480.0, ("quick", "warm"): 300.0, ("default", "warm"): 1200.0}
 # distinct XLA programs (compiled + loaded from the persistent cache) a compiling adapter may need over
-# the quick profile: its program pool (conformance/strategies.PROGRAMS) x norms x dtypes, and what the
+# the quick profile: its program pool (conformance/regimes.PROGRAMS) x norms x dtypes, and what the
 # properties derive from it
 PROGRAM_BUDGET = 400
 # suite examples/s per adapter: eager frameworks RATE_EAGER (or RATE_SHARE of their raw call rate where

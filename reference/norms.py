@@ -61,7 +61,7 @@ class Norm:
     forward: Callable
     vjp: Callable
     clauses: Clauses
-    strategy: str  # which builder of conformance/strategies.py draws its cases
+    strategy: str  # which builder of conformance/case_builders.py draws its cases
     statistics: str  # which values one statistic spans: see `statistic_view`
     defaultable: tuple[str, ...]  # canonical parameters a framework's default can set
     affine: tuple[str, ...] = ()  # the learnable parameters the strategies draw ("scale", "offset")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from normconf import bench, spec
 from normconf import reference as R
 from normconf.adapters import base, conventions
-from normconf.conformance import strategies
+from normconf.conformance import case_builders, strategies
 from normconf.reference.norms import IDENTITIES
 from normconf.reports import hazards, html, results
 from normconf.vocabulary import budgets
@@ -60,7 +60,7 @@ def test_every_list_of_norms_covers_the_record(norm):
     results.check({**RESULT, "norm": norm.name}, "a result of this norm")  # the schema accepts it
     assert norm.name in base.NORMS and base.CANONICAL_PARAMETERS[norm.name] == norm.defaultable
     assert html.TITLES[norm.name] == conventions.TITLES[norm.name] == norm.title
-    assert norm.strategy in strategies._BUILDERS and norm.gradient_terms in budgets.TERMS
+    assert norm.strategy in case_builders._BUILDERS and norm.gradient_terms in budgets.TERMS
     assert norm.name in dict(bench.reference_ratio(shape=(4, 6, 3, 5)))  # the reference benchmark
 
 

@@ -308,16 +308,16 @@ def test_a_long_drawn_array_is_written_as_the_draw_that_regenerates_it(dtype):
     from hypothesis import find
 
     from normconf.adapters import _repro
-    from normconf.conformance import strategies
+    from normconf.conformance import forcing, strategies, value_draws
 
-    for kind in strategies.VALUE_KINDS:
+    for kind in value_draws.VALUE_KINDS:
         if kind == "constant_channel":  # drawn, then one channel set: no single expression, compressed
             continue
-        token = strategies._KINDS.set((kind,))  # the values of this kind only
+        token = forcing._KINDS.set((kind,))  # the values of this kind only
         try:
             _, x = find(strategies.values((3, 4000), dtype, 1, 4000, near=1e-3), lambda _: True)
         finally:
-            strategies._KINDS.reset(token)
+            forcing._KINDS.reset(token)
         source = _repro.values(x)
         assert len(source) < 300 and "b64decode" not in source, (kind, source[:300])
         again = np.asarray(eval(source, {"np": np}), dtype=np.float64)

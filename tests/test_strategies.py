@@ -12,9 +12,10 @@ import pytest
 
 import normconf.conformance as suite
 from normconf import adapters
-from normconf.conformance import strategies
+from normconf.conformance import regimes, strategies, value_draws
 from normconf.reference import NORMS
 from normconf.reference.lp_normalize import lp_norm
+from normconf.reference.rms_norm import default_eps
 from normconf.vocabulary.budgets import statistic_view
 
 AXES_NORMS = tuple(name for name, record in NORMS.items() if record.statistics == "axes")
@@ -59,7 +60,7 @@ def _statistic_over_eps(case) -> float:
         return float(np.median(alpha * p["size"] * x * x / p["k"]))
     view, axes, _ = statistic_view(case.norm, x, p)
     eps = p.get("eps")
-    eps = strategies.default_eps("float32") if eps is None else eps or 1e-3  # fixed at 0: as the draws
+    eps = default_eps("float32") if eps is None else eps or 1e-3  # fixed at 0: as the draws
     if case.norm == "rms_norm":
         return float(np.median(np.mean(view * view, axis=axes) / eps))
     return float(np.median(view.var(axis=axes) / eps))
@@ -73,9 +74,9 @@ def test_every_cover_reaches_its_regime(label, norm, declaration, pooled):
     # long reductions: >= 10^4 values per statistic (a window of 10^4 + 1 channels for LRN)
     case, _ = _cover("long", norm, declaration)
     if norm == "local_response_norm":
-        assert _fixed(declaration, "size") or case.params["size"] > strategies.LONG
+        assert _fixed(declaration, "size") or case.params["size"] > value_draws.LONG
     elif norm != "channel_normalize":
-        assert record.reduction_length(case.x, case.params) >= strategies.LONG, case.describe()
+        assert record.reduction_length(case.x, case.params) >= value_draws.LONG, case.describe()
     # squares beyond float32: most |x| far past sqrt(float32 max)
     case, _ = _cover("overflow", norm, declaration)
     assert case.kind == "overflow" and np.max(np.abs(case.x)) > 1e28
@@ -201,9 +202,7 @@ def test_compiled_draws_take_their_configuration_from_the_pool(label, norm, decl
     """A compiled framework's random draws configure only the programs of the pool's entries (at most
     one per entry), while their values vary from draw to draw."""
     dtype = _dtype_of(declaration)
-    programs = {
-        _signature(strategies.program_case(name, norm, declaration, dtype)) for name in strategies.POOL
-    }
+    programs = {_signature(strategies.program_case(name, norm, declaration, dtype)) for name in regimes.POOL}
     drawn = _pooled_draws(norm, declaration, dtype)
     outside = [case.describe() for case in drawn if _signature(case) not in programs]
     assert not outside, outside[:2]
@@ -220,14 +219,14 @@ def test_the_pool_holds_every_code_path(norm):
     size-1 axis, channels first and last, several channels per group, 2-d normalized axes, 10^4-value
     reductions, training and eval with and without running statistics, the cumulative average."""
     record = NORMS[norm]
-    cases = [strategies.program_case(name, norm, None, "float32") for name in strategies.POOL]
+    cases = [strategies.program_case(name, norm, None, "float32") for name in regimes.POOL]
     assert any(1 in case.x.shape for case in cases)
     assert any(min(case.x.shape) > 1 for case in cases)
-    assert any(record.reduction_length(case.x, case.params) >= strategies.LONG for case in cases) or (
+    assert any(record.reduction_length(case.x, case.params) >= value_draws.LONG for case in cases) or (
         norm in ("channel_normalize", "local_response_norm")
     )
     if norm == "local_response_norm":
-        assert any(case.params["size"] > strategies.LONG for case in cases)
+        assert any(case.params["size"] > value_draws.LONG for case in cases)
         assert len({case.params["size"] for case in cases}) >= 4
     if "channel_axis" in record.parameters() and norm != "channel_normalize":
         axes = {case.params["channel_axis"] % case.x.ndim == case.x.ndim - 1 for case in cases}
@@ -259,5 +258,5 @@ def test_the_pool_holds_every_code_path(norm):
 
 
 def test_every_cover_runs_on_a_pool_entry():
-    assert set(strategies.COVER_PROGRAMS) == set(strategies.COVERS)
-    assert set(strategies.COVER_PROGRAMS.values()) <= set(strategies.POOL)
+    assert set(regimes.COVER_PROGRAMS) == set(strategies.COVERS)
+    assert set(regimes.COVER_PROGRAMS.values()) <= set(regimes.POOL)

@@ -19,7 +19,7 @@ import yaml
 from normconf import adapters, envs
 from normconf import reference as R
 from normconf.adapters import plugin
-from normconf.conformance import strategies
+from normconf.conformance import case_builders
 from normconf.vocabulary import budgets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ NORM_STEPS = {
         and getattr(R, f"{norm.name}_vjp", None) is norm.vjp
     ),
     "reference/norms.py": lambda norm: R.NORMS.get(norm.name) is norm,
-    "conformance/strategies.py": lambda norm: norm.strategy in strategies._BUILDERS,
+    "conformance/case_builders.py": lambda norm: norm.strategy in case_builders._BUILDERS,
     "vocabulary/budgets.py": lambda norm: norm.gradient_terms in budgets.TERMS,
     # the reference's error for each of its C clauses, and what each framework does with one violation
     "tests/test_constraints.py": lambda norm: (

@@ -20,7 +20,7 @@ from .tolerances import finfo
 # strongest first: the matrix colours a cell by the first of these that fails or diverges
 LEVELS = ("semantics", "accuracy", "range", "special values")
 CLAUSES = {"semantics": "NUM.L1", "accuracy": "NUM.L2", "range": "NUM.L3", "special values": "NUM.L4"}
-# value kinds of well-scaled inputs (strategies.VALUE_KINDS): the rest are judged at accuracy
+# value kinds of well-scaled inputs (conformance/value_draws.VALUE_KINDS): the rest are judged at accuracy
 WELL_SCALED = ("standard", "integers", "positive", "constant_channel")
 LONG_REDUCTION = 10_000  # values per statistic from which a reduction is judged at accuracy
 SPECIAL_CLAUSES = ("NUM.N9",)  # the properties that put NaN, inf, empty batches or eps = 0 in
