@@ -137,3 +137,16 @@ def test_a_familys_known_divergences_import_only_the_vocabulary():
         allowed = (package, f"{package}.declarations")
         wrong = {m for m in siblings if m not in allowed and not m.startswith(f"{package}.known")}
         assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
+
+
+# a file a person can hold (and review) at once; tests/ - tables of cases - are not product files
+MAX_LINES = 700
+
+
+def test_no_product_file_is_over_the_line_limit():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for _, _, path in _sources()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"split by role (see adapters/jax/, conformance/strategies.py): {long}"
