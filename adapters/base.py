@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,20 @@ class Convention:
         return self.framework_name.startswith("—")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """A mixed-precision policy as the framework's users turn it on (spec MP.P1): activations in a half
+    type, parameters and running statistics in float32. Per norm, the declaration says what the policy
+    leaves in which dtype (`parameters`, `accumulation`, `output`)."""
+
+    name: str = "mixed"  # the canonical policy (POLICIES)
+    mechanism: str  # what users write: 'torch.autocast("cpu", dtype=torch.bfloat16)'
+    source: str  # where it was read, pinned to a tag or commit
+
+
+POLICIES = ("none", "mixed")  # `--policies`: "none" selects the adapters that run without one
+
+
 @dataclass(frozen=True)
 class NormDeclaration:
     """What one adapter offers for one norm."""
@@ -61,12 +75,42 @@ class NormDeclaration:
     stateful: bool = False  # keeps running statistics
     # canonical array parameters the call compiles into its program as constants (Keras' Normalization
     # takes mean and variance as constructor arguments): for a compiling adapter they are configuration,
-    # drawn from the program pool with the shape (conformance/strategies.py)
+    # drawn from the program pool with the shape (conformance/regimes.py)
     constants: tuple[str, ...] = ()
     # how the implementation stores its scale (RMS.N3): "as_is" (y = x-hat * scale) or "one_plus" (it
     # holds weight = scale - 1 and computes x-hat * (1 + weight), as Gemma's RMSNorm): the suite then
     # draws weight in the tested dtype and the reference takes scale = 1 + weight exactly
     scale_form: str = "as_is"
+    # Under a mixed policy (MP.P1): the dtype scale, offset and the running statistics are held in
+    # (float32), and input dtype -> the output's dtype where it is not the input's (MP.N2). None and {}:
+    # the input's dtype, as without a policy.
+    parameters: str | None = None
+    output: dict[str, str] = field(default_factory=dict)
+
+    def parameter_dtype(self, dtype: str) -> str:
+        """The dtype the parameters and running statistics of a `dtype` call are held in."""
+        return self.parameters or dtype
+
+    def output_dtype(self, dtype: str) -> str:
+        """The dtype the output of a `dtype` input comes out in (MP.N2)."""
+        return self.output.get(dtype, dtype)
+
+    def statistics_dtype(self, dtype: str) -> str:
+        """The dtype the statistics of a `dtype` input are taken in (`accumulation`; the input's)."""
+        return self.accumulation.get(dtype, dtype)
+
+    def budget_dtypes(self, dtype: str) -> dict[str, str]:
+        """The forward budget's dtypes for a `dtype` input (NUM.N5, MP.N1): checks.budget(**...)."""
+        return {"acc_dtype": self.statistics_dtype(dtype), "out_dtype": self.output_dtype(dtype)}
+
+    def gradient_budget_dtypes(self, dtype: str) -> dict[str, str]:
+        """The gradient budget's (NUM.N8, MP.N1): dx in the input's dtype, dscale and doffset in the
+        parameters' - checks.gradient_budget(**...)."""
+        return {
+            "acc_dtype": self.statistics_dtype(dtype),
+            "out_dtype": dtype,
+            "parameter_dtype": self.parameter_dtype(dtype),
+        }
 
     def defaults(self) -> dict[str, Any]:
         """The framework's defaults as canonical keyword arguments (what a no-argument call means)."""
@@ -85,6 +129,30 @@ class NormDeclaration:
             if c.key == key:
                 return c
         raise KeyError(f"{self.api} declares no convention {key!r}")
+
+
+def under_policy(
+    declarations: Mapping[str, NormDeclaration],
+    norms: tuple[str, ...],
+    dtypes: tuple[str, ...],
+    *,
+    parameters: str = "float32",
+    accumulation: Mapping[str, str] | None = None,
+    output: Mapping[str, str] | None = None,
+) -> dict[str, NormDeclaration]:
+    """A policy adapter's declarations (MP.P1): its plain sibling's for `norms`, taking the half types
+    `dtypes` it runs the policy in, parameters and running statistics held in `parameters`, the
+    statistics' dtype and the output's where the policy changes them from the plain declaration's."""
+    return {
+        norm: replace(
+            declarations[norm],
+            dtypes=tuple(d for d in dtypes if d in declarations[norm].dtypes),
+            parameters=parameters,
+            accumulation={**declarations[norm].accumulation, **(accumulation or {})},
+            output=dict(output or {}),
+        )
+        for norm in norms
+    }
 
 
 # Divisor conventions (BN.P8, RMS.P4) no framework covered departs from: the suite draws them only where
@@ -152,6 +220,7 @@ class Outcome:
     y: np.ndarray
     state: RunningStats | None = None
     grads: Grads | None = None
+    dtype: str | None = None  # the output's dtype as the framework returned it (NumPy's name), if read
 
 
 class Adapter:
@@ -180,6 +249,20 @@ class Adapter:
     # (haiku's zero-debiased averages, BN.D9): `run_own_schedule` follows it anyway (the porting hazards).
     own_schedule: str = ""
     _own_schedule_on: bool = False
+    # The mixed-precision policy this adapter runs its norms under (spec MP.P1), None for none: a policy
+    # adapter is its plain adapter's sibling (name "<plain>@mixed") whose declarations say what the
+    # policy keeps in float32 and what comes out.
+    policy: Policy | None = None
+
+    def parameter_dtype(self, norm: str, dtype: str) -> str:
+        """The dtype this adapter holds `norm`'s parameters and running statistics in for a `dtype`
+        input: the input's, or float32 under a mixed policy (NormDeclaration.parameters)."""
+        return self.declarations[norm].parameter_dtype(dtype)
+
+    @property
+    def policy_name(self) -> str:
+        """The policy's name, "mixed", or "none" (POLICIES): what results record and `--policies` selects."""
+        return self.policy.name if self.policy is not None else "none"
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when every required module is importable, else (False, reason). Imports nothing."""
@@ -241,7 +324,13 @@ class Adapter:
     def run(self, norm: str, x, params: dict, *, dtype: str = "float64", cotangent=None) -> Outcome:
         """Run `norm` on x with canonical `params`, computing in `dtype`; gradients when given a cotangent."""
         result = self._run(norm, *self._resolved(norm, x, params, dtype, cotangent), dtype, cotangent)
-        return result.outcome(self.execute_plan(result.plan)) if isinstance(result, plan.Planned) else result
+        if not isinstance(result, plan.Planned):
+            return result
+        executed = self.execute_plan(result.plan)
+        outcome = result.outcome(executed)
+        if outcome.dtype is None:
+            outcome.dtype = executed.y_dtype
+        return outcome
 
     def run_own_schedule(self, norm: str, x, params: dict, *, dtype: str = "float64") -> Outcome:
         """`run`, except that a training step follows the framework's own running-average schedule where

@@ -110,6 +110,17 @@ class Executed:
     y: np.ndarray
     grads: dict
     after: dict
+    y_dtype: str | None = None  # the output's dtype as the framework returned it (`dtype_name`)
+
+
+def dtype_name(array) -> str | None:
+    """A framework array's dtype as NumPy names it: torch.bfloat16, tf's DType, jax's, mlx.core.float16
+    and paddle.float16 all come out as "bfloat16" / "float16" (MP.N2 compares these)."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None:
+        return None
+    name = getattr(dtype, "name", None)  # NumPy's and TensorFlow's dtypes
+    return (name if isinstance(name, str) else str(dtype)).rsplit(".", 1)[-1].lower()  # paddle: FLOAT32
 
 
 @functools.lru_cache(maxsize=None)
@@ -184,11 +195,13 @@ def execute(plan: Plan) -> Executed:
     run(plan.steps)
     read = lambda v: None if v is None else plan.runtime.numpy(v)  # noqa: E731
     bound.update(made)
+    y = value(plan.y)
     return Executed(
         bound,
-        plan.runtime.numpy(value(plan.y)),
+        plan.runtime.numpy(y),
         {k: read(value(g)) for k, g in plan.grads.items()},
         {k: read(value(a)) for k, a in plan.after.items()},
+        dtype_name(y),
     )
 
 

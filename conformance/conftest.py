@@ -65,12 +65,12 @@ for _name, _options in PROFILES.items():
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "targets(norms=None, need=None, widest=False, no_argument_call=False): "
+        "targets(norms=None, need=None, widest=False, no_argument_call=False, policies=('none',)): "
         "which matrix cells a property runs on",
     )
-    from normconf.adapters.base import DTYPES, NORMS
+    from normconf.adapters.base import DTYPES, NORMS, POLICIES
 
-    for option, known in (("norms", NORMS), ("dtypes", DTYPES)):
+    for option, known in (("norms", NORMS), ("dtypes", DTYPES), ("policies", POLICIES)):
         unknown = sorted({v.strip() for v in config.getoption(option).split(",") if v.strip()} - set(known))
         if unknown:
             raise pytest.UsageError(f"--{option}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
@@ -122,20 +122,26 @@ def selected_adapters(config) -> list[str]:
             adapters.get(name)  # raises UnknownAdapter, naming the known ones
         except (adapters.UnknownAdapter, PluginError) as exc:
             raise pytest.UsageError(str(exc).strip('"')) from None
-    return chosen or adapters.names()
+    policies = {p.strip() for p in config.getoption("policies").split(",") if p.strip()}
+    return [n for n in chosen or adapters.names() if not policies or adapters.get(n).policy_name in policies]
 
 
-def targets(config, norms=None, need=None, widest=False, no_argument_call=False) -> list:
+def targets(config, norms=None, need=None, widest=False, no_argument_call=False, policies=None) -> list:
     """pytest params for every selected adapter x declared norm x declared dtype (skips carry reasons).
     `widest`: only float32 (else the widest dtype declared); `no_argument_call`: only norms the adapter
-    can call with the framework's own defaults (`Adapter.no_argument_calls`)."""
+    can call with the framework's own defaults (`Adapter.no_argument_calls`); `policies`: the adapters'
+    mixed-precision policies it runs under - plain adapters only unless a property says so (MP.P1: the
+    forward, gradient and running-state properties run under the mixed policy too)."""
     from normconf.adapters.base import DTYPES
 
+    policies = ("none",) if policies is None else policies
     only_norms = {n.strip() for n in config.getoption("norms").split(",") if n.strip()}
     only_dtypes = {d.strip() for d in config.getoption("dtypes").split(",") if d.strip()}
     params = []
     for name in selected_adapters(config):
         adapter = adapters.get(name)
+        if adapter.policy_name not in policies:
+            continue
         ok, reason = adapter.available()
         for norm, declaration in adapter.declarations.items():
             if (norms is not None and norm not in norms) or (only_norms and norm not in only_norms):

@@ -212,12 +212,12 @@ def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dic
     output cotangent `g`), both answers and the verdict under the suite's budget printed; 1 when the
     comparison fails, so a repro of a failure fails."""
     adapter = adapters.get(adapter_name)
-    acc = adapter.declarations[norm].accumulation.get(dtype, dtype)
+    declaration = adapter.declarations[norm]
     if g is not None:
         framework = adapter.run(norm, x, params, dtype=dtype, cotangent=g)
         expected = getattr(R, f"{norm}_vjp")(g, x, **params)
         want = {k: getattr(expected, k) for k in ("x", "scale", "offset") if getattr(expected, k) is not None}
-        bounds = checks.gradient_budget(norm, x, params, g, want, acc_dtype=acc, out_dtype=dtype)
+        bounds = checks.gradient_budget(norm, x, params, g, want, **declaration.gradient_budget_dtypes(dtype))
         verdicts = [
             checks.check(
                 clause,
@@ -240,7 +240,7 @@ def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dic
         want = getattr(expected, "y", expected)
         print("framework:", framework.y)
         print("reference:", want)
-        budget_and_basis = checks.budget(norm, x, params, want, acc_dtype=acc, out_dtype=dtype)
+        budget_and_basis = checks.budget(norm, x, params, want, **declaration.budget_dtypes(dtype))
         verdicts = [
             checks.check(clause, adapter.name, norm, dtype, "y", framework.y, want, budget_and_basis, {})
         ]
@@ -343,6 +343,26 @@ class Cell:
         )
         self.settle(verdict, case, also=also, explained_by=explained_by, observed=observed)
         return verdict
+
+    def check_dtype(self, *, clause: str, what: str, actual: str | None, expected: str, case: Case) -> None:
+        """The dtype an array came out in against the declared one (MP.N2): a mismatch is a finding,
+        whatever the values, and no divergence excuses it - the declaration is what a porter reads. An
+        adapter that does not report its dtype (`actual` None) is not judged."""
+        if actual is None or actual == expected:
+            return
+        failed = Verdict(
+            clause,
+            self.adapter,
+            self.norm,
+            self.dtype,
+            f"{what} came out {actual}, declared {expected}",
+            T.Comparison(math.inf, 0.0, math.inf, math.nan, ()),
+            "the adapter's declaration (NormDeclaration.output)",
+            case.describe(),
+        )
+        self.examples += 1
+        self.failure, self.failure_case = failed, case
+        raise AssertionError(_failure_text(failed, [], case, repro(self, case), self.acc))
 
     def settle(
         self,

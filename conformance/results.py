@@ -27,6 +27,16 @@ SMALL = 64  # inputs up to this many elements are written out in full, with the 
 ENVIRONMENT_KEYS = ("framework", "version", "device")  # the rest of an adapter's environment() are flags
 
 
+def _policy(adapter: str) -> str:
+    """The adapter's mixed-precision policy (MP.P1): "mixed", or "none" (also where it cannot load)."""
+    from normconf import adapters
+
+    try:
+        return adapters.get(adapter).policy_name
+    except Exception:
+        return "none"
+
+
 def _release() -> str | None:
     """The release this run measures ("onnxruntime=1.20.1", `normconf run --versions`), or None."""
     from normconf.envs import RELEASE
@@ -83,11 +93,14 @@ class Recorder:
             env = dict(adapter.environment())
             env.pop("adapter", None)
             known = {key: _text(env.pop(key, None)) for key in ENVIRONMENT_KEYS}
+            policy = {} if adapter.policy is None else {"mechanism": adapter.policy.mechanism}
             self._write(
                 {
                     "kind": "environment",
                     "adapter": adapter.name,
                     **known,
+                    "policy": adapter.policy_name,
+                    **policy,
                     "cpu": _cpu.describe(),
                     "available": True,
                     "flags": env,
@@ -120,6 +133,7 @@ class Recorder:
                 "adapter": target.adapter,
                 "norm": target.norm,
                 "dtype": target.dtype,
+                "policy": _policy(target.adapter),
                 "property": prop,
                 "verdict": "skipped",
                 "examples": 0,
@@ -144,6 +158,7 @@ class Recorder:
             "adapter": cell.adapter,
             "norm": cell.norm,
             "dtype": cell.dtype,
+            "policy": _policy(cell.adapter),
             "property": cell.prop,
             "verdict": status,
             "examples": cell.examples,

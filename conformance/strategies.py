@@ -44,8 +44,9 @@ def program_case(name: str, norm: str, declaration, dtype: str) -> Case:
 @composite
 def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -> Case:
     """One example for `norm`, respecting what the adapter's declaration fixes. Every array parameter
-    (scale, offset, running statistics, mean, std) is rounded to `dtype`, as the input is, so the
-    framework and the reference start from the same numbers."""
+    (scale, offset, running statistics, mean, std) is rounded to the dtype the adapter holds it in -
+    `dtype`, as the input is, or float32 under a mixed policy (MP.S1) - so the framework and the
+    reference start from the same numbers."""
     token = _KINDS.set(kinds)  # values drawn only of these kinds (a property that needs them, not a filter)
     entry = None
     if _POOLED.get() and _FORCED.get() is None:  # a random draw for a compiled framework: one pool entry
@@ -66,15 +67,16 @@ def case(draw, norm: str, declaration, dtype: str, kinds: tuple | None = None) -
             }
         )
     one_plus = declaration is not None and declaration.scale_form == "one_plus"
+    held = declaration.parameter_dtype(dtype) if declaration is not None else dtype  # float32: MP.S1
     for key, value in drawn.params.items():
         if key == "scale" and one_plus and isinstance(value, np.ndarray):
             # the implementation holds weight = scale - 1 in the dtype: that is what rounds (RMS.N3)
-            drawn.params[key] = 1.0 + representable(value - 1.0, dtype)
+            drawn.params[key] = 1.0 + representable(value - 1.0, held)
         elif isinstance(value, np.ndarray):
-            drawn.params[key] = _remembered(representable(value, dtype), _repro.source_of(value), dtype)
+            drawn.params[key] = _remembered(representable(value, held), _repro.source_of(value), held)
         elif isinstance(value, RunningStats):
             drawn.params[key] = RunningStats(
-                representable(value.mean, dtype), representable(value.var, dtype), value.num_batches_tracked
+                representable(value.mean, held), representable(value.var, held), value.num_batches_tracked
             )
     return drawn
 

@@ -55,7 +55,7 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     expected = reference_or_reject(case)
     y_ref = getattr(expected, "y", expected)
     acc = declaration.accumulation.get(target.dtype, target.dtype)
-    bound = checks.budget(target.norm, x, params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
+    bound = checks.budget(target.norm, x, params, y_ref, **declaration.budget_dtypes(target.dtype))
     cell.check(
         clause=NORMS[target.norm].clauses.defaults,
         what="default y",

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from normconf import adapters
+from normconf.adapters.base import POLICIES
 from normconf.reference import NORMS
 
 from . import checks, diagnosis, strategies
@@ -24,11 +25,15 @@ def _clause(norm, params):
     return clauses.forward
 
 
+@pytest.mark.targets(policies=POLICIES)
 @pytest.mark.clause(
     *(c for n in NORMS.values() for c in (n.clauses.forward, n.clauses.eval, n.clauses.equal_weighting) if c),
     "NUM.N5",
     "NUM.N6",
     "NUM.N7",
+    "MP.S1",
+    "MP.N1",
+    "MP.N2",
 )
 @strategies.covering
 @given(data=st.data())
@@ -39,8 +44,7 @@ def test_forward_matches_reference(target, cell, data):
     clause = _clause(target.norm, case.params)
     outcome = run_or_reject(cell, case, clause)
     y_ref = getattr(expected, "y", expected)
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
-    bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
+    bound = checks.budget(target.norm, case.x, case.params, y_ref, **declaration.budget_dtypes(target.dtype))
     cell.check(
         clause=clause,
         what="y",
@@ -49,4 +53,11 @@ def test_forward_matches_reference(target, cell, data):
         budget=bound,
         case=case,
         diagnose=diagnosis.of_output(target.norm, case, target.dtype),
+    )
+    cell.check_dtype(
+        clause="MP.N2",
+        what="y",
+        actual=outcome.dtype,
+        expected=declaration.output_dtype(target.dtype),
+        case=case,
     )

@@ -47,8 +47,7 @@ def _budget(target, case):
     declaration = adapters.get(target.adapter).declarations[case.norm]
     expected = reference_or_reject(case)
     y_ref = getattr(expected, "y", expected)
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
-    return checks.budget(case.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)[0]
+    return checks.budget(case.norm, case.x, case.params, y_ref, **declaration.budget_dtypes(target.dtype))[0]
 
 
 def _compare(cell, target, declaration, clause, what, case_a, y_a, case_b, y_b, runs):

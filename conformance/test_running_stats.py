@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from normconf import adapters
 from normconf import reference as R
+from normconf.adapters.base import POLICIES
 from normconf.vocabulary import budgets
 from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
@@ -24,7 +25,7 @@ STEPS = 3
 STATEFUL = tuple(name for name, norm in R.NORMS.items() if norm.stateful)
 
 
-@pytest.mark.targets(norms=STATEFUL, need=("stateful",))
+@pytest.mark.targets(norms=STATEFUL, need=("stateful",), policies=POLICIES)
 @pytest.mark.clause(
     *(c for n in STATEFUL for c in (R.NORMS[n].clauses.state, R.NORMS[n].clauses.eval)),
     "BN.S5",
@@ -40,7 +41,7 @@ def test_state_after_steps_then_eval(target, cell, data):
         first.params["state"] = R.RunningStats.initial(first.x.shape[first.params["channel_axis"]])
     first.params["training"] = True
     clause, eval_clause = R.NORMS[target.norm].clauses.state, R.NORMS[target.norm].clauses.eval
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
+    acc, pdtype = declaration.statistics_dtype(target.dtype), declaration.parameter_dtype(target.dtype)
     ref_state = fw_state = pure_state = first.params["state"]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
     for step in range(STEPS):
@@ -64,7 +65,7 @@ def test_state_after_steps_then_eval(target, cell, data):
             bound = (
                 T.running_stat_budget(
                     acc_dtype=acc,
-                    out_dtype=target.dtype,
+                    out_dtype=pdtype,  # the state's dtype: float32 under a mixed policy (MP.N1)
                     n=n,
                     batch_error_scale=scales[what],
                     y_ref=want,
@@ -92,8 +93,8 @@ def test_state_after_steps_then_eval(target, cell, data):
     # eval from the same state on both sides, the reference's own (never a divergence's carried
     # forward), so only the eval arithmetic is judged
     state = R.RunningStats(
-        strategies.representable(pure_state.mean, target.dtype),
-        strategies.representable(pure_state.var, target.dtype),
+        strategies.representable(pure_state.mean, pdtype),
+        strategies.representable(pure_state.var, pdtype),
         pure_state.num_batches_tracked,
     )
     if not (np.all(np.isfinite(state.mean)) and np.all(np.isfinite(state.var))):
@@ -102,7 +103,7 @@ def test_state_after_steps_then_eval(target, cell, data):
     expected = reference_or_reject(ref_case)
     outcome = run_or_reject(cell, ref_case, eval_clause)
     bound = checks.budget(
-        target.norm, first.x, ref_case.params, expected.y, acc_dtype=acc, out_dtype=target.dtype
+        target.norm, first.x, ref_case.params, expected.y, **declaration.budget_dtypes(target.dtype)
     )
     cell.check(
         clause=eval_clause,

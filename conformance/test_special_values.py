@@ -38,8 +38,9 @@ def test_non_finite_inputs_stay_in_their_groups(target, cell, data):
     y_clean = getattr(expected := reference_or_reject(clean), "y", expected)
     y_ref = getattr(special := reference_or_reject(case), "y", special)
     outcome = run_or_reject(cell, case, "NUM.N9")
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
-    bound = checks.budget(target.norm, clean.x, clean.params, y_clean, acc_dtype=acc, out_dtype=target.dtype)
+    bound = checks.budget(
+        target.norm, clean.x, clean.params, y_clean, **declaration.budget_dtypes(target.dtype)
+    )
     cell.check(
         clause="NUM.N9",
         what="y",
@@ -110,9 +111,10 @@ def test_eps_0_on_a_constant_group_is_nan_there(target, cell, data):
     case = _constant_group(clean, value)
     y_ref = getattr(expected := reference_or_reject(case), "y", expected)
     outcome = run_or_reject(cell, case, "NUM.N9")
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
     with np.errstate(all="ignore"):  # the constant group's conditioning is 0/0 there, as its answer
-        bound = checks.budget(target.norm, case.x, case.params, y_ref, acc_dtype=acc, out_dtype=target.dtype)
+        bound = checks.budget(
+            target.norm, case.x, case.params, y_ref, **declaration.budget_dtypes(target.dtype)
+        )
     cell.check(
         clause="NUM.N9",
         what="y",

@@ -84,6 +84,12 @@ def _suite_options(parser) -> None:
         help="comma-separated input dtypes (default: every dtype declared); NORMCONF_DTYPES",
     )
     group.addoption(
+        "--policies",
+        default=os.environ.get("NORMCONF_POLICIES", ""),
+        help="comma-separated mixed-precision policies: none (adapters without one), mixed (spec MP.P1; "
+        "adapters named <adapter>@mixed) - default: both; NORMCONF_POLICIES",
+    )
+    group.addoption(
         "--profile",
         default=os.environ.get("NORMCONF_PROFILE", "quick"),
         choices=sorted(PROFILE_NAMES),

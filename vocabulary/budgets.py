@@ -218,9 +218,12 @@ def gradient_budget(
     *,
     acc_dtype: str,
     out_dtype: str,
+    parameter_dtype: str | None = None,
     seed: int = 0,
 ) -> dict:
-    """NUM.N8: {"x"|"scale"|"offset": elementwise budget} for the VJP of `norm` at (x, params, g)."""
+    """NUM.N8: {"x"|"scale"|"offset": elementwise budget} for the VJP of `norm` at (x, params, g). dx
+    comes out in `out_dtype`, dscale and doffset in `parameter_dtype` (float32 under a mixed policy,
+    MP.N1; the input's dtype otherwise)."""
     n = reduction_length(norm, case_x, params)
     summed = max(1, case_x.size // max(1, np.size(params.get("scale", 1.0))))
     rel = T.unit_roundoff(acc_dtype) * T.growth(max(n, summed))
@@ -234,16 +237,19 @@ def gradient_budget(
 
     spread = T.perturbation_spread(grads, {"x": case_x, "g": g, **learned}, rel, seed=seed)
     terms = gradient_terms(norm, case_x, params, g)
-    # the terms may be rounded once more, to the input dtype, before they cancel
-    last = T.output_roundoff(acc_dtype, out_dtype)  # NUM.N5: the gradient's own last rounding
-    term_rel = rel + last
-    # below the output dtype's normal range its rounding is absolute: one subnormal spacing, no finer
-    floor = float(T.finfo(out_dtype).smallest_subnormal)
-    return {
-        key: T.SAFETY * (spread[key] + term_rel * terms.get(key, 0.0) + last * np.abs(w)) + floor
-        for key, w in want.items()
-        if w is not None
-    }
+    out = {"x": out_dtype, "scale": parameter_dtype or out_dtype, "offset": parameter_dtype or out_dtype}
+    budgets = {}
+    for key, w in want.items():
+        if w is None:
+            continue
+        # the terms may be rounded once more, to the gradient's dtype, before they cancel
+        last = T.output_roundoff(acc_dtype, out[key])  # NUM.N5: the gradient's own last rounding
+        # below the gradient dtype's normal range its rounding is absolute: one subnormal spacing, no finer
+        floor = float(T.finfo(out[key]).smallest_subnormal)
+        budgets[key] = (
+            T.SAFETY * (spread[key] + (rel + last) * terms.get(key, 0.0) + last * np.abs(w)) + floor
+        )
+    return budgets
 
 
 def state_error_scales(norm: str, x: np.ndarray, params: dict, acc_dtype: str) -> dict:

@@ -87,9 +87,13 @@ class Divergence:
         return release is None or SpecifierSet(self.releases).contains(release, prereleases=True)
 
     def names(self, adapter: str) -> bool:
-        """Whether this entry's adapter pattern names `adapter` (`*` is the only wildcard: names hold `[`)."""
-        return adapter == self.adapters or (
-            "*" in self.adapters and fnmatch.fnmatchcase(adapter, self.adapters)
+        """Whether this entry's adapter pattern names `adapter` (`*` is the only wildcard: names hold `[`).
+        A policy adapter ("torch.nn@mixed", MP.P1) runs its plain sibling's calls under the policy, so
+        the sibling's entries name it too - each still excuses only where its model agrees."""
+        plain = adapter.partition("@")[0]
+        return any(
+            name == self.adapters or ("*" in self.adapters and fnmatch.fnmatchcase(name, self.adapters))
+            for name in {adapter, plain}
         )
 
     def matches(self, adapter: str, norm: str, case: Case, dtype: str) -> bool:

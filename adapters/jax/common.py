@@ -14,7 +14,7 @@ from ..base import (
     Adapter,
     Outcome,
 )
-from ..plan import Executed, Planned
+from ..plan import Executed, Planned, dtype_name
 from .runtime import (
     JAX_HEADER,
     ModulePlan,
@@ -82,7 +82,7 @@ class JaxBase(Adapter):
         else:
             y, aux, grads = self._call(plan, array(plan.x, plan.dtype), affine)
         found = {} if grads is None else {"x": grads.x, "scale": grads.scale, "offset": grads.offset}
-        return Executed({}, to_numpy(y), found, {"state": aux})
+        return Executed({}, to_numpy(y), found, {"state": aux}, dtype_name(y))
 
     def _call(self, plan: ModulePlan, x, affine):
         """(y, state after, grads): the layer called on x the library's way (compiled_vjp)."""

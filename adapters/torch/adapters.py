@@ -7,6 +7,8 @@ no-argument calls: default_calls.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from normconf.reference import RunningStats
@@ -21,12 +23,15 @@ from ..base import (
     stepped,
     trailing,
 )
-from ..plan import Get, Input, Planned, Step, Symbol
+from ..plan import Block, Get, Input, Plan, Planned, Step, Symbol
 from .declarations import (
+    AUTOCAST,
     BATCH_NORM_BY_RANK,
     FUNCTIONAL_DECLARATIONS,
+    FUNCTIONAL_MIXED_DECLARATIONS,
     INSTANCE_NORM_BY_RANK,
     NN_DECLARATIONS,
+    NN_MIXED_DECLARATIONS,
     SYNC_DEVICE_TYPES,
     TORCHVISION_DECLARATIONS,
     TORCHVISION_V2_DECLARATIONS,
@@ -98,14 +103,14 @@ class TorchFunctional(TorchBase):
             "the cumulative average (momentum=None) lives in the nn modules, not F (BN.S5)",
         )
         state, training = params.get("state"), params["training"]
-        grad = cotangent is not None
-        scale, offset = _affine_inputs(params, dtype, grad)
+        grad, pdtype = cotangent is not None, self.parameter_dtype(norm, dtype)
+        scale, offset = _affine_inputs(params, pdtype, grad)
         mean, var = (
             (None, None)
             if state is None
             else (
-                Input("running_mean", state.mean, dtype),
-                Input("running_var", state.var, dtype),
+                Input("running_mean", state.mean, pdtype),
+                Input("running_var", state.var, pdtype),
             )
         )
         batch = training or state is None
@@ -145,7 +150,13 @@ class TorchFunctional(TorchBase):
     def _affine_call(self, fn, x, args, kwargs, params, dtype, cotangent, keys=("scale", "offset")):
         """F.<fn>(x, *args, weight, bias, **kwargs) with the canonical affine inputs (absent: None)."""
         grad = cotangent is not None
-        affine = dict(zip(("scale", "offset"), _affine_inputs(params, dtype, grad), strict=True))
+        affine = dict(
+            zip(
+                ("scale", "offset"),
+                _affine_inputs(params, self.parameter_dtype(fn, dtype), grad),
+                strict=True,
+            )
+        )
         leaves = {"x": Get("x"), **{k: Get(v.name) for k, v in affine.items() if v and k in keys}}
         inputs = tuple(affine[k] for k in keys)
         return _function(fn, (Input("x", x, dtype, grad), *args, *inputs), kwargs, leaves, cotangent, dtype)
@@ -220,6 +231,7 @@ class TorchModules(TorchBase):
 
     def _module(
         self,
+        norm: str,
         cls: str,
         args: tuple,
         kwargs: dict,
@@ -235,12 +247,14 @@ class TorchModules(TorchBase):
         """torch.nn.<cls>(*args, **kwargs) moved to the device and dtype as a user's `.to(...)`, its
         weight and bias (the canonical scale and offset, where given) and `loads` (buffers) loaded, put in
         train or eval mode and called on x; the gradients of x, weight and bias."""
-        grad = cotangent is not None
-        scale, offset = _affine_inputs(params, dtype, grad=False)
+        grad, pdtype = cotangent is not None, self.parameter_dtype(norm, dtype)
+        scale, offset = _affine_inputs(params, pdtype, grad=False)
         state = {v.name: v for v in (scale, offset) if v is not None} | (loads or {})
         steps = [
             Step("module", Symbol(f"torch.nn.{cls}"), args, kwargs),
-            Step("module", Get("module", "to"), (), {"device": _device(), "dtype": Symbol(f"torch.{dtype}")}),
+            Step(
+                "module", Get("module", "to"), (), {"device": _device(), "dtype": Symbol(f"torch.{pdtype}")}
+            ),
         ]
         if state:
             steps.append(Step(None, Get("module", "load_state_dict"), (state,), {"strict": False}))
@@ -273,11 +287,11 @@ class TorchModules(TorchBase):
             "affine": affine,
             "track_running_stats": state is not None,
         }
-        loads = {}
+        loads, pdtype = {}, self.parameter_dtype(norm, dtype)
         if state is not None:
             loads = {
-                "running_mean": Input("running_mean", state.mean, dtype),
-                "running_var": Input("running_var", state.var, dtype),
+                "running_mean": Input("running_mean", state.mean, pdtype),
+                "running_var": Input("running_var", state.var, pdtype),
             }
             if norm == "batch_norm":  # InstanceNorm has no counter buffer
                 loads["num_batches_tracked"] = Input(
@@ -288,6 +302,7 @@ class TorchModules(TorchBase):
         finish = stepped(state, training, lambda e: (e.after["running_mean"], e.after["running_var"]))
 
         return self._module(
+            norm,
             table[x.ndim],
             (x.shape[1],),
             kwargs,
@@ -315,7 +330,9 @@ class TorchModules(TorchBase):
             "elementwise_affine": affine,
             "bias": params.get("offset") is not None,
         }
-        return self._module("LayerNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent)
+        return self._module(
+            "layer_norm", "LayerNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent
+        )
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(channel_axis_of(x, params) == 1, "PyTorch's channel axis is dim 1")
@@ -325,19 +342,25 @@ class TorchModules(TorchBase):
         )
         affine = params.get("scale") is not None or params.get("offset") is not None
         kwargs = {"eps": params["eps"], "affine": affine}
-        return self._module("GroupNorm", (params["groups"], x.shape[1]), kwargs, x, params, dtype, cotangent)
+        return self._module(
+            "group_norm", "GroupNorm", (params["groups"], x.shape[1]), kwargs, x, params, dtype, cotangent
+        )
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         count = trailing(params["axes"], x.ndim)
         require(count is not None, "normalized_shape covers trailing axes only")
         require(params.get("offset") is None, "torch.nn.RMSNorm has no bias")
         kwargs = {"eps": params["eps"], "elementwise_affine": params.get("scale") is not None}
-        return self._module("RMSNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent)
+        return self._module(
+            "rms_norm", "RMSNorm", (x.shape[x.ndim - count :],), kwargs, x, params, dtype, cotangent
+        )
 
     def _run_local_response_norm(self, x, params, dtype, cotangent):
         _lrn_checks(x, params, dtype)
         kwargs = {"alpha": params["alpha"], "beta": params["beta"], "k": params["k"]}
-        return self._module("LocalResponseNorm", (params["size"],), kwargs, x, params, dtype, cotangent)
+        return self._module(
+            "local_response_norm", "LocalResponseNorm", (params["size"],), kwargs, x, params, dtype, cotangent
+        )
 
 
 class TorchVision(TorchBase):
@@ -426,4 +449,57 @@ class TorchVisionV2(TorchVision):
         return self._normalize_steps(x, params, dtype, cotangent, inplace=cotangent is None)
 
 
-__all__ = ["TorchFunctional", "TorchModules", "TorchVision", "TorchVisionV2", "Unsupported"]
+class _Autocast:
+    """The mixed policy as PyTorch users turn it on (MP.P1): modules and parameter tensors in float32,
+    the activations in bfloat16, the forward call under torch.autocast and the backward outside it (as
+    the AMP docs advise). Autocast decides nothing for a norm on the CPU (MP.D1); the block is there
+    because it is what users run, and where a release puts a norm on a list, the results show it."""
+
+    policy = AUTOCAST
+
+    def _under_autocast(self, planned: Plan) -> Plan:
+        backward = tuple(s for s in planned.steps if isinstance(s, Step) and s.fn == Get("y", "backward"))
+        forward = tuple(s for s in planned.steps if s not in backward)
+        kwargs = {"device_type": _device().split(":")[0], "dtype": Symbol("torch.bfloat16")}
+        return replace(
+            planned, steps=(Block("autocast", Symbol("torch.autocast"), (), kwargs, forward), *backward)
+        )
+
+    def execute_plan(self, planned):
+        return super().execute_plan(self._under_autocast(planned))
+
+    def render_plan(self, planned):
+        return super().render_plan(self._under_autocast(planned))
+
+
+class TorchFunctionalMixed(_Autocast, TorchFunctional):
+    """torch.functional under torch.autocast: bfloat16 activations, float32 parameters and statistics."""
+
+    name = "torch.functional@mixed"
+    cost = 2.0  # see Adapter.cost
+    declarations = FUNCTIONAL_MIXED_DECLARATIONS
+
+    def no_argument_calls(self):
+        return {}
+
+
+class TorchModulesMixed(_Autocast, TorchModules):
+    """torch.nn modules in float32 (as built) called under torch.autocast on bfloat16 activations."""
+
+    name = "torch.nn@mixed"
+    cost = 2.0  # see Adapter.cost
+    declarations = NN_MIXED_DECLARATIONS
+
+    def no_argument_calls(self):
+        return {}
+
+
+__all__ = [
+    "TorchFunctional",
+    "TorchFunctionalMixed",
+    "TorchModules",
+    "TorchModulesMixed",
+    "TorchVision",
+    "TorchVisionV2",
+    "Unsupported",
+]

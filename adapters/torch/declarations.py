@@ -4,7 +4,7 @@ adapters.py, which holds the adapters that run them."""
 
 from __future__ import annotations
 
-from ..base import Convention, NormDeclaration
+from ..base import Convention, NormDeclaration, Policy, under_policy
 
 SRC_BN = "https://github.com/pytorch/pytorch/blob/v2.13.0/torch/nn/modules/batchnorm.py"
 SRC_BN_CPP = "https://github.com/pytorch/pytorch/blob/v2.13.0/aten/src/ATen/native/Normalization.cpp"
@@ -284,3 +284,19 @@ TORCHVISION_V2_DECLARATIONS = {
         gradients=True,
     ),
 }
+
+# -- the mixed policy (MP.P1) as PyTorch users turn it on for the CPU --------------------------------
+# torch.autocast("cpu", dtype=torch.bfloat16) around the forward: the CPU autocast lists
+# (`AutocastCPU`: lower_precision_fp and fp32) name no norm, so a norm receives the bfloat16 activations
+# and its module's float32 parameters and buffers as they are and runs its mixed-type kernel (MP.D1).
+SRC_AUTOCAST = "https://github.com/pytorch/pytorch/blob/v2.14.1/aten/src/ATen/autocast_mode.cpp"
+AUTOCAST = Policy(mechanism='torch.autocast("cpu", dtype=torch.bfloat16)', source=SRC_AUTOCAST)
+# the norms that hold anything the policy keeps in float32 (parameters, running statistics)
+MIXED_NORMS = ("batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm")
+# float32 parameters make BatchNorm's param_t float32: its mean and invstd are kept in float32 too
+FUNCTIONAL_MIXED_DECLARATIONS = under_policy(
+    FUNCTIONAL_DECLARATIONS, MIXED_NORMS, ("bfloat16",), accumulation=HALF_IN_FLOAT32
+)
+NN_MIXED_DECLARATIONS = under_policy(
+    NN_DECLARATIONS, MIXED_NORMS, ("bfloat16",), accumulation=HALF_IN_FLOAT32
+)
