@@ -33,6 +33,11 @@ supports (the reference function's names, spec/<norm>.md P-clauses) and returnin
   its model - the same arithmetic gets the same verdict.
 - `arrays` says what the function takes and returns: "numpy" (default), "torch" or "jax" (gradients
   then come from the framework's autodiff), or an `Arrays(to, back)` converter of your own.
+- `policy="mixed"` says the function implements a mixed-precision policy (spec MP.P1): it takes x in a
+  half type (`dtypes` of float16/bfloat16) and scale, offset and the running state in float32, and
+  returns its output in the input's dtype, or in the dtype `output={"bfloat16": "float32"}` declares;
+  `accumulation` states its statistics' dtype. It is judged under MP.N1 and MP.N2, as the frameworks'
+  policy adapters (`torch.nn@mixed`, ...) are; all implementations of one plug-in share its policy.
 - batch_norm/instance_norm functions that take `state` get a RunningStats (mean, var,
   num_batches_tracked) and return `(y, new_state)`, the state as a RunningStats or a (mean, var) pair.
 
@@ -64,6 +69,7 @@ from .base import (
     Convention,
     NormDeclaration,
     Outcome,
+    Policy,
     require,
 )
 
@@ -72,6 +78,7 @@ from .base import (
 STATE_ONLY = ("momentum", "running_var", "training")
 ARRAY_PARAMETERS = ("scale", "offset", "mean", "std")
 SOURCE = "declared by the implementation's author"
+HALF = {"float16", "bfloat16"}
 # canonical parameters without a canonical default: a function that does not take one must declare it
 REQUIRED = {"rms_norm": ("eps",), "group_norm": ("groups",), "local_response_norm": ("size",)}
 
@@ -165,6 +172,8 @@ class Implementation:
     # divergences judge it too - as models of the same arithmetic, never as excuses
     wraps: str | None = None
     scale_form: str = "as_is"  # "one_plus": the function takes weight and computes x-hat * (1 + weight)
+    policy: str | None = None  # "mixed" (MP.P1): half x, float32 parameters and state
+    output: dict = field(default_factory=dict)  # under the policy: input dtype -> output dtype (MP.N2)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -172,6 +181,15 @@ class Implementation:
         unknown = sorted(set(self.dtypes) - set(DTYPES))
         if unknown or not self.dtypes:
             raise ValueError(f"dtypes: {unknown or 'none'} given; choose from {', '.join(DTYPES)}")
+        if self.policy not in (None, "mixed"):
+            raise ValueError(f"policy: {self.policy!r} is not a policy (spec MP.P1): None or 'mixed'")
+        if self.policy == "mixed" and not set(self.dtypes) <= HALF:
+            raise ValueError(
+                f"dtypes: {list(self.dtypes)} under policy='mixed' - the policy takes half-precision "
+                "activations (MP.P1): float16 and/or bfloat16"
+            )
+        if self.output and self.policy != "mixed":
+            raise ValueError("output: an output dtype other than the input's is a mixed policy's (MP.N2)")
         allowed = CANONICAL_PARAMETERS[self.norm]
         for key in self.conventions:
             if key not in allowed:
@@ -281,6 +299,8 @@ def implementation(
     refuses: dict | None = None,
     wraps: str | None = None,
     scale_form: str = "as_is",
+    policy: str | None = None,
+    output: dict | None = None,
 ):
     """Decorator: declare a function as an implementation of `norm` (see the module docstring)."""
 
@@ -298,6 +318,8 @@ def implementation(
             },
             wraps,
             scale_form,
+            policy,
+            dict(output or {}),
         )
 
     return wrap
@@ -327,6 +349,15 @@ class FunctionAdapter(Adapter):
                     f"{impl.label}); check one at a time: {name}:{impl.label}"
                 )
             self.implementations[impl.norm] = impl
+        policies = {impl.policy for impl in self.implementations.values()}
+        if len(policies) > 1:
+            raise PluginError(
+                f"{name}: its implementations declare different policies {sorted(map(str, policies))}"
+            )
+        if policies == {"mixed"}:
+            self.policy = Policy(
+                mechanism="declared by the plug-in: half x, float32 parameters", source=SOURCE
+            )
         self.declarations = {norm: self._declare(impl) for norm, impl in self.implementations.items()}
 
     def _declare(self, impl: Implementation) -> NormDeclaration:
@@ -355,6 +386,8 @@ class FunctionAdapter(Adapter):
             gradients=converter.vjp is not None,
             stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken,
             scale_form=impl.scale_form,
+            parameters="float32" if impl.policy == "mixed" else None,
+            output=dict(impl.output),
         )
 
     def wrapped(self, norm: str) -> str | None:
@@ -373,6 +406,7 @@ class FunctionAdapter(Adapter):
     def _run(self, norm, x, params, dtype, cotangent):
         impl = self.implementations[norm]
         taken, declaration = impl.parameters, self.declarations[norm]
+        held = declaration.parameter_dtype(dtype)  # float32 under a mixed policy (MP.P1)
         fixed = {**_reference_defaults(norm), **{c.key: c.value for c in declaration.conventions}}
         arrays = impl.converter()
         plain, differentiable = {}, {}
@@ -385,12 +419,12 @@ class FunctionAdapter(Adapter):
             if key in taken:
                 if key == "scale" and impl.scale_form == "one_plus" and value is not None:
                     # the strategy drew weight in the dtype: scale - 1 recovers it exactly (RMS.N3)
-                    differentiable[key] = arrays.to(np.asarray(value) - 1.0, dtype)
+                    differentiable[key] = arrays.to(np.asarray(value) - 1.0, held)
                 elif isinstance(value, np.ndarray) and key in ARRAY_PARAMETERS:
-                    differentiable[key] = arrays.to(value, dtype)
+                    differentiable[key] = arrays.to(value, held)
                 elif isinstance(value, R.RunningStats):
                     plain[key] = R.RunningStats(
-                        arrays.to(value.mean, dtype), arrays.to(value.var, dtype), value.num_batches_tracked
+                        arrays.to(value.mean, held), arrays.to(value.var, held), value.num_batches_tracked
                     )
                 else:
                     plain[key] = value
@@ -408,13 +442,14 @@ class FunctionAdapter(Adapter):
 
         result = call(**differentiable)
         y, state = result if declaration.stateful and isinstance(result, tuple) else (result, None)
-        _check_output(impl, y, dtype, x.shape)
-        outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None)
+        out = declaration.output_dtype(dtype)
+        _check_output(impl, y, out, x.shape)
+        outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None, dtype=out)
         if cotangent is not None:
             grads = arrays.vjp(
                 lambda **inputs: _output(call(**inputs), declaration.stateful),
                 differentiable,
-                arrays.to(cotangent, dtype),
+                arrays.to(cotangent, out),
             )
             outcome.grads = R.Grads(
                 *(None if grads.get(k) is None else arrays.back(grads[k]) for k in ("x", "scale", "offset"))
@@ -438,8 +473,9 @@ def _not_taken(impl: Implementation, key: str, fixed, value) -> str:
 
 
 def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:
-    """The protocol: y is an array of the input's dtype (a wider or narrower one would be compared as
-    if it were what the implementation computes in `dtype`) and of the input's shape."""
+    """The protocol: y is an array of `dtype` - the input's, or the output dtype its policy declares
+    (a wider or narrower one would be compared as if it were what the implementation computes) - and of
+    the input's shape."""
     protocol = "the plug-in protocol, adapters/plugin.py"
     if not hasattr(y, "shape") or not hasattr(y, "dtype"):
         raise ProtocolError(f"{impl.label} returned a {type(y).__name__}, not an array ({protocol})")
@@ -452,8 +488,8 @@ def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:
     got = (getattr(y.dtype, "name", None) or str(y.dtype)).rsplit(".", 1)[-1]
     if got != dtype:
         raise ProtocolError(
-            f"{impl.label} returned {got} for a {dtype} input: y must be an array of the input's "
-            f"dtype ({protocol})"
+            f"{impl.label} returned {got} where it declares {dtype} output: y must be an array of the "
+            f"input's dtype, or of the output dtype its policy declares ({protocol})"
         )
 
 

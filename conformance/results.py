@@ -37,6 +37,23 @@ def _policy(adapter: str) -> str:
         return "none"
 
 
+def _policy_dtypes(adapter: str, norm: str, dtype: str) -> dict:
+    """Under a mixed policy, the statistics' and the output's dtype the adapter declares (MP.N1, MP.N2)."""
+    from normconf import adapters
+
+    try:
+        loaded = adapters.get(adapter)
+        declaration = loaded.declarations[norm]
+    except Exception:
+        return {}
+    if loaded.policy is None:
+        return {}
+    return {
+        "statistics_dtype": declaration.statistics_dtype(dtype),
+        "output_dtype": declaration.output_dtype(dtype),
+    }
+
+
 def _release() -> str | None:
     """The release this run measures ("onnxruntime=1.20.1", `normconf run --versions`), or None."""
     from normconf.envs import RELEASE
@@ -159,6 +176,7 @@ class Recorder:
             "norm": cell.norm,
             "dtype": cell.dtype,
             "policy": _policy(cell.adapter),
+            **_policy_dtypes(cell.adapter, cell.norm, cell.dtype),
             "property": cell.prop,
             "verdict": status,
             "examples": cell.examples,

@@ -92,6 +92,7 @@ def _run(args) -> int:
     from pathlib import Path
 
     from normconf import adapters
+    from normconf.adapters.base import POLICIES
     from normconf.adapters.plugin import PluginError
     from normconf.reports import results
 
@@ -102,6 +103,15 @@ def _run(args) -> int:
         except (adapters.UnknownAdapter, PluginError) as exc:
             print(f"normconf run: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 2
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        print(
+            f"normconf run: --policies: unknown {', '.join(unknown)}; known: {', '.join(POLICIES)}",
+            file=sys.stderr,
+        )
+        return 2
+    names = [n for n in names if not policies or adapters.get(n).policy_name in policies]
     if args.versions:
         return _run_releases(args, names if args.adapters.strip() else None)
     out = Path(args.results)
@@ -339,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="default", choices=["quick", "default", "thorough"])
     run.add_argument("--adapters", default="", help="comma-separated adapter names (default: all installed)")
     run.add_argument("--seed", type=int, default=None, help=SEED_HELP)
+    run.add_argument(
+        "--policies",
+        default="",
+        help="comma-separated mixed-precision policies to run: none (adapters without one), mixed (spec "
+        "MP.P1: the <adapter>@mixed adapters); default: both",
+    )
     run.add_argument(
         "--results", default="reports/out/results", help="folder for the results (one file per worker)"
     )

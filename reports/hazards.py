@@ -37,6 +37,8 @@ class Measured:
     running_var: list[float] = field(default_factory=list)  # channel mean after each training step
     reason: str = ""
     schedule: str = ""  # the divergence clause of its own running-average schedule the steps followed
+    policy: str = "none"  # the mixed-precision policy it ran under (spec MP.P1): "none" or "mixed"
+    output_dtype: str | None = None  # the dtype its output came out in, where the adapter reports it
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Hazard:
     forward: float | None
     eval: float | None
     differ: list[str]
+    policy: str = "none"  # both sides ran under it (pairs never mix policies)
 
 
 @dataclass
@@ -87,15 +90,23 @@ SAME_AS = {name: norm.defaults_of for name, norm in R.NORMS.items() if norm.defa
 def measure(name: str, norm: str) -> Measured:
     adapter = adapters.get(name)
     declaration = adapter.declarations[norm]
-    dtype = "float32" if "float32" in declaration.dtypes else declaration.dtypes[0]
+    # float32 where it runs (a mixed policy: bfloat16 activations, what its users feed it)
+    preferred = "float32" if adapter.policy is None else "bfloat16"
+    dtype = preferred if preferred in declaration.dtypes else declaration.dtypes[0]
     batches, test = _batches()
     x, back = _layout(declaration, batches[0])
     params = canonical_params(declaration, x)
     found = Measured(
-        name, norm, declaration.api, dtype, {k: v for k, v in params.items() if k in declaration.defaults()}
+        name,
+        norm,
+        declaration.api,
+        dtype,
+        {k: v for k, v in params.items() if k in declaration.defaults()},
+        policy=adapter.policy_name,
     )
     try:
-        found.y = back(adapter.run_own_schedule(norm, x, params, dtype=dtype).y)
+        outcome = adapter.run_own_schedule(norm, x, params, dtype=dtype)
+        found.y, found.output_dtype = back(outcome.y), outcome.dtype
         if norm == "batch_norm" and declaration.stateful:
             # steps as its users get them: its own schedule where the canonical momentum cannot say it
             state, found.schedule = params["state"], adapter.own_schedule
@@ -172,10 +183,17 @@ def compute(names: list[str] | None = None) -> Hazards:
             measured[name, norm] = measure(name, norm)
     pairs = []
     for (ka, ma), (kb, mb) in itertools.combinations(measured.items(), 2):
-        if ka[1] != kb[1]:
-            continue
+        if (
+            ka[1] != kb[1]
+            or (ma.policy, ma.dtype) != (mb.policy, mb.dtype)
+            and "mixed" in (ma.policy, mb.policy)
+        ):
+            continue  # a mixed policy's answers are compared under the same policy and input dtype only
         norm = ka[1]
         da, db = adapters.get(ma.adapter).declarations[norm], adapters.get(mb.adapter).declarations[norm]
+        differ = differing(da, db)
+        if ma.policy == "mixed" and ma.output_dtype != mb.output_dtype:  # MP.N2: the next layer sees it
+            differ.append(f"output dtype under the mixed policy: {ma.output_dtype} vs {mb.output_dtype}")
         pairs.append(
             Hazard(
                 norm,
@@ -183,7 +201,8 @@ def compute(names: list[str] | None = None) -> Hazards:
                 mb.adapter,
                 _max_abs(ma.y, mb.y),
                 _max_abs(ma.eval_y, mb.eval_y),
-                differing(da, db),
+                differ,
+                ma.policy,
             )
         )
     return Hazards(measured, pairs, skipped, reference_running_var())

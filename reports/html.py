@@ -200,6 +200,38 @@ def _ratio_rows(runs: list[Run], labels) -> list[dict]:
     ]
 
 
+def _mixed_precision(runs: list[Run], labels) -> list[dict]:
+    """Per implementation x norm x half dtype under a mixed policy (spec MP): the statistics' and the
+    output's dtype it declares (MP.N1, MP.N2; a finding where the output's differs), its worst error /
+    budget over the properties, its worst verdict and the divergences that explained examples."""
+    rows: dict[tuple, dict] = {}
+    for i, run in enumerate(runs):
+        for r in run.results:
+            if r.get("policy") != "mixed":
+                continue
+            key = (labels[i, r["adapter"]], r["norm"], r["dtype"])
+            row = rows.setdefault(
+                key,
+                {
+                    "impl": key[0],
+                    "norm": key[1],
+                    "dtype": key[2],
+                    "mechanism": run.environments.get(r["adapter"], {}).get("mechanism", ""),
+                    "statistics": r.get("statistics_dtype", "?"),
+                    "output": r.get("output_dtype", "?"),
+                    "ratio": None,
+                    "verdict": "pass",
+                    "divergences": set(),
+                },
+            )
+            if r.get("ratio") is not None and r["verdict"] == "pass":  # a divergence's error is its model's
+                row["ratio"] = max(row["ratio"] or 0.0, float(r["ratio"]))
+            if SEVERITY.index(r["verdict"]) < SEVERITY.index(row["verdict"]):
+                row["verdict"] = r["verdict"]
+            row["divergences"] |= set(r.get("divergence_clauses", ()))
+    return [{**row, "divergences": sorted(row["divergences"])} for row in rows.values()]
+
+
 def _environments(runs: list[Run], labels) -> list[dict]:
     rows = []
     for i, run in enumerate(runs):
@@ -332,6 +364,7 @@ def build(runs: list[Run], hazards=None, corpus=None) -> str:
             ratio_rows=_ratio_rows(runs, labels),
             ratio_axis=plots.ratio_axis(),
             environments=_environments(runs, labels),
+            mixed=_mixed_precision(runs, labels),
             conventions=_conventions(),
             hazards=_hazards(hazards),
             corpus=_corpus(corpus),

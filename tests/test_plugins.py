@@ -103,6 +103,9 @@ def test_bad_plugins_are_refused_with_the_reason(tmp_path, text, spec_tail, mess
         ({"dtypes": ("float8",)}, "dtypes"),
         ({"conventions": {"epsilon": 1e-3}}, "not a canonical parameter"),
         ({"arrays": "cupy"}, "arrays"),
+        ({"policy": "amp"}, "policy"),
+        ({"policy": "mixed", "dtypes": ("float32",)}, "half-precision activations"),
+        ({"output": {"bfloat16": "float32"}}, "mixed policy"),
     ],
 )
 def test_bad_declarations_name_the_argument(kwargs, message):
@@ -238,3 +241,75 @@ def test_a_plugin_built_on_a_framework_function_is_judged_by_its_models(tmp_path
         ValueError, match="wraps: 'torch.nn.LayerNorm' is not a built-in adapter of layer_norm"
     ):
         plugin.implementation("layer_norm", wraps="torch.nn.LayerNorm")(lambda x, *, eps: x)
+
+
+# --- a plug-in under a mixed-precision policy (spec MP) -------------------------------------------------
+
+
+def _mixed_layer_norm(statistics: str, output: str = "bfloat16", received: list | None = None):
+    """LayerNorm on bfloat16 x with float32 scale/offset, statistics taken in `statistics` (declared
+    float32, as the policy's users expect), out in `output`."""
+    import ml_dtypes
+
+    def fn(x, *, axes, eps, scale=None, offset=None):
+        if received is not None:
+            received.append((x.dtype.name, None if scale is None else scale.dtype.name))
+        acc = np.dtype(ml_dtypes.bfloat16) if statistics == "bfloat16" else np.dtype(statistics)
+        xs = x.astype(acc)
+        mean = xs.mean(axis=axes, keepdims=True, dtype=acc)
+        var = ((xs - mean) * (xs - mean)).mean(axis=axes, keepdims=True, dtype=acc)
+        y = ((xs - mean) / np.sqrt(var + acc.type(eps))).astype(np.float32)
+        y = y * (1 if scale is None else scale) + (0 if offset is None else offset)
+        return y.astype(ml_dtypes.bfloat16 if output == "bfloat16" else output)
+
+    declared = {} if output == "bfloat16" else {"bfloat16": output}
+    return plugin.implementation(
+        "layer_norm",
+        dtypes=("bfloat16",),
+        policy="mixed",
+        accumulation={"bfloat16": "float32"},
+        output=declared,
+    )(fn)
+
+
+@pytest.mark.clause("MP.P1", "MP.N1", "MP.N2")
+def test_a_mixed_policy_plugin_is_judged_as_the_frameworks_policy_adapters_are():
+    """It gets float32 parameters beside bfloat16 x; its declared output dtype is the protocol; a
+    textbook float32-statistics LayerNorm meets MP.N1's budget, and one that takes them in bfloat16
+    while it declares float32 fails (10^3 values of mean 3 and spread 0.01: bfloat16 loses the spread)."""
+    from normconf.conformance import checks
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 0.01, size=(2, 1000)).astype(np.float32).astype(np.float64)
+    import ml_dtypes
+
+    x = x.astype(ml_dtypes.bfloat16).astype(np.float64)
+    params = {"axes": (-1,), "eps": 1e-5, "scale": rng.normal(size=1000), "offset": rng.normal(size=1000)}
+    params = {**params, "scale": params["scale"].astype(np.float32).astype(np.float64)}
+    want = R.layer_norm(x, **params)
+    received: list = []
+    verdicts = {}
+    for statistics in ("float32", "bfloat16"):
+        adapter = plugin.as_adapter(_mixed_layer_norm(statistics, received=received), f"mixed-{statistics}")
+        assert (
+            adapter.policy_name == "mixed" and adapter.parameter_dtype("layer_norm", "bfloat16") == "float32"
+        )
+        out = adapter.run("layer_norm", x, params, dtype="bfloat16")
+        assert out.dtype == "bfloat16"
+        budget = checks.budget(
+            "layer_norm", x, params, want, **adapter.declarations["layer_norm"].budget_dtypes("bfloat16")
+        )
+        verdicts[statistics] = checks.check(
+            "LN.S1", adapter.name, "layer_norm", "bfloat16", "y", out.y, want, budget, {}
+        )
+    assert received[0] == ("bfloat16", "float32")
+    assert verdicts["float32"].passed and not verdicts["bfloat16"].passed, verdicts["bfloat16"].message()
+    wide = plugin.as_adapter(_mixed_layer_norm("float32", output="float32"), "mixed-wide")
+    assert wide.run("layer_norm", x, params, dtype="bfloat16").dtype == "float32"  # as declared (MP.N2)
+    undeclared = plugin.implementation("layer_norm", dtypes=("bfloat16",), policy="mixed")(
+        lambda x, *, axes, eps: x.astype(np.float32)
+    )
+    with pytest.raises(plugin.ProtocolError, match="declares bfloat16 output"):
+        plugin.as_adapter(undeclared, "undeclared").run(
+            "layer_norm", x, {"axes": (-1,), "eps": 1e-5}, dtype="bfloat16"
+        )

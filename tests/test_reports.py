@@ -345,3 +345,24 @@ def test_a_framework_bug_is_marked_as_a_bug_not_painted_as_a_convention(tmp_path
     assert 'class="kind k-bug" title="framework bug' in page
     unmarked = R.read(_write(tmp_path / "plain.jsonl", _records()))  # a convention keeps its kind only
     assert not any("bug" in marks for marks in R.kinds([unmarked]).values())
+
+
+@pytest.mark.clause("MP.N2")
+def test_results_under_a_mixed_policy_fill_the_mixed_precision_table(tmp_path):
+    """One row per implementation x norm x half dtype: the declared statistics and output dtypes, the
+    worst passing ratio, the worst verdict and the divergences; no table without a policy's results."""
+    records = []
+    for r in _records():
+        if r["kind"] == "environment" and r["adapter"] == "torch.functional":
+            records.append(
+                {**r, "adapter": "torch.functional@mixed", "policy": "mixed", "mechanism": "autocast()"}
+            )
+        if r["kind"] == "result" and r["adapter"] == "torch.functional" and r["dtype"] == "bfloat16":
+            mixed = {**r, "adapter": "torch.functional@mixed", "policy": "mixed"}
+            records.append({**mixed, "statistics_dtype": "float32", "output_dtype": "bfloat16"})
+        records.append(r)
+    page = html.build(R.load([_write(tmp_path / "mixed.jsonl", records)]))
+    section = page[page.index('id="mixed"') : page.index("</section>", page.index('id="mixed"'))]
+    assert "torch.functional@mixed" in section and "<code>autocast()</code>" in section
+    assert "<td>bfloat16</td><td>float32</td><td>bfloat16</td>" in section  # input, statistics, output
+    assert 'id="mixed"' not in html.build(R.load([FIXTURE]))
