@@ -443,7 +443,7 @@ class FunctionAdapter(Adapter):
         result = call(**differentiable)
         y, state = result if declaration.stateful and isinstance(result, tuple) else (result, None)
         out = declaration.output_dtype(dtype)
-        _check_output(impl, y, out, x.shape)
+        _check_output(impl, y, dtype, x.shape, out=out)
         outcome = Outcome(arrays.back(y), _state(state, arrays) if state is not None else None, dtype=out)
         if cotangent is not None:
             grads = arrays.vjp(
@@ -472,10 +472,11 @@ def _not_taken(impl: Implementation, key: str, fixed, value) -> str:
     )
 
 
-def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:
-    """The protocol: y is an array of `dtype` - the input's, or the output dtype its policy declares
-    (a wider or narrower one would be compared as if it were what the implementation computes) - and of
-    the input's shape."""
+def _check_output(impl: Implementation, y, dtype: str, shape: tuple, *, out: str | None = None) -> None:
+    """The protocol: y is an array of the input's `dtype` - or of the output dtype `out` its policy
+    declares (a wider or narrower one would be compared as if it were what the implementation computes)
+    - and of the input's shape."""
+    out = out or dtype
     protocol = "the plug-in protocol, adapters/plugin.py"
     if not hasattr(y, "shape") or not hasattr(y, "dtype"):
         raise ProtocolError(f"{impl.label} returned a {type(y).__name__}, not an array ({protocol})")
@@ -486,10 +487,11 @@ def _check_output(impl: Implementation, y, dtype: str, shape: tuple) -> None:
         )
     # numpy/jax/TF dtypes have a name; torch, paddle, mlx print "module.float32"
     got = (getattr(y.dtype, "name", None) or str(y.dtype)).rsplit(".", 1)[-1]
-    if got != dtype:
+    if got != out:
+        declared = "" if out == dtype else f", where its policy declares {out} output (MP.N2)"
         raise ProtocolError(
-            f"{impl.label} returned {got} where it declares {dtype} output: y must be an array of the "
-            f"input's dtype, or of the output dtype its policy declares ({protocol})"
+            f"{impl.label} returned {got} for a {dtype} input{declared}: y must be an array of the input's "
+            f"dtype, or of the output dtype its policy declares ({protocol})"
         )
 
 

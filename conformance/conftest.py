@@ -420,6 +420,7 @@ def _message(report) -> str:
 _OUTCOME = pytest.StashKey[str]()
 _MESSAGE = pytest.StashKey[str]()
 _RECORDER = pytest.StashKey[object]()
+_RUN = pytest.StashKey[object]()  # harness.RunState: the cells stopped by a protocol error or hangs
 
 
 @pytest.fixture
@@ -428,9 +429,10 @@ def cell(request, target, recorder):
     from normconf import adapters
 
     from . import clock, strategies
-    from .harness import Cell, stopped
+    from .harness import Cell, RunState
 
-    reason = stopped(target.adapter, target.norm, target.dtype)
+    run = request.config.stash.setdefault(_RUN, RunState())
+    reason = run.stopped_because(target.adapter, target.norm, target.dtype)
     if reason:
         pytest.skip(reason)
     prop = request.node.originalname.removeprefix("test_")
@@ -438,7 +440,7 @@ def cell(request, target, recorder):
     recorder.environment(adapter)
     before = adapter.counters()
     clock.take(0.0)  # what ran before this cell is not its time
-    current = Cell(target.adapter, target.norm, target.dtype, prop)
+    current = Cell(target.adapter, target.norm, target.dtype, prop, run=run)
     with strategies.programs(pooled=adapter.compiles):  # compiled frameworks: the program pool
         yield current
     current.time = clock.take(time.monotonic() - current.started)

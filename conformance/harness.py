@@ -34,19 +34,25 @@ class Abandoned(BaseException):
     failed with this message)."""
 
 
-# (adapter, norm, dtype), (adapter, norm) or (adapter,) -> why the rest of its cells are skipped: a
-# plug-in's protocol error recurs on every example, a hang costs a timeout each time (HANG_BUDGET)
-STOPPED: dict[tuple, str] = {}
-HUNG: dict[str, float] = {}  # adapter -> seconds its timed-out calls cost this session
 HANG_BUDGET = 180.0  # past this many seconds of timeouts an adapter's remaining cells are skipped
 
 
-def stopped(adapter: str, norm: str, dtype: str) -> str | None:
-    """Why this cell is not run (an earlier protocol error or hang of its adapter), or None."""
-    for key in ((adapter, norm, dtype), (adapter, norm), (adapter,)):
-        if key in STOPPED:
-            return STOPPED[key]
-    return None
+@dataclass
+class RunState:
+    """What a session of the suite learns as it runs and later cells must see - one per pytest session,
+    kept in its config.stash (conftest.py), handed to each Cell."""
+
+    # (adapter, norm, dtype), (adapter, norm) or (adapter,) -> why the rest of its cells are skipped: a
+    # plug-in's protocol error recurs on every example, a hang costs a timeout each time (HANG_BUDGET)
+    stopped: dict[tuple, str] = field(default_factory=dict)
+    hung: dict[str, float] = field(default_factory=dict)  # adapter -> seconds its timed-out calls cost
+
+    def stopped_because(self, adapter: str, norm: str, dtype: str) -> str | None:
+        """Why this cell is not run (an earlier protocol error or hang of its adapter), or None."""
+        for key in ((adapter, norm, dtype), (adapter, norm), (adapter,)):
+            if key in self.stopped:
+                return self.stopped[key]
+        return None
 
 
 def reference_or_reject(case: Case, vjp_of=None):
@@ -301,6 +307,7 @@ class Cell:
     missed: list = field(default_factory=list)  # [(divergence, models.Judged)] considered for the finding
     time: dict | None = None  # seconds per clock phase, when the cell ends (clock.take)
     counters: dict = field(default_factory=dict)  # the framework's work during the cell (compilations)
+    run: RunState = field(default_factory=RunState, repr=False)  # the session's, shared by its cells
 
     @property
     def acc(self) -> str:
@@ -462,14 +469,15 @@ class Cell:
 
     def _stop_others(self, kind: str, message: str) -> None:
         reason = f"stopped after a {kind} in {self.prop} ({self.norm}, {self.dtype}): {message[:300]}"
+        stopped, hung = self.run.stopped, self.run.hung
         if kind == "protocol error":
-            STOPPED[(self.adapter, self.norm, self.dtype)] = reason
+            stopped[(self.adapter, self.norm, self.dtype)] = reason
         elif kind == "timed out":
-            STOPPED[(self.adapter, self.norm)] = reason
-            HUNG[self.adapter] = HUNG.get(self.adapter, 0.0) + time.monotonic() - self.started
-            if HUNG[self.adapter] >= HANG_BUDGET:
-                STOPPED[(self.adapter,)] = (
-                    f"stopped: {self.adapter}'s timed-out calls took {HUNG[self.adapter]:.0f} s, past the "
+            stopped[(self.adapter, self.norm)] = reason
+            hung[self.adapter] = hung.get(self.adapter, 0.0) + time.monotonic() - self.started
+            if hung[self.adapter] >= HANG_BUDGET:
+                stopped[(self.adapter,)] = (
+                    f"stopped: {self.adapter}'s timed-out calls took {hung[self.adapter]:.0f} s, past the "
                     f"{HANG_BUDGET:.0f} s a session allows ({reason})"
                 )
 

@@ -309,7 +309,7 @@ def test_a_mixed_policy_plugin_is_judged_as_the_frameworks_policy_adapters_are()
     undeclared = plugin.implementation("layer_norm", dtypes=("bfloat16",), policy="mixed")(
         lambda x, *, axes, eps: x.astype(np.float32)
     )
-    with pytest.raises(plugin.ProtocolError, match="declares bfloat16 output"):
+    with pytest.raises(plugin.ProtocolError, match="returned float32 for a bfloat16 input"):
         plugin.as_adapter(undeclared, "undeclared").run(
             "layer_norm", x, {"axes": (-1,), "eps": 1e-5}, dtype="bfloat16"
         )
