@@ -103,6 +103,11 @@ class NormDeclaration:
         """The forward budget's dtypes for a `dtype` input (NUM.N5, MP.N1): checks.budget(**...)."""
         return {"acc_dtype": self.statistics_dtype(dtype), "out_dtype": self.output_dtype(dtype)}
 
+    def state_budget_dtypes(self, dtype: str) -> dict[str, str]:
+        """The running statistics' budget's (NUM.N5, MP.N1): batch statistics in the statistics' dtype,
+        the state held in the parameters' - budgets.state_budget(**...)."""
+        return {"acc_dtype": self.statistics_dtype(dtype), "out_dtype": self.parameter_dtype(dtype)}
+
     def gradient_budget_dtypes(self, dtype: str) -> dict[str, str]:
         """The gradient budget's (NUM.N8, MP.N1): dx in the input's dtype, dscale and doffset in the
         parameters' - checks.gradient_budget(**...)."""

@@ -54,7 +54,6 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
     case = Case(target.norm, x, params, kind)
     expected = reference_or_reject(case)
     y_ref = getattr(expected, "y", expected)
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
     bound = checks.budget(target.norm, x, params, y_ref, **declaration.budget_dtypes(target.dtype))
     cell.check(
         clause=NORMS[target.norm].clauses.defaults,
@@ -65,26 +64,15 @@ def test_declared_defaults_are_the_framework_defaults(target, cell, data):
         case=case,
     )
     if outcome.state is not None and getattr(expected, "state", None) is not None:
-        n = budgets.reduction_length(target.norm, x, params)
-        scales = budgets.state_error_scales(target.norm, x, params, acc)
-        for what in ("mean", "var"):
-            want = getattr(expected.state, what)
-            state_bound = (
-                T.running_stat_budget(
-                    acc_dtype=acc,
-                    out_dtype=target.dtype,
-                    n=n,
-                    batch_error_scale=scales[what],
-                    y_ref=want,
-                    previous=getattr(params["state"], what),
-                ),
-                "NUM.N5",
-            )
+        dtypes = declaration.state_budget_dtypes(target.dtype)
+        for what, bound in budgets.state_budget(
+            target.norm, x, params, expected.state, params["state"], **dtypes
+        ).items():
             cell.check(
                 clause="BN.D2",
                 what=f"default state.{what}",
                 actual=getattr(outcome.state, what),
-                expected=want,
-                budget=state_bound,
+                expected=getattr(expected.state, what),
+                budget=bound,
                 case=case,
             )

@@ -12,7 +12,6 @@ from normconf import adapters
 from normconf import reference as R
 from normconf.adapters.base import POLICIES
 from normconf.vocabulary import budgets
-from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
 from normconf.vocabulary.models import Observation
 
@@ -41,7 +40,7 @@ def test_state_after_steps_then_eval(target, cell, data):
         first.params["state"] = R.RunningStats.initial(first.x.shape[first.params["channel_axis"]])
     first.params["training"] = True
     clause, eval_clause = R.NORMS[target.norm].clauses.state, R.NORMS[target.norm].clauses.eval
-    acc, pdtype = declaration.statistics_dtype(target.dtype), declaration.parameter_dtype(target.dtype)
+    pdtype = declaration.parameter_dtype(target.dtype)
     ref_state = fw_state = pure_state = first.params["state"]
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="batches_seed"))
     for step in range(STEPS):
@@ -57,22 +56,11 @@ def test_state_after_steps_then_eval(target, cell, data):
             Case(target.norm, x, {**first.params, "state": pure_state}, first.kind)
         ).state
         outcome = run_or_reject(cell, fw_case, clause)
-        n = budgets.reduction_length(target.norm, x, first.params)
-        scales = budgets.state_error_scales(target.norm, x, first.params, acc)
         excused = cell.expected
+        dtypes = declaration.state_budget_dtypes(target.dtype)  # the state in float32 under a policy: MP.N1
+        bounds = budgets.state_budget(target.norm, x, first.params, expected.state, ref_state, **dtypes)
         for what in ("mean", "var"):
-            want, got = getattr(expected.state, what), getattr(outcome.state, what)
-            bound = (
-                T.running_stat_budget(
-                    acc_dtype=acc,
-                    out_dtype=pdtype,  # the state's dtype: float32 under a mixed policy (MP.N1)
-                    n=n,
-                    batch_error_scale=scales[what],
-                    y_ref=want,
-                    previous=getattr(ref_state, what),
-                ),
-                "NUM.N5",
-            )
+            want, got, bound = getattr(expected.state, what), getattr(outcome.state, what), bounds[what]
             explain = lambda actual, b, what=what, case=ref_case: diagnosis.explain(  # noqa: E731
                 target.norm, case.x, case.params, actual, lambda r: getattr(r.state, what), b, target.dtype
             )

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from normconf import adapters
 from normconf import reference as R
 from normconf.vocabulary import budgets
-from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
 
 from . import checks, strategies
@@ -42,8 +41,7 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
     single = {k: v for k, v in case.params.items() if k not in ("replica_sizes", "weighting")}
     expected = reference_or_reject(Case("batch_norm", case.x, single, case.kind))
     outcome = run_or_reject(cell, case, "SBN.N1")
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
-    bound = checks.budget("batch_norm", case.x, single, expected.y, acc_dtype=acc, out_dtype=target.dtype)
+    bound = checks.budget("batch_norm", case.x, single, expected.y, **declaration.budget_dtypes(target.dtype))
     cell.check(
         clause="SBN.N1",
         what="y",
@@ -53,26 +51,15 @@ def test_equal_batches_match_one_device_on_the_concatenation(target, cell, data)
         case=case,
     )
     if expected.state is not None and case.params.get("training", True):
-        n = budgets.reduction_length("batch_norm", case.x, single)
-        scales = budgets.state_error_scales("batch_norm", case.x, single, acc)
-        for what in ("mean", "var"):
-            want = getattr(expected.state, what)
-            bound = (
-                T.running_stat_budget(
-                    acc_dtype=acc,
-                    out_dtype=target.dtype,
-                    n=n,
-                    batch_error_scale=scales[what],
-                    y_ref=want,
-                    previous=getattr(single["state"], what),
-                ),
-                "NUM.N5",
-            )
+        dtypes = declaration.state_budget_dtypes(target.dtype)
+        for what, bound in budgets.state_budget(
+            "batch_norm", case.x, single, expected.state, single["state"], **dtypes
+        ).items():
             cell.check(
                 clause="SBN.S3",
                 what=f"state.{what}",
                 actual=getattr(outcome.state, what),
-                expected=want,
+                expected=getattr(expected.state, what),
                 budget=bound,
                 case=case,
             )
@@ -102,13 +89,11 @@ def test_unequal_batches_pool_as_declared(target, cell):
     except adapters.Unsupported as exc:  # e.g. a library whose replicas all hold equal shards
         cell.unsupported[str(exc)] = 1
         return
-    acc = declaration.accumulation.get(target.dtype, target.dtype)
     matches = []
     for weighting in ("count", "equal"):
         want = R.sync_batch_norm(x, **{**params, "weighting": weighting}).y
-        bound = checks.budget(
-            target.norm, x, {**params, "weighting": weighting}, want, acc_dtype=acc, out_dtype=target.dtype
-        )
+        weighted = {**params, "weighting": weighting}
+        bound = checks.budget(target.norm, x, weighted, want, **declaration.budget_dtypes(target.dtype))
         verdict = checks.check(
             "SBN.P2",
             target.adapter,

@@ -252,6 +252,31 @@ def gradient_budget(
     return budgets
 
 
+def state_budget(
+    norm: str, x: np.ndarray, params: dict, expected, previous, *, acc_dtype: str, out_dtype: str
+) -> dict[str, tuple]:
+    """NUM.N5 for the running statistics one step updates: {"mean" | "var": (elementwise budget,
+    "NUM.N5")} for the `expected` state a step from `previous` gives (RunningStats both), the batch
+    statistics taken in `acc_dtype` and the state held in `out_dtype`. Every property, meta-test and
+    model that judges a state asks here."""
+    n = reduction_length(norm, x, params)
+    scales = state_error_scales(norm, x, params, acc_dtype)
+    return {
+        what: (
+            T.running_stat_budget(
+                acc_dtype=acc_dtype,
+                out_dtype=out_dtype,
+                n=n,
+                batch_error_scale=scales[what],
+                y_ref=getattr(expected, what),
+                previous=getattr(previous, what),
+            ),
+            "NUM.N5",
+        )
+        for what in ("mean", "var")
+    }
+
+
 def state_error_scales(norm: str, x: np.ndarray, params: dict, acc_dtype: str) -> dict:
     """NUM.N5 for running statistics: the size of what each batch statistic is computed from. A mean
     off by d moves each (x - mean)^2 by 2 |x - mean| d + d^2, with d ~ u * growth(n) * max|x|."""

@@ -11,7 +11,6 @@ import pytest
 from normconf import adapters
 from normconf.envs import release_of
 from normconf.vocabulary import budgets
-from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.models import KINDS, Observation, quantity
 
 from .. import checks
@@ -38,7 +37,7 @@ def observe(name, entry, perturb=None):
         return True, message, (Observation(case, "raised", None, None, message),)
     if perturb is not None:
         outcome = perturb(outcome, case, dtype)
-    acc = adapter.declarations[entry.norm].accumulation.get(dtype, dtype)
+    declaration = adapter.declarations[entry.norm]
 
     def check(what, actual, want, bound):
         return checks.check(entry.clause, name, entry.norm, dtype, what, actual, want, bound, case.describe())
@@ -46,22 +45,14 @@ def observe(name, entry, perturb=None):
     verdicts = []
     if entry.shows_in == "state":
         expected = reference_or_reject(case).state
-        ref_state = case.params["state"]
-        n = budgets.reduction_length(entry.norm, case.x, case.params)
-        scales = budgets.state_error_scales(
-            entry.norm, case.x, case.params, acc
-        )  # as the suite judges states
-        for what in ("mean", "var"):
-            want = getattr(expected, what)
-            bound = T.running_stat_budget(
-                acc_dtype=acc,
-                out_dtype=dtype,
-                n=n,
-                batch_error_scale=scales[what],
-                y_ref=want,
-                previous=getattr(ref_state, what),
+        dtypes = declaration.state_budget_dtypes(dtype)  # as the suite judges states
+        bounds = budgets.state_budget(
+            entry.norm, case.x, case.params, expected, case.params["state"], **dtypes
+        )
+        for what, bound in bounds.items():
+            verdicts.append(
+                check(f"state.{what}", getattr(outcome.state, what), getattr(expected, what), bound)
             )
-            verdicts.append(check(f"state.{what}", getattr(outcome.state, what), want, (bound, "NUM.N5")))
     elif gradient:  # dx, and the parameters' gradients where the example has parameters
         vjp = reference_or_reject(case, vjp_of=g)
         want = {
@@ -70,14 +61,14 @@ def observe(name, entry, perturb=None):
             if getattr(vjp, key) is not None and getattr(outcome.grads, key, None) is not None
         }
         bounds = checks.gradient_budget(
-            entry.norm, case.x, case.params, g, want, acc_dtype=acc, out_dtype=dtype
+            entry.norm, case.x, case.params, g, want, **declaration.gradient_budget_dtypes(dtype)
         )
         for key, value in want.items():
             verdicts.append(check(f"d{key}", getattr(outcome.grads, key), value, (bounds[key], "NUM.N8")))
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
-        bound = checks.budget(entry.norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
+        bound = checks.budget(entry.norm, case.x, case.params, want, **declaration.budget_dtypes(dtype))
         verdicts.append(check("y", outcome.y, want, bound))
     failed = [v for v in verdicts if not v.passed]
     observations = tuple(Observation(case, quantity(v.what), v.actual, v.bound, v.what) for v in verdicts)

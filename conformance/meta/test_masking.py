@@ -24,7 +24,6 @@ from normconf import adapters
 from normconf.adapters.base import Outcome
 from normconf.reference import Grads, RunningStats
 from normconf.vocabulary import budgets
-from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
 from normconf.vocabulary.models import Observation, own_rounding, param
 
@@ -72,12 +71,16 @@ def _observations(name, norm, case, dtype, outcome: Outcome, gradient: bool, eve
     """The answers as the properties compare them: (failed verdicts, observations of the failed ones,
     or of every comparison with `every`)."""
     declaration = adapters.get(name).declarations[norm]
-    acc = declaration.accumulation.get(dtype, dtype)
     verdicts = []
     if gradient:
         want = reference_or_reject(case, vjp_of=case.cotangent).x
         bound = checks.gradient_budget(
-            norm, case.x, case.params, case.cotangent, {"x": want}, acc_dtype=acc, out_dtype=dtype
+            norm,
+            case.x,
+            case.params,
+            case.cotangent,
+            {"x": want},
+            **declaration.gradient_budget_dtypes(dtype),
         )["x"]
         verdicts.append(
             checks.check("", name, norm, dtype, "dx", outcome.grads.x, want, (bound, "NUM.N8"), {})
@@ -85,33 +88,17 @@ def _observations(name, norm, case, dtype, outcome: Outcome, gradient: bool, eve
     else:
         expected = reference_or_reject(case)
         want = getattr(expected, "y", expected)
-        bound = checks.budget(norm, case.x, case.params, want, acc_dtype=acc, out_dtype=dtype)
+        bound = checks.budget(norm, case.x, case.params, want, **declaration.budget_dtypes(dtype))
         verdicts.append(checks.check("", name, norm, dtype, "y", outcome.y, want, bound, {}))
         if outcome.state is not None and getattr(expected, "state", None) is not None:
-            n = budgets.reduction_length(norm, case.x, case.params)
-            scales = budgets.state_error_scales(norm, case.x, case.params, acc)
-            for what in ("mean", "var"):
-                ref = getattr(expected.state, what)
-                state_bound = T.running_stat_budget(
-                    acc_dtype=acc,
-                    out_dtype=dtype,
-                    n=n,
-                    batch_error_scale=scales[what],
-                    y_ref=ref,
-                    previous=getattr(case.params["state"], what),
-                )
+            dtypes = declaration.state_budget_dtypes(dtype)
+            bounds = budgets.state_budget(
+                norm, case.x, case.params, expected.state, case.params["state"], **dtypes
+            )
+            for what, state_bound in bounds.items():
+                actual, ref = getattr(outcome.state, what), getattr(expected.state, what)
                 verdicts.append(
-                    checks.check(
-                        "",
-                        name,
-                        norm,
-                        dtype,
-                        f"state.{what}",
-                        getattr(outcome.state, what),
-                        ref,
-                        (state_bound, "NUM.N5"),
-                        {},
-                    )
+                    checks.check("", name, norm, dtype, f"state.{what}", actual, ref, state_bound, {})
                 )
     failed = [v for v in verdicts if not v.passed]
     shown = verdicts if every else failed
