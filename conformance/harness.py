@@ -308,6 +308,14 @@ class Cell:
     time: dict | None = None  # seconds per clock phase, when the cell ends (clock.take)
     counters: dict = field(default_factory=dict)  # the framework's work during the cell (compilations)
     run: RunState = field(default_factory=RunState, repr=False)  # the session's, shared by its cells
+    _repros: dict = field(default_factory=dict, repr=False)  # id(case) -> (case, its repro script)
+
+    def repro(self, case: Case) -> str:
+        """The repro script of `case` (`repro`), written once: the failure message and the result record
+        show the same text (writing one runs the framework again for its framework-alone script)."""
+        if id(case) not in self._repros:  # the case is kept beside it, so its id is not reused
+            self._repros[id(case)] = (case, repro(self, case))
+        return self._repros[id(case)][1]
 
     @property
     def acc(self) -> str:
@@ -369,7 +377,7 @@ class Cell:
         )
         self.examples += 1
         self.failure, self.failure_case = failed, case
-        raise AssertionError(_failure_text(failed, [], case, repro(self, case), self.acc))
+        raise AssertionError(_failure_text(failed, [], case, self.repro(case), self.acc))
 
     def settle(
         self,
@@ -430,7 +438,7 @@ class Cell:
             misses.append((entry, outcome))
         self.failure, self.failure_case = verdict, case
         self.missed = misses
-        raise AssertionError(_failure_text(verdict, misses, case, repro(self, case), self.acc))
+        raise AssertionError(_failure_text(verdict, misses, case, self.repro(case), self.acc))
 
     def _observation(self, verdict: Verdict, case: Case) -> models.Observation:
         which = models.quantity(verdict.what)
@@ -465,7 +473,7 @@ class Cell:
             misses.append((entry, outcome))
         self.failure, self.failure_case, self.abnormal, self.missed = failed, case, kind, misses
         self._stop_others(kind, message)
-        raise Abandoned(_failure_text(failed, misses, case, repro(self, case), self.acc))
+        raise Abandoned(_failure_text(failed, misses, case, self.repro(case), self.acc))
 
     def _stop_others(self, kind: str, message: str) -> None:
         reason = f"stopped after a {kind} in {self.prop} ({self.norm}, {self.dtype}): {message[:300]}"

@@ -162,7 +162,6 @@ class Recorder:
     def cell(self, nodeid: str, cell, outcome: str, message: str | None = None) -> None:
         """One test's result. `outcome` is pytest's ("passed", "failed", "skipped"), or "interrupted"
         (Ctrl-C arrived during the test: what it judged so far is not a verdict)."""
-        from .harness import repro
 
         if outcome == "interrupted":
             status = "interrupted"
@@ -217,7 +216,7 @@ class Recorder:
             if case.x.size <= SMALL:
                 record["example"]["x"] = case.x.tolist()
                 record["reference"] = _reference(case)
-            record["repro"] = repro(cell, case)
+            record["repro"] = cell.repro(case)
         if cell.observations:
             record["observations"] = cell.observations
         if cell.first_reported is not None:
