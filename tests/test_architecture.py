@@ -150,3 +150,37 @@ def test_no_product_file_is_over_the_line_limit():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"split by role (see adapters/jax/, conformance/strategies.py): {long}"
+
+
+# One alias per module, the same in every file (issue: "one alias table"): a module imported under an
+# alias takes this one, and these names mean nothing else. Other project imports keep their own names.
+ALIASES = {
+    "normconf.reference": "R",
+    "normconf.vocabulary.tolerances": "T",
+    "normconf.vocabulary.cpu": "_cpu",
+    "normconf.reports.hazards": "H",
+    "normconf.reference._common": "c",
+}
+
+
+def _aliased(package: str, path: Path):
+    """(module, alias) of every `import ... as ...` of a project module in `path`."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.names:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                if alias.asname and module.startswith("normconf"):
+                    yield f"{module}.{alias.name}", alias.asname
+
+
+def test_project_modules_take_one_alias_everywhere():
+    tests = [("normconf.tests", path) for path in sorted((ROOT / "tests").glob("*.py"))]
+    wrong = set()
+    for package, path in [(p, path) for _, p, path in _sources()] + tests:
+        for module, alias in _aliased(package, path):
+            if module in ALIASES and alias != ALIASES[module]:
+                wrong.add(f"{path.relative_to(ROOT)}: {module} as {alias} (the table: {ALIASES[module]})")
+            elif module not in ALIASES and alias in ALIASES.values():
+                wrong.add(f"{path.relative_to(ROOT)}: {module} as {alias}, which names another module")
+    assert not wrong, sorted(wrong)

@@ -23,7 +23,7 @@ from normconf.adapters import _isolated
 from normconf.adapters.plugin import ProtocolError
 from normconf.conformance import clock, workers
 from normconf.pytest_plugin import DEFAULT_SEED
-from normconf.reports import results as R
+from normconf.reports import results as report_results
 
 PLUGIN = str(Path(__file__).parent / "data" / "misbehaving_plugin.py")
 SUITE = Path(suite.__file__).parent
@@ -31,7 +31,7 @@ NORMCONF = [sys.executable, "-m", "normconf.cli"]
 
 
 def _results(folder: Path) -> list[dict]:
-    return [r for run in R.load(sorted(folder.glob("*.jsonl"))) for r in run.results]
+    return [r for run in report_results.load(sorted(folder.glob("*.jsonl"))) for r in run.results]
 
 
 def _interrupted(command: list[str], results: Path, after: int) -> tuple[int, str]:
@@ -165,7 +165,7 @@ def test_ctrl_c_leaves_a_closed_results_file_and_a_report(tmp_path):
         [*command, "--results", str(out), "--report", str(tmp_path / "r.html"), "--no-hazards"], out, 12
     )
     assert code == 130, output[-3000:]
-    (run,) = R.load(sorted(out.glob("*.jsonl")))
+    (run,) = report_results.load(sorted(out.glob("*.jsonl")))
     assert run.results and run.end is not None and run.end["interrupted"], output[-3000:]
     assert (tmp_path / "r.html").exists()
 
@@ -180,14 +180,16 @@ def test_a_results_file_cut_mid_line_reads_as_an_interrupted_run(tmp_path):
     ]
     cut = tmp_path / "cut.jsonl"
     cut.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2], encoding="utf-8")
-    (run,) = R.load([cut])
+    (run,) = report_results.load([cut])
     assert not run.complete and len(run.results) == sum('"kind": "result"' in line for line in lines[:-1])
     garbled = tmp_path / "garbled.jsonl"
     garbled.write_text(
         "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2] + "\n" + lines[-1], encoding="utf-8"
     )
-    with pytest.raises(R.ResultsError, match="not JSON"):  # a broken line in the middle is corruption
-        R.load([garbled])
+    with pytest.raises(
+        report_results.ResultsError, match="not JSON"
+    ):  # a broken line in the middle is corruption
+        report_results.load([garbled])
 
 
 def test_normconf_report_refuses_a_binary_file_and_writes_nothing(tmp_path):
@@ -246,10 +248,12 @@ def test_the_same_seed_gives_the_same_results(tmp_path):
             "forward or gradients",
         )
         assert done.returncode in (0, 1), done.stdout[-2000:]
-        runs.append([{key: r.get(key) for key in kept} for run in R.load([out]) for r in run.results])
+        runs.append(
+            [{key: r.get(key) for key in kept} for run in report_results.load([out]) for r in run.results]
+        )
     assert runs[0] and runs[0] == runs[1]
     # each record says where its time went: the clock's phases and the rest (engine) make up its seconds
-    for record in (r for run in R.load([out]) for r in run.results if r["examples"]):
+    for record in (r for run in report_results.load([out]) for r in run.results if r["examples"]):
         assert set(record["time"]) == {*clock.PHASES, "engine"}
         assert record["time"]["framework"] > 0 and record["time"]["reference"] > 0
         assert abs(sum(record["time"].values()) - record["seconds"]) < 0.05 * record["seconds"] + 0.01

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from normconf.reports import html, markdown
-from normconf.reports import results as R
+from normconf.reports import results as report_results
 
 FIXTURE = Path(__file__).parent / "data" / "quick-torch-onnx.jsonl"
 
@@ -45,7 +45,7 @@ def _with_finding(records: list[dict]) -> list[dict]:
 
 
 def test_the_fixture_is_a_complete_valid_run():
-    (run,) = R.load([FIXTURE])
+    (run,) = report_results.load([FIXTURE])
     assert run.complete and run.results and set(run.environments) == {"torch.functional", "onnx.reference"}
     assert {"format", "version", "suite_version", "commit", "profile", "seed", "started"} <= set(run.session)
 
@@ -61,21 +61,23 @@ def test_the_fixture_is_a_complete_valid_run():
 def test_a_corrupt_or_foreign_line_names_file_and_line(tmp_path, line, expected):
     path = _write(tmp_path / "r.jsonl", _records()[:3])
     path.write_text(path.read_text() + line + "\n")
-    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:4: {expected}"):
-        R.load([path])
+    with pytest.raises(report_results.ResultsError, match=rf"{re.escape(str(path))}:4: {expected}"):
+        report_results.load([path])
 
 
 def test_a_foreign_json_lines_file_is_refused_at_its_first_line(tmp_path):
     path = _write(tmp_path / "other.jsonl", [{"kind": "session", "format": "someone-else"}])
-    with pytest.raises(R.ResultsError, match=rf"{re.escape(str(path))}:1: not a normconf results file"):
-        R.load([path])
+    with pytest.raises(
+        report_results.ResultsError, match=rf"{re.escape(str(path))}:1: not a normconf results file"
+    ):
+        report_results.load([path])
 
 
 def test_a_newer_format_version_is_refused(tmp_path):
     records = _records()
     records[0]["version"] += 1
-    with pytest.raises(R.ResultsError, match=":1: results format version .* is newer"):
-        R.load([_write(tmp_path / "r.jsonl", records)])
+    with pytest.raises(report_results.ResultsError, match=":1: results format version .* is newer"):
+        report_results.load([_write(tmp_path / "r.jsonl", records)])
 
 
 @pytest.mark.parametrize(
@@ -88,24 +90,25 @@ def test_a_record_missing_a_field_names_file_line_and_field(tmp_path, kind, fiel
     del records[number - 1][field]
     path = _write(tmp_path / "r.jsonl", records)
     with pytest.raises(
-        R.ResultsError, match=rf"{re.escape(str(path))}:{number}: .*'{field}' is a required property"
+        report_results.ResultsError,
+        match=rf"{re.escape(str(path))}:{number}: .*'{field}' is a required property",
     ):
-        R.load([path])
+        report_results.load([path])
 
 
 def test_a_divergence_without_its_repro_is_invalid(tmp_path):
     records = _records()
     number = next(i for i, r in enumerate(records, 1) if r.get("verdict") == "expected divergence")
     del records[number - 1]["repro"]
-    with pytest.raises(R.ResultsError, match=rf":{number}: .*'repro' is a required property"):
-        R.load([_write(tmp_path / "r.jsonl", records)])
+    with pytest.raises(report_results.ResultsError, match=rf":{number}: .*'repro' is a required property"):
+        report_results.load([_write(tmp_path / "r.jsonl", records)])
 
 
 def test_two_devices_merge_side_by_side(tmp_path):
     cpu = _write(tmp_path / "cpu.jsonl", _on_device(_records(), "cpu"))
     gpu = _write(tmp_path / "gpu.jsonl", _on_device(_records(), "cuda:0"))
-    runs = R.load([cpu, gpu])
-    rows = {impl for impl, _ in R.matrix(runs)}
+    runs = report_results.load([cpu, gpu])
+    rows = {impl for impl, _ in report_results.matrix(runs)}
     assert rows == {
         "torch.functional @ cpu",
         "torch.functional @ cuda:0",
@@ -118,10 +121,10 @@ def test_two_devices_merge_side_by_side(tmp_path):
 
 
 def test_one_device_in_two_files_is_told_apart_by_file(tmp_path):
-    runs = R.load(
+    runs = report_results.load(
         [_write(tmp_path / "monday.jsonl", _records()), _write(tmp_path / "tuesday.jsonl", _records())]
     )
-    assert {impl for impl, _ in R.matrix(runs)} >= {
+    assert {impl for impl, _ in report_results.matrix(runs)} >= {
         "torch.functional @ cpu (monday)",
         "torch.functional @ cpu (tuesday)",
     }
@@ -132,9 +135,11 @@ def test_files_of_one_name_from_two_folders_are_named_by_their_folder(tmp_path):
     which folder each came from, not worker-1 twice."""
     (tmp_path / "host-a").mkdir()
     (tmp_path / "host-b").mkdir()
-    runs = R.load([_write(tmp_path / d / "worker-1.jsonl", _records()) for d in ("host-a", "host-b")])
+    runs = report_results.load(
+        [_write(tmp_path / d / "worker-1.jsonl", _records()) for d in ("host-a", "host-b")]
+    )
     assert [run.label for run in runs] == ["host-a/worker-1", "host-b/worker-1"]
-    assert {impl for impl, _ in R.matrix(runs)} >= {
+    assert {impl for impl, _ in report_results.matrix(runs)} >= {
         "torch.functional @ cpu (host-a/worker-1)",
         "torch.functional @ cpu (host-b/worker-1)",
     }
@@ -145,16 +150,16 @@ def test_files_of_one_name_from_two_folders_are_named_by_their_folder(tmp_path):
 def test_an_interrupted_run_loads_and_renders_with_a_banner(tmp_path):
     records = [r for r in _records() if r["kind"] != "end"][: len(_records()) // 2]
     path = _write(tmp_path / "partial.jsonl", records)
-    (run,) = R.load([path])
+    (run,) = report_results.load([path])
     assert not run.complete and run.results
     page = html.build([run])
     assert 'class="banner" role="alert"' in page and "Incomplete run" in page and str(path) in page
-    assert "INCOMPLETE" in R.text_matrix([run])
-    assert 'class="banner"' not in html.build(R.load([FIXTURE]))
+    assert "INCOMPLETE" in report_results.text_matrix([run])
+    assert 'class="banner"' not in html.build(report_results.load([FIXTURE]))
 
 
 def test_the_report_is_self_contained():
-    page = html.build(R.load([FIXTURE]))
+    page = html.build(report_results.load([FIXTURE]))
     assert not re.search(r"""\ssrc\s*=\s*["']?\s*(https?:)?//""", page, re.I), "an external src"
     assert not re.search(r"<link\b", page, re.I), "a linked stylesheet or icon"
     assert not re.search(r"""(@import|url\()\s*["']?\s*(https?:)?//""", page, re.I), (
@@ -166,7 +171,7 @@ def test_the_report_is_self_contained():
 def test_every_finding_and_divergence_shows_its_clause_text_and_repro(tmp_path):
     from normconf import spec
 
-    run = R.read(_write(tmp_path / "r.jsonl", _with_finding(_records())))
+    run = report_results.read(_write(tmp_path / "r.jsonl", _with_finding(_records())))
     page = html.build([run])
     shown = [r for r in run.results if r["verdict"] in ("finding", "expected divergence")]
     assert any(r["verdict"] == "finding" for r in shown)
@@ -196,9 +201,9 @@ def test_the_hazards_section_renders_from_measurements_without_frameworks():
         skipped={},
         reference_running_var=[1.1, 1.2],
     )
-    page = html.build(R.load([FIXTURE]), H.from_json(H.to_json(found)))
+    page = html.build(report_results.load([FIXTURE]), H.from_json(H.to_json(found)))
     assert 'id="hazards"' in page and "momentum: 0.1 vs 0.01" in page and "<polyline" in page
-    assert 'id="hazards"' not in html.build(R.load([FIXTURE]))
+    assert 'id="hazards"' not in html.build(report_results.load([FIXTURE]))
 
 
 def test_normconf_report_merges_files_and_reports_bad_ones(tmp_path, capsys):
@@ -266,7 +271,9 @@ def test_an_error_record_and_recorded_observations_render(tmp_path):
     }
     del observed["message"]
     page = html.build(
-        R.load([_write(tmp_path / "r.jsonl", records[:first] + [error, observed] + records[first:])])
+        report_results.load(
+            [_write(tmp_path / "r.jsonl", records[:first] + [error, observed] + records[first:])]
+        )
     )
     assert "the test itself broke" in page
     invalid = page[page.index('id="invalid"') :]
@@ -334,17 +341,19 @@ def test_a_framework_bug_is_marked_as_a_bug_not_painted_as_a_convention(tmp_path
     records = _records()
     first = next(i for i, r in enumerate(records) if r.get("verdict") == "expected divergence")
     records[first] = {**records[first], "bug": "the kernel returns x unchanged; upstream: not found reported"}
-    run = R.read(_write(tmp_path / "r.jsonl", records))
+    run = report_results.read(_write(tmp_path / "r.jsonl", records))
     marked = records[first]
-    key = (R.implementations([run])[0, marked["adapter"]], marked["norm"])
-    assert "bug" in R.kinds([run])[key]
-    (line,) = [row for row in R.text_matrix([run]).splitlines() if row.startswith(key[0] + " ")]
-    assert "B" in line and "B framework bug (NUM.L6)" in R.text_matrix([run])
+    key = (report_results.implementations([run])[0, marked["adapter"]], marked["norm"])
+    assert "bug" in report_results.kinds([run])[key]
+    (line,) = [row for row in report_results.text_matrix([run]).splitlines() if row.startswith(key[0] + " ")]
+    assert "B" in line and "B framework bug (NUM.L6)" in report_results.text_matrix([run])
     page = html.build([run])
     assert "<dt>framework bug</dt><dd>the kernel returns x unchanged" in page
     assert 'class="kind k-bug" title="framework bug' in page
-    unmarked = R.read(_write(tmp_path / "plain.jsonl", _records()))  # a convention keeps its kind only
-    assert not any("bug" in marks for marks in R.kinds([unmarked]).values())
+    unmarked = report_results.read(
+        _write(tmp_path / "plain.jsonl", _records())
+    )  # a convention keeps its kind only
+    assert not any("bug" in marks for marks in report_results.kinds([unmarked]).values())
 
 
 @pytest.mark.clause("MP.N2")
@@ -361,8 +370,8 @@ def test_results_under_a_mixed_policy_fill_the_mixed_precision_table(tmp_path):
             mixed = {**r, "adapter": "torch.functional@mixed", "policy": "mixed"}
             records.append({**mixed, "statistics_dtype": "float32", "output_dtype": "bfloat16"})
         records.append(r)
-    page = html.build(R.load([_write(tmp_path / "mixed.jsonl", records)]))
+    page = html.build(report_results.load([_write(tmp_path / "mixed.jsonl", records)]))
     section = page[page.index('id="mixed"') : page.index("</section>", page.index('id="mixed"'))]
     assert "torch.functional@mixed" in section and "<code>autocast()</code>" in section
     assert "<td>bfloat16</td><td>float32</td><td>bfloat16</td>" in section  # input, statistics, output
-    assert 'id="mixed"' not in html.build(R.load([FIXTURE]))
+    assert 'id="mixed"' not in html.build(report_results.load([FIXTURE]))
