@@ -86,15 +86,18 @@ class Divergence:
         release = release_of(adapter)
         return release is None or SpecifierSet(self.releases).contains(release, prereleases=True)
 
-    def names(self, adapter: str) -> bool:
-        """Whether this entry's adapter pattern names `adapter` (`*` is the only wildcard: names hold `[`).
-        A policy adapter ("torch.nn@mixed", MP.P1) runs its plain sibling's calls under the policy, so
-        the sibling's entries name it too - each still excuses only where its model agrees."""
-        plain = adapter.partition("@")[0]
-        return any(
-            name == self.adapters or ("*" in self.adapters and fnmatch.fnmatchcase(name, self.adapters))
-            for name in {adapter, plain}
+    def names_directly(self, adapter: str) -> bool:
+        """Whether this entry's adapter pattern itself names `adapter` (`*` is the only wildcard: names
+        hold `[`): the adapters it claims to diverge in, which the meta-test holds it to."""
+        return adapter == self.adapters or (
+            "*" in self.adapters and fnmatch.fnmatchcase(adapter, self.adapters)
         )
+
+    def names(self, adapter: str) -> bool:
+        """Whether this entry is a candidate for `adapter`: named directly, or a policy adapter's
+        ("torch.nn@mixed", MP.P1) plain sibling is - it runs the sibling's calls under the policy, so the
+        sibling's entries may explain it too, each still only where its model agrees."""
+        return self.names_directly(adapter) or self.names_directly(adapter.partition("@")[0])
 
     def matches(self, adapter: str, norm: str, case: Case, dtype: str) -> bool:
         return (

@@ -1,5 +1,6 @@
 """PyTorch's known divergences (torch.functional, torch.nn, torchvision), sorted by clause: each a model of
-what the framework does instead, checked by conformance/meta/test_divergences.py."""
+what the framework does instead, checked by conformance/meta/test_divergences.py. Those of the mixed policy
+(spec MP: torch.*@mixed) stand in known_mixed.py."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from normconf.vocabulary import (
     one_value_per_statistic,
     param,
     power_sum_out_of_range,
-    rounded,
     rows_below_eps,
     rows_out_of_range,
     squares_overflow,
@@ -38,6 +38,8 @@ from normconf.vocabulary import (
     underflowing_derivative_windows,
     zero_over_zero,
 )
+
+from . import known_mixed
 
 
 def _half_rstd_overflows(case: Case, dtype: str) -> bool:
@@ -281,48 +283,8 @@ KNOWN: list[Divergence] = [
     ),
 ]
 
-# -- under the mixed policy (spec MP) -----------------------------------------------------------------
-
-
-def _nothing_held_in_float32(case: Case, dtype: str) -> bool:
-    """MP.D2's territory: a BatchNorm (InstanceNorm) call with no weight, no bias and no running
-    statistics - the policy leaves nothing of the layer in float32."""
-    return all(case.params.get(k) is None for k in ("scale", "offset", "state"))
-
-
-def _statistics_in_input_dtype(case: Case, dtype: str, which: str):
-    """y with mean and invstd rounded to the input's dtype (param_t), then (x - mean) * invstd rounded."""
-    if which != "y":
-        return None
-    view, axes, back = statistic_view(case.norm, case.x, case.params)
-    mean, var = view.mean(axis=axes, keepdims=True), view.var(axis=axes, keepdims=True)
-    with np.errstate(all="ignore"):
-        invstd = 1.0 / np.sqrt(var + param(case, "eps"))
-        return rounded((case.x - back(rounded(mean, dtype))) * back(rounded(invstd, dtype)), dtype)
-
-
-KNOWN += [
-    Divergence(
-        "torch.*@mixed",
-        norm,
-        "MP.D2",
-        "with no weight, bias or running statistics nothing of the layer is float32: ATen's param_t is the "
-        "input's dtype and mean and invstd are stored in bfloat16, as without the policy",
-        _nothing_held_in_float32,
-        lambda norm=norm: (
-            Case(
-                norm,
-                np.linspace(-2.0, 2.0, 24).reshape(2, 3, 4) ** 3,
-                {"channel_axis": 1, "eps": 1.0},
-                "wide",
-            ),
-            "bfloat16",
-        ),
-        # measured bit for bit (torch 2.14.1): 24 of 24 outputs of the near-eps example that found it
-        model=Computes(_statistics_in_input_dtype),
-    )
-    for norm in ("batch_norm", "instance_norm")
-]
+# -- under the mixed policy (spec MP): known_mixed.py -----------------------------------------------
+KNOWN += known_mixed.KNOWN
 
 # NUM.D1: squares summed beyond float32 (float16) - every family's statistics, as measured
 KNOWN += [
