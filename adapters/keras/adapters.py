@@ -25,7 +25,7 @@ from normconf.reference import Grads, RunningStats
 
 from .. import _devices, _isolated, _replicas, _repro
 from ..base import Adapter, Outcome, Unsupported, channel_axis_of, require
-from ..plan import Executed, Planned
+from ..plan import Executed, Planned, dtype_name
 from .declarations import BACKENDS, declarations_for
 from .default_calls import KERAS_DEFAULT_CALLS
 from .layer_plan import LayerPlan
@@ -76,6 +76,19 @@ KERAS_GRADIENTS = {
         "grads = {'x': x.grad, **{v.path: v.value.grad for v in layer.trainable_variables}}",
     ],
 }
+
+
+# a repro's stateless call of a layer under a mixed policy, as runtime._stateless_call makes it
+MIXED_STATELESS_CALL = [
+    "def stateless_call(trainable, non_trainable, x, **kwargs):",
+    "    # as a Model's stateless_call (Keras' JAX trainer) calls its layers: through __call__, which enters",
+    "    # the mixed policy's autocast scope (layer.stateless_call calls layer.call and skips it)",
+    "    mapping = [*zip(layer.trainable_variables, trainable),",
+    "               *zip(layer.non_trainable_variables, non_trainable)]",
+    "    with keras.StatelessScope(state_mapping=mapping) as scope:",
+    "        y = layer(x, **kwargs)",
+    "    return y, [scope.get_current_value(v) for v in layer.non_trainable_variables]",
+]
 
 
 # backend -> the ISA caps that reach its kernels (Adapter.isa_capped): NumPy's own dispatch is not capped
@@ -181,11 +194,18 @@ class Keras(Adapter):
 
     # -- plans ----------------------------------------------------------------------------------
 
+    def layer_dtype(self, dtype: str) -> str:
+        """The `dtype=` a layer computing in `dtype` is built with: the dtype itself (a mixed policy's
+        adapter: its policy name, policy.py)."""
+        return dtype
+
     def _plan(self, layer, kwargs, x, params, dtype, cotangent, *, weights=None, wrt=None, call=None, **rest):
         """The layer plan with the canonical affine as gamma/beta (unless `weights`/`wrt` say
         otherwise); its Outcome is y and the gradients (or `finish(executed)`)."""
         if weights is None:
             weights, wrt = _affine_weights(params)
+        if "dtype" in kwargs:
+            kwargs = {**kwargs, "dtype": self.layer_dtype(kwargs["dtype"])}
         finish = rest.pop("finish", None)
         plan = LayerPlan(
             layer,
@@ -221,10 +241,10 @@ class Keras(Adapter):
             return self._execute_synchronized(plan)
         layer = self._built(plan)
         wrt = {key: getattr(layer, attr) for key, attr in plan.wrt.items()}
-        y, grads = _call(self.backend, layer, plan.x, plan.dtype, plan.cotangent, wrt, **plan.call)
+        y, grads, y_dtype = _call(self.backend, layer, plan.x, plan.dtype, plan.cotangent, wrt, **plan.call)
         found = {} if grads is None else {"x": grads.x, "scale": grads.scale, "offset": grads.offset}
         after = {attr: _numpy(_read(getattr(layer, attr))) for attr in plan.reads}
-        return Executed({"layer": layer}, y, found, after)
+        return Executed({"layer": layer}, y, found, after, y_dtype)
 
     def _execute_synchronized(self, plan: LayerPlan) -> Executed:
         """BatchNormalization(synchronized=True) in `tf.distribute.MirroredStrategy.run` over logical CPU
@@ -255,14 +275,15 @@ class Keras(Adapter):
             local = [strategy.experimental_local_results(g) for g in per_replica]
             grads = {key: sum(_numpy(g) for g in local[1 + k]) for k, key in enumerate(plan.wrt)}
             grads["x"] = np.concatenate([_numpy(g) for g in local[0]])
-        y = np.concatenate([_numpy(t) for t in strategy.experimental_local_results(ys)])
+        local_ys = strategy.experimental_local_results(ys)
+        y = np.concatenate([_numpy(t) for t in local_ys])
         after = {}
         for attr in plan.reads:
             copies = [_numpy(v) for v in strategy.experimental_local_results(getattr(layer, attr).value)]
             if any(not np.array_equal(c, copies[0], equal_nan=True) for c in copies):  # SBN.S3
                 raise RuntimeError(f"the replicas hold different {attr}: {[c.tolist() for c in copies]}")
             after[attr] = copies[0]
-        return Executed({"layer": layer}, y, grads, after)
+        return Executed({"layer": layer}, y, grads, after, dtype_name(local_ys[0]))
 
     def render_plan(self, plan: LayerPlan) -> str:
         """The layer built and loaded as the plan says and called, with gradients the backend's own way
@@ -315,6 +336,10 @@ class Keras(Adapter):
         ]
         if plan.cotangent is not None:
             lines.append("show('grad', grads)")
+        if self.backend == "jax" and str(plan.kwargs.get("dtype", "")).startswith("mixed_"):
+            at = next(i for i, line in enumerate(lines) if line.startswith("x = ")) + 1
+            lines[at:at] = MIXED_STATELESS_CALL
+            lines = [line.replace("layer.stateless_call(", "stateless_call(") for line in lines]
         return _repro.script(lines)
 
     def _render_synchronized(self, plan: LayerPlan) -> str:

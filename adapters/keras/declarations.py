@@ -3,8 +3,10 @@ line each was read from (Keras v3.15.1). Data only: nothing here imports Keras."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import _replicas
-from ..base import Convention, NormDeclaration
+from ..base import Convention, NormDeclaration, Policy, under_policy
 
 K = "https://github.com/keras-team/keras/blob/v3.15.1"
 SRC_BN = f"{K}/keras/src/layers/normalization/batch_normalization.py"
@@ -250,7 +252,11 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
         Convention("statistics", "mean, variance", "std = sqrt(variance)", SRC_NORMALIZATION_CALL),
     ) + plain_common
 
-    def declare(norm, api, conventions, accumulation, stateful=False, constants=()):
+    # NumPy's minimum/maximum with a Python-float operand return float32 for a float64 array: Unit- and
+    # Normalization's float64 output is float32 there (MP.N2)
+    plain_output = {"float64": "float32"} if backend == "numpy" else {}
+
+    def declare(norm, api, conventions, accumulation, stateful=False, constants=(), output=None):
         return NormDeclaration(
             norm,
             api,
@@ -260,6 +266,7 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
             gradients=gradients,
             stateful=stateful,
             constants=constants,
+            output=output or {},
         )
 
     return {
@@ -267,7 +274,9 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
         "layer_norm": declare("layer_norm", "keras.layers.LayerNormalization", ln, upcast),
         "group_norm": declare("group_norm", "keras.layers.GroupNormalization", gn, upcast),
         "rms_norm": declare("rms_norm", "keras.layers.RMSNormalization", rms, upcast),
-        "lp_normalize": declare("lp_normalize", "keras.layers.UnitNormalization", lp, plain),
+        "lp_normalize": declare(
+            "lp_normalize", "keras.layers.UnitNormalization", lp, plain, output=plain_output
+        ),
         # mean and variance are constructor arguments: constants of the compiled program on jax
         "channel_normalize": declare(
             "channel_normalize",
@@ -275,6 +284,7 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
             cn,
             plain,
             constants=("mean", "std") if backend == "jax" else (),
+            output=plain_output,
         ),
         **(
             {
@@ -318,3 +328,87 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
             else {}
         ),
     }
+
+
+# -- the mixed policy (MP.P1) as Keras users turn it on -----------------------------------------------
+# A layer built with dtype="mixed_float16" / "mixed_bfloat16" computes in the half type and holds its
+# variables in float32 (DTypePolicy); its __call__ casts floating inputs to the half type unless the layer
+# opts out (`self.autocast = False`: LayerNormalization, GroupNormalization) and enters an autocast scope
+# in which a variable created with autocast=True - RMSNormalization's scale - is read rounded to the half
+# type (MP.D10). Measured with Keras 3.15.1 on all four backends: every layer returns the half type, its
+# variables are float32.
+SRC_MIXED_POLICY = f"{K}/keras/src/dtype_policies/dtype_policy.py#L82-L85"
+SRC_AUTOCAST_SCOPE = f"{K}/keras/src/layers/layer.py#L980-L998"
+SRC_AUTOCAST_READ = f"{K}/keras/src/backend/common/variables.py#L245-L280"
+SRC_STATELESS_CALL = f"{K}/keras/src/layers/layer.py#L1171-L1188"
+SRC_BN_UPCAST = f"{SRC_BN}#L346-L405"
+SRC_LN_OPT_OUT = f"{SRC_LN}#L151"
+SRC_GN_UPCAST = f"{SRC_GN}#L179-L210"
+SRC_RMS_SCALE = f"{K}/keras/src/layers/normalization/rms_normalization.py#L58-L60"
+MIXED = Policy(
+    mechanism='keras.layers.<Norm>(..., dtype="mixed_float16") or dtype="mixed_bfloat16" (a DTypePolicy)',
+    source=SRC_MIXED_POLICY,
+)
+MIXED_DTYPES = ("float16", "bfloat16")
+HALF_IN_FLOAT32 = {"float16": "float32", "bfloat16": "float32"}
+_POLICY_NOTES = {
+    "batch_norm": Convention(
+        "policy_dtypes",
+        "dtype (DTypePolicy)",
+        "input cast to the half type, then float32; gamma, beta, moving statistics float32",
+        SRC_BN_UPCAST,
+        note="__call__ casts the input to the compute dtype (a float32 input is rounded to the half type), "
+        "call() casts it to result_type(half, float32) = float32 and the variables (autocast=False) stay "
+        "float32; the output is cast to the half type",
+    ),
+    "layer_norm": Convention(
+        "policy_dtypes",
+        "dtype (DTypePolicy)",
+        "float32 statistics and affine, output cast to the half type",
+        SRC_LN_OPT_OUT,
+        note="the layer opts out of autocasting (a float32 input stays float32); ops.layer_normalization "
+        f"computes in float32 ({K}/keras/src/ops/nn.py#L3145), gamma and beta float32 (autocast=False)",
+    ),
+    "group_norm": Convention(
+        "policy_dtypes",
+        "dtype (DTypePolicy)",
+        "float32 statistics and affine, output cast to the half type",
+        SRC_GN_UPCAST,
+        note="the layer opts out of autocasting (a float32 input stays float32), upcasts to float32 and "
+        "casts back to the input dtype, then to the compute dtype",
+    ),
+    "rms_norm": Convention(
+        "scale_dtype",
+        "— (add_weight autocast=True)",
+        "read rounded to the half type",
+        SRC_RMS_SCALE,
+        note=f"MP.D10: the float32 scale is read through the autocast scope ({SRC_AUTOCAST_READ}): "
+        "rounded to the half type, then converted to float32 for the float32 product; its gradient "
+        "comes back through the same cast, rounded to the half type",
+    ),
+    "lp_normalize": Convention(
+        "policy_dtypes",
+        "dtype (DTypePolicy)",
+        "the half type throughout",
+        SRC_UNIT,
+        note="no variables and no upcast: the input is cast to the half type and ops.normalize sums its "
+        "squares there (float16 overflows for norms past 256: NUM.D1)",
+    ),
+}
+
+
+def mixed_declarations_for(backend: str) -> dict[str, NormDeclaration]:
+    """keras[backend]@mixed: the plain layers with a variable or state (and UnitNormalization), built
+    with dtype="mixed_<half>". BatchNormalization, LayerNormalization, GroupNormalization and
+    RMSNormalization take their statistics in float32, UnitNormalization in the half type; every output
+    is in the half type (the input's)."""
+    plain = declarations_for(backend)
+    upcast = ("batch_norm", "layer_norm", "group_norm", "rms_norm")
+    declared = {
+        **under_policy(plain, upcast, MIXED_DTYPES, accumulation=HALF_IN_FLOAT32),
+        **under_policy(plain, ("lp_normalize",), MIXED_DTYPES, accumulation={d: d for d in MIXED_DTYPES}),
+    }
+    if "sync_batch_norm" in plain:
+        declared |= under_policy(plain, ("sync_batch_norm",), MIXED_DTYPES, accumulation=HALF_IN_FLOAT32)
+    notes = {**_POLICY_NOTES, "sync_batch_norm": _POLICY_NOTES["batch_norm"]}
+    return {norm: replace(d, conventions=(*d.conventions, notes[norm])) for norm, d in declared.items()}

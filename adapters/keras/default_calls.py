@@ -21,7 +21,7 @@ def _default_layer(build, implied=lambda x: {}, **call):
         layer = build(_Layers(), x, hints)
         if _keras().backend.backend() == "jax":  # jitted, as Keras' JAX trainer runs it (one program)
             layer.build(np.shape(x))
-            y, _ = _call("jax", layer, x, dtype, None, {}, **call)
+            y, _, _ = _call("jax", layer, x, dtype, None, {}, **call)
         else:
             y = layer(_tensor(x, dtype), **call)
         state = None

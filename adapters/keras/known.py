@@ -4,7 +4,7 @@ each a model of what a backend does instead, checked by conformance/meta/test_di
 This module holds the statistics and state (BN.D4, BN.D15, SBN.*, NUM.*, BN.D25) and lists every
 entry in the family's order (`KNOWN`); the rest stand by subject in `known_axes.py` (non-trailing
 axes: LN.D8, RMS.D5, RMS.D6), `known_rsqrt.py` (rsqrt's derivative: LN.D10) and `known_unit.py`
-(UnitNormalization: LP.D4-D6)."""
+(UnitNormalization: LP.D4-D6), `known_mixed.py` the mixed policy's (MP.D10, NUM.D1)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from normconf.vocabulary import (
     state_past_half_example,
 )
 
-from . import known_axes, known_rsqrt, known_unit
+from . import known_axes, known_mixed, known_rsqrt, known_unit
 from .known_axes import contiguous_non_trailing, non_trailing
 
 
@@ -258,10 +258,11 @@ KNOWN += [
 ]
 
 # BN.D25: a half-precision layer's moving statistics are variables of its dtype (add_weight with
-# autocast=False takes the layer's variable dtype: keras/src/layers/normalization/batch_normalization.py)
+# autocast=False takes the layer's variable dtype: keras/src/layers/normalization/batch_normalization.py);
+# named per plain adapter: under the mixed policy (keras[...]@mixed) the variable dtype is float32
 KNOWN += [
     Divergence(
-        "keras*",
+        f"keras[{backend}]",
         norm,
         "BN.D25",
         "Keras keeps a float16 (bfloat16) layer's moving statistics in float16 (bfloat16) variables: "
@@ -271,8 +272,14 @@ KNOWN += [
         "state",
         model=Simulated(state_held_in(lambda dtype: dtype)),
     )
+    for backend in ("tensorflow", "jax", "torch", "numpy")
     for norm, extra in (
         ("batch_norm", {}),
         ("sync_batch_norm", {"replica_sizes": (2, 2), "weighting": "count"}),
     )
+    if norm == "batch_norm" or backend == "tensorflow"
 ]
+
+# Under the mixed policy (keras[...]@mixed, spec MP): MP.D10, and NUM.D1 with the offset cast to the half
+# output (known_mixed.py)
+KNOWN += known_mixed.MIXED

@@ -15,6 +15,7 @@ from normconf.reference import Grads
 
 from .. import _compile_cache, _counters, _devices
 from ..base import require
+from ..plan import dtype_name
 
 # ---------------------------------------------------------------------------------------------
 # Which process runs a backend.
@@ -95,6 +96,34 @@ def _numpy(t) -> np.ndarray:
 _JITTED: dict = {}
 
 
+def mixed(layer) -> bool:
+    """Whether the layer runs under a mixed dtype policy ("mixed_float16"): compute and variable dtypes
+    differ, so its __call__ enters an autocast scope."""
+    policy = layer.dtype_policy
+    return policy.compute_dtype != policy.variable_dtype
+
+
+def _stateless_call(layer):
+    """(trainable, non_trainable, x, **kwargs) -> (y, non_trainable after): `layer.stateless_call`, or
+    for a layer under a mixed policy what a Model's stateless_call (Keras' JAX trainer) does with it -
+    its __call__ in a StatelessScope, which enters the policy's autocast scope (`Layer.stateless_call`
+    calls `call` directly and skips it)."""
+    if not mixed(layer):
+        return layer.stateless_call
+    keras = _keras()
+
+    def stateless(trainable, non_trainable, x, **kwargs):
+        mapping = [
+            *zip(layer.trainable_variables, trainable, strict=True),
+            *zip(layer.non_trainable_variables, non_trainable, strict=True),
+        ]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            y = layer(x, **kwargs)
+        return y, [scope.get_current_value(v) for v in layer.non_trainable_variables]
+
+    return stateless
+
+
 def _jitted(layer, shape: tuple, kwargs: dict):
     """forward_and_back of `layer.stateless_call` under `jax.jit`, as Keras' JAX trainer runs a training
     step: one compilation per program instead of one per primitive and shape, which is what eager JAX
@@ -112,11 +141,12 @@ def _jitted(layer, shape: tuple, kwargs: dict):
         tuple(tuple(v.shape) for v in layer.variables),
     )
     if key not in _JITTED:
+        stateless = _stateless_call(layer)
 
         @jax.jit
         def forward_and_back(x_, trainable_, non_trainable_, g):
             y_, vjp, updated_ = jax.vjp(
-                lambda a, t: layer.stateless_call(t, non_trainable_, a, **kwargs),
+                lambda a, t: stateless(t, non_trainable_, a, **kwargs),
                 x_,
                 trainable_,
                 has_aux=True,
@@ -129,7 +159,7 @@ def _jitted(layer, shape: tuple, kwargs: dict):
             """y's shape (traced once per layer and shape, never compiled): a zero cotangent's."""
             if not shapes:
                 traced = jax.eval_shape(
-                    lambda *a: layer.stateless_call(a[1], a[2], a[0], **kwargs)[0],
+                    lambda *a: stateless(a[1], a[2], a[0], **kwargs)[0],
                     x_,
                     trainable_,
                     non_trainable_,
@@ -142,9 +172,9 @@ def _jitted(layer, shape: tuple, kwargs: dict):
 
 
 def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
-    """y = layer(x, **kwargs) and, given a cotangent, the gradients of sum(y * cotangent) w.r.t. x
-    and the layer variables in `wrt` (canonical name -> variable); variables the call updates
-    (moving statistics) hold their new values afterwards."""
+    """(y, gradients, y's dtype name): y = layer(x, **kwargs) as float64 NumPy and, given a cotangent, the
+    gradients of sum(y * cotangent) w.r.t. x and the layer variables in `wrt` (canonical name ->
+    variable); variables the call updates (moving statistics) hold their new values afterwards."""
     xt = _tensor(x, dtype)
     grads = {}
     if backend == "jax":
@@ -192,7 +222,7 @@ def _call(backend: str, layer, x, dtype: str, cotangent, wrt: dict, **kwargs):
             _numpy(grads["x"]),
             *(None if grads.get(k) is None else _numpy(grads[k]) for k in ("scale", "offset")),
         )
-    return _numpy(y), out
+    return _numpy(y), out, dtype_name(y)
 
 
 def _read(var):

@@ -22,7 +22,7 @@ from .. import _devices
 from ..base import Adapter, Outcome, Unsupported, channel_axis_of, require, stepped
 from ..plan import Block, Executed, Get, Input, Plan, Planned, Step, Symbol
 from ..tensorflow.adapters import TF, _numpy, _tensor, _tf
-from .declarations import DECLARATIONS
+from .declarations import DECLARATIONS, MIXED, MIXED_DECLARATIONS
 
 RUNTIME = dataclasses.replace(TF, imports=(*TF.imports, "import tf_keras"))
 LAYERS = "tf_keras.layers"
@@ -35,13 +35,29 @@ def _variable_dtype(norm: str, dtype: str) -> str:
 
 
 def _layer_plan(
-    layer: str, kwargs: dict, x, dtype: str, cotangent, *, weights=None, wrt=None, call=None, reads=None
+    layer: str,
+    kwargs: dict,
+    x,
+    dtype: str,
+    cotangent,
+    *,
+    weights=None,
+    wrt=None,
+    call=None,
+    reads=None,
+    policy: str | None = None,
 ) -> tuple[Plan, list]:
     """tf_keras.layers.<layer>(**kwargs), built for x's shape, `weights` (attribute -> (values, dtype))
     assigned, called on x with `call` under a GradientTape watching x and the variables in `wrt`
-    (canonical name -> attribute) when there is a cotangent; `reads` (name -> attribute) read after."""
+    (canonical name -> attribute) when there is a cotangent; `reads` (name -> attribute) read after.
+    With `policy` ("mixed_float16"): the layer's dtype is tf_keras.mixed_precision.Policy(policy)."""
     x_in = Input("x", x, dtype)
+    made = ()
+    if policy is not None:
+        made = (Step("policy", Symbol("tf_keras.mixed_precision.Policy"), (policy,)),)
+        kwargs = {**kwargs, "dtype": Get("policy")}
     setup = [
+        *made,
         Step("layer", Symbol(f"{LAYERS}.{layer}"), (), kwargs),
         Step(None, Get("layer", "build"), (tuple(x.shape),)),
         *(
@@ -87,13 +103,12 @@ def _grads(executed: Executed, params, cotangent) -> Grads | None:
     return Grads(g["x"], shaped["scale"], shaped["offset"])
 
 
-def _affine(norm: str, params, dtype: str) -> tuple[dict, dict, dict]:
+def _affine(params, vdtype: str) -> tuple[dict, dict, dict]:
     """(kwargs center/scale, weights, wrt) for the canonical scale and offset given: the layer's gamma and
-    beta, created only where given."""
+    beta (variables of `vdtype`), created only where given."""
     given = {
         key: attr for key, attr in (("scale", "gamma"), ("offset", "beta")) if params.get(key) is not None
     }
-    vdtype = _variable_dtype(norm, dtype)
     kwargs = {"center": "offset" in given, "scale": "scale" in given}
     return kwargs, {attr: (params[key], vdtype) for key, attr in given.items()}, given
 
@@ -140,8 +155,18 @@ class TfKeras(Adapter):
     def no_argument_calls(self):
         return DEFAULT_CALLS
 
+    def variable_dtype(self, norm: str, dtype: str) -> str:
+        """The dtype of the layer's variables for a `dtype` input (the policy adapter's: float32)."""
+        return _variable_dtype(norm, dtype)
+
+    def layer_policy(self, dtype: str) -> str | None:
+        """The mixed-precision policy the layer is built under (None: `dtype=` the input dtype)."""
+        return None
+
     def _planned(self, norm, layer, kwargs, x, params, dtype, cotangent, finish=None, **rest) -> Planned:
-        plan, _ = _layer_plan(layer, {**kwargs, "dtype": dtype}, x, dtype, cotangent, **rest)
+        policy = self.layer_policy(dtype)
+        kwargs = kwargs if policy is not None else {**kwargs, "dtype": dtype}
+        plan, _ = _layer_plan(layer, kwargs, x, dtype, cotangent, policy=policy, **rest)
 
         def outcome(executed: Executed) -> Outcome:
             grads = _grads(executed, params, cotangent)
@@ -162,8 +187,8 @@ class TfKeras(Adapter):
                 "rank 4 or 5, axis 1 or last, not float64 (BN.D23)",
             )
         state, training = params.get("state"), params["training"]
-        affine, weights, wrt = _affine("batch_norm", params, dtype)
-        vdtype = _variable_dtype("batch_norm", dtype)
+        vdtype = self.variable_dtype("batch_norm", dtype)
+        affine, weights, wrt = _affine(params, vdtype)
         if state is not None:
             weights |= {"moving_mean": (state.mean, vdtype), "moving_variance": (state.var, vdtype)}
         kwargs = {
@@ -199,7 +224,7 @@ class TfKeras(Adapter):
         )
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
-        affine, weights, wrt = _affine("layer_norm", params, dtype)
+        affine, weights, wrt = _affine(params, self.variable_dtype("layer_norm", dtype))
         kwargs = {"axis": _sorted_axes(params["axes"], x.ndim), "epsilon": params["eps"], **affine}
         return self._planned(
             "layer_norm", "LayerNormalization", kwargs, x, params, dtype, cotangent, weights=weights, wrt=wrt
@@ -207,7 +232,7 @@ class TfKeras(Adapter):
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(params["assignment"] == "contiguous", "Keras groups contiguous channels (GN.D1)")
-        affine, weights, wrt = _affine("group_norm", params, dtype)
+        affine, weights, wrt = _affine(params, self.variable_dtype("group_norm", dtype))
         kwargs = {
             "groups": params["groups"],
             "axis": channel_axis_of(x, params),
@@ -275,4 +300,26 @@ DEFAULT_CALLS = {
     "lp_normalize": _default_layer(lambda layers, x, h: layers.UnitNormalization()),
 }
 
-__all__ = ["TfKeras", "Unsupported"]
+
+class TfKerasMixed(TfKeras):
+    """tf_keras under the mixed policy (MP.P1) as its users turn it on: the layer's dtype is
+    tf_keras.mixed_precision.Policy("mixed_float16") (or "mixed_bfloat16"), its variables float32 and
+    loaded in float32, the activations in the half type. What the policy leaves in which dtype:
+    declarations.py (MIXED_DECLARATIONS) and the spec's MP.D20-D29."""
+
+    name = "tf_keras@mixed"
+    policy = MIXED
+    cost = 1.2  # see Adapter.cost
+    declarations = MIXED_DECLARATIONS
+
+    def variable_dtype(self, norm, dtype):
+        return self.parameter_dtype(norm, dtype)
+
+    def layer_policy(self, dtype):
+        return f"mixed_{dtype}"
+
+    def no_argument_calls(self):
+        return {}
+
+
+__all__ = ["TfKeras", "TfKerasMixed", "Unsupported"]

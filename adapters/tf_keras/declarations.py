@@ -4,7 +4,9 @@ nothing here imports TensorFlow."""
 
 from __future__ import annotations
 
-from ..base import Convention, NormDeclaration
+from dataclasses import replace
+
+from ..base import Convention, NormDeclaration, Policy, under_policy
 from ..tensorflow.adapters import SRC_FUSED_KERNEL, SRC_L2_FORM, SRC_MOMENTS
 
 K = "https://github.com/keras-team/tf-keras/blob/v2.21.0/tf_keras/src"
@@ -191,4 +193,62 @@ DECLARATIONS = {
     "group_norm": _declare("group_norm", "tf_keras.layers.GroupNormalization", GN, IN_DTYPE),
     "lp_normalize": _declare("lp_normalize", "tf_keras.layers.UnitNormalization", LP, IN_DTYPE),
     "channel_normalize": _declare("channel_normalize", "tf_keras.layers.Normalization", CN, IN_DTYPE),
+}
+
+
+# -- the mixed policy (MP.P1) as tf_keras users turn it on ----------------------------------------------
+# A layer whose dtype is tf_keras.mixed_precision.Policy("mixed_float16") ("mixed_bfloat16") computes in
+# the half type with float32 variables; a variable made without experimental_autocast=False is an
+# AutoCastVariable, read in the half type inside the layer's call (GroupNormalization's gamma and beta:
+# it computes in the half type, as without the policy, GN.D11). BatchNormalization and
+# LayerNormalization make theirs with experimental_autocast=False, and LayerNormalization's fused kernel
+# casts them to the half type itself (MP.D20). Measured with tf_keras 2.21.0: every layer returns the
+# half type, its variables are float32.
+SRC_POLICY = f"{K}/mixed_precision/policy.py#L32-L59"
+SRC_AUTOCAST_VARIABLE = f"{K}/engine/base_layer.py#L615-L622"
+SRC_AUTOCAST_WRAP = f"{K}/engine/base_layer.py#L688-L699"
+SRC_GN_WEIGHTS = f"{SRC_GN}#L144-L165"
+MIXED = Policy(
+    mechanism='tf_keras.layers.<Norm>(..., dtype=tf_keras.mixed_precision.Policy("mixed_float16")) '
+    '(or "mixed_bfloat16")',
+    source=SRC_POLICY,
+)
+MIXED_DTYPES = ("float16", "bfloat16")
+_POLICY_NOTES = {
+    "batch_norm": Convention(
+        "policy_dtypes",
+        "dtype (Policy)",
+        "float32 statistics and affine on both kernels, output in the half type",
+        SRC_BN_PARAM_DTYPE,
+        note=f"the variables are float32 (experimental_autocast=False); the fused kernel computes half "
+        f"inputs in float32 ({SRC_BN_FUSED_CALL}), the other path casts them to float32 ({SRC_BN_PLAIN})",
+    ),
+    "layer_norm": Convention(
+        "policy_dtypes",
+        "dtype (Policy)",
+        "float32 statistics; fused kernel: x-hat, gamma and beta rounded to the half type, affine there",
+        SRC_LN_FUSED,
+        note=f"MP.D20: float32 variables make the fused kernel eligible ({SRC_LN_FUSED_CHECK}: trailing "
+        "contiguous axes, epsilon >= 1.001e-5): FusedBatchNormV3 normalizes in float32 and returns the "
+        "half type, then y*cast(gamma) + cast(beta) in the half type; otherwise the input is cast to float32 "
+        f"({SRC_LN_PLAIN}) and everything stays float32 until the output",
+    ),
+    "group_norm": Convention(
+        "policy_dtypes",
+        "dtype (Policy)",
+        "the half type throughout, gamma and beta read rounded to it",
+        SRC_GN_WEIGHTS,
+        clause="GN.D11",
+        note=f"gamma and beta are AutoCastVariables ({SRC_AUTOCAST_VARIABLE}, {SRC_AUTOCAST_WRAP}), read "
+        "in the half type; tf.nn.weighted_moments sums float16 in float32 but returns float16 statistics, "
+        "bfloat16 is not upcast; their gradients are formed in the half type",
+    ),
+}
+MIXED_DECLARATIONS = {
+    norm: replace(d, conventions=(*d.conventions, _POLICY_NOTES[norm]))
+    for norm, d in {
+        # BatchNormalization and LayerNormalization: float32 statistics; GroupNormalization: the half type
+        **under_policy(DECLARATIONS, ("batch_norm", "layer_norm"), MIXED_DTYPES, accumulation=UPCAST),
+        **under_policy(DECLARATIONS, ("group_norm",), MIXED_DTYPES, accumulation=IN_DTYPE),
+    }.items()
 }

@@ -7,8 +7,10 @@ import numpy as np
 
 from normconf.reference import RunningStats
 from normconf.vocabulary import (
+    HUGE_2X3,
     LP_GRADIENT_OUT_OF_RANGE,
     LP_RSQRT_HELD,
+    SMALL_COTANGENT,
     Case,
     CpuDependency,
     Divergence,
@@ -35,6 +37,8 @@ from normconf.vocabulary import (
     tf_rsqrt_grad,
     tiny,
 )
+
+from . import known_mixed
 
 
 def _decay(case: Case) -> float:
@@ -256,6 +260,23 @@ KNOWN += [
             "float32",
         ),
     ),
+    # BatchNormalization's non-fused path (running_var="biased") normalizes with tf.nn.batch_normalization
+    # in float32 (half inputs cast up): the same RsqrtGrad (found by tf_keras@mixed's default profile,
+    # seed 2: bfloat16 values ~1e18, dx 2x its budget)
+    tf_rsqrt_grad(
+        "tf_keras",
+        "batch_norm",
+        lambda: (
+            Case(
+                "batch_norm",
+                rounded(HUGE_2X3, "bfloat16"),
+                {"channel_axis": 1, "eps": 1e-12, "running_var": "biased", "training": True},
+                "large",
+                cotangent=rounded(SMALL_COTANGENT, "bfloat16"),
+            ),
+            "bfloat16",
+        ),
+    ),
 ]
 
 # LN.D10 for UnitNormalization: tf.linalg.l2_normalize multiplies by rsqrt(sum x^2) in the input dtype,
@@ -297,3 +318,7 @@ KNOWN += [
         ),
     )
 ]
+
+# Under the mixed policy (tf_keras@mixed, spec MP): MP.D20, and NUM.D1 with the offset cast to the half
+# output (known_mixed.py)
+KNOWN += known_mixed.MIXED

@@ -1,0 +1,113 @@
+"""Keras 3's known divergences under the mixed policy (keras[...]@mixed, spec MP): RMSNormalization's scale
+read in the half type (MP.D10), and NUM.D1 where the policy's output rounds the offset (a group whose
+squares overflow normalizes to its float32 offset, cast to the half type). Every plain keras[...] entry
+names its @mixed sibling too (vocabulary/records.py); known.py lists these with them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from normconf.vocabulary import (
+    Case,
+    Computes,
+    Divergence,
+    Reference,
+    half,
+    param,
+    reference_value,
+    rounded,
+    tiny,
+)
+from normconf.vocabulary.builders import overflow_example, squares_overflow, squares_overflow_in
+from normconf.vocabulary.models import along
+
+
+# The models: what Keras computes under the policy where a divergence holds (vocabulary/models.py).
+def scale_read_in(case: Case, dtype: str) -> dict:
+    """MP.D10: the reference with RMSNormalization's float32 scale as the autocast scope reads it - rounded
+    to the half type (±inf past its largest number, a subnormal's few bits or 0 below its normal range)."""
+    return {"scale": rounded(param(case, "scale"), dtype)}
+
+
+def scale_leaves_half_range(case: Case, dtype: str) -> bool:
+    """MP.D10: a half-type run with a scale that rounding to the half type overflows or takes below its
+    normal range (within it the rounding is one of the output's own roundings, inside the budget)."""
+    scale = case.params.get("scale")
+    if not half(dtype) or scale is None:
+        return False
+    with np.errstate(all="ignore"):
+        held = rounded(scale, dtype)
+        scale = np.asarray(scale, dtype=np.float64)
+        return bool(np.any(~np.isfinite(held) | ((scale != 0) & (np.abs(held) < tiny(dtype)))))
+
+
+def offset_in_output(half_in_half: bool = False) -> Computes:
+    """NUM.D1 under the policy: where a statistic's squares overflow, the group normalizes to its offset
+    - a float32 variable - and the layer casts y to the half type: the offset rounded to it; elsewhere
+    the reference."""
+    affected = squares_overflow_in(half_in_half)
+
+    def compute(case: Case, dtype: str, which: str):
+        offset = case.params.get("offset")
+        if which != "y" or offset is None:
+            return None
+        y = np.asarray(reference_value(case, "y"), dtype=np.float64)
+        mask = np.broadcast_to(np.asarray(affected(case, dtype, "y"), dtype=bool), y.shape)
+        return np.where(mask, rounded(np.broadcast_to(along(case, offset), y.shape), dtype), y)
+
+    return Computes(compute)
+
+
+def mixed_overflow_example(norm: str, rank: int = 4, **params):
+    """NUM.D1 under the policy, for an entry's example: the typical overflowing call in bfloat16 with a
+    float32 offset that bfloat16 cannot hold (1/3)."""
+
+    def example() -> tuple[Case, str]:
+        case, dtype = overflow_example(norm, "bfloat16", rank, **params)()
+        if case.params.get("offset") is not None:
+            third = rounded(np.full(np.shape(case.params["offset"]), 1.0 / 3.0), "float32")
+            case = dataclasses.replace(case, params={**case.params, "offset": third})
+        return case, dtype
+
+    return example
+
+
+def squares_overflow_mixed(adapters: str, norms, *, half_in_half: bool = False, **params) -> list[Divergence]:
+    """NUM.D1 for a policy adapter: the plain entries' model with the offset rounded to the half output."""
+    return [
+        dataclasses.replace(
+            entry,
+            reason=entry.reason + ", cast to the half output type",
+            example=mixed_overflow_example(entry.norm, **params),
+        )
+        for entry in squares_overflow(
+            adapters, norms, half_in_half=half_in_half, base=offset_in_output(half_in_half)
+        )
+    ]
+
+
+MIXED: list[Divergence] = [
+    Divergence(
+        "keras*@mixed",
+        "rms_norm",
+        "MP.D10",
+        "RMSNormalization's float32 scale is read through the mixed policy's autocast scope: rounded to the "
+        "half type - inf past float16's 65504, a few bits or 0 below its normal range - before the float32 "
+        "product (and its gradient rounded to the half type on the way back)",
+        scale_leaves_half_range,
+        lambda: (
+            Case(
+                "rms_norm",
+                np.array([[4.0, 1.0]]),
+                {"axes": (-1,), "eps": 1e-6, "scale": np.array([1.0, 7e4])},
+                "large",
+            ),
+            "float16",
+        ),
+        model=Reference(scale_read_in, kind="precision"),
+    ),
+    *squares_overflow_mixed("keras*@mixed", ("batch_norm",), running_var="biased"),
+    *squares_overflow_mixed("keras*@mixed", ("layer_norm", "group_norm")),
+]
