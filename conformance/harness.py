@@ -224,12 +224,17 @@ def replay(adapter_name: str, norm: str, dtype: str, clause: str, x, params: dic
         expected = getattr(R, f"{norm}_vjp")(g, x, **params)
         want = {k: getattr(expected, k) for k in ("x", "scale", "offset") if getattr(expected, k) is not None}
         bounds = checks.gradient_budget(norm, x, params, g, want, **declaration.gradient_budget_dtypes(dtype))
+        held = {
+            "x": dtype,
+            "scale": declaration.parameter_dtype(dtype),
+            "offset": declaration.parameter_dtype(dtype),
+        }
         verdicts = [
             checks.check(
                 clause,
                 adapter.name,
                 norm,
-                dtype,
+                held[k],
                 f"d{k}",
                 getattr(framework.grads, k),
                 want[k],
@@ -339,16 +344,19 @@ class Cell:
         also: tuple = (),
         explained_by: Case | None = None,
         observed: tuple = (),
+        dtype: str | None = None,
     ) -> Verdict:
         """One comparison of this cell, settled: `actual` against `expected` under `budget` ((bound,
         basis), as checks.budget gives it), recorded for `case` (see settle for `also`, `explained_by`
-        and `observed`); `diagnose(actual, bound)` may name what explains a failure. The one call shape
+        and `observed`); `diagnose(actual, bound)` may name what explains a failure; `dtype`: the one the
+        quantity is held in where it is not the input's (a mixed policy's float32 parameter gradients
+        and state, MP.N1: no budget below its own rounding, not the half type's). The one call shape
         every property uses."""
         verdict = checks.check(
             clause,
             self.adapter,
             self.norm,
-            self.dtype,
+            dtype or self.dtype,
             what,
             actual,
             expected,

@@ -45,6 +45,7 @@ def test_gradients_match_reference_vjp(target, cell, data):
             expected=want[key],
             budget=(bound, "NUM.N8"),
             case=case,
+            dtype=None if key == "x" else declaration.parameter_dtype(target.dtype),  # MP.N1
             diagnose=lambda actual, b, key=key: diagnosis.explain(
                 target.norm, case.x, case.params, actual, lambda r: getattr(r, key), b, target.dtype, vjp_of=g
             ),

@@ -74,6 +74,7 @@ def test_state_after_steps_then_eval(target, cell, data):
                 diagnose=explain,
                 # a divergence's model starts from the state the framework itself held
                 observed=(Observation(fw_case, what, got, bound[0]),),
+                dtype=pdtype,  # the state's own dtype (MP.N1)
             )
         # after a step a known divergence explained, the reference goes on from the framework's own
         # state: later steps are judged on their own update, not on that divergence carried forward

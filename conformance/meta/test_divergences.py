@@ -40,7 +40,9 @@ def observe(name, entry, perturb=None):
     declaration = adapter.declarations[entry.norm]
 
     def check(what, actual, want, bound):
-        return checks.check(entry.clause, name, entry.norm, dtype, what, actual, want, bound, case.describe())
+        """As the properties judge it: parameter gradients and state in their own dtype (MP.N1)."""
+        held = dtype if what in ("dx", "y") else declaration.parameter_dtype(dtype)
+        return checks.check(entry.clause, name, entry.norm, held, what, actual, want, bound, case.describe())
 
     verdicts = []
     if entry.shows_in == "state":
@@ -93,12 +95,13 @@ def test_known_divergence_still_diverges(entry):
     names = [n for n in adapters.names() if entry.names_directly(n)]
     assert names, f"{entry.adapters} names no adapter"
     dtype = entry.example()[1]
-    installed = [  # and able to run the norm, in the example's dtype, on this machine (Adapter.cannot_run)
+    installed = [  # able to run the norm, in the example's dtype (with gradients for a gradient entry), here
         n
         for n in names
         if adapters.get(n).available()[0]
         and entry.norm in adapters.get(n).declarations
         and dtype in adapters.get(n).declarations[entry.norm].dtypes
+        and (entry.shows_in != "gradient" or adapters.get(n).declarations[entry.norm].gradients)
         and not adapters.get(n).cannot_run(entry.norm)
     ]
     if not installed:

@@ -96,9 +96,13 @@ def _observations(name, norm, case, dtype, outcome: Outcome, gradient: bool, eve
                 norm, case.x, case.params, expected.state, case.params["state"], **dtypes
             )
             for what, state_bound in bounds.items():
-                actual, ref = getattr(outcome.state, what), getattr(expected.state, what)
+                actual, ref, held = (
+                    getattr(outcome.state, what),
+                    getattr(expected.state, what),
+                    dtypes["out_dtype"],
+                )
                 verdicts.append(
-                    checks.check("", name, norm, dtype, f"state.{what}", actual, ref, state_bound, {})
+                    checks.check("", name, norm, held, f"state.{what}", actual, ref, state_bound, {})
                 )
     failed = [v for v in verdicts if not v.passed]
     shown = verdicts if every else failed
