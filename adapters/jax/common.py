@@ -4,6 +4,7 @@ execution and rendering) and the host/device tree helpers."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -56,6 +57,16 @@ class JaxBase(Adapter):
 
     # -- plans ----------------------------------------------------------------------------------
 
+    def _run(self, norm, x, params, dtype, cotangent):
+        """The `_run_<norm>` plan with the dtypes its declaration holds the affine and the state in and
+        returns y in (a mixed policy's float32 parameters, MP.P1; the input's dtype otherwise)."""
+        planned = super()._run(norm, x, params, dtype, cotangent)
+        if not isinstance(planned, Planned):
+            return planned
+        declaration = self.declarations[norm]
+        held, out = declaration.parameter_dtype(dtype), declaration.output_dtype(dtype)
+        return replace(planned, plan=replace(planned.plan, parameters=held, output=out))
+
     def _plan(self, module, args, kwargs, x, params, dtype, cotangent, *, finish=None, **plan) -> Planned:
         """The plan of `module(*args, **kwargs)` on x with the canonical affine in `params`; its Outcome
         is y and the gradients, or `finish(executed, grads)` (the state after is `executed.after`)."""
@@ -76,7 +87,7 @@ class JaxBase(Adapter):
         return getattr(importlib.import_module(self.library), plan.module)(*plan.args, **plan.kwargs, **extra)
 
     def execute_plan(self, plan: ModulePlan) -> Executed:
-        affine = {k: array(v, plan.dtype) for k, v in plan.affine.items()}
+        affine = {k: array(v, plan.held) for k, v in plan.affine.items()}
         if plan.replica_sizes is not None:
             y, aux, grads = self._synchronized(plan, affine)
         else:
@@ -103,7 +114,7 @@ class JaxBase(Adapter):
             self.repro_import,
             f"x = array({_repro.values(plan.x)}, {plan.dtype!r})",
             "params = {"
-            + ", ".join(f"{k!r}: array({_repro.values(v)}, {plan.dtype!r})" for k, v in plan.affine.items())
+            + ", ".join(f"{k!r}: array({_repro.values(v)}, {plan.held!r})" for k, v in plan.affine.items())
             + "}",
             *self._repro_body(plan),
         ]
@@ -111,7 +122,7 @@ class JaxBase(Adapter):
             lines += ["y, aux = jax.jit(forward)(x, params, extra)"]
         else:
             lines += [
-                f"g = array({_repro.values(plan.cotangent)}, {plan.dtype!r})",
+                f"g = array({_repro.values(plan.cotangent)}, {plan.out_dtype!r})",
                 "@jax.jit",
                 "def forward_and_back(x, params, extra, g):",
                 "    y, pullback, aux = jax.vjp(lambda a, b: forward(a, b, extra), x, params, has_aux=True)",
@@ -149,7 +160,7 @@ class JaxBase(Adapter):
             f"sizes = {tuple(sizes)!r}",
             f"x = np.array({_repro.values(plan.x)})  # every replica's rows, in order",
             "params = {"
-            + ", ".join(f"{k!r}: array({_repro.values(v)}, {plan.dtype!r})" for k, v in plan.affine.items())
+            + ", ".join(f"{k!r}: array({_repro.values(v)}, {plan.held!r})" for k, v in plan.affine.items())
             + "}",
             *self._sync_repro_body(plan),
             "def padded(rows):  # replica r's rows, padded to the largest batch",

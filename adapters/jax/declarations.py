@@ -5,7 +5,7 @@ v0.13.8 for these files). Data only: nothing here imports JAX."""
 from __future__ import annotations
 
 from .. import _replicas
-from ..base import Convention
+from ..base import Convention, Policy
 
 LINEN = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
 SRC_LINEN_STATS = LINEN + "#L107-L150"  # _compute_stats: float32 promotion, fast (one-pass) variance
@@ -465,4 +465,42 @@ EQX_RMS_CONVENTIONS = (
         SRC_EQX_RMS,
         note="equinox's RMSNorm adds a bias by default; absent canonical offset = use_bias=False",
     ),
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# The mixed policy (MP.P1) as each library's users turn it on, read from the releases installed (flax
+# v0.12.7 = 0.12.8 for these files, dm-haiku v0.0.16 = 0.0.17, jmp v0.0.4, equinox v0.13.8); spec
+# mixed_precision.md MP.D30-D59 for what departs from the reference.
+
+HALVES = ("float16", "bfloat16")
+HALF_IN_FLOAT32 = {"float16": "float32", "bfloat16": "float32"}
+HALF_IN_HALF = {"float16": "float16", "bfloat16": "bfloat16"}
+HALF_OUT_FLOAT32 = {"float16": "float32", "bfloat16": "float32"}
+
+LINEN_MIXED = "https://github.com/google/flax/blob/v0.12.7/flax/linen/normalization.py"
+NNX_MIXED = "https://github.com/google/flax/blob/v0.12.7/flax/nnx/nn/normalization.py"
+HAIKU_MIXED = "https://github.com/google-deepmind/dm-haiku/blob/v0.0.16/haiku/_src/"
+EQX_MIXED = "https://github.com/patrick-kidger/equinox/blob/v0.13.8/equinox/nn/"
+SRC_LINEN_DTYPES = LINEN_MIXED + "#L286-L287"  # dtype: the result's; param_dtype: the parameters'
+SRC_NNX_DTYPES = NNX_MIXED + "#L260-L261"
+SRC_HK_SET_POLICY = HAIKU_MIXED + "mixed_precision.py#L145-L183"
+SRC_EQX_UPCAST = EQX_MIXED + "_normalisation.py#L144-L161"  # result_type(x, float32), out.astype(x.dtype)
+
+LINEN_POLICY = Policy(
+    mechanism="flax.linen.<Norm>(..., dtype=jnp.bfloat16, param_dtype=jnp.float32) on bfloat16 activations",
+    source=SRC_LINEN_DTYPES,
+)
+NNX_POLICY = Policy(
+    mechanism="flax.nnx.<Norm>(..., dtype=jnp.bfloat16, param_dtype=jnp.float32) on bfloat16 activations",
+    source=SRC_NNX_DTYPES,
+)
+HAIKU_POLICY = Policy(
+    mechanism='hk.mixed_precision.set_policy(hk.<Norm>, jmp.get_policy("params=float32,compute=bfloat16,'
+    'output=bfloat16"))',
+    source=SRC_HK_SET_POLICY,
+)
+EQUINOX_POLICY = Policy(
+    mechanism="equinox.nn.<Norm>(..., dtype=jnp.float32) on bfloat16 activations",
+    source=SRC_EQX_UPCAST,
 )

@@ -194,7 +194,7 @@ class Equinox(JaxBase):
         model, eqx_state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(*plan.args, **plan.kwargs)
         averages, flag = _eqx_state_indices(model)
         if plan.state:
-            mean, var = (array(plan.state[k], plan.dtype) for k in ("mean", "var"))
+            mean, var = (array(plan.state[k], plan.held) for k in ("mean", "var"))
             eqx_state = eqx_state.set(averages, (mean, var))
             eqx_state = eqx_state.set(flag, load_jnp().array(plan.state["flag"]))
         arrays, static = eqx.partition(model, eqx.is_array)
@@ -237,8 +237,8 @@ class Equinox(JaxBase):
         if plan.state:
             mean, var = (_repro.values(plan.state[k]) for k in ("mean", "var"))
             lines += [
-                f"extra = extra.set(model.{averages}, (array({mean}, {plan.dtype!r}), "
-                f"array({var}, {plan.dtype!r})))",
+                f"extra = extra.set(model.{averages}, (array({mean}, {plan.held!r}), "
+                f"array({var}, {plan.held!r})))",
                 f"extra = extra.set(model.{flag}, jnp.array({plan.state['flag']!r}))",
             ]
         return [
@@ -289,7 +289,7 @@ class Equinox(JaxBase):
             "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
             "momentum": layer_momentum(params["momentum"]),
             "mode": mode,
-            "dtype": dtype,
+            "dtype": self.parameter_dtype("batch_norm", dtype),  # weight, bias and the running statistics
         }
         options = {"inference": not training and state is not None}
         args = (x.shape[1],)
@@ -306,7 +306,7 @@ class Equinox(JaxBase):
             state=loaded,
         )
 
-    def _trailing(self, module, api, x, params, dtype, cotangent, **kwargs):
+    def _trailing(self, norm, module, api, x, params, dtype, cotangent, **kwargs):
         """LayerNorm / RMSNorm: shape = the trailing normalized axes, vmapped over the leading ones."""
         count = trailing(params["axes"], x.ndim)
         require(
@@ -316,7 +316,7 @@ class Equinox(JaxBase):
         kwargs = {
             "use_weight": params.get("scale") is not None,
             "use_bias": params.get("offset") is not None,
-            "dtype": dtype,
+            "dtype": self.parameter_dtype(norm, dtype),  # the weight's and bias's
             **kwargs,
         }
         return self._plan(
@@ -325,12 +325,12 @@ class Equinox(JaxBase):
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         return self._trailing(
-            "LayerNorm", "equinox LayerNorm", x, params, dtype, cotangent, eps=params["eps"]
+            "layer_norm", "LayerNorm", "equinox LayerNorm", x, params, dtype, cotangent, eps=params["eps"]
         )
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         eps = rms_eps("equinox RMSNorm", params)
-        return self._trailing("RMSNorm", "equinox RMSNorm", x, params, dtype, cotangent, eps=eps)
+        return self._trailing("rms_norm", "RMSNorm", "equinox RMSNorm", x, params, dtype, cotangent, eps=eps)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
         require(
@@ -345,7 +345,7 @@ class Equinox(JaxBase):
         kwargs = {
             "eps": params["eps"],
             "channelwise_affine": params.get("scale") is not None or params.get("offset") is not None,
-            "dtype": dtype,
+            "dtype": self.parameter_dtype("group_norm", dtype),
         }
         args = (params["groups"], x.shape[1])
         return self._plan("GroupNorm", args, kwargs, x, params, dtype, cotangent, options={"lead": 1})

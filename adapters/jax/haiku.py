@@ -165,6 +165,7 @@ class Haiku(JaxBase):
         )
         init_args = plan.options.get("init", ())
         signature = (
+            self.name,  # a policy's layer holds other dtypes
             plan.module,
             repr(plan.args),
             repr(sorted(local.items())),
@@ -180,8 +181,11 @@ class Haiku(JaxBase):
         state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
         for name in state:
             for suffix, ema in plan.state.items():
-                if name.endswith(suffix):
-                    state[name] = {k: np.asarray(v, state[name][k].dtype) for k, v in ema.items()}
+                if name.endswith(suffix):  # the averages in their held dtype, the counter in haiku's
+                    state[name] = {
+                        k: v if isinstance(v, np.ndarray) else np.asarray(v, state[name][k].dtype)
+                        for k, v in ema.items()
+                    }
         f = hk.transform_with_state(lambda xj, *args: self._layer(plan)(xj, *args)) if synced else shaped
         (module_name,) = params.keys() if params else ("",)
         shapes = {name: v.shape for name, v in params.get(module_name, {}).items()}
@@ -198,7 +202,7 @@ class Haiku(JaxBase):
             return f.apply(loaded if aff else {}, state, None, xj, *call_args)
 
         key = (
-            "haiku",
+            self.name,
             plan.module,
             plan.args,  # the module's configuration: everything `make` closes over
             repr(sorted(plan.kwargs.items())),
@@ -246,7 +250,7 @@ class Haiku(JaxBase):
                 f"step {step} weights the new batch by (1 - d)/(1 - d^t) = {weight:.6g}, not the constant "
                 f"momentum {momentum:g}; only momentum=1 (decay_rate=0) is expressible",
             )
-        loaded = {}
+        loaded, held = {}, self.parameter_dtype("batch_norm", dtype)
         if state is not None:
             k = state.num_batches_tracked
             channel = channel_axis_of(x, params)
@@ -256,7 +260,7 @@ class Haiku(JaxBase):
                 # haiku's invariant: average = hidden / (1 - d^counter); hidden = 0 before any update.
                 # (Built on the host: device arithmetic would compile for every new shape.)
                 hidden = average * (1.0 - decay**k) if k else np.zeros_like(average)
-                loaded[ema] = {"counter": k, "hidden": host(hidden, dtype), "average": host(average, dtype)}
+                loaded[ema] = {"counter": k, "hidden": host(hidden, held), "average": host(average, held)}
         kwargs = {
             "create_scale": params.get("scale") is not None,
             "create_offset": params.get("offset") is not None,

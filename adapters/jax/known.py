@@ -7,6 +7,8 @@ float32 rsqrt derivative, NUM.D1) and lists them all in the family's order (`KNO
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from normconf.vocabulary import (
@@ -27,6 +29,7 @@ from normconf.vocabulary import (
 )
 
 from . import known_equinox, known_flax, known_haiku
+from .known_common import range_under_policy
 
 KNOWN: list[Divergence] = [
     *known_flax.BN_D8,
@@ -124,3 +127,29 @@ KNOWN += known_flax.NUM_D2
 
 # LN.D10 in float16 for equinox's BatchNorm (known_equinox.py)
 KNOWN += known_equinox.LN_D10_SMALL_SPREAD
+
+# "equinox*" reads both BatchNorm modes: equinox and equinox[batch] - not equinox@mixed, whose BatchNorm
+# cannot train on half activations (MP.D50) and takes them as candidates only (Divergence.names)
+KNOWN = [
+    split
+    for entry in KNOWN
+    for split in (
+        [replace(entry, adapters=name) for name in ("equinox", "equinox[batch]")]
+        if entry.adapters == "equinox*"
+        else [entry]
+    )
+]
+
+# Under the mixed policy (spec MP): NUM.D1's groups settle to the offset as each policy holds or returns
+# it, rounded to the half type; then each library's own policy divergences
+KNOWN += [
+    *range_under_policy(KNOWN, "flax.linen", "flax.linen@mixed", ("offset",)),
+    *range_under_policy(KNOWN, "flax.nnx", "flax.nnx@mixed", ("scale", "offset")),
+    *range_under_policy(KNOWN, "haiku", "haiku@mixed", ("scale", "offset", "state")),
+    *range_under_policy(
+        KNOWN, "equinox", "equinox@mixed", ("offset",), norms=("layer_norm", "group_norm", "rms_norm")
+    ),
+    *known_flax.MP_D30_D31,
+    *known_haiku.mp_d40(KNOWN),
+    *known_equinox.MP_D50,
+]

@@ -16,6 +16,8 @@ from normconf.vocabulary import (
     Computes,
     Divergence,
     Envelope,
+    Raises,
+    batch_stats,
     groups_where,
     half_rsqrt_jvp_groups,
     half_rsqrt_jvp_overflows,
@@ -26,7 +28,7 @@ from normconf.vocabulary import (
     tiny,
 )
 
-from .known_common import XLA_PROMOTED_HALF
+from .known_common import HALVES, XLA_PROMOTED_HALF
 
 # equinox's BatchNorm gradient where the batch variance is ~1e35 (drawn by the quick profile, as found)
 _EQX_HUGE = np.array(
@@ -244,5 +246,30 @@ LN_D10_SMALL_SPREAD: list[Divergence] = [
         ),
         "gradient",
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
+    ),
+]
+
+
+# MP.D50: under the mixed policy (dtype=float32 layers on half activations) the 'ema' BatchNorm's
+# training step selects between its half batch statistics and its float32 running averages with
+# lax.select, which takes no mixed dtypes (equinox v0.13.8 nn/_batch_norm.py, L233-L239)
+MP_D50: list[Divergence] = [
+    Divergence(
+        "equinox@mixed",
+        "batch_norm",
+        "MP.D50",
+        "equinox's BatchNorm(dtype=float32) raises on a half training batch: lax.select(first_time, "
+        "batch_mean, mean) meets the half batch statistics and the float32 running averages",
+        lambda case, dtype: dtype in HALVES and batch_stats(case),
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5, 2.0], [0.75, -1.0], [1.25, 0.5]]),
+                {"channel_axis": 1, "eps": 1e-5, "training": True, "momentum": 1.0, "running_var": "biased"},
+                "standard",
+            ),
+            "float16",
+        ),
+        model=Raises("lax.select requires arguments to have the same dtypes"),
     ),
 ]

@@ -1,6 +1,7 @@
 """flax's known divergences (flax.linen and flax.nnx; "flax.*" entries hold for both), by clause:
 the one-pass variance (BN.D8, LN.D4), nnx's float32 running statistics (BN.D15), the float16 backward
-(LN.D5, LN.D10) and a constant group at eps = 0 (NUM.D2). known.py lists them in the family's order."""
+(LN.D5, LN.D10), a constant group at eps = 0 (NUM.D2) and, under the mixed policy, nnx's parameters and
+eval statistics cast to the half type (MP.D30, MP.D31). known.py lists them in the family's order."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from normconf.vocabulary import (
     SAFETY,
     Bounded,
     Case,
+    Computes,
     Divergence,
     Envelope,
     OneOf,
@@ -28,6 +30,7 @@ from normconf.vocabulary import (
     one_pass_model,
     param,
     reference_value,
+    rounded,
     scale_along,
     state_in_float32,
     statistic_view,
@@ -260,5 +263,195 @@ NUM_D2: list[Divergence] = [
             base=Simulated(one_pass_in("float32", clip=True)),
             **params,
         )
+    ),
+]
+
+
+# -- under the mixed policy (spec MP.D30, MP.D31): flax.nnx's promote_dtype -----------------------------
+HALVES = ("float16", "bfloat16")
+SUM_ORDER_SLACK = 4.0  # x the sequential simulation's distance from the reference: XLA's float16 order
+
+
+def _nnx_eval(case: Case) -> bool:
+    """An nnx BatchNorm eval step on running statistics (MP.D31's territory)."""
+    return case.norm == "batch_norm" and not param(case, "training") and case.params.get("state") is not None
+
+
+def _promoted(case: Case, dtype: str) -> Case:
+    """The case with scale and offset as nnx's promote_dtype casts them to `dtype` (MP.D30)."""
+    cast = {k: rounded(case.params[k], dtype) for k in ("scale", "offset") if case.params.get(k) is not None}
+    return Case(case.norm, case.x, {**case.params, **cast}, case.kind, cotangent=case.cotangent)
+
+
+def _summed_in(values: np.ndarray, axis: int, dtype: str) -> np.ndarray:
+    """values summed over every axis but `axis`, row by row (row-major), each partial sum rounded to
+    `dtype`: the transposed broadcast of an nnx eval step (a half reduce in XLA's CPU loop order - bit for
+    bit in bfloat16; float16's vectorized order differs, SUM_ORDER_SLACK)."""
+    rows = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
+    total = np.zeros(rows.shape[1])
+    for row in rows:
+        total = rounded(total + row, dtype)
+    return total
+
+
+def _eval_in_half(case: Case, dtype: str, which: str):
+    """MP.D31: the eval step as nnx runs it - running mean and variance, eps, scale and offset cast to
+    `dtype` and every operation rounded to it: y = ((x - m) * (rsqrt(v + eps) * scale)) + offset, dx =
+    g * (rsqrt(v + eps) * scale), dscale = Σ g (x - m) times rsqrt(v + eps), doffset = Σ g, each sum in
+    `dtype` (measured bit for bit, flax 0.12.8: 20 of 20 drawn steps, y and dx in both half types, dscale
+    and doffset in bfloat16)."""
+    if which in ("mean", "var"):
+        return None
+    axis = param(case, "channel_axis") % case.x.ndim
+    shape = [-1 if i == axis else 1 for i in range(case.x.ndim)]
+    state = case.params["state"]
+    mean, var = (rounded(np.reshape(v, shape), dtype) for v in (state.mean, state.var))
+    inv = rounded(1.0 / np.sqrt(rounded(var + rounded(param(case, "eps"), dtype), dtype)), dtype)
+    mul = rounded(inv * rounded(scale_along(case), dtype), dtype)
+    centered = rounded(case.x - mean, dtype)
+    if which == "y":
+        return rounded(rounded(centered * mul, dtype) + rounded(offset_along(case), dtype), dtype)
+    g = rounded(case.cotangent, dtype)
+    if which == "x":
+        return rounded(g * mul, dtype)
+    if which == "scale":
+        return rounded(_summed_in(rounded(g * centered, dtype), axis, dtype) * inv.reshape(-1), dtype)
+    return _summed_in(g, axis, dtype)  # offset
+
+
+def _nnx_promoted(case: Case, dtype: str, which: str):
+    """MP.D30 / MP.D31: what flax.nnx computes with dtype=<half> and param_dtype=float32. A step on batch
+    statistics: float32 statistics and arithmetic on the scale and offset cast to the half type, y and
+    dx rounded to it, dscale and doffset taken in float32 and rounded to it on their way back through the
+    cast; an eval step: `_eval_in_half`. The running statistics update in float32: the reference."""
+    if dtype not in HALVES or which in ("mean", "var"):
+        return None
+    if _nnx_eval(case):
+        return _eval_in_half(case, dtype, which)
+    value = reference_value(_promoted(case, dtype), which)
+    return rounded(value, dtype) if which in ("scale", "offset") else value
+
+
+def _nnx_sum_order(case: Case, dtype: str, which: str):
+    """MP.D31's half sums in another order than the simulation's: SUM_ORDER_SLACK x its distance from
+    the reference (dscale and doffset of an eval step only)."""
+    if dtype not in HALVES or which not in ("scale", "offset") or not _nnx_eval(case):
+        return None
+    return SUM_ORDER_SLACK * np.abs(_eval_in_half(case, dtype, which) - reference_value(case, which))
+
+
+def _nnx_promoted_one_pass(case: Case, dtype: str, which: str):
+    """MP.D30 on top of flax's one-pass float32 variance (LN.D4, BN.D8): y of a batch-statistics step."""
+    if dtype not in HALVES or which != "y" or _nnx_eval(case):
+        return None
+    return one_pass_in("float32", clip=True)(_promoted(case, dtype), dtype, "y")
+
+
+NNX_PROMOTED = OneOf(
+    (Computes(_nnx_promoted, absolute=_nnx_sum_order), Simulated(_nnx_promoted_one_pass)), kind="precision"
+)
+
+
+def _nnx_parameters_cast(case: Case, dtype: str) -> bool:
+    """MP.D30: a half step with a scale or an offset, on batch statistics (eval is MP.D31)."""
+    learned = any(case.params.get(k) is not None for k in ("scale", "offset"))
+    return dtype in HALVES and learned and not _nnx_eval(case)
+
+
+def _nnx_eval_cast(case: Case, dtype: str) -> bool:
+    return dtype in HALVES and _nnx_eval(case)
+
+
+# MP.D30's forward examples: a scale of 1 + 2^-11 + 2^-13 (float16 and bfloat16 hold 1 + 2^-10, 1) and an
+# offset cancelling x-hat * scale at the first value (-1.2656729 = -x-hat_0 * scale in float32)
+_CANCELLING_X = np.array([[1.0, -1.0, 0.5, -0.5]])
+_CANCELLING = {"scale": 1.0006103515625, "offset": -1.2656729221343994}
+
+
+def _cancelling(norm: str, x: np.ndarray, channels: int, **extra):
+    return lambda: (
+        Case(
+            norm,
+            x,
+            {
+                "eps": 1e-5,
+                **extra,
+                "scale": np.full(channels, _CANCELLING["scale"]),
+                "offset": np.full(channels, _CANCELLING["offset"]),
+            },
+            "standard",
+        ),
+        "float16",
+    )
+
+
+def _parameter_gradients(norm: str, **extra):
+    """MP.D30's gradient example: dscale rounded to bfloat16, held to float32 (MP.N1)."""
+    return lambda: (
+        Case(
+            norm,
+            np.array([[0.125, 2.0], [0.75, -1.0], [1.25, 0.5], [-0.375, 0.25]]),
+            {"eps": 1e-5, **extra, "scale": np.array([0.5, 1.5])},
+            "standard",
+            cotangent=np.array([[-1.25, 0.5], [0.75, -0.375], [1.125, 0.25], [-0.625, 1.0]]),
+        ),
+        "bfloat16",
+    )
+
+
+MP_D30_D31: list[Divergence] = [
+    *(
+        Divergence(
+            "flax.nnx@mixed",
+            norm,
+            "MP.D30",
+            "flax.nnx casts its float32 scale and offset to dtype before use (promote_dtype): y is computed "
+            "from them rounded to the half type, and dscale, doffset come back rounded to it",
+            _nnx_parameters_cast,
+            example,
+            shows_in,
+            model=NNX_PROMOTED,
+        )
+        for norm, example, shows_in in (
+            (
+                "batch_norm",
+                _cancelling("batch_norm", _CANCELLING_X.T.copy(), 1, channel_axis=-1, training=True),
+                "forward",
+            ),
+            ("layer_norm", _cancelling("layer_norm", _CANCELLING_X, 4, axes=(-1,)), "forward"),
+            ("group_norm", _cancelling("group_norm", _CANCELLING_X, 4, groups=1, channel_axis=-1), "forward"),
+            (
+                "instance_norm",
+                _cancelling("instance_norm", _CANCELLING_X.reshape(1, 4, 1), 1, channel_axis=-1),
+                "forward",
+            ),
+            ("rms_norm", _parameter_gradients("rms_norm", axes=(-1,)), "gradient"),
+        )
+    ),
+    Divergence(
+        "flax.nnx@mixed",
+        "batch_norm",
+        "MP.D31",
+        "flax.nnx's eval step casts the running mean and variance, eps, scale and offset to dtype: "
+        "(x - mean), var + eps and its rsqrt run in the half type",
+        _nnx_eval_cast,
+        lambda: (
+            Case(
+                "batch_norm",
+                np.array([[0.5], [0.625], [0.375]]),
+                {
+                    "channel_axis": -1,
+                    "eps": 1e-5,
+                    "training": False,
+                    "running_var": "biased",
+                    "state": RunningStats(
+                        np.array([0.49951171875 + 2.0**-14]), np.array([2.0**-12 * 1.3]), 3
+                    ),
+                },
+                "standard",
+            ),
+            "bfloat16",
+        ),
+        model=NNX_PROMOTED,
     ),
 ]

@@ -1,18 +1,24 @@
 """haiku's known divergences, by clause: the one-pass variance, unclipped and in the input dtype (BN.D8),
-rsqrt's derivative in float16 (LN.D10) and float16 squares (RMS.D4). known.py lists them in the family's
-order, with the entries haiku shares with flax and equinox (BN.D14, LN.D10, NUM.D1)."""
+rsqrt's derivative in float16 (LN.D10), float16 squares (RMS.D4) and, under a jmp policy, the parameters
+and running statistics cast to the compute type (MP.D40). known.py lists them in the family's order, with
+the entries haiku shares with flax and equinox (BN.D14, LN.D10, NUM.D1)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from normconf.reference import RunningStats
 from normconf.vocabulary import (
     HALF_SQUARE_LIMIT,
     OFFSET_ROWS,
     RSQRT_HELD,
     Case,
+    Computes,
     Divergence,
     Envelope,
+    Model,
     OneOf,
     batch_stats,
     groups_where,
@@ -25,10 +31,12 @@ from normconf.vocabulary import (
     one_pass_gradient_amplified,
     one_pass_model,
     param,
+    reference_value,
+    rounded,
     statistic_view,
 )
 
-from .known_common import XLA_PROMOTED_HALF
+from .known_common import HALVES, XLA_PROMOTED_HALF, CastFirst
 
 
 def _input_dtype_one_pass(case: Case, dtype: str) -> bool:
@@ -208,3 +216,92 @@ RMS_D4: list[Divergence] = [
         ),
     ),
 ]
+
+
+# -- under a jmp policy (spec MP.D40) -------------------------------------------------------------------
+
+
+def _state_stored_in_half(case: Case, dtype: str, which: str):
+    """MP.D40's running statistics: the EMA updated in the compute type and stored in it (its hidden
+    value and average are created in x's dtype; the policy's getter casts what is loaded)."""
+    if which not in ("mean", "var"):
+        return None
+    return rounded(reference_value(case, which), dtype)
+
+
+@dataclass(frozen=True)
+class InHalf(Model):
+    """What plain haiku computes in the half type on a case already cast (CastFirst): the reference with
+    its running statistics stored in that type, or one of haiku's own divergences (`entries`) that holds
+    on the cast case."""
+
+    entries: tuple = ()
+
+    def _models(self, case: Case, dtype: str) -> OneOf:
+        own = [e.model for e in self.entries if e.holds_here() and e.applies(case, dtype)]
+        return OneOf((Computes(_state_stored_in_half), *own))
+
+    def judge(self, observations, dtype: str):
+        return self._models(observations[0].case, dtype).judge(observations, dtype)
+
+    def width(self, observation, dtype):
+        return self._models(observation.case, dtype).width(observation, dtype)
+
+    def describe(self) -> str:
+        return "haiku in the half type"
+
+
+def _policy_cast_applies(case: Case, dtype: str) -> bool:
+    """MP.D40: a half call with anything the policy keeps in float32 - a scale, an offset, a state."""
+    return dtype in HALVES and any(case.params.get(k) is not None for k in ("scale", "offset", "state"))
+
+
+# an eval step from a running variance past float16 (1e6 is inf there): haiku's policy getter reads it
+# as inf and the channel normalizes to its offset; the other channel as the reference
+_PAST_HALF_X = np.array([[3.0e4, -2.0e4], [1.0e4, 5.0e3], [-4.0e4, 2.5e4]])
+
+
+def mp_d40(known) -> list[Divergence]:
+    """MP.D40's entries, modelled by haiku's own arithmetic (`known`: the family's entries so far, those
+    naming plain haiku but the range limits, which stay NUM.D1) on the values the policy casts."""
+    return [
+        Divergence(
+            "haiku@mixed",
+            norm,
+            "MP.D40",
+            "a jmp policy (params=float32, compute=<half>) casts haiku's float32 scale, offset and running "
+            "statistics to the half type when read, and its EMA is updated and stored in it",
+            _policy_cast_applies,
+            example,
+            model=CastFirst(
+                InHalf(
+                    tuple(
+                        e for e in known if e.adapters == "haiku" and e.clause != "NUM.D1" and e.norm == norm
+                    )
+                ),
+                ("scale", "offset", "state"),
+            ),
+        )
+        for norm, example in (
+            (
+                "batch_norm",
+                lambda: (
+                    Case(
+                        "batch_norm",
+                        _PAST_HALF_X,
+                        {
+                            "channel_axis": -1,
+                            "eps": 1e-5,
+                            "training": False,
+                            "running_var": "biased",
+                            "scale": np.array([1.5, 0.75]),
+                            "offset": np.array([0.25, -0.5]),
+                            "state": RunningStats(np.zeros(2), np.array([1.0e6, 2.0]), 3),
+                        },
+                        "large",
+                    ),
+                    "float16",
+                ),
+            ),
+        )
+    ]

@@ -221,7 +221,7 @@ class FlaxLinen(JaxBase):
             "epsilon": params["eps"],
             "use_scale": params.get("scale") is not None,
             "use_bias": params.get("offset") is not None,
-            "param_dtype": dtype,
+            **self._dtypes("batch_norm", dtype),
             **synchronized,
         }
         loaded = {}
@@ -313,16 +313,20 @@ class FlaxLinen(JaxBase):
             "    return module.apply(full, xr, **kwargs), None",
         ]
 
-    def _affine_kwargs(self, params, dtype, scale="use_scale", bias="use_bias") -> dict:
-        out = {scale: params.get("scale") is not None, "param_dtype": dtype}
+    def _dtypes(self, norm, dtype) -> dict:
+        """The layer's dtype arguments: its parameters' dtype (the input's; float32 under a policy)."""
+        return {"param_dtype": self.parameter_dtype(norm, dtype)}
+
+    def _affine_kwargs(self, norm, params, dtype, bias=True) -> dict:
+        out = {"use_scale": params.get("scale") is not None, **self._dtypes(norm, dtype)}
         if bias:
-            out[bias] = params.get("offset") is not None
+            out["use_bias"] = params.get("offset") is not None
         return out
 
     def _run_layer_norm(self, x, params, dtype, cotangent):
         axes = normalized_axes(x, params)
         kwargs = {"epsilon": params["eps"], "reduction_axes": axes, "feature_axes": axes}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("layer_norm", params, dtype)
         return self._plan("LayerNorm", (), kwargs, x, params, dtype, cotangent)
 
     def _run_group_norm(self, x, params, dtype, cotangent):
@@ -332,20 +336,20 @@ class FlaxLinen(JaxBase):
             "flax GroupNorm groups contiguous channels (GN.D1)",
         )
         kwargs = {"num_groups": params["groups"], "group_size": None, "epsilon": params["eps"]}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("group_norm", params, dtype)
         return self._plan("GroupNorm", (), kwargs, x, params, dtype, cotangent)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         no_state("flax InstanceNorm", params)
         kwargs = {"epsilon": params["eps"], "feature_axes": channel_axis_of(x, params)}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("instance_norm", params, dtype)
         return self._plan("InstanceNorm", (), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         require(params.get("offset") is None, "flax RMSNorm has no bias (RMS.P2)")
         axes = normalized_axes(x, params)
         kwargs = {"epsilon": rms_eps("flax RMSNorm", params), "reduction_axes": axes, "feature_axes": axes}
-        kwargs |= self._affine_kwargs(params, dtype, bias=None)
+        kwargs |= self._affine_kwargs("rms_norm", params, dtype, bias=False)
         return self._plan("RMSNorm", (), kwargs, x, params, dtype, cotangent)
 
 

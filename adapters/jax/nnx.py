@@ -18,6 +18,7 @@ from .common import JaxBase
 from .declarations import (
     ALL_DTYPES,
     AT_LEAST_FLOAT32,
+    HALF_OUT_FLOAT32,
     NNX_BN_CONVENTIONS,
     NNX_GN_CONVENTIONS,
     NNX_IN_CONVENTIONS,
@@ -94,6 +95,8 @@ class FlaxNnx(JaxBase):
             AT_LEAST_FLOAT32,
             gradients=True,
             stateful=True,
+            # promote_dtype(x, its float32 BatchStats, ...) with dtype=None: result_type, float32 (MP.N2)
+            output=HALF_OUT_FLOAT32,
         ),
         "layer_norm": NormDeclaration(
             "layer_norm",
@@ -175,8 +178,12 @@ class FlaxNnx(JaxBase):
             + ("None" if use_running_average is None else "(m.mean.get_value(), m.var.get_value())"),
         ]
 
-    def _affine_kwargs(self, params, dtype, bias=True) -> dict:
-        out = {"use_scale": params.get("scale") is not None, "param_dtype": dtype}
+    def _dtypes(self, norm, dtype) -> dict:
+        """The layer's dtype arguments: its parameters' dtype (the input's; float32 under a policy)."""
+        return {"param_dtype": self.parameter_dtype(norm, dtype)}
+
+    def _affine_kwargs(self, norm, params, dtype, bias=True) -> dict:
+        out = {"use_scale": params.get("scale") is not None, **self._dtypes(norm, dtype)}
         if bias:
             out["use_bias"] = params.get("offset") is not None
         return out
@@ -185,7 +192,7 @@ class FlaxNnx(JaxBase):
         state, training = running("nnx BatchNorm", params)
         axis = channel_axis_of(x, params)
         kwargs = {"axis": axis, "momentum": layer_momentum(params["momentum"]), "epsilon": params["eps"]}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("batch_norm", params, dtype)
         loaded = {} if state is None else {"mean": state.mean, "var": state.var}
         # Without running statistics the batch statistics normalize in eval too (BN.S4).
         options = {"use_running_average": not training and state is not None}
@@ -208,7 +215,7 @@ class FlaxNnx(JaxBase):
     def _run_layer_norm(self, x, params, dtype, cotangent):
         axes = normalized_axes(x, params)
         kwargs = {"epsilon": params["eps"], "reduction_axes": axes, "feature_axes": axes}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("layer_norm", params, dtype)
         features = (math.prod(x.shape[a] for a in axes),)
         return self._plan("LayerNorm", features, kwargs, x, params, dtype, cotangent)
 
@@ -219,20 +226,22 @@ class FlaxNnx(JaxBase):
             "nnx GroupNorm groups contiguous channels (GN.D1)",
         )
         kwargs = {"num_groups": params["groups"], "group_size": None, "epsilon": params["eps"]}
-        kwargs |= self._affine_kwargs(params, dtype)
+        kwargs |= self._affine_kwargs("group_norm", params, dtype)
         return self._plan("GroupNorm", (x.shape[-1],), kwargs, x, params, dtype, cotangent)
 
     def _run_instance_norm(self, x, params, dtype, cotangent):
         no_state("nnx InstanceNorm", params)
         axis = channel_axis_of(x, params)
-        kwargs = {"epsilon": params["eps"], "feature_axes": axis} | self._affine_kwargs(params, dtype)
+        kwargs = {"epsilon": params["eps"], "feature_axes": axis} | self._affine_kwargs(
+            "instance_norm", params, dtype
+        )
         return self._plan("InstanceNorm", (x.shape[axis],), kwargs, x, params, dtype, cotangent)
 
     def _run_rms_norm(self, x, params, dtype, cotangent):
         require(params.get("offset") is None, "nnx RMSNorm has no bias (RMS.P2)")
         axes = normalized_axes(x, params)
         kwargs = {"epsilon": rms_eps("nnx RMSNorm", params), "reduction_axes": axes, "feature_axes": axes}
-        kwargs |= self._affine_kwargs(params, dtype, bias=False)
+        kwargs |= self._affine_kwargs("rms_norm", params, dtype, bias=False)
         features = (math.prod(x.shape[a] for a in axes),)
         return self._plan("RMSNorm", features, kwargs, x, params, dtype, cotangent)
 

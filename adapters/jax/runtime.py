@@ -20,7 +20,8 @@ class ModulePlan:
     called on x its library's way with the canonical affine (scale, offset: float64 values), the
     library's state as loaded (`state`) and the adapter's `options` (call arguments, modes); the
     gradients of sum(y * cotangent) by jax.vjp inside one jax.jit. With `replica_sizes`: one
-    synchronized step under jax.pmap, one replica batch each."""
+    synchronized step under jax.pmap, one replica batch each. Under a mixed policy (MP.P1) the affine and
+    the state are held in `parameters` (float32) and y comes out in `output`; "" means `dtype`."""
 
     module: str
     args: tuple
@@ -32,6 +33,16 @@ class ModulePlan:
     options: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
     replica_sizes: tuple | None = None
+    parameters: str = ""  # the dtype the affine and the state are held in (NormDeclaration.parameters)
+    output: str = ""  # the output's declared dtype (NormDeclaration.output): the cotangent's
+
+    @property
+    def held(self) -> str:
+        return self.parameters or self.dtype
+
+    @property
+    def out_dtype(self) -> str:
+        return self.output or self.dtype
 
 
 def load_jax():
@@ -103,8 +114,10 @@ def compiled_vjp(key, fn, x, affine, extra, cotangent):
             return y, aux, pullback(g.astype(y.dtype))
 
         step = COMPILED[key] = jax.jit(forward_and_back)
-    g = np.zeros(_output_shape(key, fn, x, affine, extra)) if cotangent is None else cotangent
-    y, aux, (dx, daffine) = step(x, affine, extra, array(g, x.dtype))
+    shape, dtype = _output_shape(key, fn, x, affine, extra)
+    g = np.zeros(shape) if cotangent is None else cotangent
+    # the cotangent as drawn, in the output's dtype (a policy's float32 output: MP.S1)
+    y, aux, (dx, daffine) = step(x, affine, extra, array(g, dtype))
     if cotangent is None:
         return y, aux, None
     return (
@@ -118,12 +131,14 @@ _SHAPES: dict = {}
 
 
 def _output_shape(key, fn, x, affine, extra) -> tuple:
-    """y's shape for these inputs (traced once per configuration and input shapes, never compiled): a
-    zero cotangent's - a layer may return another shape than x's."""
+    """y's shape and dtype for these inputs (traced once per configuration and input shapes, never
+    compiled): a zero cotangent's - a layer may return another shape than x's, another dtype under a
+    mixed policy."""
     jax = load_jax()
     signature = (key, repr(jax.tree.map(lambda a: (np.shape(a), str(a.dtype)), (x, affine, extra))))
     if signature not in _SHAPES:
-        _SHAPES[signature] = tuple(jax.eval_shape(lambda a, b, c: fn(a, b, c)[0], x, affine, extra).shape)
+        out = jax.eval_shape(lambda a, b, c: fn(a, b, c)[0], x, affine, extra)
+        _SHAPES[signature] = (tuple(out.shape), str(out.dtype))
     return _SHAPES[signature]
 
 
@@ -131,8 +146,8 @@ def sync_run(fn, x, sizes, dtype, affine, extra, cotangent, masked: bool):
     """A synchronized step (SBN) over len(sizes) CPU devices under `jax.pmap(axis_name="r")`: replica r
     gets rows of x (padded to the largest batch and, when `masked`, a mask of its real rows), and
     `fn(x_r, affine, extra, mask) -> (y_r, aux_r)` pools through its layer's axis name. Returns
-    (y, aux, grads) with the replicas' outputs concatenated, the aux every replica must hold alike, and
-    the parameter gradients summed over replicas (each replica's vjp holds its share)."""
+    (y, aux, grads) with the replicas' outputs concatenated (in y's dtype), the aux every replica must
+    hold alike, and the parameter gradients summed over replicas (each replica's vjp holds its share)."""
     jax = load_jax()
     count, rows = len(sizes), max(sizes)
     blocks = np.zeros((count, rows) + x.shape[1:])
@@ -170,7 +185,7 @@ def sync_run(fn, x, sizes, dtype, affine, extra, cotangent, masked: bool):
         grads = Grads(
             dx, *(to_numpy(daffine[k]).sum(axis=0) if k in daffine else None for k in ("scale", "offset"))
         )
-    y = np.concatenate([to_numpy(y[r, :n]) for r, n in enumerate(sizes)])
+    y = np.concatenate([np.asarray(y[r, :n]) for r, n in enumerate(sizes)])  # in y's own dtype (MP.N2)
     held = jax.tree.map(to_numpy, aux)
     for leaf in jax.tree.leaves(held):  # SBN.S3: every replica ends the step with the same state
         if not np.array_equal(leaf, np.broadcast_to(leaf[:1], leaf.shape), equal_nan=True):
