@@ -360,7 +360,9 @@ def test_a_framework_bug_has_a_framework_alone_repro_that_still_shows_it(entry):
     prints the adapter's own numbers, or raises where the adapter raises. The meta-test shows those
     numbers are the bug (they diverge, as the entry's model says)."""
     names = [
-        n for n in _framework_adapters() if entry.names(n) and entry.norm in adapters.get(n).declarations
+        n
+        for n in _framework_adapters()
+        if entry.names_directly(n) and entry.norm in adapters.get(n).declarations
     ]
     if not names:
         pytest.skip(f"none of {entry.adapters} is installed")
