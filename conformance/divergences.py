@@ -74,6 +74,28 @@ def explaining(
 # --- the models of framework arithmetic the families' entries share ---------------------------------
 
 
+def observable_in(entry: Divergence) -> list[str]:
+    """The adapters `entry` claims (named directly) that can show it here: installed, declaring its norm
+    in its example's dtype (with gradients for a gradient entry) and not declining to run it. The
+    meta-tests hold an entry to these, and only these."""
+    dtype = entry.example()[1]
+    found = []
+    for name in normconf.adapters.names():
+        if not entry.names_directly(name):
+            continue
+        adapter = normconf.adapters.get(name)
+        declaration = adapter.declarations.get(entry.norm)
+        if (
+            adapter.available()[0]
+            and declaration is not None
+            and dtype in declaration.dtypes
+            and (entry.shows_in != "gradient" or declaration.gradients)
+            and not adapter.cannot_run(entry.norm)
+        ):
+            found.append(name)
+    return found
+
+
 def framework_alone(entry: Divergence, adapter: str) -> str | None:
     """The framework-alone script of `entry`'s example in `adapter` (no normconf in it: what an upstream
     report of a bug carries), or None where the adapter writes none."""

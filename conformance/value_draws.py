@@ -98,11 +98,15 @@ def _values(draw, shape, dtype: str, channel_axis: int | None, n: int, near: flo
             f"1.0 + {spread!r} * {gen}.normal({sized})",
         )
     elif kind == "constant_channel":
-        x = rng.normal(size=shape)
+        x, source = rng.normal(size=shape), f"{gen}.normal({sized})"
         if channel_axis is not None and x.size:
             index = [slice(None)] * len(shape)
             index[channel_axis] = 0
             x[tuple(index)] = 1.5
+            along = [1] * len(shape)  # the channel axis, for broadcasting
+            along[channel_axis] = shape[channel_axis]
+            first = f"(np.arange({shape[channel_axis]}) == 0).reshape({tuple(along)!r})"
+            source = f"np.where({first}, 1.5, {source})"
     elif kind == "large":
         # as large as the dtype allows without the sum of n squares overflowing in float32 statistics
         top = min(_dtype_max(dtype), 3.4e38) ** 0.5 / math.sqrt(max(n, 1)) / 4

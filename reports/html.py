@@ -61,13 +61,35 @@ def _num(value, digits: int = 3) -> str:
 SHOWN_VALUES = 8  # a longer list of numbers shows its first values and its length (the repro has them all)
 
 
+def _numbers(value) -> list | None:
+    """The numbers of a (nested) list of numbers, flattened, or None where it holds anything else."""
+    if isinstance(value, (int, float)) or value is None:
+        return [value]
+    if not isinstance(value, list):
+        return None
+    flat: list = []
+    for item in value:
+        numbers = _numbers(item)
+        if numbers is None:
+            return None
+        flat.extend(numbers)
+    return flat
+
+
+def _shape(value) -> list[int]:
+    return [len(value), *_shape(value[0])] if isinstance(value, list) and value else []
+
+
 def _abridged(value):
-    """`value` with every list of more than SHOWN_VALUES numbers cut to its first ones and a count."""
+    """`value` with every (nested) list of more than SHOWN_VALUES numbers cut to its first ones, its
+    count and shape: an array on the page is a glance, the repro carries it whole."""
     if isinstance(value, dict):
         return {k: _abridged(v) for k, v in value.items()}
     if isinstance(value, list):
-        if len(value) > SHOWN_VALUES and all(isinstance(v, (int, float)) or v is None for v in value):
-            return [*value[:SHOWN_VALUES], f"... {len(value)} values (the repro has them all)"]
+        numbers = _numbers(value)
+        if numbers is not None and len(numbers) > SHOWN_VALUES:
+            shape = "" if len(_shape(value)) == 1 else f", shape {_shape(value)}"
+            return [*numbers[:SHOWN_VALUES], f"... {len(numbers)} values{shape} (the repro has them all)"]
         return [_abridged(v) for v in value]
     return value
 

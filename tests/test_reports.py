@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from normconf.reports import html, markdown
@@ -183,6 +184,20 @@ def test_every_finding_and_divergence_shows_its_clause_text_and_repro(tmp_path):
         assert 'class="copy"' in group
     for n, item in enumerate(re.findall(r'<details class="item".*?</details>', page, re.S)):
         assert 'data-copy="repro-' in item and "import numpy as np" in item, f"item {n} has no repro"
+
+
+def test_an_array_on_the_page_is_a_glance_and_the_repro_carries_it_whole(tmp_path):
+    """A (nested) array in an example or the reference's answer shows its first values, count and
+    shape; the repro keeps every value (the page stays small enough to mail and open)."""
+    records = _records()
+    at = next(n for n, r in enumerate(records) if r.get("verdict") == "expected divergence")
+    y = np.arange(2 * 8 * 4, dtype=float).reshape(2, 8, 4) + 0.5
+    records[at] = {**records[at], "reference": {"y": y.tolist()}}
+    page = html.build([report_results.read(_write(tmp_path / "r.jsonl", records))])
+    item = next(i for i in re.findall(r'<details class="item".*?</details>', page, re.S) if "64 values" in i)
+    shown = re.search(r"What the reference says</strong></p><pre>(.*?)</pre>", item, re.S).group(1)
+    assert "0.5, 1.5" in shown and "7.5" in shown and "8.5" not in shown, shown
+    assert "shape [2, 8, 4]" in shown and "the repro has them all" in shown, shown
 
 
 def test_the_hazards_section_renders_from_measurements_without_frameworks():

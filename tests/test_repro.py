@@ -12,7 +12,7 @@ import pytest
 
 from normconf import adapters
 from normconf.conformance import checks
-from normconf.conformance.divergences import KNOWN, framework_alone
+from normconf.conformance.divergences import KNOWN, framework_alone, observable_in
 from normconf.conformance.harness import Cell, repro
 from normconf.vocabulary import tolerances as T
 from normconf.vocabulary.case import Case
@@ -307,8 +307,9 @@ def test_every_framework_repro_run_alone_gives_the_adapters_numbers(adapter_name
 @pytest.mark.clause("NUM.N7")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_a_long_drawn_array_is_written_as_the_draw_that_regenerates_it(dtype):
-    """A repro of a 10^4-value example is a line: the seeded draw, which recomputes every value bit for
-    bit (checked when written); an array no draw made is written compressed, in the narrowest dtype that
+    """A repro of a 10^4-value example is a line: the seeded draw (with a few runs of values replaced,
+    where a property put them in), which recomputes every value bit for bit (checked when written); an
+    array no draw made is written compressed, in the narrowest dtype that
     holds it exactly."""
     from hypothesis import find
 
@@ -316,8 +317,6 @@ def test_a_long_drawn_array_is_written_as_the_draw_that_regenerates_it(dtype):
     from normconf.conformance import forcing, strategies, value_draws
 
     for kind in value_draws.VALUE_KINDS:
-        if kind == "constant_channel":  # drawn, then one channel set: no single expression, compressed
-            continue
         token = forcing._KINDS.set((kind,))  # the values of this kind only
         try:
             _, x = find(strategies.values((3, 4000), dtype, 1, 4000, near=1e-3), lambda _: True)
@@ -330,6 +329,13 @@ def test_a_long_drawn_array_is_written_as_the_draw_that_regenerates_it(dtype):
         # a script written elsewhere (a framework-alone script from the isolated child) gets the draws too
         packed = f"x = np.array({_packed(x)})"
         assert "b64decode" not in _repro.with_recipes(packed), kind
+        if kind == "standard":  # a group made constant, a NaN put in (special-value properties): patched
+            patched = x.copy()
+            patched[1, :] = -3.0
+            patched[2, 7] = np.nan
+            source = _repro.values(patched)
+            assert len(source) < 400 and "b64decode" not in source, source[:400]
+            assert np.array_equal(np.asarray(eval(source, {"np": np})), patched, equal_nan=True)
     other = strategies.representable(np.linspace(-1, 1, 5000), dtype)  # not a draw: its bytes
     source = _repro.values(other)
     narrow = {"float16": "<f2", "bfloat16": "<f2", "float32": "<f4", "float64": "<f8"}[dtype]  # [-1, 1]
@@ -359,11 +365,7 @@ def test_a_framework_bug_has_a_framework_alone_repro_that_still_shows_it(entry):
     alone (what `normconf bugs --repro` prints for the upstream report); run in a fresh interpreter it
     prints the adapter's own numbers, or raises where the adapter raises. The meta-test shows those
     numbers are the bug (they diverge, as the entry's model says)."""
-    names = [
-        n
-        for n in _framework_adapters()
-        if entry.names_directly(n) and entry.norm in adapters.get(n).declarations
-    ]
+    names = observable_in(entry)  # as the meta-test that shows the numbers are the bug
     if not names:
         pytest.skip(f"none of {entry.adapters} is installed")
     case, dtype = entry.example_as_run()

@@ -14,7 +14,7 @@ from normconf.vocabulary import budgets
 from normconf.vocabulary.models import KINDS, Observation, quantity
 
 from .. import checks
-from ..divergences import KNOWN
+from ..divergences import KNOWN, observable_in
 from ..harness import reference_or_reject
 
 
@@ -94,16 +94,7 @@ def test_known_divergence_still_diverges(entry):
     # the adapters it claims (a policy adapter inherits its sibling's entries as candidates, not claims)
     names = [n for n in adapters.names() if entry.names_directly(n)]
     assert names, f"{entry.adapters} names no adapter"
-    dtype = entry.example()[1]
-    installed = [  # able to run the norm, in the example's dtype (with gradients for a gradient entry), here
-        n
-        for n in names
-        if adapters.get(n).available()[0]
-        and entry.norm in adapters.get(n).declarations
-        and dtype in adapters.get(n).declarations[entry.norm].dtypes
-        and (entry.shows_in != "gradient" or adapters.get(n).declarations[entry.norm].gradients)
-        and not adapters.get(n).cannot_run(entry.norm)
-    ]
+    installed = observable_in(entry)  # able to run it in the example's dtype, here
     if not installed:
         pytest.skip(f"none of {names} is installed and can run {entry.norm} here")
     for name in installed:
