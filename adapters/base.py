@@ -62,7 +62,7 @@ class Policy:
 POLICIES = ("none", "mixed")  # `--policies`: "none" selects the adapters that run without one
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NormDeclaration:
     """What one adapter offers for one norm."""
 

@@ -378,11 +378,11 @@ class FunctionAdapter(Adapter):
                 conventions.append(Convention(key, f"— (not a parameter of {impl.label})", value, SOURCE))
         converter = impl.converter()
         return NormDeclaration(
-            impl.norm,
-            impl.label,
-            impl.dtypes,
-            tuple(conventions),
-            dict(impl.accumulation),
+            norm=impl.norm,
+            api=impl.label,
+            dtypes=impl.dtypes,
+            conventions=tuple(conventions),
+            accumulation=dict(impl.accumulation),
             gradients=converter.vjp is not None,
             stateful=impl.norm in ("batch_norm", "instance_norm") and "state" in taken,
             scale_form=impl.scale_form,

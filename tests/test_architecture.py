@@ -184,3 +184,22 @@ def test_project_modules_take_one_alias_everywhere():
             elif module not in ALIASES and alias in ALIASES.values():
                 wrong.add(f"{path.relative_to(ROOT)}: {module} as {alias}, which names another module")
     assert not wrong, sorted(wrong)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "normconf.vocabulary.records:Divergence",
+        "normconf.adapters.base:NormDeclaration",
+        "normconf.reference:Norm",
+    ],
+)
+def test_records_are_keyword_only(record):
+    """A record is written with its keys (`Divergence(adapters=..., norm=..., clause=...)`): a field added
+    or moved cannot shift another's value, and every entry reads without counting positions."""
+    import dataclasses
+    import importlib
+
+    module, _, name = record.partition(":")
+    fields = dataclasses.fields(getattr(importlib.import_module(module), name))
+    assert all(f.kw_only for f in fields), [f.name for f in fields if not f.kw_only]

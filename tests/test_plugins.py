@@ -118,7 +118,11 @@ def test_bad_declarations_name_the_argument(kwargs, message):
 def test_a_full_adapter_without_a_runner_is_refused():
     class Incomplete(adapters.Adapter):
         name = "incomplete"
-        declarations = {"layer_norm": adapters.NormDeclaration("layer_norm", "f", ("float32",), ())}
+        declarations = {
+            "layer_norm": adapters.NormDeclaration(
+                norm="layer_norm", api="f", dtypes=("float32",), conventions=()
+            )
+        }
 
     with pytest.raises(plugin.PluginError, match="no _run_layer_norm"):
         plugin.as_adapter(Incomplete, "incomplete")

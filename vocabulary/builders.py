@@ -196,11 +196,14 @@ def parameter_sums_in_float16(adapters: str, norms, **params) -> list[Divergence
     be ±inf or NaN, and in training dx with it; everything else is held to the reference."""
     return [
         Divergence(
-            adapters,
-            norm,
-            "NUM.D1",
-            "parameter gradients summed in float16 for a float16 input: where the terms g x̂ (or g) of a "
-            "parameter add up past 65504 its float16 sum may leave the range",
+            adapters=adapters,
+            norm=norm,
+            clause="NUM.D1",
+            reason=(
+                "parameter gradients summed in float16 for a float16 input: where the terms g x̂ (or g) "
+                "of a "
+                "parameter add up past 65504 its float16 sum may leave the range"
+            ),
             applies=lambda case, dtype: any(
                 np.any(parameter_sums_overflow(case, dtype, which)) for which in ("scale", "offset")
             ),
@@ -222,11 +225,14 @@ def declared_range(norm: str, acc: str) -> Divergence | None:
         return None
     affected = squares_beyond(stats)
     return Divergence(
-        "*",
-        norm,
-        "NUM.D1",
-        f"squares summed in {stats} (the declared statistics dtype) overflow: the statistic is inf and "
-        "the group normalizes to its offset (or NaN)",
+        adapters="*",
+        norm=norm,
+        clause="NUM.D1",
+        reason=(
+            f"squares summed in {stats} (the declared statistics dtype) overflow: the statistic is inf "
+            f"and "
+            "the group normalizes to its offset (or NaN)"
+        ),
         applies=lambda case, dtype: bool(np.any(affected(case, dtype, "y"))),
         example=overflow_example(norm, "float32"),
         model=Envelope(affected, SQUARES_ALLOWED, kind="special"),
@@ -245,10 +251,10 @@ def squares_overflow(
     affected = squares_overflow_in(half_in_half)
     return [
         Divergence(
-            adapters,
-            norm,
-            "NUM.D1",
-            f"squares summed {where} overflow: the statistic is inf and the group normalizes to its "
+            adapters=adapters,
+            norm=norm,
+            clause="NUM.D1",
+            reason=f"squares summed {where} overflow: the statistic is inf and the group normalizes to its "
             "offset (or NaN)",
             applies=lambda case, dtype: bool(np.any(affected(case, dtype, "y"))),
             example=overflow_example(norm, "float32", rank, **params),
@@ -297,10 +303,10 @@ def zero_over_zero(
 
     return [
         Divergence(
-            adapters,
-            norm,
-            "NUM.D2",
-            reason,
+            adapters=adapters,
+            norm=norm,
+            clause="NUM.D2",
+            reason=reason,
             applies=lambda case, dtype: bool(np.any(constant_groups_at_eps_0(case, dtype, "y"))),
             example=example(norm),
             model=Envelope(constant_groups_at_eps_0, {"y": answer}, kind="special", base=base),
@@ -385,12 +391,12 @@ def sequential_sums(adapters: str, reason: str, acc_of: Callable[[str], str], dt
     """NUM.D3 for `adapters`: BatchNorm's batch statistics as running sums over outer axes, in
     acc_of(dtype), for the input `dtypes` it was measured in."""
     return Divergence(
-        adapters,
-        "batch_norm",
-        "NUM.D3",
-        reason,
-        lambda case, dtype: dtype in dtypes and sums_outer_axes(case, dtype),
-        long_offset_rows,
+        adapters=adapters,
+        norm="batch_norm",
+        clause="NUM.D3",
+        reason=reason,
+        applies=lambda case, dtype: dtype in dtypes and sums_outer_axes(case, dtype),
+        example=long_offset_rows,
         model=Computes(sequentially_summed(acc_of), kind="precision"),
     )
 
@@ -443,12 +449,12 @@ def running_sums(adapters: str, norms: tuple, reason: str, acc_of: Callable[[str
 
     return [
         Divergence(
-            adapters,
-            norm,
-            "NUM.D3",
-            reason,
-            running_sums_matter,
-            example(norm),
+            adapters=adapters,
+            norm=norm,
+            clause="NUM.D3",
+            reason=reason,
+            applies=running_sums_matter,
+            example=example(norm),
             model=Bounded(absolute=running_sums_bound(acc_of)),
         )
         for norm in norms
@@ -488,13 +494,13 @@ LP_RSQRT_HELD = OneOf((Computes(statistic_held, either=True), Bounded(absolute=s
 def tf_rsqrt_grad(adapter: str, norm: str, example: Callable[[], tuple[Case, str]]) -> Divergence:
     """LN.D10 where TF's RsqrtGrad, -dy y^3 / 2, differentiates rsqrt(var + eps) in float32."""
     return Divergence(
-        adapter,
-        norm,
-        "LN.D10",
-        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
-        example,
-        "gradient",
+        adapters=adapter,
+        norm=norm,
+        clause="LN.D10",
+        reason="TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        applies=rsqrt_jvp_underflows,
+        example=example,
+        shows_in="gradient",
         model=RSQRT_HELD,
     )
 

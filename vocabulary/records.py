@@ -20,7 +20,7 @@ from .models import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Divergence:
     adapters: str  # fnmatch pattern over adapter names
     norm: str

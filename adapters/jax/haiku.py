@@ -112,38 +112,58 @@ class Haiku(JaxBase):
     requires = ("jax", "haiku")
     declarations = {
         "batch_norm": NormDeclaration(
-            "batch_norm",
-            "haiku.BatchNorm",
-            ALL_DTYPES,
-            HK_BN_CONVENTIONS,
-            INPUT_DTYPE,
+            norm="batch_norm",
+            api="haiku.BatchNorm",
+            dtypes=ALL_DTYPES,
+            conventions=HK_BN_CONVENTIONS,
+            accumulation=INPUT_DTYPE,
             gradients=True,
             stateful=True,
         ),
         "sync_batch_norm": NormDeclaration(
-            "sync_batch_norm",
-            "haiku.BatchNorm(cross_replica_axis=...) under jax.pmap",
-            ALL_DTYPES,
-            HK_BN_CONVENTIONS
+            norm="sync_batch_norm",
+            api="haiku.BatchNorm(cross_replica_axis=...) under jax.pmap",
+            dtypes=ALL_DTYPES,
+            conventions=HK_BN_CONVENTIONS
             + sync_conventions(
                 SRC_HK_BN_STATS,
                 "lax.pmean of the replicas' mean and mean of squares; no mask: equal batches only",
             ),
-            INPUT_DTYPE,
+            accumulation=INPUT_DTYPE,
             gradients=True,
             stateful=True,
         ),
         "layer_norm": NormDeclaration(
-            "layer_norm", "haiku.LayerNorm", ALL_DTYPES, HK_LN_CONVENTIONS, INPUT_DTYPE, gradients=True
+            norm="layer_norm",
+            api="haiku.LayerNorm",
+            dtypes=ALL_DTYPES,
+            conventions=HK_LN_CONVENTIONS,
+            accumulation=INPUT_DTYPE,
+            gradients=True,
         ),
         "instance_norm": NormDeclaration(
-            "instance_norm", "haiku.InstanceNorm", ALL_DTYPES, HK_IN_CONVENTIONS, INPUT_DTYPE, gradients=True
+            norm="instance_norm",
+            api="haiku.InstanceNorm",
+            dtypes=ALL_DTYPES,
+            conventions=HK_IN_CONVENTIONS,
+            accumulation=INPUT_DTYPE,
+            gradients=True,
         ),
         "group_norm": NormDeclaration(
-            "group_norm", "haiku.GroupNorm", ALL_DTYPES, HK_GN_CONVENTIONS, INPUT_DTYPE, gradients=True
+            norm="group_norm",
+            api="haiku.GroupNorm",
+            dtypes=ALL_DTYPES,
+            conventions=HK_GN_CONVENTIONS,
+            accumulation=INPUT_DTYPE,
+            gradients=True,
         ),
         "rms_norm": NormDeclaration(
-            "rms_norm", "haiku.RMSNorm", ALL_DTYPES, HK_RMS_CONVENTIONS, INPUT_DTYPE, gradients=True
+            norm="rms_norm",
+            api="haiku.RMSNorm",
+            dtypes=ALL_DTYPES,
+            conventions=HK_RMS_CONVENTIONS,
+            accumulation=INPUT_DTYPE,
+            gradients=True,
         ),
     }
 

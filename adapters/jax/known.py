@@ -37,12 +37,12 @@ KNOWN: list[Divergence] = [
     *known_equinox.BN_D10,
     *(
         Divergence(
-            name,
-            norm,
-            "BN.D14",
-            "float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
-            eps_underflows,
-            lambda norm=norm, x=x, extra=extra: (
+            adapters=name,
+            norm=norm,
+            clause="BN.D14",
+            reason="float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
+            applies=eps_underflows,
+            example=lambda norm=norm, x=x, extra=extra: (
                 Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel"),
                 "float16",
             ),
@@ -71,12 +71,12 @@ KNOWN: list[Divergence] = [
     *known_flax.LN_D4_D5,
     *(
         Divergence(
-            name,
-            norm,
-            "LN.D10",
-            "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
-            rsqrt_jvp_underflows,
-            lambda norm=norm: (
+            adapters=name,
+            norm=norm,
+            clause="LN.D10",
+            reason="JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+            applies=rsqrt_jvp_underflows,
+            example=lambda norm=norm: (
                 Case(
                     norm,
                     *RSQRT_EXAMPLES[norm],
@@ -85,7 +85,7 @@ KNOWN: list[Divergence] = [
                 ),
                 "float32",
             ),
-            "gradient",
+            shows_in="gradient",
             model=RSQRT_HELD,
         )
         for name, norms in (

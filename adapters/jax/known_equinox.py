@@ -134,12 +134,12 @@ def _ema_step(case: Case) -> bool:
 # BN.D10: 'ema' mode normalizes training batches with its running averages
 BN_D10: list[Divergence] = [
     Divergence(
-        "equinox",
-        "batch_norm",
-        "BN.D10",
-        "equinox BatchNorm ('ema' mode) normalizes training batches with its running averages",
-        lambda case, dtype: param(case, "training") and case.params.get("state") is not None,
-        lambda: (
+        adapters="equinox",
+        norm="batch_norm",
+        clause="BN.D10",
+        reason="equinox BatchNorm ('ema' mode) normalizes training batches with its running averages",
+        applies=lambda case, dtype: param(case, "training") and case.params.get("state") is not None,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.1, 2.0], [0.7, -1.0], [1.3, 0.5]]),
@@ -161,12 +161,12 @@ BN_D10: list[Divergence] = [
 # LN.D10: rsqrt's derivative out of float32's (float16's) range
 LN_D10: list[Divergence] = [
     Divergence(
-        "equinox*",
-        "batch_norm",
-        "LN.D10",
-        "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
-        lambda: (
+        adapters="equinox*",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason="JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+        applies=rsqrt_jvp_underflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 _EQX_HUGE,
@@ -176,17 +176,20 @@ LN_D10: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=RSQRT_HELD,
     ),
     Divergence(
-        "equinox*",
-        "batch_norm",
-        "LN.D10",
-        "equinox's BatchNorm differentiates rsqrt in the input dtype: in float16 -rsqrt(v)/(2v) overflows "
-        "for v < ~6.1e-4",
-        half_rsqrt_jvp_overflows,
-        lambda: (
+        adapters="equinox*",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason=(
+            "equinox's BatchNorm differentiates rsqrt in the input dtype: in float16 -rsqrt(v)/(2v) "
+            "overflows "
+            "for v < ~6.1e-4"
+        ),
+        applies=half_rsqrt_jvp_overflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.full((3, 1), 1e4),
@@ -196,17 +199,17 @@ LN_D10: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         cpu=XLA_PROMOTED_HALF,
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
-        "equinox",
-        "group_norm",
-        "LN.D10",
-        "JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
-        lambda: (
+        adapters="equinox",
+        norm="group_norm",
+        clause="LN.D10",
+        reason="JAX differentiates rsqrt as -rsqrt(v)/(2v): it underflows in float32 for v > ~2e25",
+        applies=rsqrt_jvp_underflows,
+        example=lambda: (
             Case(
                 "group_norm",
                 HUGE_ROW.reshape(1, 1, 3),
@@ -216,7 +219,7 @@ LN_D10: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=RSQRT_HELD,
     ),
 ]
@@ -228,13 +231,13 @@ LN_D10: list[Divergence] = [
 _SMALL_SPREAD = np.random.default_rng(5).normal(size=(64, 1)) * 0.005
 LN_D10_SMALL_SPREAD: list[Divergence] = [
     Divergence(
-        "equinox",
-        "batch_norm",
-        "LN.D10",
-        "equinox's BatchNorm differentiates 1/sqrt(v) in float16: with the cotangent reaching it, "
+        adapters="equinox",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason="equinox's BatchNorm differentiates 1/sqrt(v) in float16: with the cotangent reaching it, "
         "Σ g (x - m) v^-1.5 / 2 overflows for small v",
-        half_rsqrt_jvp_overflows,
-        lambda: (
+        applies=half_rsqrt_jvp_overflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 rounded(_SMALL_SPREAD, "float16"),
@@ -244,7 +247,7 @@ LN_D10_SMALL_SPREAD: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
 ]
@@ -255,13 +258,13 @@ LN_D10_SMALL_SPREAD: list[Divergence] = [
 # lax.select, which takes no mixed dtypes (equinox v0.13.8 nn/_batch_norm.py, L233-L239)
 MP_D50: list[Divergence] = [
     Divergence(
-        "equinox@mixed",
-        "batch_norm",
-        "MP.D50",
-        "equinox's BatchNorm(dtype=float32) raises on a half training batch: lax.select(first_time, "
+        adapters="equinox@mixed",
+        norm="batch_norm",
+        clause="MP.D50",
+        reason="equinox's BatchNorm(dtype=float32) raises on a half training batch: lax.select(first_time, "
         "batch_mean, mean) meets the half batch statistics and the float32 running averages",
-        lambda case, dtype: dtype in HALVES and batch_stats(case),
-        lambda: (
+        applies=lambda case, dtype: dtype in HALVES and batch_stats(case),
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5, 2.0], [0.75, -1.0], [1.25, 0.5]]),

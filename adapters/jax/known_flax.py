@@ -99,12 +99,12 @@ def _half_cotangent_groups(view, axes, case: Case, dtype: str):
 # BN.D8: the batch variance in one pass
 BN_D8: list[Divergence] = [
     Divergence(
-        "flax.*",
-        "batch_norm",
-        "BN.D8",
-        "flax computes the variance in one pass (use_fast_variance=True)",
-        _flax_one_pass,
-        lambda: (
+        adapters="flax.*",
+        norm="batch_norm",
+        clause="BN.D8",
+        reason="flax computes the variance in one pass (use_fast_variance=True)",
+        applies=_flax_one_pass,
+        example=lambda: (
             Case(
                 "batch_norm",
                 OFFSET_ROWS.T.copy(),
@@ -120,13 +120,16 @@ BN_D8: list[Divergence] = [
 # BN.D15 (flax.nnx): float64 running statistics held in float32
 BN_D15: list[Divergence] = [
     Divergence(
-        "flax.nnx",
-        "batch_norm",
-        "BN.D15",
-        "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a step, and "
-        "what reads it (eval), carry float32 rounding",
-        float64_state_read,
-        lambda: (
+        adapters="flax.nnx",
+        norm="batch_norm",
+        clause="BN.D15",
+        reason=(
+            "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a "
+            "step, and "
+            "what reads it (eval), carry float32 rounding"
+        ),
+        applies=float64_state_read,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.1], [0.7], [1.3]]),
@@ -142,7 +145,7 @@ BN_D15: list[Divergence] = [
             ),
             "float64",
         ),
-        "state",
+        shows_in="state",
         model=OneOf((Simulated(state_in_float32), Bounded(absolute=_float32_bookkeeping))),
     ),
 ]
@@ -151,12 +154,12 @@ BN_D15: list[Divergence] = [
 LN_D4_D5: list[Divergence] = [
     *(
         Divergence(
-            "flax.*",
-            norm,
-            "LN.D4",
-            "flax computes the variance in one pass (use_fast_variance=True)",
-            _flax_one_pass,
-            lambda norm=norm, shape=shape, extra=extra: (
+            adapters="flax.*",
+            norm=norm,
+            clause="LN.D4",
+            reason="flax computes the variance in one pass (use_fast_variance=True)",
+            applies=_flax_one_pass,
+            example=lambda norm=norm, shape=shape, extra=extra: (
                 Case(norm, OFFSET_ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
                 "float32",
             ),
@@ -170,12 +173,12 @@ LN_D4_D5: list[Divergence] = [
     ),
     *(
         Divergence(
-            "flax.*",
-            norm,
-            "LN.D4",
-            "flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
-            one_pass_gradient_amplified,
-            lambda norm=norm, x=x, extra=extra: (
+            adapters="flax.*",
+            norm=norm,
+            clause="LN.D4",
+            reason="flax's one-pass variance (use_fast_variance=True) carries its error into the gradient",
+            applies=one_pass_gradient_amplified,
+            example=lambda norm=norm, x=x, extra=extra: (
                 Case(
                     norm,
                     x,
@@ -185,7 +188,7 @@ LN_D4_D5: list[Divergence] = [
                 ),
                 "float32",
             ),
-            "gradient",
+            shows_in="gradient",
             model=one_pass_model("float32", clip=True),
         )
         for norm, x, extra in (
@@ -197,16 +200,16 @@ LN_D4_D5: list[Divergence] = [
     ),
     *(
         Divergence(
-            "flax.*",
-            norm,
-            "LN.D5",
-            "flax's float16 backward multiplies the cotangent by rsqrt(var + eps) in float16",
-            _half_cotangent_times_rstd_overflows,
-            lambda norm=norm, x=x, extra=extra: (
+            adapters="flax.*",
+            norm=norm,
+            clause="LN.D5",
+            reason="flax's float16 backward multiplies the cotangent by rsqrt(var + eps) in float16",
+            applies=_half_cotangent_times_rstd_overflows,
+            example=lambda norm=norm, x=x, extra=extra: (
                 Case(norm, x, {"eps": 1e-12, **extra}, "constant_channel", cotangent=np.full_like(x, 0.7)),
                 "float16",
             ),
-            "gradient",
+            shows_in="gradient",
             model=Envelope(groups_where(_half_cotangent_groups)),
         )
         for norm, x, extra in (
@@ -220,13 +223,16 @@ LN_D4_D5: list[Divergence] = [
 # LN.D10 (flax.linen): BatchNorm's rsqrt derivative in XLA's float16
 LN_D10: list[Divergence] = [
     Divergence(
-        "flax.linen",
-        "batch_norm",
-        "LN.D10",
-        "flax.linen's BatchNorm differentiates rsqrt through XLA's float16: -rsqrt(v)/(2v) overflows for "
-        "v < ~6.1e-4 (measured with statistics near eps)",
-        half_rsqrt_jvp_overflows,
-        lambda: (
+        adapters="flax.linen",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason=(
+            "flax.linen's BatchNorm differentiates rsqrt through XLA's float16: -rsqrt(v)/(2v) overflows "
+            "for "
+            "v < ~6.1e-4 (measured with statistics near eps)"
+        ),
+        applies=half_rsqrt_jvp_overflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[1.0, -1.0, 5.5], [1.0, -4.5, 3.0]]) * 2.0**-23,
@@ -236,7 +242,7 @@ LN_D10: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         cpu=XLA_PROMOTED_HALF,
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
@@ -402,14 +408,17 @@ def _parameter_gradients(norm: str, **extra):
 MP_D30_D31: list[Divergence] = [
     *(
         Divergence(
-            "flax.nnx@mixed",
-            norm,
-            "MP.D30",
-            "flax.nnx casts its float32 scale and offset to dtype before use (promote_dtype): y is computed "
-            "from them rounded to the half type, and dscale, doffset come back rounded to it",
-            _nnx_parameters_cast,
-            example,
-            shows_in,
+            adapters="flax.nnx@mixed",
+            norm=norm,
+            clause="MP.D30",
+            reason=(
+                "flax.nnx casts its float32 scale and offset to dtype before use (promote_dtype): y is "
+                "computed "
+                "from them rounded to the half type, and dscale, doffset come back rounded to it"
+            ),
+            applies=_nnx_parameters_cast,
+            example=example,
+            shows_in=shows_in,
             model=NNX_PROMOTED,
         )
         for norm, example, shows_in in (
@@ -429,13 +438,13 @@ MP_D30_D31: list[Divergence] = [
         )
     ),
     Divergence(
-        "flax.nnx@mixed",
-        "batch_norm",
-        "MP.D31",
-        "flax.nnx's eval step casts the running mean and variance, eps, scale and offset to dtype: "
+        adapters="flax.nnx@mixed",
+        norm="batch_norm",
+        clause="MP.D31",
+        reason="flax.nnx's eval step casts the running mean and variance, eps, scale and offset to dtype: "
         "(x - mean), var + eps and its rsqrt run in the half type",
-        _nnx_eval_cast,
-        lambda: (
+        applies=_nnx_eval_cast,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5], [0.625], [0.375]]),

@@ -80,13 +80,13 @@ def _near_zero_one_pass_groups(view, axes, case: Case, dtype: str):
 # BN.D8: the batch variance in one pass, unclipped, in the input dtype
 BN_D8: list[Divergence] = [
     Divergence(
-        "haiku",
-        "batch_norm",
-        "BN.D8",
-        "haiku's one-pass variance carries its error into the gradient: where E[x^2] dwarfs var + eps "
+        adapters="haiku",
+        norm="batch_norm",
+        clause="BN.D8",
+        reason="haiku's one-pass variance carries its error into the gradient: where E[x^2] dwarfs var + eps "
         "its rounding, amplified by 1/sqrt(var + eps), exceeds a backward-stable gradient's",
-        one_pass_gradient_amplified,
-        lambda: (
+        applies=one_pass_gradient_amplified,
+        example=lambda: (
             Case(
                 "batch_norm",
                 _CONSTANT_1_5,
@@ -96,16 +96,16 @@ BN_D8: list[Divergence] = [
             ),
             "float64",
         ),
-        "gradient",
+        shows_in="gradient",
         model=one_pass_model(clip=False),
     ),
     Divergence(
-        "haiku",
-        "batch_norm",
-        "BN.D8",
-        "haiku computes the variance in one pass, unclipped, in the input dtype",
-        _input_dtype_one_pass,
-        lambda: (
+        adapters="haiku",
+        norm="batch_norm",
+        clause="BN.D8",
+        reason="haiku computes the variance in one pass, unclipped, in the input dtype",
+        applies=_input_dtype_one_pass,
+        example=lambda: (
             Case(
                 "batch_norm",
                 OFFSET_ROWS.T.copy(),
@@ -117,12 +117,14 @@ BN_D8: list[Divergence] = [
         model=one_pass_model(clip=False),
     ),
     Divergence(
-        "haiku",
-        "batch_norm",
-        "BN.D8",
-        "haiku's unclipped one-pass variance goes below 0 on a constant channel: NaN where eps is smaller",
-        _unclipped_one_pass_can_go_negative,
-        lambda: (
+        adapters="haiku",
+        norm="batch_norm",
+        clause="BN.D8",
+        reason=(
+            "haiku's unclipped one-pass variance goes below 0 on a constant channel: NaN where eps is smaller"
+        ),
+        applies=_unclipped_one_pass_can_go_negative,
+        example=lambda: (
             Case(
                 "batch_norm",
                 _CONSTANT_30,
@@ -145,12 +147,12 @@ BN_D8: list[Divergence] = [
 LN_D10: list[Divergence] = [
     *(
         Divergence(
-            "haiku",
-            norm,
-            "LN.D10",
-            "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
-            half_rsqrt_jvp_overflows,
-            lambda norm=norm, x=x, extra=extra: (
+            adapters="haiku",
+            norm=norm,
+            clause="LN.D10",
+            reason="haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+            applies=half_rsqrt_jvp_overflows,
+            example=lambda norm=norm, x=x, extra=extra: (
                 Case(
                     norm,
                     x,
@@ -160,7 +162,7 @@ LN_D10: list[Divergence] = [
                 ),
                 "float16",
             ),
-            "gradient",
+            shows_in="gradient",
             cpu=cpu,
             model=Envelope(groups_where(half_rsqrt_jvp_groups)),
         )
@@ -174,13 +176,16 @@ LN_D10: list[Divergence] = [
     ),
     *(
         Divergence(
-            "haiku",
-            norm,
-            "LN.D10",
-            "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) is a float16 subnormal for v > ~400, "
-            "its few bits carry the divisor's term",
-            half_rsqrt_jvp_underflows,
-            lambda norm=norm, extra=extra: (
+            adapters="haiku",
+            norm=norm,
+            clause="LN.D10",
+            reason=(
+                "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) is a float16 subnormal for v > "
+                "~400, "
+                "its few bits carry the divisor's term"
+            ),
+            applies=half_rsqrt_jvp_underflows,
+            example=lambda norm=norm, extra=extra: (
                 Case(
                     norm,
                     np.array([[100.125, 99.875, 100.625]]),
@@ -190,7 +195,7 @@ LN_D10: list[Divergence] = [
                 ),
                 "float16",
             ),
-            "gradient",
+            shows_in="gradient",
             model=RSQRT_HELD,
         )
         for norm, extra in (("rms_norm", {"axes": (-1,)}),)
@@ -200,12 +205,12 @@ LN_D10: list[Divergence] = [
 # RMS.D4: float16 squares
 RMS_D4: list[Divergence] = [
     Divergence(
-        "haiku",
-        "rms_norm",
-        "RMS.D4",
-        "haiku squares in the input dtype: float16 x*x overflows for |x| > 255.9",
-        half_squares_overflow,
-        lambda: (
+        adapters="haiku",
+        norm="rms_norm",
+        clause="RMS.D4",
+        reason="haiku squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+        applies=half_squares_overflow,
+        example=lambda: (
             Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1.0}, "large"),
             "float16",
         ),
@@ -266,13 +271,16 @@ def mp_d40(known) -> list[Divergence]:
     naming plain haiku but the range limits, which stay NUM.D1) on the values the policy casts."""
     return [
         Divergence(
-            "haiku@mixed",
-            norm,
-            "MP.D40",
-            "a jmp policy (params=float32, compute=<half>) casts haiku's float32 scale, offset and running "
-            "statistics to the half type when read, and its EMA is updated and stored in it",
-            _policy_cast_applies,
-            example,
+            adapters="haiku@mixed",
+            norm=norm,
+            clause="MP.D40",
+            reason=(
+                "a jmp policy (params=float32, compute=<half>) casts haiku's float32 scale, offset and "
+                "running "
+                "statistics to the half type when read, and its EMA is updated and stored in it"
+            ),
+            applies=_policy_cast_applies,
+            example=example,
             model=CastFirst(
                 InHalf(
                     tuple(

@@ -258,11 +258,11 @@ def declarations_for(backend: str) -> dict[str, NormDeclaration]:
 
     def declare(norm, api, conventions, accumulation, stateful=False, constants=(), output=None):
         return NormDeclaration(
-            norm,
-            api,
-            ALL_DTYPES,
-            conventions,
-            accumulation,
+            norm=norm,
+            api=api,
+            dtypes=ALL_DTYPES,
+            conventions=conventions,
+            accumulation=accumulation,
             gradients=gradients,
             stateful=stateful,
             constants=constants,

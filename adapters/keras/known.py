@@ -107,12 +107,12 @@ _ONE_PASS_FLOAT32 = one_pass_model("float32", clip=False, float64_too=True)  # f
 KNOWN: list[Divergence] = [
     *(
         Divergence(
-            name,
-            norm,
-            "BN.D4",
-            "Keras' torch and numpy backends compute the variance in one pass, unclipped",
-            _one_pass,
-            lambda norm=norm, shape=shape, extra=extra: (
+            adapters=name,
+            norm=norm,
+            clause="BN.D4",
+            reason="Keras' torch and numpy backends compute the variance in one pass, unclipped",
+            applies=_one_pass,
+            example=lambda norm=norm, shape=shape, extra=extra: (
                 Case(norm, _ROWS.reshape(shape), {"eps": 2.0**-20, **extra}, "offset"),
                 "float32",
             ),
@@ -127,12 +127,12 @@ KNOWN: list[Divergence] = [
         if not (name == "keras[torch]" and norm == "layer_norm")  # F.layer_norm there: two-pass (LN.D8)
     ),
     Divergence(
-        "keras[torch]",
-        "layer_norm",
-        "BN.D4",
-        "Keras' torch backend takes one-pass moments for non-contiguous LayerNorm axes",
-        _torch_manual_layer_norm,
-        lambda: (
+        adapters="keras[torch]",
+        norm="layer_norm",
+        clause="BN.D4",
+        reason="Keras' torch backend takes one-pass moments for non-contiguous LayerNorm axes",
+        applies=_torch_manual_layer_norm,
+        example=lambda: (
             Case("layer_norm", _ROWS.reshape(2, 1, 8), {"axes": (0, 2), "eps": 2.0**-20}, "offset"),
             "float32",
         ),
@@ -140,12 +140,12 @@ KNOWN: list[Divergence] = [
     ),
     *(
         Divergence(
-            name,
-            "batch_norm",
-            "BN.D15",
-            "Keras keeps its moving statistics in float32 variables, float64 inputs too",
-            float64_state_read,
-            lambda: (
+            adapters=name,
+            norm="batch_norm",
+            clause="BN.D15",
+            reason="Keras keeps its moving statistics in float32 variables, float64 inputs too",
+            applies=float64_state_read,
+            example=lambda: (
                 Case(
                     "batch_norm",
                     _NEARLY_CONSTANT_BATCH,
@@ -161,7 +161,7 @@ KNOWN: list[Divergence] = [
                 ),
                 "float64",
             ),
-            "state",
+            shows_in="state",
             model=Simulated(state_in_float32),
         )
         for name in ("keras[jax]", "keras[torch]", "keras[numpy]")
@@ -171,13 +171,13 @@ KNOWN: list[Divergence] = [
     *known_unit.LP_D4_D6,
     *known_axes.RMS_D5_D6,
     Divergence(
-        "keras[tensorflow]",
-        "sync_batch_norm",
-        "SBN.D4",
-        "Keras' replicas return their parameter gradients in the layer's half dtype before they are "
+        adapters="keras[tensorflow]",
+        norm="sync_batch_norm",
+        clause="SBN.D4",
+        reason="Keras' replicas return their parameter gradients in the layer's half dtype before they are "
         "summed: a replica's float16 partial past 65504 is inf",
-        lambda case, dtype: half(dtype) and case.cotangent is not None,
-        lambda: (
+        applies=lambda case, dtype: half(dtype) and case.cotangent is not None,
+        example=lambda: (
             Case(
                 "sync_batch_norm",
                 np.array([[-28608.0, -24176.0, 37696.0], [-48960.0, 12016.0, 27424.0]]),
@@ -198,16 +198,16 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(replica_gradients_in_dtype),
     ),
     Divergence(
-        "keras[tensorflow]",
-        "sync_batch_norm",
-        "SBN.D2",
-        "Keras' synchronized BatchNorm pools E[x^2] - mean^2 (one pass, clipped at 0; SBN.N2)",
-        _sync_one_pass,
-        lambda: (
+        adapters="keras[tensorflow]",
+        norm="sync_batch_norm",
+        clause="SBN.D2",
+        reason="Keras' synchronized BatchNorm pools E[x^2] - mean^2 (one pass, clipped at 0; SBN.N2)",
+        applies=_sync_one_pass,
+        example=lambda: (
             Case(
                 "sync_batch_norm",
                 _ROWS.reshape(16, 1),
@@ -226,16 +226,16 @@ KNOWN: list[Divergence] = [
         model=one_pass_model("float32", clip=True),
     ),
     Divergence(
-        "keras[tensorflow]",
-        "sync_batch_norm",
-        "SBN.D2",
-        "Keras' synchronized BatchNorm's one-pass pooled variance carries its error into the gradient",
-        one_pass_gradient_amplified,
-        lambda: (
+        adapters="keras[tensorflow]",
+        norm="sync_batch_norm",
+        clause="SBN.D2",
+        reason="Keras' synchronized BatchNorm's one-pass pooled variance carries its error into the gradient",
+        applies=one_pass_gradient_amplified,
+        example=lambda: (
             Case("sync_batch_norm", *_SYNC_NEAR_ONE, "tiny_spread", cotangent=_SYNC_NEAR_ONE_COTANGENT),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=one_pass_model("float32", clip=True),
     ),
 ]
@@ -262,14 +262,14 @@ KNOWN += [
 # named per plain adapter: under the mixed policy (keras[...]@mixed) the variable dtype is float32
 KNOWN += [
     Divergence(
-        f"keras[{backend}]",
-        norm,
-        "BN.D25",
-        "Keras keeps a float16 (bfloat16) layer's moving statistics in float16 (bfloat16) variables: "
+        adapters=f"keras[{backend}]",
+        norm=norm,
+        clause="BN.D25",
+        reason="Keras keeps a float16 (bfloat16) layer's moving statistics in float16 (bfloat16) variables: "
         "a variance past 65504 is held as inf, and momentum 0 (canonical 1) turns it into 0 * inf = NaN",
-        lambda case, dtype: half(dtype) and case.params.get("state") is not None,
-        state_past_half_example(norm, **extra),
-        "state",
+        applies=lambda case, dtype: half(dtype) and case.params.get("state") is not None,
+        example=state_past_half_example(norm, **extra),
+        shows_in="state",
         model=Simulated(state_held_in(lambda dtype: dtype)),
     )
     for backend in ("tensorflow", "jax", "torch", "numpy")

@@ -109,12 +109,12 @@ _REFUSES_SHAPE = Raises(
 # LN.D8: the torch backend normalizes LayerNorm's trailing axes
 LN_D8: list[Divergence] = [
     Divergence(
-        "keras[torch]",
-        "layer_norm",
-        "LN.D8",
-        "Keras' torch backend normalizes the trailing axes instead",
-        lambda case, dtype: contiguous_non_trailing(case),
-        lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        adapters="keras[torch]",
+        norm="layer_norm",
+        clause="LN.D8",
+        reason="Keras' torch backend normalizes the trailing axes instead",
+        applies=lambda case, dtype: contiguous_non_trailing(case),
+        example=lambda: (Case("layer_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
         bug=(
             "LayerNormalization(axis=[1]) on the torch backend normalizes the trailing axes "
             "(ops.layer_normalization hands contiguous axes to F.layer_norm as a normalized_shape); the "
@@ -127,12 +127,12 @@ LN_D8: list[Divergence] = [
 # RMS.D5, RMS.D6: RMSNormalization's scale on the last axis, and the torch backend's trailing axes
 RMS_D5_D6: list[Divergence] = [
     Divergence(
-        "keras*",
-        "rms_norm",
-        "RMS.D5",
-        "Keras RMSNormalization multiplies an unreshaped scale on non-trailing axes",
-        lambda case, dtype: non_trailing(case),
-        lambda: (
+        adapters="keras*",
+        norm="rms_norm",
+        clause="RMS.D5",
+        reason="Keras RMSNormalization multiplies an unreshaped scale on non-trailing axes",
+        applies=lambda case, dtype: non_trailing(case),
+        example=lambda: (
             Case(
                 "rms_norm",
                 _WIDE,
@@ -159,12 +159,12 @@ RMS_D5_D6: list[Divergence] = [
         ),
     ),
     Divergence(
-        "keras[torch]",
-        "rms_norm",
-        "RMS.D6",
-        "Keras' torch backend normalizes the trailing axes instead",
-        lambda case, dtype: contiguous_non_trailing(case),
-        lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
+        adapters="keras[torch]",
+        norm="rms_norm",
+        clause="RMS.D6",
+        reason="Keras' torch backend normalizes the trailing axes instead",
+        applies=lambda case, dtype: contiguous_non_trailing(case),
+        example=lambda: (Case("rms_norm", _WIDE, {"axes": (1,), "eps": 2.0**-20}, "standard"), "float32"),
         bug=(
             "RMSNormalization(axis=[1]) on the torch backend normalizes the trailing axes "
             "(ops.rms_normalization hands contiguous axes to F.rms_norm as a normalized_shape); the other "

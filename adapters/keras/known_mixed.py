@@ -104,14 +104,16 @@ def squares_overflow_mixed(adapters: str, norms, *, half_in_half: bool = False, 
 
 MIXED: list[Divergence] = [
     Divergence(
-        "keras*@mixed",
-        "rms_norm",
-        "MP.D10",
-        "RMSNormalization's float32 scale is read through the mixed policy's autocast scope: rounded to the "
-        "half type - inf past float16's 65504, a few bits or 0 below its normal range - before the float32 "
-        "product (and its gradient rounded to the half type on the way back)",
-        scale_leaves_half_range,
-        lambda: (
+        adapters="keras*@mixed",
+        norm="rms_norm",
+        clause="MP.D10",
+        reason=(
+            "RMSNormalization's float32 scale is read through the mixed policy's autocast scope: rounded "
+            "to the half type - inf past float16's 65504, a few bits or 0 below its normal range - before "
+            "the float32 product (and its gradient rounded to the half type on the way back)"
+        ),
+        applies=scale_leaves_half_range,
+        example=lambda: (
             Case(
                 "rms_norm",
                 np.array([[4.0, 1.0]]),
@@ -123,14 +125,14 @@ MIXED: list[Divergence] = [
         model=Reference(scale_read_in, kind="precision"),
     ),
     Divergence(
-        "keras*@mixed",
-        "rms_norm",
-        "MP.D11",
-        "RMSNormalization's scale gradient comes back through the autocast scope's cast: the float32 "
+        adapters="keras*@mixed",
+        norm="rms_norm",
+        clause="MP.D11",
+        reason="RMSNormalization's scale gradient comes back through the autocast scope's cast: the float32 "
         "variable's gradient is the half type's, rounded to it (2^-11 or 2^-8 relative, far past MP.N1's "
         "float32 budget)",
-        scale_gradient_taken,
-        lambda: (
+        applies=scale_gradient_taken,
+        example=lambda: (
             Case(
                 "rms_norm",
                 np.array([[0.5, -1.25, 2.0], [3.0, 0.75, -0.5]]),
@@ -140,7 +142,7 @@ MIXED: list[Divergence] = [
             ),
             "bfloat16",
         ),
-        "gradient",
+        shows_in="gradient",
         # measured: 0 of 1 400 dscale elements differ from the reference's rounded to the half type
         # (keras[jax]@mixed and keras[torch]@mixed, float16 and bfloat16, 20 draws each)
         model=Computes(scale_gradient_in_half, either=True),

@@ -23,16 +23,16 @@ from normconf.vocabulary import (
 LN_D10: list[Divergence] = [
     *(
         Divergence(
-            name,
-            norm,
-            "LN.D10",
-            "Keras computes in float32 here, float64 too: rsqrt's derivative underflows for v > ~2e25",
-            rsqrt_jvp_underflows_in_float32,
-            lambda norm=norm, example=example: (
+            adapters=name,
+            norm=norm,
+            clause="LN.D10",
+            reason="Keras computes in float32 here, float64 too: rsqrt's derivative underflows for v > ~2e25",
+            applies=rsqrt_jvp_underflows_in_float32,
+            example=lambda norm=norm, example=example: (
                 Case(norm, *example, "large", cotangent=np.array([0.7, 0.3, 0.3]).reshape(example[0].shape)),
                 "float64",
             ),
-            "gradient",
+            shows_in="gradient",
             model=RSQRT_HELD,
         )
         for name in ("keras[jax]", "keras[torch]")
@@ -45,12 +45,12 @@ LN_D10: list[Divergence] = [
         )
     ),
     Divergence(
-        "keras[tensorflow]",
-        "group_norm",
-        "LN.D10",
-        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
-        lambda: (
+        adapters="keras[tensorflow]",
+        norm="group_norm",
+        clause="LN.D10",
+        reason="TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        applies=rsqrt_jvp_underflows,
+        example=lambda: (
             Case(
                 "group_norm",
                 np.array(
@@ -100,19 +100,19 @@ LN_D10: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=RSQRT_HELD,
     ),
     *(
         Divergence(
-            name,
-            "lp_normalize",
-            "LN.D10",
-            "Keras differentiates rsqrt(sum x^2) in the input dtype: "
+            adapters=name,
+            norm="lp_normalize",
+            clause="LN.D10",
+            reason="Keras differentiates rsqrt(sum x^2) in the input dtype: "
             "rsqrt(v)/v under- or subflows for large v",
-            rsqrt_of_square_sum_underflows,
-            lambda example=example: example,
-            "gradient",
+            applies=rsqrt_of_square_sum_underflows,
+            example=lambda example=example: example,
+            shows_in="gradient",
             model=LP_RSQRT_HELD,
             indistinguishable={
                 "scaled_gradient": "in float16, 1/norm^3 among the subnormals keeps a few bits: the "
@@ -155,16 +155,16 @@ LN_D10: list[Divergence] = [
     # UnitNormalization's ops.normalize: the same float32 underflow as its GroupNormalization (LN.D10)
     *(
         Divergence(
-            "keras[tensorflow]",
-            norm,
-            "LN.D10",
-            "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
-            rsqrt_jvp_underflows,
-            lambda norm=norm, x=x, params=params, g=g: (
+            adapters="keras[tensorflow]",
+            norm=norm,
+            clause="LN.D10",
+            reason="TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+            applies=rsqrt_jvp_underflows,
+            example=lambda norm=norm, x=x, params=params, g=g: (
                 Case(norm, x, params, "large", cotangent=g),
                 "float32",
             ),
-            "gradient",
+            shows_in="gradient",
             model=RSQRT_HELD,
         )
         for norm, x, params, g in (
@@ -204,12 +204,15 @@ LN_D10: list[Divergence] = [
         )
     ),
     Divergence(
-        "keras[tensorflow]",
-        "lp_normalize",
-        "LN.D10",
-        "Keras differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or subflows for large v",
-        rsqrt_of_square_sum_underflows,
-        lambda: (
+        adapters="keras[tensorflow]",
+        norm="lp_normalize",
+        clause="LN.D10",
+        reason=(
+            "Keras differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or subflows for "
+            "large v"
+        ),
+        applies=rsqrt_of_square_sum_underflows,
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([2.3003341810806292e18, -2.3929039891684393e18, -1.94159281143441e18]),
@@ -219,7 +222,7 @@ LN_D10: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=LP_RSQRT_HELD,
     ),
 ]

@@ -60,25 +60,28 @@ def _unit_normalized_in_dtype(case: Case, dtype: str, which: str):
 
 LP_D4_D6: list[Divergence] = [
     Divergence(
-        "keras*",
-        "lp_normalize",
-        "LP.D4",
-        "Keras' UnitNormalization sums x^2 in the input dtype: float16 norms above 256 overflow",
-        norm_square_overflows,
-        lambda: (
+        adapters="keras*",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason="Keras' UnitNormalization sums x^2 in the input dtype: float16 norms above 256 overflow",
+        applies=norm_square_overflows,
+        example=lambda: (
             Case("lp_normalize", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 1e-12}, "large"),
             "float16",
         ),
         model=Envelope(rows_where_norm_square_overflows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
-        "keras*",
-        "lp_normalize",
-        "LP.D5",
-        "Keras computes x * min(rsqrt(sum x^2), 1/eps) in the input dtype: in float16 1/eps is inf for eps "
-        "below ~1.5e-5, so a row whose float16 sum of squares underflows is not clamped: x * inf",
-        _unclamped_half_rows,
-        lambda: (
+        adapters="keras*",
+        norm="lp_normalize",
+        clause="LP.D5",
+        reason=(
+            "Keras computes x * min(rsqrt(sum x^2), 1/eps) in the input dtype: in float16 1/eps is inf "
+            "for eps "
+            "below ~1.5e-5, so a row whose float16 sum of squares underflows is not clamped: x * inf"
+        ),
+        applies=_unclamped_half_rows,
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[0.0, 0.0], [2.0**-24, 0.0]]),
@@ -91,17 +94,20 @@ LP_D4_D6: list[Divergence] = [
     ),
     *(
         Divergence(
-            name,
-            "lp_normalize",
-            "LP.D6",
-            "Keras 3.15 UnitNormalization's gradient is inf or NaN where rsqrt's derivative overflows: "
-            "at a zero vector, and at norms below ~1e-13 in float32",
-            lambda case, dtype: bool(np.any(_rsqrt_derivative_overflows(case, dtype, "x"))),
-            lambda: (
+            adapters=name,
+            norm="lp_normalize",
+            clause="LP.D6",
+            reason=(
+                "Keras 3.15 UnitNormalization's gradient is inf or NaN where rsqrt's derivative "
+                "overflows: "
+                "at a zero vector, and at norms below ~1e-13 in float32"
+            ),
+            applies=lambda case, dtype: bool(np.any(_rsqrt_derivative_overflows(case, dtype, "x"))),
+            example=lambda: (
                 Case("lp_normalize", np.zeros((3, 1)), {"axes": (0,), "eps": 1e-12}, "integers"),
                 "float64",
             ),
-            "gradient",
+            shows_in="gradient",
             model=Envelope(_rsqrt_derivative_overflows),
         )
         for name in ("keras[jax]", "keras[torch]")

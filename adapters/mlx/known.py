@@ -110,12 +110,15 @@ def _half_sum_groups(view, axes, case: Case, dtype: str):
 
 KNOWN: list[Divergence] = [
     Divergence(
-        "mlx.nn",
-        "batch_norm",
-        "BN.D6",
-        "mlx.nn.BatchNorm raises 'BatchNorm training requires more than one value per channel' in training",
-        lambda case, dtype: param(case, "training") and values_per_statistic(case) == 1,
-        lambda: (
+        adapters="mlx.nn",
+        norm="batch_norm",
+        clause="BN.D6",
+        reason=(
+            "mlx.nn.BatchNorm raises 'BatchNorm training requires more than one value per channel' in "
+            "training"
+        ),
+        applies=lambda case, dtype: param(case, "training") and values_per_statistic(case) == 1,
+        example=lambda: (
             Case("batch_norm", np.array([[0.5, -1.0]]), {"channel_axis": -1, "training": True}, "standard"),
             "float64",
         ),
@@ -123,12 +126,12 @@ KNOWN: list[Divergence] = [
     ),
     *(
         Divergence(
-            "mlx.nn",
-            norm,
-            "BN.D13",
-            "mlx.nn's normalization layers raise ValueError for eps <= 0 when constructed",
-            lambda case, dtype: param(case, "eps") == 0,
-            lambda norm=norm, x=x, extra=extra: (
+            adapters="mlx.nn",
+            norm=norm,
+            clause="BN.D13",
+            reason="mlx.nn's normalization layers raise ValueError for eps <= 0 when constructed",
+            applies=lambda case, dtype: param(case, "eps") == 0,
+            example=lambda norm=norm, x=x, extra=extra: (
                 Case(norm, np.array(x), {"eps": 0.0, **extra}, "standard"),
                 "float64",
             ),
@@ -143,13 +146,13 @@ KNOWN: list[Divergence] = [
         )
     ),
     Divergence(
-        "mlx.nn",
-        "batch_norm",
-        "BN.D14",
-        "mlx.nn.BatchNorm keeps float16 statistics (mx.var) and adds eps in float16: "
+        adapters="mlx.nn",
+        norm="batch_norm",
+        clause="BN.D14",
+        reason="mlx.nn.BatchNorm keeps float16 statistics (mx.var) and adds eps in float16: "
         "eps below ~3e-8 rounds to 0",
-        eps_underflows,
-        lambda: (
+        applies=eps_underflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5], [0.5]]),
@@ -161,12 +164,12 @@ KNOWN: list[Divergence] = [
         model=Reference(eps_in(), kind="special"),
     ),
     Divergence(
-        "mlx.nn",
-        "batch_norm",
-        "BN.D14",
-        "mlx.nn.BatchNorm's float16 mean divides a float16 sum: past 65504 it is inf",
-        _half_sum_overflows,
-        lambda: (
+        adapters="mlx.nn",
+        norm="batch_norm",
+        clause="BN.D14",
+        reason="mlx.nn.BatchNorm's float16 mean divides a float16 sum: past 65504 it is inf",
+        applies=_half_sum_overflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.full((12, 1), 1e4),
@@ -179,12 +182,12 @@ KNOWN: list[Divergence] = [
     ),
     *(
         Divergence(
-            "mlx.nn",
-            norm,
-            "GN.D6",
-            "mlx.nn applies the affine in the half input dtype after rounding x̂ to it",
-            lambda case, dtype: half(dtype) and case.params.get("offset") is not None,
-            lambda norm=norm, x=x, scale=scale, offset=offset, extra=extra: (
+            adapters="mlx.nn",
+            norm=norm,
+            clause="GN.D6",
+            reason="mlx.nn applies the affine in the half input dtype after rounding x̂ to it",
+            applies=lambda case, dtype: half(dtype) and case.params.get("offset") is not None,
+            example=lambda norm=norm, x=x, scale=scale, offset=offset, extra=extra: (
                 Case(
                     norm,
                     np.array(x),
@@ -220,13 +223,13 @@ KNOWN: list[Divergence] = [
         )
     ),
     Divergence(
-        "mlx.nn",
-        "group_norm",
-        "GN.D8",
-        "mlx.nn.GroupNorm's interleaved (default) path computes mean, variance and eps "
+        adapters="mlx.nn",
+        norm="group_norm",
+        clause="GN.D8",
+        reason="mlx.nn.GroupNorm's interleaved (default) path computes mean, variance and eps "
         "in the half input dtype",
-        lambda case, dtype: param(case, "assignment") == "interleaved" and half(dtype),
-        lambda: (
+        applies=lambda case, dtype: param(case, "assignment") == "interleaved" and half(dtype),
+        example=lambda: (
             Case(
                 "group_norm",
                 np.array([[0.5, 0.5]]),
@@ -239,14 +242,14 @@ KNOWN: list[Divergence] = [
     ),
     *(
         Divergence(
-            "mlx.nn",
-            norm,
-            "LN.D9",
-            "MLX's norms square and differentiate rsqrt in float32: "
+            adapters="mlx.nn",
+            norm=norm,
+            clause="LN.D9",
+            reason="MLX's norms square and differentiate rsqrt in float32: "
             "variances beyond ~1e25 underflow the backward, "
             "beyond ~1e38 overflow the forward",
-            _float32_range,
-            lambda norm=norm, x=x, extra=extra, dtype=dtype: (
+            applies=_float32_range,
+            example=lambda norm=norm, x=x, extra=extra, dtype=dtype: (
                 Case(norm, x, {"eps": 1e-12, **extra}, "large"),
                 dtype,
             ),
@@ -265,15 +268,15 @@ KNOWN: list[Divergence] = [
         )
     ),
     Divergence(
-        "mlx.nn",
-        "group_norm",
-        "LN.D10",
-        "mlx.nn.GroupNorm's interleaved path differentiates rsqrt in float16 (GN.D8): -rsqrt(v)/(2v) "
+        adapters="mlx.nn",
+        norm="group_norm",
+        clause="LN.D10",
+        reason="mlx.nn.GroupNorm's interleaved path differentiates rsqrt in float16 (GN.D8): -rsqrt(v)/(2v) "
         "overflows for v < ~6.1e-4",
-        lambda case, dtype: (
+        applies=lambda case, dtype: (
             param(case, "assignment") == "interleaved" and half_rsqrt_jvp_overflows(case, dtype)
         ),
-        lambda: (
+        example=lambda: (
             Case(
                 "group_norm",
                 np.array([[0.5], [0.75]]),
@@ -283,16 +286,16 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
-        "mlx.nn",
-        "batch_norm",
-        "LN.D10",
-        "MLX differentiates rsqrt in float16 (BN.D14): -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
-        half_rsqrt_jvp_overflows,
-        lambda: (
+        adapters="mlx.nn",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason="MLX differentiates rsqrt in float16 (BN.D14): -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+        applies=half_rsqrt_jvp_overflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array(
@@ -307,18 +310,21 @@ KNOWN: list[Divergence] = [
             ),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     ),
     Divergence(
-        "mlx.nn",
-        "rms_norm",
-        "RMS.D3",
-        "mx.fast.rms_norm's CPU backward differentiates rsqrt(mean(x^2)) in float32: "
+        adapters="mlx.nn",
+        norm="rms_norm",
+        clause="RMS.D3",
+        reason="mx.fast.rms_norm's CPU backward differentiates rsqrt(mean(x^2)) in float32: "
         "-1/2 m^(-3/2) underflows",
-        _float32_range,
-        lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
-        "gradient",
+        applies=_float32_range,
+        example=lambda: (
+            Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"),
+            "float32",
+        ),
+        shows_in="gradient",
         model=Computes(statistic_held, either=True),
     ),
 ]

@@ -308,5 +308,11 @@ ORT_MVN_CONVENTIONS = (
 
 def _declaration(norm, op, dtypes, conventions, accumulation, stateful=False) -> NormDeclaration:
     return NormDeclaration(
-        norm, f"onnx {op}-{OPSET[op]}", dtypes, conventions, accumulation, gradients=False, stateful=stateful
+        norm=norm,
+        api=f"onnx {op}-{OPSET[op]}",
+        dtypes=dtypes,
+        conventions=conventions,
+        accumulation=accumulation,
+        gradients=False,
+        stateful=stateful,
     )

@@ -207,13 +207,13 @@ def _rms_half_groups(view, axes, case: Case, dtype: str):
 
 KNOWN: list[Divergence] = [
     Divergence(
-        "onnx.reference",
-        "batch_norm",
-        "BN.D12",
-        "onnx.reference takes float16 batch statistics with NumPy in float16: "
+        adapters="onnx.reference",
+        norm="batch_norm",
+        clause="BN.D12",
+        reason="onnx.reference takes float16 batch statistics with NumPy in float16: "
         "the variance overflows past |x| ~ 256",
-        lambda case, dtype: half_squares_overflow(case, dtype) and batch_stats(case),
-        lambda: (
+        applies=lambda case, dtype: half_squares_overflow(case, dtype) and batch_stats(case),
+        example=lambda: (
             Case("batch_norm", np.array([[-300.0], [300.0]]), {"eps": 2.0**-20, "training": True}, "large"),
             "float16",
         ),
@@ -224,13 +224,13 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "onnx*",
-        "group_norm",
-        "GN.D4",
-        "ONNX's GroupNormalization function body computes E[x^2] - E[x]^2 (float32 stash): "
+        adapters="onnx*",
+        norm="group_norm",
+        clause="GN.D4",
+        reason="ONNX's GroupNormalization function body computes E[x^2] - E[x]^2 (float32 stash): "
         "offsets lose every digit",
-        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
-        lambda: (
+        applies=lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
+        example=lambda: (
             Case(
                 "group_norm",
                 MODERATE_ROWS.reshape(1, 16),
@@ -242,12 +242,12 @@ KNOWN: list[Divergence] = [
         model=one_pass_model("float32", clip=False, float64_too=True),
     ),
     Divergence(
-        "onnx.reference",
-        "group_norm",
-        "GN.D6",
-        "onnx.reference applies GroupNormalization's scale and bias in the input dtype",
-        lambda case, dtype: half(dtype),
-        lambda: (
+        adapters="onnx.reference",
+        norm="group_norm",
+        clause="GN.D6",
+        reason="onnx.reference applies GroupNormalization's scale and bias in the input dtype",
+        applies=lambda case, dtype: half(dtype),
+        example=lambda: (
             Case(
                 "group_norm",
                 np.array([[[1.0, 3.0], [2.0, 2.5]]]),
@@ -264,24 +264,30 @@ KNOWN: list[Divergence] = [
         model=Computes(affine_in_dtype, absolute=xhat_rounding),
     ),
     Divergence(
-        "onnxruntime",
-        "batch_norm",
-        "BN.D25",
-        "onnxruntime's half-precision BatchNormalization takes and returns its running statistics in the "
-        "input's type: a variance past 65504 is held as inf; momentum 0 (canonical 1) makes 0 * inf = NaN",
-        lambda case, dtype: half(dtype) and case.params.get("state") is not None,
-        state_past_half_example(),
-        "state",
+        adapters="onnxruntime",
+        norm="batch_norm",
+        clause="BN.D25",
+        reason=(
+            "onnxruntime's half-precision BatchNormalization takes and returns its running statistics in "
+            "the "
+            "input's type: a variance past 65504 is held as inf; momentum 0 (canonical 1) makes 0 * inf = NaN"
+        ),
+        applies=lambda case, dtype: half(dtype) and case.params.get("state") is not None,
+        example=state_past_half_example(),
+        shows_in="state",
         model=Simulated(state_held_in(lambda dtype: dtype)),
     ),
     Divergence(
-        "onnx.reference",
-        "instance_norm",
-        "IN.D6",
-        "onnx.reference takes half-precision InstanceNormalization statistics with NumPy in the input dtype "
-        "and adds its float32 eps: squares below the dtype's range vanish from the variance",
-        lambda case, dtype: half(dtype),
-        lambda: (
+        adapters="onnx.reference",
+        norm="instance_norm",
+        clause="IN.D6",
+        reason=(
+            "onnx.reference takes half-precision InstanceNormalization statistics with NumPy in the "
+            "input dtype "
+            "and adds its float32 eps: squares below the dtype's range vanish from the variance"
+        ),
+        applies=lambda case, dtype: half(dtype),
+        example=lambda: (
             Case(
                 "instance_norm",
                 np.array(
@@ -301,13 +307,16 @@ KNOWN: list[Divergence] = [
         model=Simulated(_instance_norm_in_numpy),
     ),
     Divergence(
-        "onnx.reference",
-        "layer_norm",
-        "LN.D7",
-        "onnx.reference ignores stash_type: half-precision statistics are NumPy's in the input dtype, eps "
-        "a float32 scalar added to them",
-        lambda case, dtype: half(dtype),
-        lambda: (
+        adapters="onnx.reference",
+        norm="layer_norm",
+        clause="LN.D7",
+        reason=(
+            "onnx.reference ignores stash_type: half-precision statistics are NumPy's in the input "
+            "dtype, eps "
+            "a float32 scalar added to them"
+        ),
+        applies=lambda case, dtype: half(dtype),
+        example=lambda: (
             Case("layer_norm", np.array([[-300.0, 300.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"),
             "float16",
         ),
@@ -318,13 +327,13 @@ KNOWN: list[Divergence] = [
         model=Simulated(_layer_norm_in_numpy),
     ),
     Divergence(
-        "onnx.reference",
-        "lp_normalize",
-        "LP.D3",
-        "onnx.reference's LpNormalization omits abs(): "
+        adapters="onnx.reference",
+        norm="lp_normalize",
+        clause="LP.D3",
+        reason="onnx.reference's LpNormalization omits abs(): "
         "for p = 1 the 'norm' of mixed or negative values is a signed sum",
-        lambda case, dtype: param(case, "p") == 1.0 and bool(np.any(case.x < 0)),
-        lambda: (
+        applies=lambda case, dtype: param(case, "p") == 1.0 and bool(np.any(case.x < 0)),
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[1.0, -1.0, 2.0]]),
@@ -340,12 +349,12 @@ KNOWN: list[Divergence] = [
         model=Computes(_signed_sum, kind="semantic"),
     ),
     Divergence(
-        "onnx.reference",
-        "lp_normalize",
-        "LP.D4",
-        "onnx.reference sums |x|^p in the input dtype: it over- or underflows",
-        power_sum_out_of_range,
-        lambda: (
+        adapters="onnx.reference",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason="onnx.reference sums |x|^p in the input dtype: it over- or underflows",
+        applies=power_sum_out_of_range,
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[300.0, 400.0]]),
@@ -357,13 +366,15 @@ KNOWN: list[Divergence] = [
         model=Simulated(lp_in_dtype),
     ),
     Divergence(
-        "onnx.reference",
-        "local_response_norm",
-        "LRN.D4",
-        "onnx.reference's LRN loops over the batch axis: "
+        adapters="onnx.reference",
+        norm="local_response_norm",
+        clause="LRN.D4",
+        reason="onnx.reference's LRN loops over the batch axis: "
         "with N != C channels get no window or it raises IndexError",
-        lambda case, dtype: case.x.shape[0] != case.x.shape[param(case, "channel_axis") % case.x.ndim],
-        lambda: (
+        applies=lambda case, dtype: (
+            case.x.shape[0] != case.x.shape[param(case, "channel_axis") % case.x.ndim]
+        ),
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.arange(1.0, 13.0).reshape(1, 3, 2, 2),
@@ -377,12 +388,15 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "onnxruntime",
-        "local_response_norm",
-        "LRN.D6",
-        "onnxruntime slides a running sum of squares along the channels: error grows with all squares seen",
-        lambda case, dtype: case.x.shape[param(case, "channel_axis") % case.x.ndim] > 1,
-        lambda: (
+        adapters="onnxruntime",
+        norm="local_response_norm",
+        clause="LRN.D6",
+        reason=(
+            "onnxruntime slides a running sum of squares along the channels: error grows with all "
+            "squares seen"
+        ),
+        applies=lambda case, dtype: case.x.shape[param(case, "channel_axis") % case.x.ndim] > 1,
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.array([[[[1e18]], [[1.0]], [[1.0]], [[1.0]]]]),
@@ -394,15 +408,15 @@ KNOWN: list[Divergence] = [
         model=Bounded(rel=_running_sum_loss),
     ),
     Divergence(
-        "onnx.reference",
-        "local_response_norm",
-        "LRN.D7",
-        "onnx.reference keeps alpha/size in float32 and squares in the input dtype",
-        lambda case, dtype: (
+        adapters="onnx.reference",
+        norm="local_response_norm",
+        clause="LRN.D7",
+        reason="onnx.reference keeps alpha/size in float32 and squares in the input dtype",
+        applies=lambda case, dtype: (
             (dtype == "float64" and _float32_inexact(param(case, "alpha") / case.params["size"]))
             or half_squares_overflow(case, dtype)
         ),
-        lambda: (
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.array([[[[0.75]]]]),
@@ -419,13 +433,13 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "onnx.reference",
-        "rms_norm",
-        "RMS.D4",
-        "onnx.reference ignores stash_type: half-precision mean squares are NumPy's in the input "
+        adapters="onnx.reference",
+        norm="rms_norm",
+        clause="RMS.D4",
+        reason="onnx.reference ignores stash_type: half-precision mean squares are NumPy's in the input "
         "dtype - float16 overflows past |x| ~ 256, bfloat16 (summed value by value) stagnates on long rows",
-        lambda case, dtype: half(dtype),
-        lambda: (
+        applies=lambda case, dtype: half(dtype),
+        example=lambda: (
             Case("rms_norm", np.array([[300.0, 400.0]]), {"axes": (-1,), "eps": 2.0**-20}, "large"),
             "float16",
         ),
@@ -466,13 +480,13 @@ KNOWN += [
 # LN.D4 in earlier onnxruntime releases: measured with `normconf run --versions onnxruntime=...`
 KNOWN += [
     Divergence(
-        "onnxruntime",
-        "layer_norm",
-        "LN.D4",
-        "onnxruntime's CPU LayerNormalization computed E[x^2] - E[x]^2 in float32 before 1.27 "
+        adapters="onnxruntime",
+        norm="layer_norm",
+        clause="LN.D4",
+        reason="onnxruntime's CPU LayerNormalization computed E[x^2] - E[x]^2 in float32 before 1.27 "
         "(PR #28743): offsets lose every digit",
-        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
-        lambda: (
+        applies=lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
+        example=lambda: (
             Case("layer_norm", MODERATE_ROWS.reshape(1, 16), {"axes": (-1,), "eps": 2.0**-20}, "offset"),
             "float32",
         ),
@@ -485,13 +499,13 @@ KNOWN += [
 _MVN_REFERENCE = {"eps": MVN_EPS, "eps_placement": "outside_sqrt", "scale": None, "offset": None}
 KNOWN += [
     Divergence(
-        "onnx.reference[mvn]",
-        "layer_norm",
-        "LN.D11",
-        "MeanVarianceNormalization's function body computes Sqrt(E[x^2] - E[x]^2), unclamped, in the "
+        adapters="onnx.reference[mvn]",
+        norm="layer_norm",
+        clause="LN.D11",
+        reason="MeanVarianceNormalization's function body computes Sqrt(E[x^2] - E[x]^2), unclamped, in the "
         "input dtype: offsets lose every digit, nearly constant slices give NaN",
-        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
-        lambda: (
+        applies=lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=False),
+        example=lambda: (
             Case(
                 "layer_norm",
                 MODERATE_ROWS.reshape(1, 16),

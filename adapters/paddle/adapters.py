@@ -99,46 +99,61 @@ class PaddleFunctional(PaddleBase):
     cost = 1.5  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
-            "batch_norm",
-            "paddle.nn.functional.batch_norm",
-            DTYPES,
-            BN_CONVENTIONS,
-            SAME,
+            norm="batch_norm",
+            api="paddle.nn.functional.batch_norm",
+            dtypes=DTYPES,
+            conventions=BN_CONVENTIONS,
+            accumulation=SAME,
             gradients=True,
             stateful=True,
         ),
         "instance_norm": NormDeclaration(
-            "instance_norm",
-            "paddle.nn.functional.instance_norm",
-            DTYPES,
-            IN_CONVENTIONS,
-            SAME,
+            norm="instance_norm",
+            api="paddle.nn.functional.instance_norm",
+            dtypes=DTYPES,
+            conventions=IN_CONVENTIONS,
+            accumulation=SAME,
             gradients=True,
         ),
         "layer_norm": NormDeclaration(
-            "layer_norm", "paddle.nn.functional.layer_norm", DTYPES, LN_CONVENTIONS, SAME, gradients=True
+            norm="layer_norm",
+            api="paddle.nn.functional.layer_norm",
+            dtypes=DTYPES,
+            conventions=LN_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         "group_norm": NormDeclaration(
-            "group_norm", "paddle.nn.functional.group_norm", DTYPES, GN_CONVENTIONS, SAME, gradients=True
+            norm="group_norm",
+            api="paddle.nn.functional.group_norm",
+            dtypes=DTYPES,
+            conventions=GN_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         "local_response_norm": NormDeclaration(
-            "local_response_norm",
-            "paddle.nn.functional.local_response_norm",
-            DTYPES,
-            LRN_CONVENTIONS,
-            SAME,
+            norm="local_response_norm",
+            api="paddle.nn.functional.local_response_norm",
+            dtypes=DTYPES,
+            conventions=LRN_CONVENTIONS,
+            accumulation=SAME,
             gradients=True,
         ),
         "lp_normalize": NormDeclaration(
-            "lp_normalize", "paddle.nn.functional.normalize", DTYPES, LP_CONVENTIONS, SAME, gradients=True
+            norm="lp_normalize",
+            api="paddle.nn.functional.normalize",
+            dtypes=DTYPES,
+            conventions=LP_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         # paddle.nn.functional.rms_norm has no CPU kernel; the incubate fused op runs float32 forward only.
         "rms_norm": NormDeclaration(
-            "rms_norm",
-            "paddle.incubate.nn.functional.fused_rms_norm",
-            ("float32",),
-            RMS_CONVENTIONS,
-            {"float32": "float32"},
+            norm="rms_norm",
+            api="paddle.incubate.nn.functional.fused_rms_norm",
+            dtypes=("float32",),
+            conventions=RMS_CONVENTIONS,
+            accumulation={"float32": "float32"},
         ),
     }
 
@@ -262,29 +277,44 @@ class PaddleLayers(PaddleBase):
     name = "paddle.nn"
     declarations = {
         "batch_norm": NormDeclaration(
-            "batch_norm",
-            "paddle.nn.BatchNorm{1,2,3}D",
-            DTYPES,
-            BN_CONVENTIONS,
-            SAME,
+            norm="batch_norm",
+            api="paddle.nn.BatchNorm{1,2,3}D",
+            dtypes=DTYPES,
+            conventions=BN_CONVENTIONS,
+            accumulation=SAME,
             gradients=True,
             stateful=True,
         ),
         "instance_norm": NormDeclaration(
-            "instance_norm", "paddle.nn.InstanceNorm{1,2,3}D", DTYPES, IN_CONVENTIONS, SAME, gradients=True
+            norm="instance_norm",
+            api="paddle.nn.InstanceNorm{1,2,3}D",
+            dtypes=DTYPES,
+            conventions=IN_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         "layer_norm": NormDeclaration(
-            "layer_norm", "paddle.nn.LayerNorm", DTYPES, LN_CONVENTIONS, SAME, gradients=True
+            norm="layer_norm",
+            api="paddle.nn.LayerNorm",
+            dtypes=DTYPES,
+            conventions=LN_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         "group_norm": NormDeclaration(
-            "group_norm", "paddle.nn.GroupNorm", DTYPES, GN_CONVENTIONS, SAME, gradients=True
+            norm="group_norm",
+            api="paddle.nn.GroupNorm",
+            dtypes=DTYPES,
+            conventions=GN_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
         "local_response_norm": NormDeclaration(
-            "local_response_norm",
-            "paddle.nn.LocalResponseNorm",
-            DTYPES,
-            LRN_CONVENTIONS,
-            SAME,
+            norm="local_response_norm",
+            api="paddle.nn.LocalResponseNorm",
+            dtypes=DTYPES,
+            conventions=LRN_CONVENTIONS,
+            accumulation=SAME,
             gradients=True,
         ),
     }

@@ -197,12 +197,14 @@ def _float32_pool_scale(case: Case, dtype: str, which: str):
 
 KNOWN: list[Divergence] = [
     Divergence(
-        "paddle.*",
-        "batch_norm",
-        "BN.D16",
-        "Paddle's CPU batch_norm returns x unchanged (no affine, no running update) when N*spatial == 1",
-        one_value_per_statistic,
-        lambda: (
+        adapters="paddle.*",
+        norm="batch_norm",
+        clause="BN.D16",
+        reason=(
+            "Paddle's CPU batch_norm returns x unchanged (no affine, no running update) when N*spatial == 1"
+        ),
+        applies=one_value_per_statistic,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5, -1.0]]),
@@ -219,13 +221,13 @@ KNOWN: list[Divergence] = [
         model=Computes(_unchanged, kind="special"),
     ),
     Divergence(
-        "paddle.nn",
-        "batch_norm",
-        "BN.D19",
-        "Paddle's eval-mode BatchNorm with use_global_stats=False differentiates "
+        adapters="paddle.nn",
+        norm="batch_norm",
+        clause="BN.D19",
+        reason="Paddle's eval-mode BatchNorm with use_global_stats=False differentiates "
         "the batch statistics as constants",
-        lambda case, dtype: case.params.get("state") is None and not param(case, "training"),
-        lambda: (
+        applies=lambda case, dtype: case.params.get("state") is None and not param(case, "training"),
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5], [-1.0], [2.0]]),
@@ -234,29 +236,29 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(_fresh_running_variance, kind="semantic"),
     ),
     Divergence(
-        "paddle.*",
-        "group_norm",
-        "GN.D7",
-        "Paddle's CPU group_norm computes max(E[x^2] - mean^2, 0) in the input dtype",
-        lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=True, acc=dtype),
-        lambda: (
+        adapters="paddle.*",
+        norm="group_norm",
+        clause="GN.D7",
+        reason="Paddle's CPU group_norm computes max(E[x^2] - mean^2, 0) in the input dtype",
+        applies=lambda case, dtype: one_pass_exceeds_budget(case, dtype, clip=True, acc=dtype),
+        example=lambda: (
             Case("group_norm", OFFSET_ROWS.copy(), {"groups": 1, "eps": 2.0**-20}, "offset"),
             "float32",
         ),
         model=one_pass_model(clip=True),
     ),
     Divergence(
-        "paddle.*",
-        "group_norm",
-        "GN.D9",
-        "Paddle's group_norm backward gives a wrong dx when weight is None",
-        lambda case, dtype: case.params.get("scale") is None,
-        lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
-        "gradient",
+        adapters="paddle.*",
+        norm="group_norm",
+        clause="GN.D9",
+        reason="Paddle's group_norm backward gives a wrong dx when weight is None",
+        applies=lambda case, dtype: case.params.get("scale") is None,
+        example=lambda: (Case("group_norm", np.array([[0.3, 0.7]]), {"groups": 1}, "standard"), "float64"),
+        shows_in="gradient",
         bug=(
             "group_norm_grad without a weight returns a wrong input gradient (passing weight = ones gives "
             "the right one); upstream: not found reported"
@@ -266,13 +268,16 @@ KNOWN: list[Divergence] = [
         ),  # with GN.D7
     ),
     Divergence(
-        "paddle.*",
-        "group_norm",
-        "GN.D10",
-        "Paddle's CPU GroupNorm backward recovers x-hat from y as (y - bias) / scale and sums each group "
-        "value by value: its error grows with n and with 1/|scale|",
-        lambda case, dtype: case.cotangent is not None and dtype in ("float32", "float64"),
-        lambda: (
+        adapters="paddle.*",
+        norm="group_norm",
+        clause="GN.D10",
+        reason=(
+            "Paddle's CPU GroupNorm backward recovers x-hat from y as (y - bias) / scale and sums each "
+            "group "
+            "value by value: its error grows with n and with 1/|scale|"
+        ),
+        applies=lambda case, dtype: case.cotangent is not None and dtype in ("float32", "float64"),
+        example=lambda: (
             Case(
                 "group_norm",
                 np.linspace(-1.0, 1.0, 12).reshape(1, 12) ** 3,
@@ -282,52 +287,58 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        "gradient",
+        shows_in="gradient",
         # GN.D7's one-pass variance on top, its sums in Paddle's order, not NumPy's
         model=Simulated(_group_norm_backward, kind="precision", absolute=one_pass_gradient_absolute()),
     ),
     Divergence(
-        "paddle.functional",
-        "lp_normalize",
-        "LP.D4",
-        "Paddle's p-norm raises |x| to p in the input dtype: it over- or underflows",
-        power_sum_out_of_range,
-        lambda: (
+        adapters="paddle.functional",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason="Paddle's p-norm raises |x| to p in the input dtype: it over- or underflows",
+        applies=power_sum_out_of_range,
+        example=lambda: (
             Case("lp_normalize", np.array([[3e19, 4e19]]), {"axes": (-1,), "eps": 0.0}, "large"),
             "float32",
         ),
         model=OneOf((Simulated(lp_in_dtype), Envelope(rows_out_of_range(), LP_GRADIENT_OUT_OF_RANGE))),
     ),
     Divergence(
-        "paddle.functional",
-        "lp_normalize",
-        "LP.D7",
-        "Paddle's p-norm backward divides by norm^(p-1) + eps: not the derivative of the forward",
-        _p_norm_backward,
-        lambda: (
+        adapters="paddle.functional",
+        norm="lp_normalize",
+        clause="LP.D7",
+        reason="Paddle's p-norm backward divides by norm^(p-1) + eps: not the derivative of the forward",
+        applies=_p_norm_backward,
+        example=lambda: (
             Case("lp_normalize", np.array([[0.6, 0.8]]), {"axes": (-1,), "eps": 1e-6}, "standard"),
             "float64",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(_p_norm_backward_model, kind="semantic"),
     ),
     Divergence(
-        "paddle.*",
-        "local_response_norm",
-        "LRN.D5",
-        "Paddle's derivative of base^-beta underflows in the input dtype for large |x|",
-        lrn_power_derivative_underflows,
-        lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
-        "gradient",
+        adapters="paddle.*",
+        norm="local_response_norm",
+        clause="LRN.D5",
+        reason="Paddle's derivative of base^-beta underflows in the input dtype for large |x|",
+        applies=lrn_power_derivative_underflows,
+        example=lambda: (
+            Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"),
+            "float32",
+        ),
+        shows_in="gradient",
         model=Envelope(underflowing_derivative_windows, allowed="any", kind="precision"),
     ),
     Divergence(
-        "paddle.*",
-        "local_response_norm",
-        "LRN.D8",
-        "Paddle's average-pool backward scales by 1/size in float32: float64 LRN gradients are off by ~1e-8",
-        lambda case, dtype: dtype == "float64" and not _power_of_two(case.params["size"]),
-        lambda: (
+        adapters="paddle.*",
+        norm="local_response_norm",
+        clause="LRN.D8",
+        reason=(
+            "Paddle's average-pool backward scales by 1/size in float32: float64 LRN gradients are off "
+            "by ~1e-8"
+        ),
+        applies=lambda case, dtype: dtype == "float64" and not _power_of_two(case.params["size"]),
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.arange(1.0, 7.0).reshape(1, 6, 1),
@@ -336,7 +347,7 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(_float32_pool_scale),
     ),
 ]

@@ -239,25 +239,30 @@ class TfNn(TfBase):
     cost = 1.0  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
-            "batch_norm",
-            "tf.nn.moments + tf.nn.batch_normalization",
-            ALL_DTYPES,
-            BN_CONVENTIONS,
-            MOMENTS_ACCUMULATION,
+            norm="batch_norm",
+            api="tf.nn.moments + tf.nn.batch_normalization",
+            dtypes=ALL_DTYPES,
+            conventions=BN_CONVENTIONS,
+            accumulation=MOMENTS_ACCUMULATION,
             gradients=True,
             stateful=False,
         ),
         # CPU kernels are registered for float and half only (bfloat16: NotFoundError, float64 rejected).
         "local_response_norm": NormDeclaration(
-            "local_response_norm",
-            "tf.nn.local_response_normalization",
-            ("float16", "float32"),
-            LRN_CONVENTIONS,
-            {"float16": "float16", "float32": "float32"},
+            norm="local_response_norm",
+            api="tf.nn.local_response_normalization",
+            dtypes=("float16", "float32"),
+            conventions=LRN_CONVENTIONS,
+            accumulation={"float16": "float16", "float32": "float32"},
             gradients=True,
         ),
         "lp_normalize": NormDeclaration(
-            "lp_normalize", "tf.math.l2_normalize", ALL_DTYPES, LP_CONVENTIONS, SAME, gradients=True
+            norm="lp_normalize",
+            api="tf.math.l2_normalize",
+            dtypes=ALL_DTYPES,
+            conventions=LP_CONVENTIONS,
+            accumulation=SAME,
+            gradients=True,
         ),
     }
 
@@ -330,11 +335,11 @@ class TfFusedBatchNorm(TfBase):
     cost = 0.3  # see Adapter.cost
     declarations = {
         "batch_norm": NormDeclaration(
-            "batch_norm",
-            "tf.compat.v1.nn.fused_batch_norm",
-            ("float16", "bfloat16", "float32"),
-            FUSED_CONVENTIONS,
-            {"float16": "float32", "bfloat16": "float32", "float32": "float32"},
+            norm="batch_norm",
+            api="tf.compat.v1.nn.fused_batch_norm",
+            dtypes=("float16", "bfloat16", "float32"),
+            conventions=FUSED_CONVENTIONS,
+            accumulation={"float16": "float32", "bfloat16": "float32", "float32": "float32"},
             gradients=True,
             stateful=True,
         ),

@@ -170,12 +170,12 @@ def _running_window_sum(case: Case, dtype: str, which: str):
 
 KNOWN: list[Divergence] = [
     Divergence(
-        "tf.nn",
-        "batch_norm",
-        "BN.D14",
-        "float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
-        eps_underflows,
-        lambda: (
+        adapters="tf.nn",
+        norm="batch_norm",
+        clause="BN.D14",
+        reason="float16 statistics: eps below ~3e-8 rounds to 0 and a zero variance gives 0/0",
+        applies=eps_underflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5, 0.5]]),
@@ -192,13 +192,13 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "tf.nn",
-        "batch_norm",
-        "BN.D18",
-        "tf.nn.batch_normalization computes x*inv + (offset - mean*inv) in float16: "
+        adapters="tf.nn",
+        norm="batch_norm",
+        clause="BN.D18",
+        reason="tf.nn.batch_normalization computes x*inv + (offset - mean*inv) in float16: "
         "x*inv (and rsqrt's derivative) overflow",
-        _folded_overflow,
-        lambda: (
+        applies=_folded_overflow,
+        example=lambda: (
             Case(
                 "batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 2.0**-20, "running_var": "biased"}, "offset"
             ),
@@ -212,13 +212,13 @@ KNOWN: list[Divergence] = [
     # descriptor"
     *(
         Divergence(
-            "tf.fused_batch_norm",
-            "batch_norm",
-            "BN.D20",
-            f"TF routes {dtype} FusedBatchNorm to oneDNN by the CPU's features, "
+            adapters="tf.fused_batch_norm",
+            norm="batch_norm",
+            clause="BN.D20",
+            reason=f"TF routes {dtype} FusedBatchNorm to oneDNN by the CPU's features, "
             "but oneDNN is capped below them: it raises",
-            lambda case, dtype, half=dtype: dtype == half,
-            lambda dtype=dtype: (
+            applies=lambda case, dtype, half=dtype: dtype == half,
+            example=lambda dtype=dtype: (
                 Case(
                     "batch_norm",
                     np.array([[[[0.5, -1.0]]], [[[2.0, 0.25]]]]),
@@ -233,12 +233,12 @@ KNOWN: list[Divergence] = [
         for dtype, feature in (("bfloat16", "avx512f"), ("float16", "avx512_fp16"))
     ),
     Divergence(
-        "tf.nn",
-        "batch_norm",
-        "LN.D10",
-        "TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
-        rsqrt_jvp_underflows,
-        lambda: (
+        adapters="tf.nn",
+        norm="batch_norm",
+        clause="LN.D10",
+        reason="TF's RsqrtGrad, -dy*y^3/2, underflows in float32 for v > ~2e25",
+        applies=rsqrt_jvp_underflows,
+        example=lambda: (
             Case(
                 "batch_norm",
                 HUGE_2X3,
@@ -248,17 +248,20 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(statistic_held, either=True),
     ),
     Divergence(
-        "tf.nn",
-        "lp_normalize",
-        "LP.D4",
-        "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow, squares "
-        "below float16's normal range lose their digits",
-        lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
-        lambda: (
+        adapters="tf.nn",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason=(
+            "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow, "
+            "squares "
+            "below float16's normal range lose their digits"
+        ),
+        applies=lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[300.0, 400.0]]),
@@ -272,12 +275,12 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "tf.nn",
-        "lp_normalize",
-        "LP.D6",
-        "TF's l2_normalize gradient underflows in float32 at huge |x|",
-        lambda case, dtype: dtype != "float64" and max_abs(case) > 1e15,
-        lambda: (
+        adapters="tf.nn",
+        norm="lp_normalize",
+        clause="LP.D6",
+        reason="TF's l2_normalize gradient underflows in float32 at huge |x|",
+        applies=lambda case, dtype: dtype != "float64" and max_abs(case) > 1e15,
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[3.8e18, 1.0]]),
@@ -286,17 +289,20 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Computes(statistic_held, either=True),
     ),
     Divergence(
-        "tf.nn",
-        "local_response_norm",
-        "LRN.D3",
-        "TF's float16 LRN squares and sums them in float16: x*x overflows for |x| > 255.9, a window's sum "
-        "past 65504",
-        _half_window_overflows,
-        lambda: (
+        adapters="tf.nn",
+        norm="local_response_norm",
+        clause="LRN.D3",
+        reason=(
+            "TF's float16 LRN squares and sums them in float16: x*x overflows for |x| > 255.9, a "
+            "window's sum "
+            "past 65504"
+        ),
+        applies=_half_window_overflows,
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.full((1, 1, 1, 3), 1e3),
@@ -308,12 +314,14 @@ KNOWN: list[Divergence] = [
         model=Envelope(_band_matrix_rows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
-        "tf.nn",
-        "local_response_norm",
-        "LRN.D6",
-        "TF's CPU LRN slides a running window sum in the input dtype for depths past 384 (beta 0.5 or 1)",
-        _slides_its_window_sum,
-        lambda: (
+        adapters="tf.nn",
+        norm="local_response_norm",
+        clause="LRN.D6",
+        reason=(
+            "TF's CPU LRN slides a running window sum in the input dtype for depths past 384 (beta 0.5 or 1)"
+        ),
+        applies=_slides_its_window_sum,
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.full((1, 1, 1, 4001), 100.0),
@@ -332,12 +340,12 @@ KNOWN: list[Divergence] = [
         model=Simulated(_running_window_sum),
     ),
     Divergence(
-        "tf.nn",
-        "local_response_norm",
-        "LRN.D9",
-        "TF's LRN computes base^-beta through exp and log in float32: error grows with ln(base)",
-        lambda case, dtype: dtype != "float64" and _lrn_log_amplification(case),
-        lambda: (
+        adapters="tf.nn",
+        norm="local_response_norm",
+        clause="LRN.D9",
+        reason="TF's LRN computes base^-beta through exp and log in float32: error grows with ln(base)",
+        applies=lambda case, dtype: dtype != "float64" and _lrn_log_amplification(case),
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.array([[[[1.2627243707536507e18]]]]),
@@ -346,17 +354,17 @@ KNOWN: list[Divergence] = [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Bounded(rel=_log_amplified),
     ),
     Divergence(
-        "tf.nn",
-        "local_response_norm",
-        "LRN.D10",
-        "TF's CPU LRN multiplies the squares by a 0/1 band matrix: "
+        adapters="tf.nn",
+        norm="local_response_norm",
+        clause="LRN.D10",
+        reason="TF's CPU LRN multiplies the squares by a 0/1 band matrix: "
         "a NaN or ±inf makes NaN of channels outside its window",
-        lambda case, dtype: not np.all(np.isfinite(case.x)),
-        lambda: (
+        applies=lambda case, dtype: not np.all(np.isfinite(case.x)),
+        example=lambda: (
             Case(
                 "local_response_norm",
                 np.array([[[[1.0, np.nan, 2.0, 3.0, 1.0, 2.0]]]]),
@@ -455,12 +463,14 @@ _LRN_HUGE_G = np.array(
 )
 KNOWN += [
     Divergence(
-        "tf.nn",
-        "local_response_norm",
-        "LRN.D5",
-        "TF's derivative of base^-beta, -beta base^(-beta-1), underflows in the input dtype for large |x|",
-        lrn_power_derivative_underflows,
-        lambda: (
+        adapters="tf.nn",
+        norm="local_response_norm",
+        clause="LRN.D5",
+        reason=(
+            "TF's derivative of base^-beta, -beta base^(-beta-1), underflows in the input dtype for large |x|"
+        ),
+        applies=lrn_power_derivative_underflows,
+        example=lambda: (
             Case(
                 "local_response_norm",
                 _LRN_HUGE_X,
@@ -470,7 +480,7 @@ KNOWN += [
             ),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(underflowing_derivative_windows, allowed="any", kind="precision"),
     ),
 ]

@@ -183,7 +183,13 @@ CN = (
 
 def _declare(norm, api, conventions, accumulation, stateful=False):
     return NormDeclaration(
-        norm, api, ALL_DTYPES, conventions, accumulation, gradients=True, stateful=stateful
+        norm=norm,
+        api=api,
+        dtypes=ALL_DTYPES,
+        conventions=conventions,
+        accumulation=accumulation,
+        gradients=True,
+        stateful=stateful,
     )
 
 

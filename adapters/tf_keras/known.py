@@ -83,13 +83,16 @@ def _l2_normalized_in_dtype(case: Case, dtype: str, which: str):
 KNOWN: list[Divergence] = [
     *(
         Divergence(
-            "tf_keras",
-            norm,
-            "BN.D14",
-            "a float16 LayerNormalization or GroupNormalization adds eps to float16 statistics: eps below "
-            "~3e-8 rounds to 0 and a zero variance gives 0/0 (LN.D12, GN.D11)",
-            eps_underflows,
-            lambda norm=norm, extra=extra: (
+            adapters="tf_keras",
+            norm=norm,
+            clause="BN.D14",
+            reason=(
+                "a float16 LayerNormalization or GroupNormalization adds eps to float16 statistics: eps "
+                "below "
+                "~3e-8 rounds to 0 and a zero variance gives 0/0 (LN.D12, GN.D11)"
+            ),
+            applies=eps_underflows,
+            example=lambda norm=norm, extra=extra: (
                 Case(norm, np.array([[0.5, 0.5]]), {"eps": 1e-12, **extra}, "constant_channel"),
                 "float16",
             ),
@@ -106,13 +109,16 @@ KNOWN: list[Divergence] = [
         )
     ),
     Divergence(
-        "tf_keras",
-        "batch_norm",
-        "BN.D24",
-        "tf_keras makes the moving-average decay 1 - momentum a float32 tensor before casting it to the "
-        "float64 variable: float64 running statistics move by a float32-rounded weight",
-        _decay_rounded,
-        lambda: (
+        adapters="tf_keras",
+        norm="batch_norm",
+        clause="BN.D24",
+        reason=(
+            "tf_keras makes the moving-average decay 1 - momentum a float32 tensor before casting it to "
+            "the "
+            "float64 variable: float64 running statistics move by a float32-rounded weight"
+        ),
+        applies=_decay_rounded,
+        example=lambda: (
             Case(
                 "batch_norm",
                 np.array([[0.5, -1.25, 2.0], [1.5, 0.75, -0.5]]),
@@ -128,17 +134,20 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        "state",
+        shows_in="state",
         model=Reference(lambda case, dtype: {"momentum": _decay(case)}, kind="precision"),
     ),
     Divergence(
-        "tf_keras",
-        "lp_normalize",
-        "LP.D4",
-        "UnitNormalization is tf.linalg.l2_normalize: it sums x^2 in the input dtype, so float16 rows of "
-        "norm above 256 overflow and squares below float16's normal range lose their digits",
-        lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
-        lambda: (
+        adapters="tf_keras",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason=(
+            "UnitNormalization is tf.linalg.l2_normalize: it sums x^2 in the input dtype, so float16 "
+            "rows of "
+            "norm above 256 overflow and squares below float16's normal range lose their digits"
+        ),
+        applies=lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[300.0, 400.0]]),
@@ -154,13 +163,13 @@ KNOWN: list[Divergence] = [
     # tf.linalg.l2_normalize under both: UnitNormalization and the tf.nn adapter (its default profile's
     # seed 2 drew three float16 subnormals: y = ±inf)
     Divergence(
-        "tf[._][kn]*",
-        "lp_normalize",
-        "LP.D5",
-        "tf.linalg.l2_normalize's epsilon=1e-12 is 0 in float16: a row whose float16 sum of squares "
+        adapters="tf[._][kn]*",
+        norm="lp_normalize",
+        clause="LP.D5",
+        reason="tf.linalg.l2_normalize's epsilon=1e-12 is 0 in float16: a row whose float16 sum of squares "
         "underflows is multiplied by rsqrt(0) = inf",
-        _unfloored_half_rows,
-        lambda: (
+        applies=_unfloored_half_rows,
+        example=lambda: (
             Case(
                 "lp_normalize",
                 np.array([[0.0, 0.0], [2.0**-24, 0.0]]),
@@ -184,13 +193,13 @@ KNOWN += [
 # oneDNN half-precision FusedBatchNormV3 by the CPU's features, and a oneDNN capped below them raises
 KNOWN += [
     Divergence(
-        "tf_keras",
-        "batch_norm",
-        "BN.D20",
-        f"tf_keras' fused BatchNormalization routes {dtype} to oneDNN by the CPU's features, "
+        adapters="tf_keras",
+        norm="batch_norm",
+        clause="BN.D20",
+        reason=f"tf_keras' fused BatchNormalization routes {dtype} to oneDNN by the CPU's features, "
         "but oneDNN is capped below them: it raises",
-        lambda case, dtype, half=dtype: dtype == half and param(case, "running_var") == "unbiased",
-        lambda dtype=dtype: (
+        applies=lambda case, dtype, half=dtype: dtype == half and param(case, "running_var") == "unbiased",
+        example=lambda dtype=dtype: (
             Case(
                 "batch_norm",
                 np.array([[[[0.5, -1.0]]], [[[2.0, 0.25]]]]),
@@ -210,16 +219,16 @@ KNOWN += [
 # the quick profile run through the CI workflow: rows 1 ± 1e-3, eps 1e-12)
 KNOWN += [
     Divergence(
-        "tf_keras",
-        norm,
-        "LN.D10",
-        "a float16 layer differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
-        half_rsqrt_jvp_overflows,
-        lambda norm=norm, x=x, params=params: (
+        adapters="tf_keras",
+        norm=norm,
+        clause="LN.D10",
+        reason="a float16 layer differentiates rsqrt in float16: -rsqrt(v)/(2v) overflows for v < ~6.1e-4",
+        applies=half_rsqrt_jvp_overflows,
+        example=lambda norm=norm, x=x, params=params: (
             Case(norm, x, params, "tiny_spread", cotangent=np.array([0.125, -0.132, 0.64]).reshape(x.shape)),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(groups_where(half_rsqrt_jvp_groups)),
     )
     for norm, x, params in (
@@ -284,13 +293,13 @@ KNOWN += [
 # projection term lost, default profile seed 1), zero in float32 for norms above ~1e13 (values ~1e18)
 KNOWN += [
     Divergence(
-        "tf_keras",
-        "lp_normalize",
-        "LN.D10",
-        "UnitNormalization differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or "
+        adapters="tf_keras",
+        norm="lp_normalize",
+        clause="LN.D10",
+        reason="UnitNormalization differentiates rsqrt(sum x^2) in the input dtype: rsqrt(v)/v under- or "
         "subflows for large v",
-        rsqrt_of_square_sum_underflows,
-        lambda x=x, g=g, dtype=dtype: (
+        applies=rsqrt_of_square_sum_underflows,
+        example=lambda x=x, g=g, dtype=dtype: (
             Case(
                 "lp_normalize",
                 np.array(x),
@@ -300,7 +309,7 @@ KNOWN += [
             ),
             dtype,
         ),
-        "gradient",
+        shows_in="gradient",
         model=LP_RSQRT_HELD,
     )
     for x, g, dtype in (  # the default profile's seed 1 found both

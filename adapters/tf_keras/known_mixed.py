@@ -131,14 +131,17 @@ _ROWS = np.array(
 
 MIXED: list[Divergence] = [
     Divergence(
-        "tf_keras@mixed",
-        "layer_norm",
-        "MP.D20",
-        "under a mixed policy LayerNormalization takes FusedBatchNormV3 (float32 variables), which returns "
-        "x̂ in the half type, then multiplies by gamma and adds beta cast to it: the affine and its "
-        "gradients in the half type",
-        _fused_layer_norm,
-        lambda: (
+        adapters="tf_keras@mixed",
+        norm="layer_norm",
+        clause="MP.D20",
+        reason=(
+            "under a mixed policy LayerNormalization takes FusedBatchNormV3 (float32 variables), which "
+            "returns "
+            "x̂ in the half type, then multiplies by gamma and adds beta cast to it: the affine and its "
+            "gradients in the half type"
+        ),
+        applies=_fused_layer_norm,
+        example=lambda: (
             Case(
                 "layer_norm",
                 _ROWS,

@@ -115,61 +115,61 @@ FROZEN_BN_CONVENTIONS = (
 # torch.functional
 FUNCTIONAL_DECLARATIONS = {
     "batch_norm": NormDeclaration(
-        "batch_norm",
-        "torch.nn.functional.batch_norm",
-        ALL_DTYPES,
-        BN_CONVENTIONS,
-        STATS_IN_PARAM_DTYPE,
+        norm="batch_norm",
+        api="torch.nn.functional.batch_norm",
+        dtypes=ALL_DTYPES,
+        conventions=BN_CONVENTIONS,
+        accumulation=STATS_IN_PARAM_DTYPE,
         gradients=True,
         stateful=True,
     ),
     "instance_norm": NormDeclaration(
-        "instance_norm",
-        "torch.nn.functional.instance_norm",
-        ALL_DTYPES,
-        IN_CONVENTIONS,
-        STATS_IN_PARAM_DTYPE,
+        norm="instance_norm",
+        api="torch.nn.functional.instance_norm",
+        dtypes=ALL_DTYPES,
+        conventions=IN_CONVENTIONS,
+        accumulation=STATS_IN_PARAM_DTYPE,
         gradients=True,
         stateful=True,
     ),
     "layer_norm": NormDeclaration(
-        "layer_norm",
-        "torch.nn.functional.layer_norm",
-        ALL_DTYPES,
-        LN_CONVENTIONS,
-        HALF_IN_FLOAT32,
+        norm="layer_norm",
+        api="torch.nn.functional.layer_norm",
+        dtypes=ALL_DTYPES,
+        conventions=LN_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
         gradients=True,
     ),
     "group_norm": NormDeclaration(
-        "group_norm",
-        "torch.nn.functional.group_norm",
-        ALL_DTYPES,
-        GN_CONVENTIONS,
-        HALF_IN_FLOAT32,
+        norm="group_norm",
+        api="torch.nn.functional.group_norm",
+        dtypes=ALL_DTYPES,
+        conventions=GN_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
         gradients=True,
     ),
     "rms_norm": NormDeclaration(
-        "rms_norm",
-        "torch.nn.functional.rms_norm",
-        ALL_DTYPES,
-        RMS_CONVENTIONS,
-        HALF_IN_FLOAT32,
+        norm="rms_norm",
+        api="torch.nn.functional.rms_norm",
+        dtypes=ALL_DTYPES,
+        conventions=RMS_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
         gradients=True,
     ),
     "local_response_norm": NormDeclaration(
-        "local_response_norm",
-        "torch.nn.functional.local_response_norm",
-        ALL_DTYPES,
-        LRN_CONVENTIONS,
-        {d: d for d in ALL_DTYPES},
+        norm="local_response_norm",
+        api="torch.nn.functional.local_response_norm",
+        dtypes=ALL_DTYPES,
+        conventions=LRN_CONVENTIONS,
+        accumulation={d: d for d in ALL_DTYPES},
         gradients=True,
     ),
     "lp_normalize": NormDeclaration(
-        "lp_normalize",
-        "torch.nn.functional.normalize",
-        ALL_DTYPES,
-        LP_CONVENTIONS,
-        {d: d for d in ALL_DTYPES},
+        norm="lp_normalize",
+        api="torch.nn.functional.normalize",
+        dtypes=ALL_DTYPES,
+        conventions=LP_CONVENTIONS,
+        accumulation={d: d for d in ALL_DTYPES},
         gradients=True,
     ),
 }
@@ -177,45 +177,60 @@ FUNCTIONAL_DECLARATIONS = {
 # torch.nn
 NN_DECLARATIONS = {
     "batch_norm": NormDeclaration(
-        "batch_norm",
-        "torch.nn.BatchNorm{1,2,3}d",
-        ALL_DTYPES,
-        BN_CONVENTIONS,
-        STATS_IN_PARAM_DTYPE,
+        norm="batch_norm",
+        api="torch.nn.BatchNorm{1,2,3}d",
+        dtypes=ALL_DTYPES,
+        conventions=BN_CONVENTIONS,
+        accumulation=STATS_IN_PARAM_DTYPE,
         gradients=True,
         stateful=True,
     ),
     "instance_norm": NormDeclaration(
-        "instance_norm",
-        "torch.nn.InstanceNorm{1,2,3}d",
-        ALL_DTYPES,
-        IN_CONVENTIONS,
-        STATS_IN_PARAM_DTYPE,
+        norm="instance_norm",
+        api="torch.nn.InstanceNorm{1,2,3}d",
+        dtypes=ALL_DTYPES,
+        conventions=IN_CONVENTIONS,
+        accumulation=STATS_IN_PARAM_DTYPE,
         gradients=True,
         stateful=True,
     ),
     "layer_norm": NormDeclaration(
-        "layer_norm", "torch.nn.LayerNorm", ALL_DTYPES, LN_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
+        norm="layer_norm",
+        api="torch.nn.LayerNorm",
+        dtypes=ALL_DTYPES,
+        conventions=LN_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
+        gradients=True,
     ),
     "group_norm": NormDeclaration(
-        "group_norm", "torch.nn.GroupNorm", ALL_DTYPES, GN_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
+        norm="group_norm",
+        api="torch.nn.GroupNorm",
+        dtypes=ALL_DTYPES,
+        conventions=GN_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
+        gradients=True,
     ),
     "rms_norm": NormDeclaration(
-        "rms_norm", "torch.nn.RMSNorm", ALL_DTYPES, RMS_CONVENTIONS, HALF_IN_FLOAT32, gradients=True
+        norm="rms_norm",
+        api="torch.nn.RMSNorm",
+        dtypes=ALL_DTYPES,
+        conventions=RMS_CONVENTIONS,
+        accumulation=HALF_IN_FLOAT32,
+        gradients=True,
     ),
     "local_response_norm": NormDeclaration(
-        "local_response_norm",
-        "torch.nn.LocalResponseNorm",
-        ALL_DTYPES,
-        LRN_CONVENTIONS,
-        {d: d for d in ALL_DTYPES},
+        norm="local_response_norm",
+        api="torch.nn.LocalResponseNorm",
+        dtypes=ALL_DTYPES,
+        conventions=LRN_CONVENTIONS,
+        accumulation={d: d for d in ALL_DTYPES},
         gradients=True,
     ),
     "sync_batch_norm": NormDeclaration(
-        "sync_batch_norm",
-        "torch.nn.SyncBatchNorm",
-        ALL_DTYPES,
-        BN_CONVENTIONS
+        norm="sync_batch_norm",
+        api="torch.nn.SyncBatchNorm",
+        dtypes=ALL_DTYPES,
+        conventions=BN_CONVENTIONS
         + (
             Convention(
                 "weighting",
@@ -234,7 +249,7 @@ NN_DECLARATIONS = {
                 note="CUDA/XPU/HPU tensors only: a CPU tensor in a process group raises",
             ),
         ),
-        STATS_IN_PARAM_DTYPE,
+        accumulation=STATS_IN_PARAM_DTYPE,
         gradients=True,
         stateful=True,
     ),
@@ -243,19 +258,21 @@ NN_DECLARATIONS = {
 # torchvision
 TORCHVISION_DECLARATIONS = {
     "channel_normalize": NormDeclaration(
-        "channel_normalize",
-        "torchvision.transforms.Normalize",
-        ALL_DTYPES,
-        CN_CONVENTIONS,
-        {d: d for d in ALL_DTYPES},
+        norm="channel_normalize",
+        api="torchvision.transforms.Normalize",
+        dtypes=ALL_DTYPES,
+        conventions=CN_CONVENTIONS,
+        accumulation={d: d for d in ALL_DTYPES},
         gradients=True,
     ),
     "batch_norm": NormDeclaration(
-        "batch_norm",
-        "torchvision.ops.FrozenBatchNorm2d",
-        ALL_DTYPES,
-        FROZEN_BN_CONVENTIONS,
-        {d: d for d in ALL_DTYPES},  # every step a half-precision tensor op on the converted buffers
+        norm="batch_norm",
+        api="torchvision.ops.FrozenBatchNorm2d",
+        dtypes=ALL_DTYPES,
+        conventions=FROZEN_BN_CONVENTIONS,
+        accumulation={
+            d: d for d in ALL_DTYPES
+        },  # every step a half-precision tensor op on the converted buffers
         # weight and bias are buffers (BN.D21): no gradients of scale and offset, so the suite's
         # gradient property (x, scale and offset against the VJP) is not run for it
         gradients=False,
@@ -266,10 +283,10 @@ TORCHVISION_DECLARATIONS = {
 # torchvision.v2
 TORCHVISION_V2_DECLARATIONS = {
     "channel_normalize": NormDeclaration(
-        "channel_normalize",
-        "torchvision.transforms.v2.Normalize",
-        ALL_DTYPES,
-        (
+        norm="channel_normalize",
+        api="torchvision.transforms.v2.Normalize",
+        dtypes=ALL_DTYPES,
+        conventions=(
             Convention("channel_axis", "— (dim -3)", -3, SRC_TV2),
             Convention("std_floor", "— (zero std raises)", 0.0, SRC_TV2, clause="CN.D1"),
             Convention(
@@ -280,7 +297,7 @@ TORCHVISION_V2_DECLARATIONS = {
                 note="run with inplace=True unless gradients are taken (autograd refuses it on a leaf)",
             ),
         ),
-        {d: d for d in ALL_DTYPES},
+        accumulation={d: d for d in ALL_DTYPES},
         gradients=True,
     ),
 }

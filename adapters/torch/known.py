@@ -88,43 +88,53 @@ def _rstd_scaled_input_affected(case: Case, dtype: str, which: str):
 
 KNOWN: list[Divergence] = [
     Divergence(
-        "torch.*",
-        "batch_norm",
-        "BN.D6",
-        "PyTorch raises 'Expected more than 1 value per channel when training' for one value per channel",
-        one_value_per_statistic,
-        lambda: (Case("batch_norm", np.array([[0.5, -1.0]]), {"training": True}, "standard"), "float64"),
+        adapters="torch.*",
+        norm="batch_norm",
+        clause="BN.D6",
+        reason=(
+            "PyTorch raises 'Expected more than 1 value per channel when training' for one value per channel"
+        ),
+        applies=one_value_per_statistic,
+        example=lambda: (
+            Case("batch_norm", np.array([[0.5, -1.0]]), {"training": True}, "standard"),
+            "float64",
+        ),
         model=Raises(pattern="more than 1 value per channel"),
     ),
     Divergence(
-        "torch.*",
-        "batch_norm",
-        "BN.D11",
-        "PyTorch half-precision BatchNorm stores invstd in float16: inf when var + eps < 2^-32",
-        _half_rstd_overflows,
-        lambda: (Case("batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"), "float16"),
+        adapters="torch.*",
+        norm="batch_norm",
+        clause="BN.D11",
+        reason="PyTorch half-precision BatchNorm stores invstd in float16: inf when var + eps < 2^-32",
+        applies=_half_rstd_overflows,
+        example=lambda: (
+            Case("batch_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"),
+            "float16",
+        ),
         model=_RSTD_OVERFLOW,
     ),
     Divergence(
-        "torch.*",
-        "instance_norm",
-        "BN.D11",
-        "PyTorch's InstanceNorm runs the BatchNorm kernel: "
+        adapters="torch.*",
+        norm="instance_norm",
+        clause="BN.D11",
+        reason="PyTorch's InstanceNorm runs the BatchNorm kernel: "
         "in float16 invstd overflows when var + eps < 2^-32",
-        _half_rstd_overflows,
-        lambda: (
+        applies=_half_rstd_overflows,
+        example=lambda: (
             Case("instance_norm", np.array([[[1e4, 1e4]]]), {"eps": 1e-12}, "constant_channel"),
             "float16",
         ),
         model=_RSTD_OVERFLOW,
     ),
     Divergence(
-        "torch.nn",
-        "instance_norm",
-        "IN.D5",
-        "torch.nn.InstanceNorm takes momentum=None as 0.0: its running statistics never move",
-        lambda case, dtype: case.params.get("momentum", 0.1) is None and case.params.get("state") is not None,
-        lambda: (
+        adapters="torch.nn",
+        norm="instance_norm",
+        clause="IN.D5",
+        reason="torch.nn.InstanceNorm takes momentum=None as 0.0: its running statistics never move",
+        applies=lambda case, dtype: (
+            case.params.get("momentum", 0.1) is None and case.params.get("state") is not None
+        ),
+        example=lambda: (
             Case(
                 "instance_norm",
                 np.array([[[1.0, 3.0]], [[5.0, 9.0]]]),
@@ -133,99 +143,104 @@ KNOWN: list[Divergence] = [
             ),
             "float64",
         ),
-        "state",
+        shows_in="state",
         model=Reference(lambda case, dtype: {"momentum": 0.0}),
     ),
     Divergence(
-        "torch.*",
-        "batch_norm",
-        "BN.D13",
-        "PyTorch raises 'batch_norm eps must be positive during training' for eps = 0",
-        lambda case, dtype: param(case, "eps") == 0 and batch_stats(case),
-        lambda: (
+        adapters="torch.*",
+        norm="batch_norm",
+        clause="BN.D13",
+        reason="PyTorch raises 'batch_norm eps must be positive during training' for eps = 0",
+        applies=lambda case, dtype: param(case, "eps") == 0 and batch_stats(case),
+        example=lambda: (
             Case("batch_norm", np.array([[[0.5, -1.0, 2.0]]]), {"eps": 0.0, "training": True}, "standard"),
             "float64",
         ),
         model=Raises(pattern="eps must be positive"),
     ),
     Divergence(
-        "torch.*",
-        "group_norm",
-        "GN.D5",
-        "PyTorch's F.group_norm raises 'Expected more than 1 value per channel' when N*(C/G)*spatial == 1",
-        lambda case, dtype: _group_check(case),
-        lambda: (Case("group_norm", np.array([[0.5, -1.0]]), {"groups": 2}, "standard"), "float64"),
+        adapters="torch.*",
+        norm="group_norm",
+        clause="GN.D5",
+        reason=(
+            "PyTorch's F.group_norm raises 'Expected more than 1 value per channel' when N*(C/G)*spatial == 1"
+        ),
+        applies=lambda case, dtype: _group_check(case),
+        example=lambda: (Case("group_norm", np.array([[0.5, -1.0]]), {"groups": 2}, "standard"), "float64"),
         model=Raises(pattern="more than 1 value per channel"),
     ),
     Divergence(
-        "torch.*",
-        "instance_norm",
-        "IN.D3",
-        "PyTorch raises 'Expected more than 1 spatial element when training' for one spatial value",
-        one_value_per_statistic,
-        lambda: (
+        adapters="torch.*",
+        norm="instance_norm",
+        clause="IN.D3",
+        reason="PyTorch raises 'Expected more than 1 spatial element when training' for one spatial value",
+        applies=one_value_per_statistic,
+        example=lambda: (
             Case("instance_norm", np.array([[[0.5], [-1.0]]]), {"training": True}, "standard"),
             "float64",
         ),
         model=Raises(pattern="more than 1 spatial element"),
     ),
     Divergence(
-        "torch.*",
-        "layer_norm",
-        "LN.D5",
-        "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
-        _half_rstd_overflows,
-        lambda: (
+        adapters="torch.*",
+        norm="layer_norm",
+        clause="LN.D5",
+        reason="PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+        applies=_half_rstd_overflows,
+        example=lambda: (
             Case("layer_norm", np.array([[0.125]]), {"axes": (-1,), "eps": 1e-12}, "standard"),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=_RSTD_OVERFLOW,
     ),
     Divergence(
-        "torch.*",
-        "group_norm",
-        "LN.D5",
-        "PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
-        _half_rstd_overflows,
-        lambda: (
+        adapters="torch.*",
+        norm="group_norm",
+        clause="LN.D5",
+        reason="PyTorch saves rstd in float16 for the backward: inf (NaN gradient) when var + eps < 2^-32",
+        applies=_half_rstd_overflows,
+        example=lambda: (
             Case("group_norm", np.array([[[1e4, 1e4]]]), {"groups": 1, "eps": 1e-12}, "constant_channel"),
             "float16",
         ),
-        "gradient",
+        shows_in="gradient",
         model=_RSTD_OVERFLOW,
     ),
     Divergence(
-        "torch.*",
-        "layer_norm",
-        "LN.D6",
-        "PyTorch's float32 LayerNorm backward overflows to inf where |x| * rstd is beyond ~1e19",
-        _rstd_scaled_input_overflows,
-        lambda: (Case("layer_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
-        "gradient",
+        adapters="torch.*",
+        norm="layer_norm",
+        clause="LN.D6",
+        reason="PyTorch's float32 LayerNorm backward overflows to inf where |x| * rstd is beyond ~1e19",
+        applies=_rstd_scaled_input_overflows,
+        example=lambda: (
+            Case("layer_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"),
+            "float32",
+        ),
+        shows_in="gradient",
         model=Envelope(_rstd_scaled_input_affected),
     ),
     Divergence(
-        "torch.*",
-        "group_norm",
-        "LN.D6",
-        "PyTorch's float32 GroupNorm backward overflows to inf/NaN where |x| * rstd is beyond ~1e19",
-        _rstd_scaled_input_overflows,
-        lambda: (
+        adapters="torch.*",
+        norm="group_norm",
+        clause="LN.D6",
+        reason="PyTorch's float32 GroupNorm backward overflows to inf/NaN where |x| * rstd is beyond ~1e19",
+        applies=_rstd_scaled_input_overflows,
+        example=lambda: (
             Case("group_norm", np.array([[[1.25e18, 1.25e18]]]), {"groups": 1, "eps": 1e-12}, "large"),
             "float32",
         ),
-        "gradient",
+        shows_in="gradient",
         model=Envelope(_rstd_scaled_input_affected),
     ),
     Divergence(
-        "torch.functional",
-        "lp_normalize",
-        "LP.D4",
-        "PyTorch's p-norm raises |x| to p (and squares the norm in the backward) in the input dtype: "
+        adapters="torch.functional",
+        norm="lp_normalize",
+        clause="LP.D4",
+        reason="PyTorch's p-norm raises |x| to p (and squares the norm in the backward) in the input dtype: "
         "it over- or underflows",
-        lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
-        lambda: (
+        applies=lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
+        example=lambda: (
             Case("lp_normalize", np.array([3e19, 4e19]), {"axes": (0,), "eps": 0.0}, "large"),
             "float32",
         ),
@@ -234,51 +249,63 @@ KNOWN: list[Divergence] = [
         ),
     ),
     Divergence(
-        "torch.functional",
-        "lp_normalize",
-        "LP.D5",
-        "PyTorch casts eps to the input dtype: "
+        adapters="torch.functional",
+        norm="lp_normalize",
+        clause="LP.D5",
+        reason="PyTorch casts eps to the input dtype: "
         "in float16 eps below 3e-8 becomes 0, and rows of norm below it divide by 0",
-        lambda case, dtype: (
+        applies=lambda case, dtype: (
             dtype == "float16"
             and float(np.float16(param(case, "eps"))) != param(case, "eps")
             and min_norm(case) < param(case, "eps")
         ),
-        lambda: (
+        example=lambda: (
             Case("lp_normalize", np.zeros((1, 2)), {"axes": (-1,), "eps": 1e-12}, "integers"),
             "float16",
         ),
         model=Envelope(rows_below_eps),
     ),
     Divergence(
-        "torch.*",
-        "local_response_norm",
-        "LRN.D3",
-        "PyTorch squares in the input dtype: float16 x*x overflows for |x| > 255.9",
-        half_squares_overflow,
-        lambda: (Case("local_response_norm", np.array([[[300.0], [1.0]]]), {"size": 2}, "large"), "float16"),
+        adapters="torch.*",
+        norm="local_response_norm",
+        clause="LRN.D3",
+        reason="PyTorch squares in the input dtype: float16 x*x overflows for |x| > 255.9",
+        applies=half_squares_overflow,
+        example=lambda: (
+            Case("local_response_norm", np.array([[[300.0], [1.0]]]), {"size": 2}, "large"),
+            "float16",
+        ),
         model=Envelope(half_square_windows, allowed="non_finite_or_zero", kind="precision"),
     ),
     Divergence(
-        "torch.*",
-        "local_response_norm",
-        "LRN.D5",
-        "PyTorch's derivative of base^-beta, -beta base^(-beta-1), "
+        adapters="torch.*",
+        norm="local_response_norm",
+        clause="LRN.D5",
+        reason="PyTorch's derivative of base^-beta, -beta base^(-beta-1), "
         "underflows in the input dtype for large |x|",
-        lrn_power_derivative_underflows,
-        lambda: (Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"), "float32"),
-        "gradient",
+        applies=lrn_power_derivative_underflows,
+        example=lambda: (
+            Case("local_response_norm", np.array([[[1.25e18]]]), {"size": 1}, "large"),
+            "float32",
+        ),
+        shows_in="gradient",
         # measured: 0.28% off the reference on the example (the term is not lost, it loses bits)
         model=Envelope(underflowing_derivative_windows, allowed="any", kind="precision"),
     ),
     Divergence(
-        "torch.*",
-        "rms_norm",
-        "RMS.D3",
-        "PyTorch differentiates rsqrt(mean(x^2)) in float32: the -1/2 m^(-3/2) term underflows for m > ~1e25",
-        lambda case, dtype: dtype != "float64" and max_abs(case) > 1e12,
-        lambda: (Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"), "float32"),
-        "gradient",
+        adapters="torch.*",
+        norm="rms_norm",
+        clause="RMS.D3",
+        reason=(
+            "PyTorch differentiates rsqrt(mean(x^2)) in float32: the -1/2 m^(-3/2) term underflows for m "
+            "> ~1e25"
+        ),
+        applies=lambda case, dtype: dtype != "float64" and max_abs(case) > 1e12,
+        example=lambda: (
+            Case("rms_norm", np.array([1.25e18]), {"axes": (0,), "eps": 1e-12}, "large"),
+            "float32",
+        ),
+        shows_in="gradient",
         model=Computes(statistic_held, either=True),
     ),
 ]

@@ -290,13 +290,16 @@ _INSTANCE_NORM_BUG = (
 KNOWN: list[Divergence] = [
     *(
         Divergence(
-            "torch.*@mixed",
-            norm,
-            "MP.D2",
-            "with no weight, bias or running statistics nothing of the layer is float32: ATen's param_t is "
-            "the input's dtype and mean and invstd are stored in bfloat16, as without the policy",
-            _nothing_held_in_float32,
-            lambda norm=norm: (
+            adapters="torch.*@mixed",
+            norm=norm,
+            clause="MP.D2",
+            reason=(
+                "with no weight, bias or running statistics nothing of the layer is float32: ATen's "
+                "param_t is "
+                "the input's dtype and mean and invstd are stored in bfloat16, as without the policy"
+            ),
+            applies=_nothing_held_in_float32,
+            example=lambda norm=norm: (
                 Case(
                     norm,
                     rounded(np.linspace(-2.0, 2.0, 24).reshape(2, 3, 4) ** 3 / 8 + 3.0, "bfloat16"),
@@ -312,14 +315,17 @@ KNOWN: list[Divergence] = [
         for norm in ("batch_norm", "instance_norm")
     ),
     Divergence(
-        "torch.*@mixed",
-        "layer_norm",
-        "MP.D3",
-        "ATen's mixed-type LayerNorm backward sums dweight and dbias per thread in a buffer of the input's "
-        "dtype (bfloat16), rounding after every row, and returns them as float32",
-        _layer_norm_parameter_gradients,
-        _layer_norm_example,
-        "gradient",
+        adapters="torch.*@mixed",
+        norm="layer_norm",
+        clause="MP.D3",
+        reason=(
+            "ATen's mixed-type LayerNorm backward sums dweight and dbias per thread in a buffer of the "
+            "input's "
+            "dtype (bfloat16), rounding after every row, and returns them as float32"
+        ),
+        applies=_layer_norm_parameter_gradients,
+        example=_layer_norm_example,
+        shows_in="gradient",
         bug=(
             "LayerNorm backward on CPU with a bfloat16 input and float32 weight/bias (the CPU autocast "
             "setup) accumulates grad_weight and grad_bias in a bfloat16 buffer (`buffer` is allocated with "
@@ -331,30 +337,33 @@ KNOWN: list[Divergence] = [
         model=BufferedRows(),
     ),
     Divergence(
-        "torch.*@mixed",
-        "instance_norm",
-        "MP.D4",
-        "at::instance_norm casts float32 running statistics to the input's dtype when there is no weight: "
-        "the running mean and variance move in bfloat16 steps, eval reads them rounded to bfloat16, and "
-        "the batch statistics are bfloat16 (MP.D2's arithmetic)",
-        _running_stats_cast,
-        _instance_norm_example,
+        adapters="torch.*@mixed",
+        norm="instance_norm",
+        clause="MP.D4",
+        reason=(
+            "at::instance_norm casts float32 running statistics to the input's dtype when there is no "
+            "weight: "
+            "the running mean and variance move in bfloat16 steps, eval reads them rounded to bfloat16, and "
+            "the batch statistics are bfloat16 (MP.D2's arithmetic)"
+        ),
+        applies=_running_stats_cast,
+        example=_instance_norm_example,
         bug=_INSTANCE_NORM_BUG,
         model=Computes(_instance_norm_in_input_dtype),
     ),
     Divergence(
-        "torch.functional@mixed",
-        "instance_norm",
-        "MP.D4",
-        "F.instance_norm with running statistics, a float32 bias and no weight casts the running "
+        adapters="torch.functional@mixed",
+        norm="instance_norm",
+        clause="MP.D4",
+        reason="F.instance_norm with running statistics, a float32 bias and no weight casts the running "
         "statistics to bfloat16 but not the bias, and ATen refuses the mix: 'mixed dtype (CPU): expect "
         "parameter to have scalar type of Float'",
-        lambda case, dtype: (
+        applies=lambda case, dtype: (
             case.params.get("state") is not None
             and case.params.get("scale") is None
             and case.params.get("offset") is not None
         ),
-        lambda: (
+        example=lambda: (
             Case(
                 "instance_norm",
                 rounded(np.linspace(-1.0, 1.0, 8).reshape(2, 1, 4), "bfloat16"),
@@ -368,13 +377,13 @@ KNOWN: list[Divergence] = [
     ),
     *(
         Divergence(
-            "torch.*@mixed",
-            norm,
-            "NUM.D1",
-            "squares summed in float32 overflow: the statistic is inf and the group normalizes to its "
+            adapters="torch.*@mixed",
+            norm=norm,
+            clause="NUM.D1",
+            reason="squares summed in float32 overflow: the statistic is inf and the group normalizes to its "
             "float32 offset, rounded to the bfloat16 output (or NaN)",
-            lambda case, dtype: bool(np.any(_SQUARES_OVERFLOW(case, dtype, "y"))),
-            _overflow_example(norm),
+            applies=lambda case, dtype: bool(np.any(_SQUARES_OVERFLOW(case, dtype, "y"))),
+            example=_overflow_example(norm),
             model=Envelope(
                 _SQUARES_OVERFLOW, SQUARES_ALLOWED, kind="special", base=Computes(_offset_in_output_dtype)
             ),
