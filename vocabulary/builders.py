@@ -3,6 +3,7 @@ constant groups at eps = 0 (NUM.D2), running and sequential sums (NUM.D3), and t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -261,6 +262,54 @@ def squares_overflow(
             model=Envelope(affected, SQUARES_ALLOWED, kind="special", base=base),
         )
         for norm in norms
+    ]
+
+
+def offset_in_output(half_in_half: bool = False) -> Computes:
+    """NUM.D1 under a mixed policy (MP.P1): where a statistic's squares overflow, the group normalizes
+    to its offset - held in float32 - and y is cast to the half input type: the offset rounded to it;
+    elsewhere the reference."""
+    affected = squares_overflow_in(half_in_half)
+
+    def compute(case: Case, dtype: str, which: str):
+        offset = case.params.get("offset")
+        if which != "y" or offset is None:
+            return None
+        y = np.asarray(reference_value(case, "y"), dtype=np.float64)
+        mask = np.broadcast_to(np.asarray(affected(case, dtype, "y"), dtype=bool), y.shape)
+        return np.where(mask, rounded(np.broadcast_to(along(case, offset), y.shape), dtype), y)
+
+    return Computes(compute)
+
+
+def mixed_overflow_example(norm: str, rank: int = 4, **params) -> Callable:
+    """NUM.D1 under a mixed policy, for an entry's example: the typical overflowing call in bfloat16
+    with a float32 offset that bfloat16 cannot hold (1/3)."""
+
+    def example() -> tuple[Case, str]:
+        case, dtype = overflow_example(norm, "bfloat16", rank, **params)()
+        if case.params.get("offset") is not None:
+            third = rounded(np.full(np.shape(case.params["offset"]), 1.0 / 3.0), "float32")
+            case = dataclasses.replace(case, params={**case.params, "offset": third})
+        return case, dtype
+
+    return example
+
+
+def squares_overflow_mixed(
+    adapters: str, norms, *, half_in_half: bool = False, rank: int = 4, **params
+) -> list[Divergence]:
+    """NUM.D1 for a policy adapter: `squares_overflow`'s model with the offset rounded to the half
+    output (`offset_in_output`)."""
+    return [
+        dataclasses.replace(
+            entry,
+            reason=entry.reason + ", cast to the half output type",
+            example=mixed_overflow_example(entry.norm, rank, **params),
+        )
+        for entry in squares_overflow(
+            adapters, norms, half_in_half=half_in_half, rank=rank, base=offset_in_output(half_in_half)
+        )
     ]
 
 

@@ -6,8 +6,6 @@ known.py lists these with them."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from normconf.vocabulary import (
@@ -21,8 +19,7 @@ from normconf.vocabulary import (
     rounded,
     tiny,
 )
-from normconf.vocabulary.builders import overflow_example, squares_overflow, squares_overflow_in
-from normconf.vocabulary.models import along
+from normconf.vocabulary.builders import squares_overflow_mixed
 
 
 # The models: what Keras computes under the policy where a divergence holds (vocabulary/models.py).
@@ -55,51 +52,6 @@ def scale_gradient_in_half(case: Case, dtype: str, which: str):
 def scale_gradient_taken(case: Case, dtype: str) -> bool:
     """MP.D11: a half-type gradient example of an RMSNormalization with a scale."""
     return half(dtype) and case.params.get("scale") is not None and case.cotangent is not None
-
-
-def offset_in_output(half_in_half: bool = False) -> Computes:
-    """NUM.D1 under the policy: where a statistic's squares overflow, the group normalizes to its offset
-    - a float32 variable - and the layer casts y to the half type: the offset rounded to it; elsewhere
-    the reference."""
-    affected = squares_overflow_in(half_in_half)
-
-    def compute(case: Case, dtype: str, which: str):
-        offset = case.params.get("offset")
-        if which != "y" or offset is None:
-            return None
-        y = np.asarray(reference_value(case, "y"), dtype=np.float64)
-        mask = np.broadcast_to(np.asarray(affected(case, dtype, "y"), dtype=bool), y.shape)
-        return np.where(mask, rounded(np.broadcast_to(along(case, offset), y.shape), dtype), y)
-
-    return Computes(compute)
-
-
-def mixed_overflow_example(norm: str, rank: int = 4, **params):
-    """NUM.D1 under the policy, for an entry's example: the typical overflowing call in bfloat16 with a
-    float32 offset that bfloat16 cannot hold (1/3)."""
-
-    def example() -> tuple[Case, str]:
-        case, dtype = overflow_example(norm, "bfloat16", rank, **params)()
-        if case.params.get("offset") is not None:
-            third = rounded(np.full(np.shape(case.params["offset"]), 1.0 / 3.0), "float32")
-            case = dataclasses.replace(case, params={**case.params, "offset": third})
-        return case, dtype
-
-    return example
-
-
-def squares_overflow_mixed(adapters: str, norms, *, half_in_half: bool = False, **params) -> list[Divergence]:
-    """NUM.D1 for a policy adapter: the plain entries' model with the offset rounded to the half output."""
-    return [
-        dataclasses.replace(
-            entry,
-            reason=entry.reason + ", cast to the half output type",
-            example=mixed_overflow_example(entry.norm, **params),
-        )
-        for entry in squares_overflow(
-            adapters, norms, half_in_half=half_in_half, base=offset_in_output(half_in_half)
-        )
-    ]
 
 
 MIXED: list[Divergence] = [

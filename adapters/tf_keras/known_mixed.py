@@ -9,8 +9,8 @@ import dataclasses
 
 import numpy as np
 
-from normconf.vocabulary import Case, Computes, Divergence, Simulated, half, param, reference_value, rounded
-from normconf.vocabulary.builders import overflow_example, squares_overflow, squares_overflow_in
+from normconf.vocabulary import Case, Divergence, Simulated, half, param, reference_value, rounded
+from normconf.vocabulary.builders import squares_overflow_mixed
 from normconf.vocabulary.models import along
 
 # LayerNormalization takes FusedBatchNormV3 for trailing contiguous axes and epsilon >= 1.001e-5 once its
@@ -81,50 +81,6 @@ def fused_affine_in_half(case: Case, dtype: str, which: str):
     return None
 
 
-def offset_in_output(half_in_half: bool = False) -> Computes:
-    """NUM.D1 under the policy: where a statistic's squares overflow, the group normalizes to its offset
-    - a float32 variable - cast to the half type with y: the offset rounded to it; elsewhere the
-    reference."""
-    affected = squares_overflow_in(half_in_half)
-
-    def compute(case: Case, dtype: str, which: str):
-        offset = case.params.get("offset")
-        if which != "y" or offset is None:
-            return None
-        y = np.asarray(reference_value(case, "y"), dtype=np.float64)
-        mask = np.broadcast_to(np.asarray(affected(case, dtype, "y"), dtype=bool), y.shape)
-        return np.where(mask, rounded(np.broadcast_to(along(case, offset), y.shape), dtype), y)
-
-    return Computes(compute)
-
-
-def mixed_overflow_example(norm: str, **params):
-    """NUM.D1 under the policy: the typical overflowing call in bfloat16, its float32 offset 1/3 (which
-    bfloat16 cannot hold)."""
-
-    def example() -> tuple[Case, str]:
-        case, dtype = overflow_example(norm, "bfloat16", **params)()
-        if case.params.get("offset") is not None:
-            third = rounded(np.full(np.shape(case.params["offset"]), 1.0 / 3.0), "float32")
-            case = dataclasses.replace(case, params={**case.params, "offset": third})
-        return case, dtype
-
-    return example
-
-
-def _squares_overflow_mixed(norms, *, half_in_half: bool = False, **params) -> list[Divergence]:
-    return [
-        dataclasses.replace(
-            entry,
-            reason=entry.reason + ", cast to the half output type",
-            example=mixed_overflow_example(entry.norm, **params),
-        )
-        for entry in squares_overflow(
-            "tf_keras@mixed", norms, half_in_half=half_in_half, base=offset_in_output(half_in_half)
-        )
-    ]
-
-
 _ROWS = np.array(
     [[0.5, -1.25, 2.0, 0.75], [1.5, 0.25, -0.5, -2.0], [-1.0, 3.0, 0.125, 1.0]]
 )  # exact in both half types
@@ -160,7 +116,7 @@ MIXED: list[Divergence] = [
         ),
         model=Simulated(fused_affine_in_half),
     ),
-    *_squares_overflow_mixed(("batch_norm",), running_var="biased"),
-    *_squares_overflow_mixed(("layer_norm",)),
-    *_squares_overflow_mixed(("group_norm",), half_in_half=True),
+    *squares_overflow_mixed("tf_keras@mixed", ("batch_norm",), running_var="biased"),
+    *squares_overflow_mixed("tf_keras@mixed", ("layer_norm",)),
+    *squares_overflow_mixed("tf_keras@mixed", ("group_norm",), half_in_half=True),
 ]

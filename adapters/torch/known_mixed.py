@@ -15,17 +15,15 @@ from normconf.vocabulary import (
     Case,
     Computes,
     Divergence,
-    Envelope,
     Judged,
     Model,
     Raises,
     param,
-    reference_value,
     rounded,
     statistic_view,
 )
 from normconf.vocabulary import tolerances as T
-from normconf.vocabulary.builders import SQUARES_ALLOWED, squares_overflow_in
+from normconf.vocabulary.builders import squares_overflow_mixed
 
 # -- MP.D2: a BatchNorm (InstanceNorm) with nothing in float32 ------------------------------------------
 
@@ -234,49 +232,6 @@ def _instance_norm_example() -> tuple[Case, str]:
     return Case("instance_norm", x, params, "standard"), "bfloat16"
 
 
-# -- NUM.D1 under the policy: the overflowing group's offset as the bfloat16 output holds it -----------
-
-_SQUARES_OVERFLOW = squares_overflow_in(False)
-
-
-def _offset_in_output_dtype(case: Case, dtype: str, which: str):
-    """y where the statistic's squares overflow float32: the float32 offset (0 without one) the kernel
-    computes there, rounded to the output's dtype (the input's: MP.D1); elsewhere the reference."""
-    if which != "y":
-        return None
-    y = np.asarray(reference_value(case, "y"), dtype=np.float64)
-    mask = np.broadcast_to(np.asarray(_SQUARES_OVERFLOW(case, dtype, "y"), dtype=bool), y.shape)
-    offset = case.params.get("offset")
-    if offset is None:
-        return np.where(mask, 0.0, y)
-    if case.norm == "layer_norm":
-        count = len(param(case, "axes"))
-        settled = np.broadcast_to(np.reshape(offset, case.x.shape[case.x.ndim - count :]), y.shape)
-    else:
-        along = [1] * case.x.ndim
-        along[param(case, "channel_axis") % case.x.ndim] = -1
-        settled = np.broadcast_to(np.reshape(offset, along), y.shape)
-    return np.where(mask, rounded(settled, dtype), y)
-
-
-def _overflow_example(norm: str):
-    def example() -> tuple[Case, str]:
-        rng = np.random.default_rng(0)
-        x = rounded(1.0e30 * rng.uniform(-1, 1, size=(2, 3, 4)), "bfloat16")
-        chosen = R.NORMS[norm].typical_params(x, {})
-        chosen.pop("state", None)
-        if R.NORMS[norm].stateful:
-            chosen["training"] = True
-        count = x.shape[-1] if norm == "layer_norm" else x.shape[1]
-        chosen["scale"] = rounded(1.0 + 0.1 * rng.normal(size=count), "float32")
-        chosen["offset"] = rounded(0.1 * rng.normal(size=count), "float32")  # not bfloat16 values
-        if norm == "layer_norm":
-            chosen["axes"] = (-1,)
-        return Case(norm, x, chosen, "overflow"), "bfloat16"
-
-    return example
-
-
 _INSTANCE_NORM_BUG = (
     "F.instance_norm (and nn.InstanceNorm*d(affine=False, track_running_stats=True)) with a "
     "bfloat16 input and float32 running_mean/running_var converts the running statistics to "
@@ -375,19 +330,6 @@ KNOWN: list[Divergence] = [
         bug=_INSTANCE_NORM_BUG,
         model=Raises(pattern="mixed dtype"),
     ),
-    *(
-        Divergence(
-            adapters="torch.*@mixed",
-            norm=norm,
-            clause="NUM.D1",
-            reason="squares summed in float32 overflow: the statistic is inf and the group normalizes to its "
-            "float32 offset, rounded to the bfloat16 output (or NaN)",
-            applies=lambda case, dtype: bool(np.any(_SQUARES_OVERFLOW(case, dtype, "y"))),
-            example=_overflow_example(norm),
-            model=Envelope(
-                _SQUARES_OVERFLOW, SQUARES_ALLOWED, kind="special", base=Computes(_offset_in_output_dtype)
-            ),
-        )
-        for norm in ("batch_norm", "instance_norm", "layer_norm", "group_norm")
-    ),
+    # NUM.D1 under the policy: the overflowing group's float32 offset, rounded to the bfloat16 output
+    *squares_overflow_mixed("torch.*@mixed", ("batch_norm", "instance_norm", "layer_norm", "group_norm")),
 ]
