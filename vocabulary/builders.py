@@ -201,8 +201,7 @@ def parameter_sums_in_float16(adapters: str, norms, **params) -> list[Divergence
             norm=norm,
             clause="NUM.D1",
             reason=(
-                "parameter gradients summed in float16 for a float16 input: where the terms g x̂ (or g) "
-                "of a "
+                "parameter gradients summed in float16 for a float16 input: where the terms g x̂ (or g) of a "
                 "parameter add up past 65504 its float16 sum may leave the range"
             ),
             applies=lambda case, dtype: any(

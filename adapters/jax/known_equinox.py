@@ -185,8 +185,7 @@ LN_D10: list[Divergence] = [
         clause="LN.D10",
         reason=(
             "equinox's BatchNorm differentiates rsqrt in the input dtype: in float16 -rsqrt(v)/(2v) "
-            "overflows "
-            "for v < ~6.1e-4"
+            "overflows for v < ~6.1e-4"
         ),
         applies=half_rsqrt_jvp_overflows,
         example=lambda: (

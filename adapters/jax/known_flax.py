@@ -124,9 +124,8 @@ BN_D15: list[Divergence] = [
         norm="batch_norm",
         clause="BN.D15",
         reason=(
-            "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a "
-            "step, and "
-            "what reads it (eval), carry float32 rounding"
+            "flax.nnx stores float64 running statistics in float32 (param_dtype): the state after a step, "
+            "and what reads it (eval), carry float32 rounding"
         ),
         applies=float64_state_read,
         example=lambda: (
@@ -227,8 +226,7 @@ LN_D10: list[Divergence] = [
         norm="batch_norm",
         clause="LN.D10",
         reason=(
-            "flax.linen's BatchNorm differentiates rsqrt through XLA's float16: -rsqrt(v)/(2v) overflows "
-            "for "
+            "flax.linen's BatchNorm differentiates rsqrt through XLA's float16: -rsqrt(v)/(2v) overflows for "
             "v < ~6.1e-4 (measured with statistics near eps)"
         ),
         applies=half_rsqrt_jvp_overflows,
@@ -413,8 +411,7 @@ MP_D30_D31: list[Divergence] = [
             clause="MP.D30",
             reason=(
                 "flax.nnx casts its float32 scale and offset to dtype before use (promote_dtype): y is "
-                "computed "
-                "from them rounded to the half type, and dscale, doffset come back rounded to it"
+                "computed from them rounded to the half type, and dscale, doffset come back rounded to it"
             ),
             applies=_nnx_parameters_cast,
             example=example,

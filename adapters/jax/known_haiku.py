@@ -180,8 +180,7 @@ LN_D10: list[Divergence] = [
             norm=norm,
             clause="LN.D10",
             reason=(
-                "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) is a float16 subnormal for v > "
-                "~400, "
+                "haiku differentiates rsqrt in float16: -rsqrt(v)/(2v) is a float16 subnormal for v > ~400, "
                 "its few bits carry the divisor's term"
             ),
             applies=half_rsqrt_jvp_underflows,
@@ -276,8 +275,7 @@ def mp_d40(known) -> list[Divergence]:
             clause="MP.D40",
             reason=(
                 "a jmp policy (params=float32, compute=<half>) casts haiku's float32 scale, offset and "
-                "running "
-                "statistics to the half type when read, and its EMA is updated and stored in it"
+                "running statistics to the half type when read, and its EMA is updated and stored in it"
             ),
             applies=_policy_cast_applies,
             example=example,

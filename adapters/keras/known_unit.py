@@ -76,9 +76,8 @@ LP_D4_D6: list[Divergence] = [
         norm="lp_normalize",
         clause="LP.D5",
         reason=(
-            "Keras computes x * min(rsqrt(sum x^2), 1/eps) in the input dtype: in float16 1/eps is inf "
-            "for eps "
-            "below ~1.5e-5, so a row whose float16 sum of squares underflows is not clamped: x * inf"
+            "Keras computes x * min(rsqrt(sum x^2), 1/eps) in the input dtype: in float16 1/eps is inf for "
+            "eps below ~1.5e-5, so a row whose float16 sum of squares underflows is not clamped: x * inf"
         ),
         applies=_unclamped_half_rows,
         example=lambda: (
@@ -98,8 +97,7 @@ LP_D4_D6: list[Divergence] = [
             norm="lp_normalize",
             clause="LP.D6",
             reason=(
-                "Keras 3.15 UnitNormalization's gradient is inf or NaN where rsqrt's derivative "
-                "overflows: "
+                "Keras 3.15 UnitNormalization's gradient is inf or NaN where rsqrt's derivative overflows: "
                 "at a zero vector, and at norms below ~1e-13 in float32"
             ),
             applies=lambda case, dtype: bool(np.any(_rsqrt_derivative_overflows(case, dtype, "x"))),

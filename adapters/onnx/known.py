@@ -268,8 +268,7 @@ KNOWN: list[Divergence] = [
         norm="batch_norm",
         clause="BN.D25",
         reason=(
-            "onnxruntime's half-precision BatchNormalization takes and returns its running statistics in "
-            "the "
+            "onnxruntime's half-precision BatchNormalization takes and returns its running statistics in the "
             "input's type: a variance past 65504 is held as inf; momentum 0 (canonical 1) makes 0 * inf = NaN"
         ),
         applies=lambda case, dtype: half(dtype) and case.params.get("state") is not None,
@@ -282,9 +281,8 @@ KNOWN: list[Divergence] = [
         norm="instance_norm",
         clause="IN.D6",
         reason=(
-            "onnx.reference takes half-precision InstanceNormalization statistics with NumPy in the "
-            "input dtype "
-            "and adds its float32 eps: squares below the dtype's range vanish from the variance"
+            "onnx.reference takes half-precision InstanceNormalization statistics with NumPy in the input "
+            "dtype and adds its float32 eps: squares below the dtype's range vanish from the variance"
         ),
         applies=lambda case, dtype: half(dtype),
         example=lambda: (
@@ -311,9 +309,8 @@ KNOWN: list[Divergence] = [
         norm="layer_norm",
         clause="LN.D7",
         reason=(
-            "onnx.reference ignores stash_type: half-precision statistics are NumPy's in the input "
-            "dtype, eps "
-            "a float32 scalar added to them"
+            "onnx.reference ignores stash_type: half-precision statistics are NumPy's in the input dtype, "
+            "eps a float32 scalar added to them"
         ),
         applies=lambda case, dtype: half(dtype),
         example=lambda: (

@@ -272,8 +272,7 @@ KNOWN: list[Divergence] = [
         norm="group_norm",
         clause="GN.D10",
         reason=(
-            "Paddle's CPU GroupNorm backward recovers x-hat from y as (y - bias) / scale and sums each "
-            "group "
+            "Paddle's CPU GroupNorm backward recovers x-hat from y as (y - bias) / scale and sums each group "
             "value by value: its error grows with n and with 1/|scale|"
         ),
         applies=lambda case, dtype: case.cotangent is not None and dtype in ("float32", "float64"),

@@ -256,8 +256,7 @@ KNOWN: list[Divergence] = [
         norm="lp_normalize",
         clause="LP.D4",
         reason=(
-            "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow, "
-            "squares "
+            "TF's l2_normalize sums x^2 in the input dtype: float16 rows of norm above 256 overflow, squares "
             "below float16's normal range lose their digits"
         ),
         applies=lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),
@@ -297,9 +296,8 @@ KNOWN: list[Divergence] = [
         norm="local_response_norm",
         clause="LRN.D3",
         reason=(
-            "TF's float16 LRN squares and sums them in float16: x*x overflows for |x| > 255.9, a "
-            "window's sum "
-            "past 65504"
+            "TF's float16 LRN squares and sums them in float16: x*x overflows for |x| > 255.9, a window's "
+            "sum past 65504"
         ),
         applies=_half_window_overflows,
         example=lambda: (

@@ -88,8 +88,7 @@ KNOWN: list[Divergence] = [
             clause="BN.D14",
             reason=(
                 "a float16 LayerNormalization or GroupNormalization adds eps to float16 statistics: eps "
-                "below "
-                "~3e-8 rounds to 0 and a zero variance gives 0/0 (LN.D12, GN.D11)"
+                "below ~3e-8 rounds to 0 and a zero variance gives 0/0 (LN.D12, GN.D11)"
             ),
             applies=eps_underflows,
             example=lambda norm=norm, extra=extra: (
@@ -113,8 +112,7 @@ KNOWN: list[Divergence] = [
         norm="batch_norm",
         clause="BN.D24",
         reason=(
-            "tf_keras makes the moving-average decay 1 - momentum a float32 tensor before casting it to "
-            "the "
+            "tf_keras makes the moving-average decay 1 - momentum a float32 tensor before casting it to the "
             "float64 variable: float64 running statistics move by a float32-rounded weight"
         ),
         applies=_decay_rounded,
@@ -142,8 +140,7 @@ KNOWN: list[Divergence] = [
         norm="lp_normalize",
         clause="LP.D4",
         reason=(
-            "UnitNormalization is tf.linalg.l2_normalize: it sums x^2 in the input dtype, so float16 "
-            "rows of "
+            "UnitNormalization is tf.linalg.l2_normalize: it sums x^2 in the input dtype, so float16 rows of "
             "norm above 256 overflow and squares below float16's normal range lose their digits"
         ),
         applies=lambda case, dtype: power_sum_out_of_range(case, dtype, norm_power=2),

@@ -92,9 +92,8 @@ MIXED: list[Divergence] = [
         clause="MP.D20",
         reason=(
             "under a mixed policy LayerNormalization takes FusedBatchNormV3 (float32 variables), which "
-            "returns "
-            "x̂ in the half type, then multiplies by gamma and adds beta cast to it: the affine and its "
-            "gradients in the half type"
+            "returns x̂ in the half type, then multiplies by gamma and adds beta cast to it: the affine and "
+            "its gradients in the half type"
         ),
         applies=_fused_layer_norm,
         example=lambda: (

@@ -249,9 +249,8 @@ KNOWN: list[Divergence] = [
             norm=norm,
             clause="MP.D2",
             reason=(
-                "with no weight, bias or running statistics nothing of the layer is float32: ATen's "
-                "param_t is "
-                "the input's dtype and mean and invstd are stored in bfloat16, as without the policy"
+                "with no weight, bias or running statistics nothing of the layer is float32: ATen's param_t "
+                "is the input's dtype and mean and invstd are stored in bfloat16, as without the policy"
             ),
             applies=_nothing_held_in_float32,
             example=lambda norm=norm: (
@@ -275,8 +274,7 @@ KNOWN: list[Divergence] = [
         clause="MP.D3",
         reason=(
             "ATen's mixed-type LayerNorm backward sums dweight and dbias per thread in a buffer of the "
-            "input's "
-            "dtype (bfloat16), rounding after every row, and returns them as float32"
+            "input's dtype (bfloat16), rounding after every row, and returns them as float32"
         ),
         applies=_layer_norm_parameter_gradients,
         example=_layer_norm_example,
@@ -297,9 +295,8 @@ KNOWN: list[Divergence] = [
         clause="MP.D4",
         reason=(
             "at::instance_norm casts float32 running statistics to the input's dtype when there is no "
-            "weight: "
-            "the running mean and variance move in bfloat16 steps, eval reads them rounded to bfloat16, and "
-            "the batch statistics are bfloat16 (MP.D2's arithmetic)"
+            "weight: the running mean and variance move in bfloat16 steps, eval reads them rounded to "
+            "bfloat16, and the batch statistics are bfloat16 (MP.D2's arithmetic)"
         ),
         applies=_running_stats_cast,
         example=_instance_norm_example,
