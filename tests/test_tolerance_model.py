@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -177,6 +178,40 @@ def test_an_output_computed_in_coarser_statistics_carries_their_last_rounding():
     assert not T.compare(wrong, y_ref, bound, "float64").passed
     exact, _ = checks.budget("batch_norm", x, params, y_ref, acc_dtype="float64", out_dtype="float64")
     assert not T.compare(in_float32, y_ref, exact, "float64").passed
+
+
+@pytest.mark.clause("MP.N1", "NUM.N8")
+def test_a_parameter_gradient_held_in_float32_is_held_to_float32_rounding():
+    """Under a mixed policy the parameters' gradients are float32 (MP.N1): a bfloat16 RMSNorm's dscale
+    as float32 arithmetic gives it passes, and the same dscale rounded to bfloat16 (MP.D11's Keras,
+    its gradient cast back from the half type) fails - the budget is not the input dtype's."""
+    from normconf.conformance import checks
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 8)).astype(ml_dtypes.bfloat16).astype(np.float64)
+    g = rng.normal(size=(6, 8)).astype(ml_dtypes.bfloat16).astype(np.float64)
+    scale = (1.0 + 0.1 * rng.normal(size=8)).astype(np.float32).astype(np.float64)
+    params = {"axes": (-1,), "eps": 1e-6, "scale": scale}
+    want = R.rms_norm_vjp(g, x, **params).scale
+    budgets = checks.gradient_budget(
+        "rms_norm",
+        x,
+        params,
+        g,
+        {"scale": want},
+        acc_dtype="float32",
+        out_dtype="bfloat16",
+        parameter_dtype="float32",
+    )
+    in_float32 = want.astype(np.float32).astype(np.float64)
+    assert T.compare(in_float32, want, budgets["scale"], "float32").passed
+    in_half = want.astype(ml_dtypes.bfloat16).astype(np.float64)
+    assert not T.compare(in_half, want, budgets["scale"], "float32").passed
+    # without the policy the same rounding is the input dtype's own: the bfloat16 budget takes it
+    plain = checks.gradient_budget(
+        "rms_norm", x, params, g, {"scale": want}, acc_dtype="float32", out_dtype="bfloat16"
+    )
+    assert T.compare(in_half, want, plain["scale"], "bfloat16").passed
 
 
 @pytest.mark.clause("NUM.N11")
