@@ -33,7 +33,7 @@ class FlaxLinenMixed(FlaxLinen):
     operation up to y, rounded once to the half type (`_normalize`'s final asarray)."""
 
     name = "flax.linen@mixed"
-    cost = 8.2  # see Adapter.cost: half of flax.linen's (two dtypes of four)
+    cost = 4.1  # see Adapter.cost: 0.25 of flax.linen's seconds in the gate's quick run (2026-12-08)
     policy = LINEN_POLICY
     declarations = under_policy(
         FlaxLinen.declarations, tuple(FlaxLinen.declarations), HALVES, accumulation=HALF_IN_FLOAT32
@@ -52,7 +52,7 @@ class FlaxNnxMixed(FlaxNnx):
     use (MP.D30, MP.D31); the batch statistics are float32."""
 
     name = "flax.nnx@mixed"
-    cost = 6.7  # see Adapter.cost: half of flax.nnx's
+    cost = 3.3  # see Adapter.cost: 0.25 of flax.nnx's seconds in the gate's quick run (2026-12-08)
     policy = NNX_POLICY
     declarations = under_policy(
         FlaxNnx.declarations, tuple(FlaxNnx.declarations), HALVES, accumulation=HALF_IN_FLOAT32
@@ -77,7 +77,7 @@ class HaikuMixed(Haiku):
     cast to it (MP.D40-D42)."""
 
     name = "haiku@mixed"
-    cost = 8.9  # see Adapter.cost: half of haiku's
+    cost = 5.1  # see Adapter.cost: 0.29 of haiku's seconds in the gate's quick run (2026-12-08)
     policy = HAIKU_POLICY
     declarations = under_policy(
         Haiku.declarations, tuple(Haiku.declarations), HALVES, accumulation=HALF_IN_HALF
@@ -129,7 +129,7 @@ class EquinoxMixed(Equinox):
     parameters and returns float32 - and its 'ema' training step raises (MP.D50)."""
 
     name = "equinox@mixed"
-    cost = 4.1  # see Adapter.cost: half of equinox's
+    cost = 3.4  # see Adapter.cost: 0.42 of equinox's seconds in the gate's quick run (2026-12-08)
     policy = EQUINOX_POLICY
     declarations = {
         **under_policy(
