@@ -115,15 +115,22 @@ class Norm:
             return tuple(x.shape[a] for a in _axes(params, x.ndim))
         return (x.shape[params.get("channel_axis", self.parameters().get("channel_axis", 1)) % x.ndim],)
 
+    def mean_weights(self, view: np.ndarray, axes: tuple[int, ...], params: dict) -> np.ndarray:
+        """Each value's weight in its statistic's mean on a statistic view, broadcastable to it: 1/n, or
+        pooled over replicas as the declared weighting does (SBN.P2: 1/(R·n_r) for equal weighting)."""
+        if "replica_sizes" in params:
+            axis = params.get("channel_axis", 1) % view.ndim
+            sizes, weighting = tuple(params["replica_sizes"]), params.get("weighting", "count")
+            return element_weights(view.shape, axis, sizes, weighting)
+        return np.full((1,) * view.ndim, 1.0 / max(1, math.prod(view.shape[a] for a in axes)))
+
     def standardized(self, view: np.ndarray, axes: tuple[int, ...], params: dict) -> Standardized:
         """The reference's x̂ and divisor on a statistic view (`statistic_view`) under the params' divisor
         conventions (BN.P8), or pooled over replicas as the declared weighting does (SBN.P2): what the
         budgets' conditioning is relative to."""
         eps = params.get("eps", self.parameters().get("eps", 1e-5))
         if "replica_sizes" in params:
-            axis = params.get("channel_axis", 1) % view.ndim
-            sizes, weighting = tuple(params["replica_sizes"]), params.get("weighting", "count")
-            return pooled(view, axes, element_weights(view.shape, axis, sizes, weighting), eps)
+            return pooled(view, axes, self.mean_weights(view, axes, params), eps)
         divisor = params.get("normalize_var", "biased"), params.get("eps_placement", "inside_sqrt")
         return standardized(view, axes, eps, *divisor)
 

@@ -33,3 +33,31 @@ def test_a_one_pass_model_does_not_excuse_an_eval_step(clip):
         wrong = y + 2.8e3 * np.asarray(bound)
         judged = model.judge([Observation(case, "y", wrong, bound)], "float32")
         assert judged.agrees == training, (training, judged)
+
+
+@pytest.mark.clause("LN.D10", "SBN.S2")
+@pytest.mark.parametrize("weighting", ["count", "equal"])
+def test_the_held_divisor_gradient_takes_the_pooled_mean_of_synchronized_replicas(weighting):
+    """LN.D10's model (the divisor's derivative lost): dx of (x - mean) / sigma with sigma held, where
+    the mean is the replicas' pooled one - each value weighted 1/N (count) or 1/(R n_r) (equal, SBN.S2):
+    the finite difference of that function, exact for a function linear in x."""
+    from normconf import reference as R
+    from normconf.vocabulary.predicates import statistic_held
+
+    rng = np.random.default_rng(5)
+    x, g = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    params = {"channel_axis": 1, "eps": 0.1, "replica_sizes": (1, 3, 2), "weighting": weighting}
+    case = Case("sync_batch_norm", x, params, "standard", cotangent=g)
+    record = R.NORMS["sync_batch_norm"]
+    sigma = record.standardized(x, (0,), params).divisor
+    weights = record.mean_weights(x, (0,), params)
+
+    def loss(values):
+        return float(np.sum(g * (values - np.sum(weights * values, axis=0, keepdims=True)) / sigma))
+
+    step, expected = 1e-3, np.zeros_like(x)
+    for i in np.ndindex(*x.shape):
+        bump = np.zeros_like(x)
+        bump[i] = step
+        expected[i] = (loss(x + bump) - loss(x - bump)) / (2 * step)
+    np.testing.assert_allclose(statistic_held(case, "float32", "x"), expected, rtol=1e-9, atol=1e-12)

@@ -337,7 +337,9 @@ def statistic_held(case: Case, dtype: str, which: str):
             view, axes, back = statistic_view(case.norm, case.x, case.params)
             gview = statistic_view(case.norm, np.broadcast_to(g, case.x.shape), case.params)[0]
             divisor = record.standardized(view, axes, case.params).divisor
-            return np.asarray(back((gview - gview.mean(axis=axes, keepdims=True)) / divisor))
+            # d mean / dx_i is the value's weight in the mean (1/n; pooled replicas' own, SBN.P2)
+            weights = record.mean_weights(view, axes, case.params)
+            return np.asarray(back((gview - weights * gview.sum(axis=axes, keepdims=True)) / divisor))
         if record.gradient_terms == "rms":
             axes = tuple(sorted(a % case.x.ndim for a in param(case, "axes")))
             return g / np.sqrt(
