@@ -247,10 +247,6 @@ class Adapter:
     # Compiles a program per configuration and shape before it runs one (the JAX family, Keras on JAX):
     # its suite rate is bounded by compilation, not by the call (bench's targets differ).
     compiles: bool = False
-    # Norms whose call alone traces a program per configuration and shape in an otherwise eager adapter
-    # (Keras on TF's SyncBatchNorm: a tf.function under MirroredStrategy): they draw from the program
-    # pool too (`pooled`).
-    traced: tuple[str, ...] = ()
     # The libraries whose ISA caps (NORMCONF_MAX_ISA: _cpu.SWITCHES) reach the adapter's kernels: where
     # none does, a capped run computes exactly what a native one does (the AVX2 gate leaves it out).
     isa_capped: tuple[str, ...] = ()
@@ -262,11 +258,6 @@ class Adapter:
     # adapter is its plain adapter's sibling (name "<plain>@mixed") whose declarations say what the
     # policy keeps in float32 and what comes out.
     policy: Policy | None = None
-
-    def pooled(self, norm: str) -> bool:
-        """Whether `norm`'s shapes and static configuration come from the program pool
-        (conformance/regimes.py): a program per configuration is what its calls cost."""
-        return self.compiles or norm in self.traced
 
     def parameter_dtype(self, norm: str, dtype: str) -> str:
         """The dtype this adapter holds `norm`'s parameters and running statistics in for a `dtype`

@@ -441,7 +441,7 @@ def cell(request, target, recorder):
     before = adapter.counters()
     clock.take(0.0)  # what ran before this cell is not its time
     current = Cell(target.adapter, target.norm, target.dtype, prop, run=run)
-    with strategies.programs(pooled=adapter.pooled(target.norm)):  # compiled programs: the pool
+    with strategies.programs(pooled=adapter.compiles):  # compiled frameworks: the program pool
         yield current
     current.time = clock.take(time.monotonic() - current.started)
     current.counters = {k: v - before.get(k, 0) for k, v in adapter.counters().items()}

@@ -23,13 +23,13 @@ AXES_NORMS = tuple(name for name, record in NORMS.items() if record.statistics =
 
 def _declarations():
     """(label, norm, declaration, pooled): the generic draw (free and pooled) and every built-in adapter's
-    (pooled where it compiles or traces that norm's program: `Adapter.pooled`), float32 where declared."""
+    (pooled where it compiles), float32 where declared."""
     found = [(f"generic-{norm}", norm, None, False) for norm in NORMS]
     found += [(f"generic-pooled-{norm}", norm, None, True) for norm in NORMS]
     for name in adapters.built_in():
         adapter = adapters.get(name)
         for norm, declaration in adapter.declarations.items():
-            found.append((f"{name}-{norm}", norm, declaration, adapter.pooled(norm)))
+            found.append((f"{name}-{norm}", norm, declaration, adapter.compiles))
     return found
 
 
@@ -152,8 +152,8 @@ def test_a_property_asking_for_value_kinds_draws_only_those(norm):
 COMPILED = [
     (f"{name}-{norm}", norm, declaration)
     for name in adapters.built_in()
+    if adapters.get(name).compiles
     for norm, declaration in adapters.get(name).declarations.items()
-    if adapters.get(name).pooled(norm)
 ]
 
 

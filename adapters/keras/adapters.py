@@ -535,8 +535,6 @@ __all__ = ["Keras", "Unsupported"]
 # One adapter per backend, each registered by name (pyproject.toml, entry points "normconf.adapters")
 class KerasTensorflow(Keras):
     cost = 14.2  # see Adapter.cost
-    # one tf.function traced per program (_SyncProgram): ~1 s a trace against ~15 ms a warm step
-    traced = ("sync_batch_norm",)
 
     def __init__(self):
         super().__init__("tensorflow")
